@@ -1,0 +1,7 @@
+"""``python -m minirlhf``: see minirlhf.cli."""
+
+import sys
+
+from minirlhf.cli import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""The command line: ``python -m minirlhf SUBCOMMAND``. Each subcommand calls one entry point."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    """Check every op's backward against finite differences and print a table."""
+    from minirlhf.gradcheck import op_cases
+
+    cases = op_cases()
+    if args.only:
+        cases = [c for c in cases if c.name in args.only]
+        if not cases:
+            print(f"gradcheck: no case named {args.only}", file=sys.stderr)
+            return 2
+    print(f"{'op':<14} {'input shapes':<30} {'max rel. error':>14}  {'result':<6} note")
+    failed = 0
+    for case in cases:
+        result = case.check(seed=args.seed, tol=args.tol)
+        shapes = ", ".join(str(s) for s in case.shapes)
+        verdict = "pass" if result.passed else "FAIL"
+        failed += not result.passed
+        err = result.max_rel_error
+        print(f"{case.name:<14} {shapes:<30} {err:>14.2e}  {verdict:<6} {case.note}")
+        if not result.passed or args.verbose:
+            print("    " + result.report().replace("\n", "\n    "))
+    print(f"\n{len(cases) - failed} passed, {failed} failed (float64, eps 1e-6, tolerance "
+          f"{args.tol:.0e})")
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m minirlhf",
+        description="minirlhf: RLHF from scratch in pure NumPy.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    sub.required = True
+
+    p = sub.add_parser("gradcheck", help="check every op's gradient against finite differences",
+                       description=cmd_gradcheck.__doc__)
+    p.add_argument("--tol", type=float, default=1e-6, help="max relative error (default 1e-6)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the random inputs")
+    p.add_argument("--only", nargs="+", metavar="OP", help="check only these ops")
+    p.add_argument("-v", "--verbose", action="store_true", help="print each input's check")
+    p.set_defaults(func=cmd_gradcheck)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
