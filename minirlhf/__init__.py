@@ -5,7 +5,10 @@ Start with ``Tensor`` (the autograd engine), ``minirlhf.functional`` (imported a
 """
 
 from minirlhf import functional, ops
+from minirlhf.memory import reuse_freed_memory
 from minirlhf.tensor import Tensor, is_grad_enabled, no_grad, unbroadcast
+
+reuse_freed_memory()  # see minirlhf/memory.py: a large speed-up where page faults are costly
 
 __version__ = "0.1.0"
 __all__ = ["Tensor", "no_grad", "is_grad_enabled", "unbroadcast", "ops", "functional"]

@@ -167,3 +167,66 @@ def logsigmoid(x: Tensor) -> Tensor:
         return (g * 0.5 * (1.0 - np.tanh(0.5 * d)),)
 
     return Tensor._make(out, (x,), "logsigmoid", backward)
+
+
+def causal_self_attention(qkv: Tensor, n_head: int, cache: Any = None, layer: int = 0) -> Tensor:
+    """Multi-head causal self-attention from packed queries, keys and values.
+
+    qkv: (B, T, 3C), the output of the c_attn projection: [q | k | v] along the last axis.
+    Returns y: (B, T, C), the heads' outputs side by side (before the c_proj projection).
+
+    Per head h, with q, k, v of shape (T, hs) and hs = C / n_head:
+        S = q k^T / sqrt(hs);  S[i, j] = -inf for j > i (a token never sees its future)
+        P = softmax(S) along j;  y = P v
+    Backward (G = dL/dy for the head):
+        dv = P^T G;  dP = G v^T;  dS = P * (dP - sum_j dP * P);  dq = dS k / sqrt(hs);
+        dk = dS^T q / sqrt(hs)
+
+    With a KV cache (generation, no gradient): the new keys and values are written into the
+    cache for ``layer`` at positions [cache.pos, cache.pos + T), and the T queries attend to all
+    cached positions up to their own. Query i sits at position pos + i, so it may see keys
+    j <= pos + i: the same causal rule, shifted.
+    """
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    if C3 % 3 or C % n_head:
+        raise ValueError(f"causal_self_attention: qkv {qkv.shape} does not split into 3 x "
+                         f"{n_head} heads")
+    hs = C // n_head
+    scale = 1.0 / float(np.sqrt(hs))
+    heads = qkv.data.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+    q, k, v = heads[0], heads[1], heads[2]  # each (B, nh, T, hs)
+    pos = 0
+    if cache is not None:
+        if qkv.requires_grad:
+            raise RuntimeError("causal_self_attention: a KV cache is for generation under "
+                               "no_grad(); training attends over the full sequence")
+        pos = cache.pos
+        k, v = cache.store(layer, k, v)  # (B, nh, pos + T, hs)
+    Tk = k.shape[2]
+
+    att = q @ k.swapaxes(-1, -2)  # (B, nh, T, Tk)
+    att *= scale
+    if T > 1:  # future keys j > pos + i get -inf (with one query every cached key is visible)
+        future = np.arange(Tk)[None, :] > (pos + np.arange(T))[:, None]  # (T, Tk)
+        att[..., future] = -np.inf
+    att -= att.max(axis=-1, keepdims=True)
+    np.exp(att, out=att)
+    att /= att.sum(axis=-1, keepdims=True)  # P, (B, nh, T, Tk)
+    y = att @ v  # (B, nh, T, hs)
+    out = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C)
+
+    def backward(g):
+        gh = g.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
+        grad = np.empty((B, T, 3, n_head, hs), dtype=g.dtype)
+        grad_heads = grad.transpose(2, 0, 3, 1, 4)  # (3, B, nh, T, hs), a view into grad
+        grad_heads[2] = att.swapaxes(-1, -2) @ gh  # dv
+        ds = gh @ v.swapaxes(-1, -2)  # dP, (B, nh, T, T)
+        ds -= (ds * att).sum(axis=-1, keepdims=True)
+        ds *= att
+        ds *= scale  # dS, the gradient of the scaled scores
+        grad_heads[0] = ds @ k  # dq
+        grad_heads[1] = ds.swapaxes(-1, -2) @ q  # dk
+        return (grad.reshape(B, T, C3),)
+
+    return Tensor._make(out, (qkv,), "causal_self_attention", backward)

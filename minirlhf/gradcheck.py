@@ -41,14 +41,18 @@ class InputCheck:
     analytic: float  # analytic gradient at the worst element (or along the direction)
     numerical: float  # numerical gradient there
     where: tuple[int, ...] | str  # index of the worst element, or "direction"
+    max_abs_error: float = 0.0  # largest |analytic - numerical|
+    passed: bool = True  # every element within tol (relative) or atol (absolute)
 
 
 @dataclass
 class GradcheckResult:
-    """All inputs' checks of one function; ``passed`` when every error is within ``tol``."""
+    """All inputs' checks of one function; ``passed`` when every element of every input is
+    within ``tol`` relative error (or, if ``atol`` > 0, within ``atol`` absolute error)."""
 
     inputs: list[InputCheck] = field(default_factory=list)
     tol: float = 1e-6
+    atol: float = 0.0
 
     @property
     def max_rel_error(self) -> float:
@@ -56,21 +60,23 @@ class GradcheckResult:
 
     @property
     def passed(self) -> bool:
-        return self.max_rel_error <= self.tol
+        return all(c.passed for c in self.inputs)
 
     def report(self) -> str:
         """A cs231n-style table: numerical vs analytic vs relative error, per input."""
-        lines = [f"{'input':<8} {'shape':<16} {'where':<14} {'numerical':>14} {'analytic':>14} "
-                 f"{'rel. error':>11}"]
+        width = max([8] + [len(c.name) for c in self.inputs])
+        lines = [f"{'input':<{width}} {'shape':<14} {'worst at':<12} {'numerical':>14} "
+                 f"{'analytic':>14} {'rel. error':>10} {'abs. error':>10}"]
         for c in self.inputs:
             lines.append(
-                f"{c.name:<8} {str(c.shape):<16} {str(c.where):<14} {c.numerical:>14.8g} "
-                f"{c.analytic:>14.8g} {c.max_rel_error:>11.2e}"
+                f"{c.name:<{width}} {str(c.shape):<14} {str(c.where):<12} {c.numerical:>14.8g} "
+                f"{c.analytic:>14.8g} {c.max_rel_error:>10.2e} {c.max_abs_error:>10.2e}"
+                + ("" if c.passed else "  <- FAIL")
             )
         verdict = "PASS" if self.passed else "FAIL"
-        lines.append(
-            f"{verdict}: max relative error {self.max_rel_error:.2e} (tolerance {self.tol:.0e})"
-        )
+        within = f"tolerance {self.tol:.0e}" + (f", or absolute {self.atol:.0e}" if self.atol
+                                                 else "")
+        lines.append(f"{verdict}: max relative error {self.max_rel_error:.2e} ({within})")
         return "\n".join(lines)
 
 
@@ -79,6 +85,7 @@ def gradcheck(
     inputs: Sequence[Tensor],
     eps: float = 1e-6,
     tol: float = 1e-6,
+    atol: float = 0.0,
     mode: str = "full",
     n_samples: int = 20,
     seed: int = 0,
@@ -91,6 +98,9 @@ def gradcheck(
     mode: "full" (every element), "sparse" (``n_samples`` random elements per input) or
         "direction" (the derivative along one random unit direction per input: a single
         number that catches almost any error, for inputs too large to check element by element).
+    atol: an element also passes if its absolute error is at most ``atol``. Leave it 0 unless
+        some gradients are at the finite differences' noise floor (about 1e-16 |L| / eps):
+        an exactly-zero gradient compared with noise has relative error ~1 however right it is.
     Returns a GradcheckResult; ``.report()`` prints the table.
     """
     if mode not in ("full", "sparse", "direction"):
@@ -119,7 +129,7 @@ def gradcheck(
         x.grad = None
     (out * Tensor(weights)).sum().backward()
 
-    result = GradcheckResult(tol=tol)
+    result = GradcheckResult(tol=tol, atol=atol)
     names = list(names) if names is not None else [f"x{i}" for i in range(len(checked))]
     for name, x in zip(names, checked, strict=True):
         analytic = x.grad if x.grad is not None else np.zeros_like(x.data)
@@ -133,8 +143,9 @@ def gradcheck(
             x.data += eps * v
             num = difference(plus, minus)
             ana = float(np.sum(analytic * v))
-            err = float(rel_error(ana, num))
-            result.inputs.append(InputCheck(name, x.shape, err, ana, num, "direction"))
+            err, abs_err = float(rel_error(ana, num)), abs(ana - num)
+            ok = err <= tol or abs_err <= atol
+            result.inputs.append(InputCheck(name, x.shape, err, ana, num, "direction", abs_err, ok))
             continue
         if mode == "sparse" and x.size > n_samples:
             flat = rng.choice(x.size, size=n_samples, replace=False)
@@ -152,12 +163,17 @@ def gradcheck(
             numerical[k] = difference(plus, minus)
         ana = analytic.reshape(-1)[flat]
         errs = rel_error(ana, numerical)
-        worst = int(np.argmax(errs)) if len(errs) else 0
-        where = tuple(int(j) for j in np.unravel_index(flat[worst], x.shape)) if len(errs) else ()
-        result.inputs.append(
-            InputCheck(name, x.shape, float(errs.max(initial=0.0)), float(ana[worst]) if len(ana)
-                       else 0.0, float(numerical[worst]) if len(ana) else 0.0, where)
-        )
+        abs_errs = np.abs(ana - numerical)
+        ok = bool(np.all((errs <= tol) | (abs_errs <= atol)))
+        if len(errs) == 0:
+            result.inputs.append(InputCheck(name, x.shape, 0.0, 0.0, 0.0, (), 0.0, True))
+            continue
+        worst = int(np.argmax(errs))
+        where = tuple(int(j) for j in np.unravel_index(flat[worst], x.shape))
+        result.inputs.append(InputCheck(
+            name, x.shape, float(errs.max()), float(ana[worst]), float(numerical[worst]), where,
+            float(abs_errs.max()), ok,
+        ))
     return result
 
 

@@ -1,0 +1,107 @@
+"""Checkpoints: one ``.npz`` file, written atomically, with its metadata and a checksum inside.
+
+A checkpoint is a single file so that it is either the old one or the new one, never half of
+each: we write to a temporary file in the same folder, flush it to disk, and ``os.replace`` it
+over the old name (an atomic rename). A JSON copy of the metadata is written beside it for people
+to read; loading never depends on it. The arrays' SHA-256 is stored in the metadata and checked
+on load, so a truncated or altered file is named, never silently loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+META_KEY = "__meta__"
+
+
+class CheckpointError(Exception):
+    """A checkpoint file is missing, truncated, or fails its checksum."""
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode() + str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(file)`` on a temporary file, then rename it to ``path`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Write ``arrays`` and JSON-able ``meta`` to ``path`` (a .npz file) atomically."""
+    path = Path(path)
+    if META_KEY in arrays:
+        raise KeyError(f"save_checkpoint: {META_KEY!r} is reserved")
+    meta = dict(meta, sha256=_digest(arrays))
+    meta_bytes = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+    _atomic_write(path, lambda f: np.savez(f, **arrays, **{META_KEY: meta_bytes}))
+    sidecar = json.dumps(meta, indent=2, sort_keys=True).encode()
+    _atomic_write(path.with_suffix(".json"), lambda f: f.write(sidecar))
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a checkpoint written by ``save_checkpoint``: (arrays, meta). Raises CheckpointError
+    naming the file if it is missing, unreadable, or its checksum does not match."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise CheckpointError(f"checkpoint {path} is corrupted or truncated ({e})") from None
+    if META_KEY not in arrays:
+        raise CheckpointError(f"checkpoint {path} has no metadata: not a minirlhf checkpoint")
+    meta = json.loads(arrays.pop(META_KEY).tobytes().decode())
+    if meta.get("sha256") != _digest(arrays):
+        raise CheckpointError(f"checkpoint {path} fails its checksum: the file was altered or "
+                              "only partly written")
+    return arrays, meta
+
+
+def save_model(path: str | Path, model: Any, tokenizer: Any, extra: dict[str, Any] | None = None,
+               ) -> None:
+    """A GPT with its config, its tokenizer and any extra JSON-able metadata."""
+    meta = {"kind": "gpt", "config": model.config.to_dict(),
+            "scalar_heads": list(model.scalar_heads), "tokenizer": tokenizer.to_json(),
+            "extra": extra or {}}
+    save_checkpoint(path, model.state_dict(), meta)
+
+
+def load_model(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer, extra) from a checkpoint written by ``save_model``."""
+    from minirlhf.model import GPT, GPTConfig
+    from minirlhf.tokenizer import CharTokenizer
+
+    arrays, meta = load_checkpoint(path)
+    if meta.get("kind") != "gpt":
+        raise CheckpointError(f"checkpoint {path} holds {meta.get('kind')!r}, not a GPT")
+    model = GPT(GPTConfig(**meta["config"]), scalar_heads=tuple(
+        n[: -len("_head")] for n in meta["scalar_heads"]))
+    model.load_state_dict(arrays)
+    return model, CharTokenizer.from_json(meta["tokenizer"]), meta["extra"]

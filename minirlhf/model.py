@@ -1,0 +1,173 @@
+"""The GPT: GPT-2's architecture at toy scale, with GPT-2's parameter names.
+
+    idx (B, T) -> wte + wpe -> n_layer x Block -> ln_f -> logits = h @ wte^T (tied head)
+    Block: x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))      (pre-LayerNorm)
+    attn:  c_attn (C -> 3C), causal multi-head attention, c_proj (C -> C)
+    mlp:   c_fc (C -> 4C), GELU (tanh approximation), c_proj (4C -> C)
+
+Linear weights are stored (in, out), GPT-2's own checkpoint layout, so a state dict with keys
+``wte.weight``, ``h.0.attn.c_attn.weight``, ... exchanges with GPT-2 implementations directly.
+Optional scalar heads (a reward or a value) read the final hidden states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from minirlhf import functional as F
+from minirlhf.nn import Embedding, LayerNorm, Linear, Module, ModuleList
+from minirlhf.tensor import Tensor
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 49  # tokens: PAD, BOS, EOS and the tokenizer's characters
+    block_size: int = 128  # longest sequence the model reads (number of learned positions)
+    n_layer: int = 2  # transformer blocks
+    n_head: int = 4  # attention heads per block; must divide n_embd
+    n_embd: int = 64  # width of the residual stream, C
+    seed: int = 0  # seeds the initial weights
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (
+                    0 if f.name == "seed" else 1):
+                raise ValueError(f"GPTConfig.{f.name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig: n_head={self.n_head} must divide n_embd={self.n_embd}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: Model sizes for a laptop CPU. "default" is what the pipeline trains; "tiny" is for tests.
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": dict(block_size=64, n_layer=1, n_head=2, n_embd=32),
+    "default": dict(block_size=128, n_layer=2, n_head=4, n_embd=64),
+    "large": dict(block_size=128, n_layer=4, n_head=4, n_embd=128),
+}
+
+
+class KVCache:
+    """Keys and values of every layer for the positions generated so far.
+
+    Arrays are allocated once, (B, nh, block_size, hs) per layer, and filled as generation
+    advances, so each new token costs one query against the cache instead of a rerun of the
+    whole prefix.
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int, dtype: Any = np.float32):
+        hs = config.n_embd // config.n_head
+        shape = (batch_size, config.n_head, config.block_size, hs)
+        self.k = [np.zeros(shape, dtype) for _ in range(config.n_layer)]
+        self.v = [np.zeros(shape, dtype) for _ in range(config.n_layer)]
+        self.pos = 0  # positions filled so far
+        self.block_size = config.block_size
+
+    def store(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Write new keys/values (B, nh, T, hs) at [pos, pos + T); return all (B, nh, pos+T, hs)."""
+        end = self.pos + k.shape[2]
+        if end > self.block_size:
+            raise ValueError(f"KVCache: position {end} exceeds block_size {self.block_size}")
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+class CausalSelfAttention(Module):
+    def __init__(self, config: GPTConfig, rng: np.random.Generator):
+        C = config.n_embd
+        self.n_head = config.n_head
+        self.c_attn = Linear(C, 3 * C, rng=rng)
+        # GPT-2 scales residual projections by 1/sqrt(2 n_layer) so the stream's variance
+        # does not grow with depth
+        self.c_proj = Linear(C, C, rng=rng, std=0.02 / np.sqrt(2 * config.n_layer))
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        qkv = self.c_attn(x)  # (B, T, 3C)
+        y = F.causal_self_attention(qkv, self.n_head, cache, layer)  # (B, T, C)
+        return self.c_proj(y)  # (B, T, C)
+
+
+class MLP(Module):
+    def __init__(self, config: GPTConfig, rng: np.random.Generator):
+        C = config.n_embd
+        self.c_fc = Linear(C, 4 * C, rng=rng)
+        self.c_proj = Linear(4 * C, C, rng=rng, std=0.02 / np.sqrt(2 * config.n_layer))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x)))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+
+
+class Block(Module):
+    def __init__(self, config: GPTConfig, rng: np.random.Generator):
+        self.ln_1 = LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config, rng)
+        self.ln_2 = LayerNorm(config.n_embd)
+        self.mlp = MLP(config, rng)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)  # (B, T, C)
+        return x + self.mlp(self.ln_2(x))  # (B, T, C)
+
+
+class GPT(Module):
+    """GPT-2 at toy scale. ``model(idx)`` gives next-token logits (B, T, vocab_size)."""
+
+    def __init__(self, config: GPTConfig, scalar_heads: tuple[str, ...] = ()):
+        self.config = config
+        rng = np.random.default_rng(config.seed)
+        self.wte = Embedding(config.vocab_size, config.n_embd, rng=rng)
+        self.wpe = Embedding(config.block_size, config.n_embd, rng=rng)
+        self.h = ModuleList([Block(config, rng) for _ in range(config.n_layer)])
+        self.ln_f = LayerNorm(config.n_embd)
+        for name in scalar_heads:
+            self.add_scalar_head(name)
+
+    @property
+    def scalar_heads(self) -> tuple[str, ...]:
+        return tuple(n for n, m in self.named_children() if n.endswith("_head"))
+
+    def add_scalar_head(self, name: str, std: float = 0.0) -> None:
+        """A Linear(C -> 1) read on the final hidden states, named ``<name>_head``.
+        Zero-initialised by default, so a new head starts by predicting 0 everywhere."""
+        rng = np.random.default_rng(self.config.seed + 1)
+        head = Linear(self.config.n_embd, 1, rng=rng, std=std, dtype=self.wte.weight.dtype)
+        setattr(self, f"{name}_head", head)
+
+    def hidden(self, idx: np.ndarray, cache: KVCache | None = None) -> Tensor:
+        """Final hidden states (after ln_f). idx: (B, T) int token ids -> (B, T, C)"""
+        idx = np.asarray(idx)
+        if idx.ndim != 2:
+            raise ValueError(f"GPT: idx must be (B, T) token ids, got shape {idx.shape}")
+        B, T = idx.shape
+        pos = cache.pos if cache is not None else 0
+        if pos + T > self.config.block_size:
+            raise ValueError(f"GPT: sequence of {pos + T} tokens is longer than block_size "
+                             f"{self.config.block_size}")
+        x = self.wte(idx) + self.wpe(np.arange(pos, pos + T))  # (B, T, C) + (T, C)
+        for layer, block in enumerate(self.h):
+            x = block(x, cache, layer)  # (B, T, C)
+        if cache is not None:
+            cache.pos += T
+        return self.ln_f(x)  # (B, T, C)
+
+    def lm_logits(self, h: Tensor) -> Tensor:
+        """Next-token logits with the head tied to the token embedding. (B, T, C) -> (B, T, V)"""
+        return h @ self.wte.weight.T
+
+    def scalar(self, name: str, h: Tensor) -> Tensor:
+        """A scalar head on hidden states. (B, T, C) -> (B, T)"""
+        head = getattr(self, f"{name}_head", None)
+        if head is None:
+            raise KeyError(f"GPT has no scalar head {name!r}; it has {list(self.scalar_heads)}")
+        out = head(h)  # (B, T, 1)
+        return out.reshape(out.shape[:-1])  # (B, T)
+
+    def forward(self, idx: np.ndarray, cache: KVCache | None = None) -> Tensor:
+        """idx: (B, T) int -> logits (B, T, vocab_size)"""
+        return self.lm_logits(self.hidden(idx, cache))

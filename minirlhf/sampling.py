@@ -1,0 +1,149 @@
+"""Text from a model, and the log-probabilities of text under a model.
+
+Two functions every later stage relies on:
+
+* ``generate``: batched sampling with a KV cache, each row stopping at EOS. Sequences come back
+  as prompt + response + PAD (right padding), with a response mask and per-token log-probs.
+* ``token_logprobs``: **the one function** that scores given response tokens under a model.
+  SFT evaluation, PPO and DPO all call it, so "log pi(response)" means the same thing everywhere.
+
+Conventions (see DESIGN): ``response_mask[b, t] = 1`` where token t of row b is a response
+token (EOS included); prompt and padding tokens are 0. Log-probs are aligned with the tokens they
+score: ``logprobs[b, t] = log p(tokens[b, t] | tokens[b, :t])``, 0 where the mask is 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from minirlhf import functional as F
+from minirlhf import ops
+from minirlhf.model import GPT, KVCache
+from minirlhf.tensor import Tensor, no_grad
+from minirlhf.tokenizer import EOS, PAD
+
+
+@dataclass
+class Generation:
+    """A batch of sampled sequences. All arrays are (B, T) unless noted."""
+
+    tokens: np.ndarray  # int: prompt, response (ending in EOS if finished), then PAD
+    response_mask: np.ndarray  # float32: 1 on response tokens, EOS included
+    logprobs: np.ndarray  # float32: log-prob of each response token at the sampling temperature
+    prompt_lengths: np.ndarray  # (B,) int: tokens in each prompt (BOS included)
+    finished: np.ndarray  # (B,) bool: the response ended with EOS within the budget
+
+    def responses(self) -> list[np.ndarray]:
+        """Each row's response tokens (EOS included when present)."""
+        return [row[m > 0] for row, m in zip(self.tokens, self.response_mask, strict=True)]
+
+
+def _prompt_array(prompts: Sequence[Sequence[int]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Prompts as a right-padded (B, Tp) array and their lengths (B,)."""
+    if isinstance(prompts, np.ndarray) and prompts.ndim == 2:
+        lengths = (prompts != PAD).sum(axis=1)
+        return prompts.astype(np.int64), lengths
+    lengths = np.array([len(p) for p in prompts])
+    if len(lengths) == 0 or lengths.min() == 0:
+        raise ValueError("generate: need at least one prompt, each with at least one token")
+    out = np.full((len(prompts), lengths.max()), PAD, dtype=np.int64)
+    for b, p in enumerate(prompts):
+        out[b, : len(p)] = p
+    return out, lengths
+
+
+def sample_from_logits(logits: np.ndarray, temperature: float, top_k: int | None,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one token per row. logits: (B, V) -> tokens (B,), log-probs (B,)
+
+    The log-prob is under softmax(logits / temperature), the distribution ``token_logprobs``
+    scores; with ``top_k`` the sampler draws from the renormalised top k only.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    z = logits * (1.0 / temperature)  # exactly as token_logprobs scales them
+    logp = F._log_softmax_array(z, axis=-1)  # (B, V)
+    if top_k is not None and top_k < z.shape[-1]:
+        kth = np.partition(z, -top_k, axis=-1)[:, -top_k][:, None]  # (B, 1)
+        z = np.where(z < kth, -np.inf, z)
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    cdf = np.cumsum(p, axis=-1)  # (B, V)
+    u = rng.random(len(p))[:, None] * cdf[:, -1:]  # (B, 1)
+    tok = np.minimum((cdf <= u).sum(axis=-1), p.shape[-1] - 1)  # first index with cdf > u
+    return tok, logp[np.arange(len(tok)), tok]
+
+
+def generate(model: GPT, prompts: Sequence[Sequence[int]] | np.ndarray, max_new_tokens: int,
+             temperature: float = 1.0, top_k: int | None = None,
+             rng: np.random.Generator | None = None, use_cache: bool = True) -> Generation:
+    """Sample up to ``max_new_tokens`` response tokens after each prompt.
+
+    prompts: B lists of token ids (each starting with BOS), or a right-padded (B, Tp) array.
+    Returns a Generation with (B, max(Tp) + max_new_tokens) arrays, right-padded with PAD.
+
+    Rows share one KV cache and advance one position per step. A row whose prompt is shorter
+    than the longest simply starts generating earlier: while a row is still inside its prompt,
+    its prompt token is fed instead of a sample, so every sequence stays contiguous
+    (prompt, response, PAD) and no left padding or position shifting is needed.
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    prompt_arr, lengths = _prompt_array(prompts)
+    B = len(lengths)
+    total = int(lengths.max()) + max_new_tokens
+    if total > model.config.block_size:
+        raise ValueError(f"generate: prompt ({lengths.max()}) + max_new_tokens ({max_new_tokens})"
+                         f" exceeds the model's block_size {model.config.block_size}")
+    tokens = np.full((B, total), PAD, dtype=np.int64)
+    tokens[:, : prompt_arr.shape[1]] = prompt_arr
+    mask = np.zeros((B, total), np.float32)
+    logprobs = np.zeros((B, total), np.float32)
+    done = np.zeros(B, bool)  # emitted EOS
+    start = int(lengths.min())
+    was_training = model.training
+    model.eval()
+    with no_grad():
+        cache = KVCache(model.config, B, model.wte.weight.dtype) if use_cache else None
+        logits = model(tokens[:, :start], cache).data[:, -1]  # (B, V)
+        for t in range(start, total):
+            generating = (t >= lengths) & ~done & (t < lengths + max_new_tokens)  # (B,)
+            if not generating.any() and t >= lengths.max():
+                break
+            tok, lp = sample_from_logits(logits, temperature, top_k, rng)
+            tokens[generating, t] = tok[generating]
+            logprobs[generating, t] = lp[generating]
+            mask[generating, t] = 1.0
+            done |= generating & (tok == EOS)
+            if t + 1 < total:
+                step_in = tokens[:, t:t + 1] if cache is not None else tokens[:, : t + 1]
+                logits = model(step_in, cache).data[:, -1]
+    model.train(was_training)
+    return Generation(tokens, mask, logprobs, lengths, done)
+
+
+def token_logprobs(model: GPT, tokens: np.ndarray, response_mask: np.ndarray,
+                   temperature: float = 1.0) -> Tensor:
+    """Log-probs of the given tokens under ``model``, on response positions only.
+
+    tokens: (B, T) int, prompt + response + PAD; response_mask: (B, T), 1 on response tokens.
+    Returns a Tensor (B, T) with ``out[b, t] = log softmax(logits[b, t-1] / temperature)[tokens
+    [b, t]]`` where the mask is 1 and exactly 0 elsewhere; it carries gradient to the model.
+    Sum it over T for a sequence's log-prob (the DPO and PPO convention).
+    """
+    tokens = np.asarray(tokens)
+    response_mask = np.asarray(response_mask)
+    if tokens.shape != response_mask.shape:
+        raise ValueError(f"token_logprobs: tokens {tokens.shape} and response_mask "
+                         f"{response_mask.shape} differ")
+    if np.any(response_mask[:, 0]):
+        raise ValueError("token_logprobs: the first token cannot be a response token (nothing "
+                         "precedes it to predict it from)")
+    logits = model(tokens[:, :-1])  # (B, T-1, V), position t predicts token t+1
+    if temperature != 1.0:
+        logits = logits * (1.0 / temperature)
+    nll = F.cross_entropy(logits, tokens[:, 1:], mask=response_mask[:, 1:], reduction="none")
+    B = tokens.shape[0]
+    first = Tensor(np.zeros((B, 1), dtype=nll.dtype))
+    return ops.concatenate([first, -nll], axis=1)  # (B, T)

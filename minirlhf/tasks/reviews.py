@@ -1,0 +1,167 @@
+"""The reviews world: a tiny grammar of movie reviews with a hidden sentiment lexicon.
+
+Grammar (every review is one line; the model sees it framed as BOS review EOS)::
+
+    review    := sentence (" " sentence){0,2}
+    sentence  := subject " " verb " " clause ((" and " | " but ") clause)? "."
+    subject   := "the " noun          noun in NOUNS
+    verb      := "was" | "is"
+    clause    := (adverb " ")? adjective
+    adverb    := "very" | "really" | "quite" | "not"
+
+Examples: ``the plot was very good but slow.`` and
+``the cast is not great. the music was fun and really charming.``
+
+Each adjective has a hidden polarity in [-2, 2] (``LEXICON``). The corpus generator gives each
+review a mood (positive or negative); each clause takes the mood's sign with probability 0.8,
+and clauses are joined with "and" when their (negation-adjusted) signs agree, "but" when they
+differ. Every choice's probability is known, so the corpus's exact entropy per character is
+computable: it is the loss a perfect model would reach.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NOUNS = ("movie", "film", "plot", "acting", "story", "ending", "music", "cast")
+VERBS = ("was", "is")
+#: adverb -> probability in the corpus (None: no adverb)
+ADVERB_PROBS = {None: 0.5, "very": 0.2, "really": 0.12, "quite": 0.1, "not": 0.08}
+#: adjective -> hidden polarity in [-2, 2]
+LEXICON = {
+    "great": 2.0, "wonderful": 2.0, "brilliant": 2.0, "good": 1.0, "fun": 1.0,
+    "charming": 1.0, "clever": 1.0, "fine": 0.5,
+    "awful": -2.0, "terrible": -2.0, "boring": -1.5, "bad": -1.0, "dull": -1.0,
+    "weak": -1.0, "messy": -1.0, "slow": -0.5,
+}
+POSITIVE = tuple(a for a, p in LEXICON.items() if p > 0)
+NEGATIVE = tuple(a for a, p in LEXICON.items() if p < 0)
+SENTENCE_COUNT_PROBS = (0.4, 0.45, 0.15)  # P(1), P(2), P(3) sentences
+P_SECOND_CLAUSE = 0.5
+P_FOLLOW_MOOD = 0.8
+
+
+@dataclass(frozen=True)
+class Clause:
+    adverb: str | None  # "very", "really", "quite", "not" or None
+    adjective: str
+
+
+@dataclass(frozen=True)
+class Sentence:
+    noun: str
+    verb: str
+    clauses: tuple[Clause, ...]  # one or two
+    conjunction: str | None  # "and", "but" or None for one clause
+
+
+def _sign(clause: Clause) -> float:
+    s = np.sign(LEXICON[clause.adjective])
+    return -s if clause.adverb == "not" else s
+
+
+def sample_review(rng: np.random.Generator) -> tuple[str, float]:
+    """One review from the corpus distribution, and the log-probability of drawing it."""
+    logp = 0.0
+    mood = 1.0 if rng.random() < 0.5 else -1.0
+    logp += np.log(0.5)
+    n = int(rng.choice(3, p=SENTENCE_COUNT_PROBS))
+    logp += np.log(SENTENCE_COUNT_PROBS[n])
+    adverbs = list(ADVERB_PROBS)
+    adverb_p = np.array(list(ADVERB_PROBS.values()))
+
+    def clause() -> tuple[Clause, float]:
+        lp = 0.0
+        k = int(rng.choice(len(adverbs), p=adverb_p))
+        adverb = adverbs[k]
+        lp += np.log(adverb_p[k])
+        want = mood if rng.random() < P_FOLLOW_MOOD else -mood  # the clause's effective sign
+        lp += np.log(P_FOLLOW_MOOD if want == mood else 1 - P_FOLLOW_MOOD)
+        lexical = -want if adverb == "not" else want  # "not" flips: "not good" is negative
+        pool = POSITIVE if lexical > 0 else NEGATIVE
+        lp += -np.log(len(pool))
+        return Clause(adverb, pool[int(rng.integers(len(pool)))]), lp
+
+    sentences = []
+    for _ in range(n + 1):
+        noun = NOUNS[int(rng.integers(len(NOUNS)))]
+        verb = VERBS[int(rng.integers(len(VERBS)))]
+        logp += -np.log(len(NOUNS)) - np.log(len(VERBS))
+        first, lp = clause()
+        logp += lp
+        clauses, conj = (first,), None
+        if rng.random() < P_SECOND_CLAUSE:
+            second, lp = clause()
+            logp += lp + np.log(P_SECOND_CLAUSE)
+            clauses = (first, second)
+            conj = "and" if _sign(first) == _sign(second) else "but"
+        else:
+            logp += np.log(1 - P_SECOND_CLAUSE)
+        sentences.append(Sentence(noun, verb, clauses, conj))
+    return render(sentences), float(logp)
+
+
+def render(sentences: list[Sentence] | tuple[Sentence, ...]) -> str:
+    """Sentences -> review text."""
+    parts = []
+    for s in sentences:
+        words = " ".join(f"{c.adverb} {c.adjective}" if c.adverb else c.adjective
+                         for c in s.clauses[:1])
+        if len(s.clauses) == 2:
+            c = s.clauses[1]
+            words += f" {s.conjunction} " + (f"{c.adverb} {c.adjective}" if c.adverb else c.adjective)
+        parts.append(f"the {s.noun} {s.verb} {words}.")
+    return " ".join(parts)
+
+
+def parse_review(text: str) -> tuple[Sentence, ...] | None:
+    """The review's sentences if ``text`` follows the grammar (any number of sentences),
+    else None. The conjunction may be "and" or "but" regardless of polarity."""
+    if not text.endswith(".") or text != text.strip() or "  " in text:
+        return None
+    sentences = []
+    for raw in text[:-1].split(". "):
+        words = raw.split(" ")
+        if len(words) < 4 or words[0] != "the" or words[1] not in NOUNS or words[2] not in VERBS:
+            return None
+        clauses, conj, rest = [], None, words[3:]
+        while rest:
+            if clauses:
+                if rest[0] not in ("and", "but") or conj is not None:
+                    return None
+                conj, rest = rest[0], rest[1:]
+            adverb = None
+            if rest and rest[0] in ADVERB_PROBS:
+                adverb, rest = rest[0], rest[1:]
+            if not rest or rest[0] not in LEXICON:
+                return None
+            clauses.append(Clause(adverb, rest[0]))
+            rest = rest[1:]
+        if len(clauses) > 2 or (len(clauses) == 2) != (conj is not None):
+            return None
+        sentences.append(Sentence(words[1], words[2], tuple(clauses), conj))
+    return tuple(sentences)
+
+
+def is_grammatical(text: str) -> bool:
+    """True if ``text`` is a review the grammar can produce (1-3 sentences)."""
+    parsed = parse_review(text)
+    return parsed is not None and 1 <= len(parsed) <= 3
+
+
+def make_corpus(n_reviews: int, seed: int) -> tuple[list[str], float]:
+    """``n_reviews`` reviews and the corpus's exact entropy in nats per token.
+
+    Tokens per review = characters + 1 (the EOS the model must predict); BOS is given, not
+    predicted.
+    """
+    rng = np.random.default_rng(seed)
+    reviews, nats, tokens = [], 0.0, 0
+    for _ in range(n_reviews):
+        text, logp = sample_review(rng)
+        reviews.append(text)
+        nats -= logp
+        tokens += len(text) + 1
+    return reviews, nats / tokens

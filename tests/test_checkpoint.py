@@ -1,0 +1,79 @@
+"""Checkpoints round-trip bit for bit, are written atomically, and name their corruption."""
+
+import numpy as np
+import pytest
+
+from minirlhf import checkpoint
+from minirlhf.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint, save_model
+from minirlhf.model import GPT, GPTConfig
+from minirlhf.tokenizer import CharTokenizer
+
+CFG = GPTConfig(vocab_size=49, block_size=16, n_layer=1, n_head=2, n_embd=8)
+
+
+def test_model_round_trip_bit_identical(tmp_path):
+    model = GPT(CFG, scalar_heads=("value",))
+    model.value_head.weight.data = np.random.default_rng(0).normal(size=(8, 1)).astype(np.float32)
+    path = tmp_path / "m.npz"
+    save_model(path, model, CharTokenizer(), extra={"stage": "test"})
+    loaded, tok, extra = load_model(path)
+    assert extra == {"stage": "test"} and tok.chars == CharTokenizer().chars
+    assert loaded.config == model.config and loaded.scalar_heads == ("value_head",)
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes(), k
+    assert (tmp_path / "m.json").exists()  # the human-readable sidecar
+
+
+def test_truncated_checkpoint_is_named(tmp_path):
+    path = tmp_path / "m.npz"
+    save_checkpoint(path, {"w": np.arange(1000.0)}, {"note": 1})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=f"{path}.*(corrupted|truncated|checksum)"):
+        load_checkpoint(path)
+
+
+def test_altered_checkpoint_fails_checksum(tmp_path):
+    path = tmp_path / "m.npz"
+    save_checkpoint(path, {"w": np.zeros(10)}, {})
+    arrays, meta = load_checkpoint(path)
+    arrays["w"][3] = 1.0  # someone edits the weights but keeps the old metadata
+    meta_bytes = np.frombuffer(__import__("json").dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays, __meta__=meta_bytes)
+    with pytest.raises(CheckpointError, match="fails its checksum"):
+        load_checkpoint(path)
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.npz")
+
+
+def test_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "m.npz"
+    save_checkpoint(path, {"w": np.ones(5)}, {"version": 1})
+
+    def crashing_savez(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip file")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(checkpoint.np, "savez", crashing_savez)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"w": np.zeros(5)}, {"version": 2})
+    monkeypatch.undo()
+    arrays, meta = load_checkpoint(path)
+    assert meta["version"] == 1 and np.all(arrays["w"] == 1)
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_load_state_dict_errors_name_the_key():
+    model = GPT(CFG)
+    sd = model.state_dict()
+    bad = dict(sd, **{"wte.weight": np.zeros((3, 3), np.float32)})
+    with pytest.raises(ValueError, match=r"wte.weight has shape \(3, 3\)"):
+        model.load_state_dict(bad)
+    missing = {k: v for k, v in sd.items() if k != "ln_f.bias"}
+    with pytest.raises(KeyError, match="ln_f.bias"):
+        model.load_state_dict(missing)
