@@ -48,4 +48,5 @@ def apply_overrides(config: C, overrides: Sequence[str]) -> C:
 
 def describe(config: Any) -> str:
     """One line per field: ``key = value``."""
-    return "\n".join(f"  {f.name} = {getattr(config, f.name)!r}" for f in dataclasses.fields(config))
+    return "\n".join(f"  {f.name} = {getattr(config, f.name)!r}"
+                     for f in dataclasses.fields(config))

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from minirlhf.ops import gelu  # noqa: F401  (re-exported: F.gelu)
-from minirlhf.tensor import Tensor, unbroadcast
+from minirlhf.tensor import Tensor
 
 
 def _softmax_array(x: np.ndarray, axis: int) -> np.ndarray:
@@ -116,6 +116,50 @@ def cross_entropy(
     return Tensor._make(out, (logits,), "cross_entropy", backward)
 
 
+def _mean_last(a: np.ndarray) -> np.ndarray:
+    """Mean over the last axis, keeping it: (*s, C) -> (*s, 1).
+
+    Written as a matrix-vector product because BLAS does this several times faster than
+    NumPy's reduction along a short contiguous axis (0.009 vs 0.06 ms for (2048, 64) here)."""
+    C = a.shape[-1]
+    return a @ np.full((C, 1), 1.0 / C, dtype=a.dtype)
+
+
+def _sum_leading(a: np.ndarray) -> np.ndarray:
+    """Sum over every axis but the last: (*s, C) -> (C,), as a vector-matrix product."""
+    rows = a.reshape(-1, a.shape[-1])
+    return np.ones(len(rows), dtype=a.dtype) @ rows
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y = x W + b. x: (*s, k), weight: (k, m), bias: (m,) -> (*s, m)
+
+    Backward: dx = g W^T;  dW = x^T g (summed over all rows);  db = sum of g over all rows.
+    One op instead of matmul + add: the bias is added in place and its gradient is one
+    vector-matrix product.
+    """
+    k, m = weight.shape
+    if x.shape[-1] != k or (bias is not None and bias.shape != (m,)):
+        raise ValueError(f"linear: x {x.shape}, weight {weight.shape} and bias "
+                         f"{None if bias is None else bias.shape} do not fit")
+    x2 = x.data.reshape(-1, k)  # (N, k)
+    out = x2 @ weight.data  # (N, m)
+    if bias is not None:
+        out += bias.data
+    out = out.reshape(*x.shape[:-1], m)  # (*s, m)
+    parents = (x, weight) if bias is None else (x, weight, bias)
+
+    def backward(g):
+        g2 = g.reshape(-1, m)  # (N, m)
+        dx = (g2 @ weight.data.T).reshape(x.shape) if x.requires_grad else None
+        dw = x2.T @ g2 if weight.requires_grad else None
+        if bias is None:
+            return dx, dw
+        return dx, dw, _sum_leading(g2)
+
+    return Tensor._make(out, parents, "linear", backward)
+
+
 def layer_norm(
     x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5
 ) -> Tensor:
@@ -129,9 +173,8 @@ def layer_norm(
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and p.shape != (C,):
             raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected ({C},)")
-    mu = x.data.mean(axis=-1, keepdims=True)  # (*s, 1)
-    xc = x.data - mu
-    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)  # (*s, 1)
+    xc = x.data - _mean_last(x.data)  # (*s, C)
+    rstd = 1.0 / np.sqrt(_mean_last(xc * xc) + eps)  # (*s, 1)
     xhat = xc * rstd  # (*s, C)
     out = xhat * weight.data if weight is not None else xhat.copy()
     if bias is not None:
@@ -140,16 +183,14 @@ def layer_norm(
 
     def backward(g):
         dxhat = g * weight.data if weight is not None else g
-        dx = rstd * (
-            dxhat
-            - dxhat.mean(axis=-1, keepdims=True)
-            - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)
-        )
+        dx = dxhat - _mean_last(dxhat)
+        dx -= xhat * _mean_last(dxhat * xhat)
+        dx *= rstd
         grads = [dx]
         if weight is not None:
-            grads.append(unbroadcast(g * xhat, (C,)))
+            grads.append(_sum_leading(g * xhat))
         if bias is not None:
-            grads.append(unbroadcast(g, (C,)))
+            grads.append(_sum_leading(g))
         return tuple(grads)
 
     return Tensor._make(out, parents, "layer_norm", backward)
@@ -167,6 +208,23 @@ def logsigmoid(x: Tensor) -> Tensor:
         return (g * 0.5 * (1.0 - np.tanh(0.5 * d)),)
 
     return Tensor._make(out, (x,), "logsigmoid", backward)
+
+
+_CAUSAL_BIAS: dict[tuple[int, int, int, str], np.ndarray] = {}
+
+
+def _causal_bias(T: int, Tk: int, pos: int, dtype: np.dtype) -> np.ndarray:
+    """0 where query i (at position pos + i) may see key j, -inf where j is in its future.
+    (T, Tk). Adding it is one pass over the scores, far cheaper than boolean-mask assignment;
+    the few shapes a run uses are kept."""
+    key = (T, Tk, pos, str(dtype))
+    bias = _CAUSAL_BIAS.get(key)
+    if bias is None:
+        future = np.arange(Tk)[None, :] > (pos + np.arange(T))[:, None]  # (T, Tk)
+        bias = np.where(future, -np.inf, 0.0).astype(dtype)
+        if len(_CAUSAL_BIAS) < 64:
+            _CAUSAL_BIAS[key] = bias
+    return bias
 
 
 def causal_self_attention(qkv: Tensor, n_head: int, cache: Any = None, layer: int = 0) -> Tensor:
@@ -208,8 +266,7 @@ def causal_self_attention(qkv: Tensor, n_head: int, cache: Any = None, layer: in
     att = q @ k.swapaxes(-1, -2)  # (B, nh, T, Tk)
     att *= scale
     if T > 1:  # future keys j > pos + i get -inf (with one query every cached key is visible)
-        future = np.arange(Tk)[None, :] > (pos + np.arange(T))[:, None]  # (T, Tk)
-        att[..., future] = -np.inf
+        att += _causal_bias(T, Tk, pos, att.dtype)  # (T, Tk), broadcast over (B, nh)
     att -= att.max(axis=-1, keepdims=True)
     np.exp(att, out=att)
     att /= att.sum(axis=-1, keepdims=True)  # P, (B, nh, T, Tk)
@@ -222,7 +279,9 @@ def causal_self_attention(qkv: Tensor, n_head: int, cache: Any = None, layer: in
         grad_heads = grad.transpose(2, 0, 3, 1, 4)  # (3, B, nh, T, hs), a view into grad
         grad_heads[2] = att.swapaxes(-1, -2) @ gh  # dv
         ds = gh @ v.swapaxes(-1, -2)  # dP, (B, nh, T, T)
-        ds -= (ds * att).sum(axis=-1, keepdims=True)
+        # sum_j dP_ij P_ij = sum_j (G_i . v_j) P_ij = G_i . y_i: a dot product over hs
+        # instead of a sum over T (the trick FlashAttention uses)
+        ds -= (gh * y).sum(axis=-1, keepdims=True)
         ds *= att
         ds *= scale  # dS, the gradient of the scaled scores
         grad_heads[0] = ds @ k  # dq

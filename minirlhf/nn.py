@@ -141,8 +141,7 @@ class Linear(Module):
         self.bias = Parameter(np.zeros(out_features, dtype)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        y = x @ self.weight
-        return y + self.bias if self.bias is not None else y
+        return F.linear(x, self.weight, self.bias)
 
 
 class Embedding(Module):

@@ -218,9 +218,10 @@ class Tensor:
                         f"{node._op} backward: gradient of shape {g.shape} for an input of "
                         f"shape {parent.shape}"
                     )
-                if parent.grad is None:
-                    parent.grad = np.zeros_like(parent._data)
-                parent.grad += g
+                if parent.grad is None:  # the first contribution: a private copy
+                    parent.grad = np.array(g, dtype=parent.dtype, copy=True)
+                else:
+                    parent.grad += g
             if not node._retain:
                 node.grad = None  # a non-leaf's gradient is only a means to the leaves'
             if not retain_graph:

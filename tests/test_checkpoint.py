@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from minirlhf import checkpoint
-from minirlhf.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint, save_model
+from minirlhf.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    save_model,
+)
 from minirlhf.model import GPT, GPTConfig
 from minirlhf.tokenizer import CharTokenizer
 

@@ -2,7 +2,7 @@
 
 Grammar (every review is one line; the model sees it framed as BOS review EOS)::
 
-    review    := sentence (" " sentence){0,2}
+    review    := sentence (" " sentence)*      (the corpus uses 1 to 3 sentences)
     sentence  := subject " " verb " " clause ((" and " | " but ") clause)? "."
     subject   := "the " noun          noun in NOUNS
     verb      := "was" | "is"
@@ -105,13 +105,15 @@ def sample_review(rng: np.random.Generator) -> tuple[str, float]:
 
 def render(sentences: list[Sentence] | tuple[Sentence, ...]) -> str:
     """Sentences -> review text."""
+
+    def clause(c: Clause) -> str:
+        return f"{c.adverb} {c.adjective}" if c.adverb else c.adjective
+
     parts = []
     for s in sentences:
-        words = " ".join(f"{c.adverb} {c.adjective}" if c.adverb else c.adjective
-                         for c in s.clauses[:1])
+        words = clause(s.clauses[0])
         if len(s.clauses) == 2:
-            c = s.clauses[1]
-            words += f" {s.conjunction} " + (f"{c.adverb} {c.adjective}" if c.adverb else c.adjective)
+            words += f" {s.conjunction} {clause(s.clauses[1])}"
         parts.append(f"the {s.noun} {s.verb} {words}.")
     return " ".join(parts)
 
@@ -146,9 +148,12 @@ def parse_review(text: str) -> tuple[Sentence, ...] | None:
 
 
 def is_grammatical(text: str) -> bool:
-    """True if ``text`` is a review the grammar can produce (1-3 sentences)."""
+    """True if ``text`` follows the grammar: one or more well-formed sentences.
+
+    The corpus never has more than three sentences, but a fourth is still grammatical: writing
+    too much is a matter of taste (the gold reward penalises rambling), not of grammar."""
     parsed = parse_review(text)
-    return parsed is not None and 1 <= len(parsed) <= 3
+    return parsed is not None and len(parsed) >= 1
 
 
 def make_corpus(n_reviews: int, seed: int) -> tuple[list[str], float]:

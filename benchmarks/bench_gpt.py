@@ -1,0 +1,255 @@
+"""Speed and memory of the GPT: training tokens/s, sampling tokens/s, peak memory.
+
+    python benchmarks/bench_gpt.py            # all rows; PyTorch rows when torch is installed
+    python benchmarks/bench_gpt.py --quick    # fewer repetitions
+
+Training rows time forward + backward + AdamW in float32 for three model sizes. Sampling rows
+time 64 prompts of 16 tokens, 64 new tokens each, on config B, with and without the KV cache.
+When PyTorch is importable, the same run times an equivalent PyTorch eager model (same shapes,
+float32, 2 threads, plain attention written out, tied head, AdamW) and prints the ratio
+minirlhf / PyTorch for each row; without it, those columns say "skipped". The machines this
+runs on are shared and noisy, so each figure is the median of several repetitions, and ratios
+are measured within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import tracemalloc
+from dataclasses import dataclass
+
+import numpy as np
+
+from minirlhf import functional as F
+from minirlhf.model import GPT, GPTConfig
+from minirlhf.optim import AdamW
+from minirlhf.sampling import generate
+
+
+@dataclass
+class Shape:
+    name: str
+    vocab: int
+    T: int
+    d: int
+    L: int
+    H: int
+    batch: int
+
+
+SHAPES = [
+    Shape("A", 64, 64, 64, 2, 4, 32),
+    Shape("B", 96, 128, 128, 4, 4, 32),
+    Shape("C", 96, 256, 256, 6, 8, 16),
+]
+
+
+def _median_time(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+# ------------------------------------------------------------------------------ minirlhf
+def ours_train_step(s: Shape):
+    model = GPT(GPTConfig(vocab_size=s.vocab, block_size=s.T, n_layer=s.L, n_head=s.H,
+                          n_embd=s.d))
+    opt = AdamW(model.named_parameters(), lr=1e-4)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, s.vocab, (s.batch, s.T))
+    y = rng.integers(0, s.vocab, (s.batch, s.T))
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def ours_peak_memory_mb(s: Shape) -> float:
+    step = ours_train_step(s)
+    step()
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    step()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def ours_sampler(s: Shape, use_cache: bool):
+    model = GPT(GPTConfig(vocab_size=s.vocab, block_size=s.T, n_layer=s.L, n_head=s.H,
+                          n_embd=s.d))
+    prompts = np.random.default_rng(0).integers(3, s.vocab, (64, 16))
+    # Rows that emit EOS stop, but the batch runs until the last row is done: with 64 rows of
+    # an untrained model that is all 64 steps, as in the PyTorch loop, which never stops early.
+
+    def run():
+        generate(model, prompts, 64, rng=np.random.default_rng(0), use_cache=use_cache)
+
+    return run
+
+
+# ------------------------------------------------------------------------------- PyTorch
+def torch_jobs(shapes, sample_shape):
+    """The same rows for an equivalent PyTorch eager model: {row key: callable}."""
+    import torch
+    import torch.nn as tnn
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+
+    class Block(tnn.Module):
+        def __init__(self, d, H):
+            super().__init__()
+            self.H = H
+            self.ln_1, self.ln_2 = tnn.LayerNorm(d), tnn.LayerNorm(d)
+            self.c_attn, self.c_proj = tnn.Linear(d, 3 * d), tnn.Linear(d, d)
+            self.c_fc, self.mlp_proj = tnn.Linear(d, 4 * d), tnn.Linear(4 * d, d)
+
+        def attn(self, x, cache=None, pos=0):
+            B, T, C = x.shape
+            q, k, v = self.c_attn(x).split(C, dim=2)
+            q, k, v = (t.view(B, T, self.H, C // self.H).transpose(1, 2) for t in (q, k, v))
+            if cache is not None:
+                cache[0][:, :, pos:pos + T] = k
+                cache[1][:, :, pos:pos + T] = v
+                k, v = cache[0][:, :, :pos + T], cache[1][:, :, :pos + T]
+            att = (q @ k.transpose(-2, -1)) * (1.0 / (k.size(-1) ** 0.5))
+            if T > 1:
+                Tk = k.size(2)
+                mask = torch.ones(T, Tk, dtype=torch.bool).tril(diagonal=Tk - T)
+                att = att.masked_fill(~mask, float("-inf"))
+            y = torch.softmax(att, dim=-1) @ v
+            return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+        def forward(self, x, cache=None, pos=0):
+            x = x + self.attn(self.ln_1(x), cache, pos)
+            return x + self.mlp_proj(tnn.functional.gelu(self.c_fc(self.ln_2(x)),
+                                                         approximate="tanh"))
+
+    class TorchGPT(tnn.Module):
+        def __init__(self, s):
+            super().__init__()
+            self.s = s
+            self.wte, self.wpe = tnn.Embedding(s.vocab, s.d), tnn.Embedding(s.T, s.d)
+            self.h = tnn.ModuleList([Block(s.d, s.H) for _ in range(s.L)])
+            self.ln_f = tnn.LayerNorm(s.d)
+
+        def forward(self, idx, caches=None, pos=0):
+            T = idx.shape[1]
+            x = self.wte(idx) + self.wpe(torch.arange(pos, pos + T))
+            for i, b in enumerate(self.h):
+                x = b(x, caches[i] if caches else None, pos)
+            return self.ln_f(x) @ self.wte.weight.T
+
+    jobs = {}
+    for s in shapes:
+        model = TorchGPT(s)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randint(0, s.vocab, (s.batch, s.T), generator=g)
+        y = torch.randint(0, s.vocab, (s.batch, s.T), generator=g)
+
+        def step(model=model, opt=opt, x=x, y=y, s=s):
+            loss = tnn.functional.cross_entropy(model(x).view(-1, s.vocab), y.view(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        jobs[("train", s.name)] = step
+
+    s = sample_shape
+    model = TorchGPT(s).eval()
+    prompts = torch.randint(3, s.vocab, (64, 16), generator=torch.Generator().manual_seed(0))
+
+    @torch.no_grad()
+    def sample(use_cache):
+        idx = prompts
+        hs = s.d // s.H
+        caches = [(torch.zeros(64, s.H, s.T, hs), torch.zeros(64, s.H, s.T, hs))
+                  for _ in range(s.L)] if use_cache else None
+        logits = model(idx, caches, 0)[:, -1]
+        for t in range(16, 16 + 64):
+            nxt = torch.multinomial(torch.softmax(logits, -1), 1)
+            idx = torch.cat([idx, nxt], 1)
+            if t + 1 < 16 + 64:
+                logits = (model(nxt, caches, t) if use_cache else model(idx))[:, -1]
+        return idx
+
+    jobs[("sample", "cache")] = lambda: sample(True)
+    jobs[("sample", "no cache")] = lambda: sample(False)
+    return jobs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+    args = parser.parse_args()
+    repeats = 5 if args.quick else 10
+
+    B = SHAPES[1]
+    jobs = {("train", s.name): ours_train_step(s) for s in SHAPES}
+    jobs[("sample", "cache")] = ours_sampler(B, True)
+    jobs[("sample", "no cache")] = ours_sampler(B, False)
+
+    their_jobs = None
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print("PyTorch is not installed: its rows are skipped.")
+        else:
+            their_jobs = torch_jobs(SHAPES, B)
+
+    # Time the two implementations in alternating blocks, row by row, so that the machine's
+    # drift (these machines are shared) affects both alike. Between blocks we pause: both
+    # libraries' worker threads spin for a while after their last task, and would otherwise
+    # steal the cores from the next block. Each figure is the median step of its blocks.
+    ours, theirs = {}, ({} if their_jobs is not None else None)
+    for key, job in jobs.items():
+        blocks, per_block = (2, 2) if key[1] in ("C", "no cache") else (3, max(2, repeats // 3))
+        other = their_jobs[key] if their_jobs is not None else None
+        mine, their = [], []
+        for _ in range(blocks):
+            for f, times in ((job, mine), (other, their)):
+                if f is None:
+                    continue
+                time.sleep(0.5)
+                f()  # warm up after the pause
+                times.extend(_median_time(f, 1, 0) for _ in range(per_block))
+        ours[key] = float(np.median(mine))
+        if other is not None:
+            theirs[key] = float(np.median(their))
+
+    def tokens(key):
+        if key[0] == "train":
+            s = next(x for x in SHAPES if x.name == key[1])
+            return s.batch * s.T
+        return 64 * 64
+
+    print(f"\n{'row':<26} {'minirlhf tok/s':>15} {'PyTorch tok/s':>14} {'ratio':>7}")
+    for key, seconds in ours.items():
+        rate = tokens(key) / seconds
+        label = f"{key[0]} {key[1]}" + (" (training)" if key[0] == "train" else
+                                         " (config B, new tokens)")
+        if theirs is not None:
+            t_rate = tokens(key) / theirs[key]
+            print(f"{label:<26} {rate:>15,.0f} {t_rate:>14,.0f} {rate / t_rate:>6.2f}x")
+        else:
+            print(f"{label:<26} {rate:>15,.0f} {'skipped':>14} {'':>7}")
+    print(f"\npeak memory of one config-B training step (NumPy arrays, tracemalloc): "
+          f"{ours_peak_memory_mb(B):.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
