@@ -87,5 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from minirlhf.checkpoint import CheckpointError
+    from minirlhf.config import ConfigError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, CheckpointError) as e:
+        # Mistakes in what the user asked for: say what is wrong, without a traceback.
+        print(f"error: {e}", file=sys.stderr)
+        return 2

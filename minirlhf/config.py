@@ -12,6 +12,10 @@ from typing import Any, TypeVar, get_type_hints
 
 C = TypeVar("C")
 
+
+class ConfigError(ValueError):
+    """A config key or value is wrong; the message names the key and what it allows."""
+
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
@@ -20,13 +24,13 @@ def _parse(key: str, text: str, kind: Any) -> Any:
         low = text.lower()
         if low in _TRUE | _FALSE:
             return low in _TRUE
-        raise ValueError(f"config key {key!r} expects true or false, got {text!r}")
+        raise ConfigError(f"config key {key!r} expects true or false, got {text!r}")
     if kind in (int, float, str):
         try:
             return kind(text)
         except ValueError:
-            raise ValueError(f"config key {key!r} expects {kind.__name__}, got {text!r}") from None
-    raise ValueError(f"config key {key!r} has type {kind} that cannot be set from text")
+            raise ConfigError(f"config key {key!r} expects {kind.__name__}, got {text!r}") from None
+    raise ConfigError(f"config key {key!r} has type {kind} that cannot be set from text")
 
 
 def apply_overrides(config: C, overrides: Sequence[str]) -> C:
@@ -38,9 +42,9 @@ def apply_overrides(config: C, overrides: Sequence[str]) -> C:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep:
-            raise ValueError(f"override {item!r} must look like key=value")
+            raise ConfigError(f"override {item!r} must look like key=value")
         if key not in names:
-            raise ValueError(f"unknown config key {key!r} for {type(config).__name__}; valid "
+            raise ConfigError(f"unknown config key {key!r} for {type(config).__name__}; valid "
                              f"keys: {', '.join(names)}")
         changes[key] = _parse(key, value.strip(), hints[key])
     return dataclasses.replace(config, **changes)

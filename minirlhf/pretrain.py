@@ -41,8 +41,8 @@ class PretrainConfig:
     steps: int = 1500  # optimizer steps
     batch_size: int = 16  # windows per batch, B
     seq_len: int = 128  # tokens per window, T (at most the model's block_size)
-    lr: float = 3e-3  # peak learning rate
-    min_lr: float = 3e-4  # learning rate at the end of the cosine decay
+    lr: float = 6e-3  # peak learning rate
+    min_lr: float = 1e-4  # learning rate at the end of the cosine decay
     warmup_steps: int = 100  # linear warmup from 0 to lr
     weight_decay: float = 0.1  # AdamW decay, applied to Linear weights only
     grad_clip: float = 1.0  # max global gradient norm
