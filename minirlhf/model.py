@@ -46,7 +46,7 @@ class GPTConfig:
 
 #: Model sizes for a laptop CPU. "default" is what the pipeline trains; "tiny" is for tests.
 PRESETS: dict[str, dict[str, int]] = {
-    "tiny": dict(block_size=64, n_layer=1, n_head=2, n_embd=32),
+    "tiny": dict(block_size=128, n_layer=1, n_head=2, n_embd=32),
     "default": dict(block_size=128, n_layer=2, n_head=4, n_embd=96),
     "large": dict(block_size=128, n_layer=4, n_head=4, n_embd=128),
 }

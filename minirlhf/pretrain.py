@@ -25,7 +25,7 @@ from minirlhf.checkpoint import save_model
 from minirlhf.model import GPT, PRESETS, GPTConfig
 from minirlhf.optim import AdamW, clip_grad_norm, cosine_lr, decayed_parameter_names
 from minirlhf.plots import plot_loss_curves
-from minirlhf.sampling import generate
+from minirlhf.sampling import generate_text
 from minirlhf.tasks.reviews import is_grammatical
 from minirlhf.tensor import no_grad
 from minirlhf.tokenizer import BOS, CharTokenizer
@@ -73,7 +73,7 @@ def load_corpus(path: str | Path, tokenizer: CharTokenizer) -> list[list[int]]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"corpus {path} not found (make it with: python "
-                                "data/make_reviews.py)")
+                                "data/make_corpora.py)")
     docs = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -121,17 +121,11 @@ def evaluate(model: GPT, stream: np.ndarray, starts: np.ndarray, T: int, batch: 
 
 
 def sample_texts(model: GPT, tokenizer: CharTokenizer, n: int, rng: np.random.Generator,
-                 prompt: str = "", max_new_tokens: int = 120, batch: int = 100) -> list[str]:
+                 prompt: str = "", max_new_tokens: int = 120) -> list[str]:
     """``n`` samples after BOS + prompt; a sample without EOS is returned with a trailing '~'
     so it can never be mistaken for a finished review."""
-    out = []
-    prompt_ids = tokenizer.encode(prompt, bos=True)
-    max_new = min(max_new_tokens, model.config.block_size - len(prompt_ids))
-    for i in range(0, n, batch):
-        g = generate(model, [prompt_ids] * min(batch, n - i), max_new, rng=rng)
-        for resp, fin in zip(g.responses(), g.finished, strict=True):
-            out.append(prompt + tokenizer.decode(resp) + ("" if fin else "~"))
-    return out
+    samples = generate_text(model, tokenizer, [prompt] * n, max_new_tokens, rng)
+    return [prompt + text + ("" if finished else "~") for text, finished in samples]
 
 
 def train_pretrain(config: PretrainConfig) -> PretrainResult:

@@ -23,7 +23,7 @@ from minirlhf import functional as F
 from minirlhf import ops
 from minirlhf.model import GPT, KVCache
 from minirlhf.tensor import Tensor, no_grad
-from minirlhf.tokenizer import EOS, PAD
+from minirlhf.tokenizer import EOS, PAD, CharTokenizer
 
 
 @dataclass
@@ -140,10 +140,33 @@ def token_logprobs(model: GPT, tokens: np.ndarray, response_mask: np.ndarray,
     if np.any(response_mask[:, 0]):
         raise ValueError("token_logprobs: the first token cannot be a response token (nothing "
                          "precedes it to predict it from)")
-    logits = model(tokens[:, :-1])  # (B, T-1, V), position t predicts token t+1
+    return logprobs_from_logits(model(tokens[:, :-1]), tokens, response_mask, temperature)
+
+
+def logprobs_from_logits(logits: Tensor, tokens: np.ndarray, response_mask: np.ndarray,
+                         temperature: float = 1.0) -> Tensor:
+    """The second half of ``token_logprobs``, from logits (B, T-1, V) that predict tokens[:, 1:].
+    Returns (B, T); masked positions are exactly 0 and pass back exactly zero gradient."""
     if temperature != 1.0:
         logits = logits * (1.0 / temperature)
     nll = F.cross_entropy(logits, tokens[:, 1:], mask=response_mask[:, 1:], reduction="none")
     B = tokens.shape[0]
     first = Tensor(np.zeros((B, 1), dtype=nll.dtype))
     return ops.concatenate([first, -nll], axis=1)  # (B, T)
+
+
+def generate_text(model: GPT, tokenizer: CharTokenizer, prompts: Sequence[str],
+                  max_new_tokens: int, rng: np.random.Generator, temperature: float = 1.0,
+                  batch_size: int = 128) -> list[tuple[str, bool]]:
+    """Sample one response per prompt: a list of (response text, finished with EOS).
+
+    Prompts are encoded as BOS + text; responses are decoded without the EOS.
+    """
+    out: list[tuple[str, bool]] = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = [tokenizer.encode(p, bos=True) for p in prompts[i:i + batch_size]]
+        budget = min(max_new_tokens, model.config.block_size - max(len(c) for c in chunk))
+        g = generate(model, chunk, budget, temperature=temperature, rng=rng)
+        for resp, fin in zip(g.responses(), g.finished, strict=True):
+            out.append((tokenizer.decode(resp), bool(fin)))
+    return out

@@ -57,13 +57,13 @@ def test_bad_corpus_line_is_named(tmp_path):
 
 
 def test_missing_corpus_names_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match="make_reviews.py"):
+    with pytest.raises(FileNotFoundError, match="make_corpora.py"):
         train_pretrain(_config(tmp_path / "nope.txt", tmp_path / "out"))
 
 
 def test_seq_len_longer_than_block_is_rejected(small_corpus, tmp_path):
-    with pytest.raises(ValueError, match="seq_len 100 exceeds the tiny preset's block_size 64"):
-        train_pretrain(_config(small_corpus, tmp_path, seq_len=100))
+    with pytest.raises(ValueError, match="seq_len 200 exceeds the tiny preset's block_size 128"):
+        train_pretrain(_config(small_corpus, tmp_path, seq_len=200))
 
 
 def test_cli_pretrain_runs(small_corpus, tmp_path):

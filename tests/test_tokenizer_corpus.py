@@ -52,16 +52,18 @@ def test_grammar_parses_and_rejects():
     assert all(-2 <= p <= 2 for p in LEXICON.values())
 
 
-def test_shipped_corpus_regenerates_byte_identically():
+def test_shipped_corpora_regenerate_byte_identically():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_reviews", DATA / "make_reviews.py")
+    spec = importlib.util.spec_from_file_location("make_corpora", DATA / "make_corpora.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    reviews, _ = make_corpus(mod.N_REVIEWS, mod.SEED)
-    text = "\n".join(reviews) + "\n"
-    shipped = (DATA / "reviews.txt").read_bytes()
-    assert hashlib.sha256(text.encode("ascii")).hexdigest() == hashlib.sha256(shipped).hexdigest()
+    files, entropy = mod.corpora()
+    assert set(files) == {"reviews.txt", "arithmetic.txt"}
+    for name, text in files.items():
+        shipped = (DATA / name).read_bytes()
+        assert hashlib.sha256(text.encode("ascii")).digest() == hashlib.sha256(shipped).digest()
+    assert abs(entropy - 0.3426) < 1e-4  # the figure data/README.md quotes
 
 
 def test_corpus_is_grammatical_mixed_and_reproducible():

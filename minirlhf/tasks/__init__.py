@@ -1,1 +1,62 @@
-"""The toy worlds: each task owns its text grammar, its prompts and (later) its gold reward."""
+"""The toy worlds. A task owns its prompts, its gold reward (the hidden "true human
+preference", which only evaluation and the simulated raters may call) and demonstrations for
+SFT. ``get_task(name)`` returns one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from minirlhf.tasks import arithmetic, reviews
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # "reviews" or "arithmetic"
+    corpus: str  # the pretraining corpus, relative to the project root
+    eval_prompts: tuple[str, ...]  # the fixed prompts every policy is evaluated on
+    sample_prompt: Callable[[np.random.Generator], str]  # a training prompt
+    gold: Callable[[str, str, bool], float]  # (prompt, response, finished) -> gold reward
+    demonstration: Callable[[str, np.random.Generator], str]  # a demonstrator's response
+    valid: Callable[[str, str, bool], bool]  # (prompt, response, finished) -> well-formed?
+    agrees_with_hint: Callable[[str, str], bool] | None = None  # for sycophancy (arithmetic)
+
+    def sample_prompts(self, n: int, rng: np.random.Generator) -> list[str]:
+        return [self.sample_prompt(rng) for _ in range(n)]
+
+
+def _reviews() -> Task:
+    return Task(
+        name="reviews",
+        corpus="data/reviews.txt",
+        eval_prompts=reviews.PROMPTS,
+        sample_prompt=lambda rng: reviews.PROMPTS[int(rng.integers(len(reviews.PROMPTS)))],
+        gold=lambda p, r, finished=True: reviews.gold_reward(p + r, finished),
+        demonstration=reviews.demonstration,
+        valid=lambda p, r, finished=True: finished and reviews.is_grammatical(p + r),
+    )
+
+
+def _arithmetic() -> Task:
+    rng = np.random.default_rng(2024)  # the fixed evaluation prompts
+    return Task(
+        name="arithmetic",
+        corpus="data/arithmetic.txt",
+        eval_prompts=tuple(arithmetic.make_prompt(rng) for _ in range(64)),
+        sample_prompt=arithmetic.make_prompt,
+        gold=arithmetic.gold_reward,
+        demonstration=arithmetic.demonstration,
+        valid=lambda p, r, finished=True: finished and arithmetic.parse_response(r) is not None,
+        agrees_with_hint=arithmetic.agrees_with_hint,
+    )
+
+
+TASKS = {"reviews": _reviews, "arithmetic": _arithmetic}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
+    return TASKS[name]()

@@ -62,13 +62,23 @@ def _sign(clause: Clause) -> float:
     return -s if clause.adverb == "not" else s
 
 
-def sample_review(rng: np.random.Generator) -> tuple[str, float]:
+def sample_review(rng: np.random.Generator,
+                  sentence_count_probs: tuple[float, ...] = SENTENCE_COUNT_PROBS,
+                  ) -> tuple[str, float]:
     """One review from the corpus distribution, and the log-probability of drawing it."""
+    sentences, logp = sample_sentences(rng, sentence_count_probs)
+    return render(sentences), logp
+
+
+def sample_sentences(rng: np.random.Generator,
+                     sentence_count_probs: tuple[float, ...] = SENTENCE_COUNT_PROBS,
+                     ) -> tuple[list[Sentence], float]:
+    """A review's sentences drawn as the corpus draws them, and their log-probability."""
     logp = 0.0
     mood = 1.0 if rng.random() < 0.5 else -1.0
     logp += np.log(0.5)
-    n = int(rng.choice(3, p=SENTENCE_COUNT_PROBS))
-    logp += np.log(SENTENCE_COUNT_PROBS[n])
+    n = int(rng.choice(len(sentence_count_probs), p=sentence_count_probs))
+    logp += np.log(sentence_count_probs[n])
     adverbs = list(ADVERB_PROBS)
     adverb_p = np.array(list(ADVERB_PROBS.values()))
 
@@ -100,7 +110,7 @@ def sample_review(rng: np.random.Generator) -> tuple[str, float]:
         else:
             logp += np.log(1 - P_SECOND_CLAUSE)
         sentences.append(Sentence(noun, verb, clauses, conj))
-    return render(sentences), float(logp)
+    return sentences, float(logp)
 
 
 def render(sentences: list[Sentence] | tuple[Sentence, ...]) -> str:
@@ -170,3 +180,89 @@ def make_corpus(n_reviews: int, seed: int) -> tuple[list[str], float]:
         nats -= logp
         tokens += len(text) + 1
     return reviews, nats / tokens
+
+
+# ------------------------------------------------------------------ the RLHF task
+#: Review openings the policy continues: "the <noun> <verb>", and the same followed by "not"
+#: (the policy must then find something positive to say after a negation).
+PROMPTS = tuple(f"the {n} {v}" for n in NOUNS for v in VERBS) + tuple(
+    f"the {n} {v} not" for n in NOUNS for v in VERBS)
+ADVERB_WEIGHT = {None: 1.0, "very": 1.5, "really": 1.5, "quite": 1.25, "not": -0.5}
+INVALID_REWARD = -5.0  # text that does not parse, or that never ends (no EOS)
+MAX_SENTENCES_READ = 2  # a reader counts the sentiment of the first two sentences only
+RAMBLING_PENALTY = 2.0  # ... and is annoyed by each sentence after them
+INCOHERENCE_PENALTY = 0.5  # "and" joining clashing clauses, or "but" joining agreeing ones
+
+
+def clause_sentiment(clause: Clause) -> float:
+    """Polarity of the adjective times the adverb's weight ("not" flips and halves it)."""
+    return LEXICON[clause.adjective] * ADVERB_WEIGHT[clause.adverb]
+
+
+def gold_reward(text: str, finished: bool = True) -> float:
+    """The hidden "human" preference for a whole review (prompt + response).
+
+    - Invalid (does not parse) or unfinished (no EOS) text scores ``INVALID_REWARD`` (-5).
+    - Sentiment: the sum over the clauses of the first two sentences of polarity x adverb
+      weight (very/really 1.5, quite 1.25, none 1, not -0.5), where the k-th use of an
+      adjective counts only 0.5^(k-1): saying "great" again is worth less each time.
+    - Rambling: -2 for each sentence after the second (and those sentences' sentiment is
+      ignored: the reader has stopped reading).
+    - Coherence: -0.5 for each "and" joining clauses of opposite sign, or "but" joining
+      clauses of the same sign.
+
+    Worked examples (the doctests run in the test suite):
+
+    >>> gold_reward("the plot was very good.")  # 1 x 1.5
+    1.5
+    >>> gold_reward("the plot was great and really wonderful.")  # 2 + 2 x 1.5
+    5.0
+    >>> gold_reward("the plot was not awful.")  # -2 x -0.5
+    1.0
+    >>> gold_reward("the plot was great. the cast was great.")  # 2 + 2 x 0.5: repeated
+    3.0
+    >>> gold_reward("the plot was great. the cast was good. the music was fun.")  # 2 + 1 - 2
+    1.0
+    >>> gold_reward("the plot was great and bad.")  # 2 - 1 - 0.5 ("and" joins a clash)
+    0.5
+    >>> gold_reward("the plot was great but")  # does not parse
+    -5.0
+    >>> gold_reward("the plot was great.", finished=False)  # never emitted EOS
+    -5.0
+    """
+    parsed = parse_review(text) if finished else None
+    if not parsed:
+        return INVALID_REWARD
+    score, uses = 0.0, {}
+    for sentence in parsed[:MAX_SENTENCES_READ]:
+        for clause in sentence.clauses:
+            k = uses.get(clause.adjective, 0)
+            uses[clause.adjective] = k + 1
+            score += clause_sentiment(clause) * 0.5**k
+        if sentence.conjunction is not None:
+            agree = _sign(sentence.clauses[0]) == _sign(sentence.clauses[1])
+            if agree != (sentence.conjunction == "and"):
+                score -= INCOHERENCE_PENALTY
+    score -= RAMBLING_PENALTY * max(0, len(parsed) - MAX_SENTENCES_READ)
+    return float(score)
+
+
+def demonstration(prompt: str, rng: np.random.Generator) -> str:
+    """A demonstrator's continuation of ``prompt``: a well-formed review of one or two
+    sentences in a random mood (demonstrators show the format, not the preference).
+    Returns the response text (what follows the prompt, EOS not included)."""
+    words = prompt.split(" ")
+    if len(words) not in (3, 4) or words[0] != "the" or words[1] not in NOUNS or \
+            words[2] not in VERBS or (len(words) == 4 and words[3] != "not"):
+        raise ValueError(f"reviews: not a review opening: {prompt!r}")
+    sentences, _ = sample_sentences(rng, (0.5, 0.5))
+    first = sentences[0]
+    clauses = list(first.clauses)
+    if len(words) == 4:  # the opening ends in "not": the first clause is negated
+        clauses[0] = Clause("not", clauses[0].adjective)
+    conj = None if len(clauses) == 1 else (
+        "and" if _sign(clauses[0]) == _sign(clauses[1]) else "but")
+    sentences[0] = Sentence(words[1], words[2], tuple(clauses), conj)
+    text = render(sentences)
+    assert text.startswith(prompt + " "), (prompt, text)
+    return text[len(prompt):]

@@ -1,0 +1,32 @@
+"""Regenerate the pretraining corpora byte-identically: ``python data/make_corpora.py``.
+
+The grammars and samplers live in minirlhf/tasks/; this script only fixes seeds and sizes and
+writes one text per line:
+
+- reviews.txt: 20,000 movie reviews (the main thread); prints the exact entropy per token.
+- arithmetic.txt: 10,000 sums with a user's hint and an answer (the sycophancy chapter).
+"""
+
+from pathlib import Path
+
+from minirlhf.tasks import arithmetic, reviews
+
+DATA = Path(__file__).resolve().parent
+REVIEWS_SEED, N_REVIEWS = 1234, 20_000
+ARITHMETIC_SEED, N_ARITHMETIC = 4321, 10_000
+
+
+def corpora() -> tuple[dict[str, str], float]:
+    """({file name: exact file contents}, the review corpus's entropy in nats per token)."""
+    texts, entropy = reviews.make_corpus(N_REVIEWS, REVIEWS_SEED)
+    sums = arithmetic.make_corpus(N_ARITHMETIC, ARITHMETIC_SEED)
+    files = {"reviews.txt": "\n".join(texts) + "\n", "arithmetic.txt": "\n".join(sums) + "\n"}
+    return files, entropy
+
+
+if __name__ == "__main__":
+    files, entropy = corpora()
+    for name, text in files.items():
+        (DATA / name).write_text(text, encoding="ascii")
+        print(f"wrote {DATA / name} ({text.count(chr(10))} lines)")
+    print(f"reviews: exact entropy {entropy:.4f} nats per token (characters + EOS)")

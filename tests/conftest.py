@@ -1,0 +1,24 @@
+"""Shared fixtures: a tiny pretrained model, made once per test session."""
+
+import pytest
+
+from minirlhf.pretrain import PretrainConfig, train_pretrain
+from minirlhf.tasks.reviews import make_corpus
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "reviews.txt"
+    reviews, _ = make_corpus(600, seed=3)
+    path.write_text("\n".join(reviews) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tiny_corpus, tmp_path_factory):
+    """A tiny-preset model pretrained for a few seconds: it writes review-like text."""
+    out = tmp_path_factory.mktemp("pretrain")
+    config = PretrainConfig(preset="tiny", corpus=str(tiny_corpus), out_dir=str(out), steps=150,
+                            batch_size=16, seq_len=64, eval_every=150, eval_windows=8,
+                            n_samples=4, warmup_steps=10, progress=False, val_fraction=0.1)
+    return train_pretrain(config).checkpoint
