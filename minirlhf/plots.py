@@ -33,3 +33,44 @@ def plot_loss_curves(path: str | Path, train: Sequence[tuple[int, float]],
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
+
+
+def plot_calibration(path: str | Path, cal: dict) -> Path:
+    """Reliability diagram: predicted P(A > B) against the observed frequency, per bin."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="gray", ls="--", lw=1, label="perfect calibration")
+    sizes = [20 + 200 * c / max(cal["counts"]) for c in cal["counts"]]
+    ax.scatter(cal["predicted"], cal["observed"], s=sizes, zorder=3, label="held-out pairs")
+    ax.plot(cal["predicted"], cal["observed"], lw=1)
+    ax.set(xlabel="predicted P(A preferred)", ylabel="observed frequency",
+           title=f"reward model calibration (ECE {cal['ece'][0]:.3f})", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def plot_reward_vs_kl(path: str | Path, curves: dict[str, dict[str, Sequence[float]]],
+                      title: str = "gold and proxy reward against KL") -> Path:
+    """One line per curve: x = KL to the reference, y = reward; each curve is a dict with keys
+    ``kl``, ``gold`` and optionally ``proxy`` (drawn dashed), and ``labels`` for the points."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
+    for name, c in curves.items():
+        line, = ax.plot(c["kl"], c["gold"], "o-", label=f"{name}: gold")
+        if "proxy" in c:
+            ax.plot(c["kl"], c["proxy"], "s--", color=line.get_color(), alpha=0.6,
+                    label=f"{name}: proxy (RM)")
+        for x, y, lab in zip(c["kl"], c["gold"], c.get("labels", []), strict=False):
+            ax.annotate(str(lab), (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
+    ax.set(xlabel="KL to the reference policy (nats per response)", ylabel="reward",
+           title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path

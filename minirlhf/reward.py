@@ -1,0 +1,362 @@
+"""Stage 3, the reward model: turn comparisons into a number.
+
+The reward model is the SFT model's trunk with a scalar head (``reward_head``, zero-initialised),
+read at the response's EOS token: r(prompt, response) = head(h_EOS). Under the Bradley-Terry
+model a rater prefers A to B with probability sigmoid(r_A - r_B), so the loss on a labelled pair
+is the negative log-likelihood of the label:
+
+    L = -log sigmoid(r_chosen - r_rejected - margin)   (+ c (r_chosen + r_rejected)^2)
+
+The optional margin asks for a gap; the optional centering term (Eisenstein et al., 2023) keeps
+rewards near zero, since BT only fixes differences. For rankings of K responses, Plackett-Luce
+(the best is picked first, then the best of the rest, ...) and InstructGPT's average over all
+K(K-1)/2 pairs both reduce to BT at K = 2.
+
+After training, a gain and a bias are fitted so that scores on the SFT policy's own samples have
+mean 0 and standard deviation 1 (as Ziegler et al., 2019 did); they are saved with the model and
+applied by ``RewardModel.score``.
+
+Entry point: ``train_reward(config) -> RewardResult``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from minirlhf import functional as F
+from minirlhf.checkpoint import load_model, save_model
+from minirlhf.model import GPT
+from minirlhf.optim import AdamW, clip_grad_norm, cosine_lr, decayed_parameter_names
+from minirlhf.plots import plot_calibration, plot_loss_curves
+from minirlhf.preferences import PreferencePair, load_jsonl
+from minirlhf.raters import ceiling
+from minirlhf.sampling import generate_text
+from minirlhf.sft import encode_pairs
+from minirlhf.tasks import get_task
+from minirlhf.tensor import Tensor, no_grad
+from minirlhf.tokenizer import CharTokenizer
+
+log = logging.getLogger("minirlhf.reward")
+
+
+# ------------------------------------------------------------------------------- losses
+def bradley_terry_loss(r_chosen: Tensor, r_rejected: Tensor, margin: float = 0.0,
+                       center_coef: float = 0.0) -> Tensor:
+    """Mean over pairs of -log sigmoid(r_c - r_r - margin) + center_coef (r_c + r_r)^2.
+    r_chosen, r_rejected: (B,) -> scalar"""
+    loss = -F.logsigmoid(r_chosen - r_rejected - margin).mean()
+    if center_coef:
+        s = r_chosen + r_rejected
+        loss = loss + center_coef * (s * s).mean()
+    return loss
+
+
+def plackett_luce_loss(scores: Tensor) -> Tensor:
+    """Negative log-likelihood of rankings under Plackett-Luce. scores: (B, K), best first.
+
+    P(ranking) = prod_k exp(s_k) / sum_{j >= k} exp(s_j): the best is chosen among all, the
+    second among the rest, and so on. The last factor is 1, so k runs to K - 1.
+    """
+    B, K = scores.shape
+    total = None
+    for k in range(K - 1):
+        rest = scores[:, k:]  # (B, K - k)
+        term = F.log_softmax(rest, axis=-1)[:, 0]  # s_k - logsumexp(s_k..s_K)
+        total = term if total is None else total + term
+    return -total.mean()
+
+
+def all_pairs_loss(scores: Tensor) -> Tensor:
+    """InstructGPT's ranking loss: the mean of -log sigmoid(s_i - s_j) over all pairs with i
+    ranked above j. scores: (B, K), best first -> scalar"""
+    K = scores.shape[1]
+    i, j = np.triu_indices(K, k=1)  # every (better, worse) pair of positions
+    return -F.logsigmoid(scores[:, i] - scores[:, j]).mean()
+
+
+# -------------------------------------------------------------------------- the model
+def eos_positions(response_mask: np.ndarray) -> np.ndarray:
+    """Index of each row's last response token (its EOS, when it has one). (B, T) -> (B,)"""
+    T = response_mask.shape[1]
+    return T - 1 - np.argmax(response_mask[:, ::-1] > 0, axis=1)
+
+
+class RewardModel:
+    """A GPT with a scalar ``reward`` head, read at each response's last token (its EOS)."""
+
+    def __init__(self, model: GPT, tokenizer: CharTokenizer, gain: float = 1.0,
+                 bias: float = 0.0):
+        if "reward_head" not in model.scalar_heads:
+            model.add_scalar_head("reward")
+        self.model, self.tokenizer, self.gain, self.bias = model, tokenizer, gain, bias
+
+    def raw(self, tokens: np.ndarray, response_mask: np.ndarray) -> Tensor:
+        """Unnormalised scores with gradient. tokens, response_mask: (B, T) -> (B,)"""
+        h = self.model.hidden(tokens)  # (B, T, C)
+        per_token = self.model.scalar("reward", h)  # (B, T)
+        return per_token[np.arange(len(tokens)), eos_positions(response_mask)]  # (B,)
+
+    def encode(self, prompts: list[str], responses: list[str], finished: list[bool] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Right-padded tokens and response masks; EOS ends each finished response."""
+        finished = finished if finished is not None else [True] * len(prompts)
+        rows = [encode_pairs(self.tokenizer, [p], [r], eos=f)
+                for p, r, f in zip(prompts, responses, finished, strict=True)]
+        T = max(t.shape[1] for t, _ in rows)
+        tokens = np.zeros((len(rows), T), dtype=np.int64)
+        mask = np.zeros((len(rows), T), dtype=np.float32)
+        for b, (t, m) in enumerate(rows):
+            tokens[b, : t.shape[1]], mask[b, : m.shape[1]] = t[0], m[0]
+        return tokens, mask
+
+    def score(self, prompts: list[str], responses: list[str], finished: list[bool] | None = None,
+              batch_size: int = 256) -> np.ndarray:
+        """Normalised scores, gain * raw + bias, without gradient. -> (N,) float64"""
+        out = []
+        with no_grad():
+            for i in range(0, len(prompts), batch_size):
+                sl = slice(i, i + batch_size)
+                tokens, mask = self.encode(prompts[sl], responses[sl],
+                                           None if finished is None else finished[sl])
+                out.append(self.raw(tokens, mask).data.astype(np.float64))
+        return self.gain * np.concatenate(out) + self.bias if out else np.zeros(0)
+
+    def save(self, path: str | Path, extra: dict | None = None) -> None:
+        save_model(path, self.model, self.tokenizer,
+                   extra={"stage": "reward", "gain": self.gain, "bias": self.bias,
+                          **(extra or {})})
+
+    @classmethod
+    def load(cls, path: str | Path) -> RewardModel:
+        model, tokenizer, extra = load_model(path)
+        if "reward_head" not in model.scalar_heads:
+            raise ValueError(f"{path} is not a reward model (it has no reward head)")
+        return cls(model, tokenizer, float(extra.get("gain", 1.0)), float(extra.get("bias", 0.0)))
+
+
+# ----------------------------------------------------------------------------- metrics
+def pair_metrics(rm: RewardModel, pairs: list[PreferencePair]) -> dict[str, float]:
+    """Accuracy against the rater labels and against gold, each beside its ceiling; margins."""
+    prompts = [p.prompt for p in pairs]
+    rc = rm.score(prompts, [p.chosen for p in pairs])
+    rr = rm.score(prompts, [p.rejected for p in pairs])
+    out = {"accuracy": float(np.mean(rc > rr)), "mean_margin": float(np.mean(rc - rr))}
+    if all(p.p_chosen is not None for p in pairs):
+        p = np.array([q.p_chosen for q in pairs])
+        out["ceiling"] = ceiling(p)
+    if all(p.chosen_gold is not None for p in pairs):
+        gc = np.array([q.chosen_gold for q in pairs])
+        gr = np.array([q.rejected_gold for q in pairs])
+        decided = gc != gr
+        gold_better_chosen = gc[decided] > gr[decided]
+        if not decided.any():
+            return out
+        out["gold_accuracy"] = float(np.mean((rc[decided] > rr[decided]) == gold_better_chosen))
+        if "ceiling" in out:  # the label-optimal guess (the likelier label) judged by gold
+            likelier_chosen = p[decided] > 0.5
+            out["gold_accuracy_ceiling"] = float(np.mean(likelier_chosen == gold_better_chosen))
+    return out
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation; NaN when either side is constant."""
+    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def calibration(rm: RewardModel, pairs: list[PreferencePair], bins: int = 10,
+                seed: int = 0) -> dict[str, list[float]]:
+    """Predicted P(A > B) = sigmoid(r_A - r_B) against how often A was in fact chosen, with each
+    pair shown in a random order. Returns bin centres, mean predictions, observed frequencies,
+    counts, and the expected calibration error (ECE)."""
+    rng = np.random.default_rng(seed)
+    prompts = [p.prompt for p in pairs]
+    rc = rm.score(prompts, [p.chosen for p in pairs])
+    rr = rm.score(prompts, [p.rejected for p in pairs])
+    flip = rng.random(len(pairs)) < 0.5  # A is the rejected response for these pairs
+    diff = np.where(flip, rr - rc, rc - rr) / rm.gain  # back to raw units: sigmoid(raw diff)
+    pred = 1.0 / (1.0 + np.exp(-diff))
+    observed = (~flip).astype(float)  # 1 when A was the chosen one
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(pred, edges) - 1, 0, bins - 1)
+    centres, mean_pred, freq, counts = [], [], [], []
+    ece = 0.0
+    for b in range(bins):
+        sel = which == b
+        if not sel.any():
+            continue
+        centres.append(float((edges[b] + edges[b + 1]) / 2))
+        mean_pred.append(float(pred[sel].mean()))
+        freq.append(float(observed[sel].mean()))
+        counts.append(int(sel.sum()))
+        ece += sel.mean() * abs(pred[sel].mean() - observed[sel].mean())
+    return {"centres": centres, "predicted": mean_pred, "observed": freq, "counts": counts,
+            "ece": [float(ece)]}
+
+
+# ---------------------------------------------------------------------------- training
+@dataclass
+class RewardConfig:
+    task: str = "reviews"  # which world: reviews or arithmetic
+    preferences: str = "runs/default/preferences.jsonl"  # labelled pairs (JSON Lines)
+    init: str = "runs/default/sft/model.npz"  # the SFT checkpoint whose trunk we start from
+    out_dir: str = "runs/default/reward"  # where the model and plots go
+    max_pairs: int = 0  # use at most this many pairs (0: all)
+    val_fraction: float = 0.1  # held-out share of pairs for accuracy and calibration
+    epochs: int = 2  # passes over the training pairs
+    batch_size: int = 32  # pairs per step
+    lr: float = 3e-4  # peak learning rate
+    warmup_steps: int = 20  # linear warmup
+    weight_decay: float = 0.0  # AdamW decay on Linear weights
+    grad_clip: float = 1.0  # max global gradient norm
+    margin: float = 0.0  # BT margin
+    center_coef: float = 0.01  # reward-centering coefficient
+    norm_samples: int = 512  # SFT samples used to fit the normalization gain and bias
+    corr_samples: int = 512  # fresh SFT samples for the RM-gold correlation
+    seed: int = 0  # seeds the split, batches and samples
+    progress: bool = True  # show a tqdm bar
+
+
+@dataclass
+class RewardResult:
+    config: RewardConfig
+    checkpoint: str
+    train_pairs: int
+    val_metrics: dict[str, float] = field(default_factory=dict)  # held-out accuracy etc.
+    train_accuracy: float = 0.0
+    gold_correlation: float = 0.0  # Pearson r of RM score and gold on fresh SFT samples
+    gain: float = 1.0
+    bias: float = 0.0
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)
+    calibration: dict[str, list[float]] = field(default_factory=dict)
+    examples: list[tuple[str, str, str, float, float, float, float]] = field(
+        default_factory=list)  # prompt, chosen, rejected, rm_c, rm_r, gold_c, gold_r
+    plots: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _pair_batch(rm: RewardModel, pairs: list[PreferencePair]) -> tuple[Tensor, Tensor]:
+    """Raw scores of chosen and rejected for a batch of pairs, in one forward pass."""
+    prompts = [p.prompt for p in pairs] * 2
+    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    tokens, mask = rm.encode(prompts, responses)
+    r = rm.raw(tokens, mask)  # (2B,)
+    B = len(pairs)
+    return r[:B], r[B:]
+
+
+def length_buckets(pairs: list[PreferencePair], batch_size: int, rng: np.random.Generator
+                   ) -> list[np.ndarray]:
+    """Batches of pair indices with similar lengths, so little compute goes to padding.
+
+    Pairs are shuffled, then sorted by their longer sequence (a stable sort keeps the shuffle
+    among equal lengths), and cut into batches; a partial last batch is dropped. Callers shuffle
+    the order of the batches.
+    """
+    lengths = np.array([len(p.prompt) + max(len(p.chosen), len(p.rejected)) for p in pairs])
+    order = rng.permutation(len(pairs))
+    order = order[np.argsort(lengths[order], kind="stable")]
+    n = len(pairs) // batch_size
+    return [order[i * batch_size:(i + 1) * batch_size] for i in range(n)]
+
+
+def fit_normalization(rm: RewardModel, prompts: list[str], responses: list[str],
+                      finished: list[bool]) -> tuple[float, float]:
+    """Gain and bias that give the samples' scores mean 0 and standard deviation 1."""
+    rm.gain, rm.bias = 1.0, 0.0
+    raw = rm.score(prompts, responses, finished)
+    gain = 1.0 / max(float(raw.std()), 1e-6)
+    return gain, -gain * float(raw.mean())
+
+
+def train_reward(config: RewardConfig) -> RewardResult:
+    """Train a Bradley-Terry reward model on labelled pairs; measure it against the ceiling
+    and against gold; fit its normalization on SFT samples; save it."""
+    t0 = time.time()
+    task = get_task(config.task)
+    for name, path in (("preferences", config.preferences), ("init", config.init)):
+        if not Path(path).exists():
+            how = "python -m minirlhf preferences" if name == "preferences" else \
+                "python -m minirlhf sft"
+            raise FileNotFoundError(f"{name} file {path} does not exist (make it with: {how})")
+    pairs = load_jsonl(config.preferences)
+    if not pairs or not isinstance(pairs[0], PreferencePair):
+        raise ValueError(f"{config.preferences}: reward training needs chosen/rejected pairs")
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(len(pairs))
+    if config.max_pairs:
+        order = order[: config.max_pairs]
+    n_val = max(1, int(len(order) * config.val_fraction))
+    val = [pairs[i] for i in order[:n_val]]
+    train = [pairs[i] for i in order[n_val:]]
+    if config.batch_size > len(train):
+        raise ValueError(f"batch_size {config.batch_size} is larger than the {len(train)} "
+                         "training pairs")
+
+    model, tokenizer, _ = load_model(config.init)
+    rm = RewardModel(model, tokenizer)
+    opt = AdamW(model.named_parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                decay=decayed_parameter_names(model))
+    batches = length_buckets(train, config.batch_size, rng)
+    total = len(batches) * config.epochs
+    result = RewardResult(config=config, checkpoint="", train_pairs=len(train))
+    bar = tqdm(total=total, desc="reward", disable=not config.progress)
+    step = 0
+    for _ in range(config.epochs):
+        for b in rng.permutation(len(batches)):
+            batch = [train[i] for i in batches[b]]
+            opt.lr = cosine_lr(step, total, config.lr, config.warmup_steps, config.lr * 0.1)
+            rc, rr = _pair_batch(rm, batch)
+            loss = bradley_terry_loss(rc, rr, config.margin, config.center_coef)
+            opt.zero_grad()
+            loss.backward()
+            clip_grad_norm(model.parameters(), config.grad_clip)
+            opt.step()
+            if not np.isfinite(loss.item()):
+                raise FloatingPointError(f"reward: loss is {loss.item()} at step {step}")
+            result.loss_curve.append((step, loss.item()))
+            bar.update(1)
+            step += 1
+    bar.close()
+
+    # normalization on SFT samples, then metrics in normalized units
+    sample_rng = np.random.default_rng(config.seed + 1)
+    sft_model, _, _ = load_model(config.init)
+    prompts = task.sample_prompts(config.norm_samples + config.corr_samples, sample_rng)
+    outs = generate_text(sft_model, tokenizer, prompts, 80, sample_rng)
+    norm = slice(0, config.norm_samples)
+    fresh = slice(config.norm_samples, None)
+    rm.gain, rm.bias = fit_normalization(rm, prompts[norm], [r for r, _ in outs[norm]],
+                                         [f for _, f in outs[norm]])
+    result.gain, result.bias = rm.gain, rm.bias
+    scores = rm.score(prompts[fresh], [r for r, _ in outs[fresh]], [f for _, f in outs[fresh]])
+    golds = np.array([task.gold(p, r, f) for p, (r, f) in zip(prompts[fresh], outs[fresh],
+                                                               strict=True)])
+    result.gold_correlation = _pearson(scores, golds)
+    result.val_metrics = pair_metrics(rm, val)
+    result.train_accuracy = pair_metrics(rm, train[:2000])["accuracy"]
+    result.calibration = calibration(rm, val, seed=config.seed)
+    for p in val[:8]:
+        rc, rr = rm.score([p.prompt] * 2, [p.chosen, p.rejected])
+        result.examples.append((p.prompt, p.chosen, p.rejected, float(rc), float(rr),
+                                p.chosen_gold, p.rejected_gold))
+    out = Path(config.out_dir)
+    result.checkpoint = str(out / "model.npz")
+    rm.save(result.checkpoint, extra={"config": asdict(config), "val": result.val_metrics})
+    result.plots = [
+        str(plot_loss_curves(out / "loss.png", result.loss_curve, [], title="reward model")),
+        str(plot_calibration(out / "calibration.png", result.calibration)),
+    ]
+    result.seconds = time.time() - t0
+    log.info("reward model: held-out accuracy %.3f (ceiling %.3f), gold r %.3f",
+             result.val_metrics["accuracy"], result.val_metrics.get("ceiling", float("nan")),
+             result.gold_correlation)
+    return result
+
