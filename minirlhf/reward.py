@@ -210,9 +210,9 @@ class RewardConfig:
     out_dir: str = "runs/default/reward"  # where the model and plots go
     max_pairs: int = 0  # use at most this many pairs (0: all)
     val_fraction: float = 0.1  # held-out share of pairs for accuracy and calibration
-    epochs: int = 2  # passes over the training pairs
+    epochs: int = 3  # passes over the training pairs
     batch_size: int = 32  # pairs per step
-    lr: float = 3e-4  # peak learning rate
+    lr: float = 1e-3  # peak learning rate
     warmup_steps: int = 20  # linear warmup
     weight_decay: float = 0.0  # AdamW decay on Linear weights
     grad_clip: float = 1.0  # max global gradient norm
