@@ -1,0 +1,112 @@
+"""The DPO loss family: values, gradients, minimisers, and the closed-form optimum on a bandit."""
+
+import numpy as np
+import pytest
+
+from minirlhf import Tensor
+from minirlhf import functional as F
+from minirlhf.dpo import dpo_loss
+from minirlhf.gradcheck import gradcheck
+from minirlhf.nn import Parameter
+from minirlhf.optim import AdamW
+
+RNG = np.random.default_rng(0)
+
+
+def _t(x):
+    return Tensor(np.asarray(x, dtype=np.float64), requires_grad=True)
+
+
+def test_loss_is_log2_when_policy_equals_reference():
+    lp_c, lp_r = RNG.normal(size=4) - 5, RNG.normal(size=4) - 5
+    losses, rc, rr = dpo_loss(_t(lp_c), _t(lp_r), lp_c, lp_r, beta=0.1)
+    np.testing.assert_allclose(losses.data, np.log(2.0), rtol=1e-12)
+    np.testing.assert_array_equal(rc, 0.0)
+    np.testing.assert_array_equal(rr, 0.0)
+
+
+@pytest.mark.parametrize("loss_type,smoothing", [("sigmoid", 0.0), ("sigmoid", 0.2),
+                                                 ("ipo", 0.0), ("hinge", 0.0)])
+def test_every_loss_type_gradchecks(loss_type, smoothing):
+    ref_c, ref_r = RNG.normal(size=6), RNG.normal(size=6)
+    pc, pr = _t(ref_c + RNG.normal(size=6)), _t(ref_r + RNG.normal(size=6))
+    beta = 0.5
+    if loss_type == "hinge":  # keep beta h away from the kink at 1 (the gradient jumps there)
+        h = (pc.data - ref_c) - (pr.data - ref_r)
+        pc.data[np.abs(beta * h - 1) < 0.05] += 0.5
+    r = gradcheck(lambda a, b: dpo_loss(a, b, ref_c, ref_r, beta, loss_type, smoothing)[0],
+                  [pc, pr])
+    assert r.passed, r.report()
+
+
+def test_dpo_gradient_formula():
+    """d L / d log pi(y_w) = -beta sigmoid(-beta h), and the opposite for y_l."""
+    beta = 0.3
+    ref_c, ref_r = RNG.normal(size=5), RNG.normal(size=5)
+    pc, pr = _t(RNG.normal(size=5)), _t(RNG.normal(size=5))
+    losses, _, _ = dpo_loss(pc, pr, ref_c, ref_r, beta)
+    losses.sum().backward()
+    h = (pc.data - ref_c) - (pr.data - ref_r)
+    weight = beta / (1 + np.exp(beta * h))  # beta sigmoid(-beta h)
+    np.testing.assert_allclose(pc.grad, -weight, rtol=1e-12)
+    np.testing.assert_allclose(pr.grad, weight, rtol=1e-12)
+
+
+def test_ipo_minimiser_is_half_over_beta():
+    beta = 0.25
+    hs = np.linspace(-5, 10, 30001)
+    losses, _, _ = dpo_loss(_t(hs), _t(np.zeros_like(hs)), np.zeros_like(hs),
+                            np.zeros_like(hs), beta, "ipo")
+    assert hs[np.argmin(losses.data)] == pytest.approx(1 / (2 * beta), abs=1e-3)
+
+
+def test_label_smoothing_zero_equals_dpo_and_smoothing_is_symmetric_mix():
+    ref_c, ref_r = RNG.normal(size=5), RNG.normal(size=5)
+    pc, pr = RNG.normal(size=5), RNG.normal(size=5)
+    a = dpo_loss(_t(pc), _t(pr), ref_c, ref_r, 0.2, "sigmoid", 0.0)[0].data
+    b = dpo_loss(_t(pc), _t(pr), ref_c, ref_r, 0.2)[0].data
+    np.testing.assert_array_equal(a, b)
+    eps = 0.3
+    c = dpo_loss(_t(pc), _t(pr), ref_c, ref_r, 0.2, "sigmoid", eps)[0].data
+    swapped = dpo_loss(_t(pr), _t(pc), ref_r, ref_c, 0.2)[0].data
+    np.testing.assert_allclose(c, (1 - eps) * b + eps * swapped, rtol=1e-12)
+
+
+def test_bad_arguments_are_named():
+    x = _t([0.0])
+    with pytest.raises(ValueError, match="loss_type must be one of"):
+        dpo_loss(x, x, [0.0], [0.0], 0.1, "kto")
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        dpo_loss(x, x, [0.0], [0.0], -0.1)
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 0.5\)"):
+        dpo_loss(x, x, [0.0], [0.0], 0.1, "sigmoid", 0.5)
+
+
+def test_one_token_bandit_reaches_the_closed_form_optimum():
+    """K actions, a reference policy, a true reward r. With exact Bradley-Terry preferences
+    (each pair's label probability p_ij = sigmoid(r_i - r_j), used as a soft label), DPO's
+    minimiser is pi* = pi_ref exp(r / beta) / Z."""
+    K, beta = 5, 0.5
+    rng = np.random.default_rng(1)
+    r = rng.normal(size=K)
+    ref_logits = rng.normal(size=K)
+    ref_logp = ref_logits - np.log(np.exp(ref_logits).sum())
+    target = np.exp(ref_logp + r / beta)
+    target /= target.sum()
+    i, j = np.triu_indices(K, k=1)
+    p = 1 / (1 + np.exp(-(r[i] - r[j])))  # P(i preferred to j)
+
+    theta = Parameter(np.zeros(K))
+    opt = AdamW([("theta", theta)], lr=0.05)
+    for _ in range(3000):
+        logp = F.log_softmax(theta)
+        li, lj = logp[i], logp[j]
+        win = dpo_loss(li, lj, ref_logp[i], ref_logp[j], beta)[0]  # i labelled the winner
+        lose = dpo_loss(lj, li, ref_logp[j], ref_logp[i], beta)[0]  # j labelled the winner
+        loss = (win * p + lose * (1 - p)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    pi = np.exp(F.log_softmax(theta).data)
+    tv = 0.5 * np.abs(pi - target).sum()
+    assert tv < 0.01, (pi, target)
