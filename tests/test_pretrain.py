@@ -9,17 +9,8 @@ import pytest
 
 from minirlhf.checkpoint import load_model
 from minirlhf.pretrain import PretrainConfig, train_pretrain
-from minirlhf.tasks.reviews import make_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "reviews.txt"
-    reviews, _ = make_corpus(400, seed=3)
-    path.write_text("\n".join(reviews) + "\n")
-    return path
 
 
 def _config(corpus, out, **kw):
@@ -30,17 +21,17 @@ def _config(corpus, out, **kw):
     return PretrainConfig(**base)
 
 
-def test_same_seed_same_losses(small_corpus, tmp_path):
-    a = train_pretrain(_config(small_corpus, tmp_path / "a"))
-    b = train_pretrain(_config(small_corpus, tmp_path / "b"))
-    c = train_pretrain(_config(small_corpus, tmp_path / "c", seed=1))
+def test_same_seed_same_losses(tiny_corpus, tmp_path):
+    a = train_pretrain(_config(tiny_corpus, tmp_path / "a"))
+    b = train_pretrain(_config(tiny_corpus, tmp_path / "b"))
+    c = train_pretrain(_config(tiny_corpus, tmp_path / "c", seed=1))
     assert a.train_curve == b.train_curve and a.val_curve == b.val_curve
     assert a.samples == b.samples
     assert a.train_curve != c.train_curve
 
 
-def test_outputs_and_learning(small_corpus, tmp_path):
-    r = train_pretrain(_config(small_corpus, tmp_path, steps=40, eval_every=20))
+def test_outputs_and_learning(tiny_corpus, tmp_path):
+    r = train_pretrain(_config(tiny_corpus, tmp_path, steps=40, eval_every=20))
     assert Path(r.checkpoint).exists() and Path(r.plot).exists()
     assert r.train_curve[-1][1] < r.train_curve[0][1] - 0.5  # it learns
     model, tok, extra = load_model(r.checkpoint)
@@ -61,15 +52,15 @@ def test_missing_corpus_names_the_fix(tmp_path):
         train_pretrain(_config(tmp_path / "nope.txt", tmp_path / "out"))
 
 
-def test_seq_len_longer_than_block_is_rejected(small_corpus, tmp_path):
+def test_seq_len_longer_than_block_is_rejected(tiny_corpus, tmp_path):
     with pytest.raises(ValueError, match="seq_len 200 exceeds the tiny preset's block_size 128"):
-        train_pretrain(_config(small_corpus, tmp_path, seq_len=200))
+        train_pretrain(_config(tiny_corpus, tmp_path, seq_len=200))
 
 
-def test_cli_pretrain_runs(small_corpus, tmp_path):
+def test_cli_pretrain_runs(tiny_corpus, tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "minirlhf", "pretrain", "-q", "--set", "preset=tiny", "steps=6",
-         f"corpus={small_corpus}", f"out_dir={tmp_path}", "batch_size=4", "seq_len=32",
+         f"corpus={tiny_corpus}", f"out_dir={tmp_path}", "batch_size=4", "seq_len=32",
          "eval_every=3", "eval_windows=4", "n_samples=3", "progress=false", "val_fraction=0.2"],
         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert run.returncode == 0, run.stderr
