@@ -156,6 +156,27 @@ def cmd_best_of_n(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dpo(args: argparse.Namespace) -> int:
+    """Offline DPO on the preference data, from the SFT policy; gold, win-rate vs SFT, KL."""
+    from minirlhf.config import apply_overrides, describe
+    from minirlhf.dpo import DPOConfig, train_dpo
+
+    config = apply_overrides(DPOConfig(), args.set or [])
+    _setup_logging(args.quiet)
+    print("dpo config:\n" + describe(config))
+    r = train_dpo(config)
+    last = r.metrics[-1]
+    print("\nlast step: " + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "step"))
+    rep = r.report
+    print("samples after DPO:")
+    print(_sample_table(rep.samples[::config.eval_samples_per_prompt]))
+    print(f"\ngold {rep.gold:.3f} (SFT {rep.reference_gold:.3f}); win-rate vs SFT "
+          f"{rep.win_rate:.1%}; KL to SFT {rep.kl:.2f} nats/response; valid {rep.valid_rate:.1%}; "
+          f"length {rep.mean_length:.1f}")
+    print(f"{r.seconds:.0f} s; checkpoint: {r.checkpoint}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m minirlhf",
@@ -185,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
              "PreferenceConfig"),
             ("reward", cmd_reward, "train the reward model", "RewardConfig"),
             ("best-of-n", cmd_best_of_n, "best-of-n sampling with the reward model",
-             "BestOfNConfig")):
+             "BestOfNConfig"),
+            ("dpo", cmd_dpo, "direct preference optimisation (offline)", "DPOConfig")):
         p = sub.add_parser(name, help=help_text, description=func.__doc__)
         p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                        help=f"override {cls} fields, e.g. --set seed=1")

@@ -27,11 +27,29 @@ Variants, selected by ``loss_type``:
 
 from __future__ import annotations
 
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
 import numpy as np
+from tqdm import tqdm
 
 from minirlhf import functional as F
 from minirlhf import ops
-from minirlhf.tensor import Tensor
+from minirlhf.checkpoint import load_model, save_model
+from minirlhf.evaluation import PolicyReport, policy_report
+from minirlhf.model import GPT
+from minirlhf.optim import AdamW, clip_grad_norm, cosine_lr
+from minirlhf.preferences import PreferencePair, length_buckets, load_jsonl
+from minirlhf.sampling import token_logprobs
+from minirlhf.sft import encode_pairs
+from minirlhf.tasks import get_task
+from minirlhf.tensor import Tensor, no_grad
+from minirlhf.tokenizer import CharTokenizer
+
+log = logging.getLogger("minirlhf.dpo")
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
@@ -72,3 +90,160 @@ def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
 
 def _array(x: Tensor | np.ndarray) -> np.ndarray:
     return x.data if isinstance(x, Tensor) else np.asarray(x)
+
+
+# ------------------------------------------------------------------------------- stage
+def sequence_logps(model: GPT, tokens: np.ndarray, mask: np.ndarray, mean: bool = False
+                   ) -> Tensor:
+    """Each response's log-prob: summed over its tokens (or, explicitly, their mean). -> (B,)"""
+    lp = token_logprobs(model, tokens, mask).sum(axis=1)  # (B,)
+    if mean:
+        lp = lp * (1.0 / np.maximum(mask.sum(axis=1), 1.0))
+    return lp
+
+
+def _encode(tokenizer: CharTokenizer, pairs: list[PreferencePair]
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Chosen responses in the first half of the batch, rejected in the second. (2B, T)"""
+    prompts = [p.prompt for p in pairs] * 2
+    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    return encode_pairs(tokenizer, prompts, responses)
+
+
+@dataclass
+class DPOConfig:
+    task: str = "reviews"  # which world
+    preferences: str = "runs/default/preferences.jsonl"  # labelled pairs (JSON Lines)
+    init: str = "runs/default/sft/model.npz"  # the SFT policy: start point and frozen reference
+    out_dir: str = "runs/default/dpo"  # where the checkpoint, metrics and plots go
+    beta: float = 0.5  # strength of the implicit KL penalty, > 0
+    loss_type: str = "sigmoid"  # sigmoid (DPO), ipo or hinge
+    label_smoothing: float = 0.0  # conservative DPO's assumed label-flip rate, in [0, 0.5)
+    mean_logps: bool = False  # per-token mean log-probs instead of sums (not the default)
+    max_pairs: int = 0  # use at most this many pairs (0: all)
+    epochs: int = 1  # passes over the pairs
+    batch_size: int = 32  # pairs per step
+    lr: float = 1e-4  # peak learning rate
+    warmup_steps: int = 20  # linear warmup
+    grad_clip: float = 1.0  # max global gradient norm
+    eval_samples_per_prompt: int = 4  # samples per evaluation prompt
+    max_new_tokens: int = 80  # response budget when sampling
+    seed: int = 0  # seeds batches and samples
+    progress: bool = True  # show a tqdm bar
+
+
+@dataclass
+class DPOResult:
+    config: DPOConfig
+    checkpoint: str
+    report: PolicyReport | None = None  # gold, win-rate vs SFT, KL
+    metrics: list[dict[str, float]] = field(default_factory=list)  # one dict per step
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _check(config: DPOConfig) -> None:
+    if config.loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {config.loss_type!r}")
+    if not config.beta > 0:
+        raise ValueError(f"beta must be > 0, got {config.beta}")
+    if not 0.0 <= config.label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {config.label_smoothing}")
+    for name, path, how in (("preferences", config.preferences, "preferences"),
+                            ("init", config.init, "sft")):
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{name} file {path} does not exist (make it with: python "
+                                    f"-m minirlhf {how})")
+
+
+def train_dpo(config: DPOConfig) -> DPOResult:
+    """Offline DPO on a preference dataset, from the SFT policy, with it as the reference."""
+    t0 = time.time()
+    _check(config)
+    task = get_task(config.task)
+    pairs = load_jsonl(config.preferences)
+    rng = np.random.default_rng(config.seed)
+    if config.max_pairs:
+        pairs = [pairs[i] for i in rng.permutation(len(pairs))[: config.max_pairs]]
+    if config.batch_size > len(pairs):
+        raise ValueError(f"batch_size {config.batch_size} is larger than the {len(pairs)} pairs")
+    policy, tokenizer, _ = load_model(config.init)
+    reference, _, _ = load_model(config.init)
+    batches = length_buckets(pairs, config.batch_size, rng)
+
+    # the reference's log-probs never change: compute them once for every pair
+    ref_logps = np.zeros((len(pairs), 2), dtype=np.float32)
+    with no_grad():
+        for idx in batches:
+            tokens, mask = _encode(tokenizer, [pairs[i] for i in idx])
+            lp = sequence_logps(reference, tokens, mask, config.mean_logps).data
+            ref_logps[idx, 0], ref_logps[idx, 1] = lp[: len(idx)], lp[len(idx):]
+
+    opt = AdamW(policy.named_parameters(), lr=config.lr)
+    total = len(batches) * config.epochs
+    result = DPOResult(config=config, checkpoint="")
+    bar = tqdm(total=total, desc="dpo", disable=not config.progress)
+    step = 0
+    for _ in range(config.epochs):
+        for b in rng.permutation(len(batches)):
+            idx = batches[b]
+            tokens, mask = _encode(tokenizer, [pairs[i] for i in idx])
+            lp = sequence_logps(policy, tokens, mask, config.mean_logps)  # (2B,)
+            B = len(idx)
+            losses, r_c, r_r = dpo_loss(lp[:B], lp[B:], ref_logps[idx, 0], ref_logps[idx, 1],
+                                        config.beta, config.loss_type, config.label_smoothing)
+            loss = losses.mean()
+            opt.lr = cosine_lr(step, total, config.lr, config.warmup_steps, config.lr * 0.1)
+            opt.zero_grad()
+            loss.backward()
+            clip_grad_norm(policy.parameters(), config.grad_clip)
+            opt.step()
+            if not np.isfinite(loss.item()):
+                raise FloatingPointError(f"dpo: loss is {loss.item()} at step {step}")
+            result.metrics.append({
+                "step": step, "loss": loss.item(),
+                "rewards/chosen": float(r_c.mean()), "rewards/rejected": float(r_r.mean()),
+                "rewards/accuracies": float(np.mean(r_c > r_r)),
+                "rewards/margins": float(np.mean(r_c - r_r)),
+                "logps/chosen": float(lp.data[:B].mean()),
+                "logps/rejected": float(lp.data[B:].mean())})
+            bar.update(1)
+            step += 1
+    bar.close()
+    result.warnings = chosen_logp_warning(result.metrics)
+    for w in result.warnings:
+        log.warning(w)
+
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(m) + "\n" for m in result.metrics)
+    result.checkpoint = str(out / "model.npz")
+    save_model(result.checkpoint, policy, tokenizer,
+               extra={"stage": "dpo", "config": asdict(config)})
+    result.report = policy_report(policy, reference, tokenizer, task,
+                                  np.random.default_rng(config.seed + 1),
+                                  config.eval_samples_per_prompt, config.max_new_tokens)
+    result.seconds = time.time() - t0
+    return result
+
+
+def chosen_logp_warning(metrics: list[dict[str, float]]) -> list[str]:
+    """A warning when chosen log-probs fell while margins grew (first vs last tenth of training):
+    DPO can widen the margin by pushing both responses down, the rejected one faster, so the
+    policy moves its probability to responses in neither set."""
+    n = max(1, len(metrics) // 10)
+    if len(metrics) < 2 * n:
+        return []
+    first, last = metrics[:n], metrics[-n:]
+
+    def mean(rows, key):
+        return float(np.mean([r[key] for r in rows]))
+
+    d_logp = mean(last, "logps/chosen") - mean(first, "logps/chosen")
+    d_margin = mean(last, "rewards/margins") - mean(first, "rewards/margins")
+    if d_logp < 0 and d_margin > 0:
+        return [f"dpo: chosen log-probs fell by {-d_logp:.2f} nats while margins grew by "
+                f"{d_margin:.2f}: the policy is lowering both responses, moving probability to "
+                "responses in neither set"]
+    return []

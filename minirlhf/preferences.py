@@ -137,6 +137,21 @@ def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None
     return records
 
 
+def length_buckets(pairs: list[PreferencePair], batch_size: int, rng: np.random.Generator
+                   ) -> list[np.ndarray]:
+    """Batches of pair indices with similar lengths, so little compute goes to padding.
+
+    Pairs are shuffled, then sorted by their longer sequence (a stable sort keeps the shuffle
+    among equal lengths), and cut into batches; a partial last batch is dropped. Callers shuffle
+    the order of the batches.
+    """
+    lengths = np.array([len(p.prompt) + max(len(p.chosen), len(p.rejected)) for p in pairs])
+    order = rng.permutation(len(pairs))
+    order = order[np.argsort(lengths[order], kind="stable")]
+    n = len(pairs) // batch_size
+    return [order[i * batch_size:(i + 1) * batch_size] for i in range(n)]
+
+
 # ------------------------------------------------------------------------ building data
 def label_pairs(task: Task, panel: Panel, prompts: list[str], first: list[str],
                 second: list[str], rng: np.random.Generator) -> list[PreferencePair]:

@@ -34,7 +34,7 @@ from minirlhf.checkpoint import load_model, save_model
 from minirlhf.model import GPT
 from minirlhf.optim import AdamW, clip_grad_norm, cosine_lr, decayed_parameter_names
 from minirlhf.plots import plot_calibration, plot_loss_curves
-from minirlhf.preferences import PreferencePair, load_jsonl
+from minirlhf.preferences import PreferencePair, length_buckets, load_jsonl
 from minirlhf.raters import ceiling
 from minirlhf.sampling import generate_text
 from minirlhf.sft import encode_pairs
@@ -250,21 +250,6 @@ def _pair_batch(rm: RewardModel, pairs: list[PreferencePair]) -> tuple[Tensor, T
     r = rm.raw(tokens, mask)  # (2B,)
     B = len(pairs)
     return r[:B], r[B:]
-
-
-def length_buckets(pairs: list[PreferencePair], batch_size: int, rng: np.random.Generator
-                   ) -> list[np.ndarray]:
-    """Batches of pair indices with similar lengths, so little compute goes to padding.
-
-    Pairs are shuffled, then sorted by their longer sequence (a stable sort keeps the shuffle
-    among equal lengths), and cut into batches; a partial last batch is dropped. Callers shuffle
-    the order of the batches.
-    """
-    lengths = np.array([len(p.prompt) + max(len(p.chosen), len(p.rejected)) for p in pairs])
-    order = rng.permutation(len(pairs))
-    order = order[np.argsort(lengths[order], kind="stable")]
-    n = len(pairs) // batch_size
-    return [order[i * batch_size:(i + 1) * batch_size] for i in range(n)]
 
 
 def fit_normalization(rm: RewardModel, prompts: list[str], responses: list[str],

@@ -110,3 +110,38 @@ def test_one_token_bandit_reaches_the_closed_form_optimum():
     pi = np.exp(F.log_softmax(theta).data)
     tv = 0.5 * np.abs(pi - target).sum()
     assert tv < 0.01, (pi, target)
+
+
+def test_dpo_stage_runs_reproducibly_and_logs_trl_metrics(tiny_pretrained, tmp_path):
+    from minirlhf.dpo import DPOConfig, train_dpo
+    from minirlhf.preferences import PreferenceConfig, build_preference_data
+
+    prefs = build_preference_data(PreferenceConfig(
+        policy=tiny_pretrained, n_pairs=48, max_new_tokens=60, out=str(tmp_path / "p.jsonl"),
+        progress=False))
+    cfg = dict(preferences=prefs.path, init=tiny_pretrained, batch_size=16,
+               eval_samples_per_prompt=1, max_new_tokens=40, progress=False)
+    a = train_dpo(DPOConfig(out_dir=str(tmp_path / "a"), **cfg))
+    b = train_dpo(DPOConfig(out_dir=str(tmp_path / "b"), **cfg))
+    assert [m["loss"] for m in a.metrics] == [m["loss"] for m in b.metrics]
+    assert len(a.metrics) == 3
+    first = a.metrics[0]
+    for key in ["rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+                "logps/chosen", "logps/rejected"]:
+        assert key in first
+    # before the first update the policy is the reference: loss log 2, rewards 0
+    assert first["loss"] == pytest.approx(np.log(2), abs=1e-5)
+    assert first["rewards/chosen"] == pytest.approx(0.0, abs=1e-5)
+    assert (tmp_path / "a" / "metrics.jsonl").exists()
+    assert 0.0 <= a.report.win_rate <= 1.0
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        train_dpo(DPOConfig(beta=0.0, **cfg))
+
+
+def test_chosen_logp_warning():
+    from minirlhf.dpo import chosen_logp_warning
+
+    rising = [{"logps/chosen": -10 - i, "rewards/margins": 0.1 * i} for i in range(20)]
+    assert "chosen log-probs fell" in chosen_logp_warning(rising)[0]
+    healthy = [{"logps/chosen": -10 + 0.1 * i, "rewards/margins": 0.1 * i} for i in range(20)]
+    assert chosen_logp_warning(healthy) == []

@@ -1,0 +1,63 @@
+"""How good is a policy? Gold reward, win-rate against the SFT policy, and KL to the reference.
+
+Every trained policy (best-of-n aside) is judged the same way, on the task's evaluation prompts:
+
+- gold: the mean gold reward of its samples;
+- win-rate vs SFT: for each prompt, sample i of the policy against sample i of the reference
+  (the SFT policy), judged by gold; a tie counts one half;
+- KL to the reference, in nats per response: the mean over the policy's samples of
+  sum_t [log pi(y_t) - log pi_ref(y_t)], an unbiased estimate of KL(pi || pi_ref) per sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from minirlhf.model import GPT
+from minirlhf.sampling import generate, token_logprobs
+from minirlhf.tasks import Task
+from minirlhf.tensor import no_grad
+from minirlhf.tokenizer import CharTokenizer
+
+
+@dataclass
+class PolicyReport:
+    gold: float  # mean gold reward of the policy's samples
+    reference_gold: float  # the same for the reference's samples
+    win_rate: float  # share of same-prompt pairs the policy wins on gold (ties 1/2)
+    kl: float  # KL(pi || pi_ref) in nats per response
+    valid_rate: float  # share of well-formed, finished responses
+    mean_length: float  # mean response length in characters
+    samples: list[tuple[str, str, float]] = field(default_factory=list)  # prompt, response, gold
+
+
+def _sample(model: GPT, tokenizer: CharTokenizer, prompts: list[str], max_new_tokens: int,
+            rng: np.random.Generator):
+    ids = [tokenizer.encode(p, bos=True) for p in prompts]
+    g = generate(model, ids, max_new_tokens, rng=rng)
+    texts = [tokenizer.decode(r) for r in g.responses()]
+    return g, texts
+
+
+def policy_report(policy: GPT, reference: GPT, tokenizer: CharTokenizer, task: Task,
+                  rng: np.random.Generator, samples_per_prompt: int = 4,
+                  max_new_tokens: int = 80) -> PolicyReport:
+    """Sample the policy and the reference on the evaluation prompts and compare them."""
+    prompts = [p for p in task.eval_prompts for _ in range(samples_per_prompt)]
+    g, texts = _sample(policy, tokenizer, prompts, max_new_tokens, rng)
+    g_ref, ref_texts = _sample(reference, tokenizer, prompts, max_new_tokens, rng)
+    gold = np.array([task.gold(p, t, f) for p, t, f in zip(prompts, texts, g.finished,
+                                                           strict=True)])
+    ref_gold = np.array([task.gold(p, t, f) for p, t, f in zip(prompts, ref_texts, g_ref.finished,
+                                                               strict=True)])
+    with no_grad():
+        ref_lp = token_logprobs(reference, g.tokens, g.response_mask).data
+    kl = float(np.mean((g.logprobs - ref_lp).sum(axis=1)))
+    wins = np.where(gold > ref_gold, 1.0, np.where(gold < ref_gold, 0.0, 0.5))
+    valid = [task.valid(p, t, f) for p, t, f in zip(prompts, texts, g.finished, strict=True)]
+    rows = [(p, t + ("" if f else "~"), float(s))
+            for p, t, f, s in zip(prompts, texts, g.finished, gold, strict=True)]
+    return PolicyReport(float(gold.mean()), float(ref_gold.mean()), float(wins.mean()), kl,
+                        float(np.mean(valid)), float(np.mean([len(t) for t in texts])), rows)
