@@ -42,8 +42,9 @@ from minirlhf.checkpoint import load_model, save_model
 from minirlhf.evaluation import PolicyReport, policy_report
 from minirlhf.model import GPT
 from minirlhf.optim import AdamW, clip_grad_norm, cosine_lr
-from minirlhf.preferences import PreferencePair, length_buckets, load_jsonl
-from minirlhf.sampling import token_logprobs
+from minirlhf.preferences import PreferencePair, label_pairs, length_buckets, load_jsonl
+from minirlhf.raters import get_panel
+from minirlhf.sampling import generate_text, token_logprobs
 from minirlhf.sft import encode_pairs
 from minirlhf.tasks import get_task
 from minirlhf.tensor import Tensor, no_grad
@@ -120,7 +121,10 @@ class DPOConfig:
     loss_type: str = "sigmoid"  # sigmoid (DPO), ipo or hinge
     label_smoothing: float = 0.0  # conservative DPO's assumed label-flip rate, in [0, 0.5)
     mean_logps: bool = False  # per-token mean log-probs instead of sums (not the default)
-    max_pairs: int = 0  # use at most this many pairs (0: all)
+    max_pairs: int = 0  # offline: use at most this many pairs (0: all)
+    online_rounds: int = 0  # 0: offline; k > 0: online DPO in k rounds of fresh labels
+    online_pairs: int = 10_000  # online: labels across all rounds (the offline set's size)
+    raters: str = "default"  # online: the rater preset that labels fresh pairs
     epochs: int = 1  # passes over the pairs
     batch_size: int = 32  # pairs per step
     lr: float = 1e-4  # peak learning rate
@@ -149,66 +153,109 @@ def _check(config: DPOConfig) -> None:
         raise ValueError(f"beta must be > 0, got {config.beta}")
     if not 0.0 <= config.label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {config.label_smoothing}")
-    for name, path, how in (("preferences", config.preferences, "preferences"),
-                            ("init", config.init, "sft")):
+    if config.online_rounds < 0 or (config.online_rounds and
+                                    config.online_pairs < config.online_rounds):
+        raise ValueError(f"online_rounds must be >= 0 and at most online_pairs, got "
+                         f"{config.online_rounds} rounds for {config.online_pairs} pairs")
+    needed = [("init", config.init, "sft")]
+    if not config.online_rounds:
+        needed.append(("preferences", config.preferences, "preferences"))
+    for name, path, how in needed:
         if not Path(path).exists():
             raise FileNotFoundError(f"{name} file {path} does not exist (make it with: python "
                                     f"-m minirlhf {how})")
 
 
-def train_dpo(config: DPOConfig) -> DPOResult:
-    """Offline DPO on a preference dataset, from the SFT policy, with it as the reference."""
-    t0 = time.time()
-    _check(config)
-    task = get_task(config.task)
-    pairs = load_jsonl(config.preferences)
-    rng = np.random.default_rng(config.seed)
-    if config.max_pairs:
-        pairs = [pairs[i] for i in rng.permutation(len(pairs))[: config.max_pairs]]
-    if config.batch_size > len(pairs):
-        raise ValueError(f"batch_size {config.batch_size} is larger than the {len(pairs)} pairs")
-    policy, tokenizer, _ = load_model(config.init)
-    reference, _, _ = load_model(config.init)
-    batches = length_buckets(pairs, config.batch_size, rng)
-
-    # the reference's log-probs never change: compute them once for every pair
-    ref_logps = np.zeros((len(pairs), 2), dtype=np.float32)
+def _reference_logps(reference: GPT, tokenizer: CharTokenizer, pairs: list[PreferencePair],
+                     batches: list[np.ndarray], mean: bool) -> np.ndarray:
+    """The reference's log-probs of every pair's chosen and rejected response, computed once
+    (the reference never changes). -> (N, 2) float32"""
+    out = np.zeros((len(pairs), 2), dtype=np.float32)
     with no_grad():
         for idx in batches:
             tokens, mask = _encode(tokenizer, [pairs[i] for i in idx])
-            lp = sequence_logps(reference, tokens, mask, config.mean_logps).data
-            ref_logps[idx, 0], ref_logps[idx, 1] = lp[: len(idx)], lp[len(idx):]
+            lp = sequence_logps(reference, tokens, mask, mean).data
+            out[idx, 0], out[idx, 1] = lp[: len(idx)], lp[len(idx):]
+    return out
+
+
+def _online_pairs(policy: GPT, tokenizer: CharTokenizer, config: DPOConfig, n: int,
+                  rng: np.random.Generator) -> list[PreferencePair]:
+    """``n`` fresh pairs: two samples of the current policy per prompt, labelled by the raters.
+    Pairs with an unfinished or identical response are skipped (and resampled)."""
+    task, panel = get_task(config.task), get_panel(config.raters)
+    pairs: list[PreferencePair] = []
+    while len(pairs) < n:
+        prompts = task.sample_prompts(n - len(pairs) + 16, rng)
+        a = generate_text(policy, tokenizer, prompts, config.max_new_tokens, rng)
+        b = generate_text(policy, tokenizer, prompts, config.max_new_tokens, rng)
+        keep = [(p, ta, tb) for p, (ta, fa), (tb, fb) in zip(prompts, a, b, strict=True)
+                if fa and fb and ta and tb and ta != tb][: n - len(pairs)]
+        if keep:
+            pairs += label_pairs(task, panel, *map(list, zip(*keep, strict=True)), rng)
+    return pairs
+
+
+def train_dpo(config: DPOConfig) -> DPOResult:
+    """DPO from the SFT policy, with it as the frozen reference.
+
+    Offline (``online_rounds`` = 0): on the preference dataset. Online (k rounds): each round
+    samples ``online_pairs / k`` fresh pairs from the current policy, has the raters label them,
+    and trains on them: the same label budget, spent on the policy's own current answers.
+    """
+    t0 = time.time()
+    _check(config)
+    rng = np.random.default_rng(config.seed)
+    policy, tokenizer, _ = load_model(config.init)
+    reference, _, _ = load_model(config.init)
+    if config.online_rounds:
+        per_round = config.online_pairs // config.online_rounds
+        rounds = config.online_rounds
+    else:
+        pairs = load_jsonl(config.preferences)
+        if config.max_pairs:
+            pairs = [pairs[i] for i in rng.permutation(len(pairs))[: config.max_pairs]]
+        per_round, rounds = len(pairs), 1
+    if config.batch_size > per_round:
+        raise ValueError(f"batch_size {config.batch_size} is larger than the {per_round} pairs "
+                         "per round")
 
     opt = AdamW(policy.named_parameters(), lr=config.lr)
-    total = len(batches) * config.epochs
+    total = rounds * (per_round // config.batch_size) * config.epochs
     result = DPOResult(config=config, checkpoint="")
     bar = tqdm(total=total, desc="dpo", disable=not config.progress)
     step = 0
-    for _ in range(config.epochs):
-        for b in rng.permutation(len(batches)):
-            idx = batches[b]
-            tokens, mask = _encode(tokenizer, [pairs[i] for i in idx])
-            lp = sequence_logps(policy, tokens, mask, config.mean_logps)  # (2B,)
-            B = len(idx)
-            losses, r_c, r_r = dpo_loss(lp[:B], lp[B:], ref_logps[idx, 0], ref_logps[idx, 1],
-                                        config.beta, config.loss_type, config.label_smoothing)
-            loss = losses.mean()
-            opt.lr = cosine_lr(step, total, config.lr, config.warmup_steps, config.lr * 0.1)
-            opt.zero_grad()
-            loss.backward()
-            clip_grad_norm(policy.parameters(), config.grad_clip)
-            opt.step()
-            if not np.isfinite(loss.item()):
-                raise FloatingPointError(f"dpo: loss is {loss.item()} at step {step}")
-            result.metrics.append({
-                "step": step, "loss": loss.item(),
-                "rewards/chosen": float(r_c.mean()), "rewards/rejected": float(r_r.mean()),
-                "rewards/accuracies": float(np.mean(r_c > r_r)),
-                "rewards/margins": float(np.mean(r_c - r_r)),
-                "logps/chosen": float(lp.data[:B].mean()),
-                "logps/rejected": float(lp.data[B:].mean())})
-            bar.update(1)
-            step += 1
+    for _ in range(rounds):
+        if config.online_rounds:
+            pairs = _online_pairs(policy, tokenizer, config, per_round, rng)
+        batches = length_buckets(pairs, config.batch_size, rng)
+        ref_logps = _reference_logps(reference, tokenizer, pairs, batches, config.mean_logps)
+        for _ in range(config.epochs):
+            for b in rng.permutation(len(batches)):
+                idx = batches[b]
+                tokens, mask = _encode(tokenizer, [pairs[i] for i in idx])
+                lp = sequence_logps(policy, tokens, mask, config.mean_logps)  # (2B,)
+                B = len(idx)
+                losses, r_c, r_r = dpo_loss(lp[:B], lp[B:], ref_logps[idx, 0],
+                                            ref_logps[idx, 1], config.beta, config.loss_type,
+                                            config.label_smoothing)
+                loss = losses.mean()
+                opt.lr = cosine_lr(step, total, config.lr, config.warmup_steps, config.lr * 0.1)
+                opt.zero_grad()
+                loss.backward()
+                clip_grad_norm(policy.parameters(), config.grad_clip)
+                opt.step()
+                if not np.isfinite(loss.item()):
+                    raise FloatingPointError(f"dpo: loss is {loss.item()} at step {step}")
+                result.metrics.append({
+                    "step": step, "loss": loss.item(),
+                    "rewards/chosen": float(r_c.mean()), "rewards/rejected": float(r_r.mean()),
+                    "rewards/accuracies": float(np.mean(r_c > r_r)),
+                    "rewards/margins": float(np.mean(r_c - r_r)),
+                    "logps/chosen": float(lp.data[:B].mean()),
+                    "logps/rejected": float(lp.data[B:].mean())})
+                bar.update(1)
+                step += 1
     bar.close()
     result.warnings = chosen_logp_warning(result.metrics)
     for w in result.warnings:
@@ -221,9 +268,9 @@ def train_dpo(config: DPOConfig) -> DPOResult:
     result.checkpoint = str(out / "model.npz")
     save_model(result.checkpoint, policy, tokenizer,
                extra={"stage": "dpo", "config": asdict(config)})
-    result.report = policy_report(policy, reference, tokenizer, task,
-                                  np.random.default_rng(config.seed + 1),
-                                  config.eval_samples_per_prompt, config.max_new_tokens)
+    result.report = policy_report(policy, reference, tokenizer, get_task(config.task),
+                                  config.seed, config.eval_samples_per_prompt,
+                                  config.max_new_tokens)
     result.seconds = time.time() - t0
     return result
 

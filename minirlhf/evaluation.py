@@ -42,12 +42,16 @@ def _sample(model: GPT, tokenizer: CharTokenizer, prompts: list[str], max_new_to
 
 
 def policy_report(policy: GPT, reference: GPT, tokenizer: CharTokenizer, task: Task,
-                  rng: np.random.Generator, samples_per_prompt: int = 4,
-                  max_new_tokens: int = 80) -> PolicyReport:
-    """Sample the policy and the reference on the evaluation prompts and compare them."""
+                  seed: int = 0, samples_per_prompt: int = 4, max_new_tokens: int = 80
+                  ) -> PolicyReport:
+    """Sample the policy and the reference on the evaluation prompts and compare them.
+
+    The reference is sampled from its own seeded generator, so every policy evaluated with the
+    same seed meets the very same reference samples."""
     prompts = [p for p in task.eval_prompts for _ in range(samples_per_prompt)]
-    g, texts = _sample(policy, tokenizer, prompts, max_new_tokens, rng)
-    g_ref, ref_texts = _sample(reference, tokenizer, prompts, max_new_tokens, rng)
+    g, texts = _sample(policy, tokenizer, prompts, max_new_tokens, np.random.default_rng(seed))
+    g_ref, ref_texts = _sample(reference, tokenizer, prompts, max_new_tokens,
+                               np.random.default_rng([seed, 1]))
     gold = np.array([task.gold(p, t, f) for p, t, f in zip(prompts, texts, g.finished,
                                                            strict=True)])
     ref_gold = np.array([task.gold(p, t, f) for p, t, f in zip(prompts, ref_texts, g_ref.finished,
