@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from minirlhf.checkpoint import load_model
+from minirlhf.evaluation import write_summary
 from minirlhf.plots import plot_reward_vs_kl
 from minirlhf.reward import RewardModel
 from minirlhf.sampling import generate_text
@@ -119,5 +120,6 @@ def run_best_of_n(config: BestOfNConfig) -> BestOfNResult:
                        "proxy": [result.table[n]["proxy"] for n in ns],
                        "labels": [f"n={n}" for n in ns]}},
         title="best-of-n: gold and proxy reward against KL"))
+    write_summary(config.out_dir, {"table": {str(n): row for n, row in result.table.items()}})
     result.seconds = time.time() - t0
     return result

@@ -173,7 +173,18 @@ def cmd_dpo(args: argparse.Namespace) -> int:
     print(f"\ngold {rep.gold:.3f} (SFT {rep.reference_gold:.3f}); win-rate vs SFT "
           f"{rep.win_rate:.1%}; KL to SFT {rep.kl:.2f} nats/response; valid {rep.valid_rate:.1%}; "
           f"length {rep.mean_length:.1f}")
-    print(f"{r.seconds:.0f} s; checkpoint: {r.checkpoint}")
+    print(f"{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {', '.join(r.plots)}")
+    from pathlib import Path
+
+    from minirlhf.evaluation import comparison_rows
+
+    rows = comparison_rows(Path(config.out_dir).parent)
+    if len(rows) > 1:
+        print(f"\n{'policy':<12}{'gold':>8}{'win-rate vs SFT':>17}{'KL (nats)':>11}")
+        print(f"{'SFT':<12}{rep.reference_gold:>8.3f}{'':>17}{0.0:>11.2f}")
+        for name, gold, win, kl in rows:
+            win_text = "—" if win is None else f"{win:.1%}"
+            print(f"{name:<12}{gold:>8.3f}{win_text:>17}{kl:>11.2f}")
     return 0
 
 

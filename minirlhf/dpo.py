@@ -39,9 +39,10 @@ from tqdm import tqdm
 from minirlhf import functional as F
 from minirlhf import ops
 from minirlhf.checkpoint import load_model, save_model
-from minirlhf.evaluation import PolicyReport, policy_report
+from minirlhf.evaluation import PolicyReport, policy_report, write_summary
 from minirlhf.model import GPT
 from minirlhf.optim import AdamW, clip_grad_norm, cosine_lr
+from minirlhf.plots import plot_series
 from minirlhf.preferences import PreferencePair, label_pairs, length_buckets, load_jsonl
 from minirlhf.raters import get_panel
 from minirlhf.sampling import generate_text, token_logprobs
@@ -143,6 +144,7 @@ class DPOResult:
     report: PolicyReport | None = None  # gold, win-rate vs SFT, KL
     metrics: list[dict[str, float]] = field(default_factory=list)  # one dict per step
     warnings: list[str] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -271,6 +273,16 @@ def train_dpo(config: DPOConfig) -> DPOResult:
     result.report = policy_report(policy, reference, tokenizer, get_task(config.task),
                                   config.seed, config.eval_samples_per_prompt,
                                   config.max_new_tokens)
+    rep = result.report
+    write_summary(out, {"gold": rep.gold, "sft_gold": rep.reference_gold,
+                        "win_rate_vs_sft": rep.win_rate, "kl_to_ref": rep.kl,
+                        "valid_rate": rep.valid_rate, "mean_length": rep.mean_length})
+    steps = [m["step"] for m in result.metrics]
+    result.plots = [str(plot_series(
+        out / "metrics.png", {k: list(zip(steps, [m[k] for m in result.metrics], strict=True))
+                              for k in ("rewards/chosen", "rewards/rejected",
+                                        "rewards/margins", "rewards/accuracies")},
+        title=f"DPO ({config.loss_type}, beta {config.beta})", ylabel="value"))]
     result.seconds = time.time() - t0
     return result
 

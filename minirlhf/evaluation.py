@@ -11,7 +11,9 @@ Every trained policy (best-of-n aside) is judged the same way, on the task's eva
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -65,3 +67,29 @@ def policy_report(policy: GPT, reference: GPT, tokenizer: CharTokenizer, task: T
             for p, t, f, s in zip(prompts, texts, g.finished, gold, strict=True)]
     return PolicyReport(float(gold.mean()), float(ref_gold.mean()), float(wins.mean()), kl,
                         float(np.mean(valid)), float(np.mean([len(t) for t in texts])), rows)
+
+
+def write_summary(out_dir: str | Path, summary: dict) -> Path:
+    """A stage's headline numbers as ``summary.json`` in its output folder."""
+    path = Path(out_dir) / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def comparison_rows(runs_dir: str | Path) -> list[tuple[str, float, float | None, float]]:
+    """(policy, gold, win-rate vs SFT or None, KL) for each stage whose summary exists under
+    ``runs_dir``: best-of-n (at its largest n), PPO and DPO."""
+    runs_dir = Path(runs_dir)
+    rows = []
+    bon = runs_dir / "best_of_n" / "summary.json"
+    if bon.exists():
+        table = json.loads(bon.read_text())["table"]
+        n = max(table, key=int)
+        rows.append((f"best-of-{n}", table[n]["gold"], None, table[n]["kl"]))
+    for name in ("ppo", "dpo"):
+        path = runs_dir / name / "summary.json"
+        if path.exists():
+            s = json.loads(path.read_text())
+            rows.append((name.upper(), s["gold"], s["win_rate_vs_sft"], s["kl_to_ref"]))
+    return rows

@@ -74,3 +74,20 @@ def plot_reward_vs_kl(path: str | Path, curves: dict[str, dict[str, Sequence[flo
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
+
+
+def plot_series(path: str | Path, series: dict[str, Sequence[tuple[float, float]]],
+                title: str = "", ylabel: str = "") -> Path:
+    """Several (step, value) series on one set of axes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(6.5, 3.8))
+    ax = fig.subplots()
+    for name, points in series.items():
+        if points:
+            ax.plot(*zip(*points, strict=True), lw=1, label=name)
+    ax.set(xlabel="step", ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path

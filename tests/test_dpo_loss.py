@@ -145,3 +145,15 @@ def test_chosen_logp_warning():
     assert "chosen log-probs fell" in chosen_logp_warning(rising)[0]
     healthy = [{"logps/chosen": -10 + 0.1 * i, "rewards/margins": 0.1 * i} for i in range(20)]
     assert chosen_logp_warning(healthy) == []
+
+
+def test_comparison_rows_read_the_stage_summaries(tmp_path):
+    from minirlhf.evaluation import comparison_rows, write_summary
+
+    assert comparison_rows(tmp_path) == []
+    write_summary(tmp_path / "best_of_n", {"table": {"1": {"gold": 0.0, "proxy": 0.0, "kl": 0.0},
+                                                     "16": {"gold": 3.0, "proxy": 1.5,
+                                                            "kl": 1.8}}})
+    write_summary(tmp_path / "dpo", {"gold": 3.5, "win_rate_vs_sft": 0.88, "kl_to_ref": 2.3})
+    rows = comparison_rows(tmp_path)
+    assert rows == [("best-of-16", 3.0, None, 1.8), ("DPO", 3.5, 0.88, 2.3)]
