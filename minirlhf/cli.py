@@ -204,14 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="print each input's check")
     p.set_defaults(func=cmd_gradcheck)
 
-    p = sub.add_parser("pretrain", help="pretrain the GPT on the review corpus",
-                       description=cmd_pretrain.__doc__ + " Settings: see --set.")
-    p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
-                   help="override PretrainConfig fields, e.g. --set steps=500 preset=tiny")
-    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
-    p.set_defaults(func=cmd_pretrain)
-
+    # Every stage command takes its config's overrides as --set KEY=VALUE.
     for name, func, help_text, cls in (
+            ("pretrain", cmd_pretrain, "pretrain the GPT on the review corpus", "PretrainConfig"),
             ("sft", cmd_sft, "supervised fine-tuning on demonstrations", "SFTConfig"),
             ("preferences", cmd_preferences, "make a preference dataset with simulated raters",
              "PreferenceConfig"),
@@ -221,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("dpo", cmd_dpo, "direct preference optimisation (offline)", "DPOConfig")):
         p = sub.add_parser(name, help=help_text, description=func.__doc__)
         p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
-                       help=f"override {cls} fields, e.g. --set seed=1")
+                       help=f"override {cls} fields, e.g. --set seed=1 progress=false")
         p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
         p.set_defaults(func=func)
     return parser
