@@ -1,0 +1,121 @@
+"""PPO's pieces: GAE by hand, clipping's zero gradients, value clipping, whitening, KL, and
+gradient checks of both losses."""
+
+import numpy as np
+import pytest
+
+from minirlhf import Tensor
+from minirlhf.gradcheck import gradcheck
+from minirlhf.ppo import (
+    AdaptiveKLController,
+    clipped_policy_loss,
+    clipped_value_loss,
+    gae,
+    kl_per_token,
+    whiten,
+)
+
+
+def test_gae_hand_worked():
+    # prompt of 2 tokens (mask 0), response of 3 tokens, then PAD
+    mask = np.array([[0, 0, 1, 1, 1, 0]], float)
+    rewards = np.array([[9.0, 9.0, 0.0, 0.0, 1.0, 9.0]])  # outside the mask: ignored
+    values = np.array([[9.0, 9.0, 0.5, 0.6, 0.7, 9.0]])
+    adv, ret = gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    # deltas: 1 + 0 - 0.7 = 0.3;  0 + 0.7 - 0.6 = 0.1;  0 + 0.6 - 0.5 = 0.1
+    # A = 0.3;  0.1 + 0.95 * 0.3 = 0.385;  0.1 + 0.95 * 0.385 = 0.46575
+    np.testing.assert_allclose(adv, [[0, 0, 0.46575, 0.385, 0.3, 0]], atol=1e-12)
+    np.testing.assert_allclose(ret, [[0, 0, 0.96575, 0.985, 1.0, 0]], atol=1e-12)
+
+
+def test_gae_discount_and_rows_are_independent():
+    mask = np.array([[1, 1, 0], [1, 1, 1]], float)
+    rewards = np.array([[0.0, 2.0, 0.0], [1.0, 0.0, 0.0]])
+    values = np.zeros((2, 3))
+    adv, _ = gae(rewards, values, mask, gamma=0.9, lam=1.0)  # lam = 1: discounted returns
+    np.testing.assert_allclose(adv, [[1.8, 2.0, 0.0], [1.0, 0.0, 0.0]], atol=1e-12)
+
+
+def test_whitening():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=(4, 6))
+    mask = (rng.random((4, 6)) < 0.7).astype(float)
+    w = whiten(x, mask)
+    sel = mask > 0
+    assert abs(w[sel].mean()) < 1e-9 and abs(w[sel].std() - 1) < 1e-6
+    assert np.all(w[~sel] == 0)
+
+
+def test_ratio_is_exactly_one_and_k1_exactly_zero_before_the_first_update():
+    rng = np.random.default_rng(1)
+    lp = rng.normal(-2, 1, size=(3, 5)).astype(np.float32)
+    mask = np.ones((3, 5), np.float32)
+    _, stats = clipped_policy_loss(Tensor(lp, requires_grad=True), lp.copy(),
+                                   rng.normal(size=(3, 5)).astype(np.float32), mask)
+    assert stats["ratio"] == 1.0 and stats["clipfrac"] == 0.0 and stats["approxkl"] == 0.0
+    assert np.all(kl_per_token(lp, lp.copy(), "k1") == 0.0)
+    assert np.all(kl_per_token(lp, lp.copy(), "k3") == 0.0)
+
+
+def test_k3_is_nonnegative_and_both_estimators_are_unbiased():
+    rng = np.random.default_rng(2)
+    p = np.array([0.5, 0.3, 0.2])
+    q = np.array([0.2, 0.5, 0.3])
+    exact = float((p * np.log(p / q)).sum())
+    tok = rng.choice(3, size=200_000, p=p)
+    k1 = kl_per_token(np.log(p[tok]), np.log(q[tok]), "k1")
+    k3 = kl_per_token(np.log(p[tok]), np.log(q[tok]), "k3")
+    assert k3.min() >= 0 and k1.min() < 0
+    assert abs(k1.mean() - exact) < 0.01 and abs(k3.mean() - exact) < 0.01
+
+
+def test_clipped_objective_gradient_is_zero_exactly_where_clipping_binds():
+    old = np.zeros((1, 6))
+    # ratios exp(logp): 1.5 (above 1.2), 0.5 (below 0.8), 1.1 (inside), each with A > 0 and A < 0
+    logp = Tensor(np.log(np.array([[1.5, 1.5, 0.5, 0.5, 1.1, 1.1]])), requires_grad=True)
+    adv = np.array([[1.0, -1.0, 1.0, -1.0, 1.0, -1.0]])
+    loss, stats = clipped_policy_loss(logp, old, adv, np.ones((1, 6)), clip=0.2)
+    loss.backward()
+    binds = np.array([True, False, False, True, False, False])  # A>0 above; A<0 below
+    assert np.all(logp.grad[0, binds] == 0.0)
+    assert np.all(logp.grad[0, ~binds] != 0.0)
+    assert stats["clipfrac"] == pytest.approx(2 / 6)
+
+
+def test_value_clipping():
+    old = np.array([[0.0, 0.0]])
+    returns = np.array([[1.0, 1.0]])
+    v = Tensor(np.array([[0.5, 0.1]]), requires_grad=True)
+    loss, stats = clipped_value_loss(v, old, returns, np.ones((1, 2)), clip=0.2)
+    # first: moved 0.5 > 0.2 towards the return, so the clipped error (1 - 0.2)^2 is larger:
+    # its gradient is zero; second: inside the band, plain squared error
+    assert loss.item() == pytest.approx(0.5 * ((1 - 0.2) ** 2 + (1 - 0.1) ** 2) / 2)
+    loss.backward()
+    assert v.grad[0, 0] == 0.0 and v.grad[0, 1] == pytest.approx(-(1 - 0.1) / 2)
+    assert stats["clipfrac"] == 0.5
+
+
+def test_losses_gradcheck_float64():
+    rng = np.random.default_rng(3)
+    old = rng.normal(-1, 0.1, size=(2, 5))
+    adv = rng.normal(size=(2, 5))
+    mask = np.array([[0, 1, 1, 1, 0], [1, 1, 1, 1, 1]], float)
+    lp = Tensor(old + rng.uniform(-0.1, 0.1, size=(2, 5)), requires_grad=True)  # inside the clip
+    r = gradcheck(lambda x: clipped_policy_loss(x, old, adv, mask)[0], [lp])
+    assert r.passed, r.report()
+    v_old, ret = rng.normal(size=(2, 5)), rng.normal(size=(2, 5))
+    v = Tensor(v_old + rng.uniform(-0.15, 0.15, size=(2, 5)), requires_grad=True)
+    r = gradcheck(lambda x: clipped_value_loss(x, v_old, ret, mask)[0], [v])
+    assert r.passed, r.report()
+
+
+def test_adaptive_kl_controller():
+    c = AdaptiveKLController(0.1, target=6.0, horizon=10_000)
+    assert c.update(12.0, 1000) == pytest.approx(0.1 * 1.02)  # error clipped at +0.2
+    assert c.update(6.0, 1000) == pytest.approx(0.1 * 1.02)  # on target: unchanged
+    assert c.update(3.0, 1000) < 0.1 * 1.02
+    with pytest.raises(ValueError):
+        AdaptiveKLController(0.0, 6.0, 100)
+    with pytest.raises(ValueError, match="clip must be in"):
+        clipped_policy_loss(Tensor(np.zeros((1, 1)), requires_grad=True), np.zeros((1, 1)),
+                            np.zeros((1, 1)), np.ones((1, 1)), clip=1.5)
