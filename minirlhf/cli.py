@@ -188,6 +188,29 @@ def cmd_dpo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ppo(args: argparse.Namespace) -> int:
+    """RLHF with PPO against the reward model, with a KL penalty to the SFT policy."""
+    from minirlhf.config import apply_overrides, describe
+    from minirlhf.ppo import PPOConfig, train_ppo
+
+    config = apply_overrides(PPOConfig(), args.set or [])
+    _setup_logging(args.quiet)
+    print("ppo config:\n" + describe(config))
+    r = train_ppo(config)
+    print(f"\n{'iter':>5}{'KL':>8}{'score':>8}{'gold':>8}{'length':>8}{'clipfrac':>10}")
+    for m in r.metrics[:: max(1, len(r.metrics) // 10)] + r.metrics[-1:]:
+        print(f"{m['iteration']:>5}{m['objective/kl']:>8.2f}{m['objective/scores']:>8.2f}"
+              f"{m['gold']:>8.2f}{m['response_length']:>8.1f}{m['policy/clipfrac_avg']:>10.3f}")
+    rep = r.report
+    print("samples after PPO:")
+    print(_sample_table(rep.samples[::config.eval_samples_per_prompt]))
+    print(f"\ngold {rep.gold:.3f} (SFT {rep.reference_gold:.3f}); win-rate vs SFT "
+          f"{rep.win_rate:.1%}; KL to SFT {rep.kl:.2f} nats/response; valid {rep.valid_rate:.1%}; "
+          f"length {rep.mean_length:.1f}")
+    print(f"{r.seconds:.0f} s; checkpoint: {r.checkpoint}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m minirlhf",
@@ -213,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("reward", cmd_reward, "train the reward model", "RewardConfig"),
             ("best-of-n", cmd_best_of_n, "best-of-n sampling with the reward model",
              "BestOfNConfig"),
+            ("ppo", cmd_ppo, "PPO against the reward model with a KL penalty", "PPOConfig"),
             ("dpo", cmd_dpo, "direct preference optimisation (offline)", "DPOConfig")):
         p = sub.add_parser(name, help=help_text, description=func.__doc__)
         p.add_argument("--set", nargs="+", metavar="KEY=VALUE",

@@ -1,6 +1,6 @@
-"""PPO's pieces (the training stage itself is still to come): per-token KL penalties,
-generalised advantage estimation, whitening, the clipped policy and value losses, and the
-adaptive KL controller.
+"""PPO with a KL penalty: per-token KL penalties, generalised advantage estimation,
+whitening, the clipped policy and value losses, the adaptive KL controller, and the stage
+``train_ppo(config) -> PPOResult``.
 
 All arrays are (B, T) over the full sequences (prompt + response + PAD), with a response mask
 that is 1 on response tokens; everything outside the mask is ignored and returned as 0.
@@ -8,10 +8,26 @@ that is 1 on response tokens; everything outside the mask is ignored and returne
 
 from __future__ import annotations
 
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
 import numpy as np
+from tqdm import tqdm
 
 from minirlhf import ops
-from minirlhf.tensor import Tensor
+from minirlhf.checkpoint import load_model, save_model
+from minirlhf.evaluation import PolicyReport, policy_report, write_summary
+from minirlhf.model import GPT
+from minirlhf.optim import AdamW, clip_grad_norm
+from minirlhf.reward import RewardModel, eos_positions
+from minirlhf.sampling import generate, logprobs_from_logits
+from minirlhf.tasks import get_task
+from minirlhf.tensor import Tensor, no_grad
+
+log = logging.getLogger("minirlhf.ppo")
 
 
 def kl_per_token(logp: np.ndarray, ref_logp: np.ndarray, kind: str = "k1") -> np.ndarray:
@@ -133,3 +149,195 @@ class AdaptiveKLController:
         error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
         self.beta *= 1.0 + error * n_steps / self.horizon
         return self.beta
+
+
+# ------------------------------------------------------------------------------- stage
+@dataclass
+class PPOConfig:
+    task: str = "reviews"  # which world
+    init: str = "runs/default/sft/model.npz"  # the SFT policy: start point and frozen reference
+    reward_model: str = "runs/default/reward/model.npz"  # the (normalized) proxy reward
+    out_dir: str = "runs/default/ppo"  # where the checkpoint, metrics and plots go
+    iterations: int = 60  # rollout + update rounds
+    rollout_size: int = 64  # prompts sampled per iteration
+    minibatch_size: int = 16  # sequences per gradient step
+    ppo_epochs: int = 2  # passes over each rollout
+    lr: float = 3e-5  # learning rate of policy and value head
+    clip: float = 0.2  # epsilon of the clipped objective, in (0, 1)
+    value_clip: float = 0.2  # epsilon of the clipped value loss
+    vf_coef: float = 0.1  # weight of the value loss
+    beta: float = 0.05  # KL penalty coefficient (initial value when adaptive)
+    kl_estimator: str = "k1"  # k1 or k3, per token on the sampled token
+    adaptive_kl_target: float = 0.0  # > 0: adapt beta towards this KL (nats per response)
+    adaptive_kl_horizon: int = 10_000  # the controller's horizon, in sequences
+    gamma: float = 1.0  # discount
+    lam: float = 0.95  # GAE lambda
+    whiten_advantages: bool = True  # normalise advantages over response tokens
+    missing_eos_penalty: float = 1.0  # subtracted from the score of a response with no EOS
+    temperature: float = 1.0  # sampling temperature (log-probs use the same)
+    max_new_tokens: int = 80  # response budget
+    grad_clip: float = 1.0  # max global gradient norm
+    eval_samples_per_prompt: int = 4  # samples per evaluation prompt at the end
+    seed: int = 0  # seeds prompts, samples and minibatches
+    progress: bool = True  # show a tqdm bar
+
+
+@dataclass
+class PPOResult:
+    config: PPOConfig
+    checkpoint: str
+    report: PolicyReport | None = None
+    metrics: list[dict[str, float]] = field(default_factory=list)  # one dict per iteration
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _forward(model: GPT, tokens: np.ndarray, mask: np.ndarray, temperature: float,
+             value: bool = True) -> tuple[Tensor, Tensor | None]:
+    """Per-token log-probs (B, T) and, if asked, values (B, T) from one pass through the trunk.
+    Policy and reference both go through here, so identical weights give identical numbers
+    (a KL of exactly 0)."""
+    h = model.hidden(tokens)  # (B, T, C)
+    logits = model.lm_logits(h[:, :-1])  # (B, T-1, V)
+    logp = logprobs_from_logits(logits, tokens, mask, temperature)  # (B, T)
+    return logp, (model.scalar("value", h) if value else None)  # (B, T)
+
+
+def train_ppo(config: PPOConfig) -> PPOResult:
+    """RLHF with PPO: sample, score with the reward model minus a per-token KL penalty to the
+    SFT reference, estimate advantages with GAE, and take clipped policy and value steps."""
+    t0 = time.time()
+    if config.kl_estimator not in ("k1", "k3"):
+        raise ValueError(f"kl_estimator must be k1 or k3, got {config.kl_estimator!r}")
+    if not 0.0 < config.clip < 1.0:
+        raise ValueError(f"clip must be in (0, 1), got {config.clip}")
+    if config.beta < 0:
+        raise ValueError(f"beta must be >= 0, got {config.beta}")
+    if config.rollout_size % config.minibatch_size:
+        raise ValueError(f"minibatch_size {config.minibatch_size} must divide rollout_size "
+                         f"{config.rollout_size}")
+    for path, how in ((config.init, "sft"), (config.reward_model, "reward")):
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path} does not exist (make it with: python -m minirlhf "
+                                    f"{how})")
+    task = get_task(config.task)
+    policy, tokenizer, _ = load_model(config.init)
+    policy.add_scalar_head("value")  # zero-initialised critic on the policy's trunk
+    reference, _, _ = load_model(config.init)
+    rm = RewardModel.load(config.reward_model)
+    opt = AdamW(policy.named_parameters(), lr=config.lr)
+    kl_ctl = (AdaptiveKLController(config.beta, config.adaptive_kl_target,
+                                   config.adaptive_kl_horizon)
+              if config.adaptive_kl_target > 0 else None)
+    beta = config.beta
+    rng = np.random.default_rng(config.seed)
+    result = PPOResult(config=config, checkpoint="")
+    warned: set[str] = set()
+    for it in tqdm(range(config.iterations), desc="ppo", disable=not config.progress):
+        prompts = task.sample_prompts(config.rollout_size, rng)
+        ids = [tokenizer.encode(p, bos=True) for p in prompts]
+        g = generate(policy, ids, config.max_new_tokens, temperature=config.temperature, rng=rng)
+        tokens, mask = g.tokens, g.response_mask
+        texts = [tokenizer.decode(r) for r in g.responses()]
+        scores = rm.score(prompts, texts, list(g.finished)).astype(np.float32)
+        scores -= config.missing_eos_penalty * (~g.finished)
+        minibatches = [np.arange(i, i + config.minibatch_size)
+                       for i in range(0, config.rollout_size, config.minibatch_size)]
+        old_logp = np.zeros_like(mask)
+        old_values = np.zeros_like(mask)
+        ref_logp = np.zeros_like(mask)
+        with no_grad():  # the same minibatch shapes as the updates, so the first ratio is 1
+            for mb in minibatches:
+                lp, v = _forward(policy, tokens[mb], mask[mb], config.temperature)
+                old_logp[mb], old_values[mb] = lp.data, v.data * mask[mb]
+                ref_logp[mb] = _forward(reference, tokens[mb], mask[mb], config.temperature,
+                                        value=False)[0].data
+        kl = kl_per_token(old_logp, ref_logp, config.kl_estimator) * mask  # (B, T)
+        last = eos_positions(mask)
+        rewards = -beta * kl
+        rewards[np.arange(len(last)), last] += scores  # the score lands on the final token
+        adv, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
+        if config.whiten_advantages:
+            adv = whiten(adv, mask)
+        stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "clipfrac", "vclipfrac",
+                                                         "approxkl", "ratio")}
+        for _ in range(config.ppo_epochs):
+            for b in rng.permutation(len(minibatches)):
+                mb = minibatches[b]
+                lp, v = _forward(policy, tokens[mb], mask[mb], config.temperature)
+                pg, ps = clipped_policy_loss(lp, old_logp[mb], adv[mb], mask[mb], config.clip)
+                vf, vs = clipped_value_loss(v, old_values[mb], returns[mb], mask[mb],
+                                            config.value_clip)
+                loss = pg + vf * config.vf_coef
+                opt.zero_grad()
+                loss.backward()
+                clip_grad_norm(policy.parameters(), config.grad_clip)
+                opt.step()
+                if not np.isfinite(loss.item()):
+                    raise FloatingPointError(f"ppo: loss is {loss.item()} at iteration {it}")
+                for k, val in (("pg", pg.item()), ("vf", vf.item()), ("clipfrac",
+                               ps["clipfrac"]), ("vclipfrac", vs["clipfrac"]),
+                               ("approxkl", ps["approxkl"]), ("ratio", ps["ratio"])):
+                    stats[k].append(val)
+        seq_kl = float(kl.sum(axis=1).mean())
+        entropy = float(-(old_logp * mask).sum() / max(mask.sum(), 1.0))  # sampled-token est.
+        var_ret = float(np.var(returns[mask > 0]))
+        explained = 1.0 - float(np.var((returns - old_values)[mask > 0])) / max(var_ret, 1e-8)
+        golds = [task.gold(p, t, f) for p, t, f in zip(prompts, texts, g.finished, strict=True)]
+        row = {"iteration": it, "objective/kl": seq_kl, "objective/entropy": entropy,
+               "objective/non_score_reward": float((-beta * kl).sum(axis=1).mean()),
+               "objective/rlhf_reward": float(scores.mean() - beta * seq_kl),
+               "objective/scores": float(scores.mean()),
+               "policy/approxkl_avg": float(np.mean(stats["approxkl"])),
+               "policy/clipfrac_avg": float(np.mean(stats["clipfrac"])),
+               "loss/policy_avg": float(np.mean(stats["pg"])),
+               "loss/value_avg": float(np.mean(stats["vf"])),
+               "val/clipfrac_avg": float(np.mean(stats["vclipfrac"])),
+               "val/ratio": float(np.mean(stats["ratio"])),
+               "val/explained_variance": explained, "gold": float(np.mean(golds)),
+               "response_length": float(mask.sum(axis=1).mean()),
+               "eos_rate": float(g.finished.mean()), "beta": beta}
+        result.metrics.append(row)
+        _health(row, result.metrics[0], warned, result.warnings)
+        if kl_ctl is not None:
+            beta = kl_ctl.update(seq_kl, config.rollout_size)
+
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(m) + "\n" for m in result.metrics)
+    result.checkpoint = str(out / "model.npz")
+    save_model(result.checkpoint, policy, tokenizer,
+               extra={"stage": "ppo", "config": asdict(config)})
+    result.report = policy_report(policy, reference, tokenizer, task, config.seed,
+                                  config.eval_samples_per_prompt, config.max_new_tokens)
+    rep = result.report
+    write_summary(out, {"gold": rep.gold, "sft_gold": rep.reference_gold,
+                        "win_rate_vs_sft": rep.win_rate, "kl_to_ref": rep.kl,
+                        "valid_rate": rep.valid_rate, "mean_length": rep.mean_length})
+    result.seconds = time.time() - t0
+    return result
+
+
+def _health(row: dict[str, float], first: dict[str, float], warned: set[str],
+            out: list[str]) -> None:
+    """Print each kind of warning once: negative KL estimate, ratio above 10, entropy collapse,
+    length drift."""
+    checks = {
+        "kl": (row["objective/kl"] < 0, f"ppo: the batch's KL estimate is negative "
+               f"({row['objective/kl']:.3f}) at iteration {row['iteration']}"),
+        "ratio": (row["val/ratio"] > 10, f"ppo: mean ratio {row['val/ratio']:.1f} > 10 at "
+                  f"iteration {row['iteration']}"),
+        "entropy": (row["objective/entropy"] < 0.1 * first["objective/entropy"],
+                    f"ppo: entropy collapsed to {row['objective/entropy']:.3f} at iteration "
+                    f"{row['iteration']}"),
+        "length": (abs(row["response_length"] - first["response_length"])
+                   > 0.5 * first["response_length"],
+                   f"ppo: response length drifted from {first['response_length']:.1f} to "
+                   f"{row['response_length']:.1f} tokens at iteration {row['iteration']}"),
+    }
+    for key, (bad, message) in checks.items():
+        if bad and key not in warned:
+            warned.add(key)
+            out.append(message)
+            log.warning(message)
