@@ -158,11 +158,11 @@ class PPOConfig:
     init: str = "runs/default/sft/model.npz"  # the SFT policy: start point and frozen reference
     reward_model: str = "runs/default/reward/model.npz"  # the (normalized) proxy reward
     out_dir: str = "runs/default/ppo"  # where the checkpoint, metrics and plots go
-    iterations: int = 60  # rollout + update rounds
+    iterations: int = 120  # rollout + update rounds
     rollout_size: int = 64  # prompts sampled per iteration
     minibatch_size: int = 16  # sequences per gradient step
     ppo_epochs: int = 2  # passes over each rollout
-    lr: float = 3e-5  # learning rate of policy and value head
+    lr: float = 1e-4  # learning rate of policy and value head
     clip: float = 0.2  # epsilon of the clipped objective, in (0, 1)
     value_clip: float = 0.2  # epsilon of the clipped value loss
     vf_coef: float = 0.1  # weight of the value loss
