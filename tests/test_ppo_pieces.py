@@ -179,3 +179,37 @@ def test_ppo_stage_runs_with_trl_metric_names(tiny_pretrained, tmp_path):
     assert first["val/ratio"] == 1.0 and first["objective/kl"] == 0.0
     assert (tmp_path / "a" / "metrics.jsonl").exists()
     assert (tmp_path / "a" / "summary.json").exists()
+
+
+def test_full_ppo_loss_gradcheck_on_a_tiny_model():
+    """The policy + value loss, through a whole tiny GPT, against finite differences (float64).
+    Old log-probs and values come from slightly different weights, so ratios sit near 1 but
+    inside the clip range (the clip's kinks are avoided; there the derivative jumps)."""
+    from minirlhf.model import GPT, GPTConfig
+    from minirlhf.ppo import _forward
+
+    rng = np.random.default_rng(4)
+    model = GPT(GPTConfig(vocab_size=11, block_size=10, n_layer=1, n_head=2, n_embd=8),
+                scalar_heads=("value",)).to(np.float64)
+    for name, p in model.named_parameters():
+        centre = 1.0 if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")) else 0.0
+        p.data = rng.normal(centre, 0.3, p.shape)
+    tokens = rng.integers(3, 11, size=(2, 8))
+    mask = np.zeros((2, 8))
+    mask[:, 3:] = 1.0
+    lp_now, v_now = _forward(model, tokens, mask, 1.0)
+    old_logp = (lp_now.data + rng.uniform(-0.05, 0.05, size=(2, 8))) * mask
+    old_values = v_now.data + rng.uniform(-0.05, 0.05, size=(2, 8))
+    adv = rng.normal(size=(2, 8)) * mask
+    returns = rng.normal(size=(2, 8)) * mask
+
+    def loss(*params):
+        lp, v = _forward(model, tokens, mask, 1.0)
+        pg, _ = clipped_policy_loss(lp, old_logp, adv, mask, clip=0.2)
+        vf, _ = clipped_value_loss(v, old_values, returns, mask, clip=0.2)
+        return pg + vf * 0.5
+
+    names = [n for n, _ in model.named_parameters()]
+    # the attention key bias has an exactly-zero gradient (see test_model), hence atol
+    r = gradcheck(loss, model.parameters(), eps=1e-5, tol=1e-6, atol=1e-10, names=names)
+    assert r.passed, r.report()
