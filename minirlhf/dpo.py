@@ -27,10 +27,9 @@ Variants, selected by ``loss_type``:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +37,8 @@ from tqdm import tqdm
 
 from minirlhf import functional as F
 from minirlhf import ops
-from minirlhf.checkpoint import load_model, save_model
-from minirlhf.evaluation import PolicyReport, policy_report, write_summary
+from minirlhf.checkpoint import load_model
+from minirlhf.evaluation import PolicyReport, finish_policy_stage
 from minirlhf.model import GPT
 from minirlhf.optim import AdamW, clip_grad_norm, cosine_lr
 from minirlhf.plots import plot_series
@@ -264,19 +263,9 @@ def train_dpo(config: DPOConfig) -> DPOResult:
         log.warning(w)
 
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "metrics.jsonl", "w") as f:
-        f.writelines(json.dumps(m) + "\n" for m in result.metrics)
-    result.checkpoint = str(out / "model.npz")
-    save_model(result.checkpoint, policy, tokenizer,
-               extra={"stage": "dpo", "config": asdict(config)})
-    result.report = policy_report(policy, reference, tokenizer, get_task(config.task),
-                                  config.seed, config.eval_samples_per_prompt,
-                                  config.max_new_tokens)
-    rep = result.report
-    write_summary(out, {"gold": rep.gold, "sft_gold": rep.reference_gold,
-                        "win_rate_vs_sft": rep.win_rate, "kl_to_ref": rep.kl,
-                        "valid_rate": rep.valid_rate, "mean_length": rep.mean_length})
+    result.checkpoint, result.report = finish_policy_stage(
+        "dpo", out, config, policy, reference, tokenizer, get_task(config.task), result.metrics,
+        config.seed, config.eval_samples_per_prompt, config.max_new_tokens)
     steps = [m["step"] for m in result.metrics]
     result.plots = [str(plot_series(
         out / "metrics.png", {k: list(zip(steps, [m[k] for m in result.metrics], strict=True))

@@ -93,3 +93,28 @@ def comparison_rows(runs_dir: str | Path) -> list[tuple[str, float, float | None
             s = json.loads(path.read_text())
             rows.append((name.upper(), s["gold"], s["win_rate_vs_sft"], s["kl_to_ref"]))
     return rows
+
+
+def finish_policy_stage(stage: str, out_dir: str | Path, config: object, policy: GPT,
+                        reference: GPT, tokenizer: CharTokenizer, task: Task,
+                        metrics: list[dict[str, float]], seed: int, samples_per_prompt: int,
+                        max_new_tokens: int) -> tuple[str, PolicyReport]:
+    """What every policy-training stage (PPO, DPO) does at the end: write its per-step metrics
+    as JSON Lines, save the policy, evaluate it against the reference, and write the summary
+    the comparison tables read. Returns (checkpoint path, report)."""
+    from dataclasses import asdict
+
+    from minirlhf.checkpoint import save_model
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(m) + "\n" for m in metrics)
+    checkpoint = str(out / "model.npz")
+    save_model(checkpoint, policy, tokenizer, extra={"stage": stage, "config": asdict(config)})
+    rep = policy_report(policy, reference, tokenizer, task, seed, samples_per_prompt,
+                        max_new_tokens)
+    write_summary(out, {"gold": rep.gold, "sft_gold": rep.reference_gold,
+                        "win_rate_vs_sft": rep.win_rate, "kl_to_ref": rep.kl,
+                        "valid_rate": rep.valid_rate, "mean_length": rep.mean_length})
+    return checkpoint, rep

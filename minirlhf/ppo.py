@@ -8,18 +8,17 @@ that is 1 on response tokens; everything outside the mask is ignored and returne
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from minirlhf import ops
-from minirlhf.checkpoint import load_model, save_model
-from minirlhf.evaluation import PolicyReport, policy_report, write_summary
+from minirlhf.checkpoint import load_model
+from minirlhf.evaluation import PolicyReport, finish_policy_stage
 from minirlhf.model import GPT
 from minirlhf.optim import AdamW, clip_grad_norm
 from minirlhf.reward import RewardModel, eos_positions
@@ -302,19 +301,9 @@ def train_ppo(config: PPOConfig) -> PPOResult:
         if kl_ctl is not None:
             beta = kl_ctl.update(seq_kl, config.rollout_size)
 
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "metrics.jsonl", "w") as f:
-        f.writelines(json.dumps(m) + "\n" for m in result.metrics)
-    result.checkpoint = str(out / "model.npz")
-    save_model(result.checkpoint, policy, tokenizer,
-               extra={"stage": "ppo", "config": asdict(config)})
-    result.report = policy_report(policy, reference, tokenizer, task, config.seed,
-                                  config.eval_samples_per_prompt, config.max_new_tokens)
-    rep = result.report
-    write_summary(out, {"gold": rep.gold, "sft_gold": rep.reference_gold,
-                        "win_rate_vs_sft": rep.win_rate, "kl_to_ref": rep.kl,
-                        "valid_rate": rep.valid_rate, "mean_length": rep.mean_length})
+    result.checkpoint, result.report = finish_policy_stage(
+        "ppo", config.out_dir, config, policy, reference, tokenizer, task, result.metrics,
+        config.seed, config.eval_samples_per_prompt, config.max_new_tokens)
     result.seconds = time.time() - t0
     return result
 
