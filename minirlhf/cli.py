@@ -207,7 +207,7 @@ def cmd_ppo(args: argparse.Namespace) -> int:
     print(f"\ngold {rep.gold:.3f} (SFT {rep.reference_gold:.3f}); win-rate vs SFT "
           f"{rep.win_rate:.1%}; KL to SFT {rep.kl:.2f} nats/response; valid {rep.valid_rate:.1%}; "
           f"length {rep.mean_length:.1f}")
-    print(f"{r.seconds:.0f} s; checkpoint: {r.checkpoint}")
+    print(f"{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {r.plot}")
     return 0
 
 

@@ -21,6 +21,7 @@ from minirlhf.checkpoint import load_model
 from minirlhf.evaluation import PolicyReport, finish_policy_stage
 from minirlhf.model import GPT
 from minirlhf.optim import AdamW, clip_grad_norm
+from minirlhf.plots import plot_reward_vs_kl
 from minirlhf.reward import RewardModel, eos_positions
 from minirlhf.sampling import generate, logprobs_from_logits
 from minirlhf.tasks import get_task
@@ -177,6 +178,7 @@ class PPOConfig:
     max_new_tokens: int = 80  # response budget
     grad_clip: float = 1.0  # max global gradient norm
     eval_samples_per_prompt: int = 4  # samples per evaluation prompt at the end
+    table_every: int = 20  # log a few (prompt, response, proxy, gold, KL) rows this often
     seed: int = 0  # seeds prompts, samples and minibatches
     progress: bool = True  # show a tqdm bar
 
@@ -188,6 +190,7 @@ class PPOResult:
     report: PolicyReport | None = None
     metrics: list[dict[str, float]] = field(default_factory=list)  # one dict per iteration
     warnings: list[str] = field(default_factory=list)
+    plot: str = ""  # gold and proxy against KL over the iterations
     seconds: float = 0.0
 
 
@@ -298,12 +301,25 @@ def train_ppo(config: PPOConfig) -> PPOResult:
                "eos_rate": float(g.finished.mean()), "beta": beta}
         result.metrics.append(row)
         _health(row, result.metrics[0], warned, result.warnings)
+        if config.table_every and it % config.table_every == 0:  # a few samples as we go
+            per_seq_kl = kl.sum(axis=1)
+            lines = [f"iteration {it}: {'proxy':>6} {'gold':>6} {'KL':>6}  prompt|response"]
+            for b in range(min(3, len(prompts))):
+                lines.append(f"{'':>13}{scores[b]:>6.2f} {golds[b]:>6.2f} {per_seq_kl[b]:>6.2f}"
+                             f"  {prompts[b]}|{texts[b]}{'' if g.finished[b] else '~'}")
+            log.info("\n".join(lines))
         if kl_ctl is not None:
             beta = kl_ctl.update(seq_kl, config.rollout_size)
 
     result.checkpoint, result.report = finish_policy_stage(
         "ppo", config.out_dir, config, policy, reference, tokenizer, task, result.metrics,
         config.seed, config.eval_samples_per_prompt, config.max_new_tokens)
+    m = result.metrics
+    result.plot = str(plot_reward_vs_kl(
+        Path(config.out_dir) / "reward_vs_kl.png",
+        {"PPO": {"kl": [r["objective/kl"] for r in m], "gold": [r["gold"] for r in m],
+                 "proxy": [r["objective/scores"] for r in m]}},
+        title="PPO over training: gold and proxy reward against KL"))
     result.seconds = time.time() - t0
     return result
 
