@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from minirlhf import functional as F
 from minirlhf import ops
 from minirlhf.checkpoint import load_model
 from minirlhf.evaluation import PolicyReport, finish_policy_stage
@@ -166,6 +167,7 @@ class PPOConfig:
     clip: float = 0.2  # epsilon of the clipped objective, in (0, 1)
     value_clip: float = 0.2  # epsilon of the clipped value loss
     vf_coef: float = 0.1  # weight of the value loss
+    entropy_coef: float = 0.0  # weight of the optional entropy bonus (0: off)
     beta: float = 0.05  # KL penalty coefficient (initial value when adaptive)
     kl_estimator: str = "k1"  # k1 or k3, per token on the sampled token
     adaptive_kl_target: float = 0.0  # > 0: adapt beta towards this KL (nats per response)
@@ -195,14 +197,31 @@ class PPOResult:
 
 
 def _forward(model: GPT, tokens: np.ndarray, mask: np.ndarray, temperature: float,
-             value: bool = True) -> tuple[Tensor, Tensor | None]:
-    """Per-token log-probs (B, T) and, if asked, values (B, T) from one pass through the trunk.
-    Policy and reference both go through here, so identical weights give identical numbers
-    (a KL of exactly 0)."""
+             value: bool = True) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Per-token log-probs (B, T), values (B, T) if asked, and the logits (B, T-1, V) from one
+    pass through the trunk. Policy and reference both go through here, so identical weights
+    give identical numbers (a KL of exactly 0)."""
     h = model.hidden(tokens)  # (B, T, C)
     logits = model.lm_logits(h[:, :-1])  # (B, T-1, V)
     logp = logprobs_from_logits(logits, tokens, mask, temperature)  # (B, T)
-    return logp, (model.scalar("value", h) if value else None)  # (B, T)
+    return logp, (model.scalar("value", h) if value else None), logits
+
+
+def _entropy(logits: Tensor, mask: np.ndarray, temperature: float) -> Tensor:
+    """Mean entropy of the next-token distributions that produced response tokens. -> scalar"""
+    logp = F.log_softmax(logits * (1.0 / temperature), axis=-1)  # (B, T-1, V)
+    per_token = -(ops.exp(logp) * logp).sum(axis=-1)  # (B, T-1)
+    return _masked_mean(per_token, mask[:, 1:])
+
+
+def exact_kl(logits: np.ndarray, ref_logits: np.ndarray, mask: np.ndarray,
+             temperature: float = 1.0) -> float:
+    """The exact KL(pi || pi_ref) summed over the whole vocabulary at every response position,
+    in nats per response (a diagnostic: cheap at our vocabulary size)."""
+    lp = F._log_softmax_array(logits / temperature, axis=-1)  # (B, T-1, V)
+    lq = F._log_softmax_array(ref_logits / temperature, axis=-1)
+    per_token = (np.exp(lp) * (lp - lq)).sum(axis=-1)  # (B, T-1)
+    return float((per_token * mask[:, 1:]).sum(axis=1).mean())
 
 
 def train_ppo(config: PPOConfig) -> PPOResult:
@@ -248,12 +267,16 @@ def train_ppo(config: PPOConfig) -> PPOResult:
         old_logp = np.zeros_like(mask)
         old_values = np.zeros_like(mask)
         ref_logp = np.zeros_like(mask)
+        exact = 0.0
         with no_grad():  # the same minibatch shapes as the updates, so the first ratio is 1
             for mb in minibatches:
-                lp, v = _forward(policy, tokens[mb], mask[mb], config.temperature)
+                lp, v, logits = _forward(policy, tokens[mb], mask[mb], config.temperature)
                 old_logp[mb], old_values[mb] = lp.data, v.data * mask[mb]
-                ref_logp[mb] = _forward(reference, tokens[mb], mask[mb], config.temperature,
-                                        value=False)[0].data
+                rlp, _, ref_logits = _forward(reference, tokens[mb], mask[mb],
+                                              config.temperature, value=False)
+                ref_logp[mb] = rlp.data
+                exact += exact_kl(logits.data, ref_logits.data, mask[mb], config.temperature) \
+                    * len(mb) / config.rollout_size
         kl = kl_per_token(old_logp, ref_logp, config.kl_estimator) * mask  # (B, T)
         last = eos_positions(mask)
         rewards = -beta * kl
@@ -266,11 +289,14 @@ def train_ppo(config: PPOConfig) -> PPOResult:
         for _ in range(config.ppo_epochs):
             for b in rng.permutation(len(minibatches)):
                 mb = minibatches[b]
-                lp, v = _forward(policy, tokens[mb], mask[mb], config.temperature)
+                lp, v, logits = _forward(policy, tokens[mb], mask[mb], config.temperature)
                 pg, ps = clipped_policy_loss(lp, old_logp[mb], adv[mb], mask[mb], config.clip)
                 vf, vs = clipped_value_loss(v, old_values[mb], returns[mb], mask[mb],
                                             config.value_clip)
                 loss = pg + vf * config.vf_coef
+                if config.entropy_coef:  # a bonus for keeping the distributions spread
+                    loss = loss - _entropy(logits, mask[mb], config.temperature) \
+                        * config.entropy_coef
                 opt.zero_grad()
                 loss.backward()
                 clip_grad_norm(policy.parameters(), config.grad_clip)
@@ -297,6 +323,7 @@ def train_ppo(config: PPOConfig) -> PPOResult:
                "val/clipfrac_avg": float(np.mean(stats["vclipfrac"])),
                "val/ratio": float(np.mean(stats["ratio"])),
                "val/explained_variance": explained, "gold": float(np.mean(golds)),
+               "objective/exact_kl": exact,
                "response_length": float(mask.sum(axis=1).mean()),
                "eos_rate": float(g.finished.mean()), "beta": beta}
         result.metrics.append(row)

@@ -177,6 +177,7 @@ def test_ppo_stage_runs_with_trl_metric_names(tiny_pretrained, tmp_path):
         assert key in first, key
     # one minibatch, one epoch: the only update starts from the sampling policy itself
     assert first["val/ratio"] == 1.0 and first["objective/kl"] == 0.0
+    assert first["objective/exact_kl"] == 0.0  # the whole-vocabulary KL is exactly 0 too
     assert (tmp_path / "a" / "metrics.jsonl").exists()
     assert (tmp_path / "a" / "summary.json").exists()
 
@@ -186,7 +187,7 @@ def test_full_ppo_loss_gradcheck_on_a_tiny_model():
     Old log-probs and values come from slightly different weights, so ratios sit near 1 but
     inside the clip range (the clip's kinks are avoided; there the derivative jumps)."""
     from minirlhf.model import GPT, GPTConfig
-    from minirlhf.ppo import _forward
+    from minirlhf.ppo import _entropy, _forward
 
     rng = np.random.default_rng(4)
     model = GPT(GPTConfig(vocab_size=11, block_size=10, n_layer=1, n_head=2, n_embd=8),
@@ -197,19 +198,32 @@ def test_full_ppo_loss_gradcheck_on_a_tiny_model():
     tokens = rng.integers(3, 11, size=(2, 8))
     mask = np.zeros((2, 8))
     mask[:, 3:] = 1.0
-    lp_now, v_now = _forward(model, tokens, mask, 1.0)
+    lp_now, v_now, _ = _forward(model, tokens, mask, 1.0)
     old_logp = (lp_now.data + rng.uniform(-0.05, 0.05, size=(2, 8))) * mask
     old_values = v_now.data + rng.uniform(-0.05, 0.05, size=(2, 8))
     adv = rng.normal(size=(2, 8)) * mask
     returns = rng.normal(size=(2, 8)) * mask
 
     def loss(*params):
-        lp, v = _forward(model, tokens, mask, 1.0)
+        lp, v, logits = _forward(model, tokens, mask, 1.0)
         pg, _ = clipped_policy_loss(lp, old_logp, adv, mask, clip=0.2)
         vf, _ = clipped_value_loss(v, old_values, returns, mask, clip=0.2)
-        return pg + vf * 0.5
+        return pg + vf * 0.5 - _entropy(logits, mask, 1.0) * 0.01  # with the entropy bonus
 
     names = [n for n, _ in model.named_parameters()]
     # the attention key bias has an exactly-zero gradient (see test_model), hence atol
     r = gradcheck(loss, model.parameters(), eps=1e-5, tol=1e-6, atol=1e-10, names=names)
     assert r.passed, r.report()
+
+
+def test_exact_kl_over_the_vocabulary():
+    from minirlhf.ppo import exact_kl
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(1, 2, 4)), rng.normal(size=(1, 2, 4))
+    mask = np.array([[0.0, 1.0, 1.0]])  # both positions predict response tokens
+    p = np.exp(a) / np.exp(a).sum(-1, keepdims=True)
+    q = np.exp(b) / np.exp(b).sum(-1, keepdims=True)
+    by_hand = float((p * np.log(p / q)).sum())
+    assert exact_kl(a, b, mask) == pytest.approx(by_hand, rel=1e-10)
+    assert exact_kl(a, a, mask) == 0.0
