@@ -33,21 +33,25 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _setup_logging(quiet: bool) -> None:
+def _stage_config(default, args: argparse.Namespace, name: str):
+    """A stage's config with the command line's --set overrides applied (checked), logging set
+    up, and the config printed; what every stage command starts with."""
     import logging
 
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+    from minirlhf.config import apply_overrides, describe
+
+    config = apply_overrides(default, args.set or [])
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    print(f"{name} config:\n" + describe(config))
+    return config
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """Pretrain the GPT on the review corpus: checkpoint, loss-curve PNG, samples."""
-    from minirlhf.config import apply_overrides, describe
     from minirlhf.pretrain import PretrainConfig, train_pretrain
 
-    config = apply_overrides(PretrainConfig(), args.set or [])
-    _setup_logging(args.quiet)
-    print("pretrain config:\n" + describe(config))
+    config = _stage_config(PretrainConfig(), args, "pretrain")
     result = train_pretrain(config)
     print("\nsamples before training (from BOS):")
     for s in result.samples_before:
@@ -71,12 +75,9 @@ def _sample_table(rows, n: int = 6) -> str:
 
 def cmd_sft(args: argparse.Namespace) -> int:
     """Supervised fine-tuning on demonstrations (response tokens only), gold before and after."""
-    from minirlhf.config import apply_overrides, describe
     from minirlhf.sft import SFTConfig, train_sft
 
-    config = apply_overrides(SFTConfig(), args.set or [])
-    _setup_logging(args.quiet)
-    print("sft config:\n" + describe(config))
+    config = _stage_config(SFTConfig(), args, "sft")
     r = train_sft(config)
     print("\nsamples before SFT ('|' marks where the prompt ends; '~' an unfinished response):")
     print(_sample_table(r.before.samples[::config.eval_samples_per_prompt]))
@@ -92,12 +93,9 @@ def cmd_sft(args: argparse.Namespace) -> int:
 def cmd_preferences(args: argparse.Namespace) -> int:
     """Label pairs of policy samples with simulated raters; write JSON Lines; report the
     accuracy ceiling beside the measured rater-gold agreement."""
-    from minirlhf.config import apply_overrides, describe
     from minirlhf.preferences import PreferenceConfig, build_preference_data
 
-    config = apply_overrides(PreferenceConfig(), args.set or [])
-    _setup_logging(args.quiet)
-    print("preference config:\n" + describe(config))
+    config = _stage_config(PreferenceConfig(), args, "preference")
     r = build_preference_data(config)
     s = r.stats
     print(f"\n{s['pairs']} pairs written to {r.path} ({r.dropped_unfinished} unfinished and "
@@ -111,12 +109,9 @@ def cmd_preferences(args: argparse.Namespace) -> int:
 def cmd_reward(args: argparse.Namespace) -> int:
     """Train a Bradley-Terry reward model on preference pairs; report accuracy beside the
     ceiling, gold agreement, calibration; fit its normalization on SFT samples."""
-    from minirlhf.config import apply_overrides, describe
     from minirlhf.reward import RewardConfig, train_reward
 
-    config = apply_overrides(RewardConfig(), args.set or [])
-    _setup_logging(args.quiet)
-    print("reward config:\n" + describe(config))
+    config = _stage_config(RewardConfig(), args, "reward")
     r = train_reward(config)
     m = r.val_metrics
     print("\nexample held-out pairs (RM scores normalized; gold is the hidden truth):")
@@ -140,11 +135,8 @@ def cmd_reward(args: argparse.Namespace) -> int:
 def cmd_best_of_n(args: argparse.Namespace) -> int:
     """Best-of-n sampling with the reward model: gold and proxy reward against n and KL."""
     from minirlhf.best_of_n import BestOfNConfig, run_best_of_n
-    from minirlhf.config import apply_overrides, describe
 
-    config = apply_overrides(BestOfNConfig(), args.set or [])
-    _setup_logging(args.quiet)
-    print("best-of-n config:\n" + describe(config))
+    config = _stage_config(BestOfNConfig(), args, "best-of-n")
     r = run_best_of_n(config)
     print(f"\n{'n':>4} {'KL (nats)':>10} {'gold':>8} {'proxy':>8}")
     for n, row in r.table.items():
@@ -158,12 +150,9 @@ def cmd_best_of_n(args: argparse.Namespace) -> int:
 
 def cmd_dpo(args: argparse.Namespace) -> int:
     """Offline DPO on the preference data, from the SFT policy; gold, win-rate vs SFT, KL."""
-    from minirlhf.config import apply_overrides, describe
     from minirlhf.dpo import DPOConfig, train_dpo
 
-    config = apply_overrides(DPOConfig(), args.set or [])
-    _setup_logging(args.quiet)
-    print("dpo config:\n" + describe(config))
+    config = _stage_config(DPOConfig(), args, "dpo")
     r = train_dpo(config)
     last = r.metrics[-1]
     print("\nlast step: " + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "step"))
@@ -190,12 +179,9 @@ def cmd_dpo(args: argparse.Namespace) -> int:
 
 def cmd_ppo(args: argparse.Namespace) -> int:
     """RLHF with PPO against the reward model, with a KL penalty to the SFT policy."""
-    from minirlhf.config import apply_overrides, describe
     from minirlhf.ppo import PPOConfig, train_ppo
 
-    config = apply_overrides(PPOConfig(), args.set or [])
-    _setup_logging(args.quiet)
-    print("ppo config:\n" + describe(config))
+    config = _stage_config(PPOConfig(), args, "ppo")
     r = train_ppo(config)
     print(f"\n{'iter':>5}{'KL':>8}{'score':>8}{'gold':>8}{'length':>8}{'clipfrac':>10}")
     for m in r.metrics[:: max(1, len(r.metrics) // 10)] + r.metrics[-1:]:

@@ -101,7 +101,6 @@ def test_rater_agreement_matches_its_configuration():
 def test_position_and_length_biases():
     task = get_task("reviews")
     prompt, a, b = "the plot was", " good.", " fun."  # equal gold
-    rng = np.random.default_rng(1)
     biased = Rater(position_bias=2.0)
     # position bias alone: the first-shown wins more often, but order is random, so 50/50
     assert Panel([biased]).prob_prefers(task, prompt, a, b) == pytest.approx(0.5)
@@ -113,7 +112,6 @@ def test_position_and_length_biases():
         Rater(flip=0.7)
     with pytest.raises(ValueError, match="temperature must be > 0"):
         Rater(temperature=0)
-    assert rng is not None
 
 
 def test_sycophantic_rater_likes_agreement():
@@ -126,11 +124,9 @@ def test_sycophantic_rater_likes_agreement():
 
 def test_panel_mixes_raters_by_weight():
     task = get_task("reviews")
-    always, never = Rater(temperature=0.01), Rater(temperature=0.01, flip=0.5)
     panel = Panel([Rater(temperature=0.01, weight=3.0), Rater(temperature=0.01, flip=0.5)])
     p = panel.prob_prefers(task, "the plot was", " great.", " good.")
     assert p == pytest.approx(0.75 * 1.0 + 0.25 * 0.5, abs=1e-6)
-    assert always.weight == 1.0 and never.flip == 0.5
 
 
 def test_ceiling_formula_by_simulation():
