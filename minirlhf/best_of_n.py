@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from minirlhf.checkpoint import load_model
-from minirlhf.evaluation import write_summary
+from minirlhf.config import validate
+from minirlhf.evaluation import PolicyReport, report_from_samples, write_summary
 from minirlhf.plots import plot_reward_vs_kl
 from minirlhf.reward import RewardModel
 from minirlhf.sampling import generate_text
@@ -78,12 +79,14 @@ class BestOfNResult:
     config: BestOfNConfig
     table: dict[int, dict[str, float]] = field(default_factory=dict)  # n -> gold, proxy, kl
     examples: list[tuple[str, str, float, float]] = field(default_factory=list)
+    report: PolicyReport | None = None  # the best-of-(largest n) policy judged like PPO and DPO
     plot: str = ""
     seconds: float = 0.0
 
 
 def run_best_of_n(config: BestOfNConfig) -> BestOfNResult:
     """Sample, score with the RM and with gold, and tabulate best-of-n for each n."""
+    validate(config)
     t0 = time.time()
     task = get_task(config.task)
     ns = [int(x) for x in config.ns.split(",")]
@@ -120,6 +123,32 @@ def run_best_of_n(config: BestOfNConfig) -> BestOfNResult:
                        "proxy": [result.table[n]["proxy"] for n in ns],
                        "labels": [f"n={n}" for n in ns]}},
         title="best-of-n: gold and proxy reward against KL"))
-    write_summary(config.out_dir, {"table": {str(n): row for n, row in result.table.items()}})
+    result.report = _policy_report(prompts, responses, finished, proxy, max(ns), model,
+                                   tokenizer, task, config)
+    rep = result.report
+    write_summary(config.out_dir, {
+        "table": {str(n): row for n, row in result.table.items()},
+        "policy": {"n": max(ns), "gold": rep.gold, "sft_gold": rep.reference_gold,
+                   "win_rate_vs_sft": rep.win_rate, "kl_to_ref": rep.kl,
+                   "valid_rate": rep.valid_rate, "mean_length": rep.mean_length}})
     result.seconds = time.time() - t0
     return result
+
+
+def _policy_report(prompts: list[str], responses: list[str], finished: list[bool],
+                   proxy: np.ndarray, n: int, model, tokenizer, task, config: BestOfNConfig
+                   ) -> PolicyReport:
+    """The best-of-n policy as a policy: each group of n samples gives one response (the RM's
+    favourite), judged against the SFT policy's samples like every trained policy, at the
+    analytic KL. proxy: (P, n_max) with row i's samples at prompts[i * n_max:(i + 1) * n_max]."""
+    P, n_max = proxy.shape
+    picks = []
+    for i in range(P):
+        for k in range(n_max // n):
+            j = i * n_max + k * n + int(np.argmax(proxy[i, k * n:(k + 1) * n]))
+            picks.append(j)
+    order = {p: q for q, p in enumerate(task.eval_prompts)}
+    picks.sort(key=lambda j: order[prompts[j]])  # each prompt's picks in a row, as reports do
+    return report_from_samples([prompts[j] for j in picks], [responses[j] for j in picks],
+                               [finished[j] for j in picks], analytic_kl(n), model, tokenizer,
+                               task, config.seed, config.max_new_tokens)

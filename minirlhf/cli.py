@@ -197,6 +197,35 @@ def cmd_ppo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    """The whole course: pretrain, SFT, preferences, reward model, best-of-n, PPO, DPO and a
+    report. Stages already done with the same config are skipped (--force redoes them)."""
+    import logging
+
+    from minirlhf.pipeline import PipelineConfig, PipelineError, run_pipeline
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    config = PipelineConfig(name=args.name or args.preset, preset=args.preset, seed=args.seed,
+                            force=args.force, runs_dir=args.runs_dir,
+                            overrides=list(args.set or []))
+    try:
+        r = run_pipeline(config)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"\n{'policy':<12}{'gold':>8}{'win-rate vs SFT':>17}{'KL (nats)':>11}{'valid':>8}")
+    for name, p in r.summary["policies"].items():
+        print(f"{name:<12}{p['gold_reward']:>8.3f}{p['win_rate_vs_sft']:>17.1%}"
+              f"{p['kl_to_ref']:>11.2f}{p['valid_rate']:>8.1%}")
+    rm = r.summary["reward_model"]
+    print(f"reward model: held-out accuracy {rm['accuracy']:.1%} (ceiling {rm['ceiling']:.1%})")
+    print(f"\nran {', '.join(r.ran) or 'nothing'}; skipped {', '.join(r.skipped) or 'nothing'}; "
+          f"{r.seconds:.0f} s")
+    print(f"report: {r.report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m minirlhf",
@@ -229,6 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"override {cls} fields, e.g. --set seed=1 progress=false")
         p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("pipeline", help="run every stage and write a report (resumable)",
+                       description=cmd_pipeline.__doc__)
+    p.add_argument("--preset", default="default", help="default (minutes) or tiny (< 1 minute)")
+    p.add_argument("--name", help="the run's folder under --runs-dir (default: the preset)")
+    p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    p.add_argument("--seed", type=int, default=0, help="every stage's seed")
+    p.add_argument("--force", action="store_true", help="redo stages that are already done")
+    p.add_argument("--set", nargs="+", metavar="STAGE.KEY=VALUE",
+                   help="override a stage's config, e.g. --set ppo.beta=0.1 sft.steps=100")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    p.set_defaults(func=cmd_pipeline)
     return parser
 
 

@@ -38,9 +38,10 @@ from tqdm import tqdm
 from minirlhf import functional as F
 from minirlhf import ops
 from minirlhf.checkpoint import load_model
+from minirlhf.config import validate
 from minirlhf.evaluation import PolicyReport, finish_policy_stage
 from minirlhf.model import GPT
-from minirlhf.optim import AdamW, clip_grad_norm, cosine_lr
+from minirlhf.optim import AdamW, cosine_lr, optimizer_step
 from minirlhf.plots import plot_series
 from minirlhf.preferences import PreferencePair, label_pairs, length_buckets, load_jsonl
 from minirlhf.raters import get_panel
@@ -204,6 +205,7 @@ def train_dpo(config: DPOConfig) -> DPOResult:
     samples ``online_pairs / k`` fresh pairs from the current policy, has the raters label them,
     and trains on them: the same label budget, spent on the policy's own current answers.
     """
+    validate(config)
     t0 = time.time()
     _check(config)
     rng = np.random.default_rng(config.seed)
@@ -242,12 +244,8 @@ def train_dpo(config: DPOConfig) -> DPOResult:
                                             config.label_smoothing)
                 loss = losses.mean()
                 opt.lr = cosine_lr(step, total, config.lr, config.warmup_steps, config.lr * 0.1)
-                opt.zero_grad()
-                loss.backward()
-                clip_grad_norm(policy.parameters(), config.grad_clip)
-                opt.step()
-                if not np.isfinite(loss.item()):
-                    raise FloatingPointError(f"dpo: loss is {loss.item()} at step {step}")
+                optimizer_step(opt, loss, policy.parameters(), config.grad_clip,
+                               f"dpo: step {step}")
                 result.metrics.append({
                     "step": step, "loss": loss.item(),
                     "rewards/chosen": float(r_c.mean()), "rewards/rejected": float(r_r.mean()),

@@ -50,21 +50,37 @@ def policy_report(policy: GPT, reference: GPT, tokenizer: CharTokenizer, task: T
 
     The reference is sampled from its own seeded generator, so every policy evaluated with the
     same seed meets the very same reference samples."""
-    prompts = [p for p in task.eval_prompts for _ in range(samples_per_prompt)]
+    prompts = evaluation_prompts(task, samples_per_prompt)
     g, texts = _sample(policy, tokenizer, prompts, max_new_tokens, np.random.default_rng(seed))
-    g_ref, ref_texts = _sample(reference, tokenizer, prompts, max_new_tokens,
-                               np.random.default_rng([seed, 1]))
-    gold = np.array([task.gold(p, t, f) for p, t, f in zip(prompts, texts, g.finished,
-                                                           strict=True)])
-    ref_gold = np.array([task.gold(p, t, f) for p, t, f in zip(prompts, ref_texts, g_ref.finished,
-                                                               strict=True)])
     with no_grad():
         ref_lp = token_logprobs(reference, g.tokens, g.response_mask).data
     kl = float(np.mean((g.logprobs - ref_lp).sum(axis=1)))
+    return report_from_samples(prompts, texts, list(g.finished), kl, reference, tokenizer,
+                               task, seed, max_new_tokens)
+
+
+def evaluation_prompts(task: Task, samples_per_prompt: int) -> list[str]:
+    """The task's evaluation prompts, each repeated ``samples_per_prompt`` times in a row."""
+    return [p for p in task.eval_prompts for _ in range(samples_per_prompt)]
+
+
+def report_from_samples(prompts: list[str], texts: list[str], finished: list[bool], kl: float,
+                        reference: GPT, tokenizer: CharTokenizer, task: Task, seed: int,
+                        max_new_tokens: int) -> PolicyReport:
+    """Judge a policy's samples (one per entry of ``prompts``, as ``evaluation_prompts`` lays
+    them out) against the reference's samples for the same prompts, drawn from the seeded
+    generator every report shares. ``kl`` is the policy's KL to the reference, measured or
+    known."""
+    g_ref, ref_texts = _sample(reference, tokenizer, prompts, max_new_tokens,
+                               np.random.default_rng([seed, 1]))
+    gold = np.array([task.gold(p, t, f) for p, t, f in zip(prompts, texts, finished,
+                                                           strict=True)])
+    ref_gold = np.array([task.gold(p, t, f) for p, t, f in zip(prompts, ref_texts, g_ref.finished,
+                                                               strict=True)])
     wins = np.where(gold > ref_gold, 1.0, np.where(gold < ref_gold, 0.0, 0.5))
-    valid = [task.valid(p, t, f) for p, t, f in zip(prompts, texts, g.finished, strict=True)]
+    valid = [task.valid(p, t, f) for p, t, f in zip(prompts, texts, finished, strict=True)]
     rows = [(p, t + ("" if f else "~"), float(s))
-            for p, t, f, s in zip(prompts, texts, g.finished, gold, strict=True)]
+            for p, t, f, s in zip(prompts, texts, finished, gold, strict=True)]
     return PolicyReport(float(gold.mean()), float(ref_gold.mean()), float(wins.mean()), kl,
                         float(np.mean(valid)), float(np.mean([len(t) for t in texts])), rows)
 

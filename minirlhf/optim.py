@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from minirlhf.nn import Linear, Module, Parameter
+from minirlhf.tensor import Tensor
 
 
 def decayed_parameter_names(model: Module) -> set[str]:
@@ -105,3 +106,20 @@ def cosine_lr(step: int, max_steps: int, lr: float, warmup_steps: int = 0,
         return min_lr
     progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def optimizer_step(opt: AdamW, loss: Tensor, params: Iterable[Parameter], grad_clip: float,
+                   where: str) -> float:
+    """One guarded training step: backward, clip, update. A loss or gradient that is not finite
+    raises FloatingPointError naming ``where`` (stage and step) *before* any weight changes, so
+    the model, and every checkpoint already written, stay intact. Returns the loss value."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{where}: loss is {value}")
+    opt.zero_grad()
+    loss.backward()
+    norm = clip_grad_norm(params, grad_clip)
+    if not math.isfinite(norm):
+        raise FloatingPointError(f"{where}: gradient norm is {norm} (loss {value:.4g})")
+    opt.step()
+    return value

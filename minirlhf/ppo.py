@@ -19,9 +19,10 @@ from tqdm import tqdm
 from minirlhf import functional as F
 from minirlhf import ops
 from minirlhf.checkpoint import load_model
+from minirlhf.config import validate
 from minirlhf.evaluation import PolicyReport, finish_policy_stage
 from minirlhf.model import GPT
-from minirlhf.optim import AdamW, clip_grad_norm
+from minirlhf.optim import AdamW, optimizer_step
 from minirlhf.plots import plot_reward_vs_kl
 from minirlhf.reward import RewardModel, eos_positions
 from minirlhf.sampling import generate, logprobs_from_logits
@@ -167,6 +168,8 @@ class PPOConfig:
     clip: float = 0.2  # epsilon of the clipped objective, in (0, 1)
     value_clip: float = 0.2  # epsilon of the clipped value loss
     vf_coef: float = 0.1  # weight of the value loss
+    critic: str = "shared"  # value head on the policy's trunk ("shared") or on a separate copy
+    # of the reward model's trunk ("reward_model"); the head itself starts at zero either way
     entropy_coef: float = 0.0  # weight of the optional entropy bonus (0: off)
     beta: float = 0.05  # KL penalty coefficient (initial value when adaptive)
     kl_estimator: str = "k1"  # k1 or k3, per token on the sampled token
@@ -194,6 +197,11 @@ class PPOResult:
     warnings: list[str] = field(default_factory=list)
     plot: str = ""  # gold and proxy against KL over the iterations
     seconds: float = 0.0
+
+
+def _values(critic: GPT, tokens: np.ndarray) -> Tensor:
+    """A separate critic's value at every position. tokens: (B, T) int -> (B, T)"""
+    return critic.scalar("value", critic.hidden(tokens))
 
 
 def _forward(model: GPT, tokens: np.ndarray, mask: np.ndarray, temperature: float,
@@ -227,6 +235,7 @@ def exact_kl(logits: np.ndarray, ref_logits: np.ndarray, mask: np.ndarray,
 def train_ppo(config: PPOConfig) -> PPOResult:
     """RLHF with PPO: sample, score with the reward model minus a per-token KL penalty to the
     SFT reference, estimate advantages with GAE, and take clipped policy and value steps."""
+    validate(config)
     t0 = time.time()
     if config.kl_estimator not in ("k1", "k3"):
         raise ValueError(f"kl_estimator must be k1 or k3, got {config.kl_estimator!r}")
@@ -234,6 +243,8 @@ def train_ppo(config: PPOConfig) -> PPOResult:
         raise ValueError(f"clip must be in (0, 1), got {config.clip}")
     if config.beta < 0:
         raise ValueError(f"beta must be >= 0, got {config.beta}")
+    if config.critic not in ("shared", "reward_model"):
+        raise ValueError(f"critic must be 'shared' or 'reward_model', got {config.critic!r}")
     if config.rollout_size % config.minibatch_size:
         raise ValueError(f"minibatch_size {config.minibatch_size} must divide rollout_size "
                          f"{config.rollout_size}")
@@ -243,10 +254,19 @@ def train_ppo(config: PPOConfig) -> PPOResult:
                                     f"{how})")
     task = get_task(config.task)
     policy, tokenizer, _ = load_model(config.init)
-    policy.add_scalar_head("value")  # zero-initialised critic on the policy's trunk
     reference, _, _ = load_model(config.init)
     rm = RewardModel.load(config.reward_model)
-    opt = AdamW(policy.named_parameters(), lr=config.lr)
+    if config.critic == "shared":  # one trunk, two heads: cheap, but the losses compete
+        policy.add_scalar_head("value")
+        critic = None
+        named = list(policy.named_parameters())
+    else:  # a second trunk that already knows what the reward model scores
+        critic, _, _ = load_model(config.reward_model)
+        critic.add_scalar_head("value")
+        named = list(policy.named_parameters("policy.")) + \
+            list(critic.named_parameters("critic."))
+    opt = AdamW(named, lr=config.lr)
+    params = [p for _, p in named]
     kl_ctl = (AdaptiveKLController(config.beta, config.adaptive_kl_target,
                                    config.adaptive_kl_horizon)
               if config.adaptive_kl_target > 0 else None)
@@ -270,7 +290,10 @@ def train_ppo(config: PPOConfig) -> PPOResult:
         exact = 0.0
         with no_grad():  # the same minibatch shapes as the updates, so the first ratio is 1
             for mb in minibatches:
-                lp, v, logits = _forward(policy, tokens[mb], mask[mb], config.temperature)
+                lp, v, logits = _forward(policy, tokens[mb], mask[mb], config.temperature,
+                                         value=critic is None)
+                if critic is not None:
+                    v = _values(critic, tokens[mb])
                 old_logp[mb], old_values[mb] = lp.data, v.data * mask[mb]
                 rlp, _, ref_logits = _forward(reference, tokens[mb], mask[mb],
                                               config.temperature, value=False)
@@ -289,7 +312,10 @@ def train_ppo(config: PPOConfig) -> PPOResult:
         for _ in range(config.ppo_epochs):
             for b in rng.permutation(len(minibatches)):
                 mb = minibatches[b]
-                lp, v, logits = _forward(policy, tokens[mb], mask[mb], config.temperature)
+                lp, v, logits = _forward(policy, tokens[mb], mask[mb], config.temperature,
+                                         value=critic is None)
+                if critic is not None:
+                    v = _values(critic, tokens[mb])
                 pg, ps = clipped_policy_loss(lp, old_logp[mb], adv[mb], mask[mb], config.clip)
                 vf, vs = clipped_value_loss(v, old_values[mb], returns[mb], mask[mb],
                                             config.value_clip)
@@ -297,12 +323,7 @@ def train_ppo(config: PPOConfig) -> PPOResult:
                 if config.entropy_coef:  # a bonus for keeping the distributions spread
                     loss = loss - _entropy(logits, mask[mb], config.temperature) \
                         * config.entropy_coef
-                opt.zero_grad()
-                loss.backward()
-                clip_grad_norm(policy.parameters(), config.grad_clip)
-                opt.step()
-                if not np.isfinite(loss.item()):
-                    raise FloatingPointError(f"ppo: loss is {loss.item()} at iteration {it}")
+                optimizer_step(opt, loss, params, config.grad_clip, f"ppo: iteration {it}")
                 for k, val in (("pg", pg.item()), ("vf", vf.item()), ("clipfrac",
                                ps["clipfrac"]), ("vclipfrac", vs["clipfrac"]),
                                ("approxkl", ps["approxkl"]), ("ratio", ps["ratio"])):

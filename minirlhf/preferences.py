@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from minirlhf.checkpoint import load_model
+from minirlhf.config import validate
 from minirlhf.raters import Panel, ceiling, expected_gold_agreement, get_panel
 from minirlhf.sampling import generate_text
 from minirlhf.tasks import Task, get_task
@@ -204,6 +205,7 @@ class PreferenceResult:
 def build_preference_data(config: PreferenceConfig) -> PreferenceResult:
     """Sample two responses per prompt from the policy, label each pair with the raters, write
     JSON Lines, and report the accuracy ceiling beside the measured rater-gold agreement."""
+    validate(config)
     t0 = time.time()
     task, panel = get_task(config.task), get_panel(config.raters)
     if config.n_pairs < 1:

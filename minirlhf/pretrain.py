@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from minirlhf import functional as F
 from minirlhf.checkpoint import save_model
+from minirlhf.config import validate
 from minirlhf.model import GPT, PRESETS, GPTConfig
-from minirlhf.optim import AdamW, clip_grad_norm, cosine_lr, decayed_parameter_names
+from minirlhf.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
 from minirlhf.plots import plot_loss_curves
 from minirlhf.sampling import generate_text
 from minirlhf.tasks.reviews import is_grammatical
@@ -130,6 +131,7 @@ def sample_texts(model: GPT, tokenizer: CharTokenizer, n: int, rng: np.random.Ge
 
 def train_pretrain(config: PretrainConfig) -> PretrainResult:
     """Pretrain a GPT on the corpus; save checkpoint and loss plot; measure samples."""
+    validate(config)
     if config.preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {config.preset!r}")
     t0 = time.time()
@@ -167,13 +169,8 @@ def train_pretrain(config: PretrainConfig) -> PretrainResult:
         starts = rng.choice(train_starts, size=config.batch_size)
         x, y = _windows(train_stream, starts, T)
         loss = lm_loss(model, x, y)
-        opt.zero_grad()
-        loss.backward()
-        clip_grad_norm(model.parameters(), config.grad_clip)
-        opt.step()
-        value = loss.item()
-        if not np.isfinite(value):
-            raise FloatingPointError(f"pretrain: loss is {value} at step {step}")
+        value = optimizer_step(opt, loss, model.parameters(), config.grad_clip,
+                               f"pretrain: step {step}")
         result.train_curve.append((step, value))
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
             val = evaluate(model, val_stream, val_starts, T, config.batch_size)

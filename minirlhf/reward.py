@@ -31,8 +31,9 @@ from tqdm import tqdm
 
 from minirlhf import functional as F
 from minirlhf.checkpoint import load_model, save_model
+from minirlhf.config import validate
 from minirlhf.model import GPT
-from minirlhf.optim import AdamW, clip_grad_norm, cosine_lr, decayed_parameter_names
+from minirlhf.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
 from minirlhf.plots import plot_calibration, plot_loss_curves
 from minirlhf.preferences import PreferencePair, length_buckets, load_jsonl
 from minirlhf.raters import ceiling
@@ -264,6 +265,7 @@ def fit_normalization(rm: RewardModel, prompts: list[str], responses: list[str],
 def train_reward(config: RewardConfig) -> RewardResult:
     """Train a Bradley-Terry reward model on labelled pairs; measure it against the ceiling
     and against gold; fit its normalization on SFT samples; save it."""
+    validate(config)
     t0 = time.time()
     task = get_task(config.task)
     for name, path in (("preferences", config.preferences), ("init", config.init)):
@@ -300,12 +302,8 @@ def train_reward(config: RewardConfig) -> RewardResult:
             opt.lr = cosine_lr(step, total, config.lr, config.warmup_steps, config.lr * 0.1)
             rc, rr = _pair_batch(rm, batch)
             loss = bradley_terry_loss(rc, rr, config.margin, config.center_coef)
-            opt.zero_grad()
-            loss.backward()
-            clip_grad_norm(model.parameters(), config.grad_clip)
-            opt.step()
-            if not np.isfinite(loss.item()):
-                raise FloatingPointError(f"reward: loss is {loss.item()} at step {step}")
+            optimizer_step(opt, loss, model.parameters(), config.grad_clip,
+                           f"reward: step {step}")
             result.loss_curve.append((step, loss.item()))
             bar.update(1)
             step += 1

@@ -23,8 +23,9 @@ import numpy as np
 from tqdm import tqdm
 
 from minirlhf.checkpoint import load_model, save_model
+from minirlhf.config import validate
 from minirlhf.model import GPT
-from minirlhf.optim import AdamW, clip_grad_norm, cosine_lr, decayed_parameter_names
+from minirlhf.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
 from minirlhf.plots import plot_loss_curves
 from minirlhf.sampling import generate_text, token_logprobs
 from minirlhf.tasks import Task, get_task
@@ -116,6 +117,7 @@ class SFTResult:
 
 def train_sft(config: SFTConfig) -> SFTResult:
     """Fine-tune the pretrained model on demonstrations; evaluate with gold before and after."""
+    validate(config)
     t0 = time.time()
     task = get_task(config.task)
     if not Path(config.init).exists():
@@ -148,12 +150,7 @@ def train_sft(config: SFTConfig) -> SFTResult:
         tokens, mask = encode_pairs(tokenizer, [prompts[i] for i in idx],
                                     [responses[i] for i in idx])
         loss = sft_loss(model, tokens, mask)
-        opt.zero_grad()
-        loss.backward()
-        clip_grad_norm(model.parameters(), config.grad_clip)
-        opt.step()
-        if not np.isfinite(loss.item()):
-            raise FloatingPointError(f"sft: loss is {loss.item()} at step {step}")
+        optimizer_step(opt, loss, model.parameters(), config.grad_clip, f"sft: step {step}")
         result.loss_curve.append((step, loss.item()))
 
     out = Path(config.out_dir)

@@ -153,7 +153,8 @@ def test_one_token_bandit_converges_to_the_kl_regularised_optimum():
     assert 0.5 * np.abs(pi - target).sum() < 0.05, (pi, target)
 
 
-def test_ppo_stage_runs_with_trl_metric_names(tiny_pretrained, tmp_path):
+@pytest.mark.parametrize("critic", ["shared", "reward_model"])
+def test_ppo_stage_runs_with_trl_metric_names(tiny_pretrained, tmp_path, critic):
     from minirlhf.checkpoint import load_model
     from minirlhf.ppo import PPOConfig, train_ppo
     from minirlhf.reward import RewardModel
@@ -165,7 +166,7 @@ def test_ppo_stage_runs_with_trl_metric_names(tiny_pretrained, tmp_path):
     rm.save(tmp_path / "rm.npz")
     cfg = dict(init=tiny_pretrained, reward_model=str(tmp_path / "rm.npz"), iterations=2,
                rollout_size=8, minibatch_size=8, ppo_epochs=1, max_new_tokens=30,
-               eval_samples_per_prompt=1, progress=False)
+               eval_samples_per_prompt=1, progress=False, critic=critic)
     a = train_ppo(PPOConfig(out_dir=str(tmp_path / "a"), **cfg))
     b = train_ppo(PPOConfig(out_dir=str(tmp_path / "b"), **cfg))
     assert a.metrics == b.metrics  # reproducible from the seed
@@ -180,6 +181,43 @@ def test_ppo_stage_runs_with_trl_metric_names(tiny_pretrained, tmp_path):
     assert first["objective/exact_kl"] == 0.0  # the whole-vocabulary KL is exactly 0 too
     assert (tmp_path / "a" / "metrics.jsonl").exists()
     assert (tmp_path / "a" / "summary.json").exists()
+    # the zero-initialised value head predicts 0 before its first step, whichever trunk
+    assert first["val/explained_variance"] <= 0.0 + 1e-6
+
+
+def test_separate_critic_starts_from_the_reward_model_and_leaves_the_policy_trunk(
+        tiny_pretrained, tmp_path):
+    """With critic="reward_model" the value loss reaches only the critic's weights: one
+    iteration with vf_coef 0 and one with vf_coef 1 give the same policy (the values that feed
+    GAE are all 0 at the start either way); with the shared critic they differ."""
+    from minirlhf.checkpoint import load_model
+    from minirlhf.ppo import PPOConfig, train_ppo
+    from minirlhf.reward import RewardModel
+
+    model, tok, _ = load_model(tiny_pretrained)
+    rm = RewardModel(model, tok)
+    rm.model.reward_head.weight.data = np.random.default_rng(1).normal(
+        size=rm.model.reward_head.weight.shape).astype(np.float32)
+    rm.save(tmp_path / "rm.npz")
+    cfg = dict(init=tiny_pretrained, reward_model=str(tmp_path / "rm.npz"), iterations=1,
+               rollout_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=30,
+               eval_samples_per_prompt=1, progress=False, grad_clip=0.0)
+    weights = {}
+    for critic in ("reward_model", "shared"):
+        for vf in (0.0, 1.0):
+            out = tmp_path / f"{critic}-{vf}"
+            train_ppo(PPOConfig(out_dir=str(out), critic=critic, vf_coef=vf, **cfg))
+            policy, _, _ = load_model(out / "model.npz")
+            weights[critic, vf] = policy.wte.weight.data.copy()
+    assert np.array_equal(weights["reward_model", 0.0], weights["reward_model", 1.0])
+    assert not np.array_equal(weights["shared", 0.0], weights["shared", 1.0])
+
+
+def test_unknown_critic_is_rejected():
+    from minirlhf.ppo import PPOConfig, train_ppo
+
+    with pytest.raises(ValueError, match="critic"):
+        train_ppo(PPOConfig(critic="separate"))
 
 
 def test_full_ppo_loss_gradcheck_on_a_tiny_model():
