@@ -226,6 +226,51 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_classroom(args: argparse.Namespace) -> int:
+    """Classroom tools: make a student copy with the solutions stripped, or check exercises."""
+    from pathlib import Path
+
+    if args.action == "make-student":
+        from minirlhf.classroom import MarkerError, make_student
+
+        if not args.target:
+            print("error: make-student needs the folder to write, e.g. "
+                  "python -m minirlhf classroom make-student ../student", file=sys.stderr)
+            return 2
+        root = Path(__file__).resolve().parent.parent
+        try:
+            stripped = make_student(root, args.target)
+        except (MarkerError, FileExistsError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for rel, n in stripped.items():
+            print(f"  {rel}: {n} region{'s' * (n > 1)} stripped")
+        print(f"student copy written to {args.target} ({sum(stripped.values())} exercises); "
+              f"students run: cd {args.target} && pip install -e . && "
+              "python -m minirlhf classroom check")
+        return 0
+
+    from minirlhf.exercises import run_checks
+
+    try:
+        chapter = int(args.target) if args.target else None
+        results = run_checks(chapter)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    import minirlhf
+
+    print(f"checking the exercises in {Path(minirlhf.__file__).parent}")
+    for r in results:
+        ex = r.exercise
+        print(f"ch{ex.chapter} {ex.name:<22} {r.status:<16} {ex.where}: {r.message}")
+    counts = {s: sum(r.status == s for r in results) for s in ("pass", "FAIL",
+                                                               "not implemented")}
+    print(f"\n{counts['pass']} pass, {counts['FAIL']} fail, {counts['not implemented']} not "
+          "implemented")
+    return 0 if counts["pass"] == len(results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m minirlhf",
@@ -270,6 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a stage's config, e.g. --set ppo.beta=0.1 sft.steps=100")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("classroom", help="student copies and exercise checks",
+                       description=cmd_classroom.__doc__)
+    p.add_argument("action", choices=["make-student", "check"],
+                   help="make-student OUTDIR: write a stripped copy; check [CHAPTER]: run the "
+                        "exercise checks")
+    p.add_argument("target", nargs="?", help="OUTDIR for make-student; CHAPTER for check")
+    p.set_defaults(func=cmd_classroom)
     return parser
 
 

@@ -75,16 +75,22 @@ def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
         raise ValueError(f"dpo_loss: label_smoothing must be in [0, 0.5), got {label_smoothing}")
     ref_c = _array(reference_chosen_logps)
     ref_r = _array(reference_rejected_logps)
+    ### BEGIN SOLUTION
     chosen_ratio = policy_chosen_logps - ref_c  # log pi(y_w) - log pi_ref(y_w), (B,)
     rejected_ratio = policy_rejected_logps - ref_r  # (B,)
     h = chosen_ratio - rejected_ratio  # (B,)
+    ### END SOLUTION
     if loss_type == "sigmoid":
+        ### BEGIN SOLUTION
         losses = -F.logsigmoid(h * beta)
         if label_smoothing:
             losses = losses * (1.0 - label_smoothing) - F.logsigmoid(h * -beta) * label_smoothing
+        ### END SOLUTION
     elif loss_type == "ipo":
+        ### BEGIN SOLUTION
         gap = h - 1.0 / (2.0 * beta)
         losses = gap * gap
+        ### END SOLUTION
     else:  # hinge
         losses = ops.relu(1.0 - h * beta)
     return losses, beta * chosen_ratio.data.copy(), beta * rejected_ratio.data.copy()

@@ -37,7 +37,9 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
     y = _softmax_array(x.data, axis)
 
     def backward(g):
+        ### BEGIN SOLUTION
         return (y * (g - np.sum(g * y, axis=axis, keepdims=True)),)
+        ### END SOLUTION
 
     return Tensor._make(y, (x,), "softmax", backward)
 
@@ -50,7 +52,9 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     y = _log_softmax_array(x.data, axis)
 
     def backward(g):
+        ### BEGIN SOLUTION
         return (g - np.exp(y) * np.sum(g, axis=axis, keepdims=True),)
+        ### END SOLUTION
 
     return Tensor._make(y, (x,), "log_softmax", backward)
 
@@ -182,10 +186,12 @@ def layer_norm(
     parents = tuple(p for p in (x, weight, bias) if p is not None)
 
     def backward(g):
+        ### BEGIN SOLUTION
         dxhat = g * weight.data if weight is not None else g
         dx = dxhat - _mean_last(dxhat)
         dx -= xhat * _mean_last(dxhat * xhat)
         dx *= rstd
+        ### END SOLUTION
         grads = [dx]
         if weight is not None:
             grads.append(_sum_leading(g * xhat))
@@ -220,7 +226,9 @@ def _causal_bias(T: int, Tk: int, pos: int, dtype: np.dtype) -> np.ndarray:
     key = (T, Tk, pos, str(dtype))
     bias = _CAUSAL_BIAS.get(key)
     if bias is None:
+        ### BEGIN SOLUTION
         future = np.arange(Tk)[None, :] > (pos + np.arange(T))[:, None]  # (T, Tk)
+        ### END SOLUTION
         bias = np.where(future, -np.inf, 0.0).astype(dtype)
         if len(_CAUSAL_BIAS) < 64:
             _CAUSAL_BIAS[key] = bias
@@ -263,8 +271,10 @@ def causal_self_attention(qkv: Tensor, n_head: int, cache: Any = None, layer: in
         k, v = cache.store(layer, k, v)  # (B, nh, pos + T, hs)
     Tk = k.shape[2]
 
+    ### BEGIN SOLUTION
     att = q @ k.swapaxes(-1, -2)  # (B, nh, T, Tk)
     att *= scale
+    ### END SOLUTION
     if T > 1:  # future keys j > pos + i get -inf (with one query every cached key is visible)
         att += _causal_bias(T, Tk, pos, att.dtype)  # (T, Tk), broadcast over (B, nh)
     att -= att.max(axis=-1, keepdims=True)
@@ -277,6 +287,7 @@ def causal_self_attention(qkv: Tensor, n_head: int, cache: Any = None, layer: in
         gh = g.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
         grad = np.empty((B, T, 3, n_head, hs), dtype=g.dtype)
         grad_heads = grad.transpose(2, 0, 3, 1, 4)  # (3, B, nh, T, hs), a view into grad
+        ### BEGIN SOLUTION
         grad_heads[2] = att.swapaxes(-1, -2) @ gh  # dv
         ds = gh @ v.swapaxes(-1, -2)  # dP, (B, nh, T, T)
         # sum_j dP_ij P_ij = sum_j (G_i . v_j) P_ij = G_i . y_i: a dot product over hs
@@ -286,6 +297,7 @@ def causal_self_attention(qkv: Tensor, n_head: int, cache: Any = None, layer: in
         ds *= scale  # dS, the gradient of the scaled scores
         grad_heads[0] = ds @ k  # dq
         grad_heads[1] = ds.swapaxes(-1, -2) @ q  # dk
+        ### END SOLUTION
         return (grad.reshape(B, T, C3),)
 
     return Tensor._make(out, (qkv,), "causal_self_attention", backward)

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -163,12 +164,15 @@ def _check_sizes(cfgs: dict[str, Any]) -> None:
                           f"{sft.n_demos} demonstrations; allowed range [1, {sft.n_demos}]")
 
 
-def fingerprints(cfgs: dict[str, Any]) -> dict[str, str]:
-    """A hash of each stage's config and of its upstream stages' fingerprints. Progress bars
-    do not change results, so they are left out."""
+def fingerprints(cfgs: dict[str, Any], root: Path) -> dict[str, str]:
+    """A hash of each stage's config and of its upstream stages' fingerprints. Paths inside the
+    run folder count relative to it (a moved or copied run folder stays valid), and progress
+    bars do not change results, so they are left out."""
+    prefix = str(root) + os.sep
     out: dict[str, str] = {}
     for stage in STAGES:
-        fields = {k: v for k, v in asdict(cfgs[stage]).items() if k != "progress"}
+        fields = {k: (v.replace(prefix, "<run>/") if isinstance(v, str) else v)
+                  for k, v in asdict(cfgs[stage]).items() if k != "progress"}
         text = json.dumps({"stage": stage, "config": fields,
                            "upstream": [out[d] for d in DEPENDS_ON[stage]]}, sort_keys=True)
         out[stage] = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -220,9 +224,11 @@ def _run_stage(stage: str, cfg: Any) -> tuple[dict[str, Any], list[str]]:
     raise KeyError(stage)
 
 
-def _outputs_intact(outputs: list[str]) -> str | None:
-    """None if every output is there and passes its checksum, else what is wrong."""
-    for path in outputs:
+def _outputs_intact(root: Path, outputs: list[str]) -> str | None:
+    """None if every output (relative to the run folder) is there and passes its checksum,
+    else what is wrong."""
+    for name in outputs:
+        path = str(root / name)
         if not Path(path).exists():
             return f"{path} is missing"
         if path.endswith(".npz"):
@@ -258,8 +264,8 @@ def run_pipeline(config: PipelineConfig,
     if not Path(cfgs["pretrain"].corpus).exists():
         raise FileNotFoundError(f"corpus {cfgs['pretrain'].corpus} does not exist (make it "
                                 "with: python data/make_corpora.py)")
-    prints = fingerprints(cfgs)
     root = Path(config.runs_dir) / config.name
+    prints = fingerprints(cfgs, root)
     records: dict[str, dict[str, Any]] = {}
     result = PipelineResult(config=config, report="", summary={})
     last_good = "none yet"
@@ -268,13 +274,13 @@ def run_pipeline(config: PipelineConfig,
         record = json.loads(record_path.read_text()) if record_path.exists() else None
         problem = None
         if record is not None and record.get("fingerprint") == prints[stage]:
-            problem = _outputs_intact(record["outputs"])
+            problem = _outputs_intact(root, record["outputs"])
             if problem is None and not config.force:
                 log.info("[%d/%d] %s: done already (config %s), skipped", i + 1, len(STAGES),
                          stage, prints[stage])
                 records[stage] = record
                 result.skipped.append(stage)
-                last_good = record["outputs"][0]
+                last_good = str(root / record["outputs"][0])
                 continue
             if problem:
                 log.warning("%s: %s; running the stage again", stage, problem)
@@ -286,13 +292,18 @@ def run_pipeline(config: PipelineConfig,
             raise PipelineError(f"stage {stage} stopped: {e}. The last good checkpoint, "
                                 f"{last_good}, is intact; fix the config and run the pipeline "
                                 "again to resume from there") from None
+        outputs = [os.path.relpath(o, root) for o in outputs]  # the folder may move
+        if "plot" in numbers:
+            numbers["plot"] = os.path.relpath(numbers["plot"], root)
+        if "plots" in numbers:
+            numbers["plots"] = [os.path.relpath(p, root) for p in numbers["plots"]]
         record = {"stage": stage, "fingerprint": prints[stage], "outputs": outputs,
                   "config": asdict(cfgs[stage]), "numbers": numbers,
                   "seconds": round(time.time() - t, 1)}
         _write_json(record_path, record)
         records[stage] = record
         result.ran.append(stage)
-        last_good = outputs[0]
+        last_good = str(root / outputs[0])
         log.info("%s finished in %.0f s", stage, time.time() - t)
         if on_stage_done is not None:
             on_stage_done(stage)

@@ -39,10 +39,14 @@ def kl_per_token(logp: np.ndarray, ref_logp: np.ndarray, kind: str = "k1") -> np
     k3 = (rho - 1) - log rho with rho = pi_ref / pi (unbiased, never negative; Schulman 2020).
     """
     if kind == "k1":
+        ### BEGIN SOLUTION
         return logp - ref_logp
+        ### END SOLUTION
     if kind == "k3":
+        ### BEGIN SOLUTION
         log_rho = ref_logp - logp
         return np.expm1(log_rho) - log_rho
+        ### END SOLUTION
     raise ValueError(f"kl_per_token: kind must be k1 or k3, got {kind!r}")
 
 
@@ -74,6 +78,7 @@ def gae(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float 
     adv = np.zeros((B, T), dtype=np.float64)
     next_value = np.zeros(B)
     next_adv = np.zeros(B)
+    ### BEGIN SOLUTION
     for t in range(T - 1, -1, -1):  # one vectorised step per position, over all rows
         m = mask[:, t] > 0
         delta = rewards[:, t] + gamma * next_value - values[:, t]
@@ -81,6 +86,7 @@ def gae(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float 
         adv[:, t] = np.where(m, a, 0.0)
         next_value = np.where(m, values[:, t], next_value)
         next_adv = np.where(m, a, next_adv)
+    ### END SOLUTION
     adv = adv.astype(rewards.dtype)
     returns = (adv + values) * mask
     return adv, returns.astype(rewards.dtype)
@@ -113,10 +119,12 @@ def clipped_policy_loss(logp: Tensor, old_logp: np.ndarray, advantages: np.ndarr
     """
     if not 0.0 < clip < 1.0:
         raise ValueError(f"clipped_policy_loss: clip must be in (0, 1), got {clip}")
+    ### BEGIN SOLUTION
     ratio = ops.exp(logp - old_logp)
     unclipped = ratio * -advantages
     clipped = _clip(ratio, 1.0 - clip, 1.0 + clip) * -advantages
     loss = _masked_mean(_maximum(unclipped, clipped), mask)
+    ### END SOLUTION
     stats = {
         "clipfrac": masked_mean((clipped.data > unclipped.data).astype(float), mask),
         "approxkl": 0.5 * masked_mean((logp.data - old_logp) ** 2, mask),

@@ -54,8 +54,10 @@ class Rater:
 
     def p_first(self, u_first: float, u_second: float) -> float:
         """P(the label says the first-shown response is better)."""
+        ### BEGIN SOLUTION
         p = _sigmoid((u_first - u_second + self.position_bias) / self.temperature)
         return self.flip + (1.0 - 2.0 * self.flip) * p
+        ### END SOLUTION
 
 
 class Panel:

@@ -8,7 +8,6 @@ numbers come from ``summary.json``, which the pipeline writes first.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,6 @@ POLICY_NAMES = {"sft": "SFT", "best_of_n": "best-of-n", "ppo": "PPO", "dpo": "DP
 def _num(x: float | None, spec: str) -> str:
     """A number formatted, or "n/a" when it could not be measured (e.g. no gold differences)."""
     return "n/a" if x is None else format(x, spec)
-
-
-def _rel(path: str | Path, root: Path) -> str:
-    return os.path.relpath(Path(path), root)
 
 
 def write_report(root: str | Path, summary: dict[str, Any], records: dict[str, dict[str, Any]],
@@ -46,9 +41,10 @@ def write_report(root: str | Path, summary: dict[str, Any], records: dict[str, d
     lines = [
         f"# minirlhf run `{summary['name']}`",
         "",
-        f"Preset `{summary['preset']}`, seed {summary['seed']}; the pipeline took "
-        f"{seconds:.0f} s (stages already done were skipped). The gold reward is the hidden "
-        "truth the simulated raters are noisy about; no training stage ever saw it.",
+        f"Preset `{summary['preset']}`, seed {summary['seed']}; this run of the pipeline took "
+        f"{seconds:.0f} s (stages already done with the same config were skipped; the table at "
+        "the end gives each stage's own time). The gold reward is the hidden truth the "
+        "simulated raters are noisy about; no training stage ever saw it.",
         "",
         "## The policies",
         "",
@@ -64,7 +60,7 @@ def write_report(root: str | Path, summary: dict[str, Any], records: dict[str, d
         name = POLICY_NAMES[key] + (f" (n={n_bon})" if key == "best_of_n" else "")
         lines.append(f"| {name} | {p['gold_reward']:.3f} | {p['win_rate_vs_sft']:.1%} | "
                      f"{p['kl_to_ref']:.2f} | {p['mean_length']:.1f} | {p['valid_rate']:.1%} |")
-    lines += ["", f"![gold reward against KL]({_rel(frontier, root)})", ""]
+    lines += ["", f"![gold reward against KL]({frontier.name})", ""]
 
     rm = summary["reward_model"]
     lines += [
@@ -91,7 +87,7 @@ def write_report(root: str | Path, summary: dict[str, Any], records: dict[str, d
         numbers = records[key]["numbers"]
         plots = numbers.get("plots") or ([numbers["plot"]] if numbers.get("plot") else [])
         for plot in plots:
-            lines.append(f"![{title}]({_rel(plot, root)})")
+            lines.append(f"![{title}]({plot})")  # stored relative to the run folder
     lines += ["", "## Samples for the same prompts", "",
               "`|` marks where the prompt ends; `~` a response that never finished; the number "
               "is its gold reward.", ""]

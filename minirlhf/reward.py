@@ -51,11 +51,13 @@ def bradley_terry_loss(r_chosen: Tensor, r_rejected: Tensor, margin: float = 0.0
                        center_coef: float = 0.0) -> Tensor:
     """Mean over pairs of -log sigmoid(r_c - r_r - margin) + center_coef (r_c + r_r)^2.
     r_chosen, r_rejected: (B,) -> scalar"""
+    ### BEGIN SOLUTION
     loss = -F.logsigmoid(r_chosen - r_rejected - margin).mean()
     if center_coef:
         s = r_chosen + r_rejected
         loss = loss + center_coef * (s * s).mean()
     return loss
+    ### END SOLUTION
 
 
 def plackett_luce_loss(scores: Tensor) -> Tensor:
@@ -64,6 +66,7 @@ def plackett_luce_loss(scores: Tensor) -> Tensor:
     P(ranking) = prod_k exp(s_k) / sum_{j >= k} exp(s_j): the best is chosen among all, the
     second among the rest, and so on. The last factor is 1, so k runs to K - 1.
     """
+    ### BEGIN SOLUTION
     B, K = scores.shape
     total = None
     for k in range(K - 1):
@@ -71,6 +74,7 @@ def plackett_luce_loss(scores: Tensor) -> Tensor:
         term = F.log_softmax(rest, axis=-1)[:, 0]  # s_k - logsumexp(s_k..s_K)
         total = term if total is None else total + term
     return -total.mean()
+    ### END SOLUTION
 
 
 def all_pairs_loss(scores: Tensor) -> Tensor:
@@ -84,8 +88,10 @@ def all_pairs_loss(scores: Tensor) -> Tensor:
 # -------------------------------------------------------------------------- the model
 def eos_positions(response_mask: np.ndarray) -> np.ndarray:
     """Index of each row's last response token (its EOS, when it has one). (B, T) -> (B,)"""
+    ### BEGIN SOLUTION
     T = response_mask.shape[1]
     return T - 1 - np.argmax(response_mask[:, ::-1] > 0, axis=1)
+    ### END SOLUTION
 
 
 class RewardModel:

@@ -147,12 +147,14 @@ def logprobs_from_logits(logits: Tensor, tokens: np.ndarray, response_mask: np.n
                          temperature: float = 1.0) -> Tensor:
     """The second half of ``token_logprobs``, from logits (B, T-1, V) that predict tokens[:, 1:].
     Returns (B, T); masked positions are exactly 0 and pass back exactly zero gradient."""
+    ### BEGIN SOLUTION
     if temperature != 1.0:
         logits = logits * (1.0 / temperature)
     nll = F.cross_entropy(logits, tokens[:, 1:], mask=response_mask[:, 1:], reduction="none")
     B = tokens.shape[0]
     first = Tensor(np.zeros((B, 1), dtype=nll.dtype))
     return ops.concatenate([first, -nll], axis=1)  # (B, T)
+    ### END SOLUTION
 
 
 def generate_text(model: GPT, tokenizer: CharTokenizer, prompts: Sequence[str],

@@ -1,0 +1,405 @@
+"""The classroom exercises, chapter by chapter, and the check of each.
+
+Every exercise is a solution region in the library (see ``minirlhf.classroom``). Its check
+calls the library function on a small case and says precisely what is wrong: the relative error
+of a gradient against centered finite differences (float64) with the numbers at the worst
+element, or the expected and the computed value and how far apart they are. Expected values come
+from another route than the one the student writes (a closed form, a composition of primitive
+ops, a hand-worked example), never from the function under test.
+
+``run_checks(chapter)`` returns one ``CheckResult`` per exercise: "pass", "FAIL" or
+"not implemented".
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from minirlhf.tensor import Tensor
+
+
+class CheckFailed(AssertionError):
+    """An exercise's implementation runs but gives a wrong answer; the message says how."""
+
+
+@dataclass(frozen=True)
+class Exercise:
+    chapter: int  # the notebook chapter it belongs to
+    name: str  # short id, e.g. "softmax-backward"
+    where: str  # the function holding the solution region
+    what: str  # one line: what to implement
+    check: Callable[[], str]  # returns a pass message or raises CheckFailed
+
+
+@dataclass
+class CheckResult:
+    exercise: Exercise
+    status: str  # "pass", "FAIL" or "not implemented"
+    message: str
+
+
+# ---------------------------------------------------------------------------- helpers
+def _t(a, grad: bool = True) -> Tensor:
+    return Tensor(np.asarray(a, dtype=np.float64), requires_grad=grad)
+
+
+def _grad(fn: Callable[..., Tensor], inputs: list[Tensor], tol: float = 1e-6) -> str:
+    """Gradient check in float64; raise CheckFailed with the worst element's numbers."""
+    from minirlhf.gradcheck import gradcheck
+
+    result = gradcheck(fn, inputs, eps=1e-6, tol=tol)
+    worst = max(result.inputs, key=lambda c: c.max_rel_error)
+    if not result.passed:
+        raise CheckFailed(
+            f"gradient wrong: relative error {worst.max_rel_error:.2e} (should be below "
+            f"{tol:.0e}) for input {worst.name} {worst.shape} at {worst.where}: numerical "
+            f"{worst.numerical:.6g}, your analytic {worst.analytic:.6g}")
+    return f"gradient matches finite differences (max relative error {worst.max_rel_error:.1e})"
+
+
+def _close(name: str, got, expected, tol: float = 1e-8) -> None:
+    """Raise CheckFailed naming ``name``, expected vs got and the largest difference."""
+    got_a = np.asarray(got.data if isinstance(got, Tensor) else got, dtype=np.float64)
+    exp_a = np.asarray(expected, dtype=np.float64)
+    if got_a.shape != exp_a.shape:
+        raise CheckFailed(f"{name}: expected shape {exp_a.shape}, got {got_a.shape}")
+    diff = np.abs(got_a - exp_a)
+    bad = ~(diff <= tol * (1 + np.abs(exp_a)))
+    if bad.any():
+        i = np.unravel_index(np.argmax(np.where(bad, diff, -1)), diff.shape) if diff.ndim else ()
+        where = f" at {tuple(int(k) for k in i)}" if diff.ndim else ""
+        raise CheckFailed(f"{name}{where}: expected {exp_a[i]:.6g}, got {got_a[i]:.6g} (off by "
+                          f"{diff[i]:.3g})")
+
+
+def _logsig(x):
+    return -np.logaddexp(0.0, -np.asarray(x, dtype=np.float64))
+
+
+# ------------------------------------------------------------------ chapter 1: autograd
+def _softmax_backward() -> str:
+    from minirlhf import functional as F
+
+    w = np.random.default_rng(1).normal(size=(2, 5))
+    return _grad(lambda x: F.softmax(x, axis=-1) * w, [_t(np.random.default_rng(0).normal(
+        size=(2, 5)))])
+
+
+def _log_softmax_backward() -> str:
+    from minirlhf import functional as F
+
+    w = np.random.default_rng(2).normal(size=(3, 4))
+    return _grad(lambda x: F.log_softmax(x, axis=-1) * w, [_t(np.random.default_rng(3).normal(
+        size=(3, 4)))])
+
+
+def _layer_norm_backward() -> str:
+    from minirlhf import functional as F
+
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(2, 3, 6))
+    inputs = [_t(rng.normal(size=(2, 3, 6))), _t(rng.normal(1, 0.3, size=6)),
+              _t(rng.normal(size=6))]
+    return _grad(lambda x, g, b: F.layer_norm(x, g, b) * w, inputs)
+
+
+# ----------------------------------------------------------------------- chapter 2: GPT
+def _attention_reference(qkv: np.ndarray, n_head: int) -> np.ndarray:
+    """Attention written out with a boolean mask (another route than the fused function)."""
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    hs = C // n_head
+    q, k, v = (qkv[..., i * C:(i + 1) * C].reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)
+               for i in range(3))
+    s = np.einsum("bhid,bhjd->bhij", q, k) / np.sqrt(hs)
+    s[..., np.triu(np.ones((T, T), dtype=bool), k=1)] = -np.inf
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return np.einsum("bhij,bhjd->bhid", p, v).transpose(0, 2, 1, 3).reshape(B, T, C)
+
+
+def _causal_mask() -> str:
+    from minirlhf.functional import _causal_bias
+
+    got = _causal_bias(3, 5, 2, np.dtype(np.float64))  # 3 queries at positions 2, 3, 4
+    expected = np.where(np.arange(5)[None, :] > np.arange(2, 5)[:, None], -np.inf, 0.0)
+    if got.shape != expected.shape:
+        raise CheckFailed(f"mask shape: expected {expected.shape}, got {got.shape}")
+    wrong = np.argwhere(got != expected)
+    if len(wrong):
+        i, j = wrong[0]
+        raise CheckFailed(f"query {i} (position {i + 2}) and key {j}: expected "
+                          f"{expected[i, j]}, got {got[i, j]} ({len(wrong)} entries wrong; a "
+                          "query may see keys at its own position and before)")
+    return "every query sees exactly the keys at or before its position"
+
+
+def _attention_forward() -> str:
+    from minirlhf import functional as F
+
+    qkv = np.random.default_rng(5).normal(size=(2, 4, 12))
+    _close("attention output", F.causal_self_attention(_t(qkv, grad=False), 2),
+           _attention_reference(qkv, 2), tol=1e-10)
+    return "output matches attention written out with an explicit mask"
+
+
+def _attention_backward() -> str:
+    from minirlhf import functional as F
+
+    rng = np.random.default_rng(6)
+    w = rng.normal(size=(2, 4, 4))
+    return _grad(lambda x: F.causal_self_attention(x, 2) * w, [_t(rng.normal(size=(2, 4, 12)))])
+
+
+# ------------------------------------------------------- chapter 3: preferences and SFT
+def _rater_probability() -> str:
+    from minirlhf.raters import Rater
+
+    cases = [(Rater(), 1.0, 0.0), (Rater(temperature=0.5), 0.0, 0.5),
+             (Rater(position_bias=0.3), 0.2, 0.2), (Rater(flip=0.1, temperature=2.0), 3.0, 1.0)]
+    for rater, ua, ub in cases:
+        p = 1 / (1 + np.exp(-(ua - ub + rater.position_bias) / rater.temperature))
+        expected = rater.flip + (1 - 2 * rater.flip) * p
+        _close(f"P(first preferred) for {rater} with utilities {ua}, {ub}",
+               rater.p_first(ua, ub), expected, tol=1e-12)
+    return "Bradley-Terry choice probability right with temperature, position bias and flips"
+
+
+def _token_logprobs() -> str:
+    from minirlhf.sampling import logprobs_from_logits
+
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(2, 4, 6))  # predicts tokens[:, 1:]
+    tokens = rng.integers(0, 6, size=(2, 5))
+    mask = np.array([[0, 0, 1, 1, 1], [0, 1, 1, 0, 0]], dtype=np.float64)
+    temp = 0.7
+    z = logits / temp
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    expected = np.zeros((2, 5))
+    expected[:, 1:] = np.take_along_axis(logp, tokens[:, 1:, None], -1)[..., 0] * mask[:, 1:]
+    got = logprobs_from_logits(_t(logits), tokens, mask, temp)
+    _close("log-probs (B, T)", got, expected, tol=1e-10)
+    w = rng.normal(size=(2, 5))
+    _grad(lambda x: logprobs_from_logits(x, tokens, mask, temp) * w, [_t(logits)])
+    return "log-probs of the response tokens right (temperature, mask), gradient too"
+
+
+class _FixedLogits:
+    """A stand-in model whose logits are fixed: checks sft_loss without a transformer."""
+
+    def __init__(self, logits: np.ndarray):
+        self.logits = _t(logits)
+
+    def __call__(self, tokens: np.ndarray) -> Tensor:
+        return self.logits[:, : tokens.shape[1]]
+
+
+def _sft_loss() -> str:
+    from minirlhf.sft import sft_loss
+
+    rng = np.random.default_rng(8)
+    logits = rng.normal(size=(2, 4, 5))
+    tokens = rng.integers(0, 5, size=(2, 5))
+    mask = np.array([[0, 0, 1, 1, 1], [0, 0, 0, 1, 1]], dtype=np.float64)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    picked = np.take_along_axis(logp, tokens[:, 1:, None], -1)[..., 0]  # (B, T-1)
+    expected = -(picked * mask[:, 1:]).sum() / mask.sum()
+    model = _FixedLogits(logits)
+    _close("SFT loss (mean NLL over response tokens only)", sft_loss(model, tokens, mask),
+           expected, tol=1e-10)
+    return "mean negative log-likelihood over response tokens only"
+
+
+# --------------------------------------------------------------- chapter 4: reward model
+def _bradley_terry() -> str:
+    from minirlhf.reward import bradley_terry_loss
+
+    rc, rr = np.array([2.0, -1.0, 0.5]), np.array([0.0, 1.0, 0.5])
+    _close("BT loss, no margin", bradley_terry_loss(_t(rc), _t(rr)), -_logsig(rc - rr).mean())
+    expected = -_logsig(rc - rr - 0.5).mean() + 0.1 * ((rc + rr) ** 2).mean()
+    _close("BT loss with margin 0.5 and center_coef 0.1",
+           bradley_terry_loss(_t(rc), _t(rr), 0.5, 0.1), expected)
+    _close("BT loss at a difference of 1e4 (must stay finite)",
+           bradley_terry_loss(_t([0.0]), _t([1e4])), 1e4)
+    return _grad(lambda a, b: bradley_terry_loss(a, b, 0.5, 0.1), [_t(rc), _t(rr)])
+
+
+def _plackett_luce() -> str:
+    from minirlhf.reward import plackett_luce_loss
+
+    s = np.array([[2.0, 1.0, 0.0], [0.0, 0.5, -1.0]])
+    nll = []
+    for row in s:  # P(ranking) = prod_k exp(s_k) / sum_{j >= k} exp(s_j)
+        nll.append(-sum(row[k] - np.log(np.exp(row[k:]).sum()) for k in range(len(row) - 1)))
+    _close("Plackett-Luce loss, K = 3", plackett_luce_loss(_t(s)), np.mean(nll), tol=1e-10)
+    two = np.array([[1.0, -0.5]])
+    _close("Plackett-Luce at K = 2 (must equal Bradley-Terry)", plackett_luce_loss(_t(two)),
+           -_logsig(1.5), tol=1e-10)
+    return _grad(plackett_luce_loss, [_t(s)])
+
+
+def _eos_positions() -> str:
+    from minirlhf.reward import eos_positions
+
+    mask = np.array([[0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0]])
+    _close("index of each row's last response token", eos_positions(mask), [3, 5, 0], tol=0)
+    return "the score is read at each response's last token, whatever the padding"
+
+
+# ------------------------------------------------------------------------ chapter 5: PPO
+def _kl_estimators() -> str:
+    from minirlhf.ppo import kl_per_token
+
+    lp, ref = np.array([-1.0, -2.0, -0.5]), np.array([-1.5, -1.0, -0.5])
+    _close("k1 = log pi - log pi_ref", kl_per_token(lp, ref, "k1"), lp - ref, tol=1e-12)
+    rho = np.exp(ref - lp)
+    _close("k3 = (rho - 1) - log rho, rho = pi_ref / pi", kl_per_token(lp, ref, "k3"),
+           rho - 1 - np.log(rho), tol=1e-12)
+    return "k1 and k3 right on every token"
+
+
+def _gae() -> str:
+    from minirlhf.ppo import gae
+
+    # three response tokens after one prompt token, reward 1 at the end, V = 0.5 everywhere
+    rewards = np.array([[0.0, 0.0, 0.0, 1.0]])
+    values = np.array([[0.0, 0.5, 0.5, 0.5]])
+    mask = np.array([[0.0, 1.0, 1.0, 1.0]])
+    adv, ret = gae(rewards, values, mask, gamma=1.0, lam=0.5)
+    # by hand: delta = (0, 0, 0.5); A_3 = 0.5, A_2 = 0 + 0.5 * 0.5, A_1 = 0 + 0.5 * 0.25
+    _close("advantages (gamma 1, lambda 0.5)", adv, [[0.0, 0.125, 0.25, 0.5]], tol=1e-12)
+    _close("returns = advantages + values", ret, [[0.0, 0.625, 0.75, 1.0]], tol=1e-12)
+    adv, _ = gae(np.array([[1.0, 1.0]]), np.zeros((1, 2)), np.ones((1, 2)), gamma=0.9, lam=1.0)
+    _close("advantages (gamma 0.9, lambda 1): discounted returns", adv, [[1.9, 1.0]], tol=1e-12)
+    return "advantages and returns match the hand-worked examples"
+
+
+def _clipped_objective() -> str:
+    from minirlhf.ppo import clipped_policy_loss
+
+    old = np.log(np.array([[0.5, 0.5, 0.5, 0.5]]))
+    new = np.log(np.array([[0.7, 0.55, 0.3, 0.45]]))  # ratios 1.4, 1.1, 0.6, 0.9
+    adv = np.array([[1.0, 1.0, -1.0, -1.0]])
+    mask = np.ones((1, 4))
+    ratio = np.exp(new - old)
+    expected = np.mean(np.maximum(-adv * ratio, -adv * np.clip(ratio, 0.8, 1.2)))
+    x = _t(new)
+    loss, _ = clipped_policy_loss(x, old, adv, mask, clip=0.2)
+    _close("clipped loss", loss, expected, tol=1e-10)
+    loss.backward()
+    # where the clip binds (ratio 1.4 with A > 0, 0.6 with A < 0) the gradient must be 0
+    expected_grad = np.array([[0.0, -1.1, 0.0, 0.9]]) / 4
+    _close("gradient w.r.t. log pi (0 where the clip binds)", x.grad, expected_grad, tol=1e-10)
+    return "value right; gradient zero exactly where clipping binds"
+
+
+# ------------------------------------------------------------------------ chapter 6: DPO
+def _dpo_margin() -> str:
+    from minirlhf.dpo import dpo_loss
+
+    pc, pr = np.array([-3.0, -5.0]), np.array([-4.0, -2.0])
+    rc, rr = np.array([-3.5, -4.0]), np.array([-3.0, -2.5])
+    _, chosen, rejected = dpo_loss(_t(pc), _t(pr), rc, rr, beta=0.1, loss_type="hinge")
+    _close("implicit reward of the chosen: beta (log pi - log pi_ref)", chosen, 0.1 * (pc - rc))
+    _close("implicit reward of the rejected", rejected, 0.1 * (pr - rr))
+    return "implicit rewards right"
+
+
+def _dpo_sigmoid() -> str:
+    from minirlhf.dpo import dpo_loss
+
+    pc, pr = np.array([-3.0, -5.0]), np.array([-4.0, -2.0])
+    rc, rr = np.array([-3.5, -4.0]), np.array([-3.0, -2.5])
+    h = (pc - rc) - (pr - rr)
+    losses, _, _ = dpo_loss(_t(pc), _t(pr), rc, rr, beta=0.5)
+    _close("DPO loss -log sigmoid(beta h)", losses, -_logsig(0.5 * h))
+    losses, _, _ = dpo_loss(_t(pc), _t(pr), rc, rr, beta=0.5, label_smoothing=0.2)
+    _close("conservative DPO (label_smoothing 0.2)", losses,
+           -0.8 * _logsig(0.5 * h) - 0.2 * _logsig(-0.5 * h))
+    return _grad(lambda a, b: dpo_loss(a, b, rc, rr, beta=0.5)[0], [_t(pc), _t(pr)])
+
+
+def _ipo() -> str:
+    from minirlhf.dpo import dpo_loss
+
+    pc, pr = np.array([-3.0, -5.0]), np.array([-4.0, -2.0])
+    rc, rr = np.array([-3.5, -4.0]), np.array([-3.0, -2.5])
+    h = (pc - rc) - (pr - rr)
+    losses, _, _ = dpo_loss(_t(pc), _t(pr), rc, rr, beta=0.25, loss_type="ipo")
+    _close("IPO loss (h - 1/(2 beta))^2", losses, (h - 1 / (2 * 0.25)) ** 2)
+    return _grad(lambda a, b: dpo_loss(a, b, rc, rr, beta=0.25, loss_type="ipo")[0],
+                 [_t(pc), _t(pr)])
+
+
+EXERCISES: tuple[Exercise, ...] = (
+    Exercise(1, "softmax-backward", "functional.softmax",
+             "the backward pass of softmax", _softmax_backward),
+    Exercise(1, "log-softmax-backward", "functional.log_softmax",
+             "the backward pass of log-softmax", _log_softmax_backward),
+    Exercise(1, "layer-norm-backward", "functional.layer_norm",
+             "the backward pass of layer normalisation (input gradient)", _layer_norm_backward),
+    Exercise(2, "causal-mask", "functional._causal_bias",
+             "which keys each query may attend to", _causal_mask),
+    Exercise(2, "attention-scores", "functional.causal_self_attention",
+             "the scaled dot-product scores q k^T / sqrt(hs)", _attention_forward),
+    Exercise(2, "attention-backward", "functional.causal_self_attention",
+             "the gradients of q, k and v", _attention_backward),
+    Exercise(3, "rater-probability", "raters.Rater.p_first",
+             "a rater's Bradley-Terry choice probability", _rater_probability),
+    Exercise(3, "token-logprobs", "sampling.logprobs_from_logits",
+             "log-probs of the response tokens under a model", _token_logprobs),
+    Exercise(3, "sft-loss", "sft.sft_loss",
+             "the SFT loss on response tokens only", _sft_loss),
+    Exercise(4, "bradley-terry", "reward.bradley_terry_loss",
+             "the Bradley-Terry loss with margin and centering", _bradley_terry),
+    Exercise(4, "plackett-luce", "reward.plackett_luce_loss",
+             "the Plackett-Luce ranking loss", _plackett_luce),
+    Exercise(4, "eos-positions", "reward.eos_positions",
+             "where the reward model reads its score", _eos_positions),
+    Exercise(5, "kl-estimators", "ppo.kl_per_token",
+             "the k1 and k3 per-token KL estimates", _kl_estimators),
+    Exercise(5, "gae", "ppo.gae", "generalised advantage estimation", _gae),
+    Exercise(5, "clipped-objective", "ppo.clipped_policy_loss",
+             "PPO's clipped surrogate loss", _clipped_objective),
+    Exercise(6, "dpo-margin", "dpo.dpo_loss",
+             "the log-ratio margin h and the implicit rewards", _dpo_margin),
+    Exercise(6, "dpo-sigmoid", "dpo.dpo_loss",
+             "the DPO loss (with label smoothing)", _dpo_sigmoid),
+    Exercise(6, "ipo", "dpo.dpo_loss", "the IPO loss", _ipo),
+)
+
+
+def _raised_at(error: BaseException) -> str:
+    """'file.py:line in function' of the innermost frame in the library."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if "minirlhf" in f.filename and not f.filename.endswith("exercises.py")]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"{Path(f.filename).name}:{f.lineno} in {f.name}"
+
+
+def run_checks(chapter: int | None = None) -> list[CheckResult]:
+    """Run every exercise's check (of one chapter, if given)."""
+    chosen = [e for e in EXERCISES if chapter is None or e.chapter == chapter]
+    if not chosen:
+        chapters = sorted({e.chapter for e in EXERCISES})
+        raise ValueError(f"no exercises for chapter {chapter}; chapters: {chapters}")
+    results = []
+    for ex in chosen:
+        try:
+            results.append(CheckResult(ex, "pass", ex.check()))
+        except NotImplementedError as e:
+            results.append(CheckResult(ex, "not implemented",
+                                       f"not implemented yet (raised at {_raised_at(e)})"))
+        except CheckFailed as e:
+            results.append(CheckResult(ex, "FAIL", str(e)))
+        except Exception as e:  # the student's code crashed: say where
+            results.append(CheckResult(ex, "FAIL", f"{type(e).__name__}: {e} (raised at "
+                                                   f"{_raised_at(e)})"))
+    return results

@@ -1,0 +1,149 @@
+"""Student copies: stripping, marker errors, and the exercise checks (on the full project, on a
+student copy, and on a deliberately wrong solution)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minirlhf.classroom import BEGIN, END, STUB, MarkerError, make_student, strip_text
+from minirlhf.exercises import EXERCISES, run_checks
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_strip_keeps_indentation_and_everything_else():
+    text = (f"def f(x):\n    y = 1\n    {BEGIN}\n    return x * y\n    {END}\n\n"
+            f"def g():\n    if True:\n        {BEGIN}\n        pass\n        {END}\n    return 2\n")
+    out = strip_text(text)
+    assert out == (f"def f(x):\n    y = 1\n    {STUB}\n\ndef g():\n    if True:\n"
+                   f"        {STUB}\n    return 2\n")
+    assert strip_text(out) == out  # stripping twice equals stripping once
+    assert strip_text("no regions here\n") == "no regions here\n"
+
+
+@pytest.mark.parametrize("text, needle", [
+    (f"a\n{BEGIN}\nb\n", "f.py:2: ### BEGIN SOLUTION is never closed"),
+    (f"a\n{END}\n", "f.py:2: ### END SOLUTION without a ### BEGIN SOLUTION"),
+    (f"{BEGIN}\n{BEGIN}\n{END}\n", "f.py:2: ### BEGIN SOLUTION inside the region opened at line 1"),
+    (f"x = 1  {BEGIN}\n", "f.py:1: a solution marker must stand alone"),
+])
+def test_marker_errors_name_file_and_line(text, needle):
+    with pytest.raises(MarkerError) as err:
+        strip_text(text, "f.py")
+    assert needle in str(err.value)
+
+
+def test_every_chapter_has_at_least_three_exercises_and_each_has_a_region():
+    chapters = {}
+    for ex in EXERCISES:
+        chapters.setdefault(ex.chapter, []).append(ex)
+    assert sorted(chapters) == [1, 2, 3, 4, 5, 6]
+    assert all(len(v) >= 3 for v in chapters.values())
+    for ex in EXERCISES:  # the function named by each exercise holds a solution region
+        module, _, name = ex.where.partition(".")
+        source = (ROOT / "minirlhf" / f"{module}.py").read_text()
+        start = source.index(f"def {name.split('.')[-1]}(")
+        nxt = source.find("\ndef ", start + 1)
+        assert BEGIN in source[start: nxt if nxt > 0 else None], ex.where
+
+
+def test_the_full_project_passes_every_check():
+    results = run_checks()
+    assert [r.status for r in results] == ["pass"] * len(EXERCISES), \
+        [(r.exercise.name, r.message) for r in results if r.status != "pass"]
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    out = tmp_path_factory.mktemp("class") / "student"
+    stripped = make_student(ROOT, out)
+    return out, stripped
+
+
+def _check(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "minirlhf", "classroom", "check", *args],
+                          cwd=folder, capture_output=True, text=True, timeout=300)
+
+
+def test_the_student_copy_imports_and_reports_not_implemented(student):
+    folder, stripped = student
+    assert stripped["minirlhf/functional.py"] >= 3
+    assert any(k.startswith("notebooks/") for k in stripped)  # notebooks are stripped too
+    text = (folder / "minirlhf" / "functional.py").read_text()
+    assert BEGIN not in text and STUB in text
+    run = _check(folder)
+    assert run.returncode == 1
+    assert f"checking the exercises in {folder / 'minirlhf'}" in run.stdout
+    assert f"0 pass, 0 fail, {len(EXERCISES)} not implemented" in run.stdout, run.stdout
+    for ex in EXERCISES:
+        assert ex.name in run.stdout
+    # apart from the regions, nothing changed: the stripped original equals the copy
+    for rel in stripped:
+        if rel.endswith(".py"):
+            assert strip_text((ROOT / rel).read_text()) == (folder / rel).read_text()
+    assert (ROOT / "data" / "reviews.txt").read_bytes() == \
+        (folder / "data" / "reviews.txt").read_bytes()
+
+
+def test_stripped_notebooks_are_valid_and_lose_only_the_solution_outputs(student):
+    folder, stripped = student
+    for rel in (k for k in stripped if k.endswith(".ipynb")):
+        original = json.loads((ROOT / rel).read_text())
+        copy = json.loads((folder / rel).read_text())
+        assert len(original["cells"]) == len(copy["cells"])
+        for a, b in zip(original["cells"], copy["cells"], strict=True):
+            src = "".join(a["source"]) if isinstance(a["source"], list) else a["source"]
+            if BEGIN in src:
+                assert STUB in b["source"] and b["outputs"] == []
+            else:
+                assert a == b
+
+
+def test_stripping_a_student_copy_again_changes_nothing(student, tmp_path):
+    folder, _ = student
+    again = make_student(folder, tmp_path / "again")
+    assert again == {}
+    for path in (folder / "minirlhf").glob("*.py"):
+        assert (tmp_path / "again" / "minirlhf" / path.name).read_text() == path.read_text()
+
+
+def test_a_wrong_solution_fails_with_its_relative_error(student, tmp_path):
+    """Put a transposed attention gradient into a student copy: the check names the relative
+    error; a right solution of another exercise passes beside it."""
+    folder, _ = student
+    work = tmp_path / "wrong"
+    import shutil
+
+    shutil.copytree(folder, work)
+    path = work / "minirlhf" / "functional.py"
+    text = path.read_text()
+    right = "        return (y * (g - np.sum(g * y, axis=axis, keepdims=True)),)\n"
+    text = text.replace(f"        {STUB}\n", right, 1)  # the softmax backward, done right
+    # the layer norm backward, done wrong: forgets the xhat term of the input gradient
+    start = text.index(STUB, text.index("def layer_norm("))
+    indent = "        "
+    wrong = (f"dxhat = g * weight.data if weight is not None else g\n"
+             f"{indent}dx = (dxhat - _mean_last(dxhat)) * rstd")
+    text = text[:start] + wrong + text[start + len(STUB):]
+    path.write_text(text)
+    run = _check(work, "1")
+    out = run.stdout
+    assert "softmax-backward       pass" in out, out
+    assert "layer-norm-backward    FAIL" in out, out
+    assert "relative error" in out and "should be below 1e-06" in out and "numerical" in out
+    assert run.returncode == 1
+
+
+def test_make_student_refuses_bad_markers_and_existing_folders(tmp_path):
+    (tmp_path / "proj" / "minirlhf").mkdir(parents=True)
+    (tmp_path / "proj" / "notebooks").mkdir()
+    (tmp_path / "proj" / "minirlhf" / "bad.py").write_text(f"x = 1\n{BEGIN}\ny = 2\n")
+    with pytest.raises(MarkerError, match="bad.py:2"):
+        make_student(tmp_path / "proj", tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing half-written
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(FileExistsError):
+        make_student(tmp_path / "proj", tmp_path / "exists")

@@ -1,0 +1,186 @@
+"""The pipeline on its tiny preset: report and summary, reproducibility, resuming after a kill,
+invalidation, corrupted checkpoints, a NaN loss, and config errors caught before any work."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minirlhf.checkpoint import CheckpointError, load_model
+from minirlhf.config import ConfigError
+from minirlhf.pipeline import STAGES, PipelineConfig, PipelineError, run_pipeline
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = str(ROOT / "data" / "reviews.txt")
+
+
+def tiny(runs_dir, **kw) -> PipelineConfig:
+    return PipelineConfig(name="tiny", preset="tiny", runs_dir=str(runs_dir), corpus=CORPUS,
+                          progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One uninterrupted tiny run: (its runs_dir, its result)."""
+    runs = tmp_path_factory.mktemp("runs")
+    return runs, run_pipeline(tiny(runs))
+
+
+def copy_run(finished, tmp_path) -> Path:
+    runs, _ = finished
+    shutil.copytree(runs, tmp_path / "runs")
+    return tmp_path / "runs"
+
+
+def test_report_and_summary(finished):
+    runs, result = finished
+    assert result.ran == list(STAGES) and result.skipped == []
+    summary = json.loads((runs / "tiny" / "summary.json").read_text())
+    assert summary == result.summary
+    for policy in ("sft", "best_of_n", "ppo", "dpo"):
+        for key in ("gold_reward", "win_rate_vs_sft", "kl_to_ref", "mean_length", "valid_rate"):
+            assert isinstance(summary["policies"][policy][key], float), (policy, key)
+    assert summary["policies"]["sft"]["kl_to_ref"] == pytest.approx(0.0, abs=1e-4)
+    assert 0.5 <= summary["reward_model"]["ceiling"] <= 1.0
+    assert 0.0 <= summary["reward_model"]["accuracy"] <= 1.0
+    report = (runs / "tiny" / "report.md").read_text()
+    for needle in ("| PPO |", "| DPO |", "| SFT |", "best-of-n (n=8)", "ceiling",
+                   "frontier.png", "## Samples for the same prompts"):
+        assert needle in report, needle
+    assert (runs / "tiny" / "frontier.png").stat().st_size > 1000
+    for line in report.splitlines():  # every linked plot exists
+        if line.startswith("!["):
+            assert (runs / "tiny" / line.split("](")[1].rstrip(")")).exists(), line
+
+
+def test_same_seed_gives_an_identical_summary(finished, tmp_path):
+    runs, _ = finished
+    run_pipeline(tiny(tmp_path))
+    assert (tmp_path / "tiny" / "summary.json").read_bytes() == \
+        (runs / "tiny" / "summary.json").read_bytes()
+
+
+def test_a_second_run_skips_every_stage(finished, tmp_path):
+    runs = copy_run(finished, tmp_path)
+    again = run_pipeline(tiny(runs))
+    assert again.ran == [] and again.skipped == list(STAGES)
+    assert again.summary == finished[1].summary
+
+
+def test_a_changed_config_upstream_redoes_what_depends_on_it(finished, tmp_path):
+    runs = copy_run(finished, tmp_path)
+    again = run_pipeline(tiny(runs, overrides=["reward.lr=0.002"]))
+    assert again.skipped == ["pretrain", "sft", "preferences", "dpo"]  # DPO needs no RM
+    assert again.ran == ["reward", "best_of_n", "ppo"]
+    forced = run_pipeline(tiny(runs, overrides=["reward.lr=0.002"], force=True))
+    assert forced.ran == list(STAGES)
+
+
+def test_a_killed_run_resumes_to_the_same_summary(finished, tmp_path):
+    """Kill -9 the command in the middle of the run (after the reward model's record appears,
+    while the next stages run), then run it again: only the unfinished stages run, and the
+    summary is byte-identical to the uninterrupted run's."""
+    runs, _ = finished
+    cmd = [sys.executable, "-m", "minirlhf", "pipeline", "--preset", "tiny", "--runs-dir",
+           str(tmp_path), "-q"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(cmd + ["--set", f"pretrain.corpus={CORPUS}"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    record = tmp_path / "tiny" / "pipeline" / "reward.json"
+    deadline = time.time() + 120
+    while not record.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert record.exists()
+    assert not (tmp_path / "tiny" / "summary.json").exists()  # it really was cut short
+    done = sorted(p.stem for p in (tmp_path / "tiny" / "pipeline").glob("*.json"))
+    resumed = run_pipeline(tiny(tmp_path))
+    assert set(resumed.skipped) == set(done) and "reward" in resumed.skipped
+    assert resumed.ran == [s for s in STAGES if s not in done]
+    assert (tmp_path / "tiny" / "summary.json").read_bytes() == \
+        (runs / "tiny" / "summary.json").read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip a byte"])
+def test_a_corrupted_checkpoint_is_named_and_never_loaded(finished, tmp_path, damage, caplog):
+    runs = copy_run(finished, tmp_path)
+    path = runs / "tiny" / "sft" / "model.npz"
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=str(path)):
+        load_model(path)
+    with caplog.at_level("WARNING", logger="minirlhf.pipeline"):
+        again = run_pipeline(tiny(runs))
+    assert str(path) in caplog.text  # the warning names the damaged file
+    assert again.ran[0] == "sft" and "pretrain" in again.skipped
+    load_model(path)  # remade, whole again
+    assert again.summary == finished[1].summary
+
+
+def test_a_nan_loss_stops_the_stage_and_keeps_the_last_good_checkpoint(finished, tmp_path,
+                                                                      monkeypatch):
+    import minirlhf.dpo as dpo
+
+    runs = copy_run(finished, tmp_path)
+    old_dpo = (runs / "tiny" / "dpo" / "model.npz").read_bytes()
+    real = dpo.dpo_loss
+
+    def poisoned(*args, **kw):  # the third step's loss is NaN
+        out = real(*args, **kw)
+        poisoned.calls += 1
+        return (out[0] * np.nan if poisoned.calls == 3 else out[0],) + tuple(out[1:])
+    poisoned.calls = 0
+    monkeypatch.setattr(dpo, "dpo_loss", poisoned)
+    with pytest.raises(PipelineError) as err:
+        run_pipeline(tiny(runs, overrides=["dpo.lr=0.0002"]))
+    message = str(err.value)
+    assert "stage dpo" in message and "step 2" in message and "loss is nan" in message
+    assert str(runs / "tiny" / "ppo" / "model.npz") in message  # the last good checkpoint
+    load_model(runs / "tiny" / "ppo" / "model.npz")
+    assert (runs / "tiny" / "dpo" / "model.npz").read_bytes() == old_dpo  # untouched
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("ppo.nonsense=1", "unknown config key 'nonsense'"),
+    ("ppo.lr=fast", "'lr' expects float"),
+    ("ppo.beta=-0.1", "beta = -0.1 is outside its allowed range [0, inf)"),
+    ("ppo.clip=1.5", "clip = 1.5 is outside its allowed range (0, 1)"),
+    ("dpo.label_smoothing=0.7", "label_smoothing = 0.7 is outside its allowed range [0, 0.5)"),
+    ("reward.batch_size=5000", "reward.batch_size = 5000 is larger than the 900 training pairs"),
+    ("dpo.batch_size=600", "dpo.batch_size = 600 is larger than the 512 pairs"),
+    ("ppo.minibatch_size=12", "must divide ppo.rollout_size"),
+    ("sft.lr=nan", "lr is NaN"),
+    ("ppo_beta=1", "must look like stage.key=value"),
+])
+def test_config_errors_are_caught_before_any_work(tmp_path, override, needle):
+    with pytest.raises(ConfigError) as err:
+        run_pipeline(tiny(tmp_path, overrides=[override]))
+    assert needle in str(err.value)
+    assert not (tmp_path / "tiny").exists()  # nothing was started
+
+
+def test_a_missing_corpus_names_the_command_that_makes_it(tmp_path):
+    config = tiny(tmp_path)
+    config.corpus = str(tmp_path / "nope.txt")
+    with pytest.raises(FileNotFoundError, match="make_corpora.py"):
+        run_pipeline(config)
+
+
+def test_the_pipeline_command(tmp_path, capsys):
+    from minirlhf.cli import main
+
+    assert main(["pipeline", "--preset", "tiny", "--runs-dir", str(tmp_path), "--set",
+                 f"pretrain.corpus={CORPUS}", "ppo.beta=-1"]) == 2
+    assert "beta = -1.0 is outside" in capsys.readouterr().err
