@@ -29,8 +29,8 @@ END = "### END SOLUTION"
 STUB = "raise NotImplementedError  # your code here"
 
 # What a student copy holds, relative to the project root. Runs, caches and git stay behind.
-COPIED = ("minirlhf", "notebooks", "tests", "data", "benchmarks", "setup.cfg", "pyproject.toml",
-          "README.md", "ruff.toml")
+COPIED = ("minirlhf", "notebooks", "tests", "data", "benchmarks", "docs", "setup.cfg",
+          "pyproject.toml", "README.md", "ruff.toml", ".ci")
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "*.egg-info")
 
 

@@ -226,6 +226,27 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """Where RLHF goes wrong, measured: rlaif, sycophancy, length-bias or overoptimization.
+    Starts from a finished pipeline run; writes results.json and plots."""
+    import json
+    import logging
+
+    from minirlhf.experiments import ExperimentConfig, run_experiment
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    base = args.base or ("tiny" if args.quick else "default")
+    r = run_experiment(ExperimentConfig(name=args.name, base=base, runs_dir=args.runs_dir,
+                                        quick=args.quick, seed=args.seed,
+                                        progress=not args.quiet))
+    shown = {k: v for k, v in r.numbers.items() if k not in ("best_of_n", "ppo")}
+    print(json.dumps(shown, indent=2, sort_keys=True, default=str)[:6000])
+    print(f"\n{r.name}: {r.seconds:.0f} s; results: {r.out_dir}/results.json; plots: "
+          f"{', '.join(r.plots)}")
+    return 0
+
+
 def cmd_classroom(args: argparse.Namespace) -> int:
     """Classroom tools: make a student copy with the solutions stripped, or check exercises."""
     from pathlib import Path
@@ -315,6 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a stage's config, e.g. --set ppo.beta=0.1 sft.steps=100")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("experiment", help="RLAIF, sycophancy, length bias, overoptimization",
+                       description=cmd_experiment.__doc__)
+    p.add_argument("name", choices=["rlaif", "sycophancy", "length-bias", "overoptimization"])
+    p.add_argument("--base", help="the pipeline run to start from (default: default, or tiny "
+                                  "with --quick)")
+    p.add_argument("--runs-dir", default="runs", help="where pipeline runs live")
+    p.add_argument("--quick", action="store_true", help="small budgets (for tests)")
+    p.add_argument("--seed", type=int, default=0, help="seeds every stage")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("classroom", help="student copies and exercise checks",
                        description=cmd_classroom.__doc__)

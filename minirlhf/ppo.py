@@ -176,8 +176,9 @@ class PPOConfig:
     clip: float = 0.2  # epsilon of the clipped objective, in (0, 1)
     value_clip: float = 0.2  # epsilon of the clipped value loss
     vf_coef: float = 0.1  # weight of the value loss
-    critic: str = "shared"  # value head on the policy's trunk ("shared") or on a separate copy
-    # of the reward model's trunk ("reward_model"); the head itself starts at zero either way
+    critic: str = "reward_model"  # the value head on a separate copy of the reward model's
+    # trunk ("reward_model"), or on the policy's own trunk ("shared"); it starts at zero either
+    # way. Chapter 5 measures both: the separate critic learns far better values here.
     entropy_coef: float = 0.0  # weight of the optional entropy bonus (0: off)
     beta: float = 0.05  # KL penalty coefficient (initial value when adaptive)
     kl_estimator: str = "k1"  # k1 or k3, per token on the sampled token
