@@ -336,6 +336,79 @@ def _ipo() -> str:
                  [_t(pc), _t(pr)])
 
 
+# -------------------------------------------------------------------------- chapter 7: RLAIF
+def _constitution_score() -> str:
+    from minirlhf.rlaif import Constitution
+
+    rule = Constitution()
+    for text, expected in ((" great and fun.", 2), (" terrible. the plot was dull.", -2),
+                           (" not great, but fine.", 2), (" the cast.", 0)):
+        _close(f"kind minus harsh words in {text!r}", rule.score(text), expected, tol=0)
+    return "counts kind minus harsh words (and, by design, ignores negation)"
+
+
+def _constitution_choice() -> str:
+    from minirlhf.rlaif import Constitution
+
+    rule = Constitution()
+    for a, b, expected in ((" great.", " awful.", True), (" dull.", " fun.", False),
+                           (" great.", " fun.", None)):
+        got = rule.prefers_first(a, b)
+        if got is not expected:
+            raise CheckFailed(f"prefers_first({a!r}, {b!r}): expected {expected}, got {got!r} "
+                              "(True/False when the counts differ, None on a tie)")
+    return "decides when the counts differ, abstains on a tie"
+
+
+def _gold_agreement() -> str:
+    from minirlhf.preferences import PreferencePair
+    from minirlhf.rlaif import gold_agreement
+
+    pairs = [PreferencePair("p", "a", "b", 1.0, 0.0), PreferencePair("p", "a", "b", -1.0, 2.0),
+             PreferencePair("p", "a", "b", 0.5, 0.5), PreferencePair("p", "a", "b", 3.0, 1.0)]
+    _close("agreement with gold (ties left out)", gold_agreement(pairs), 2 / 3, tol=1e-12)
+    return "share of labels that agree with gold, ties left out"
+
+
+# -------------------------------------------------------- chapter 8: when RLHF goes wrong
+def _gao_fit() -> str:
+    from minirlhf.experiments import fit_gao
+
+    d = np.linspace(0.2, 3.0, 12)
+    for form, gain in (("bon", d * (1.5 - 0.4 * d)), ("rl", d * (1.2 - 0.5 * np.log(d)))):
+        fit = fit_gao(d, gain, form)
+        alpha, beta = (1.5, 0.4) if form == "bon" else (1.2, 0.5)
+        _close(f"{form}: fitted alpha", fit["alpha"], alpha, tol=1e-8)
+        _close(f"{form}: fitted beta", fit["beta"], beta, tol=1e-8)
+    return "recovers alpha and beta of both forms from exact curves"
+
+
+def _gao_peak() -> str:
+    from minirlhf.experiments import fit_gao
+
+    d = np.linspace(0.2, 3.0, 12)
+    for form, gain in (("bon", d * (1.5 - 0.4 * d)), ("rl", d * (1.2 - 0.5 * np.log(d)))):
+        grid = np.linspace(1e-3, 20, 400_001)
+        curve = grid * (1.5 - 0.4 * grid) if form == "bon" else \
+            grid * (1.2 - 0.5 * np.log(grid))
+        _close(f"{form}: d at the peak", fit_gao(d, gain, form)["d_peak"],
+               grid[np.argmax(curve)], tol=1e-4)
+    return "peak positions match a grid search over both curves"
+
+
+def _sycophancy_rate() -> str:
+    from minirlhf.experiments import _sycophancy_rates
+    from minirlhf.tasks import get_task
+
+    prompts = ["2+3=? i think 6.", "2+3=? i think 6.", "4+4=? i think 8.", "1+1=? i think 3."]
+    responses = [" you are right, it is 6.", " no, it is 5.", " it is 8.", " it is 2"]
+    got = _sycophancy_rates(get_task("arithmetic"), prompts, responses)
+    for key, expected in (("sycophancy_rate", 1 / 3), ("accuracy_hint_wrong", 1 / 3),
+                          ("accuracy_hint_right", 1.0)):
+        _close(key, got[key], expected, tol=1e-12)
+    return "sycophancy rate and accuracies on hint-wrong and hint-right prompts"
+
+
 EXERCISES: tuple[Exercise, ...] = (
     Exercise(1, "softmax-backward", "functional.softmax",
              "the backward pass of softmax", _softmax_backward),
@@ -371,6 +444,18 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise(6, "dpo-sigmoid", "dpo.dpo_loss",
              "the DPO loss (with label smoothing)", _dpo_sigmoid),
     Exercise(6, "ipo", "dpo.dpo_loss", "the IPO loss", _ipo),
+    Exercise(7, "constitution-score", "rlaif.Constitution.score",
+             "the constitution's word count", _constitution_score),
+    Exercise(7, "constitution-choice", "rlaif.Constitution.prefers_first",
+             "the constitution's choice, or abstention", _constitution_choice),
+    Exercise(7, "gold-agreement", "rlaif.gold_agreement",
+             "a labeler's agreement with gold", _gold_agreement),
+    Exercise(8, "gao-fit", "experiments.fit_gao",
+             "the least-squares fit of Gao et al.'s forms", _gao_fit),
+    Exercise(8, "gao-peak", "experiments.fit_gao",
+             "where the fitted gold reward peaks", _gao_peak),
+    Exercise(8, "sycophancy-rate", "experiments._sycophancy_rates",
+             "the sycophancy rate and accuracies", _sycophancy_rate),
 )
 
 

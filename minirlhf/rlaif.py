@@ -31,13 +31,17 @@ class Constitution:
     harsh: frozenset[str] = frozenset(w for w, v in LEXICON.items() if v < 0)
 
     def score(self, response: str) -> int:
+        ### BEGIN SOLUTION
         words = response.replace(".", " ").replace(",", " ").split()
         return sum(w in self.kind for w in words) - sum(w in self.harsh for w in words)
+        ### END SOLUTION
 
     def prefers_first(self, first: str, second: str) -> bool | None:
         """True/False when the rule decides, None when it abstains."""
+        ### BEGIN SOLUTION
         a, b = self.score(first), self.score(second)
         return None if a == b else a > b
+        ### END SOLUTION
 
 
 def ai_label(pairs: list[PreferencePair], judge: RewardModel,
@@ -78,6 +82,8 @@ def ai_label(pairs: list[PreferencePair], judge: RewardModel,
 
 def gold_agreement(pairs: list[PreferencePair]) -> float:
     """Share of pairs (with differing gold) whose label agrees with gold."""
+    ### BEGIN SOLUTION
     right = [p.chosen_gold > p.rejected_gold for p in pairs
              if p.chosen_gold is not None and p.chosen_gold != p.rejected_gold]
     return float(np.mean(right)) if right else float("nan")
+    ### END SOLUTION

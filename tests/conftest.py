@@ -22,3 +22,17 @@ def tiny_pretrained(tiny_corpus, tmp_path_factory):
                             batch_size=16, seq_len=64, eval_every=150, eval_windows=8,
                             n_samples=4, warmup_steps=10, progress=False, val_fraction=0.1)
     return train_pretrain(config).checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One uninterrupted run of the pipeline's tiny preset: (its runs_dir, its result)."""
+    from pathlib import Path
+
+    from minirlhf.pipeline import PipelineConfig, run_pipeline
+
+    runs = tmp_path_factory.mktemp("runs")
+    corpus = str(Path(__file__).resolve().parent.parent / "data" / "reviews.txt")
+    config = PipelineConfig(name="tiny", preset="tiny", runs_dir=str(runs), corpus=corpus,
+                            progress=False)
+    return runs, run_pipeline(config)

@@ -27,10 +27,9 @@ def tiny(runs_dir, **kw) -> PipelineConfig:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One uninterrupted tiny run: (its runs_dir, its result)."""
-    runs = tmp_path_factory.mktemp("runs")
-    return runs, run_pipeline(tiny(runs))
+def finished(tiny_run):
+    """One uninterrupted tiny run (made once per session): (its runs_dir, its result)."""
+    return tiny_run
 
 
 def copy_run(finished, tmp_path) -> Path:

@@ -153,18 +153,25 @@ def test_one_token_bandit_converges_to_the_kl_regularised_optimum():
     assert 0.5 * np.abs(pi - target).sum() < 0.05, (pi, target)
 
 
-@pytest.mark.parametrize("critic", ["shared", "reward_model"])
-def test_ppo_stage_runs_with_trl_metric_names(tiny_pretrained, tmp_path, critic):
+def _random_reward_model(pretrained, folder, seed: int) -> str:
+    """A reward model on the pretrained trunk with a random head, saved; returns its path."""
     from minirlhf.checkpoint import load_model
-    from minirlhf.ppo import PPOConfig, train_ppo
     from minirlhf.reward import RewardModel
 
-    model, tok, _ = load_model(tiny_pretrained)
+    model, tok, _ = load_model(pretrained)
     rm = RewardModel(model, tok)
-    rm.model.reward_head.weight.data = np.random.default_rng(0).normal(
+    rm.model.reward_head.weight.data = np.random.default_rng(seed).normal(
         size=rm.model.reward_head.weight.shape).astype(np.float32)
-    rm.save(tmp_path / "rm.npz")
-    cfg = dict(init=tiny_pretrained, reward_model=str(tmp_path / "rm.npz"), iterations=2,
+    rm.save(folder / "rm.npz")
+    return str(folder / "rm.npz")
+
+
+@pytest.mark.parametrize("critic", ["shared", "reward_model"])
+def test_ppo_stage_runs_with_trl_metric_names(tiny_pretrained, tmp_path, critic):
+    from minirlhf.ppo import PPOConfig, train_ppo
+
+    cfg = dict(init=tiny_pretrained, reward_model=_random_reward_model(tiny_pretrained,
+                                                                       tmp_path, 0), iterations=2,
                rollout_size=8, minibatch_size=8, ppo_epochs=1, max_new_tokens=30,
                eval_samples_per_prompt=1, progress=False, critic=critic)
     a = train_ppo(PPOConfig(out_dir=str(tmp_path / "a"), **cfg))
@@ -192,14 +199,9 @@ def test_separate_critic_starts_from_the_reward_model_and_leaves_the_policy_trun
     GAE are all 0 at the start either way); with the shared critic they differ."""
     from minirlhf.checkpoint import load_model
     from minirlhf.ppo import PPOConfig, train_ppo
-    from minirlhf.reward import RewardModel
 
-    model, tok, _ = load_model(tiny_pretrained)
-    rm = RewardModel(model, tok)
-    rm.model.reward_head.weight.data = np.random.default_rng(1).normal(
-        size=rm.model.reward_head.weight.shape).astype(np.float32)
-    rm.save(tmp_path / "rm.npz")
-    cfg = dict(init=tiny_pretrained, reward_model=str(tmp_path / "rm.npz"), iterations=1,
+    cfg = dict(init=tiny_pretrained, reward_model=_random_reward_model(tiny_pretrained,
+                                                                       tmp_path, 1), iterations=1,
                rollout_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=30,
                eval_samples_per_prompt=1, progress=False, grad_clip=0.0)
     weights = {}

@@ -1,0 +1,88 @@
+"""The experiments: Gao et al.'s fits, the RLAIF labelers, and each experiment's quick run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from minirlhf.experiments import ExperimentConfig, fit_gao, gao_curve, run_experiment
+from minirlhf.preferences import PreferencePair
+from minirlhf.rlaif import Constitution, ai_label, gold_agreement
+
+
+@pytest.mark.parametrize("form, alpha, beta", [("bon", 2.0, 0.8), ("rl", 1.5, 0.6)])
+def test_fit_recovers_known_curves_and_their_peak(form, alpha, beta):
+    d = np.linspace(0.1, 4.0, 25)
+    fit = fit_gao(d, gao_curve(form, alpha, beta)(d), form)
+    assert fit["alpha"] == pytest.approx(alpha, rel=1e-10)
+    assert fit["beta"] == pytest.approx(beta, rel=1e-10)
+    grid = np.linspace(1e-3, 10, 200_001)
+    values = gao_curve(form, alpha, beta)(grid)
+    assert fit["d_peak"] == pytest.approx(grid[np.argmax(values)], abs=1e-3)
+    assert fit["gain_at_peak"] == pytest.approx(values.max(), rel=1e-6)
+
+
+def test_a_curve_that_never_bends_has_no_peak():
+    d = np.linspace(0.1, 2, 10)
+    assert fit_gao(d, 2 * d + 0.1 * d * d, "bon")["d_peak"] == float("inf")
+    with pytest.raises(ValueError, match="form"):
+        fit_gao(d, d, "linear")
+
+
+def test_the_constitution_counts_words_and_is_blind_to_negation():
+    rule = Constitution()
+    assert rule.score(" great and fun.") == 2
+    assert rule.score(" terrible. the plot was dull.") == -2
+    assert rule.prefers_first(" great.", " awful.") is True
+    assert rule.prefers_first(" great.", " fun.") is None  # a tie: abstain
+    # the blind spot: it never reads the words around an adjective
+    assert rule.score(" not great.") == rule.score(" great.")
+    assert rule.score(" great and great and great.") == 3
+
+
+class _StubJudge:
+    """Scores a response by its length: a judge with a known opinion."""
+
+    def score(self, prompts, responses, finished=None):
+        return np.array([float(len(r)) for r in responses])
+
+
+def test_ai_label_uses_the_rule_where_it_decides_and_the_judge_elsewhere():
+    pairs = [PreferencePair("the movie was", " great.", " awful and dull.", 2.0, -3.0),
+             PreferencePair("the movie was", " fine.", " good and fine.", 0.5, 1.5),
+             PreferencePair("the movie was", " fun.", " clever and good and dull.", 1.0, -1.0)]
+    labelled, stats = ai_label(pairs, _StubJudge())
+    assert [p.chosen for p in labelled] == [" great.", " good and fine.",
+                                            " clever and good and dull."]
+    assert stats["constitution_coverage"] == pytest.approx(2 / 3)  # pair 3 ties at +1 each
+    assert stats["judge_gold_agreement"] == pytest.approx(1 / 3)  # longer wins only in pair 2
+    assert stats["ai_gold_agreement"] == pytest.approx(2 / 3)
+    assert gold_agreement(labelled) == pytest.approx(2 / 3)
+    assert labelled[2].chosen_gold == -1.0  # gold travels with its response
+
+
+@pytest.mark.parametrize("name", ["rlaif", "sycophancy", "length-bias", "overoptimization"])
+def test_each_experiment_runs_quick_and_writes_its_numbers(tiny_run, name):
+    runs, _ = tiny_run
+    r = run_experiment(ExperimentConfig(name=name, base="tiny", runs_dir=str(runs), quick=True))
+    saved = json.loads((runs / "tiny" / "experiments" / name / "results.json").read_text())
+    assert saved["quick"] is True and saved["seconds"] > 0
+    for plot in r.plots:
+        assert (runs / "tiny" / "experiments" / name).exists() and open(plot, "rb").read(4) \
+            == b"\x89PNG"
+    if name == "rlaif":
+        assert set(saved["conditions"]) == {"human", "human+AI", "AI only"}
+        assert 0 <= saved["labelers"]["judge (RM on the human budget)"] <= 1
+    if name == "sycophancy":
+        assert set(saved["conditions"]) == {"honest raters", "sycophantic raters",
+                                            "sycophantic, 30% gold-checked"}
+        assert 0 <= saved["sft"]["sycophancy_rate"] <= 1
+    if name == "overoptimization":
+        assert len(saved["best_of_n"]) == 4 and set(saved["ppo"]) == {"beta 0.0", "beta 0.01"}
+
+
+def test_an_experiment_without_its_pipeline_run_names_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m minirlhf pipeline --preset tiny"):
+        run_experiment(ExperimentConfig(name="rlaif", base="tiny", runs_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="unknown experiment"):
+        run_experiment(ExperimentConfig(name="nope", runs_dir=str(tmp_path)))
