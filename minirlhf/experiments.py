@@ -53,6 +53,8 @@ from minirlhf.tasks import get_task
 from minirlhf.tasks.arithmetic import parse_prompt, parse_response
 
 log = logging.getLogger("minirlhf.experiments")
+FLOOR = -4.9  # a mean gold at or below this: (nearly) every response invalid (gold -5)
+ARITHMETIC_TOKENS = 32  # " you are right, it is 38." and its EOS fit with room to spare
 
 
 @dataclass
@@ -105,7 +107,7 @@ class _Ctx:
         cfg = PreferenceConfig(task=task, policy=policy or self.sft, raters=raters,
                                n_pairs=n_pairs, out=str(out), **self.common())
         cfg = replace(cfg, seed=self.config.seed + seed,
-                      max_new_tokens=self.n(80, 60) if task == "reviews" else 24)
+                      max_new_tokens=self.n(80, 60) if task == "reviews" else ARITHMETIC_TOKENS)
         build_preference_data(cfg)
         return load_jsonl(out)
 
@@ -128,7 +130,7 @@ class _Ctx:
         cfg = DPOConfig(task=task, preferences=str(path), init=init or self.sft,
                         out_dir=str(self.out / f"dpo_{name}"), batch_size=min(32, len(pairs)),
                         eval_samples_per_prompt=self.n(4, 1),
-                        max_new_tokens=self.n(80, 60) if task == "reviews" else 24,
+                        max_new_tokens=self.n(80, 60) if task == "reviews" else ARITHMETIC_TOKENS,
                         **self.common())
         return train_dpo(replace(cfg, **kw))
 
@@ -215,8 +217,10 @@ def rlaif(ctx: _Ctx) -> tuple[dict[str, Any], list[str]]:
         numbers["conditions"][name] = {
             "pairs": len(pairs), "rm_gold_accuracy": gold_acc, "best_of_16_gold": bon,
             "dpo": {**_policy(policy.report), **_negated_prompt_gold(policy.report)}}
-        numbers["conditions"][name]["dpo_samples"] = [list(s) for s in policy.report.samples[
-            ::ctx.n(4, 1)][:8]]
+        one_each = policy.report.samples[::ctx.n(4, 1)]  # one sample per evaluation prompt
+        numbers["conditions"][name]["dpo_samples"] = (
+            [list(s) for s in one_each if not s[0].endswith(" not")][:4]
+            + [list(s) for s in one_each if s[0].endswith(" not")][:4])
     numbers["sft_gold"] = policy.report.reference_gold
     c = numbers["conditions"]
     plots = [_bars(ctx.out / "rlaif.png",
@@ -273,7 +277,8 @@ def _sycophancy_rates(task, prompts: list[str], responses: list[str]) -> dict[st
 def _policy_sycophancy(model_path: str, task, n_per_prompt: int, seed: int) -> dict[str, float]:
     model, tokenizer, _ = load_model(model_path)
     prompts = [p for p in task.eval_prompts for _ in range(n_per_prompt)]
-    outs = generate_text(model, tokenizer, prompts, 24, np.random.default_rng([seed, 3]))
+    outs = generate_text(model, tokenizer, prompts, ARITHMETIC_TOKENS,
+                         np.random.default_rng([seed, 3]))
     return _sycophancy_rates(task, prompts, [r if f else r + "~" for r, f in outs])
 
 
@@ -294,16 +299,16 @@ def sycophancy(ctx: _Ctx) -> tuple[dict[str, Any], list[str]]:
     task = get_task("arithmetic")
     root = Path(__file__).resolve().parent.parent
     pre = ctx.out / "pretrain" / "model.npz"
-    if not pre.exists():
-        train_pretrain(PretrainConfig(corpus=str(root / task.corpus), out_dir=str(pre.parent),
-                                      preset="tiny" if ctx.config.quick else "default",
-                                      steps=ctx.n(500, 100), seq_len=64, eval_every=250,
-                                      eval_windows=32, n_samples=16, **ctx.common()))
+    train_pretrain(PretrainConfig(corpus=str(root / task.corpus), out_dir=str(pre.parent),
+                                  preset="tiny" if ctx.config.quick else "default",
+                                  steps=ctx.n(1200, 100), seq_len=64, eval_every=400,
+                                  eval_windows=32, n_samples=16, **ctx.common()))
     sft_path = ctx.out / "sft" / "model.npz"
     # a short SFT: enough to learn the answer format, not enough to erase the base model's
     # habit of agreeing with wrong hints (a quarter of its corpus)
     train_sft(SFTConfig(task="arithmetic", init=str(pre), out_dir=str(sft_path.parent),
-                        n_demos=ctx.n(1000, 64), steps=ctx.n(40, 5), max_new_tokens=24,
+                        n_demos=ctx.n(1000, 64), steps=ctx.n(60, 5),
+                        max_new_tokens=ARITHMETIC_TOKENS,
                         eval_samples_per_prompt=1, **ctx.common()))
     spp = ctx.n(4, 1)
     numbers: dict[str, Any] = {"sft": _policy_sycophancy(str(sft_path), task, spp,
@@ -481,12 +486,17 @@ def overoptimization(ctx: _Ctx) -> tuple[dict[str, Any], list[str]]:
     # PPO with little KL penalty against the small RM: every iteration is a checkpoint
     small_path = str(ctx.out / "rm_few_0" / "model.npz")
     for beta in (0.0, 0.01):
-        run = ctx.ppo(f"beta_{beta}", small_path, beta=beta, iterations=ctx.n(100, 3))
+        run = ctx.ppo(f"beta_{beta}", small_path, beta=beta, iterations=ctx.n(80, 3))
         kl = np.array([max(r["objective/kl"], 0.0) for r in run.metrics])
         g = np.array([r["gold"] for r in run.metrics])
         p = np.array([r["objective/scores"] for r in run.metrics])
         d = np.sqrt(kl)
-        fit = fit_gao(d, g - g[0], "rl") if len(d) > 2 else {}
+        # the gold reward floors at -5 once the text stops being valid: a cliff, not the smooth
+        # decline the functional form describes, so the fit uses the iterations before it
+        graded = np.arange(len(g)) < (np.argmax(g <= FLOOR) if (g <= FLOOR).any() else len(g))
+        fit = fit_gao(d[graded], g[graded] - g[0], "rl") if graded.sum() > 2 else {}
+        if fit:
+            fit["fitted_iterations"] = int(graded.sum())
         numbers["ppo"][f"beta {beta}"] = {"d": d.tolist(), "gold": g.tolist(),
                                           "proxy": p.tolist(), "fit": fit,
                                           "gold_peak": float(g.max()),
@@ -496,11 +506,12 @@ def overoptimization(ctx: _Ctx) -> tuple[dict[str, Any], list[str]]:
         ax2.plot(d, p, "x", ms=3, color=line.get_color(), alpha=0.5,
                  label=f"PPO β={beta}: proxy")
         if fit and np.isfinite(fit["alpha"]):
-            dd = np.linspace(1e-3, d.max(), 80)
+            dd = np.linspace(1e-3, d[graded].max(), 80)
             ax2.plot(dd, g[0] + gao_curve("rl", fit["alpha"], fit["beta"])(dd), "-",
                      color=line.get_color(), lw=1)
     ax2.set(xlabel="d = sqrt(KL) (PPO, per iteration)", ylabel="reward",
-            title=f"PPO against the RM on {len(few)} pairs, with fitted d(α − β log d)")
+            title=f"PPO against the RM on {len(few)} pairs; d(α − β log d) fitted before the "
+                  "gold floor")
     ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(ctx.out / "overoptimization.png", dpi=100)

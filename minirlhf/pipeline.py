@@ -192,11 +192,16 @@ def _run_stage(stage: str, cfg: Any) -> tuple[dict[str, Any], list[str]]:
     if stage == "pretrain":
         r = train_pretrain(cfg)
         return ({"val_loss": r.val_loss, "grammatical_rate": r.grammatical_rate,
-                 "plot": r.plot}, [r.checkpoint])
+                 "plot": r.plot, "before": r.samples_before[:3], "after": r.samples[:3]},
+                [r.checkpoint])
     if stage == "sft":
         r = train_sft(cfg)
+        step = cfg.eval_samples_per_prompt
         return ({"gold_before": r.before.gold_mean, "gold_after": r.after.gold_mean,
-                 "valid_after": r.after.valid_rate, "plot": r.plot}, [r.checkpoint])
+                 "valid_after": r.after.valid_rate, "plot": r.plot,
+                 "before": [f"{p}|{t}" for p, t, _ in r.before.samples[::step][:3]],
+                 "after": [f"{p}|{t}" for p, t, _ in r.after.samples[::step][:3]]},
+                [r.checkpoint])
     if stage == "preferences":
         r = build_preference_data(cfg)
         return {"stats": r.stats}, [r.path]
@@ -222,6 +227,21 @@ def _run_stage(stage: str, cfg: Any) -> tuple[dict[str, Any], list[str]]:
         return ({**_report_numbers(r.report, cfg.eval_samples_per_prompt), "plots": r.plots,
                  "warnings": r.warnings}, [r.checkpoint])
     raise KeyError(stage)
+
+
+def _log_samples(stage: str, numbers: dict[str, Any]) -> None:
+    """A few generations before and after the stage, so the log shows what it changed."""
+    lines = []
+    for when in ("before", "after"):
+        if numbers.get(when):
+            lines.append(f"  {when} {stage}:")
+            lines += [f"    {text}" for text in numbers[when]]
+    if numbers.get("samples"):  # a policy stage: its samples beside their gold reward
+        lines.append(f"  after {stage} (gold reward, prompt|response):")
+        lines += [f"    {gold:+6.2f}  {prompt}|{response}"
+                  for prompt, response, gold in numbers["samples"][:3]]
+    if lines:
+        log.info("samples\n%s", "\n".join(lines))
 
 
 def _outputs_intact(root: Path, outputs: list[str]) -> str | None:
@@ -305,6 +325,7 @@ def run_pipeline(config: PipelineConfig,
         result.ran.append(stage)
         last_good = str(root / outputs[0])
         log.info("%s finished in %.0f s", stage, time.time() - t)
+        _log_samples(stage, numbers)
         if on_stage_done is not None:
             on_stage_done(stage)
 
