@@ -266,7 +266,7 @@ def cmd_classroom(args: argparse.Namespace) -> int:
             return 2
         for rel, n in stripped.items():
             print(f"  {rel}: {n} region{'s' * (n > 1)} stripped")
-        print(f"student copy written to {args.target} ({sum(stripped.values())} exercises); "
+        print(f"student copy written to {args.target} ({sum(stripped.values())} solution regions); "
               f"students run: cd {args.target} && pip install -e . && "
               "python -m minirlhf classroom check")
         return 0
