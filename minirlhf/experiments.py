@@ -361,7 +361,7 @@ def length_bias(ctx: _Ctx) -> tuple[dict[str, Any], list[str]]:
         chosen_longer = float(np.mean([len(p.chosen) > len(p.rejected) for p in pairs]))
         rm = ctx.reward(key, pairs, epochs=2)
         rm_path = str(ctx.out / f"rm_{key}" / "model.npz")
-        ppo = ctx.ppo(key, rm_path, iterations=ctx.n(80, 3))
+        ppo = ctx.ppo(key, rm_path, iterations=ctx.n(64, 3))
         dpo = ctx.dpo(key, pairs)
         m = ppo.metrics
         numbers["conditions"][name] = {
