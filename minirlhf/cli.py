@@ -73,6 +73,15 @@ def _sample_table(rows, n: int = 6) -> str:
     return "\n".join(lines)
 
 
+def _print_policy_report(name: str, rep, samples_per_prompt: int) -> None:
+    """A trained policy's samples (one per evaluation prompt) and its headline numbers."""
+    print(f"samples after {name}:")
+    print(_sample_table(rep.samples[::samples_per_prompt]))
+    print(f"\ngold {rep.gold:.3f} (SFT {rep.reference_gold:.3f}); win-rate vs SFT "
+          f"{rep.win_rate:.1%}; KL to SFT {rep.kl:.2f} nats/response; valid {rep.valid_rate:.1%}; "
+          f"length {rep.mean_length:.1f}")
+
+
 def cmd_sft(args: argparse.Namespace) -> int:
     """Supervised fine-tuning on demonstrations (response tokens only), gold before and after."""
     from minirlhf.sft import SFTConfig, train_sft
@@ -157,11 +166,7 @@ def cmd_dpo(args: argparse.Namespace) -> int:
     last = r.metrics[-1]
     print("\nlast step: " + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "step"))
     rep = r.report
-    print("samples after DPO:")
-    print(_sample_table(rep.samples[::config.eval_samples_per_prompt]))
-    print(f"\ngold {rep.gold:.3f} (SFT {rep.reference_gold:.3f}); win-rate vs SFT "
-          f"{rep.win_rate:.1%}; KL to SFT {rep.kl:.2f} nats/response; valid {rep.valid_rate:.1%}; "
-          f"length {rep.mean_length:.1f}")
+    _print_policy_report("DPO", rep, config.eval_samples_per_prompt)
     print(f"{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {', '.join(r.plots)}")
     from pathlib import Path
 
@@ -188,11 +193,7 @@ def cmd_ppo(args: argparse.Namespace) -> int:
         print(f"{m['iteration']:>5}{m['objective/kl']:>8.2f}{m['objective/scores']:>8.2f}"
               f"{m['gold']:>8.2f}{m['response_length']:>8.1f}{m['policy/clipfrac_avg']:>10.3f}")
     rep = r.report
-    print("samples after PPO:")
-    print(_sample_table(rep.samples[::config.eval_samples_per_prompt]))
-    print(f"\ngold {rep.gold:.3f} (SFT {rep.reference_gold:.3f}); win-rate vs SFT "
-          f"{rep.win_rate:.1%}; KL to SFT {rep.kl:.2f} nats/response; valid {rep.valid_rate:.1%}; "
-          f"length {rep.mean_length:.1f}")
+    _print_policy_report("PPO", rep, config.eval_samples_per_prompt)
     print(f"{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {r.plot}")
     return 0
 

@@ -23,7 +23,6 @@ small budgets). Every number is against the hidden gold reward.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -52,7 +51,6 @@ from minirlhf.sft import SFTConfig, train_sft
 from minirlhf.tasks import get_task
 from minirlhf.tasks.arithmetic import parse_prompt, parse_response
 
-log = logging.getLogger("minirlhf.experiments")
 FLOOR = -4.9  # a mean gold at or below this: (nearly) every response invalid (gold -5)
 ARITHMETIC_TOKENS = 32  # " you are right, it is 38." and its EOS fit with room to spare
 

@@ -143,8 +143,8 @@ def _check_sizes(cfgs: dict[str, Any]) -> None:
     """Batches that the data cannot fill are errors now, not an hour from now."""
     n_pairs = cfgs["preferences"].n_pairs
     rm = cfgs["reward"]
-    train_pairs = (min(n_pairs, rm.max_pairs) if rm.max_pairs else n_pairs) \
-        - max(1, int(n_pairs * rm.val_fraction))
+    used = min(n_pairs, rm.max_pairs) if rm.max_pairs else n_pairs
+    train_pairs = used - max(1, int(used * rm.val_fraction))  # the split train_reward makes
     if rm.batch_size > train_pairs:
         raise ConfigError(f"reward.batch_size = {rm.batch_size} is larger than the "
                           f"{train_pairs} training pairs (preferences.n_pairs = {n_pairs}); "

@@ -183,3 +183,14 @@ def test_the_pipeline_command(tmp_path, capsys):
     assert main(["pipeline", "--preset", "tiny", "--runs-dir", str(tmp_path), "--set",
                  f"pretrain.corpus={CORPUS}", "ppo.beta=-1"]) == 2
     assert "beta = -1.0 is outside" in capsys.readouterr().err
+
+
+def test_the_batch_check_counts_the_pairs_the_reward_stage_will_use(tmp_path):
+    """With max_pairs, the held-out tenth is taken from the pairs used, as train_reward does:
+    100 pairs leave 90 to train on, so a batch of 91 is rejected and one of 90 is not."""
+    from minirlhf.pipeline import stage_configs
+
+    with pytest.raises(ConfigError, match="larger than the 90 training pairs"):
+        stage_configs(tiny(tmp_path, overrides=["reward.max_pairs=100",
+                                                "reward.batch_size=91"]))
+    stage_configs(tiny(tmp_path, overrides=["reward.max_pairs=100", "reward.batch_size=90"]))
