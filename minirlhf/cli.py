@@ -131,6 +131,9 @@ def cmd_reward(args: argparse.Namespace) -> int:
     print(f"\ntrained on {r.train_pairs} pairs in {r.seconds:.0f} s")
     print(f"held-out accuracy vs rater labels: {m['accuracy']:.2%} (ceiling "
           f"{m.get('ceiling', float('nan')):.2%}); on the training pairs: {r.train_accuracy:.2%}")
+    if "expected_accuracy" in m:
+        print(f"expected accuracy vs a fresh rater label: {m['expected_accuracy']:.2%} (the "
+              "same measure without the noise of one label per pair; the ceiling is its best)")
     if "gold_accuracy" in m:
         print(f"held-out accuracy vs gold: {m['gold_accuracy']:.2%} (a perfect label predictor "
               f"would get {m.get('gold_accuracy_ceiling', float('nan')):.2%})")

@@ -209,6 +209,7 @@ def _run_stage(stage: str, cfg: Any) -> tuple[dict[str, Any], list[str]]:
         r = train_reward(cfg)
         m = r.val_metrics
         return ({"accuracy": m["accuracy"], "ceiling": m.get("ceiling"),
+                 "expected_accuracy": m.get("expected_accuracy"),
                  "gold_accuracy": m.get("gold_accuracy"), "gold_correlation": r.gold_correlation,
                  "ece": r.calibration["ece"][0], "train_pairs": r.train_pairs,
                  "plots": r.plots}, [r.checkpoint])
@@ -363,8 +364,9 @@ def build_summary(config: PipelineConfig, records: dict[str, dict[str, Any]],
         "name": config.name, "preset": config.preset, "seed": config.seed,
         "pretrain": {k: records["pretrain"]["numbers"][k] for k in ("val_loss",
                                                                      "grammatical_rate")},
-        "reward_model": {k: rm[k] for k in ("accuracy", "ceiling", "gold_accuracy",
-                                            "gold_correlation", "ece", "train_pairs")},
+        "reward_model": {k: rm.get(k) for k in ("accuracy", "expected_accuracy", "ceiling",
+                                                "gold_accuracy", "gold_correlation", "ece",
+                                                "train_pairs")},
         "best_of_n_table": records["best_of_n"]["numbers"]["table"],
         "policies": policies,
         "samples": {"sft": sft_numbers["samples"],

@@ -69,7 +69,9 @@ def write_report(root: str | Path, summary: dict[str, Any], records: dict[str, d
         f"Trained on {rm['train_pairs']} labelled pairs. Held-out accuracy against the raters' "
         f"labels: **{_num(rm['accuracy'], '.1%')}**, beside the ceiling "
         f"**{_num(rm['ceiling'], '.1%')}** (the "
-        "best any model can do on labels this noisy). Against gold preferences: "
+        "best any model can do on labels this noisy); expected accuracy against a fresh label "
+        f"{_num(rm.get('expected_accuracy'), '.1%')} (the same without the noise of one label "
+        "per pair). Against gold preferences: "
         f"{_num(rm['gold_accuracy'], '.1%')}. Correlation with gold on fresh SFT samples: "
         f"{_num(rm['gold_correlation'], '.3f')}; calibration error (ECE) "
         f"{_num(rm['ece'], '.3f')}.",

@@ -149,7 +149,13 @@ class RewardModel:
 
 # ----------------------------------------------------------------------------- metrics
 def pair_metrics(rm: RewardModel, pairs: list[PreferencePair]) -> dict[str, float]:
-    """Accuracy against the rater labels and against gold, each beside its ceiling; margins."""
+    """Accuracy against the rater labels and against gold, each beside its ceiling; margins.
+
+    When the pairs carry the raters' choice probability p, ``expected_accuracy`` is the mean
+    chance that a fresh label agrees with the RM (p where it ranks the chosen response higher,
+    1 - p where lower, 1/2 on a tie): the same quantity as ``accuracy`` without the noise of
+    the one label drawn per pair, and the one the ceiling bounds (the ceiling is its maximum).
+    """
     prompts = [p.prompt for p in pairs]
     rc = rm.score(prompts, [p.chosen for p in pairs])
     rr = rm.score(prompts, [p.rejected for p in pairs])
@@ -157,6 +163,8 @@ def pair_metrics(rm: RewardModel, pairs: list[PreferencePair]) -> dict[str, floa
     if all(p.p_chosen is not None for p in pairs):
         p = np.array([q.p_chosen for q in pairs])
         out["ceiling"] = ceiling(p)
+        out["expected_accuracy"] = float(np.mean(np.where(rc > rr, p, np.where(rc < rr, 1 - p,
+                                                                               0.5))))
     if all(p.chosen_gold is not None for p in pairs):
         gc = np.array([q.chosen_gold for q in pairs])
         gr = np.array([q.rejected_gold for q in pairs])

@@ -109,6 +109,8 @@ def test_accuracy_metrics_on_a_hand_made_case():
     m = pair_metrics(_StubRM(), pairs)
     assert m["accuracy"] == 0.5
     assert m["ceiling"] == pytest.approx((0.9 + 0.6 + 0.7 + 0.5) / 4)
+    # a fresh label agrees with the RM with probability p where it is right, 1 - p where wrong
+    assert m["expected_accuracy"] == pytest.approx((0.9 + 0.4 + 0.3 + 0.5) / 4)
     assert m["gold_accuracy"] == pytest.approx(1 / 3)  # ties excluded: right on 1 of 3
     # the likelier label (p > 0.5) orders all three decided pairs as gold does
     assert m["gold_accuracy_ceiling"] == pytest.approx(1.0)
