@@ -276,6 +276,20 @@ def fit_normalization(rm: RewardModel, prompts: list[str], responses: list[str],
     return gain, -gain * float(raw.mean())
 
 
+def split_pairs(pairs: list[PreferencePair], config: RewardConfig,
+                rng: np.random.Generator | None = None
+                ) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """The (train, held-out) split ``train_reward`` makes: a shuffle by ``config.seed``, at most
+    ``max_pairs`` kept, the first ``val_fraction`` of them held out. Pass ``rng`` to go on
+    drawing from the same generator afterwards (training does, for its batches)."""
+    rng = rng if rng is not None else np.random.default_rng(config.seed)
+    order = rng.permutation(len(pairs))
+    if config.max_pairs:
+        order = order[: config.max_pairs]
+    n_val = max(1, int(len(order) * config.val_fraction))
+    return [pairs[i] for i in order[n_val:]], [pairs[i] for i in order[:n_val]]
+
+
 def train_reward(config: RewardConfig) -> RewardResult:
     """Train a Bradley-Terry reward model on labelled pairs; measure it against the ceiling
     and against gold; fit its normalization on SFT samples; save it."""
@@ -291,12 +305,7 @@ def train_reward(config: RewardConfig) -> RewardResult:
     if not pairs or not isinstance(pairs[0], PreferencePair):
         raise ValueError(f"{config.preferences}: reward training needs chosen/rejected pairs")
     rng = np.random.default_rng(config.seed)
-    order = rng.permutation(len(pairs))
-    if config.max_pairs:
-        order = order[: config.max_pairs]
-    n_val = max(1, int(len(order) * config.val_fraction))
-    val = [pairs[i] for i in order[:n_val]]
-    train = [pairs[i] for i in order[n_val:]]
+    train, val = split_pairs(pairs, config, rng)
     if config.batch_size > len(train):
         raise ValueError(f"batch_size {config.batch_size} is larger than the {len(train)} "
                          "training pairs")

@@ -7,7 +7,12 @@ from minirlhf import Tensor
 from minirlhf.best_of_n import BestOfNConfig, analytic_kl, best_of_n_table, run_best_of_n
 from minirlhf.checkpoint import load_model
 from minirlhf.gradcheck import gradcheck
-from minirlhf.preferences import PreferenceConfig, PreferencePair, build_preference_data
+from minirlhf.preferences import (
+    PreferenceConfig,
+    PreferencePair,
+    build_preference_data,
+    load_jsonl,
+)
 from minirlhf.reward import (
     RewardConfig,
     RewardModel,
@@ -15,6 +20,7 @@ from minirlhf.reward import (
     bradley_terry_loss,
     pair_metrics,
     plackett_luce_loss,
+    split_pairs,
     train_reward,
 )
 
@@ -141,6 +147,12 @@ def test_reward_and_best_of_n_stages_run(tiny_pretrained, tmp_path):
     r = train_reward(cfg)
     assert r.train_pairs == 58 and len(r.loss_curve) == 3  # 58 // 16 batches
     assert 0.0 <= r.val_metrics["accuracy"] <= 1.0 and "ceiling" in r.val_metrics
+    # split_pairs gives the held-out pairs train_reward measured on (for notebooks and probes)
+    train, val = split_pairs(load_jsonl(prefs.path), cfg)
+    assert len(train) == r.train_pairs and len(val) == 6
+    assert pair_metrics(RewardModel.load(r.checkpoint), val)["accuracy"] == \
+        r.val_metrics["accuracy"]
+    assert not {id(p) for p in train} & {id(p) for p in val}
     rm = RewardModel.load(r.checkpoint)
     assert rm.gain == pytest.approx(r.gain) and rm.bias == pytest.approx(r.bias)
     bon = run_best_of_n(BestOfNConfig(policy=tiny_pretrained, reward_model=r.checkpoint,
