@@ -79,6 +79,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "kl_estimator": ("k1", "k3"),
     "critic": ("shared", "reward_model"),
     "loss_type": ("sigmoid", "ipo", "hinge"),
+    "readout": ("eos", "sum"),
 }
 
 

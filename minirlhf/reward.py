@@ -94,19 +94,33 @@ def eos_positions(response_mask: np.ndarray) -> np.ndarray:
     ### END SOLUTION
 
 
+READOUTS = ("eos", "sum")
+
+
 class RewardModel:
-    """A GPT with a scalar ``reward`` head, read at each response's last token (its EOS)."""
+    """A GPT with a scalar ``reward`` head, read at each response's last token (its EOS).
+
+    ``readout="sum"`` is the alternative studied in chapter 4, section 7: the head's value at
+    every response token, summed. The gold reward is a sum over clauses, and one token's state,
+    built by attention (which averages), represents a sum only roughly.
+    """
 
     def __init__(self, model: GPT, tokenizer: CharTokenizer, gain: float = 1.0,
-                 bias: float = 0.0):
+                 bias: float = 0.0, readout: str = "eos"):
+        if readout not in READOUTS:
+            raise ValueError(f"RewardModel: readout {readout!r} is not one of "
+                             f"{', '.join(READOUTS)}")
         if "reward_head" not in model.scalar_heads:
             model.add_scalar_head("reward")
         self.model, self.tokenizer, self.gain, self.bias = model, tokenizer, gain, bias
+        self.readout = readout
 
     def raw(self, tokens: np.ndarray, response_mask: np.ndarray) -> Tensor:
         """Unnormalised scores with gradient. tokens, response_mask: (B, T) -> (B,)"""
         h = self.model.hidden(tokens)  # (B, T, C)
         per_token = self.model.scalar("reward", h)  # (B, T)
+        if self.readout == "sum":  # padding and prompt positions are masked out
+            return (per_token * Tensor(response_mask.astype(per_token.dtype))).sum(axis=1)
         return per_token[np.arange(len(tokens)), eos_positions(response_mask)]  # (B,)
 
     def encode(self, prompts: list[str], responses: list[str], finished: list[bool] | None = None
@@ -137,14 +151,15 @@ class RewardModel:
     def save(self, path: str | Path, extra: dict | None = None) -> None:
         save_model(path, self.model, self.tokenizer,
                    extra={"stage": "reward", "gain": self.gain, "bias": self.bias,
-                          **(extra or {})})
+                          "readout": self.readout, **(extra or {})})
 
     @classmethod
     def load(cls, path: str | Path) -> RewardModel:
         model, tokenizer, extra = load_model(path)
         if "reward_head" not in model.scalar_heads:
             raise ValueError(f"{path} is not a reward model (it has no reward head)")
-        return cls(model, tokenizer, float(extra.get("gain", 1.0)), float(extra.get("bias", 0.0)))
+        return cls(model, tokenizer, float(extra.get("gain", 1.0)), float(extra.get("bias", 0.0)),
+                   str(extra.get("readout", "eos")))
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -231,6 +246,7 @@ class RewardConfig:
     warmup_steps: int = 20  # linear warmup
     weight_decay: float = 0.0  # AdamW decay on Linear weights
     grad_clip: float = 1.0  # max global gradient norm
+    readout: str = "eos"  # score read at the EOS token ("eos") or summed over the response ("sum")
     margin: float = 0.0  # BT margin
     center_coef: float = 0.01  # reward-centering coefficient
     norm_samples: int = 512  # SFT samples used to fit the normalization gain and bias
@@ -311,7 +327,7 @@ def train_reward(config: RewardConfig) -> RewardResult:
                          "training pairs")
 
     model, tokenizer, _ = load_model(config.init)
-    rm = RewardModel(model, tokenizer)
+    rm = RewardModel(model, tokenizer, readout=config.readout)
     opt = AdamW(model.named_parameters(), lr=config.lr, weight_decay=config.weight_decay,
                 decay=decayed_parameter_names(model))
     batches = length_buckets(train, config.batch_size, rng)

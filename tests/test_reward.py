@@ -79,12 +79,13 @@ def test_plackett_luce_value():
     assert plackett_luce_loss(_t(s)).item() == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("readout", ["eos", "sum"])
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
-def test_right_padding_never_changes_a_score(tiny_pretrained, dtype, tol):
+def test_right_padding_never_changes_a_score(tiny_pretrained, dtype, tol, readout):
     """Causal attention never lets a token see the PAD after it, so the score is the same up to
     rounding (BLAS may sum in a different order for a longer matrix)."""
     model, tok, _ = load_model(tiny_pretrained)
-    rm = RewardModel(model, tok)
+    rm = RewardModel(model, tok, readout=readout)
     rm.model.reward_head.weight.data = RNG.normal(size=(32, 1)).astype(np.float32)
     rm.model.to(dtype)
     prompts, responses = ["the plot was", "the cast is not"], [" good.", " bad and really dull."]
@@ -96,6 +97,23 @@ def test_right_padding_never_changes_a_score(tiny_pretrained, dtype, tol):
     single = rm.raw(*rm.encode(prompts[:1], responses[:1])).data  # no padding at all
     np.testing.assert_allclose(single[0], a[0], rtol=tol, atol=0)
     assert abs(a[0] - a[1]) > 1e-3  # the scores do depend on the text
+
+
+def test_readouts_read_the_eos_or_sum_the_response(tiny_pretrained, tmp_path):
+    model, tok, _ = load_model(tiny_pretrained)
+    rm = RewardModel(model, tok)
+    rm.model.reward_head.weight.data = RNG.normal(size=(32, 1)).astype(np.float32)
+    tokens, mask = rm.encode(["the plot was", "the cast is not"], [" good.", " bad and dull."])
+    per_token = rm.model.scalar("reward", rm.model.hidden(tokens)).data  # (B, T)
+    last = [np.flatnonzero(row)[-1] for row in mask]  # each response's EOS
+    np.testing.assert_array_equal(rm.raw(tokens, mask).data, per_token[[0, 1], last])
+    rm.readout = "sum"
+    np.testing.assert_allclose(rm.raw(tokens, mask).data, (per_token * mask).sum(axis=1),
+                               rtol=1e-6)
+    rm.save(tmp_path / "rm.npz")
+    assert RewardModel.load(tmp_path / "rm.npz").readout == "sum"  # its users read it the same
+    with pytest.raises(ValueError, match="readout 'mean' is not one of eos, sum"):
+        RewardModel(model, tok, readout="mean")
 
 
 class _StubRM:
