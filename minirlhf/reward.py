@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from minirlhf import functional as F
 from minirlhf.checkpoint import load_model, save_model
-from minirlhf.config import validate
+from minirlhf.config import CHOICES, validate
 from minirlhf.model import GPT
 from minirlhf.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
 from minirlhf.plots import plot_calibration, plot_loss_curves
@@ -94,9 +94,6 @@ def eos_positions(response_mask: np.ndarray) -> np.ndarray:
     ### END SOLUTION
 
 
-READOUTS = ("eos", "sum")
-
-
 class RewardModel:
     """A GPT with a scalar ``reward`` head, read at each response's last token (its EOS).
 
@@ -107,9 +104,9 @@ class RewardModel:
 
     def __init__(self, model: GPT, tokenizer: CharTokenizer, gain: float = 1.0,
                  bias: float = 0.0, readout: str = "eos"):
-        if readout not in READOUTS:
+        if readout not in CHOICES["readout"]:  # the same choices the config check allows
             raise ValueError(f"RewardModel: readout {readout!r} is not one of "
-                             f"{', '.join(READOUTS)}")
+                             f"{', '.join(CHOICES['readout'])}")
         if "reward_head" not in model.scalar_heads:
             model.add_scalar_head("reward")
         self.model, self.tokenizer, self.gain, self.bias = model, tokenizer, gain, bias
