@@ -37,7 +37,7 @@ from minirlhf.evaluation import PolicyReport, policy_report
 from minirlhf.ppo import PPOConfig, train_ppo
 from minirlhf.preferences import PreferenceConfig, build_preference_data
 from minirlhf.pretrain import PretrainConfig, train_pretrain
-from minirlhf.reward import RewardConfig, train_reward
+from minirlhf.reward import RewardConfig, held_out_count, train_reward
 from minirlhf.sft import SFTConfig, train_sft
 from minirlhf.tasks import get_task
 
@@ -144,7 +144,7 @@ def _check_sizes(cfgs: dict[str, Any]) -> None:
     n_pairs = cfgs["preferences"].n_pairs
     rm = cfgs["reward"]
     used = min(n_pairs, rm.max_pairs) if rm.max_pairs else n_pairs
-    train_pairs = used - max(1, int(used * rm.val_fraction))  # the split train_reward makes
+    train_pairs = used - held_out_count(n_pairs, rm)  # the split train_reward makes
     if rm.batch_size > train_pairs:
         raise ConfigError(f"reward.batch_size = {rm.batch_size} is larger than the "
                           f"{train_pairs} training pairs (preferences.n_pairs = {n_pairs}); "

@@ -289,6 +289,13 @@ def fit_normalization(rm: RewardModel, prompts: list[str], responses: list[str],
     return gain, -gain * float(raw.mean())
 
 
+def held_out_count(n_pairs: int, config: RewardConfig) -> int:
+    """How many of ``n_pairs`` labelled pairs ``split_pairs`` holds out (at least one), after
+    ``max_pairs`` is applied. The pipeline checks batch sizes with it before any training."""
+    used = min(n_pairs, config.max_pairs) if config.max_pairs else n_pairs
+    return max(1, int(used * config.val_fraction))
+
+
 def split_pairs(pairs: list[PreferencePair], config: RewardConfig,
                 rng: np.random.Generator | None = None
                 ) -> tuple[list[PreferencePair], list[PreferencePair]]:
@@ -299,7 +306,7 @@ def split_pairs(pairs: list[PreferencePair], config: RewardConfig,
     order = rng.permutation(len(pairs))
     if config.max_pairs:
         order = order[: config.max_pairs]
-    n_val = max(1, int(len(order) * config.val_fraction))
+    n_val = held_out_count(len(pairs), config)
     return [pairs[i] for i in order[n_val:]], [pairs[i] for i in order[:n_val]]
 
 
