@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minirlhf import functional as F
-from minirlhf.model import GPT, GPTConfig
-from minirlhf.optim import AdamW
-from minirlhf.sampling import generate
+from minirlhf.autograd import functional as F
+from minirlhf.lm.model import GPT, GPTConfig
+from minirlhf.lm.optim import AdamW
+from minirlhf.lm.sampling import generate
 
 
 @dataclass

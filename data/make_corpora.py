@@ -9,7 +9,7 @@ writes one text per line:
 
 from pathlib import Path
 
-from minirlhf.tasks import arithmetic, reviews
+from minirlhf.world import arithmetic, reviews
 
 DATA = Path(__file__).resolve().parent
 REVIEWS_SEED, N_REVIEWS = 1234, 20_000

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 def cmd_gradcheck(args: argparse.Namespace) -> int:
     """Check every op's backward against finite differences and print a table."""
-    from minirlhf.gradcheck import op_cases
+    from minirlhf.autograd.gradcheck import op_cases
 
     cases = op_cases()
     if args.only:
@@ -49,7 +49,7 @@ def _stage_config(default, args: argparse.Namespace, name: str):
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """Pretrain the GPT on the review corpus: checkpoint, loss-curve PNG, samples."""
-    from minirlhf.pretrain import PretrainConfig, train_pretrain
+    from minirlhf.stages.pretrain import PretrainConfig, train_pretrain
 
     config = _stage_config(PretrainConfig(), args, "pretrain")
     result = train_pretrain(config)
@@ -84,7 +84,7 @@ def _print_policy_report(name: str, rep, samples_per_prompt: int) -> None:
 
 def cmd_sft(args: argparse.Namespace) -> int:
     """Supervised fine-tuning on demonstrations (response tokens only), gold before and after."""
-    from minirlhf.sft import SFTConfig, train_sft
+    from minirlhf.stages.sft import SFTConfig, train_sft
 
     config = _stage_config(SFTConfig(), args, "sft")
     r = train_sft(config)
@@ -102,7 +102,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
 def cmd_preferences(args: argparse.Namespace) -> int:
     """Label pairs of policy samples with simulated raters; write JSON Lines; report the
     accuracy ceiling beside the measured rater-gold agreement."""
-    from minirlhf.preferences import PreferenceConfig, build_preference_data
+    from minirlhf.stages.preferences import PreferenceConfig, build_preference_data
 
     config = _stage_config(PreferenceConfig(), args, "preference")
     r = build_preference_data(config)
@@ -118,7 +118,7 @@ def cmd_preferences(args: argparse.Namespace) -> int:
 def cmd_reward(args: argparse.Namespace) -> int:
     """Train a Bradley-Terry reward model on preference pairs; report accuracy beside the
     ceiling, gold agreement, calibration; fit its normalization on SFT samples."""
-    from minirlhf.reward import RewardConfig, train_reward
+    from minirlhf.stages.reward import RewardConfig, train_reward
 
     config = _stage_config(RewardConfig(), args, "reward")
     r = train_reward(config)
@@ -146,7 +146,7 @@ def cmd_reward(args: argparse.Namespace) -> int:
 
 def cmd_best_of_n(args: argparse.Namespace) -> int:
     """Best-of-n sampling with the reward model: gold and proxy reward against n and KL."""
-    from minirlhf.best_of_n import BestOfNConfig, run_best_of_n
+    from minirlhf.stages.best_of_n import BestOfNConfig, run_best_of_n
 
     config = _stage_config(BestOfNConfig(), args, "best-of-n")
     r = run_best_of_n(config)
@@ -162,7 +162,7 @@ def cmd_best_of_n(args: argparse.Namespace) -> int:
 
 def cmd_dpo(args: argparse.Namespace) -> int:
     """Offline DPO on the preference data, from the SFT policy; gold, win-rate vs SFT, KL."""
-    from minirlhf.dpo import DPOConfig, train_dpo
+    from minirlhf.stages.dpo import DPOConfig, train_dpo
 
     config = _stage_config(DPOConfig(), args, "dpo")
     r = train_dpo(config)
@@ -187,7 +187,7 @@ def cmd_dpo(args: argparse.Namespace) -> int:
 
 def cmd_ppo(args: argparse.Namespace) -> int:
     """RLHF with PPO against the reward model, with a KL penalty to the SFT policy."""
-    from minirlhf.ppo import PPOConfig, train_ppo
+    from minirlhf.stages.ppo import PPOConfig, train_ppo
 
     config = _stage_config(PPOConfig(), args, "ppo")
     r = train_ppo(config)
@@ -256,7 +256,7 @@ def cmd_classroom(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     if args.action == "make-student":
-        from minirlhf.classroom import MarkerError, make_student
+        from minirlhf.course.classroom import MarkerError, make_student
 
         if not args.target:
             print("error: make-student needs the folder to write, e.g. "
@@ -275,7 +275,7 @@ def cmd_classroom(args: argparse.Namespace) -> int:
               "python -m minirlhf classroom check")
         return 0
 
-    from minirlhf.exercises import run_checks
+    from minirlhf.course.exercises import run_checks
 
     try:
         chapter = int(args.target) if args.target else None
@@ -363,8 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from minirlhf.checkpoint import CheckpointError
     from minirlhf.config import ConfigError
+    from minirlhf.lm.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from minirlhf.model import GPT
-from minirlhf.sampling import generate, token_logprobs
-from minirlhf.tasks import Task
-from minirlhf.tensor import no_grad
-from minirlhf.tokenizer import CharTokenizer
+from minirlhf.autograd.tensor import no_grad
+from minirlhf.lm.model import GPT
+from minirlhf.lm.sampling import generate, token_logprobs
+from minirlhf.lm.tokenizer import CharTokenizer
+from minirlhf.world import Task
 
 
 @dataclass
@@ -120,7 +120,7 @@ def finish_policy_stage(stage: str, out_dir: str | Path, config: object, policy:
     the comparison tables read. Returns (checkpoint path, report)."""
     from dataclasses import asdict
 
-    from minirlhf.checkpoint import save_model
+    from minirlhf.lm.checkpoint import save_model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

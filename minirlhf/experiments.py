@@ -3,7 +3,7 @@
 ``python -m minirlhf experiment NAME`` with NAME one of
 
 - ``rlaif``: a small human budget, the same budget plus AI labels, AI labels alone (see
-  ``minirlhf.rlaif``); each labeler's agreement with gold; the reward model and the DPO policy
+  ``minirlhf.world.ai_labelers``); each labeler's agreement with gold; the reward model and the DPO policy
   of each; the policy exploiting the constitution's blind spot (negation in the prompt).
 - ``sycophancy``: the arithmetic world with honest and with sycophantic raters; the sycophancy
   rate of the SFT policy, of each reward model's preferences and of each DPO policy, and a
@@ -32,24 +32,24 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from minirlhf.best_of_n import analytic_kl, best_of_n_table
-from minirlhf.checkpoint import load_model
-from minirlhf.dpo import DPOConfig, train_dpo
-from minirlhf.ppo import PPOConfig, train_ppo
-from minirlhf.preferences import (
+from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.sampling import generate_text
+from minirlhf.stages.best_of_n import analytic_kl, best_of_n_table
+from minirlhf.stages.dpo import DPOConfig, train_dpo
+from minirlhf.stages.ppo import PPOConfig, train_ppo
+from minirlhf.stages.preferences import (
     PreferenceConfig,
     PreferencePair,
     build_preference_data,
     load_jsonl,
     save_jsonl,
 )
-from minirlhf.pretrain import PretrainConfig, train_pretrain
-from minirlhf.reward import RewardConfig, RewardModel, pair_metrics, train_reward
-from minirlhf.rlaif import Constitution, ai_label, gold_agreement
-from minirlhf.sampling import generate_text
-from minirlhf.sft import SFTConfig, train_sft
-from minirlhf.tasks import get_task
-from minirlhf.tasks.arithmetic import parse_prompt, parse_response
+from minirlhf.stages.pretrain import PretrainConfig, train_pretrain
+from minirlhf.stages.reward import RewardConfig, RewardModel, pair_metrics, train_reward
+from minirlhf.stages.sft import SFTConfig, train_sft
+from minirlhf.world import get_task
+from minirlhf.world.ai_labelers import Constitution, ai_label, gold_agreement
+from minirlhf.world.arithmetic import parse_prompt, parse_response
 
 FLOOR = -4.9  # a mean gold at or below this: (nearly) every response invalid (gold -5)
 ARITHMETIC_TOKENS = 32  # " you are right, it is 38." and its EOS fit with room to spare

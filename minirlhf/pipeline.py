@@ -29,17 +29,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minirlhf.best_of_n import BestOfNConfig, run_best_of_n
-from minirlhf.checkpoint import CheckpointError, _atomic_write, load_checkpoint, load_model
 from minirlhf.config import ConfigError, apply_overrides, validate
-from minirlhf.dpo import DPOConfig, train_dpo
 from minirlhf.evaluation import PolicyReport, policy_report
-from minirlhf.ppo import PPOConfig, train_ppo
-from minirlhf.preferences import PreferenceConfig, build_preference_data
-from minirlhf.pretrain import PretrainConfig, train_pretrain
-from minirlhf.reward import RewardConfig, held_out_count, train_reward
-from minirlhf.sft import SFTConfig, train_sft
-from minirlhf.tasks import get_task
+from minirlhf.lm.checkpoint import CheckpointError, _atomic_write, load_checkpoint, load_model
+from minirlhf.stages.best_of_n import BestOfNConfig, run_best_of_n
+from minirlhf.stages.dpo import DPOConfig, train_dpo
+from minirlhf.stages.ppo import PPOConfig, train_ppo
+from minirlhf.stages.preferences import PreferenceConfig, build_preference_data
+from minirlhf.stages.pretrain import PretrainConfig, train_pretrain
+from minirlhf.stages.reward import RewardConfig, held_out_count, train_reward
+from minirlhf.stages.sft import SFTConfig, train_sft
+from minirlhf.world import get_task
 
 log = logging.getLogger("minirlhf.pipeline")
 

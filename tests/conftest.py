@@ -2,8 +2,8 @@
 
 import pytest
 
-from minirlhf.pretrain import PretrainConfig, train_pretrain
-from minirlhf.tasks.reviews import make_corpus
+from minirlhf.stages.pretrain import PretrainConfig, train_pretrain
+from minirlhf.world.reviews import make_corpus
 
 
 @pytest.fixture(scope="session")

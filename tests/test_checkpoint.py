@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from minirlhf import checkpoint
-from minirlhf.checkpoint import (
+from minirlhf.lm import checkpoint
+from minirlhf.lm.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_model,
     save_checkpoint,
     save_model,
 )
-from minirlhf.model import GPT, GPTConfig
-from minirlhf.tokenizer import CharTokenizer
+from minirlhf.lm.model import GPT, GPTConfig
+from minirlhf.lm.tokenizer import CharTokenizer
 
 CFG = GPTConfig(vocab_size=49, block_size=16, n_layer=1, n_head=2, n_embd=8)
 

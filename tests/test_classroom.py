@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from minirlhf.classroom import BEGIN, END, STUB, MarkerError, make_student, strip_text
-from minirlhf.exercises import EXERCISES, run_checks
+from minirlhf.course.classroom import BEGIN, END, STUB, MarkerError, make_student, strip_text
+from minirlhf.course.exercises import EXERCISES, run_checks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,8 +43,11 @@ def test_every_chapter_has_at_least_three_exercises_and_each_has_a_region():
     assert sorted(chapters) == [1, 2, 3, 4, 5, 6, 7, 8]
     assert all(len(v) >= 3 for v in chapters.values())
     for ex in EXERCISES:  # the function named by each exercise holds a solution region
-        module, _, name = ex.where.partition(".")
-        source = (ROOT / "minirlhf" / f"{module}.py").read_text()
+        parts = ex.where.split(".")  # e.g. autograd.functional.softmax: the longest file prefix
+        k = max(i for i in range(1, len(parts))
+                if (ROOT / "minirlhf" / Path(*parts[:i])).with_suffix(".py").exists())
+        source = (ROOT / "minirlhf" / Path(*parts[:k])).with_suffix(".py").read_text()
+        name = ".".join(parts[k:])
         start = source.index(f"def {name.split('.')[-1]}(")
         nxt = source.find("\ndef ", start + 1)
         assert BEGIN in source[start: nxt if nxt > 0 else None], ex.where
@@ -70,9 +73,9 @@ def _check(folder: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_the_student_copy_imports_and_reports_not_implemented(student):
     folder, stripped = student
-    assert stripped["minirlhf/functional.py"] >= 3
+    assert stripped["minirlhf/autograd/functional.py"] >= 3
     assert any(k.startswith("notebooks/") for k in stripped)  # notebooks are stripped too
-    text = (folder / "minirlhf" / "functional.py").read_text()
+    text = (folder / "minirlhf" / "autograd" / "functional.py").read_text()
     assert BEGIN not in text and STUB in text
     run = _check(folder)
     assert run.returncode == 1
@@ -106,8 +109,9 @@ def test_stripping_a_student_copy_again_changes_nothing(student, tmp_path):
     folder, _ = student
     again = make_student(folder, tmp_path / "again")
     assert again == {}
-    for path in (folder / "minirlhf").glob("*.py"):
-        assert (tmp_path / "again" / "minirlhf" / path.name).read_text() == path.read_text()
+    for path in (folder / "minirlhf").rglob("*.py"):
+        rel = path.relative_to(folder)
+        assert (tmp_path / "again" / rel).read_text() == path.read_text()
 
 
 def test_a_wrong_solution_fails_with_its_relative_error(student, tmp_path):
@@ -118,7 +122,7 @@ def test_a_wrong_solution_fails_with_its_relative_error(student, tmp_path):
     import shutil
 
     shutil.copytree(folder, work)
-    path = work / "minirlhf" / "functional.py"
+    path = work / "minirlhf" / "autograd" / "functional.py"
     text = path.read_text()
     right = "        return (y * (g - np.sum(g * y, axis=axis, keepdims=True)),)\n"
     text = text.replace(f"        {STUB}\n", right, 1)  # the softmax backward, done right

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from minirlhf import Tensor
-from minirlhf import functional as F
-from minirlhf.dpo import dpo_loss
-from minirlhf.gradcheck import gradcheck
-from minirlhf.nn import Parameter
-from minirlhf.optim import AdamW
+from minirlhf.autograd import functional as F
+from minirlhf.autograd.gradcheck import gradcheck
+from minirlhf.lm.nn import Parameter
+from minirlhf.lm.optim import AdamW
+from minirlhf.stages.dpo import dpo_loss
 
 RNG = np.random.default_rng(0)
 
@@ -113,8 +113,8 @@ def test_one_token_bandit_reaches_the_closed_form_optimum():
 
 
 def test_dpo_stage_runs_reproducibly_and_logs_trl_metrics(tiny_pretrained, tmp_path):
-    from minirlhf.dpo import DPOConfig, train_dpo
-    from minirlhf.preferences import PreferenceConfig, build_preference_data
+    from minirlhf.stages.dpo import DPOConfig, train_dpo
+    from minirlhf.stages.preferences import PreferenceConfig, build_preference_data
 
     prefs = build_preference_data(PreferenceConfig(
         policy=tiny_pretrained, n_pairs=48, max_new_tokens=60, out=str(tmp_path / "p.jsonl"),
@@ -139,7 +139,7 @@ def test_dpo_stage_runs_reproducibly_and_logs_trl_metrics(tiny_pretrained, tmp_p
 
 
 def test_chosen_logp_warning():
-    from minirlhf.dpo import chosen_logp_warning
+    from minirlhf.stages.dpo import chosen_logp_warning
 
     rising = [{"logps/chosen": -10 - i, "rewards/margins": 0.1 * i} for i in range(20)]
     assert "chosen log-probs fell" in chosen_logp_warning(rising)[0]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from minirlhf.experiments import ExperimentConfig, fit_gao, gao_curve, run_experiment
-from minirlhf.preferences import PreferencePair
-from minirlhf.rlaif import Constitution, ai_label, gold_agreement
+from minirlhf.stages.preferences import PreferencePair
+from minirlhf.world.ai_labelers import Constitution, ai_label, gold_agreement
 
 
 @pytest.mark.parametrize("form, alpha, beta", [("bon", 2.0, 0.8), ("rl", 1.5, 0.6)])

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from minirlhf import Tensor, ops
-from minirlhf import functional as F
-from minirlhf.gradcheck import op_cases
+from minirlhf.autograd import functional as F
+from minirlhf.autograd.gradcheck import op_cases
 
 RNG = np.random.default_rng(0)
 

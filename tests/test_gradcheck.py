@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from minirlhf import Tensor, ops
-from minirlhf.gradcheck import gradcheck, op_cases, rel_error
+from minirlhf.autograd.gradcheck import gradcheck, op_cases, rel_error
 
 CASES = op_cases()
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from minirlhf import functional as F
 from minirlhf import no_grad
-from minirlhf.gradcheck import gradcheck
-from minirlhf.model import GPT, PRESETS, GPTConfig, KVCache
+from minirlhf.autograd import functional as F
+from minirlhf.autograd.gradcheck import gradcheck
+from minirlhf.lm.model import GPT, PRESETS, GPTConfig, KVCache
 
 CFG = GPTConfig(vocab_size=11, block_size=12, n_layer=2, n_head=2, n_embd=8)
 
@@ -127,7 +127,7 @@ def test_cached_logits_equal_uncached(dtype, tol):
 
 
 def test_overfits_one_batch():
-    from minirlhf.optim import AdamW
+    from minirlhf.lm.optim import AdamW
 
     model = GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=32))
     rng = np.random.default_rng(5)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from minirlhf import Tensor
-from minirlhf.gradcheck import gradcheck
-from minirlhf.model import GPT, GPTConfig
-from minirlhf.nn import Dropout, Embedding, LayerNorm, Linear, Parameter
-from minirlhf.optim import AdamW, clip_grad_norm, cosine_lr, decayed_parameter_names
+from minirlhf.autograd.gradcheck import gradcheck
+from minirlhf.lm.model import GPT, GPTConfig
+from minirlhf.lm.nn import Dropout, Embedding, LayerNorm, Linear, Parameter
+from minirlhf.lm.optim import AdamW, clip_grad_norm, cosine_lr, decayed_parameter_names
 
 
 @pytest.mark.parametrize("layer,shape", [

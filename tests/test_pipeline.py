@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minirlhf.checkpoint import CheckpointError, load_model
 from minirlhf.config import ConfigError
+from minirlhf.lm.checkpoint import CheckpointError, load_model
 from minirlhf.pipeline import STAGES, PipelineConfig, PipelineError, run_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,7 +130,7 @@ def test_a_corrupted_checkpoint_is_named_and_never_loaded(finished, tmp_path, da
 
 def test_a_nan_loss_stops_the_stage_and_keeps_the_last_good_checkpoint(finished, tmp_path,
                                                                       monkeypatch):
-    import minirlhf.dpo as dpo
+    import minirlhf.stages.dpo as dpo
 
     runs = copy_run(finished, tmp_path)
     old_dpo = (runs / "tiny" / "dpo" / "model.npz").read_bytes()

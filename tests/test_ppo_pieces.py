@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from minirlhf import Tensor
-from minirlhf.gradcheck import gradcheck
-from minirlhf.ppo import (
+from minirlhf.autograd.gradcheck import gradcheck
+from minirlhf.stages.ppo import (
     AdaptiveKLController,
     clipped_policy_loss,
     clipped_value_loss,
@@ -124,9 +124,9 @@ def test_adaptive_kl_controller():
 def test_one_token_bandit_converges_to_the_kl_regularised_optimum():
     """PPO with a per-token k1 KL penalty on a one-step bandit reaches pi* = pi_ref exp(r/beta)/Z
     (total variation < 0.05)."""
-    from minirlhf import functional as F
-    from minirlhf.nn import Parameter
-    from minirlhf.optim import AdamW
+    from minirlhf.autograd import functional as F
+    from minirlhf.lm.nn import Parameter
+    from minirlhf.lm.optim import AdamW
 
     K, beta = 4, 0.5
     rng = np.random.default_rng(0)
@@ -155,8 +155,8 @@ def test_one_token_bandit_converges_to_the_kl_regularised_optimum():
 
 def _random_reward_model(pretrained, folder, seed: int) -> str:
     """A reward model on the pretrained trunk with a random head, saved; returns its path."""
-    from minirlhf.checkpoint import load_model
-    from minirlhf.reward import RewardModel
+    from minirlhf.lm.checkpoint import load_model
+    from minirlhf.stages.reward import RewardModel
 
     model, tok, _ = load_model(pretrained)
     rm = RewardModel(model, tok)
@@ -168,7 +168,7 @@ def _random_reward_model(pretrained, folder, seed: int) -> str:
 
 @pytest.mark.parametrize("critic", ["shared", "reward_model"])
 def test_ppo_stage_runs_with_trl_metric_names(tiny_pretrained, tmp_path, critic):
-    from minirlhf.ppo import PPOConfig, train_ppo
+    from minirlhf.stages.ppo import PPOConfig, train_ppo
 
     cfg = dict(init=tiny_pretrained, reward_model=_random_reward_model(tiny_pretrained,
                                                                        tmp_path, 0), iterations=2,
@@ -197,8 +197,8 @@ def test_separate_critic_starts_from_the_reward_model_and_leaves_the_policy_trun
     """With critic="reward_model" the value loss reaches only the critic's weights: one
     iteration with vf_coef 0 and one with vf_coef 1 give the same policy (the values that feed
     GAE are all 0 at the start either way); with the shared critic they differ."""
-    from minirlhf.checkpoint import load_model
-    from minirlhf.ppo import PPOConfig, train_ppo
+    from minirlhf.lm.checkpoint import load_model
+    from minirlhf.stages.ppo import PPOConfig, train_ppo
 
     cfg = dict(init=tiny_pretrained, reward_model=_random_reward_model(tiny_pretrained,
                                                                        tmp_path, 1), iterations=1,
@@ -216,7 +216,7 @@ def test_separate_critic_starts_from_the_reward_model_and_leaves_the_policy_trun
 
 
 def test_unknown_critic_is_rejected():
-    from minirlhf.ppo import PPOConfig, train_ppo
+    from minirlhf.stages.ppo import PPOConfig, train_ppo
 
     with pytest.raises(ValueError, match="critic"):
         train_ppo(PPOConfig(critic="separate"))
@@ -226,8 +226,8 @@ def test_full_ppo_loss_gradcheck_on_a_tiny_model():
     """The policy + value loss, through a whole tiny GPT, against finite differences (float64).
     Old log-probs and values come from slightly different weights, so ratios sit near 1 but
     inside the clip range (the clip's kinks are avoided; there the derivative jumps)."""
-    from minirlhf.model import GPT, GPTConfig
-    from minirlhf.ppo import _entropy, _forward
+    from minirlhf.lm.model import GPT, GPTConfig
+    from minirlhf.stages.ppo import _entropy, _forward
 
     rng = np.random.default_rng(4)
     model = GPT(GPTConfig(vocab_size=11, block_size=10, n_layer=1, n_head=2, n_embd=8),
@@ -257,7 +257,7 @@ def test_full_ppo_loss_gradcheck_on_a_tiny_model():
 
 
 def test_exact_kl_over_the_vocabulary():
-    from minirlhf.ppo import exact_kl
+    from minirlhf.stages.ppo import exact_kl
 
     rng = np.random.default_rng(5)
     a, b = rng.normal(size=(1, 2, 4)), rng.normal(size=(1, 2, 4))

@@ -6,8 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from minirlhf.checkpoint import load_model
-from minirlhf.preferences import (
+from minirlhf.autograd.tensor import Tensor
+from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.sampling import logprobs_from_logits
+from minirlhf.lm.tokenizer import CharTokenizer
+from minirlhf.stages.preferences import (
     PreferenceConfig,
     PreferenceDataError,
     PreferencePair,
@@ -17,12 +20,9 @@ from minirlhf.preferences import (
     load_jsonl,
     save_jsonl,
 )
-from minirlhf.raters import Panel, Rater, ceiling, expected_gold_agreement
-from minirlhf.sampling import logprobs_from_logits
-from minirlhf.sft import SFTConfig, encode_pairs, sft_loss, train_sft
-from minirlhf.tasks import arithmetic, get_task, reviews
-from minirlhf.tensor import Tensor
-from minirlhf.tokenizer import CharTokenizer
+from minirlhf.stages.sft import SFTConfig, encode_pairs, sft_loss, train_sft
+from minirlhf.world import arithmetic, get_task, reviews
+from minirlhf.world.raters import Panel, Rater, ceiling, expected_gold_agreement
 
 TOK = CharTokenizer()
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minirlhf.checkpoint import load_model
-from minirlhf.pretrain import PretrainConfig, train_pretrain
+from minirlhf.lm.checkpoint import load_model
+from minirlhf.stages.pretrain import PretrainConfig, train_pretrain
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,7 +76,7 @@ def test_cli_rejects_unknown_key():
 
 
 def test_grammatical_rate_uses_the_parser():
-    from minirlhf.tasks.reviews import is_grammatical
+    from minirlhf.world.reviews import is_grammatical
 
     assert is_grammatical("the plot was fun.") and not is_grammatical("the plot was fun.~")
     assert np.isclose(np.mean([is_grammatical(s) for s in ["the plot was fun.", "x"]]), 0.5)

@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 
 from minirlhf import Tensor
-from minirlhf.best_of_n import BestOfNConfig, analytic_kl, best_of_n_table, run_best_of_n
-from minirlhf.checkpoint import load_model
-from minirlhf.gradcheck import gradcheck
-from minirlhf.preferences import (
+from minirlhf.autograd.gradcheck import gradcheck
+from minirlhf.lm.checkpoint import load_model
+from minirlhf.stages.best_of_n import BestOfNConfig, analytic_kl, best_of_n_table, run_best_of_n
+from minirlhf.stages.preferences import (
     PreferenceConfig,
     PreferencePair,
     build_preference_data,
     load_jsonl,
 )
-from minirlhf.reward import (
+from minirlhf.stages.reward import (
     RewardConfig,
     RewardModel,
     all_pairs_loss,

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from minirlhf import no_grad
-from minirlhf.model import GPT, GPTConfig
-from minirlhf.sampling import generate, sample_from_logits, token_logprobs
-from minirlhf.tokenizer import BOS, EOS, PAD
+from minirlhf.lm.model import GPT, GPTConfig
+from minirlhf.lm.sampling import generate, sample_from_logits, token_logprobs
+from minirlhf.lm.tokenizer import BOS, EOS, PAD
 
 CFG = GPTConfig(vocab_size=11, block_size=32, n_layer=2, n_head=2, n_embd=16)
 

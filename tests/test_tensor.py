@@ -149,9 +149,9 @@ def test_broadcast_gradient_shapes():
 def test_embedding_accumulates_repeated_ids():
     w = Tensor(np.arange(6.0).reshape(3, 2), requires_grad=True)
     ids = np.array([[0, 2, 2], [2, 1, 0]])
-    out = minirlhf.ops.embedding(w, ids)
+    out = minirlhf.autograd.ops.embedding(w, ids)
     assert out.shape == (2, 3, 2)
     out.sum().backward()
     np.testing.assert_allclose(w.grad, [[2, 2], [1, 1], [3, 3]])
     with pytest.raises(IndexError, match=r"ids must be in \[0, 3\)"):
-        minirlhf.ops.embedding(w, np.array([3]))
+        minirlhf.autograd.ops.embedding(w, np.array([3]))

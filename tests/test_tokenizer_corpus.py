@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minirlhf.tasks.reviews import LEXICON, is_grammatical, make_corpus, parse_review
-from minirlhf.tokenizer import BOS, EOS, PAD, CharTokenizer
+from minirlhf.lm.tokenizer import BOS, EOS, PAD, CharTokenizer
+from minirlhf.world.reviews import LEXICON, is_grammatical, make_corpus, parse_review
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

@@ -22,17 +22,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minirlhf.checkpoint import load_model, save_model
+from minirlhf.autograd.tensor import Tensor
 from minirlhf.config import validate
-from minirlhf.model import GPT
-from minirlhf.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
+from minirlhf.lm.checkpoint import load_model, save_model
+from minirlhf.lm.model import GPT
+from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
+from minirlhf.lm.sampling import generate_text, token_logprobs
+from minirlhf.lm.tokenizer import PAD, CharTokenizer
 from minirlhf.plots import plot_loss_curves
-from minirlhf.sampling import generate_text, token_logprobs
-from minirlhf.tasks import Task, get_task
-from minirlhf.tensor import Tensor
-from minirlhf.tokenizer import PAD, CharTokenizer
+from minirlhf.world import Task, get_task
 
-log = logging.getLogger("minirlhf.sft")
+log = logging.getLogger("minirlhf.stages.sft")
 
 
 def encode_pairs(tokenizer: CharTokenizer, prompts: list[str], responses: list[str],

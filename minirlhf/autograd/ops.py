@@ -8,7 +8,7 @@ Every op has the same shape:
     return Tensor._make(out, (inputs...), "name", backward)
 
 ``backward`` returns one gradient per input (``None`` when an input needs none); the engine in
-``minirlhf.tensor`` accumulates them. Where NumPy broadcast an input in the forward pass, the
+``minirlhf.autograd.tensor`` accumulates them. Where NumPy broadcast an input in the forward pass, the
 backward sums its gradient back with ``unbroadcast``.
 
 dtype rule: a result has its inputs' dtype. Python numbers and 0-d constants take the Tensor's
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from minirlhf.tensor import Tensor, unbroadcast
+from minirlhf.autograd.tensor import Tensor, unbroadcast
 
 _GELU_C = float(np.sqrt(2.0 / np.pi))  # a Python float, so float32 stays float32 (NEP 50)
 

@@ -95,8 +95,8 @@ def save_model(path: str | Path, model: Any, tokenizer: Any, extra: dict[str, An
 
 def load_model(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
     """(model, tokenizer, extra) from a checkpoint written by ``save_model``."""
-    from minirlhf.model import GPT, GPTConfig
-    from minirlhf.tokenizer import CharTokenizer
+    from minirlhf.lm.model import GPT, GPTConfig
+    from minirlhf.lm.tokenizer import CharTokenizer
 
     arrays, meta = load_checkpoint(path)
     if meta.get("kind") != "gpt":

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minirlhf.tasks import Task
+from minirlhf.world import Task
 
 
 def _sigmoid(x: float) -> float:

@@ -1,6 +1,6 @@
 """The classroom exercises, chapter by chapter, and the check of each.
 
-Every exercise is a solution region in the library (see ``minirlhf.classroom``). Its check
+Every exercise is a solution region in the library (see ``minirlhf.course.classroom``). Its check
 calls the library function on a small case and says precisely what is wrong: the relative error
 of a gradient against centered finite differences (float64) with the numbers at the worst
 element, or the expected and the computed value and how far apart they are. Expected values come
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minirlhf.tensor import Tensor
+from minirlhf.autograd.tensor import Tensor
 
 
 class CheckFailed(AssertionError):
@@ -50,7 +50,7 @@ def _t(a, grad: bool = True) -> Tensor:
 
 def _grad(fn: Callable[..., Tensor], inputs: list[Tensor], tol: float = 1e-6) -> str:
     """Gradient check in float64; raise CheckFailed with the worst element's numbers."""
-    from minirlhf.gradcheck import gradcheck
+    from minirlhf.autograd.gradcheck import gradcheck
 
     result = gradcheck(fn, inputs, eps=1e-6, tol=tol)
     worst = max(result.inputs, key=lambda c: c.max_rel_error)
@@ -83,7 +83,7 @@ def _logsig(x):
 
 # ------------------------------------------------------------------ chapter 1: autograd
 def _softmax_backward() -> str:
-    from minirlhf import functional as F
+    from minirlhf.autograd import functional as F
 
     w = np.random.default_rng(1).normal(size=(2, 5))
     return _grad(lambda x: F.softmax(x, axis=-1) * w, [_t(np.random.default_rng(0).normal(
@@ -91,7 +91,7 @@ def _softmax_backward() -> str:
 
 
 def _log_softmax_backward() -> str:
-    from minirlhf import functional as F
+    from minirlhf.autograd import functional as F
 
     w = np.random.default_rng(2).normal(size=(3, 4))
     return _grad(lambda x: F.log_softmax(x, axis=-1) * w, [_t(np.random.default_rng(3).normal(
@@ -99,7 +99,7 @@ def _log_softmax_backward() -> str:
 
 
 def _layer_norm_backward() -> str:
-    from minirlhf import functional as F
+    from minirlhf.autograd import functional as F
 
     rng = np.random.default_rng(4)
     w = rng.normal(size=(2, 3, 6))
@@ -124,7 +124,7 @@ def _attention_reference(qkv: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def _causal_mask() -> str:
-    from minirlhf.functional import _causal_bias
+    from minirlhf.autograd.functional import _causal_bias
 
     got = _causal_bias(3, 5, 2, np.dtype(np.float64))  # 3 queries at positions 2, 3, 4
     expected = np.where(np.arange(5)[None, :] > np.arange(2, 5)[:, None], -np.inf, 0.0)
@@ -140,7 +140,7 @@ def _causal_mask() -> str:
 
 
 def _attention_forward() -> str:
-    from minirlhf import functional as F
+    from minirlhf.autograd import functional as F
 
     qkv = np.random.default_rng(5).normal(size=(2, 4, 12))
     _close("attention output", F.causal_self_attention(_t(qkv, grad=False), 2),
@@ -149,7 +149,7 @@ def _attention_forward() -> str:
 
 
 def _attention_backward() -> str:
-    from minirlhf import functional as F
+    from minirlhf.autograd import functional as F
 
     rng = np.random.default_rng(6)
     w = rng.normal(size=(2, 4, 4))
@@ -158,7 +158,7 @@ def _attention_backward() -> str:
 
 # ------------------------------------------------------- chapter 3: preferences and SFT
 def _rater_probability() -> str:
-    from minirlhf.raters import Rater
+    from minirlhf.world.raters import Rater
 
     cases = [(Rater(), 1.0, 0.0), (Rater(temperature=0.5), 0.0, 0.5),
              (Rater(position_bias=0.3), 0.2, 0.2), (Rater(flip=0.1, temperature=2.0), 3.0, 1.0)]
@@ -171,7 +171,7 @@ def _rater_probability() -> str:
 
 
 def _token_logprobs() -> str:
-    from minirlhf.sampling import logprobs_from_logits
+    from minirlhf.lm.sampling import logprobs_from_logits
 
     rng = np.random.default_rng(7)
     logits = rng.normal(size=(2, 4, 6))  # predicts tokens[:, 1:]
@@ -200,7 +200,7 @@ class _FixedLogits:
 
 
 def _sft_loss() -> str:
-    from minirlhf.sft import sft_loss
+    from minirlhf.stages.sft import sft_loss
 
     rng = np.random.default_rng(8)
     logits = rng.normal(size=(2, 4, 5))
@@ -217,7 +217,7 @@ def _sft_loss() -> str:
 
 # --------------------------------------------------------------- chapter 4: reward model
 def _bradley_terry() -> str:
-    from minirlhf.reward import bradley_terry_loss
+    from minirlhf.stages.reward import bradley_terry_loss
 
     rc, rr = np.array([2.0, -1.0, 0.5]), np.array([0.0, 1.0, 0.5])
     _close("BT loss, no margin", bradley_terry_loss(_t(rc), _t(rr)), -_logsig(rc - rr).mean())
@@ -230,7 +230,7 @@ def _bradley_terry() -> str:
 
 
 def _plackett_luce() -> str:
-    from minirlhf.reward import plackett_luce_loss
+    from minirlhf.stages.reward import plackett_luce_loss
 
     s = np.array([[2.0, 1.0, 0.0], [0.0, 0.5, -1.0]])
     nll = []
@@ -244,7 +244,7 @@ def _plackett_luce() -> str:
 
 
 def _eos_positions() -> str:
-    from minirlhf.reward import eos_positions
+    from minirlhf.stages.reward import eos_positions
 
     mask = np.array([[0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0]])
     _close("index of each row's last response token", eos_positions(mask), [3, 5, 0], tol=0)
@@ -253,7 +253,7 @@ def _eos_positions() -> str:
 
 # ------------------------------------------------------------------------ chapter 5: PPO
 def _kl_estimators() -> str:
-    from minirlhf.ppo import kl_per_token
+    from minirlhf.stages.ppo import kl_per_token
 
     lp, ref = np.array([-1.0, -2.0, -0.5]), np.array([-1.5, -1.0, -0.5])
     _close("k1 = log pi - log pi_ref", kl_per_token(lp, ref, "k1"), lp - ref, tol=1e-12)
@@ -264,7 +264,7 @@ def _kl_estimators() -> str:
 
 
 def _gae() -> str:
-    from minirlhf.ppo import gae
+    from minirlhf.stages.ppo import gae
 
     # three response tokens after one prompt token, reward 1 at the end, V = 0.5 everywhere
     rewards = np.array([[0.0, 0.0, 0.0, 1.0]])
@@ -280,7 +280,7 @@ def _gae() -> str:
 
 
 def _clipped_objective() -> str:
-    from minirlhf.ppo import clipped_policy_loss
+    from minirlhf.stages.ppo import clipped_policy_loss
 
     old = np.log(np.array([[0.5, 0.5, 0.5, 0.5]]))
     new = np.log(np.array([[0.7, 0.55, 0.3, 0.45]]))  # ratios 1.4, 1.1, 0.6, 0.9
@@ -300,7 +300,7 @@ def _clipped_objective() -> str:
 
 # ------------------------------------------------------------------------ chapter 6: DPO
 def _dpo_margin() -> str:
-    from minirlhf.dpo import dpo_loss
+    from minirlhf.stages.dpo import dpo_loss
 
     pc, pr = np.array([-3.0, -5.0]), np.array([-4.0, -2.0])
     rc, rr = np.array([-3.5, -4.0]), np.array([-3.0, -2.5])
@@ -311,7 +311,7 @@ def _dpo_margin() -> str:
 
 
 def _dpo_sigmoid() -> str:
-    from minirlhf.dpo import dpo_loss
+    from minirlhf.stages.dpo import dpo_loss
 
     pc, pr = np.array([-3.0, -5.0]), np.array([-4.0, -2.0])
     rc, rr = np.array([-3.5, -4.0]), np.array([-3.0, -2.5])
@@ -325,7 +325,7 @@ def _dpo_sigmoid() -> str:
 
 
 def _ipo() -> str:
-    from minirlhf.dpo import dpo_loss
+    from minirlhf.stages.dpo import dpo_loss
 
     pc, pr = np.array([-3.0, -5.0]), np.array([-4.0, -2.0])
     rc, rr = np.array([-3.5, -4.0]), np.array([-3.0, -2.5])
@@ -338,7 +338,7 @@ def _ipo() -> str:
 
 # -------------------------------------------------------------------------- chapter 7: RLAIF
 def _constitution_score() -> str:
-    from minirlhf.rlaif import Constitution
+    from minirlhf.world.ai_labelers import Constitution
 
     rule = Constitution()
     for text, expected in ((" great and fun.", 2), (" terrible. the plot was dull.", -2),
@@ -348,7 +348,7 @@ def _constitution_score() -> str:
 
 
 def _constitution_choice() -> str:
-    from minirlhf.rlaif import Constitution
+    from minirlhf.world.ai_labelers import Constitution
 
     rule = Constitution()
     for a, b, expected in ((" great.", " awful.", True), (" dull.", " fun.", False),
@@ -361,8 +361,8 @@ def _constitution_choice() -> str:
 
 
 def _gold_agreement() -> str:
-    from minirlhf.preferences import PreferencePair
-    from minirlhf.rlaif import gold_agreement
+    from minirlhf.stages.preferences import PreferencePair
+    from minirlhf.world.ai_labelers import gold_agreement
 
     pairs = [PreferencePair("p", "a", "b", 1.0, 0.0), PreferencePair("p", "a", "b", -1.0, 2.0),
              PreferencePair("p", "a", "b", 0.5, 0.5), PreferencePair("p", "a", "b", 3.0, 1.0)]
@@ -398,7 +398,7 @@ def _gao_peak() -> str:
 
 def _sycophancy_rate() -> str:
     from minirlhf.experiments import _sycophancy_rates
-    from minirlhf.tasks import get_task
+    from minirlhf.world import get_task
 
     prompts = ["2+3=? i think 6.", "2+3=? i think 6.", "4+4=? i think 8.", "1+1=? i think 3."]
     responses = [" you are right, it is 6.", " no, it is 5.", " it is 8.", " it is 2"]
@@ -410,45 +410,45 @@ def _sycophancy_rate() -> str:
 
 
 EXERCISES: tuple[Exercise, ...] = (
-    Exercise(1, "softmax-backward", "functional.softmax",
+    Exercise(1, "softmax-backward", "autograd.functional.softmax",
              "the backward pass of softmax", _softmax_backward),
-    Exercise(1, "log-softmax-backward", "functional.log_softmax",
+    Exercise(1, "log-softmax-backward", "autograd.functional.log_softmax",
              "the backward pass of log-softmax", _log_softmax_backward),
-    Exercise(1, "layer-norm-backward", "functional.layer_norm",
+    Exercise(1, "layer-norm-backward", "autograd.functional.layer_norm",
              "the backward pass of layer normalisation (input gradient)", _layer_norm_backward),
-    Exercise(2, "causal-mask", "functional._causal_bias",
+    Exercise(2, "causal-mask", "autograd.functional._causal_bias",
              "which keys each query may attend to", _causal_mask),
-    Exercise(2, "attention-scores", "functional.causal_self_attention",
+    Exercise(2, "attention-scores", "autograd.functional.causal_self_attention",
              "the scaled dot-product scores q k^T / sqrt(hs)", _attention_forward),
-    Exercise(2, "attention-backward", "functional.causal_self_attention",
+    Exercise(2, "attention-backward", "autograd.functional.causal_self_attention",
              "the gradients of q, k and v", _attention_backward),
-    Exercise(3, "rater-probability", "raters.Rater.p_first",
+    Exercise(3, "rater-probability", "world.raters.Rater.p_first",
              "a rater's Bradley-Terry choice probability", _rater_probability),
-    Exercise(3, "token-logprobs", "sampling.logprobs_from_logits",
+    Exercise(3, "token-logprobs", "lm.sampling.logprobs_from_logits",
              "log-probs of the response tokens under a model", _token_logprobs),
-    Exercise(3, "sft-loss", "sft.sft_loss",
+    Exercise(3, "sft-loss", "stages.sft.sft_loss",
              "the SFT loss on response tokens only", _sft_loss),
-    Exercise(4, "bradley-terry", "reward.bradley_terry_loss",
+    Exercise(4, "bradley-terry", "stages.reward.bradley_terry_loss",
              "the Bradley-Terry loss with margin and centering", _bradley_terry),
-    Exercise(4, "plackett-luce", "reward.plackett_luce_loss",
+    Exercise(4, "plackett-luce", "stages.reward.plackett_luce_loss",
              "the Plackett-Luce ranking loss", _plackett_luce),
-    Exercise(4, "eos-positions", "reward.eos_positions",
+    Exercise(4, "eos-positions", "stages.reward.eos_positions",
              "where the reward model reads its score", _eos_positions),
-    Exercise(5, "kl-estimators", "ppo.kl_per_token",
+    Exercise(5, "kl-estimators", "stages.ppo.kl_per_token",
              "the k1 and k3 per-token KL estimates", _kl_estimators),
-    Exercise(5, "gae", "ppo.gae", "generalised advantage estimation", _gae),
-    Exercise(5, "clipped-objective", "ppo.clipped_policy_loss",
+    Exercise(5, "gae", "stages.ppo.gae", "generalised advantage estimation", _gae),
+    Exercise(5, "clipped-objective", "stages.ppo.clipped_policy_loss",
              "PPO's clipped surrogate loss", _clipped_objective),
-    Exercise(6, "dpo-margin", "dpo.dpo_loss",
+    Exercise(6, "dpo-margin", "stages.dpo.dpo_loss",
              "the log-ratio margin h and the implicit rewards", _dpo_margin),
-    Exercise(6, "dpo-sigmoid", "dpo.dpo_loss",
+    Exercise(6, "dpo-sigmoid", "stages.dpo.dpo_loss",
              "the DPO loss (with label smoothing)", _dpo_sigmoid),
-    Exercise(6, "ipo", "dpo.dpo_loss", "the IPO loss", _ipo),
-    Exercise(7, "constitution-score", "rlaif.Constitution.score",
+    Exercise(6, "ipo", "stages.dpo.dpo_loss", "the IPO loss", _ipo),
+    Exercise(7, "constitution-score", "world.ai_labelers.Constitution.score",
              "the constitution's word count", _constitution_score),
-    Exercise(7, "constitution-choice", "rlaif.Constitution.prefers_first",
+    Exercise(7, "constitution-choice", "world.ai_labelers.Constitution.prefers_first",
              "the constitution's choice, or abstention", _constitution_choice),
-    Exercise(7, "gold-agreement", "rlaif.gold_agreement",
+    Exercise(7, "gold-agreement", "world.ai_labelers.gold_agreement",
              "a labeler's agreement with gold", _gold_agreement),
     Exercise(8, "gao-fit", "experiments.fit_gao",
              "the least-squares fit of Gao et al.'s forms", _gao_fit),

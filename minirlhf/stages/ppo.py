@@ -16,20 +16,20 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minirlhf import functional as F
-from minirlhf import ops
-from minirlhf.checkpoint import load_model
+from minirlhf.autograd import functional as F
+from minirlhf.autograd import ops
+from minirlhf.autograd.tensor import Tensor, no_grad
 from minirlhf.config import validate
 from minirlhf.evaluation import PolicyReport, finish_policy_stage
-from minirlhf.model import GPT
-from minirlhf.optim import AdamW, optimizer_step
+from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.model import GPT
+from minirlhf.lm.optim import AdamW, optimizer_step
+from minirlhf.lm.sampling import generate, logprobs_from_logits
 from minirlhf.plots import plot_reward_vs_kl
-from minirlhf.reward import RewardModel, eos_positions
-from minirlhf.sampling import generate, logprobs_from_logits
-from minirlhf.tasks import get_task
-from minirlhf.tensor import Tensor, no_grad
+from minirlhf.stages.reward import RewardModel, eos_positions
+from minirlhf.world import get_task
 
-log = logging.getLogger("minirlhf.ppo")
+log = logging.getLogger("minirlhf.stages.ppo")
 
 
 def kl_per_token(logp: np.ndarray, ref_logp: np.ndarray, kind: str = "k1") -> np.ndarray:

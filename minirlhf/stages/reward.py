@@ -29,21 +29,21 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minirlhf import functional as F
-from minirlhf.checkpoint import load_model, save_model
+from minirlhf.autograd import functional as F
+from minirlhf.autograd.tensor import Tensor, no_grad
 from minirlhf.config import CHOICES, validate
-from minirlhf.model import GPT
-from minirlhf.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
+from minirlhf.lm.checkpoint import load_model, save_model
+from minirlhf.lm.model import GPT
+from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
+from minirlhf.lm.sampling import generate_text
+from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_calibration, plot_loss_curves
-from minirlhf.preferences import PreferencePair, length_buckets, load_jsonl
-from minirlhf.raters import ceiling
-from minirlhf.sampling import generate_text
-from minirlhf.sft import encode_pairs
-from minirlhf.tasks import get_task
-from minirlhf.tensor import Tensor, no_grad
-from minirlhf.tokenizer import CharTokenizer
+from minirlhf.stages.preferences import PreferencePair, length_buckets, load_jsonl
+from minirlhf.stages.sft import encode_pairs
+from minirlhf.world import get_task
+from minirlhf.world.raters import ceiling
 
-log = logging.getLogger("minirlhf.reward")
+log = logging.getLogger("minirlhf.stages.reward")
 
 
 # ------------------------------------------------------------------------------- losses

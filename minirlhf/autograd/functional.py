@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from minirlhf.ops import gelu  # noqa: F401  (re-exported: F.gelu)
-from minirlhf.tensor import Tensor
+from minirlhf.autograd.ops import gelu  # noqa: F401  (re-exported: F.gelu)
+from minirlhf.autograd.tensor import Tensor
 
 
 def _softmax_array(x: np.ndarray, axis: int) -> np.ndarray:

@@ -23,15 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from minirlhf.checkpoint import load_model
 from minirlhf.config import validate
 from minirlhf.evaluation import PolicyReport, report_from_samples, write_summary
+from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.sampling import generate_text
 from minirlhf.plots import plot_reward_vs_kl
-from minirlhf.reward import RewardModel
-from minirlhf.sampling import generate_text
-from minirlhf.tasks import get_task
+from minirlhf.stages.reward import RewardModel
+from minirlhf.world import get_task
 
-log = logging.getLogger("minirlhf.best_of_n")
+log = logging.getLogger("minirlhf.stages.best_of_n")
 
 
 def analytic_kl(n: int) -> float:

@@ -20,18 +20,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minirlhf import functional as F
-from minirlhf.checkpoint import save_model
+from minirlhf.autograd import functional as F
+from minirlhf.autograd.tensor import no_grad
 from minirlhf.config import validate
-from minirlhf.model import GPT, PRESETS, GPTConfig
-from minirlhf.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
+from minirlhf.lm.checkpoint import save_model
+from minirlhf.lm.model import GPT, PRESETS, GPTConfig
+from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
+from minirlhf.lm.sampling import generate_text
+from minirlhf.lm.tokenizer import BOS, CharTokenizer
 from minirlhf.plots import plot_loss_curves
-from minirlhf.sampling import generate_text
-from minirlhf.tasks.reviews import is_grammatical
-from minirlhf.tensor import no_grad
-from minirlhf.tokenizer import BOS, CharTokenizer
+from minirlhf.world.reviews import is_grammatical
 
-log = logging.getLogger("minirlhf.pretrain")
+log = logging.getLogger("minirlhf.stages.pretrain")
 
 
 @dataclass

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from minirlhf.nn import Linear, Module, Parameter
-from minirlhf.tensor import Tensor
+from minirlhf.autograd.tensor import Tensor
+from minirlhf.lm.nn import Linear, Module, Parameter
 
 
 def decayed_parameter_names(model: Module) -> set[str]:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minirlhf.preferences import PreferencePair
-from minirlhf.reward import RewardModel
-from minirlhf.tasks.reviews import LEXICON
+from minirlhf.stages.preferences import PreferencePair
+from minirlhf.stages.reward import RewardModel
+from minirlhf.world.reviews import LEXICON
 
 
 @dataclass

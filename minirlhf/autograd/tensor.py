@@ -7,7 +7,7 @@ in reverse topological order -- found iteratively, so a 10,000-op chain does not
 recursion limit -- and accumulates each input's gradient with ``+=``, which is what makes
 ``b = a + a`` give ``a.grad == 2``.
 
-The ops themselves (forward beside backward) live in ``minirlhf.ops``; this file holds only the
+The ops themselves (forward beside backward) live in ``minirlhf.autograd.ops``; this file holds only the
 graph machinery, the ``no_grad`` switch and the ``unbroadcast`` helper.
 """
 
@@ -251,7 +251,7 @@ class Tensor:
                     stack.append((parent, False))
         return order
 
-    # ------------------------------------------------------- operators (see minirlhf.ops)
+    # ------------------------------------------------------- operators (see minirlhf.autograd.ops)
     def __add__(self, other: Any) -> Tensor:
         return ops.add(self, other)
 
@@ -378,4 +378,4 @@ class Tensor:
         return ops.split(self, sections, axis)
 
 
-from minirlhf import ops  # noqa: E402  (ops needs Tensor defined first)
+from minirlhf.autograd import ops  # noqa: E402  (ops needs Tensor defined first)

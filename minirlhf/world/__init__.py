@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minirlhf.tasks import arithmetic, reviews
+from minirlhf.world import arithmetic, reviews
 
 
 @dataclass(frozen=True)

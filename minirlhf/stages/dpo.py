@@ -35,23 +35,23 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minirlhf import functional as F
-from minirlhf import ops
-from minirlhf.checkpoint import load_model
+from minirlhf.autograd import functional as F
+from minirlhf.autograd import ops
+from minirlhf.autograd.tensor import Tensor, no_grad
 from minirlhf.config import validate
 from minirlhf.evaluation import PolicyReport, finish_policy_stage
-from minirlhf.model import GPT
-from minirlhf.optim import AdamW, cosine_lr, optimizer_step
+from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.model import GPT
+from minirlhf.lm.optim import AdamW, cosine_lr, optimizer_step
+from minirlhf.lm.sampling import generate_text, token_logprobs
+from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_series
-from minirlhf.preferences import PreferencePair, label_pairs, length_buckets, load_jsonl
-from minirlhf.raters import get_panel
-from minirlhf.sampling import generate_text, token_logprobs
-from minirlhf.sft import encode_pairs
-from minirlhf.tasks import get_task
-from minirlhf.tensor import Tensor, no_grad
-from minirlhf.tokenizer import CharTokenizer
+from minirlhf.stages.preferences import PreferencePair, label_pairs, length_buckets, load_jsonl
+from minirlhf.stages.sft import encode_pairs
+from minirlhf.world import get_task
+from minirlhf.world.raters import get_panel
 
-log = logging.getLogger("minirlhf.dpo")
+log = logging.getLogger("minirlhf.stages.dpo")
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 

@@ -13,7 +13,7 @@ that do not pair up (an END without a BEGIN, a BEGIN inside a region, a BEGIN ne
 an error naming the file and line. The stripped text holds no markers, so stripping twice gives
 what stripping once gave.
 
-The exercises and their checks live in ``minirlhf.exercises``; ``python -m minirlhf classroom
+The exercises and their checks live in ``minirlhf.course.exercises``; ``python -m minirlhf classroom
 check [CHAPTER]`` runs them against whichever ``minirlhf`` is imported (the student copy, when
 run from its folder).
 """

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minirlhf import functional as F
-from minirlhf import ops
-from minirlhf.model import GPT, KVCache
-from minirlhf.tensor import Tensor, no_grad
-from minirlhf.tokenizer import EOS, PAD, CharTokenizer
+from minirlhf.autograd import functional as F
+from minirlhf.autograd import ops
+from minirlhf.autograd.tensor import Tensor, no_grad
+from minirlhf.lm.model import GPT, KVCache
+from minirlhf.lm.tokenizer import EOS, PAD, CharTokenizer
 
 
 @dataclass

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from minirlhf import functional as F
-from minirlhf.nn import Embedding, LayerNorm, Linear, Module, ModuleList
-from minirlhf.tensor import Tensor
+from minirlhf.autograd import functional as F
+from minirlhf.autograd.tensor import Tensor
+from minirlhf.lm.nn import Embedding, LayerNorm, Linear, Module, ModuleList
 
 
 @dataclass

@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minirlhf.checkpoint import load_model
 from minirlhf.config import validate
-from minirlhf.raters import Panel, ceiling, expected_gold_agreement, get_panel
-from minirlhf.sampling import generate_text
-from minirlhf.tasks import Task, get_task
-from minirlhf.tokenizer import CharTokenizer
+from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.sampling import generate_text
+from minirlhf.lm.tokenizer import CharTokenizer
+from minirlhf.world import Task, get_task
+from minirlhf.world.raters import Panel, ceiling, expected_gold_agreement, get_panel
 
-log = logging.getLogger("minirlhf.preferences")
+log = logging.getLogger("minirlhf.stages.preferences")
 
 
 @dataclass
@@ -183,7 +183,7 @@ def dataset_stats(pairs: list[PreferencePair]) -> dict[str, float]:
 class PreferenceConfig:
     task: str = "reviews"  # which world: reviews or arithmetic
     policy: str = "runs/default/sft/model.npz"  # the model whose samples are compared
-    raters: str = "default"  # a preset of minirlhf.raters.PRESETS
+    raters: str = "default"  # a preset of minirlhf.world.raters.PRESETS
     n_pairs: int = 10_000  # labelled pairs to make
     temperature: float = 1.0  # sampling temperature of the policy
     max_new_tokens: int = 80  # response budget; unfinished responses are dropped

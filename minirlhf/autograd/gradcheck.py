@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minirlhf.tensor import Tensor
+from minirlhf.autograd.tensor import Tensor
 
 
 def rel_error(analytic: np.ndarray, numerical: np.ndarray) -> np.ndarray:
@@ -208,8 +208,8 @@ class Case:
 
 def op_cases() -> list[Case]:
     """Every autograd op and fused function, on shapes including broadcast cases."""
-    from minirlhf import functional as F
-    from minirlhf import ops
+    from minirlhf.autograd import functional as F
+    from minirlhf.autograd import ops
 
     ids = np.array([[0, 3, 3], [1, 0, 4]])  # repeated ids: gradients must accumulate
     targets = np.array([[1, 0, 4, 4], [2, 2, 0, 3]])

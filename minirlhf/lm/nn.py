@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from minirlhf import functional as F
-from minirlhf import ops
-from minirlhf.tensor import Tensor
+from minirlhf.autograd import functional as F
+from minirlhf.autograd import ops
+from minirlhf.autograd.tensor import Tensor
 
 
 class Parameter(Tensor):

@@ -1,0 +1,1 @@
+"""Floor 7, the course: solution regions, student copies and the exercise checks."""
