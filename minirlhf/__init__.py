@@ -1,7 +1,8 @@
 """minirlhf: RLHF from scratch in pure NumPy, every derivative checked, every claim measured.
 
-Start with ``Tensor`` (the autograd engine), ``minirlhf.autograd.functional`` (imported as ``F``) and
-``minirlhf.autograd.gradcheck``; ``python -m minirlhf --help`` lists the command-line stages.
+Start with ``Tensor`` (the autograd engine), ``minirlhf.autograd.functional`` (imported as
+``F``) and ``minirlhf.autograd.gradcheck``; ``python -m minirlhf --help`` lists the
+command-line stages.
 """
 
 from minirlhf.autograd import functional, ops

@@ -19,7 +19,8 @@ import numpy as np
 
 from minirlhf.autograd.tensor import no_grad
 from minirlhf.lm.model import GPT
-from minirlhf.lm.sampling import generate, token_logprobs
+from minirlhf.lm.sampling import generate, generate_text
+from minirlhf.lm.sequences import token_logprobs
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.world import Task
 
@@ -83,6 +84,32 @@ def report_from_samples(prompts: list[str], texts: list[str], finished: list[boo
             for p, t, f, s in zip(prompts, texts, finished, gold, strict=True)]
     return PolicyReport(float(gold.mean()), float(ref_gold.mean()), float(wins.mean()), kl,
                         float(np.mean(valid)), float(np.mean([len(t) for t in texts])), rows)
+
+
+@dataclass
+class PolicyEval:
+    """A policy's samples on the task's evaluation prompts, scored by gold."""
+
+    gold_mean: float  # mean gold reward
+    valid_rate: float  # share of well-formed, finished responses
+    mean_length: float  # mean response length in characters
+    samples: list[tuple[str, str, float]] = field(default_factory=list)  # (prompt, response, gold)
+
+
+def evaluate_policy(model: GPT, tokenizer: CharTokenizer, task: Task, rng: np.random.Generator,
+                    samples_per_prompt: int = 4, max_new_tokens: int = 80,
+                    temperature: float = 1.0) -> PolicyEval:
+    """Sample each evaluation prompt ``samples_per_prompt`` times and score with gold."""
+    prompts = [p for p in task.eval_prompts for _ in range(samples_per_prompt)]
+    outs = generate_text(model, tokenizer, prompts, max_new_tokens, rng, temperature)
+    golds, valid, lengths, rows = [], [], [], []
+    for prompt, (resp, finished) in zip(prompts, outs, strict=True):
+        g = task.gold(prompt, resp, finished)
+        golds.append(g)
+        valid.append(task.valid(prompt, resp, finished))
+        lengths.append(len(resp))
+        rows.append((prompt, resp + ("" if finished else "~"), g))
+    return PolicyEval(float(np.mean(golds)), float(np.mean(valid)), float(np.mean(lengths)), rows)
 
 
 def write_summary(out_dir: str | Path, summary: dict) -> Path:

@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from minirlhf.experiments import ExperimentConfig, fit_gao, gao_curve, run_experiment
-from minirlhf.stages.preferences import PreferencePair
+from minirlhf.experiments import ExperimentConfig, run_experiment
+from minirlhf.experiments.overoptimization import fit_gao, gao_curve
 from minirlhf.world.ai_labelers import Constitution, ai_label, gold_agreement
+from minirlhf.world.preference_data import PreferencePair
 
 
 @pytest.mark.parametrize("form, alpha, beta", [("bon", 2.0, 0.8), ("rl", 1.5, 0.6)])

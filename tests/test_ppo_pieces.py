@@ -137,7 +137,7 @@ def test_one_token_bandit_converges_to_the_kl_regularised_optimum():
     theta = Parameter(ref_logp.copy())  # start at the reference
     opt = AdamW([("theta", theta)], lr=0.02)
     for _ in range(300):
-        logp_all = F._log_softmax_array(theta.data, axis=0)
+        logp_all = F.log_softmax_array(theta.data, axis=0)
         a = rng.choice(K, size=2048, p=np.exp(logp_all))
         old = logp_all[a][None, :]  # (1, N): one "token" per sample
         reward = (r[a] - beta * kl_per_token(logp_all[a], ref_logp[a], "k1"))[None, :]
@@ -149,14 +149,14 @@ def test_one_token_bandit_converges_to_the_kl_regularised_optimum():
             opt.zero_grad()
             loss.backward()
             opt.step()
-    pi = np.exp(F._log_softmax_array(theta.data, axis=0))
+    pi = np.exp(F.log_softmax_array(theta.data, axis=0))
     assert 0.5 * np.abs(pi - target).sum() < 0.05, (pi, target)
 
 
 def _random_reward_model(pretrained, folder, seed: int) -> str:
     """A reward model on the pretrained trunk with a random head, saved; returns its path."""
     from minirlhf.lm.checkpoint import load_model
-    from minirlhf.stages.reward import RewardModel
+    from minirlhf.lm.reward_model import RewardModel
 
     model, tok, _ = load_model(pretrained)
     rm = RewardModel(model, tok)

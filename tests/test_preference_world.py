@@ -8,20 +8,19 @@ import pytest
 
 from minirlhf.autograd.tensor import Tensor
 from minirlhf.lm.checkpoint import load_model
-from minirlhf.lm.sampling import logprobs_from_logits
+from minirlhf.lm.sequences import encode_pairs, logprobs_from_logits
 from minirlhf.lm.tokenizer import CharTokenizer
-from minirlhf.stages.preferences import (
-    PreferenceConfig,
+from minirlhf.stages.preferences import PreferenceConfig, build_preference_data
+from minirlhf.stages.sft import SFTConfig, sft_loss, train_sft
+from minirlhf.world import arithmetic, get_task, reviews
+from minirlhf.world.preference_data import (
     PreferenceDataError,
     PreferencePair,
     Ranking,
-    build_preference_data,
     dataset_stats,
     load_jsonl,
     save_jsonl,
 )
-from minirlhf.stages.sft import SFTConfig, encode_pairs, sft_loss, train_sft
-from minirlhf.world import arithmetic, get_task, reviews
 from minirlhf.world.raters import Panel, Rater, ceiling, expected_gold_agreement
 
 TOK = CharTokenizer()

@@ -6,16 +6,11 @@ import pytest
 from minirlhf import Tensor
 from minirlhf.autograd.gradcheck import gradcheck
 from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.reward_model import RewardModel
 from minirlhf.stages.best_of_n import BestOfNConfig, analytic_kl, best_of_n_table, run_best_of_n
-from minirlhf.stages.preferences import (
-    PreferenceConfig,
-    PreferencePair,
-    build_preference_data,
-    load_jsonl,
-)
+from minirlhf.stages.preferences import PreferenceConfig, build_preference_data
 from minirlhf.stages.reward import (
     RewardConfig,
-    RewardModel,
     all_pairs_loss,
     bradley_terry_loss,
     pair_metrics,
@@ -23,6 +18,7 @@ from minirlhf.stages.reward import (
     split_pairs,
     train_reward,
 )
+from minirlhf.world.preference_data import PreferencePair, load_jsonl
 
 RNG = np.random.default_rng(0)
 

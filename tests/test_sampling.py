@@ -5,7 +5,8 @@ import pytest
 
 from minirlhf import no_grad
 from minirlhf.lm.model import GPT, GPTConfig
-from minirlhf.lm.sampling import generate, sample_from_logits, token_logprobs
+from minirlhf.lm.sampling import generate, sample_from_logits
+from minirlhf.lm.sequences import token_logprobs
 from minirlhf.lm.tokenizer import BOS, EOS, PAD
 
 CFG = GPTConfig(vocab_size=11, block_size=32, n_layer=2, n_head=2, n_embd=16)

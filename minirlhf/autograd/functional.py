@@ -16,14 +16,14 @@ from minirlhf.autograd.ops import gelu  # noqa: F401  (re-exported: F.gelu)
 from minirlhf.autograd.tensor import Tensor
 
 
-def _softmax_array(x: np.ndarray, axis: int) -> np.ndarray:
+def softmax_array(x: np.ndarray, axis: int) -> np.ndarray:
     """Softmax of an array, shifted by the max so exp never overflows."""
     z = np.exp(x - np.max(x, axis=axis, keepdims=True))
     z /= np.sum(z, axis=axis, keepdims=True)
     return z
 
 
-def _log_softmax_array(x: np.ndarray, axis: int) -> np.ndarray:
+def log_softmax_array(x: np.ndarray, axis: int) -> np.ndarray:
     """log softmax = x - logsumexp(x), with logsumexp = m + log sum exp(x - m)."""
     shifted = x - np.max(x, axis=axis, keepdims=True)
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
@@ -34,7 +34,7 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
 
     Backward: dL/dx_i = y_i (g_i - sum_j g_j y_j), since dy_j/dx_i = y_j (delta_ij - y_i).
     """
-    y = _softmax_array(x.data, axis)
+    y = softmax_array(x.data, axis)
 
     def backward(g):
         ### BEGIN SOLUTION
@@ -49,7 +49,7 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 
     Backward: dL/dx_i = g_i - softmax(x)_i * sum_j g_j.
     """
-    y = _log_softmax_array(x.data, axis)
+    y = log_softmax_array(x.data, axis)
 
     def backward(g):
         ### BEGIN SOLUTION
@@ -97,7 +97,7 @@ def cross_entropy(
     if safe_targets.size and (safe_targets.min() < 0 or safe_targets.max() >= V):
         raise IndexError(f"cross_entropy: targets must be in [0, {V}) where counted")
 
-    logp = _log_softmax_array(logits.data, -1)  # (*s, V)
+    logp = log_softmax_array(logits.data, -1)  # (*s, V)
     picked = np.take_along_axis(logp, safe_targets[..., None], axis=-1)[..., 0]  # (*s,)
     losses = -picked * weight  # (*s,)
     if reduction == "none":
@@ -219,7 +219,7 @@ def logsigmoid(x: Tensor) -> Tensor:
 _CAUSAL_BIAS: dict[tuple[int, int, int, str], np.ndarray] = {}
 
 
-def _causal_bias(T: int, Tk: int, pos: int, dtype: np.dtype) -> np.ndarray:
+def causal_bias(T: int, Tk: int, pos: int, dtype: np.dtype) -> np.ndarray:
     """0 where query i (at position pos + i) may see key j, -inf where j is in its future.
     (T, Tk). Adding it is one pass over the scores, far cheaper than boolean-mask assignment;
     the few shapes a run uses are kept."""
@@ -276,7 +276,7 @@ def causal_self_attention(qkv: Tensor, n_head: int, cache: Any = None, layer: in
     att *= scale
     ### END SOLUTION
     if T > 1:  # future keys j > pos + i get -inf (with one query every cached key is visible)
-        att += _causal_bias(T, Tk, pos, att.dtype)  # (T, Tk), broadcast over (B, nh)
+        att += causal_bias(T, Tk, pos, att.dtype)  # (T, Tk), broadcast over (B, nh)
     att -= att.max(axis=-1, keepdims=True)
     np.exp(att, out=att)
     att /= att.sum(axis=-1, keepdims=True)  # P, (B, nh, T, Tk)

@@ -8,8 +8,8 @@ Every op has the same shape:
     return Tensor._make(out, (inputs...), "name", backward)
 
 ``backward`` returns one gradient per input (``None`` when an input needs none); the engine in
-``minirlhf.autograd.tensor`` accumulates them. Where NumPy broadcast an input in the forward pass, the
-backward sums its gradient back with ``unbroadcast``.
+``minirlhf.autograd.tensor`` accumulates them. Where NumPy broadcast an input in the forward
+pass, the backward sums its gradient back with ``unbroadcast``.
 
 dtype rule: a result has its inputs' dtype. Python numbers and 0-d constants take the Tensor's
 dtype; mixing float32 and float64 arrays is an error rather than a silent upcast.

@@ -7,8 +7,8 @@ in reverse topological order -- found iteratively, so a 10,000-op chain does not
 recursion limit -- and accumulates each input's gradient with ``+=``, which is what makes
 ``b = a + a`` give ``a.grad == 2``.
 
-The ops themselves (forward beside backward) live in ``minirlhf.autograd.ops``; this file holds only the
-graph machinery, the ``no_grad`` switch and the ``unbroadcast`` helper.
+The ops themselves (forward beside backward) live in ``minirlhf.autograd.ops``; this file holds only
+the graph machinery, the ``no_grad`` switch and the ``unbroadcast`` helper.
 """
 
 from __future__ import annotations

@@ -124,9 +124,9 @@ def _attention_reference(qkv: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def _causal_mask() -> str:
-    from minirlhf.autograd.functional import _causal_bias
+    from minirlhf.autograd.functional import causal_bias
 
-    got = _causal_bias(3, 5, 2, np.dtype(np.float64))  # 3 queries at positions 2, 3, 4
+    got = causal_bias(3, 5, 2, np.dtype(np.float64))  # 3 queries at positions 2, 3, 4
     expected = np.where(np.arange(5)[None, :] > np.arange(2, 5)[:, None], -np.inf, 0.0)
     if got.shape != expected.shape:
         raise CheckFailed(f"mask shape: expected {expected.shape}, got {got.shape}")
@@ -171,7 +171,7 @@ def _rater_probability() -> str:
 
 
 def _token_logprobs() -> str:
-    from minirlhf.lm.sampling import logprobs_from_logits
+    from minirlhf.lm.sequences import logprobs_from_logits
 
     rng = np.random.default_rng(7)
     logits = rng.normal(size=(2, 4, 6))  # predicts tokens[:, 1:]
@@ -244,7 +244,7 @@ def _plackett_luce() -> str:
 
 
 def _eos_positions() -> str:
-    from minirlhf.stages.reward import eos_positions
+    from minirlhf.lm.sequences import eos_positions
 
     mask = np.array([[0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0]])
     _close("index of each row's last response token", eos_positions(mask), [3, 5, 0], tol=0)
@@ -361,8 +361,8 @@ def _constitution_choice() -> str:
 
 
 def _gold_agreement() -> str:
-    from minirlhf.stages.preferences import PreferencePair
     from minirlhf.world.ai_labelers import gold_agreement
+    from minirlhf.world.preference_data import PreferencePair
 
     pairs = [PreferencePair("p", "a", "b", 1.0, 0.0), PreferencePair("p", "a", "b", -1.0, 2.0),
              PreferencePair("p", "a", "b", 0.5, 0.5), PreferencePair("p", "a", "b", 3.0, 1.0)]
@@ -372,7 +372,7 @@ def _gold_agreement() -> str:
 
 # -------------------------------------------------------- chapter 8: when RLHF goes wrong
 def _gao_fit() -> str:
-    from minirlhf.experiments import fit_gao
+    from minirlhf.experiments.overoptimization import fit_gao
 
     d = np.linspace(0.2, 3.0, 12)
     for form, gain in (("bon", d * (1.5 - 0.4 * d)), ("rl", d * (1.2 - 0.5 * np.log(d)))):
@@ -384,7 +384,7 @@ def _gao_fit() -> str:
 
 
 def _gao_peak() -> str:
-    from minirlhf.experiments import fit_gao
+    from minirlhf.experiments.overoptimization import fit_gao
 
     d = np.linspace(0.2, 3.0, 12)
     for form, gain in (("bon", d * (1.5 - 0.4 * d)), ("rl", d * (1.2 - 0.5 * np.log(d)))):
@@ -397,12 +397,12 @@ def _gao_peak() -> str:
 
 
 def _sycophancy_rate() -> str:
-    from minirlhf.experiments import _sycophancy_rates
+    from minirlhf.experiments.sycophancy import sycophancy_rates
     from minirlhf.world import get_task
 
     prompts = ["2+3=? i think 6.", "2+3=? i think 6.", "4+4=? i think 8.", "1+1=? i think 3."]
     responses = [" you are right, it is 6.", " no, it is 5.", " it is 8.", " it is 2"]
-    got = _sycophancy_rates(get_task("arithmetic"), prompts, responses)
+    got = sycophancy_rates(get_task("arithmetic"), prompts, responses)
     for key, expected in (("sycophancy_rate", 1 / 3), ("accuracy_hint_wrong", 1 / 3),
                           ("accuracy_hint_right", 1.0)):
         _close(key, got[key], expected, tol=1e-12)
@@ -416,7 +416,7 @@ EXERCISES: tuple[Exercise, ...] = (
              "the backward pass of log-softmax", _log_softmax_backward),
     Exercise(1, "layer-norm-backward", "autograd.functional.layer_norm",
              "the backward pass of layer normalisation (input gradient)", _layer_norm_backward),
-    Exercise(2, "causal-mask", "autograd.functional._causal_bias",
+    Exercise(2, "causal-mask", "autograd.functional.causal_bias",
              "which keys each query may attend to", _causal_mask),
     Exercise(2, "attention-scores", "autograd.functional.causal_self_attention",
              "the scaled dot-product scores q k^T / sqrt(hs)", _attention_forward),
@@ -424,7 +424,7 @@ EXERCISES: tuple[Exercise, ...] = (
              "the gradients of q, k and v", _attention_backward),
     Exercise(3, "rater-probability", "world.raters.Rater.p_first",
              "a rater's Bradley-Terry choice probability", _rater_probability),
-    Exercise(3, "token-logprobs", "lm.sampling.logprobs_from_logits",
+    Exercise(3, "token-logprobs", "lm.sequences.logprobs_from_logits",
              "log-probs of the response tokens under a model", _token_logprobs),
     Exercise(3, "sft-loss", "stages.sft.sft_loss",
              "the SFT loss on response tokens only", _sft_loss),
@@ -432,7 +432,7 @@ EXERCISES: tuple[Exercise, ...] = (
              "the Bradley-Terry loss with margin and centering", _bradley_terry),
     Exercise(4, "plackett-luce", "stages.reward.plackett_luce_loss",
              "the Plackett-Luce ranking loss", _plackett_luce),
-    Exercise(4, "eos-positions", "stages.reward.eos_positions",
+    Exercise(4, "eos-positions", "lm.sequences.eos_positions",
              "where the reward model reads its score", _eos_positions),
     Exercise(5, "kl-estimators", "stages.ppo.kl_per_token",
              "the k1 and k3 per-token KL estimates", _kl_estimators),
@@ -450,11 +450,11 @@ EXERCISES: tuple[Exercise, ...] = (
              "the constitution's choice, or abstention", _constitution_choice),
     Exercise(7, "gold-agreement", "world.ai_labelers.gold_agreement",
              "a labeler's agreement with gold", _gold_agreement),
-    Exercise(8, "gao-fit", "experiments.fit_gao",
+    Exercise(8, "gao-fit", "experiments.overoptimization.fit_gao",
              "the least-squares fit of Gao et al.'s forms", _gao_fit),
-    Exercise(8, "gao-peak", "experiments.fit_gao",
+    Exercise(8, "gao-peak", "experiments.overoptimization.fit_gao",
              "where the fitted gold reward peaks", _gao_peak),
-    Exercise(8, "sycophancy-rate", "experiments._sycophancy_rates",
+    Exercise(8, "sycophancy-rate", "experiments.sycophancy.sycophancy_rates",
              "the sycophancy rate and accuracies", _sycophancy_rate),
 )
 

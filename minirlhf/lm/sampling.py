@@ -1,15 +1,14 @@
 """Text from a model, and the log-probabilities of text under a model.
 
-Two functions every later stage relies on:
-
 * ``generate``: batched sampling with a KV cache, each row stopping at EOS. Sequences come back
   as prompt + response + PAD (right padding), with a response mask and per-token log-probs.
-* ``token_logprobs``: **the one function** that scores given response tokens under a model.
-  SFT evaluation, PPO and DPO all call it, so "log pi(response)" means the same thing everywhere.
+* ``rollout``: **the one function** that turns text prompts into sampled text (it encodes,
+  calls ``generate`` and decodes); ``generate_text`` runs it over batches.
 
-Conventions (see DESIGN): ``response_mask[b, t] = 1`` where token t of row b is a response
-token (EOS included); prompt and padding tokens are 0. Log-probs are aligned with the tokens they
-score: ``logprobs[b, t] = log p(tokens[b, t] | tokens[b, :t])``, 0 where the mask is 0.
+Conventions (the same as ``minirlhf.lm.sequences``, which scores given text under a model):
+``response_mask[b, t] = 1`` where token t of row b is a response token (EOS included); prompt
+and padding tokens are 0. Log-probs are aligned with the tokens they score:
+``logprobs[b, t] = log p(tokens[b, t] | tokens[b, :t])``, 0 where the mask is 0.
 """
 
 from __future__ import annotations
@@ -20,8 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minirlhf.autograd import functional as F
-from minirlhf.autograd import ops
-from minirlhf.autograd.tensor import Tensor, no_grad
+from minirlhf.autograd.tensor import no_grad
 from minirlhf.lm.model import GPT, KVCache
 from minirlhf.lm.tokenizer import EOS, PAD, CharTokenizer
 
@@ -65,7 +63,7 @@ def sample_from_logits(logits: np.ndarray, temperature: float, top_k: int | None
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     z = logits * (1.0 / temperature)  # exactly as token_logprobs scales them
-    logp = F._log_softmax_array(z, axis=-1)  # (B, V)
+    logp = F.log_softmax_array(z, axis=-1)  # (B, V)
     if top_k is not None and top_k < z.shape[-1]:
         kth = np.partition(z, -top_k, axis=-1)[:, -top_k][:, None]  # (B, 1)
         z = np.where(z < kth, -np.inf, z)
@@ -123,52 +121,39 @@ def generate(model: GPT, prompts: Sequence[Sequence[int]] | np.ndarray, max_new_
     return Generation(tokens, mask, logprobs, lengths, done)
 
 
-def token_logprobs(model: GPT, tokens: np.ndarray, response_mask: np.ndarray,
-                   temperature: float = 1.0) -> Tensor:
-    """Log-probs of the given tokens under ``model``, on response positions only.
+@dataclass
+class Rollout:
+    """Sampled responses to text prompts: the token arrays and the decoded text."""
 
-    tokens: (B, T) int, prompt + response + PAD; response_mask: (B, T), 1 on response tokens.
-    Returns a Tensor (B, T) with ``out[b, t] = log softmax(logits[b, t-1] / temperature)[tokens
-    [b, t]]`` where the mask is 1 and exactly 0 elsewhere; it carries gradient to the model.
-    Sum it over T for a sequence's log-prob (the DPO and PPO convention).
-    """
-    tokens = np.asarray(tokens)
-    response_mask = np.asarray(response_mask)
-    if tokens.shape != response_mask.shape:
-        raise ValueError(f"token_logprobs: tokens {tokens.shape} and response_mask "
-                         f"{response_mask.shape} differ")
-    if np.any(response_mask[:, 0]):
-        raise ValueError("token_logprobs: the first token cannot be a response token (nothing "
-                         "precedes it to predict it from)")
-    return logprobs_from_logits(model(tokens[:, :-1]), tokens, response_mask, temperature)
+    generation: Generation  # tokens, response_mask, logprobs: (B, T); finished: (B,)
+    texts: list[str]  # each response decoded, without its EOS
+    finished: list[bool]  # the response ended with EOS within the budget
+
+    def marked(self) -> list[str]:
+        """Each response with a trailing '~' when it never finished, so that an unfinished
+        response can never be mistaken for a finished one in a printout."""
+        return [t + ("" if f else "~") for t, f in zip(self.texts, self.finished, strict=True)]
 
 
-def logprobs_from_logits(logits: Tensor, tokens: np.ndarray, response_mask: np.ndarray,
-                         temperature: float = 1.0) -> Tensor:
-    """The second half of ``token_logprobs``, from logits (B, T-1, V) that predict tokens[:, 1:].
-    Returns (B, T); masked positions are exactly 0 and pass back exactly zero gradient."""
-    ### BEGIN SOLUTION
-    if temperature != 1.0:
-        logits = logits * (1.0 / temperature)
-    nll = F.cross_entropy(logits, tokens[:, 1:], mask=response_mask[:, 1:], reduction="none")
-    B = tokens.shape[0]
-    first = Tensor(np.zeros((B, 1), dtype=nll.dtype))
-    return ops.concatenate([first, -nll], axis=1)  # (B, T)
-    ### END SOLUTION
+def rollout(model: GPT, tokenizer: CharTokenizer, prompts: Sequence[str], max_new_tokens: int,
+            rng: np.random.Generator, temperature: float = 1.0) -> Rollout:
+    """Sample one response per prompt, all prompts in one batch. Prompts are encoded as
+    BOS + text; the budget shrinks if the longest prompt leaves less room in the block."""
+    ids = [tokenizer.encode(p, bos=True) for p in prompts]
+    budget = min(max_new_tokens, model.config.block_size - max(len(i) for i in ids))
+    g = generate(model, ids, budget, temperature=temperature, rng=rng)
+    texts = [tokenizer.decode(r) for r in g.responses()]
+    return Rollout(g, texts, [bool(f) for f in g.finished])
 
 
 def generate_text(model: GPT, tokenizer: CharTokenizer, prompts: Sequence[str],
                   max_new_tokens: int, rng: np.random.Generator, temperature: float = 1.0,
                   batch_size: int = 128) -> list[tuple[str, bool]]:
-    """Sample one response per prompt: a list of (response text, finished with EOS).
-
-    Prompts are encoded as BOS + text; responses are decoded without the EOS.
-    """
+    """Sample one response per prompt, ``batch_size`` prompts at a time: a list of
+    (response text, finished with EOS)."""
     out: list[tuple[str, bool]] = []
     for i in range(0, len(prompts), batch_size):
-        chunk = [tokenizer.encode(p, bos=True) for p in prompts[i:i + batch_size]]
-        budget = min(max_new_tokens, model.config.block_size - max(len(c) for c in chunk))
-        g = generate(model, chunk, budget, temperature=temperature, rng=rng)
-        for resp, fin in zip(g.responses(), g.finished, strict=True):
-            out.append((tokenizer.decode(resp), bool(fin)))
+        r = rollout(model, tokenizer, prompts[i:i + batch_size], max_new_tokens, rng,
+                    temperature)
+        out += list(zip(r.texts, r.finished, strict=True))
     return out

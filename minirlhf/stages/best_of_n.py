@@ -26,9 +26,9 @@ import numpy as np
 from minirlhf.config import validate
 from minirlhf.evaluation import PolicyReport, report_from_samples, write_summary
 from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import generate_text
 from minirlhf.plots import plot_reward_vs_kl
-from minirlhf.stages.reward import RewardModel
 from minirlhf.world import get_task
 
 log = logging.getLogger("minirlhf.stages.best_of_n")

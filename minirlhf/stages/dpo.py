@@ -43,12 +43,12 @@ from minirlhf.evaluation import PolicyReport, finish_policy_stage
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
 from minirlhf.lm.optim import AdamW, cosine_lr, optimizer_step
-from minirlhf.lm.sampling import generate_text, token_logprobs
+from minirlhf.lm.sampling import generate_text
+from minirlhf.lm.sequences import encode_pairs, sequence_logps
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_series
-from minirlhf.stages.preferences import PreferencePair, label_pairs, length_buckets, load_jsonl
-from minirlhf.stages.sft import encode_pairs
 from minirlhf.world import get_task
+from minirlhf.world.preference_data import PreferencePair, label_pairs, length_buckets, load_jsonl
 from minirlhf.world.raters import get_panel
 
 log = logging.getLogger("minirlhf.stages.dpo")
@@ -101,15 +101,6 @@ def _array(x: Tensor | np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- stage
-def sequence_logps(model: GPT, tokens: np.ndarray, mask: np.ndarray, mean: bool = False
-                   ) -> Tensor:
-    """Each response's log-prob: summed over its tokens (or, explicitly, their mean). -> (B,)"""
-    lp = token_logprobs(model, tokens, mask).sum(axis=1)  # (B,)
-    if mean:
-        lp = lp * (1.0 / np.maximum(mask.sum(axis=1), 1.0))
-    return lp
-
-
 def _encode(tokenizer: CharTokenizer, pairs: list[PreferencePair]
             ) -> tuple[np.ndarray, np.ndarray]:
     """Chosen responses in the first half of the batch, rejected in the second. (2B, T)"""

@@ -24,9 +24,15 @@ from minirlhf.evaluation import PolicyReport, finish_policy_stage
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
 from minirlhf.lm.optim import AdamW, optimizer_step
-from minirlhf.lm.sampling import generate, logprobs_from_logits
+from minirlhf.lm.reward_model import RewardModel
+from minirlhf.lm.sampling import generate
+from minirlhf.lm.sequences import (
+    eos_positions,
+    logprobs_from_logits,
+    masked_mean,
+    masked_mean_array,
+)
 from minirlhf.plots import plot_reward_vs_kl
-from minirlhf.stages.reward import RewardModel, eos_positions
 from minirlhf.world import get_task
 
 log = logging.getLogger("minirlhf.stages.ppo")
@@ -50,15 +56,11 @@ def kl_per_token(logp: np.ndarray, ref_logp: np.ndarray, kind: str = "k1") -> np
     raise ValueError(f"kl_per_token: kind must be k1 or k3, got {kind!r}")
 
 
-def masked_mean(x: np.ndarray, mask: np.ndarray) -> float:
-    return float((x * mask).sum() / max(float(mask.sum()), 1.0))
-
-
 def whiten(x: np.ndarray, mask: np.ndarray, shift_mean: bool = True) -> np.ndarray:
     """Scale ``x`` to unit variance (and zero mean, unless ``shift_mean`` is False) over the
     masked entries; entries outside the mask are 0."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+    mean = masked_mean_array(x, mask)
+    var = masked_mean_array((x - mean) ** 2, mask)
     out = (x - mean) / np.sqrt(var + 1e-8)
     if not shift_mean:
         out = out + mean
@@ -102,11 +104,6 @@ def _maximum(a: Tensor, b: Tensor) -> Tensor:
     return ops.where(a.data >= b.data, a, b)
 
 
-def _masked_mean(x: Tensor, mask: np.ndarray) -> Tensor:
-    m = mask.astype(x.dtype)
-    return (x * m).sum() * (1.0 / max(float(m.sum()), 1.0))
-
-
 def clipped_policy_loss(logp: Tensor, old_logp: np.ndarray, advantages: np.ndarray,
                         mask: np.ndarray, clip: float = 0.2) -> tuple[Tensor, dict[str, float]]:
     """PPO's clipped surrogate, as a loss to minimise. All (B, T).
@@ -123,12 +120,12 @@ def clipped_policy_loss(logp: Tensor, old_logp: np.ndarray, advantages: np.ndarr
     ratio = ops.exp(logp - old_logp)
     unclipped = ratio * -advantages
     clipped = _clip(ratio, 1.0 - clip, 1.0 + clip) * -advantages
-    loss = _masked_mean(_maximum(unclipped, clipped), mask)
+    loss = masked_mean(_maximum(unclipped, clipped), mask)
     ### END SOLUTION
     stats = {
-        "clipfrac": masked_mean((clipped.data > unclipped.data).astype(float), mask),
-        "approxkl": 0.5 * masked_mean((logp.data - old_logp) ** 2, mask),
-        "ratio": masked_mean(ratio.data, mask),
+        "clipfrac": masked_mean_array((clipped.data > unclipped.data).astype(float), mask),
+        "approxkl": 0.5 * masked_mean_array((logp.data - old_logp) ** 2, mask),
+        "ratio": masked_mean_array(ratio.data, mask),
     }
     return loss, stats
 
@@ -140,8 +137,8 @@ def clipped_value_loss(values: Tensor, old_values: np.ndarray, returns: np.ndarr
     v_clipped = _clip(values, old_values - clip, old_values + clip)
     a = (values - returns) * (values - returns)
     b = (v_clipped - returns) * (v_clipped - returns)
-    loss = _masked_mean(_maximum(a, b), mask) * 0.5
-    return loss, {"clipfrac": masked_mean((b.data > a.data).astype(float), mask)}
+    loss = masked_mean(_maximum(a, b), mask) * 0.5
+    return loss, {"clipfrac": masked_mean_array((b.data > a.data).astype(float), mask)}
 
 
 class AdaptiveKLController:
@@ -228,15 +225,15 @@ def _entropy(logits: Tensor, mask: np.ndarray, temperature: float) -> Tensor:
     """Mean entropy of the next-token distributions that produced response tokens. -> scalar"""
     logp = F.log_softmax(logits * (1.0 / temperature), axis=-1)  # (B, T-1, V)
     per_token = -(ops.exp(logp) * logp).sum(axis=-1)  # (B, T-1)
-    return _masked_mean(per_token, mask[:, 1:])
+    return masked_mean(per_token, mask[:, 1:])
 
 
 def exact_kl(logits: np.ndarray, ref_logits: np.ndarray, mask: np.ndarray,
              temperature: float = 1.0) -> float:
     """The exact KL(pi || pi_ref) summed over the whole vocabulary at every response position,
     in nats per response (a diagnostic: cheap at our vocabulary size)."""
-    lp = F._log_softmax_array(logits / temperature, axis=-1)  # (B, T-1, V)
-    lq = F._log_softmax_array(ref_logits / temperature, axis=-1)
+    lp = F.log_softmax_array(logits / temperature, axis=-1)  # (B, T-1, V)
+    lq = F.log_softmax_array(ref_logits / temperature, axis=-1)
     per_token = (np.exp(lp) * (lp - lq)).sum(axis=-1)  # (B, T-1)
     return float((per_token * mask[:, 1:]).sum(axis=1).mean())
 

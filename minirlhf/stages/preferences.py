@@ -1,27 +1,14 @@
-"""Preference data: pairs of a policy's responses, labelled by simulated raters, in JSON Lines.
-
-Each line is one JSON object with TRL's (and Hugging Face datasets') field names::
-
-    {"prompt": "the plot was", "chosen": " very good.", "rejected": " dull.", ...}
-
-``chosen`` and ``rejected`` are the text after the prompt, without the EOS that ended them (only
-finished responses enter a dataset). Optional fields record what the simulation knows and a
-reward model must not see: ``chosen_gold`` and ``rejected_gold`` (gold rewards) and
-``p_chosen`` (the probability the raters had of labelling the pair this way). A K-way ranking is
-stored as ``{"prompt": ..., "ranked": [best, ..., worst]}``.
-
-Loading validates every line and names the file, line and field of any problem.
+"""Stage: a preference dataset. Two responses of the SFT policy per prompt, labelled by simulated
+raters, written as JSON Lines in TRL's format (see ``minirlhf.world.preference_data``).
 
 Entry point: ``build_preference_data(config) -> PreferenceResult``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
@@ -29,154 +16,11 @@ from tqdm import tqdm
 from minirlhf.config import validate
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.sampling import generate_text
-from minirlhf.lm.tokenizer import CharTokenizer
-from minirlhf.world import Task, get_task
-from minirlhf.world.raters import Panel, ceiling, expected_gold_agreement, get_panel
+from minirlhf.world import get_task
+from minirlhf.world.preference_data import PreferencePair, dataset_stats, label_pairs, save_jsonl
+from minirlhf.world.raters import get_panel
 
-log = logging.getLogger("minirlhf.stages.preferences")
-
-
-@dataclass
-class PreferencePair:
-    prompt: str
-    chosen: str
-    rejected: str
-    chosen_gold: float | None = None  # known to the simulation only
-    rejected_gold: float | None = None
-    p_chosen: float | None = None  # P(the raters label the pair this way)
-
-
-@dataclass
-class Ranking:
-    prompt: str
-    ranked: list[str]  # best first
-
-
-class PreferenceDataError(ValueError):
-    """A preference file has a malformed line; the message names file, line and field."""
-
-
-# ------------------------------------------------------------------------- JSON Lines
-def save_jsonl(path: str | Path, records: list[PreferencePair] | list[Ranking]) -> Path:
-    """Write records one JSON object per line (None fields are left out)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({k: v for k, v in asdict(r).items() if v is not None}) for r in records]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
-def _text_field(obj: dict, name: str, where: str, tokenizer: CharTokenizer,
-                allow_empty: bool = False) -> str:
-    if name not in obj:
-        raise PreferenceDataError(f"{where}: missing field {name!r}")
-    value = obj[name]
-    if not isinstance(value, str):
-        raise PreferenceDataError(f"{where}: field {name!r} must be a string, got "
-                                  f"{type(value).__name__}")
-    if not value and not allow_empty:
-        raise PreferenceDataError(f"{where}: field {name!r} is empty")
-    for pos, ch in enumerate(value):
-        if ch not in tokenizer.stoi:
-            raise PreferenceDataError(f"{where}: field {name!r} has character {ch!r} at "
-                                      f"position {pos}, outside the tokenizer's alphabet")
-    return value
-
-
-def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None
-               ) -> list[PreferencePair] | list[Ranking]:
-    """Read a preference file written by ``save_jsonl`` (or by hand, or by TRL tooling).
-
-    Every line must be a JSON object with a non-empty ``prompt`` and either non-empty
-    ``chosen`` and ``rejected`` strings, or a ``ranked`` list of at least two non-empty strings;
-    every character must be in the tokenizer's alphabet. The first problem raises
-    PreferenceDataError naming the file, the line number and the field.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"preference file {path} not found (make one with: python -m "
-                                "minirlhf preferences)")
-    tokenizer = tokenizer or CharTokenizer()
-    records: list = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line.strip())
-            except json.JSONDecodeError as e:
-                raise PreferenceDataError(f"{where}: malformed JSON ({e.msg} at column "
-                                          f"{e.colno})") from None
-            if not isinstance(obj, dict):
-                raise PreferenceDataError(f"{where}: each line must be a JSON object")
-            prompt = _text_field(obj, "prompt", where, tokenizer)
-            if "ranked" in obj:
-                ranked = obj["ranked"]
-                if not isinstance(ranked, list) or len(ranked) < 2:
-                    raise PreferenceDataError(f"{where}: field 'ranked' must list at least two "
-                                              "responses")
-                texts = [_text_field({"ranked": r}, "ranked", where, tokenizer) for r in ranked]
-                records.append(Ranking(prompt, texts))
-                continue
-            chosen = _text_field(obj, "chosen", where, tokenizer)
-            rejected = _text_field(obj, "rejected", where, tokenizer)
-            extra = {}
-            for name in ("chosen_gold", "rejected_gold", "p_chosen"):
-                if name in obj:
-                    if not isinstance(obj[name], (int, float)) or isinstance(obj[name], bool):
-                        raise PreferenceDataError(f"{where}: field {name!r} must be a number")
-                    extra[name] = float(obj[name])
-            records.append(PreferencePair(prompt, chosen, rejected, **extra))
-    if not records:
-        raise PreferenceDataError(f"{path}: no records")
-    kinds = {type(r) for r in records}
-    if len(kinds) > 1:
-        raise PreferenceDataError(f"{path}: mixes pairs and rankings")
-    return records
-
-
-def length_buckets(pairs: list[PreferencePair], batch_size: int, rng: np.random.Generator
-                   ) -> list[np.ndarray]:
-    """Batches of pair indices with similar lengths, so little compute goes to padding.
-
-    Pairs are shuffled, then sorted by their longer sequence (a stable sort keeps the shuffle
-    among equal lengths), and cut into batches; a partial last batch is dropped. Callers shuffle
-    the order of the batches.
-    """
-    lengths = np.array([len(p.prompt) + max(len(p.chosen), len(p.rejected)) for p in pairs])
-    order = rng.permutation(len(pairs))
-    order = order[np.argsort(lengths[order], kind="stable")]
-    n = len(pairs) // batch_size
-    return [order[i * batch_size:(i + 1) * batch_size] for i in range(n)]
-
-
-# ------------------------------------------------------------------------ building data
-def label_pairs(task: Task, panel: Panel, prompts: list[str], first: list[str],
-                second: list[str], rng: np.random.Generator) -> list[PreferencePair]:
-    """One rater label per (prompt, first, second) triple."""
-    pairs = []
-    for prompt, a, b in zip(prompts, first, second, strict=True):
-        a_chosen, p_a = panel.label(task, prompt, a, b, rng)
-        chosen, rejected = (a, b) if a_chosen else (b, a)
-        pairs.append(PreferencePair(prompt, chosen, rejected, task.gold(prompt, chosen, True),
-                                    task.gold(prompt, rejected, True),
-                                    p_a if a_chosen else 1.0 - p_a))
-    return pairs
-
-
-def dataset_stats(pairs: list[PreferencePair]) -> dict[str, float]:
-    """The ceiling, the expected and the measured agreement of labels with gold."""
-    p = [r.p_chosen for r in pairs]
-    gc = np.array([r.chosen_gold for r in pairs])
-    gr = np.array([r.rejected_gold for r in pairs])
-    measured = np.where(gc > gr, 1.0, np.where(gc < gr, 0.0, 0.5)).mean()
-    return {"pairs": len(pairs), "ceiling": ceiling(p),
-            "expected_gold_agreement": expected_gold_agreement(p, gc, gr),
-            "measured_gold_agreement": float(measured),
-            "gold_ties": float(np.mean(gc == gr))}
+log = logging.getLogger("minirlhf.preferences")
 
 
 @dataclass

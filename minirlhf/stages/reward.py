@@ -30,17 +30,15 @@ import numpy as np
 from tqdm import tqdm
 
 from minirlhf.autograd import functional as F
-from minirlhf.autograd.tensor import Tensor, no_grad
-from minirlhf.config import CHOICES, validate
-from minirlhf.lm.checkpoint import load_model, save_model
-from minirlhf.lm.model import GPT
+from minirlhf.autograd.tensor import Tensor
+from minirlhf.config import validate
+from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
+from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import generate_text
-from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_calibration, plot_loss_curves
-from minirlhf.stages.preferences import PreferencePair, length_buckets, load_jsonl
-from minirlhf.stages.sft import encode_pairs
 from minirlhf.world import get_task
+from minirlhf.world.preference_data import PreferencePair, length_buckets, load_jsonl
 from minirlhf.world.raters import ceiling
 
 log = logging.getLogger("minirlhf.stages.reward")
@@ -83,80 +81,6 @@ def all_pairs_loss(scores: Tensor) -> Tensor:
     K = scores.shape[1]
     i, j = np.triu_indices(K, k=1)  # every (better, worse) pair of positions
     return -F.logsigmoid(scores[:, i] - scores[:, j]).mean()
-
-
-# -------------------------------------------------------------------------- the model
-def eos_positions(response_mask: np.ndarray) -> np.ndarray:
-    """Index of each row's last response token (its EOS, when it has one). (B, T) -> (B,)"""
-    ### BEGIN SOLUTION
-    T = response_mask.shape[1]
-    return T - 1 - np.argmax(response_mask[:, ::-1] > 0, axis=1)
-    ### END SOLUTION
-
-
-class RewardModel:
-    """A GPT with a scalar ``reward`` head, read at each response's last token (its EOS).
-
-    ``readout="sum"`` is the alternative studied in chapter 4, section 7: the head's value at
-    every response token, summed. The gold reward is a sum over clauses, and one token's state,
-    built by attention (which averages), represents a sum only roughly.
-    """
-
-    def __init__(self, model: GPT, tokenizer: CharTokenizer, gain: float = 1.0,
-                 bias: float = 0.0, readout: str = "eos"):
-        if readout not in CHOICES["readout"]:  # the same choices the config check allows
-            raise ValueError(f"RewardModel: readout {readout!r} is not one of "
-                             f"{', '.join(CHOICES['readout'])}")
-        if "reward_head" not in model.scalar_heads:
-            model.add_scalar_head("reward")
-        self.model, self.tokenizer, self.gain, self.bias = model, tokenizer, gain, bias
-        self.readout = readout
-
-    def raw(self, tokens: np.ndarray, response_mask: np.ndarray) -> Tensor:
-        """Unnormalised scores with gradient. tokens, response_mask: (B, T) -> (B,)"""
-        h = self.model.hidden(tokens)  # (B, T, C)
-        per_token = self.model.scalar("reward", h)  # (B, T)
-        if self.readout == "sum":  # padding and prompt positions are masked out
-            return (per_token * Tensor(response_mask.astype(per_token.dtype))).sum(axis=1)
-        return per_token[np.arange(len(tokens)), eos_positions(response_mask)]  # (B,)
-
-    def encode(self, prompts: list[str], responses: list[str], finished: list[bool] | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """Right-padded tokens and response masks; EOS ends each finished response."""
-        finished = finished if finished is not None else [True] * len(prompts)
-        rows = [encode_pairs(self.tokenizer, [p], [r], eos=f)
-                for p, r, f in zip(prompts, responses, finished, strict=True)]
-        T = max(t.shape[1] for t, _ in rows)
-        tokens = np.zeros((len(rows), T), dtype=np.int64)
-        mask = np.zeros((len(rows), T), dtype=np.float32)
-        for b, (t, m) in enumerate(rows):
-            tokens[b, : t.shape[1]], mask[b, : m.shape[1]] = t[0], m[0]
-        return tokens, mask
-
-    def score(self, prompts: list[str], responses: list[str], finished: list[bool] | None = None,
-              batch_size: int = 256) -> np.ndarray:
-        """Normalised scores, gain * raw + bias, without gradient. -> (N,) float64"""
-        out = []
-        with no_grad():
-            for i in range(0, len(prompts), batch_size):
-                sl = slice(i, i + batch_size)
-                tokens, mask = self.encode(prompts[sl], responses[sl],
-                                           None if finished is None else finished[sl])
-                out.append(self.raw(tokens, mask).data.astype(np.float64))
-        return self.gain * np.concatenate(out) + self.bias if out else np.zeros(0)
-
-    def save(self, path: str | Path, extra: dict | None = None) -> None:
-        save_model(path, self.model, self.tokenizer,
-                   extra={"stage": "reward", "gain": self.gain, "bias": self.bias,
-                          "readout": self.readout, **(extra or {})})
-
-    @classmethod
-    def load(cls, path: str | Path) -> RewardModel:
-        model, tokenizer, extra = load_model(path)
-        if "reward_head" not in model.scalar_heads:
-            raise ValueError(f"{path} is not a reward model (it has no reward head)")
-        return cls(model, tokenizer, float(extra.get("gain", 1.0)), float(extra.get("bias", 0.0)),
-                   str(extra.get("readout", "eos")))
 
 
 # ----------------------------------------------------------------------------- metrics

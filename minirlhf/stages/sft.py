@@ -24,34 +24,15 @@ from tqdm import tqdm
 
 from minirlhf.autograd.tensor import Tensor
 from minirlhf.config import validate
+from minirlhf.evaluation import PolicyEval, evaluate_policy
 from minirlhf.lm.checkpoint import load_model, save_model
 from minirlhf.lm.model import GPT
 from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
-from minirlhf.lm.sampling import generate_text, token_logprobs
-from minirlhf.lm.tokenizer import PAD, CharTokenizer
+from minirlhf.lm.sequences import encode_pairs, token_logprobs
 from minirlhf.plots import plot_loss_curves
-from minirlhf.world import Task, get_task
+from minirlhf.world import get_task
 
 log = logging.getLogger("minirlhf.stages.sft")
-
-
-def encode_pairs(tokenizer: CharTokenizer, prompts: list[str], responses: list[str],
-                 eos: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids (B, T) of BOS + prompt + response (+ EOS), right-padded with PAD, and the
-    response mask (B, T): 1 on the response's tokens and its EOS, 0 on BOS, prompt and PAD."""
-    rows, masks = [], []
-    for p, r in zip(prompts, responses, strict=True):
-        head = tokenizer.encode(p, bos=True)
-        tail = tokenizer.encode(r, eos=eos)
-        rows.append(head + tail)
-        masks.append([0] * len(head) + [1] * len(tail))
-    T = max(len(r) for r in rows)
-    tokens = np.full((len(rows), T), PAD, dtype=np.int64)
-    mask = np.zeros((len(rows), T), dtype=np.float32)
-    for b, (row, m) in enumerate(zip(rows, masks, strict=True)):
-        tokens[b, : len(row)] = row
-        mask[b, : len(m)] = m
-    return tokens, mask
 
 
 def sft_loss(model: GPT, tokens: np.ndarray, response_mask: np.ndarray) -> Tensor:
@@ -60,32 +41,6 @@ def sft_loss(model: GPT, tokens: np.ndarray, response_mask: np.ndarray) -> Tenso
     logp = token_logprobs(model, tokens, response_mask)  # (B, T), 0 off the response
     return -logp.sum() * (1.0 / max(float(response_mask.sum()), 1.0))
     ### END SOLUTION
-
-
-@dataclass
-class PolicyEval:
-    """A policy's samples on the task's evaluation prompts, scored by gold."""
-
-    gold_mean: float  # mean gold reward
-    valid_rate: float  # share of well-formed, finished responses
-    mean_length: float  # mean response length in characters
-    samples: list[tuple[str, str, float]] = field(default_factory=list)  # (prompt, response, gold)
-
-
-def evaluate_policy(model: GPT, tokenizer: CharTokenizer, task: Task, rng: np.random.Generator,
-                    samples_per_prompt: int = 4, max_new_tokens: int = 80,
-                    temperature: float = 1.0) -> PolicyEval:
-    """Sample each evaluation prompt ``samples_per_prompt`` times and score with gold."""
-    prompts = [p for p in task.eval_prompts for _ in range(samples_per_prompt)]
-    outs = generate_text(model, tokenizer, prompts, max_new_tokens, rng, temperature)
-    golds, valid, lengths, rows = [], [], [], []
-    for prompt, (resp, finished) in zip(prompts, outs, strict=True):
-        g = task.gold(prompt, resp, finished)
-        golds.append(g)
-        valid.append(task.valid(prompt, resp, finished))
-        lengths.append(len(resp))
-        rows.append((prompt, resp + ("" if finished else "~"), g))
-    return PolicyEval(float(np.mean(golds)), float(np.mean(valid)), float(np.mean(lengths)), rows)
 
 
 @dataclass

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minirlhf.stages.preferences import PreferencePair
-from minirlhf.stages.reward import RewardModel
+from minirlhf.lm.reward_model import RewardModel
+from minirlhf.world.preference_data import PreferencePair
 from minirlhf.world.reviews import LEXICON
 
 

@@ -1,0 +1,61 @@
+"""Where RLHF goes wrong, measured: four experiments, one command each.
+
+Experiments, as minGPT keeps its projects: separate programs over the library, one file each.
+``python -m minirlhf experiment NAME`` with NAME one of
+
+- ``rlaif``: a small human budget, the same budget plus AI labels, AI labels alone (see
+  ``minirlhf.world.ai_labelers``); each labeler's agreement with gold; the reward model and
+  the DPO policy of each; the policy exploiting the constitution's blind spot (negation in
+  the prompt).
+- ``sycophancy``: the arithmetic world with honest and with sycophantic raters; the sycophancy
+  rate of the SFT policy, of each reward model's preferences and of each DPO policy, and a
+  mitigation (a share of gold-checked labels).
+- ``length-bias``: raters who like longer answers; response length and gold under PPO and DPO,
+  beside unbiased raters at the same label budget.
+- ``overoptimization``: gold and proxy reward against d = sqrt(KL) for best-of-n and for PPO,
+  with Gao et al.'s (2022) functional forms fitted and their peaks; a reward model trained on
+  fewer pairs beside one trained on more; an ensemble with a disagreement penalty as mitigation.
+
+Every experiment starts from a finished pipeline run (``runs/<base>``: its SFT policy, its
+preference data and its reward model), writes ``results.json`` and its plots to
+``runs/<base>/experiments/<name>/``, and has a ``quick`` mode for tests (the tiny pipeline run,
+small budgets). Every number is against the hidden gold reward.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from minirlhf.experiments import length_bias, overoptimization, rlaif, sycophancy
+from minirlhf.experiments.common import Context, ExperimentConfig, ExperimentResult
+
+# The registry: an experiment is one file with a ``run(ctx)`` and one line here.
+EXPERIMENTS: dict[str, Callable[[Context], tuple[dict[str, Any], list[str]]]] = {
+    "rlaif": rlaif.run,
+    "sycophancy": sycophancy.run,
+    "length-bias": length_bias.run,
+    "overoptimization": overoptimization.run,
+}
+
+
+def run_experiment(config: ExperimentConfig) -> ExperimentResult:
+    """Run one experiment; write its results.json and plots; return them."""
+    if config.name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {config.name!r}; experiments: "
+                         f"{', '.join(EXPERIMENTS)}")
+    t0 = time.time()
+    ctx = Context(config)
+    saved = ctx.out / "results.json"
+    if config.reuse and saved.exists():
+        numbers = json.loads(saved.read_text())
+        if numbers.get("quick") == config.quick and numbers.get("seed") == config.seed:
+            plots = sorted(str(p) for p in ctx.out.glob("*.png"))
+            return ExperimentResult(config.name, numbers, plots, str(ctx.out), 0.0)
+    numbers, plots = EXPERIMENTS[config.name](ctx)
+    numbers["seconds"] = round(time.time() - t0, 1)
+    numbers["quick"], numbers["seed"] = config.quick, config.seed
+    ctx.save(numbers)
+    return ExperimentResult(config.name, numbers, plots, str(ctx.out), time.time() - t0)

@@ -1,0 +1,139 @@
+"""What the experiments share: their config and result, the context that gives each stage its
+paths and budgets (full or quick), and a bar chart."""
+
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from minirlhf.lm.reward_model import RewardModel
+from minirlhf.stages.dpo import DPOConfig, train_dpo
+from minirlhf.stages.ppo import PPOConfig, train_ppo
+from minirlhf.stages.preferences import PreferenceConfig, build_preference_data
+from minirlhf.stages.reward import RewardConfig, train_reward
+from minirlhf.world.preference_data import PreferencePair, load_jsonl, save_jsonl
+
+ARITHMETIC_TOKENS = 32  # " you are right, it is 38." and its EOS fit with room to spare
+
+
+@dataclass
+class ExperimentConfig:
+    name: str  # rlaif, sycophancy, length-bias or overoptimization
+    base: str = "default"  # the pipeline run to start from: runs/<base>
+    runs_dir: str = "runs"  # where pipeline runs live
+    quick: bool = False  # small budgets, for tests (use with base="tiny")
+    seed: int = 0  # seeds every stage the experiment runs
+    progress: bool = False  # tqdm bars of the stages
+    reuse: bool = False  # return the saved results.json instead when it matches quick and seed
+
+
+@dataclass
+class ExperimentResult:
+    name: str
+    numbers: dict[str, Any]  # what results.json holds
+    plots: list[str]
+    out_dir: str
+    seconds: float = 0.0
+
+
+class Context:
+    """Paths and budgets shared by an experiment's stages."""
+
+    def __init__(self, config: ExperimentConfig):
+        self.config = config
+        self.base = Path(config.runs_dir) / config.base
+        self.out = self.base / "experiments" / config.name
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.sft = str(self.base / "sft" / "model.npz")
+        self.preferences = str(self.base / "preferences.jsonl")
+        self.reward_path = str(self.base / "reward" / "model.npz")
+        for path in (self.sft, self.preferences, self.reward_path):
+            if not Path(path).exists():
+                raise FileNotFoundError(
+                    f"{path} does not exist: the experiments start from a finished pipeline run "
+                    f"(make it with: python -m minirlhf pipeline"
+                    f"{' --preset tiny' if config.base == 'tiny' else ''})")
+
+    def n(self, full: int, quick: int) -> int:
+        return quick if self.config.quick else full
+
+    def common(self) -> dict[str, Any]:
+        return dict(seed=self.config.seed, progress=self.config.progress)
+
+    def prefs(self, name: str, n_pairs: int, raters: str = "default", seed: int = 0,
+              policy: str | None = None, task: str = "reviews") -> list[PreferencePair]:
+        out = self.out / f"{name}.jsonl"
+        cfg = PreferenceConfig(task=task, policy=policy or self.sft, raters=raters,
+                               n_pairs=n_pairs, out=str(out), **self.common())
+        cfg = replace(cfg, seed=self.config.seed + seed,
+                      max_new_tokens=self.n(80, 60) if task == "reviews" else ARITHMETIC_TOKENS)
+        build_preference_data(cfg)
+        return load_jsonl(out)
+
+    def reward(self, name: str, pairs: list[PreferencePair], init: str | None = None,
+               task: str = "reviews", seed: int = 0, epochs: int = 2) -> RewardModel:
+        path = self.out / f"{name}.jsonl"
+        save_jsonl(path, pairs)
+        cfg = RewardConfig(task=task, preferences=str(path), init=init or self.sft,
+                           out_dir=str(self.out / f"rm_{name}"), epochs=self.n(epochs, 1),
+                           val_fraction=0.05, norm_samples=self.n(256, 64),
+                           corr_samples=self.n(128, 32), **self.common())
+        cfg = replace(cfg, seed=self.config.seed + seed,
+                      batch_size=min(32, int(len(pairs) * 0.95)))
+        return RewardModel.load(train_reward(cfg).checkpoint)
+
+    def dpo(self, name: str, pairs: list[PreferencePair], init: str | None = None,
+            task: str = "reviews", **kw) -> Any:
+        path = self.out / f"{name}.jsonl"
+        save_jsonl(path, pairs)
+        cfg = DPOConfig(task=task, preferences=str(path), init=init or self.sft,
+                        out_dir=str(self.out / f"dpo_{name}"), batch_size=min(32, len(pairs)),
+                        eval_samples_per_prompt=self.n(4, 1),
+                        max_new_tokens=self.n(80, 60) if task == "reviews" else ARITHMETIC_TOKENS,
+                        **self.common())
+        return train_dpo(replace(cfg, **kw))
+
+    def ppo(self, name: str, reward_model: str, **kw) -> Any:
+        cfg = PPOConfig(init=self.sft, reward_model=reward_model,
+                        out_dir=str(self.out / f"ppo_{name}"), table_every=0,
+                        eval_samples_per_prompt=self.n(4, 1), max_new_tokens=self.n(80, 60),
+                        **self.common())
+        if self.config.quick:
+            cfg = replace(cfg, iterations=3, rollout_size=16, minibatch_size=8)
+        return train_ppo(replace(cfg, **kw))
+
+    def save(self, numbers: dict[str, Any]) -> None:
+        (self.out / "results.json").write_text(json.dumps(numbers, indent=2, sort_keys=True)
+                                               + "\n")
+
+
+def policy_numbers(rep) -> dict[str, float]:
+    return {"gold": rep.gold, "win_rate_vs_sft": rep.win_rate, "kl_to_ref": rep.kl,
+            "mean_length": rep.mean_length, "valid_rate": rep.valid_rate}
+
+
+def bars(path: Path, groups: dict[str, dict[str, float]], ylabel: str, title: str) -> str:
+    """Grouped bars: one group per key of ``groups``, one bar per inner key."""
+    fig = Figure(figsize=(7, 3.8))
+    ax = fig.subplots()
+    names = list(groups)
+    inner = list(next(iter(groups.values())))
+    width = 0.8 / len(inner)
+    for k, key in enumerate(inner):
+        ax.bar(np.arange(len(names)) + k * width, [groups[n][key] for n in names], width,
+               label=key)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names)
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return str(path)
+
+
