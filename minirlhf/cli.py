@@ -33,183 +33,48 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _stage_config(default, args: argparse.Namespace, name: str):
-    """A stage's config with the command line's --set overrides applied (checked), logging set
-    up, and the config printed; what every stage command starts with."""
+def _logging(args: argparse.Namespace) -> None:
     import logging
 
-    from minirlhf.config import apply_overrides, describe
-
-    config = apply_overrides(default, args.set or [])
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    print(f"{name} config:\n" + describe(config))
-    return config
 
 
-def cmd_pretrain(args: argparse.Namespace) -> int:
-    """Pretrain the GPT on the review corpus: checkpoint, loss-curve PNG, samples."""
-    from minirlhf.stages.pretrain import PretrainConfig, train_pretrain
+def stage_command(stage):
+    """The subcommand of one registered stage: its config with the --set overrides applied
+    (checked), logging set up, the config printed, the stage run, its result shown, and for a
+    policy the comparison with every other policy of the same run folder."""
 
-    config = _stage_config(PretrainConfig(), args, "pretrain")
-    result = train_pretrain(config)
-    print("\nsamples before training (from BOS):")
-    for s in result.samples_before:
-        print("   ", s)
-    print("samples after training (from BOS):")
-    for s in result.samples[:8]:
-        print("   ", s)
-    print(f"\nvalidation loss {result.val_loss:.4f} nats/token; grammatical samples "
-          f"{result.grammatical_rate:.1%} of {len(result.samples)}; {result.seconds:.0f} s")
-    print(f"checkpoint: {result.checkpoint}\nloss curve: {result.plot}")
-    return 0
+    def command(args: argparse.Namespace) -> int:
+        from pathlib import Path
 
+        from minirlhf.config import apply_overrides, describe
+        from minirlhf.registry import comparison_rows
 
-def _sample_table(rows, n: int = 6) -> str:
-    """(prompt, response, gold) rows as aligned text."""
-    lines = [f"    {'gold':>6}  text"]
-    for prompt, response, gold in rows[:n]:
-        lines.append(f"    {gold:>6.2f}  {prompt}|{response}")
-    return "\n".join(lines)
+        config = apply_overrides(stage.config(), args.set or [])
+        config.check()
+        _logging(args)
+        print(f"{stage.command} config:\n" + describe(config))
+        result = stage.run(config)
+        if stage.show is not None:
+            print("\n" + stage.show(result, config))
+        rows = comparison_rows(Path(config.out_dir).parent) if stage.policy else []
+        if len(rows) > 1:
+            print(f"\n{'policy':<12}{'gold':>8}{'win-rate vs SFT':>17}{'KL (nats)':>11}")
+            for name, gold, win, kl in rows:
+                print(f"{name:<12}{gold:>8.3f}{win:>17.1%}{kl:>11.2f}")
+        return 0
 
-
-def _print_policy_report(name: str, rep, samples_per_prompt: int) -> None:
-    """A trained policy's samples (one per evaluation prompt) and its headline numbers."""
-    print(f"samples after {name}:")
-    print(_sample_table(rep.samples[::samples_per_prompt]))
-    print(f"\ngold {rep.gold:.3f} (SFT {rep.reference_gold:.3f}); win-rate vs SFT "
-          f"{rep.win_rate:.1%}; KL to SFT {rep.kl:.2f} nats/response; valid {rep.valid_rate:.1%}; "
-          f"length {rep.mean_length:.1f}")
-
-
-def cmd_sft(args: argparse.Namespace) -> int:
-    """Supervised fine-tuning on demonstrations (response tokens only), gold before and after."""
-    from minirlhf.stages.sft import SFTConfig, train_sft
-
-    config = _stage_config(SFTConfig(), args, "sft")
-    r = train_sft(config)
-    print("\nsamples before SFT ('|' marks where the prompt ends; '~' an unfinished response):")
-    print(_sample_table(r.before.samples[::config.eval_samples_per_prompt]))
-    print("samples after SFT:")
-    print(_sample_table(r.after.samples[::config.eval_samples_per_prompt]))
-    print(f"\n{'':<8}{'gold reward':>12}{'valid':>8}{'length':>8}")
-    for name, e in (("before", r.before), ("after", r.after)):
-        print(f"{name:<8}{e.gold_mean:>12.3f}{e.valid_rate:>8.1%}{e.mean_length:>8.1f}")
-    print(f"\n{r.seconds:.0f} s; checkpoint: {r.checkpoint}; loss curve: {r.plot}")
-    return 0
-
-
-def cmd_preferences(args: argparse.Namespace) -> int:
-    """Label pairs of policy samples with simulated raters; write JSON Lines; report the
-    accuracy ceiling beside the measured rater-gold agreement."""
-    from minirlhf.stages.preferences import PreferenceConfig, build_preference_data
-
-    config = _stage_config(PreferenceConfig(), args, "preference")
-    r = build_preference_data(config)
-    s = r.stats
-    print(f"\n{s['pairs']} pairs written to {r.path} ({r.dropped_unfinished} unfinished and "
-          f"{r.dropped_identical} identical pairs dropped), {r.seconds:.0f} s")
-    print(f"accuracy ceiling (best any reward model can do on these labels): {s['ceiling']:.2%}")
-    print(f"rater-gold agreement: expected {s['expected_gold_agreement']:.2%}, measured "
-          f"{s['measured_gold_agreement']:.2%} (gold ties: {s['gold_ties']:.1%})")
-    return 0
-
-
-def cmd_reward(args: argparse.Namespace) -> int:
-    """Train a Bradley-Terry reward model on preference pairs; report accuracy beside the
-    ceiling, gold agreement, calibration; fit its normalization on SFT samples."""
-    from minirlhf.stages.reward import RewardConfig, train_reward
-
-    config = _stage_config(RewardConfig(), args, "reward")
-    r = train_reward(config)
-    m = r.val_metrics
-    print("\nexample held-out pairs (RM scores normalized; gold is the hidden truth):")
-    print(f"    {'RM chosen':>9} {'RM rej.':>8} {'gold ch.':>8} {'gold rej.':>9}  "
-          "prompt|chosen  vs  rejected")
-    for prompt, c, rj, sc, sr, gc, gr in r.examples:
-        print(f"    {sc:>9.2f} {sr:>8.2f} {gc:>8.2f} {gr:>9.2f}  {prompt}|{c}  vs  {rj}")
-    print(f"\ntrained on {r.train_pairs} pairs in {r.seconds:.0f} s")
-    print(f"held-out accuracy vs rater labels: {m['accuracy']:.2%} (ceiling "
-          f"{m.get('ceiling', float('nan')):.2%}); on the training pairs: {r.train_accuracy:.2%}")
-    if "expected_accuracy" in m:
-        print(f"expected accuracy vs a fresh rater label: {m['expected_accuracy']:.2%} (the "
-              "same measure without the noise of one label per pair; the ceiling is its best)")
-    if "gold_accuracy" in m:
-        print(f"held-out accuracy vs gold: {m['gold_accuracy']:.2%} (a perfect label predictor "
-              f"would get {m.get('gold_accuracy_ceiling', float('nan')):.2%})")
-    print(f"mean margin {m['mean_margin']:.3f}; RM-gold correlation on fresh SFT samples "
-          f"{r.gold_correlation:.3f}; calibration ECE {r.calibration['ece'][0]:.3f}")
-    print(f"normalization: score = {r.gain:.3f} * raw + {r.bias:.3f}")
-    print(f"checkpoint: {r.checkpoint}; plots: {', '.join(r.plots)}")
-    return 0
-
-
-def cmd_best_of_n(args: argparse.Namespace) -> int:
-    """Best-of-n sampling with the reward model: gold and proxy reward against n and KL."""
-    from minirlhf.stages.best_of_n import BestOfNConfig, run_best_of_n
-
-    config = _stage_config(BestOfNConfig(), args, "best-of-n")
-    r = run_best_of_n(config)
-    print(f"\n{'n':>4} {'KL (nats)':>10} {'gold':>8} {'proxy':>8}")
-    for n, row in r.table.items():
-        print(f"{n:>4} {row['kl']:>10.3f} {row['gold']:>8.3f} {row['proxy']:>8.3f}")
-    print("\nthe RM's favourite among the largest n, for a few prompts:")
-    for prompt, resp, proxy, gold in r.examples:
-        print(f"    proxy {proxy:6.2f}  gold {gold:6.2f}  {prompt}|{resp}")
-    print(f"\n{r.seconds:.0f} s; plot: {r.plot}")
-    return 0
-
-
-def cmd_dpo(args: argparse.Namespace) -> int:
-    """Offline DPO on the preference data, from the SFT policy; gold, win-rate vs SFT, KL."""
-    from minirlhf.stages.dpo import DPOConfig, train_dpo
-
-    config = _stage_config(DPOConfig(), args, "dpo")
-    r = train_dpo(config)
-    last = r.metrics[-1]
-    print("\nlast step: " + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "step"))
-    rep = r.report
-    _print_policy_report("DPO", rep, config.eval_samples_per_prompt)
-    print(f"{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {', '.join(r.plots)}")
-    from pathlib import Path
-
-    from minirlhf.evaluation import comparison_rows
-
-    rows = comparison_rows(Path(config.out_dir).parent)
-    if len(rows) > 1:
-        print(f"\n{'policy':<12}{'gold':>8}{'win-rate vs SFT':>17}{'KL (nats)':>11}")
-        print(f"{'SFT':<12}{rep.reference_gold:>8.3f}{'':>17}{0.0:>11.2f}")
-        for name, gold, win, kl in rows:
-            win_text = "—" if win is None else f"{win:.1%}"
-            print(f"{name:<12}{gold:>8.3f}{win_text:>17}{kl:>11.2f}")
-    return 0
-
-
-def cmd_ppo(args: argparse.Namespace) -> int:
-    """RLHF with PPO against the reward model, with a KL penalty to the SFT policy."""
-    from minirlhf.stages.ppo import PPOConfig, train_ppo
-
-    config = _stage_config(PPOConfig(), args, "ppo")
-    r = train_ppo(config)
-    print(f"\n{'iter':>5}{'KL':>8}{'score':>8}{'gold':>8}{'length':>8}{'clipfrac':>10}")
-    for m in r.metrics[:: max(1, len(r.metrics) // 10)] + r.metrics[-1:]:
-        print(f"{m['iteration']:>5}{m['objective/kl']:>8.2f}{m['objective/scores']:>8.2f}"
-              f"{m['gold']:>8.2f}{m['response_length']:>8.1f}{m['policy/clipfrac_avg']:>10.3f}")
-    rep = r.report
-    _print_policy_report("PPO", rep, config.eval_samples_per_prompt)
-    print(f"{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {r.plot}")
-    return 0
+    command.__doc__ = stage.run.__doc__
+    return command
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
     """The whole course: pretrain, SFT, preferences, reward model, best-of-n, PPO, DPO and a
     report. Stages already done with the same config are skipped (--force redoes them)."""
-    import logging
-
     from minirlhf.pipeline import PipelineConfig, PipelineError, run_pipeline
 
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    _logging(args)
     config = PipelineConfig(name=args.name or args.preset, preset=args.preset, seed=args.seed,
                             force=args.force, runs_dir=args.runs_dir,
                             overrides=list(args.set or []))
@@ -234,12 +99,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     """Where RLHF goes wrong, measured: rlaif, sycophancy, length-bias or overoptimization.
     Starts from a finished pipeline run; writes results.json and plots."""
     import json
-    import logging
 
     from minirlhf.experiments import ExperimentConfig, run_experiment
 
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    _logging(args)
     base = args.base or ("tiny" if args.quick else "default")
     r = run_experiment(ExperimentConfig(name=args.name, base=base, runs_dir=args.runs_dir,
                                         quick=args.quick, seed=args.seed,
@@ -312,22 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="print each input's check")
     p.set_defaults(func=cmd_gradcheck)
 
-    # Every stage command takes its config's overrides as --set KEY=VALUE.
-    for name, func, help_text, cls in (
-            ("pretrain", cmd_pretrain, "pretrain the GPT on the review corpus", "PretrainConfig"),
-            ("sft", cmd_sft, "supervised fine-tuning on demonstrations", "SFTConfig"),
-            ("preferences", cmd_preferences, "make a preference dataset with simulated raters",
-             "PreferenceConfig"),
-            ("reward", cmd_reward, "train the reward model", "RewardConfig"),
-            ("best-of-n", cmd_best_of_n, "best-of-n sampling with the reward model",
-             "BestOfNConfig"),
-            ("ppo", cmd_ppo, "PPO against the reward model with a KL penalty", "PPOConfig"),
-            ("dpo", cmd_dpo, "direct preference optimisation (offline)", "DPOConfig")):
-        p = sub.add_parser(name, help=help_text, description=func.__doc__)
+    # Every registered stage is a command; each takes its config's overrides as --set KEY=VALUE,
+    # and its --help lists every setting with its range and help.
+    from minirlhf.config import settings_help
+    from minirlhf.registry import STAGES
+
+    for stage in STAGES.values():
+        p = sub.add_parser(stage.command, help=stage.help, description=stage.run.__doc__,
+                           epilog=settings_help(stage.config),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
-                       help=f"override {cls} fields, e.g. --set seed=1 progress=false")
+                       help=f"override {stage.config.__name__} fields, e.g. --set seed=1 "
+                            "progress=false")
         p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
-        p.set_defaults(func=func)
+        p.set_defaults(func=stage_command(stage))
 
     p = sub.add_parser("pipeline", help="run every stage and write a report (resumable)",
                        description=cmd_pipeline.__doc__)
@@ -343,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("experiment", help="RLAIF, sycophancy, length bias, overoptimization",
                        description=cmd_experiment.__doc__)
-    p.add_argument("name", choices=["rlaif", "sycophancy", "length-bias", "overoptimization"])
+    from minirlhf.experiments import EXPERIMENTS
+
+    p.add_argument("name", choices=list(EXPERIMENTS))
     p.add_argument("--base", help="the pipeline run to start from (default: default, or tiny "
                                   "with --quick)")
     p.add_argument("--runs-dir", default="runs", help="where pipeline runs live")

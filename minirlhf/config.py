@@ -1,20 +1,109 @@
-"""Stage configs are dataclasses; this module applies ``key=value`` overrides to them, checked.
+"""Settings and stages: what every stage declares about itself, in one place.
 
-An unknown key, or a value that does not parse as the field's type, is an error naming the key
-and what it expects, raised before any work starts.
+A stage's config is a dataclass whose fields are made with ``setting(default, help, range,
+choices)``: the range and the help text sit beside the field, ``check_settings(config)`` checks
+every field against them before any work starts, and each subcommand's ``--help`` prints them.
+``apply_overrides`` turns ``key=value`` strings into a checked copy of a config.
+
+A ``Stage`` record says everything the pipeline, the report, the summary and the command line
+need to know about a stage: its name, its config, its entry point, the stages whose outputs it
+reads, the file it leaves for later stages, and how its numbers enter the record, the summary
+and the report. The registry (``minirlhf.registry``) lists the records; adding an algorithm is
+its file in ``stages/`` and one line there.
+
+``run_path`` is the one function that knows the run-folder layout: ``runs/<name>/<stage>/``.
+
+This module imports nothing from the rest of the package: every floor may use it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
 C = TypeVar("C")
 
+DEFAULT_RUN = "runs/default"  # where a stage run on its own reads and writes by default
+
 
 class ConfigError(ValueError):
     """A config key or value is wrong; the message names the key and what it allows."""
+
+
+# ---------------------------------------------------------------------------- settings
+def setting(default: Any, help: str, range: str | None = None,  # noqa: A002 (argparse's word)
+            choices: Sequence[str] | None = None) -> Any:
+    """A config field with its help text and, optionally, its allowed range or choices.
+
+    ``range`` is written as an interval: "[" and "]" are closed ends, "(" and ")" open ones, e.g.
+    "(0, 1)" or "[1, inf)". ``choices`` lists the allowed strings."""
+    if range is not None:
+        _interval(range)  # a malformed range is a bug in the library: fail at import
+    return field(default=default, metadata={"help": help, "range": range,
+                                            "choices": tuple(choices) if choices else None})
+
+
+def _interval(spec: str) -> tuple[float, float, bool, bool]:
+    lo_text, hi_text = spec[1:-1].split(",")
+    if spec[0] not in "[(" or spec[-1] not in "])":
+        raise ValueError(f"range {spec!r} must look like [lo, hi), (lo, hi] ...")
+    return float(lo_text), float(hi_text), spec[0] == "[", spec[-1] == "]"
+
+
+def _inside(value: float, spec: str) -> bool:
+    lo, hi, lo_closed, hi_closed = _interval(spec)
+    above = value >= lo if lo_closed else value > lo
+    below = value <= hi if hi_closed else value < hi
+    return above and below
+
+
+def check_settings(config: Any) -> None:
+    """Check every field of a config against its range or choices; raise ConfigError naming the
+    config, the key, the value and what is allowed. Called before any work starts."""
+    name = type(config).__name__
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and math.isnan(value):
+            raise ConfigError(f"{name}: {f.name} is NaN")
+        spec = f.metadata.get("range")
+        if spec and isinstance(value, int | float) and not isinstance(value, bool) \
+                and not _inside(value, spec):
+            raise ConfigError(f"{name}: {f.name} = {value!r} is outside its allowed range {spec}")
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{name}: {f.name} = {value!r} is not one of {', '.join(choices)}")
+
+
+def check_fits(config: Any, key: str, limit: int, what: str) -> None:
+    """A batch that the data cannot fill is an error now, not an hour from now."""
+    value = getattr(config, key)
+    if value > limit:
+        raise ConfigError(f"{type(config).__name__}: {key} = {value} is larger than {what}; "
+                          f"allowed range [1, {limit}]")
+
+
+def describe(config: Any) -> str:
+    """One line per field: ``key = value``."""
+    return "\n".join(f"  {f.name} = {getattr(config, f.name)!r}"
+                     for f in dataclasses.fields(config))
+
+
+def settings_help(config_class: type) -> str:
+    """Every setting of a config class, its default, range and help: the text ``--help`` ends
+    with."""
+    lines = ["settings (change with --set KEY=VALUE):"]
+    for f in dataclasses.fields(config_class):
+        allowed = f.metadata.get("range") or (
+            " | ".join(f.metadata["choices"]) if f.metadata.get("choices") else "")
+        lines.append(f"  {f.name} = {f.default!r}" + (f"  {allowed}" if allowed else ""))
+        if f.metadata.get("help"):
+            lines.append(f"      {f.metadata['help']}")
+    return "\n".join(lines)
+
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -45,65 +134,56 @@ def apply_overrides(config: C, overrides: Sequence[str]) -> C:
             raise ConfigError(f"override {item!r} must look like key=value")
         if key not in names:
             raise ConfigError(f"unknown config key {key!r} for {type(config).__name__}; valid "
-                             f"keys: {', '.join(names)}")
+                              f"keys: {', '.join(names)}")
         changes[key] = _parse(key, value.strip(), hints[key])
     return dataclasses.replace(config, **changes)
 
 
-def describe(config: Any) -> str:
-    """One line per field: ``key = value``."""
-    return "\n".join(f"  {f.name} = {getattr(config, f.name)!r}"
-                     for f in dataclasses.fields(config))
+# ---------------------------------------------------------------------- inputs and layout
+def run_path(stage: str, file: str = "", root: str | Path = DEFAULT_RUN) -> str:
+    """Where ``stage`` of the run at ``root`` keeps its files (``file`` inside that folder):
+    ``<root>/<stage>/<file>``. The one place the run-folder layout is written down."""
+    return str(Path(root) / stage / file) if file else str(Path(root) / stage)
 
 
-# The allowed range of a config field, by name, shared by every stage config: "[" and "]" are
-# closed ends, "(" and ")" open ones. A field not listed here is not range-checked.
-RANGES: dict[str, str] = {
-    **dict.fromkeys(("lr", "temperature", "value_clip"), "(0, inf)"),
-    **dict.fromkeys(("min_lr", "beta", "vf_coef", "entropy_coef", "grad_clip", "weight_decay",
-                     "margin", "center_coef", "missing_eos_penalty", "adaptive_kl_target"),
-                    "[0, inf)"),
-    **dict.fromkeys(("clip", "val_fraction"), "(0, 1)"),
-    **dict.fromkeys(("gamma", "lam"), "[0, 1]"),
-    "label_smoothing": "[0, 0.5)",
-    **dict.fromkeys(("steps", "iterations", "epochs", "ppo_epochs", "batch_size",
-                     "minibatch_size", "rollout_size", "n_pairs", "n_demos", "seq_len",
-                     "max_new_tokens", "samples_per_prompt", "eval_samples_per_prompt",
-                     "norm_samples", "corr_samples", "eval_every", "eval_windows", "n_samples",
-                     "adaptive_kl_horizon", "prompts_per_eval"), "[1, inf)"),
-    **dict.fromkeys(("warmup_steps", "max_pairs", "online_rounds", "seed", "table_every"),
-                    "[0, inf)"),
-}
-CHOICES: dict[str, tuple[str, ...]] = {
-    "task": ("reviews", "arithmetic"),
-    "kl_estimator": ("k1", "k3"),
-    "critic": ("shared", "reward_model"),
-    "loss_type": ("sigmoid", "ipo", "hinge"),
-    "readout": ("eos", "sum"),
-}
+def missing_input(key: str, path: str | Path, stage: str) -> FileNotFoundError:
+    """The error for an input file that is not there, saying which command makes it."""
+    command = stage.replace("_", "-")
+    return FileNotFoundError(f"{key} file {path} is missing: make it with `python -m minirlhf "
+                             f"{command}` (or run the whole `python -m minirlhf pipeline`)")
 
 
-def _inside(value: float, spec: str) -> bool:
-    lo_text, hi_text = spec[1:-1].split(",")
-    lo, hi = float(lo_text), float(hi_text)
-    above = value > lo if spec[0] == "(" else value >= lo
-    below = value < hi if spec[-1] == ")" else value <= hi
-    return above and below
+def require_inputs(config: Any, inputs: dict[str, str]) -> None:
+    """Raise ``missing_input`` for the first input (config field -> the stage that writes it)
+    whose file does not exist."""
+    for key, stage in inputs.items():
+        path = getattr(config, key)
+        if not Path(path).exists():
+            raise missing_input(key, path, stage)
 
 
-def validate(config: Any) -> None:
-    """Check every field of a stage config against its allowed range or choices; raise
-    ConfigError naming the key, the value and what is allowed. Called before any work starts."""
-    stage = type(config).__name__
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if isinstance(value, float) and value != value:
-            raise ConfigError(f"{stage}: {f.name} is NaN")
-        spec = RANGES.get(f.name)
-        if spec and isinstance(value, int | float) and not isinstance(value, bool) \
-                and not _inside(value, spec):
-            raise ConfigError(f"{stage}: {f.name} = {value!r} is outside its allowed range "
-                              f"{spec}")
-        if f.name in CHOICES and value not in CHOICES[f.name]:
-            raise ConfigError(f"{stage}: {f.name} = {value!r} is not one of "
-                              f"{', '.join(CHOICES[f.name])}")
+# ------------------------------------------------------------------------------ stages
+@dataclass(frozen=True)
+class Stage:
+    """What a stage declares about itself. The pipeline (order, fingerprints, resumption), the
+    report, summary.json, the comparison table and the command line all read these records."""
+
+    name: str  # e.g. "best_of_n": its run folder and its key in summary.json (CLI: best-of-n)
+    title: str  # how the report and the plots name it, e.g. "best-of-n"
+    help: str  # one line for `python -m minirlhf --help`
+    config: type  # its config dataclass (fields made with `setting`, a `check(upstream)` method)
+    run: Callable[[Any], Any]  # train_x(config) -> result
+    record: Callable[[Any, Any], dict[str, Any]]  # (result, config) -> numbers the run keeps
+    inputs: dict[str, str] = field(default_factory=dict)  # config field -> stage it reads from
+    output: str = "model.npz"  # the file it leaves in its folder for later stages
+    policy: bool = False  # a policy, judged like every policy: table, frontier, samples
+    summary: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # numbers -> summary.json
+    # entries (merged into it; a policy's headline figures and samples enter it anyway)
+    report: Callable[[dict[str, Any]], list[str]] | None = None  # numbers -> report.md lines
+    show: Callable[[Any, Any], str] | None = None  # (result, config) -> what the CLI prints
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # preset -> settings
+
+    @property
+    def command(self) -> str:
+        """Its subcommand: ``python -m minirlhf <command>``."""
+        return self.name.replace("_", "-")

@@ -19,7 +19,7 @@ import numpy as np
 
 from minirlhf.autograd.tensor import no_grad
 from minirlhf.lm.model import GPT
-from minirlhf.lm.sampling import generate, generate_text
+from minirlhf.lm.sampling import generate_text, rollout
 from minirlhf.lm.sequences import token_logprobs
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.world import Task
@@ -35,13 +35,35 @@ class PolicyReport:
     mean_length: float  # mean response length in characters
     samples: list[tuple[str, str, float]] = field(default_factory=list)  # prompt, response, gold
 
+    def to_dict(self) -> dict[str, float]:
+        """The headline figures under the names every file uses (summary.json, the stages'
+        summaries, the experiments' results): the one source of these key names."""
+        return {"gold_reward": self.gold, "sft_gold_reward": self.reference_gold,
+                "win_rate_vs_sft": self.win_rate, "kl_to_ref": self.kl,
+                "valid_rate": self.valid_rate, "mean_length": self.mean_length}
 
-def _sample(model: GPT, tokenizer: CharTokenizer, prompts: list[str], max_new_tokens: int,
-            rng: np.random.Generator):
-    ids = [tokenizer.encode(p, bos=True) for p in prompts]
-    g = generate(model, ids, max_new_tokens, rng=rng)
-    texts = [tokenizer.decode(r) for r in g.responses()]
-    return g, texts
+    def describe(self, name: str, samples_per_prompt: int) -> str:
+        """A trained policy's samples (one per evaluation prompt) and its headline figures."""
+        return (f"samples after {name}:\n{sample_table(self.samples[::samples_per_prompt])}\n"
+                f"\ngold {self.gold:.3f} (SFT {self.reference_gold:.3f}); win-rate vs SFT "
+                f"{self.win_rate:.1%}; KL to SFT {self.kl:.2f} nats/response; valid "
+                f"{self.valid_rate:.1%}; length {self.mean_length:.1f}")
+
+
+POLICY_KEYS = ("gold_reward", "win_rate_vs_sft", "kl_to_ref", "mean_length", "valid_rate")
+
+
+def policy_numbers(rep: PolicyReport, samples_per_prompt: int) -> dict:
+    """A policy stage's numbers for its record: the headline figures and one sample per
+    evaluation prompt."""
+    return {**rep.to_dict(), "samples": [list(s) for s in rep.samples[::samples_per_prompt]]}
+
+
+def sample_table(rows: list[tuple[str, str, float]], n: int = 6) -> str:
+    """(prompt, response, gold) rows as aligned text."""
+    lines = [f"    {'gold':>6}  text"]
+    lines += [f"    {gold:>6.2f}  {prompt}|{response}" for prompt, response, gold in rows[:n]]
+    return "\n".join(lines)
 
 
 def policy_report(policy: GPT, reference: GPT, tokenizer: CharTokenizer, task: Task,
@@ -52,11 +74,12 @@ def policy_report(policy: GPT, reference: GPT, tokenizer: CharTokenizer, task: T
     The reference is sampled from its own seeded generator, so every policy evaluated with the
     same seed meets the very same reference samples."""
     prompts = evaluation_prompts(task, samples_per_prompt)
-    g, texts = _sample(policy, tokenizer, prompts, max_new_tokens, np.random.default_rng(seed))
+    roll = rollout(policy, tokenizer, prompts, max_new_tokens, np.random.default_rng(seed))
+    g = roll.generation
     with no_grad():
         ref_lp = token_logprobs(reference, g.tokens, g.response_mask).data
     kl = float(np.mean((g.logprobs - ref_lp).sum(axis=1)))
-    return report_from_samples(prompts, texts, list(g.finished), kl, reference, tokenizer,
+    return report_from_samples(prompts, roll.texts, roll.finished, kl, reference, tokenizer,
                                task, seed, max_new_tokens)
 
 
@@ -72,11 +95,10 @@ def report_from_samples(prompts: list[str], texts: list[str], finished: list[boo
     them out) against the reference's samples for the same prompts, drawn from the seeded
     generator every report shares. ``kl`` is the policy's KL to the reference, measured or
     known."""
-    g_ref, ref_texts = _sample(reference, tokenizer, prompts, max_new_tokens,
-                               np.random.default_rng([seed, 1]))
+    ref = rollout(reference, tokenizer, prompts, max_new_tokens, np.random.default_rng([seed, 1]))
     gold = np.array([task.gold(p, t, f) for p, t, f in zip(prompts, texts, finished,
                                                            strict=True)])
-    ref_gold = np.array([task.gold(p, t, f) for p, t, f in zip(prompts, ref_texts, g_ref.finished,
+    ref_gold = np.array([task.gold(p, t, f) for p, t, f in zip(prompts, ref.texts, ref.finished,
                                                                strict=True)])
     wins = np.where(gold > ref_gold, 1.0, np.where(gold < ref_gold, 0.0, 0.5))
     valid = [task.valid(p, t, f) for p, t, f in zip(prompts, texts, finished, strict=True)]
@@ -120,24 +142,6 @@ def write_summary(out_dir: str | Path, summary: dict) -> Path:
     return path
 
 
-def comparison_rows(runs_dir: str | Path) -> list[tuple[str, float, float | None, float]]:
-    """(policy, gold, win-rate vs SFT or None, KL) for each stage whose summary exists under
-    ``runs_dir``: best-of-n (at its largest n), PPO and DPO."""
-    runs_dir = Path(runs_dir)
-    rows = []
-    bon = runs_dir / "best_of_n" / "summary.json"
-    if bon.exists():
-        table = json.loads(bon.read_text())["table"]
-        n = max(table, key=int)
-        rows.append((f"best-of-{n}", table[n]["gold"], None, table[n]["kl"]))
-    for name in ("ppo", "dpo"):
-        path = runs_dir / name / "summary.json"
-        if path.exists():
-            s = json.loads(path.read_text())
-            rows.append((name.upper(), s["gold"], s["win_rate_vs_sft"], s["kl_to_ref"]))
-    return rows
-
-
 def finish_policy_stage(stage: str, out_dir: str | Path, config: object, policy: GPT,
                         reference: GPT, tokenizer: CharTokenizer, task: Task,
                         metrics: list[dict[str, float]], seed: int, samples_per_prompt: int,
@@ -157,7 +161,5 @@ def finish_policy_stage(stage: str, out_dir: str | Path, config: object, policy:
     save_model(checkpoint, policy, tokenizer, extra={"stage": stage, "config": asdict(config)})
     rep = policy_report(policy, reference, tokenizer, task, seed, samples_per_prompt,
                         max_new_tokens)
-    write_summary(out, {"gold": rep.gold, "sft_gold": rep.reference_gold,
-                        "win_rate_vs_sft": rep.win_rate, "kl_to_ref": rep.kl,
-                        "valid_rate": rep.valid_rate, "mean_length": rep.mean_length})
+    write_summary(out, rep.to_dict())
     return checkpoint, rep

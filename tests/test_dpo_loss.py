@@ -117,7 +117,7 @@ def test_dpo_stage_runs_reproducibly_and_logs_trl_metrics(tiny_pretrained, tmp_p
     from minirlhf.stages.preferences import PreferenceConfig, build_preference_data
 
     prefs = build_preference_data(PreferenceConfig(
-        policy=tiny_pretrained, n_pairs=48, max_new_tokens=60, out=str(tmp_path / "p.jsonl"),
+        policy=tiny_pretrained, n_pairs=48, max_new_tokens=60, out_dir=str(tmp_path / "p"),
         progress=False))
     cfg = dict(preferences=prefs.path, init=tiny_pretrained, batch_size=16,
                eval_samples_per_prompt=1, max_new_tokens=40, progress=False)
@@ -134,7 +134,7 @@ def test_dpo_stage_runs_reproducibly_and_logs_trl_metrics(tiny_pretrained, tmp_p
     assert first["rewards/chosen"] == pytest.approx(0.0, abs=1e-5)
     assert (tmp_path / "a" / "metrics.jsonl").exists()
     assert 0.0 <= a.report.win_rate <= 1.0
-    with pytest.raises(ValueError, match="beta must be > 0"):
+    with pytest.raises(ValueError, match=r"beta = 0.0 is outside its allowed range \(0, inf\)"):
         train_dpo(DPOConfig(beta=0.0, **cfg))
 
 
@@ -148,12 +148,14 @@ def test_chosen_logp_warning():
 
 
 def test_comparison_rows_read_the_stage_summaries(tmp_path):
-    from minirlhf.evaluation import comparison_rows, write_summary
+    from minirlhf.evaluation import write_summary
+    from minirlhf.registry import comparison_rows
 
     assert comparison_rows(tmp_path) == []
-    write_summary(tmp_path / "best_of_n", {"table": {"1": {"gold": 0.0, "proxy": 0.0, "kl": 0.0},
-                                                     "16": {"gold": 3.0, "proxy": 1.5,
-                                                            "kl": 1.8}}})
-    write_summary(tmp_path / "dpo", {"gold": 3.5, "win_rate_vs_sft": 0.88, "kl_to_ref": 2.3})
+    policy = {"gold_reward": 3.0, "win_rate_vs_sft": 0.8, "kl_to_ref": 1.8}
+    write_summary(tmp_path / "best_of_n", {"table": {"16": {"gold": 3.0, "kl": 1.8}},
+                                           "policy": {"n": 16, **policy}})
+    write_summary(tmp_path / "dpo", {"gold_reward": 3.5, "win_rate_vs_sft": 0.88,
+                                     "kl_to_ref": 2.3})
     rows = comparison_rows(tmp_path)
-    assert rows == [("best-of-16", 3.0, None, 1.8), ("DPO", 3.5, 0.88, 2.3)]
+    assert rows == [("best-of-n", 3.0, 0.8, 1.8), ("DPO", 3.5, 0.88, 2.3)]

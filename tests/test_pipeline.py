@@ -15,7 +15,8 @@ import pytest
 
 from minirlhf.config import ConfigError
 from minirlhf.lm.checkpoint import CheckpointError, load_model
-from minirlhf.pipeline import STAGES, PipelineConfig, PipelineError, run_pipeline
+from minirlhf.pipeline import PipelineConfig, PipelineError, run_pipeline
+from minirlhf.registry import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = str(ROOT / "data" / "reviews.txt")
@@ -157,9 +158,12 @@ def test_a_nan_loss_stops_the_stage_and_keeps_the_last_good_checkpoint(finished,
     ("ppo.beta=-0.1", "beta = -0.1 is outside its allowed range [0, inf)"),
     ("ppo.clip=1.5", "clip = 1.5 is outside its allowed range (0, 1)"),
     ("dpo.label_smoothing=0.7", "label_smoothing = 0.7 is outside its allowed range [0, 0.5)"),
-    ("reward.batch_size=5000", "reward.batch_size = 5000 is larger than the 900 training pairs"),
-    ("dpo.batch_size=600", "dpo.batch_size = 600 is larger than the 512 pairs"),
-    ("ppo.minibatch_size=12", "must divide ppo.rollout_size"),
+    ("reward.batch_size=5000", "reward: RewardConfig: batch_size = 5000 is larger than the 900 "
+                               "training pairs"),
+    ("dpo.batch_size=600", "dpo: DPOConfig: batch_size = 600 is larger than the 512 pairs"),
+    ("ppo.minibatch_size=12", "ppo: PPOConfig: minibatch_size = 12 must divide rollout_size"),
+    ("dpo.beta=0", "dpo: DPOConfig: beta = 0.0 is outside its allowed range (0, inf)"),
+    ("best_of_n.ns=1,3", "ns = '1,3': each n must be >= 1 and divide samples_per_prompt = 8"),
     ("sft.lr=nan", "lr is NaN"),
     ("ppo_beta=1", "must look like stage.key=value"),
 ])

@@ -2,6 +2,7 @@
 
 import doctest
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,10 +225,10 @@ def test_sft_stage_runs_and_is_reproducible(tiny_pretrained, tmp_path):
 
 def test_preference_dataset_reproducible_from_seed(tiny_pretrained, tmp_path):
     cfg = dict(policy=tiny_pretrained, n_pairs=20, max_new_tokens=60, progress=False)
-    a = build_preference_data(PreferenceConfig(out=str(tmp_path / "a.jsonl"), **cfg))
-    b = build_preference_data(PreferenceConfig(out=str(tmp_path / "b.jsonl"), **cfg))
-    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+    a = build_preference_data(PreferenceConfig(out_dir=str(tmp_path / "a"), **cfg))
+    b = build_preference_data(PreferenceConfig(out_dir=str(tmp_path / "b"), **cfg))
+    assert Path(a.path).read_text() == Path(b.path).read_text()
     assert a.stats == b.stats and a.stats["pairs"] == 20
-    pairs = load_jsonl(tmp_path / "a.jsonl")
+    pairs = load_jsonl(a.path)
     for p in pairs:  # every label's stored probability is the panel's
         assert 0.0 <= p.p_chosen <= 1.0 and p.chosen != p.rejected

@@ -53,7 +53,7 @@ def test_missing_corpus_names_the_fix(tmp_path):
 
 
 def test_seq_len_longer_than_block_is_rejected(tiny_corpus, tmp_path):
-    with pytest.raises(ValueError, match="seq_len 200 exceeds the tiny preset's block_size 128"):
+    with pytest.raises(ValueError, match="seq_len = 200 exceeds the tiny preset's block_size 128"):
         train_pretrain(_config(tiny_corpus, tmp_path, seq_len=200))
 
 

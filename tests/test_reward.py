@@ -154,7 +154,7 @@ def test_analytic_kl():
 
 def test_reward_and_best_of_n_stages_run(tiny_pretrained, tmp_path):
     prefs = build_preference_data(PreferenceConfig(
-        policy=tiny_pretrained, n_pairs=64, max_new_tokens=60, out=str(tmp_path / "p.jsonl"),
+        policy=tiny_pretrained, n_pairs=64, max_new_tokens=60, out_dir=str(tmp_path / "p"),
         progress=False))
     cfg = RewardConfig(preferences=prefs.path, init=tiny_pretrained, out_dir=str(tmp_path / "rm"),
                        epochs=1, batch_size=16, norm_samples=32, corr_samples=32, progress=False)

@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from minirlhf.lm.reward_model import RewardModel
+from minirlhf.registry import output_path
 from minirlhf.stages.dpo import DPOConfig, train_dpo
 from minirlhf.stages.ppo import PPOConfig, train_ppo
 from minirlhf.stages.preferences import PreferenceConfig, build_preference_data
@@ -50,9 +51,9 @@ class Context:
         self.base = Path(config.runs_dir) / config.base
         self.out = self.base / "experiments" / config.name
         self.out.mkdir(parents=True, exist_ok=True)
-        self.sft = str(self.base / "sft" / "model.npz")
-        self.preferences = str(self.base / "preferences.jsonl")
-        self.reward_path = str(self.base / "reward" / "model.npz")
+        self.sft = output_path("sft", self.base)
+        self.preferences = output_path("preferences", self.base)
+        self.reward_path = output_path("reward", self.base)
         for path in (self.sft, self.preferences, self.reward_path):
             if not Path(path).exists():
                 raise FileNotFoundError(
@@ -68,13 +69,12 @@ class Context:
 
     def prefs(self, name: str, n_pairs: int, raters: str = "default", seed: int = 0,
               policy: str | None = None, task: str = "reviews") -> list[PreferencePair]:
-        out = self.out / f"{name}.jsonl"
+        out = self.out / f"prefs_{name}"
         cfg = PreferenceConfig(task=task, policy=policy or self.sft, raters=raters,
-                               n_pairs=n_pairs, out=str(out), **self.common())
+                               n_pairs=n_pairs, out_dir=str(out), **self.common())
         cfg = replace(cfg, seed=self.config.seed + seed,
                       max_new_tokens=self.n(80, 60) if task == "reviews" else ARITHMETIC_TOKENS)
-        build_preference_data(cfg)
-        return load_jsonl(out)
+        return load_jsonl(build_preference_data(cfg).path)
 
     def reward(self, name: str, pairs: list[PreferencePair], init: str | None = None,
                task: str = "reviews", seed: int = 0, epochs: int = 2) -> RewardModel:
@@ -111,11 +111,6 @@ class Context:
     def save(self, numbers: dict[str, Any]) -> None:
         (self.out / "results.json").write_text(json.dumps(numbers, indent=2, sort_keys=True)
                                                + "\n")
-
-
-def policy_numbers(rep) -> dict[str, float]:
-    return {"gold": rep.gold, "win_rate_vs_sft": rep.win_rate, "kl_to_ref": rep.kl,
-            "mean_length": rep.mean_length, "valid_rate": rep.valid_rate}
 
 
 def bars(path: Path, groups: dict[str, dict[str, float]], ylabel: str, title: str) -> str:

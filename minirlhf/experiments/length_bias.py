@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from minirlhf.experiments.common import Context, bars, policy_numbers
+from minirlhf.experiments.common import Context, bars
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.sampling import generate_text
 from minirlhf.stages.reward import pair_metrics
@@ -35,9 +35,9 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
         numbers["conditions"][name] = {
             "labels_prefer_longer": chosen_longer,
             "rm_gold_accuracy": pair_metrics(rm, pairs[-200:]).get("gold_accuracy"),
-            "ppo": {**policy_numbers(ppo.report), "length_first_iteration": m[0]["response_length"],
+            "ppo": {**ppo.report.to_dict(), "length_first_iteration": m[0]["response_length"],
                     "length_last_iteration": m[-1]["response_length"]},
-            "dpo": policy_numbers(dpo.report)}
+            "dpo": dpo.report.to_dict()}
         series[name] = [(r["iteration"], r["response_length"]) for r in m]
         series[name + " (gold)"] = [(r["iteration"], r["gold"]) for r in m]
     numbers["sft_mean_length"] = len_sft = _sft_length(ctx)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from minirlhf.experiments.common import Context, policy_numbers
+from minirlhf.experiments.common import Context
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import generate_text
@@ -122,7 +122,7 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
                                           "proxy": p.tolist(), "fit": fit,
                                           "gold_peak": float(g.max()),
                                           "d_at_gold_peak": float(d[int(np.argmax(g))]),
-                                          "final": policy_numbers(run.report)}
+                                          "final": run.report.to_dict()}
         line, = ax2.plot(d, g, ".", ms=3, label=f"PPO β={beta}: gold")
         ax2.plot(d, p, "x", ms=3, color=line.get_color(), alpha=0.5,
                  label=f"PPO β={beta}: proxy")

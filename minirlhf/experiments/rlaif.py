@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from minirlhf.experiments.common import Context, bars, policy_numbers
+from minirlhf.experiments.common import Context, bars
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import generate_text
@@ -64,7 +64,7 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
         policy = ctx.dpo(key, pairs)
         numbers["conditions"][name] = {
             "pairs": len(pairs), "rm_gold_accuracy": gold_acc, "best_of_16_gold": bon,
-            "dpo": {**policy_numbers(policy.report), **_negated_prompt_gold(policy.report)}}
+            "dpo": {**policy.report.to_dict(), **_negated_prompt_gold(policy.report)}}
         one_each = policy.report.samples[::ctx.n(4, 1)]  # one sample per evaluation prompt
         numbers["conditions"][name]["dpo_samples"] = (
             [list(s) for s in one_each if not s[0].endswith(" not")][:4]

@@ -36,7 +36,7 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(file)`` on a temporary file, then rename it to ``path`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -59,9 +59,9 @@ def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[
         raise KeyError(f"save_checkpoint: {META_KEY!r} is reserved")
     meta = dict(meta, sha256=_digest(arrays))
     meta_bytes = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
-    _atomic_write(path, lambda f: np.savez(f, **arrays, **{META_KEY: meta_bytes}))
+    atomic_write(path, lambda f: np.savez(f, **arrays, **{META_KEY: meta_bytes}))
     sidecar = json.dumps(meta, indent=2, sort_keys=True).encode()
-    _atomic_write(path.with_suffix(".json"), lambda f: f.write(sidecar))
+    atomic_write(path.with_suffix(".json"), lambda f: f.write(sidecar))
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from minirlhf.config import validate
-from minirlhf.evaluation import PolicyReport, report_from_samples, write_summary
+from minirlhf.config import ConfigError, Stage, check_settings, require_inputs, run_path, setting
+from minirlhf.evaluation import PolicyReport, policy_numbers, report_from_samples, write_summary
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import generate_text
 from minirlhf.plots import plot_reward_vs_kl
-from minirlhf.world import get_task
+from minirlhf.world import TASK_NAMES, get_task
 
 log = logging.getLogger("minirlhf.stages.best_of_n")
 
@@ -62,16 +62,30 @@ def best_of_n_table(proxy: np.ndarray, gold: np.ndarray, ns: list[int]
 
 @dataclass
 class BestOfNConfig:
-    task: str = "reviews"  # which world
-    policy: str = "runs/default/sft/model.npz"  # the policy to sample from
-    reward_model: str = "runs/default/reward/model.npz"  # the proxy that picks the winner
-    ns: str = "1,2,4,8,16,32"  # the n to report (each must divide the largest)
-    samples_per_prompt: int = 32  # n_max
-    prompts_per_eval: int = 2  # passes over the task's evaluation prompts
-    max_new_tokens: int = 80  # response budget
-    out_dir: str = "runs/default/best_of_n"  # where the plot goes
-    seed: int = 0  # seeds the samples
-    progress: bool = True  # unused (sampling is batched); kept for a uniform CLI
+    task: str = setting("reviews", "which world", choices=TASK_NAMES)
+    policy: str = setting(run_path("sft", "model.npz"), "the policy to sample from")
+    reward_model: str = setting(run_path("reward", "model.npz"), "the proxy that picks the winner")
+    ns: str = setting("1,2,4,8,16,32", "the n to report (each must divide the largest)")
+    samples_per_prompt: int = setting(32, "n_max", "[1, inf)")
+    prompts_per_eval: int = setting(2, "passes over the task's evaluation prompts", "[1, inf)")
+    max_new_tokens: int = setting(80, "response budget", "[1, inf)")
+    out_dir: str = setting(run_path("best_of_n"), "where the plot goes")
+    seed: int = setting(0, "seeds the samples", "[0, inf)")
+    progress: bool = setting(True, "unused (sampling is batched); kept for a uniform CLI")
+
+    def check(self, upstream: dict | None = None) -> None:
+        """Every setting in its range; every n a divisor of samples_per_prompt."""
+        check_settings(self)
+        try:
+            ns = [int(x) for x in self.ns.split(",")]
+        except ValueError:
+            raise ConfigError(f"BestOfNConfig: ns = {self.ns!r} must be integers separated by "
+                              "commas, e.g. 1,2,4,8") from None
+        bad = [n for n in ns if n < 1 or self.samples_per_prompt % n]
+        if bad:
+            raise ConfigError(f"BestOfNConfig: ns = {self.ns!r}: each n must be >= 1 and divide "
+                              f"samples_per_prompt = {self.samples_per_prompt} ({bad[0]} does "
+                              "not)")
 
 
 @dataclass
@@ -86,17 +100,11 @@ class BestOfNResult:
 
 def run_best_of_n(config: BestOfNConfig) -> BestOfNResult:
     """Sample, score with the RM and with gold, and tabulate best-of-n for each n."""
-    validate(config)
+    config.check()
+    require_inputs(config, STAGE.inputs)
     t0 = time.time()
     task = get_task(config.task)
     ns = [int(x) for x in config.ns.split(",")]
-    if max(ns) > config.samples_per_prompt:
-        raise ValueError(f"ns goes up to {max(ns)} but samples_per_prompt is "
-                         f"{config.samples_per_prompt}")
-    for path in (config.policy, config.reward_model):
-        if not Path(path).exists():
-            raise FileNotFoundError(f"{path} does not exist (make it with: python -m minirlhf "
-                                    f"{'sft' if path == config.policy else 'reward'})")
     model, tokenizer, _ = load_model(config.policy)
     rm = RewardModel.load(config.reward_model)
     rng = np.random.default_rng(config.seed)
@@ -128,9 +136,7 @@ def run_best_of_n(config: BestOfNConfig) -> BestOfNResult:
     rep = result.report
     write_summary(config.out_dir, {
         "table": {str(n): row for n, row in result.table.items()},
-        "policy": {"n": max(ns), "gold": rep.gold, "sft_gold": rep.reference_gold,
-                   "win_rate_vs_sft": rep.win_rate, "kl_to_ref": rep.kl,
-                   "valid_rate": rep.valid_rate, "mean_length": rep.mean_length}})
+        "policy": {"n": max(ns), **rep.to_dict()}})
     result.seconds = time.time() - t0
     return result
 
@@ -152,3 +158,48 @@ def _policy_report(prompts: list[str], responses: list[str], finished: list[bool
     return report_from_samples([prompts[j] for j in picks], [responses[j] for j in picks],
                                [finished[j] for j in picks], analytic_kl(n), model, tokenizer,
                                task, config.seed, config.max_new_tokens)
+
+
+# ------------------------------------------------------------------ the stage's record
+def record(r: BestOfNResult, config: BestOfNConfig) -> dict:
+    """What the pipeline keeps of a run: the table, and the best-of-(largest n) policy judged
+    like every policy (one sample per evaluation prompt kept)."""
+    n = max(r.table)
+    ns = sorted(r.table)
+    per_prompt = config.prompts_per_eval * (config.samples_per_prompt // n)
+    return {"n": n, "table": {str(k): v for k, v in r.table.items()}, "plot": r.plot,
+            "label": f"best-of-n (n={n})",
+            "curve": {"kl": [r.table[k]["kl"] for k in ns],
+                      "gold": [r.table[k]["gold"] for k in ns], "labels": [f"n={k}" for k in ns]},
+            **policy_numbers(r.report, per_prompt)}
+
+
+def report(n: dict) -> list[str]:
+    """Its table in report.md."""
+    lines = ["| n | KL (nats) | gold | proxy (RM) |", "|---:|---:|---:|---:|"]
+    for k in sorted(n["table"], key=int):
+        row = n["table"][k]
+        lines.append(f"| {k} | {row['kl']:.3f} | {row['gold']:.3f} | {row['proxy']:.3f} |")
+    return lines + [""]
+
+
+def show(r: BestOfNResult, config: BestOfNConfig) -> str:
+    """What ``python -m minirlhf best-of-n`` prints."""
+    lines = [f"{'n':>4} {'KL (nats)':>10} {'gold':>8} {'proxy':>8}"]
+    for n, row in r.table.items():
+        lines.append(f"{n:>4} {row['kl']:>10.3f} {row['gold']:>8.3f} {row['proxy']:>8.3f}")
+    lines.append("\nthe RM's favourite among the largest n, for a few prompts:")
+    for prompt, resp, proxy, gold in r.examples:
+        lines.append(f"    proxy {proxy:6.2f}  gold {gold:6.2f}  {prompt}|{resp}")
+    lines.append(f"\n{r.seconds:.0f} s; plot: {r.plot}")
+    return "\n".join(lines)
+
+
+STAGE = Stage(
+    name="best_of_n", title="best-of-n", help="best-of-n sampling with the reward model",
+    config=BestOfNConfig, run=run_best_of_n, record=record, show=show, report=report,
+    summary=lambda n: {"best_of_n_table": n["table"], "policies": {"best_of_n": {"n": n["n"]}}},
+    inputs={"policy": "sft", "reward_model": "reward"}, output="summary.json", policy=True,
+    presets={"tiny": dict(ns="1,2,4,8", samples_per_prompt=8, prompts_per_eval=1,
+                          max_new_tokens=60)},
+)

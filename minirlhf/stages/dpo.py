@@ -38,8 +38,16 @@ from tqdm import tqdm
 from minirlhf.autograd import functional as F
 from minirlhf.autograd import ops
 from minirlhf.autograd.tensor import Tensor, no_grad
-from minirlhf.config import validate
-from minirlhf.evaluation import PolicyReport, finish_policy_stage
+from minirlhf.config import (
+    ConfigError,
+    Stage,
+    check_fits,
+    check_settings,
+    require_inputs,
+    run_path,
+    setting,
+)
+from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
 from minirlhf.lm.optim import AdamW, cosine_lr, optimizer_step
@@ -47,8 +55,9 @@ from minirlhf.lm.sampling import generate_text
 from minirlhf.lm.sequences import encode_pairs, sequence_logps
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_series
-from minirlhf.world import get_task
+from minirlhf.world import TASK_NAMES, get_task
 from minirlhf.world.preference_data import PreferencePair, label_pairs, length_buckets, load_jsonl
+from minirlhf.world.raters import PRESETS as RATER_PRESETS
 from minirlhf.world.raters import get_panel
 
 log = logging.getLogger("minirlhf.stages.dpo")
@@ -111,27 +120,53 @@ def _encode(tokenizer: CharTokenizer, pairs: list[PreferencePair]
 
 @dataclass
 class DPOConfig:
-    task: str = "reviews"  # which world
-    preferences: str = "runs/default/preferences.jsonl"  # labelled pairs (JSON Lines)
-    init: str = "runs/default/sft/model.npz"  # the SFT policy: start point and frozen reference
-    out_dir: str = "runs/default/dpo"  # where the checkpoint, metrics and plots go
-    beta: float = 0.5  # strength of the implicit KL penalty, > 0
-    loss_type: str = "sigmoid"  # sigmoid (DPO), ipo or hinge
-    label_smoothing: float = 0.0  # conservative DPO's assumed label-flip rate, in [0, 0.5)
-    mean_logps: bool = False  # per-token mean log-probs instead of sums (not the default)
-    max_pairs: int = 0  # offline: use at most this many pairs (0: all)
-    online_rounds: int = 0  # 0: offline; k > 0: online DPO in k rounds of fresh labels
-    online_pairs: int = 10_000  # online: labels across all rounds (the offline set's size)
-    raters: str = "default"  # online: the rater preset that labels fresh pairs
-    epochs: int = 1  # passes over the pairs
-    batch_size: int = 32  # pairs per step
-    lr: float = 1e-4  # peak learning rate
-    warmup_steps: int = 20  # linear warmup
-    grad_clip: float = 1.0  # max global gradient norm
-    eval_samples_per_prompt: int = 4  # samples per evaluation prompt
-    max_new_tokens: int = 80  # response budget when sampling
-    seed: int = 0  # seeds batches and samples
-    progress: bool = True  # show a tqdm bar
+    task: str = setting("reviews", "which world", choices=TASK_NAMES)
+    preferences: str = setting(
+        run_path("preferences", "preferences.jsonl"), "labelled pairs (JSON Lines)")
+    init: str = setting(
+        run_path("sft", "model.npz"), "the SFT policy: start point and frozen reference")
+    out_dir: str = setting(run_path("dpo"), "where the checkpoint, metrics and plots go")
+    beta: float = setting(0.5, "strength of the implicit KL penalty, > 0", "(0, inf)")
+    loss_type: str = setting(
+        "sigmoid", "sigmoid (DPO), ipo or hinge", choices=LOSS_TYPES)
+    label_smoothing: float = setting(
+        0.0, "conservative DPO's assumed label-flip rate, in [0, 0.5)", "[0, 0.5)")
+    mean_logps: bool = setting(False, "per-token mean log-probs instead of sums (not the default)")
+    max_pairs: int = setting(0, "offline: use at most this many pairs (0: all)", "[0, inf)")
+    online_rounds: int = setting(
+        0, "0: offline; k > 0: online DPO in k rounds of fresh labels", "[0, inf)")
+    online_pairs: int = setting(10_000, "online: labels across all rounds (the offline set's size)")
+    raters: str = setting("default", "online: the rater preset that labels fresh pairs",
+                          choices=RATER_PRESETS)
+    epochs: int = setting(1, "passes over the pairs", "[1, inf)")
+    batch_size: int = setting(32, "pairs per step", "[1, inf)")
+    lr: float = setting(1e-4, "peak learning rate", "(0, inf)")
+    warmup_steps: int = setting(20, "linear warmup", "[0, inf)")
+    grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
+    eval_samples_per_prompt: int = setting(4, "samples per evaluation prompt", "[1, inf)")
+    max_new_tokens: int = setting(80, "response budget when sampling", "[1, inf)")
+    seed: int = setting(0, "seeds batches and samples", "[0, inf)")
+    progress: bool = setting(True, "show a tqdm bar")
+
+    def check(self, upstream: dict | None = None) -> None:
+        """Every setting in its range; rounds that each get a pair; batches the pairs can fill
+        (offline: checked here when the preference stage's config is at hand, as in the
+        pipeline, and again by ``train_dpo`` on the file it reads)."""
+        check_settings(self)
+        if self.online_rounds:
+            if self.online_pairs < self.online_rounds:
+                raise ConfigError(f"DPOConfig: online_rounds = {self.online_rounds} is more "
+                                  f"than online_pairs = {self.online_pairs}; allowed range "
+                                  f"[0, {self.online_pairs}]")
+            self.check_data(self.online_pairs // self.online_rounds)
+        elif (upstream or {}).get("preferences") is not None:
+            self.check_data(upstream["preferences"].n_pairs)
+
+    def check_data(self, n_pairs: int) -> None:
+        """A batch that a round of ``n_pairs`` pairs (after ``max_pairs``) can fill."""
+        used = min(n_pairs, self.max_pairs) if self.max_pairs and not self.online_rounds \
+            else n_pairs
+        check_fits(self, "batch_size", used, f"the {used} pairs per round")
 
 
 @dataclass
@@ -143,26 +178,6 @@ class DPOResult:
     warnings: list[str] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def _check(config: DPOConfig) -> None:
-    if config.loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {config.loss_type!r}")
-    if not config.beta > 0:
-        raise ValueError(f"beta must be > 0, got {config.beta}")
-    if not 0.0 <= config.label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {config.label_smoothing}")
-    if config.online_rounds < 0 or (config.online_rounds and
-                                    config.online_pairs < config.online_rounds):
-        raise ValueError(f"online_rounds must be >= 0 and at most online_pairs, got "
-                         f"{config.online_rounds} rounds for {config.online_pairs} pairs")
-    needed = [("init", config.init, "sft")]
-    if not config.online_rounds:
-        needed.append(("preferences", config.preferences, "preferences"))
-    for name, path, how in needed:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"{name} file {path} does not exist (make it with: python "
-                                    f"-m minirlhf {how})")
 
 
 def _reference_logps(reference: GPT, tokenizer: CharTokenizer, pairs: list[PreferencePair],
@@ -202,9 +217,10 @@ def train_dpo(config: DPOConfig) -> DPOResult:
     samples ``online_pairs / k`` fresh pairs from the current policy, has the raters label them,
     and trains on them: the same label budget, spent on the policy's own current answers.
     """
-    validate(config)
+    config.check()
+    require_inputs(config, {k: v for k, v in STAGE.inputs.items()
+                            if k != "preferences" or not config.online_rounds})
     t0 = time.time()
-    _check(config)
     rng = np.random.default_rng(config.seed)
     policy, tokenizer, _ = load_model(config.init)
     reference, _, _ = load_model(config.init)
@@ -213,12 +229,10 @@ def train_dpo(config: DPOConfig) -> DPOResult:
         rounds = config.online_rounds
     else:
         pairs = load_jsonl(config.preferences)
+        config.check_data(len(pairs))
         if config.max_pairs:
             pairs = [pairs[i] for i in rng.permutation(len(pairs))[: config.max_pairs]]
         per_round, rounds = len(pairs), 1
-    if config.batch_size > per_round:
-        raise ValueError(f"batch_size {config.batch_size} is larger than the {per_round} pairs "
-                         "per round")
 
     opt = AdamW(policy.named_parameters(), lr=config.lr)
     total = rounds * (per_round // config.batch_size) * config.epochs
@@ -290,3 +304,26 @@ def chosen_logp_warning(metrics: list[dict[str, float]]) -> list[str]:
                 f"{d_margin:.2f}: the policy is lowering both responses, moving probability to "
                 "responses in neither set"]
     return []
+
+
+# ------------------------------------------------------------------ the stage's record
+def record(r: DPOResult, config: DPOConfig) -> dict:
+    """What the pipeline keeps of a run (its record's numbers)."""
+    return {**policy_numbers(r.report, config.eval_samples_per_prompt), "plots": r.plots,
+            "warnings": r.warnings}
+
+
+def show(r: DPOResult, config: DPOConfig) -> str:
+    """What ``python -m minirlhf dpo`` prints after training."""
+    last = r.metrics[-1]
+    return ("last step: " + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "step")
+            + "\n" + r.report.describe("DPO", config.eval_samples_per_prompt)
+            + f"\n{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {', '.join(r.plots)}")
+
+
+STAGE = Stage(
+    name="dpo", title="DPO", help="direct preference optimisation (offline, or online)",
+    config=DPOConfig, run=train_dpo, record=record, show=show, policy=True,
+    inputs={"preferences": "preferences", "init": "sft"},
+    presets={"tiny": dict(max_pairs=512, eval_samples_per_prompt=1, max_new_tokens=60)},
+)

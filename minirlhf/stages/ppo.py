@@ -19,23 +19,27 @@ from tqdm import tqdm
 from minirlhf.autograd import functional as F
 from minirlhf.autograd import ops
 from minirlhf.autograd.tensor import Tensor, no_grad
-from minirlhf.config import validate
-from minirlhf.evaluation import PolicyReport, finish_policy_stage
+from minirlhf.config import ConfigError, Stage, check_settings, require_inputs, run_path, setting
+from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
 from minirlhf.lm.optim import AdamW, optimizer_step
 from minirlhf.lm.reward_model import RewardModel
-from minirlhf.lm.sampling import generate
+from minirlhf.lm.sampling import Rollout, rollout
 from minirlhf.lm.sequences import (
     eos_positions,
     logprobs_from_logits,
     masked_mean,
     masked_mean_array,
 )
+from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_reward_vs_kl
-from minirlhf.world import get_task
+from minirlhf.world import TASK_NAMES, get_task
 
 log = logging.getLogger("minirlhf.stages.ppo")
+
+
+KL_ESTIMATORS = ("k1", "k3")
 
 
 def kl_per_token(logp: np.ndarray, ref_logp: np.ndarray, kind: str = "k1") -> np.ndarray:
@@ -161,37 +165,52 @@ class AdaptiveKLController:
 # ------------------------------------------------------------------------------- stage
 @dataclass
 class PPOConfig:
-    task: str = "reviews"  # which world
-    init: str = "runs/default/sft/model.npz"  # the SFT policy: start point and frozen reference
-    reward_model: str = "runs/default/reward/model.npz"  # the (normalized) proxy reward
-    out_dir: str = "runs/default/ppo"  # where the checkpoint, metrics and plots go
-    iterations: int = 120  # rollout + update rounds
-    rollout_size: int = 64  # prompts sampled per iteration
-    minibatch_size: int = 16  # sequences per gradient step
-    ppo_epochs: int = 2  # passes over each rollout
-    lr: float = 1e-4  # learning rate of policy and value head
-    clip: float = 0.2  # epsilon of the clipped objective, in (0, 1)
-    value_clip: float = 0.2  # epsilon of the clipped value loss
-    vf_coef: float = 0.1  # weight of the value loss
-    critic: str = "reward_model"  # the value head on a separate copy of the reward model's
-    # trunk ("reward_model"), or on the policy's own trunk ("shared"); it starts at zero either
-    # way. Chapter 5 measures both: the separate critic learns far better values here.
-    entropy_coef: float = 0.0  # weight of the optional entropy bonus (0: off)
-    beta: float = 0.05  # KL penalty coefficient (initial value when adaptive)
-    kl_estimator: str = "k1"  # k1 or k3, per token on the sampled token
-    adaptive_kl_target: float = 0.0  # > 0: adapt beta towards this KL (nats per response)
-    adaptive_kl_horizon: int = 10_000  # the controller's horizon, in sequences
-    gamma: float = 1.0  # discount
-    lam: float = 0.95  # GAE lambda
-    whiten_advantages: bool = True  # normalise advantages over response tokens
-    missing_eos_penalty: float = 1.0  # subtracted from the score of a response with no EOS
-    temperature: float = 1.0  # sampling temperature (log-probs use the same)
-    max_new_tokens: int = 80  # response budget
-    grad_clip: float = 1.0  # max global gradient norm
-    eval_samples_per_prompt: int = 4  # samples per evaluation prompt at the end
-    table_every: int = 20  # log a few (prompt, response, proxy, gold, KL) rows this often
-    seed: int = 0  # seeds prompts, samples and minibatches
-    progress: bool = True  # show a tqdm bar
+    task: str = setting("reviews", "which world", choices=TASK_NAMES)
+    init: str = setting(
+        run_path("sft", "model.npz"), "the SFT policy: start point and frozen reference")
+    reward_model: str = setting(run_path("reward", "model.npz"), "the (normalized) proxy reward")
+    out_dir: str = setting(run_path("ppo"), "where the checkpoint, metrics and plots go")
+    iterations: int = setting(120, "rollout + update rounds", "[1, inf)")
+    rollout_size: int = setting(64, "prompts sampled per iteration", "[1, inf)")
+    minibatch_size: int = setting(16, "sequences per gradient step", "[1, inf)")
+    ppo_epochs: int = setting(2, "passes over each rollout", "[1, inf)")
+    lr: float = setting(1e-4, "learning rate of policy and value head", "(0, inf)")
+    clip: float = setting(0.2, "epsilon of the clipped objective, in (0, 1)", "(0, 1)")
+    value_clip: float = setting(0.2, "epsilon of the clipped value loss", "(0, inf)")
+    vf_coef: float = setting(0.1, "weight of the value loss", "[0, inf)")
+    critic: str = setting(
+        "reward_model", "the value head on a separate copy of the reward model's trunk "
+        "('reward_model') or on the policy's own trunk ('shared'); it starts at zero either "
+        "way. Chapter 5 measures both: the separate critic learns far better values here.",
+        choices=("reward_model", "shared"))
+    entropy_coef: float = setting(0.0, "weight of the optional entropy bonus (0: off)", "[0, inf)")
+    beta: float = setting(0.05, "KL penalty coefficient (initial value when adaptive)", "[0, inf)")
+    kl_estimator: str = setting("k1", "k1 or k3, per token on the sampled token",
+                                choices=KL_ESTIMATORS)
+    adaptive_kl_target: float = setting(
+        0.0, "> 0: adapt beta towards this KL (nats per response)", "[0, inf)")
+    adaptive_kl_horizon: int = setting(10_000, "the controller's horizon, in sequences", "[1, inf)")
+    gamma: float = setting(1.0, "discount", "[0, 1]")
+    lam: float = setting(0.95, "GAE lambda", "[0, 1]")
+    whiten_advantages: bool = setting(True, "normalise advantages over response tokens")
+    missing_eos_penalty: float = setting(
+        1.0, "subtracted from the score of a response with no EOS", "[0, inf)")
+    temperature: float = setting(1.0, "sampling temperature (log-probs use the same)", "(0, inf)")
+    max_new_tokens: int = setting(80, "response budget", "[1, inf)")
+    grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
+    eval_samples_per_prompt: int = setting(
+        4, "samples per evaluation prompt at the end", "[1, inf)")
+    table_every: int = setting(
+        20, "log a few (prompt, response, proxy, gold, KL) rows this often", "[0, inf)")
+    seed: int = setting(0, "seeds prompts, samples and minibatches", "[0, inf)")
+    progress: bool = setting(True, "show a tqdm bar")
+
+    def check(self, upstream: dict | None = None) -> None:
+        """Every setting in its range; minibatches that cut the rollout evenly."""
+        check_settings(self)
+        if self.rollout_size % self.minibatch_size:
+            raise ConfigError(f"PPOConfig: minibatch_size = {self.minibatch_size} must divide "
+                              f"rollout_size = {self.rollout_size}")
 
 
 @dataclass
@@ -238,27 +257,37 @@ def exact_kl(logits: np.ndarray, ref_logits: np.ndarray, mask: np.ndarray,
     return float((per_token * mask[:, 1:]).sum(axis=1).mean())
 
 
-def train_ppo(config: PPOConfig) -> PPOResult:
-    """RLHF with PPO: sample, score with the reward model minus a per-token KL penalty to the
-    SFT reference, estimate advantages with GAE, and take clipped policy and value steps."""
-    validate(config)
-    t0 = time.time()
-    if config.kl_estimator not in ("k1", "k3"):
-        raise ValueError(f"kl_estimator must be k1 or k3, got {config.kl_estimator!r}")
-    if not 0.0 < config.clip < 1.0:
-        raise ValueError(f"clip must be in (0, 1), got {config.clip}")
-    if config.beta < 0:
-        raise ValueError(f"beta must be >= 0, got {config.beta}")
-    if config.critic not in ("shared", "reward_model"):
-        raise ValueError(f"critic must be 'shared' or 'reward_model', got {config.critic!r}")
-    if config.rollout_size % config.minibatch_size:
-        raise ValueError(f"minibatch_size {config.minibatch_size} must divide rollout_size "
-                         f"{config.rollout_size}")
-    for path, how in ((config.init, "sft"), (config.reward_model, "reward")):
-        if not Path(path).exists():
-            raise FileNotFoundError(f"{path} does not exist (make it with: python -m minirlhf "
-                                    f"{how})")
-    task = get_task(config.task)
+# ------------------------------------------------------------- one iteration, step by step
+@dataclass
+class Actors:
+    """The models one PPO run holds: the policy being trained, the frozen reference, the critic
+    (None: the value head sits on the policy's own trunk), the reward model, and the optimizer
+    over the policy's (and the critic's) parameters."""
+
+    policy: GPT
+    reference: GPT
+    critic: GPT | None
+    reward_model: RewardModel
+    tokenizer: CharTokenizer
+    optimizer: AdamW
+    params: list[Tensor]
+
+
+@dataclass
+class Scored:
+    """A rollout's sequences scored without gradient, before any update. All (B, T) but
+    ``scores`` (B,) and ``exact_kl`` (a float)."""
+
+    scores: np.ndarray  # the reward model's score of each response, minus the missing-EOS penalty
+    logp: np.ndarray  # log pi_old of each response token
+    ref_logp: np.ndarray  # log pi_ref of each response token
+    values: np.ndarray  # the critic's value at each response token (0 elsewhere)
+    exact_kl: float  # the exact KL(pi || pi_ref) over the vocabulary, nats per response
+
+
+def make_actors(config: PPOConfig) -> Actors:
+    """Policy and reference from the SFT checkpoint, the reward model, and the critic as
+    ``config.critic`` asks; an AdamW over what trains."""
     policy, tokenizer, _ = load_model(config.init)
     reference, _, _ = load_model(config.init)
     rm = RewardModel.load(config.reward_model)
@@ -271,8 +300,138 @@ def train_ppo(config: PPOConfig) -> PPOResult:
         critic.add_scalar_head("value")
         named = list(policy.named_parameters("policy.")) + \
             list(critic.named_parameters("critic."))
-    opt = AdamW(named, lr=config.lr)
-    params = [p for _, p in named]
+    return Actors(policy, reference, critic, rm, tokenizer, AdamW(named, lr=config.lr),
+                  [p for _, p in named])
+
+
+def minibatch_indices(config: PPOConfig) -> list[np.ndarray]:
+    """The rollout's rows cut into consecutive minibatches."""
+    return [np.arange(i, i + config.minibatch_size)
+            for i in range(0, config.rollout_size, config.minibatch_size)]
+
+
+def score_rollout(actors: Actors, prompts: list[str], roll: Rollout,
+                  minibatches: list[np.ndarray], config: PPOConfig) -> Scored:
+    """Step 2: the reward model's scores, and the old policy's log-probs, the reference's
+    log-probs and the critic's values, all without gradient. The minibatches have the shapes
+    of the updates, so the first update's ratio is exactly 1."""
+    g = roll.generation
+    tokens, mask = g.tokens, g.response_mask
+    scores = actors.reward_model.score(prompts, roll.texts, roll.finished).astype(np.float32)
+    scores -= config.missing_eos_penalty * (~g.finished)
+    logp, values, ref_logp = (np.zeros_like(mask) for _ in range(3))
+    exact = 0.0
+    with no_grad():
+        for mb in minibatches:
+            lp, v, logits = _forward(actors.policy, tokens[mb], mask[mb], config.temperature,
+                                     value=actors.critic is None)
+            if actors.critic is not None:
+                v = _values(actors.critic, tokens[mb])
+            logp[mb], values[mb] = lp.data, v.data * mask[mb]
+            rlp, _, ref_logits = _forward(actors.reference, tokens[mb], mask[mb],
+                                          config.temperature, value=False)
+            ref_logp[mb] = rlp.data
+            exact += exact_kl(logits.data, ref_logits.data, mask[mb], config.temperature) \
+                * len(mb) / config.rollout_size
+    return Scored(scores, logp, ref_logp, values, exact)
+
+
+def kl_penalized_rewards(scores: np.ndarray, logp: np.ndarray, ref_logp: np.ndarray,
+                         mask: np.ndarray, beta: float, estimator: str = "k1"
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Step 3: the per-token RLHF reward, r_t = -beta KL_t, plus the score on each response's
+    last token. scores: (B,); the others (B, T). Returns (rewards, per-token KL), both (B, T)
+    and 0 outside the mask."""
+    kl = kl_per_token(logp, ref_logp, estimator) * mask  # (B, T)
+    rewards = -beta * kl
+    last = eos_positions(mask)
+    rewards[np.arange(len(last)), last] += scores  # the score lands on the final token
+    return rewards, kl
+
+
+def advantages(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, config: PPOConfig
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4: GAE with the critic's values, then (optionally) whitened over response tokens.
+    All (B, T). A critic-free method replaces this step (and only this one)."""
+    adv, returns = gae(rewards, values, mask, config.gamma, config.lam)
+    if config.whiten_advantages:
+        adv = whiten(adv, mask)
+    return adv, returns
+
+
+def ppo_update(actors: Actors, tokens: np.ndarray, mask: np.ndarray, old: Scored,
+               adv: np.ndarray, returns: np.ndarray, minibatches: list[np.ndarray],
+               config: PPOConfig, rng: np.random.Generator, it: int) -> dict[str, float]:
+    """Step 5: ``ppo_epochs`` passes over the minibatches in a random order, each a clipped
+    policy step and a clipped value step (plus the optional entropy bonus). Returns the mean of
+    each loss and statistic over the steps."""
+    stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "clipfrac", "vclipfrac",
+                                                     "approxkl", "ratio")}
+    for _ in range(config.ppo_epochs):
+        for b in rng.permutation(len(minibatches)):
+            mb = minibatches[b]
+            lp, v, logits = _forward(actors.policy, tokens[mb], mask[mb], config.temperature,
+                                     value=actors.critic is None)
+            if actors.critic is not None:
+                v = _values(actors.critic, tokens[mb])
+            pg, ps = clipped_policy_loss(lp, old.logp[mb], adv[mb], mask[mb], config.clip)
+            vf, vs = clipped_value_loss(v, old.values[mb], returns[mb], mask[mb],
+                                        config.value_clip)
+            loss = pg + vf * config.vf_coef
+            if config.entropy_coef:  # a bonus for keeping the distributions spread
+                loss = loss - _entropy(logits, mask[mb], config.temperature) * config.entropy_coef
+            optimizer_step(actors.optimizer, loss, actors.params, config.grad_clip,
+                           f"ppo: iteration {it}")
+            for k, val in (("pg", pg.item()), ("vf", vf.item()), ("clipfrac", ps["clipfrac"]),
+                           ("vclipfrac", vs["clipfrac"]), ("approxkl", ps["approxkl"]),
+                           ("ratio", ps["ratio"])):
+                stats[k].append(val)
+    return {k: float(np.mean(v)) for k, v in stats.items()}
+
+
+def iteration_metrics(it: int, mask: np.ndarray, finished: np.ndarray, old: Scored,
+                      kl: np.ndarray, returns: np.ndarray, stats: dict[str, float],
+                      golds: list[float], beta: float) -> dict[str, float]:
+    """Step 6: one row of metrics.jsonl, with TRL's (experimental PPO trainer's) names where
+    TRL has one. ``golds`` is the rollout's gold reward, measured for the log only: training
+    never sees it."""
+    seq_kl = float(kl.sum(axis=1).mean())
+    entropy = float(-(old.logp * mask).sum() / max(mask.sum(), 1.0))  # sampled-token estimate
+    var_ret = float(np.var(returns[mask > 0]))
+    explained = 1.0 - float(np.var((returns - old.values)[mask > 0])) / max(var_ret, 1e-8)
+    return {"iteration": it, "objective/kl": seq_kl, "objective/entropy": entropy,
+            "objective/non_score_reward": float((-beta * kl).sum(axis=1).mean()),
+            "objective/rlhf_reward": float(old.scores.mean() - beta * seq_kl),
+            "objective/scores": float(old.scores.mean()),
+            "policy/approxkl_avg": stats["approxkl"], "policy/clipfrac_avg": stats["clipfrac"],
+            "loss/policy_avg": stats["pg"], "loss/value_avg": stats["vf"],
+            "val/clipfrac_avg": stats["vclipfrac"], "val/ratio": stats["ratio"],
+            "val/explained_variance": explained, "gold": float(np.mean(golds)),
+            "objective/exact_kl": old.exact_kl,
+            "response_length": float(mask.sum(axis=1).mean()),
+            "eos_rate": float(finished.mean()), "beta": beta}
+
+
+def _log_table(it: int, prompts: list[str], roll: Rollout, old: Scored, kl: np.ndarray,
+               golds: list[float]) -> None:
+    """A few (proxy, gold, KL, prompt|response) rows, so the log shows what training does."""
+    per_seq_kl = kl.sum(axis=1)
+    texts = roll.marked()
+    lines = [f"iteration {it}: {'proxy':>6} {'gold':>6} {'KL':>6}  prompt|response"]
+    for b in range(min(3, len(prompts))):
+        lines.append(f"{'':>13}{old.scores[b]:>6.2f} {golds[b]:>6.2f} {per_seq_kl[b]:>6.2f}"
+                     f"  {prompts[b]}|{texts[b]}")
+    log.info("\n".join(lines))
+
+
+def train_ppo(config: PPOConfig) -> PPOResult:
+    """RLHF with PPO: sample, score with the reward model minus a per-token KL penalty to the
+    SFT reference, estimate advantages with GAE, and take clipped policy and value steps."""
+    config.check()
+    require_inputs(config, STAGE.inputs)
+    t0 = time.time()
+    task = get_task(config.task)
+    actors = make_actors(config)
     kl_ctl = (AdaptiveKLController(config.beta, config.adaptive_kl_target,
                                    config.adaptive_kl_horizon)
               if config.adaptive_kl_target > 0 else None)
@@ -281,93 +440,36 @@ def train_ppo(config: PPOConfig) -> PPOResult:
     result = PPOResult(config=config, checkpoint="")
     warned: set[str] = set()
     for it in tqdm(range(config.iterations), desc="ppo", disable=not config.progress):
+        # 1. rollout: a response to each of rollout_size prompts from the current policy
         prompts = task.sample_prompts(config.rollout_size, rng)
-        ids = [tokenizer.encode(p, bos=True) for p in prompts]
-        g = generate(policy, ids, config.max_new_tokens, temperature=config.temperature, rng=rng)
-        tokens, mask = g.tokens, g.response_mask
-        texts = [tokenizer.decode(r) for r in g.responses()]
-        scores = rm.score(prompts, texts, list(g.finished)).astype(np.float32)
-        scores -= config.missing_eos_penalty * (~g.finished)
-        minibatches = [np.arange(i, i + config.minibatch_size)
-                       for i in range(0, config.rollout_size, config.minibatch_size)]
-        old_logp = np.zeros_like(mask)
-        old_values = np.zeros_like(mask)
-        ref_logp = np.zeros_like(mask)
-        exact = 0.0
-        with no_grad():  # the same minibatch shapes as the updates, so the first ratio is 1
-            for mb in minibatches:
-                lp, v, logits = _forward(policy, tokens[mb], mask[mb], config.temperature,
-                                         value=critic is None)
-                if critic is not None:
-                    v = _values(critic, tokens[mb])
-                old_logp[mb], old_values[mb] = lp.data, v.data * mask[mb]
-                rlp, _, ref_logits = _forward(reference, tokens[mb], mask[mb],
-                                              config.temperature, value=False)
-                ref_logp[mb] = rlp.data
-                exact += exact_kl(logits.data, ref_logits.data, mask[mb], config.temperature) \
-                    * len(mb) / config.rollout_size
-        kl = kl_per_token(old_logp, ref_logp, config.kl_estimator) * mask  # (B, T)
-        last = eos_positions(mask)
-        rewards = -beta * kl
-        rewards[np.arange(len(last)), last] += scores  # the score lands on the final token
-        adv, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
-        if config.whiten_advantages:
-            adv = whiten(adv, mask)
-        stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "clipfrac", "vclipfrac",
-                                                         "approxkl", "ratio")}
-        for _ in range(config.ppo_epochs):
-            for b in rng.permutation(len(minibatches)):
-                mb = minibatches[b]
-                lp, v, logits = _forward(policy, tokens[mb], mask[mb], config.temperature,
-                                         value=critic is None)
-                if critic is not None:
-                    v = _values(critic, tokens[mb])
-                pg, ps = clipped_policy_loss(lp, old_logp[mb], adv[mb], mask[mb], config.clip)
-                vf, vs = clipped_value_loss(v, old_values[mb], returns[mb], mask[mb],
-                                            config.value_clip)
-                loss = pg + vf * config.vf_coef
-                if config.entropy_coef:  # a bonus for keeping the distributions spread
-                    loss = loss - _entropy(logits, mask[mb], config.temperature) \
-                        * config.entropy_coef
-                optimizer_step(opt, loss, params, config.grad_clip, f"ppo: iteration {it}")
-                for k, val in (("pg", pg.item()), ("vf", vf.item()), ("clipfrac",
-                               ps["clipfrac"]), ("vclipfrac", vs["clipfrac"]),
-                               ("approxkl", ps["approxkl"]), ("ratio", ps["ratio"])):
-                    stats[k].append(val)
-        seq_kl = float(kl.sum(axis=1).mean())
-        entropy = float(-(old_logp * mask).sum() / max(mask.sum(), 1.0))  # sampled-token est.
-        var_ret = float(np.var(returns[mask > 0]))
-        explained = 1.0 - float(np.var((returns - old_values)[mask > 0])) / max(var_ret, 1e-8)
-        golds = [task.gold(p, t, f) for p, t, f in zip(prompts, texts, g.finished, strict=True)]
-        row = {"iteration": it, "objective/kl": seq_kl, "objective/entropy": entropy,
-               "objective/non_score_reward": float((-beta * kl).sum(axis=1).mean()),
-               "objective/rlhf_reward": float(scores.mean() - beta * seq_kl),
-               "objective/scores": float(scores.mean()),
-               "policy/approxkl_avg": float(np.mean(stats["approxkl"])),
-               "policy/clipfrac_avg": float(np.mean(stats["clipfrac"])),
-               "loss/policy_avg": float(np.mean(stats["pg"])),
-               "loss/value_avg": float(np.mean(stats["vf"])),
-               "val/clipfrac_avg": float(np.mean(stats["vclipfrac"])),
-               "val/ratio": float(np.mean(stats["ratio"])),
-               "val/explained_variance": explained, "gold": float(np.mean(golds)),
-               "objective/exact_kl": exact,
-               "response_length": float(mask.sum(axis=1).mean()),
-               "eos_rate": float(g.finished.mean()), "beta": beta}
+        roll = rollout(actors.policy, actors.tokenizer, prompts, config.max_new_tokens, rng,
+                       config.temperature)
+        tokens, mask = roll.generation.tokens, roll.generation.response_mask
+        minibatches = minibatch_indices(config)
+        # 2. score: reward model, old policy, reference and critic, without gradient
+        old = score_rollout(actors, prompts, roll, minibatches, config)
+        # 3. rewards: a KL penalty on every token, the score on the last one
+        rewards, kl = kl_penalized_rewards(old.scores, old.logp, old.ref_logp, mask, beta,
+                                           config.kl_estimator)
+        # 4. advantages: GAE on the critic's values, whitened
+        adv, returns = advantages(rewards, old.values, mask, config)
+        # 5. update: clipped policy and value steps over ppo_epochs passes
+        stats = ppo_update(actors, tokens, mask, old, adv, returns, minibatches, config, rng, it)
+        # 6. metrics (gold is measured for the log; training never sees it)
+        golds = [task.gold(p, t, f) for p, t, f in zip(prompts, roll.texts, roll.finished,
+                                                       strict=True)]
+        row = iteration_metrics(it, mask, roll.generation.finished, old, kl, returns, stats,
+                                golds, beta)
         result.metrics.append(row)
         _health(row, result.metrics[0], warned, result.warnings)
-        if config.table_every and it % config.table_every == 0:  # a few samples as we go
-            per_seq_kl = kl.sum(axis=1)
-            lines = [f"iteration {it}: {'proxy':>6} {'gold':>6} {'KL':>6}  prompt|response"]
-            for b in range(min(3, len(prompts))):
-                lines.append(f"{'':>13}{scores[b]:>6.2f} {golds[b]:>6.2f} {per_seq_kl[b]:>6.2f}"
-                             f"  {prompts[b]}|{texts[b]}{'' if g.finished[b] else '~'}")
-            log.info("\n".join(lines))
+        if config.table_every and it % config.table_every == 0:
+            _log_table(it, prompts, roll, old, kl, golds)
         if kl_ctl is not None:
-            beta = kl_ctl.update(seq_kl, config.rollout_size)
+            beta = kl_ctl.update(row["objective/kl"], config.rollout_size)
 
     result.checkpoint, result.report = finish_policy_stage(
-        "ppo", config.out_dir, config, policy, reference, tokenizer, task, result.metrics,
-        config.seed, config.eval_samples_per_prompt, config.max_new_tokens)
+        "ppo", config.out_dir, config, actors.policy, actors.reference, actors.tokenizer, task,
+        result.metrics, config.seed, config.eval_samples_per_prompt, config.max_new_tokens)
     m = result.metrics
     result.plot = str(plot_reward_vs_kl(
         Path(config.out_dir) / "reward_vs_kl.png",
@@ -400,3 +502,31 @@ def _health(row: dict[str, float], first: dict[str, float], warned: set[str],
             warned.add(key)
             out.append(message)
             log.warning(message)
+
+
+# ------------------------------------------------------------------ the stage's record
+def record(r: PPOResult, config: PPOConfig) -> dict:
+    """What the pipeline keeps of a run (its record's numbers)."""
+    return {**policy_numbers(r.report, config.eval_samples_per_prompt), "plot": r.plot,
+            "warnings": r.warnings}
+
+
+def show(r: PPOResult, config: PPOConfig) -> str:
+    """What ``python -m minirlhf ppo`` prints after training."""
+    lines = [f"{'iter':>5}{'KL':>8}{'score':>8}{'gold':>8}{'length':>8}{'clipfrac':>10}"]
+    for m in r.metrics[:: max(1, len(r.metrics) // 10)] + r.metrics[-1:]:
+        lines.append(f"{m['iteration']:>5}{m['objective/kl']:>8.2f}{m['objective/scores']:>8.2f}"
+                     f"{m['gold']:>8.2f}{m['response_length']:>8.1f}"
+                     f"{m['policy/clipfrac_avg']:>10.3f}")
+    lines += [r.report.describe("PPO", config.eval_samples_per_prompt),
+              f"{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {r.plot}"]
+    return "\n".join(lines)
+
+
+STAGE = Stage(
+    name="ppo", title="PPO", help="PPO against the reward model with a KL penalty",
+    config=PPOConfig, run=train_ppo, record=record, show=show, policy=True,
+    inputs={"init": "sft", "reward_model": "reward"},
+    presets={"tiny": dict(iterations=10, rollout_size=32, minibatch_size=16, ppo_epochs=1,
+                          max_new_tokens=60, eval_samples_per_prompt=1, table_every=0)},
+)

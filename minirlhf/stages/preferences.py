@@ -9,15 +9,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from minirlhf.config import validate
+from minirlhf.config import Stage, check_settings, require_inputs, run_path, setting
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.sampling import generate_text
-from minirlhf.world import get_task
+from minirlhf.world import TASK_NAMES, get_task
 from minirlhf.world.preference_data import PreferencePair, dataset_stats, label_pairs, save_jsonl
+from minirlhf.world.raters import PRESETS as RATER_PRESETS
 from minirlhf.world.raters import get_panel
 
 log = logging.getLogger("minirlhf.preferences")
@@ -25,15 +27,21 @@ log = logging.getLogger("minirlhf.preferences")
 
 @dataclass
 class PreferenceConfig:
-    task: str = "reviews"  # which world: reviews or arithmetic
-    policy: str = "runs/default/sft/model.npz"  # the model whose samples are compared
-    raters: str = "default"  # a preset of minirlhf.world.raters.PRESETS
-    n_pairs: int = 10_000  # labelled pairs to make
-    temperature: float = 1.0  # sampling temperature of the policy
-    max_new_tokens: int = 80  # response budget; unfinished responses are dropped
-    out: str = "runs/default/preferences.jsonl"  # where the JSON Lines go
-    seed: int = 0  # seeds prompts, samples and labels
-    progress: bool = True  # show a tqdm bar
+    task: str = setting(
+        "reviews", "which world: reviews or arithmetic", choices=TASK_NAMES)
+    policy: str = setting(run_path("sft", "model.npz"), "the model whose samples are compared")
+    raters: str = setting("default", "who labels: a preset of world.raters.PRESETS",
+                          choices=RATER_PRESETS)
+    n_pairs: int = setting(10_000, "labelled pairs to make", "[1, inf)")
+    temperature: float = setting(1.0, "sampling temperature of the policy", "(0, inf)")
+    max_new_tokens: int = setting(
+        80, "response budget; unfinished responses are dropped", "[1, inf)")
+    out_dir: str = setting(run_path("preferences"), "where preferences.jsonl goes")
+    seed: int = setting(0, "seeds prompts, samples and labels", "[0, inf)")
+    progress: bool = setting(True, "show a tqdm bar")
+
+    def check(self, upstream: dict | None = None) -> None:
+        check_settings(self)
 
 
 @dataclass
@@ -49,15 +57,14 @@ class PreferenceResult:
 def build_preference_data(config: PreferenceConfig) -> PreferenceResult:
     """Sample two responses per prompt from the policy, label each pair with the raters, write
     JSON Lines, and report the accuracy ceiling beside the measured rater-gold agreement."""
-    validate(config)
+    config.check()
+    require_inputs(config, STAGE.inputs)
     t0 = time.time()
     task, panel = get_task(config.task), get_panel(config.raters)
-    if config.n_pairs < 1:
-        raise ValueError(f"n_pairs must be >= 1, got {config.n_pairs}")
     model, tokenizer, _ = load_model(config.policy)
     rng = np.random.default_rng(config.seed)
     pairs: list[PreferencePair] = []
-    result = PreferenceResult(config=config, path=config.out)
+    result = PreferenceResult(config=config, path=str(Path(config.out_dir) / STAGE.output))
     bar = tqdm(total=config.n_pairs, desc="preferences", disable=not config.progress)
     while len(pairs) < config.n_pairs:
         need = config.n_pairs - len(pairs)
@@ -79,9 +86,34 @@ def build_preference_data(config: PreferenceConfig) -> PreferenceResult:
         pairs.extend(new)
         bar.update(len(new))
     bar.close()
-    save_jsonl(config.out, pairs)
+    save_jsonl(result.path, pairs)
     result.stats = dataset_stats(pairs)
     result.seconds = time.time() - t0
     log.info("%d pairs: ceiling %.3f, gold agreement %.3f", len(pairs),
              result.stats["ceiling"], result.stats["measured_gold_agreement"])
     return result
+
+
+# ------------------------------------------------------------------ the stage's record
+def record(r: PreferenceResult, config: PreferenceConfig) -> dict:
+    """What the pipeline keeps of a run (its record's numbers)."""
+    return {"stats": r.stats}
+
+
+def show(r: PreferenceResult, config: PreferenceConfig) -> str:
+    """What ``python -m minirlhf preferences`` prints."""
+    s = r.stats
+    return (f"{s['pairs']} pairs written to {r.path} ({r.dropped_unfinished} unfinished and "
+            f"{r.dropped_identical} identical pairs dropped), {r.seconds:.0f} s\n"
+            f"accuracy ceiling (best any reward model can do on these labels): "
+            f"{s['ceiling']:.2%}\nrater-gold agreement: expected "
+            f"{s['expected_gold_agreement']:.2%}, measured {s['measured_gold_agreement']:.2%} "
+            f"(gold ties: {s['gold_ties']:.1%})")
+
+
+STAGE = Stage(
+    name="preferences", title="preferences", help="make a preference dataset with simulated raters",
+    config=PreferenceConfig, run=build_preference_data, record=record, show=show,
+    inputs={"policy": "sft"}, output="preferences.jsonl",
+    presets={"tiny": dict(n_pairs=1000, max_new_tokens=60)},
+)

@@ -1,6 +1,6 @@
-"""Stage 1, pretraining: next-character prediction on the review corpus.
+"""Stage 1, pretraining: next-character prediction on a task's corpus (the reviews, by default).
 
-The corpus is one review per line. Each review becomes BOS, its characters, EOS, and the reviews
+The corpus is one document per line. Each document becomes BOS, its characters, EOS, and the reviews
 are laid end to end in one token stream. A batch is B windows of T + 1 tokens, each starting at
 the BOS of a random review (so position 0 is always BOS, as it is when we sample, and every
 position up to T is trained); the model predicts tokens 1..T from tokens 0..T-1. A target that
@@ -22,37 +22,50 @@ from tqdm import tqdm
 
 from minirlhf.autograd import functional as F
 from minirlhf.autograd.tensor import no_grad
-from minirlhf.config import validate
+from minirlhf.config import ConfigError, Stage, check_settings, run_path, setting
 from minirlhf.lm.checkpoint import save_model
 from minirlhf.lm.model import GPT, PRESETS, GPTConfig
 from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
 from minirlhf.lm.sampling import generate_text
 from minirlhf.lm.tokenizer import BOS, CharTokenizer
 from minirlhf.plots import plot_loss_curves
-from minirlhf.world.reviews import is_grammatical
+from minirlhf.world import TASK_NAMES, get_task
 
 log = logging.getLogger("minirlhf.stages.pretrain")
 
 
 @dataclass
 class PretrainConfig:
-    preset: str = "default"  # model size, a key of model.PRESETS
-    corpus: str = "data/reviews.txt"  # one review per line
-    out_dir: str = "runs/default/pretrain"  # where the checkpoint and plots go
-    steps: int = 1500  # optimizer steps
-    batch_size: int = 16  # windows per batch, B
-    seq_len: int = 128  # tokens per window, T (at most the model's block_size)
-    lr: float = 6e-3  # peak learning rate
-    min_lr: float = 1e-4  # learning rate at the end of the cosine decay
-    warmup_steps: int = 100  # linear warmup from 0 to lr
-    weight_decay: float = 0.1  # AdamW decay, applied to Linear weights only
-    grad_clip: float = 1.0  # max global gradient norm
-    val_fraction: float = 0.05  # share of reviews held out for validation
-    eval_every: int = 250  # steps between validation evaluations
-    eval_windows: int = 256  # validation windows per evaluation (fixed across evaluations)
-    n_samples: int = 200  # samples drawn at the end to measure the grammatical rate
-    seed: int = 0  # seeds the model, the batches and the samples
-    progress: bool = True  # show a tqdm bar
+    preset: str = setting("default", "model size, a key of lm.model.PRESETS", choices=PRESETS)
+    task: str = setting("reviews", "the world whose grammar judges the samples",
+                        choices=TASK_NAMES)
+    corpus: str = setting("data/reviews.txt", "the corpus, one document per line")
+    out_dir: str = setting(run_path("pretrain"), "where the checkpoint and plots go")
+    steps: int = setting(1500, "optimizer steps", "[1, inf)")
+    batch_size: int = setting(16, "windows per batch, B", "[1, inf)")
+    seq_len: int = setting(128, "tokens per window, T (at most the model's block_size)", "[1, inf)")
+    lr: float = setting(6e-3, "peak learning rate", "(0, inf)")
+    min_lr: float = setting(1e-4, "learning rate at the end of the cosine decay", "[0, inf)")
+    warmup_steps: int = setting(100, "linear warmup from 0 to lr", "[0, inf)")
+    weight_decay: float = setting(0.1, "AdamW decay, applied to Linear weights only", "[0, inf)")
+    grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
+    val_fraction: float = setting(0.05, "share of reviews held out for validation", "(0, 1)")
+    eval_every: int = setting(250, "steps between validation evaluations", "[1, inf)")
+    eval_windows: int = setting(
+        256, "validation windows per evaluation (fixed across evaluations)", "[1, inf)")
+    n_samples: int = setting(
+        200, "samples drawn at the end to measure the grammatical rate", "[1, inf)")
+    seed: int = setting(0, "seeds the model, the batches and the samples", "[0, inf)")
+    progress: bool = setting(True, "show a tqdm bar")
+
+    def check(self, upstream: dict | None = None) -> None:
+        """Every setting in its range, and windows that fit the model."""
+        check_settings(self)
+        block = PRESETS[self.preset]["block_size"]
+        if self.seq_len > block:
+            raise ConfigError(f"PretrainConfig: seq_len = {self.seq_len} exceeds the "
+                              f"{self.preset} preset's block_size {block}; allowed range "
+                              f"[1, {block}]")
 
 
 @dataclass
@@ -62,7 +75,7 @@ class PretrainResult:
     val_loss: float  # final validation loss, nats per token
     train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, train loss)
     val_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, val loss)
-    grammatical_rate: float = 0.0  # share of samples (from BOS alone) that parse
+    grammatical_rate: float = 0.0  # share of samples (from BOS alone) the task's grammar parses
     samples: list[str] = field(default_factory=list)  # drawn after training
     samples_before: list[str] = field(default_factory=list)  # three drawn before training
     seconds: float = 0.0
@@ -131,9 +144,7 @@ def sample_texts(model: GPT, tokenizer: CharTokenizer, n: int, rng: np.random.Ge
 
 def train_pretrain(config: PretrainConfig) -> PretrainResult:
     """Pretrain a GPT on the corpus; save checkpoint and loss plot; measure samples."""
-    validate(config)
-    if config.preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {config.preset!r}")
+    config.check()
     t0 = time.time()
     tokenizer = CharTokenizer()
     docs = load_corpus(config.corpus, tokenizer)
@@ -143,9 +154,6 @@ def train_pretrain(config: PretrainConfig) -> PretrainResult:
     model_cfg = GPTConfig(vocab_size=tokenizer.vocab_size, seed=config.seed,
                           **PRESETS[config.preset])
     T = config.seq_len
-    if T > model_cfg.block_size:
-        raise ValueError(f"seq_len {T} exceeds the {config.preset} preset's block_size "
-                         f"{model_cfg.block_size}")
     train_starts = train_starts[train_starts + T + 1 <= len(train_stream)]
     val_doc_starts = val_doc_starts[val_doc_starts + T + 1 <= len(val_stream)]
     if len(train_starts) == 0 or len(val_doc_starts) == 0:
@@ -184,8 +192,35 @@ def train_pretrain(config: PretrainConfig) -> PretrainResult:
     save_model(result.checkpoint, model, tokenizer,
                extra={"stage": "pretrain", "config": asdict(config), "val_loss": result.val_loss})
     result.samples = sample_texts(model, tokenizer, config.n_samples, sample_rng)
-    result.grammatical_rate = float(np.mean([is_grammatical(s) for s in result.samples]))
+    well_formed = get_task(config.task).well_formed
+    result.grammatical_rate = float(np.mean([well_formed(s) for s in result.samples]))
     result.plot = str(plot_loss_curves(out / "loss.png", result.train_curve, result.val_curve,
                                        title=f"pretraining ({config.preset})"))
     result.seconds = time.time() - t0
     return result
+
+
+# ------------------------------------------------------------------ the stage's record
+def record(r: PretrainResult, config: PretrainConfig) -> dict:
+    """What the pipeline keeps of a run (its record's numbers)."""
+    return {"val_loss": r.val_loss, "grammatical_rate": r.grammatical_rate, "plot": r.plot,
+            "before": r.samples_before[:3], "after": r.samples[:3]}
+
+
+def show(r: PretrainResult, config: PretrainConfig) -> str:
+    """What ``python -m minirlhf pretrain`` prints after training."""
+    lines = ["samples before training (from BOS):"] + [f"    {s}" for s in r.samples_before]
+    lines += ["samples after training (from BOS):"] + [f"    {s}" for s in r.samples[:8]]
+    lines += [f"\nvalidation loss {r.val_loss:.4f} nats/token; grammatical samples "
+              f"{r.grammatical_rate:.1%} of {len(r.samples)}; {r.seconds:.0f} s",
+              f"checkpoint: {r.checkpoint}\nloss curve: {r.plot}"]
+    return "\n".join(lines)
+
+
+STAGE = Stage(
+    name="pretrain", title="pretraining", help="pretrain the GPT on the review corpus",
+    config=PretrainConfig, run=train_pretrain, record=record, show=show,
+    summary=lambda n: {"pretrain": {k: n[k] for k in ("val_loss", "grammatical_rate")}},
+    presets={"tiny": dict(preset="tiny", steps=600, eval_every=300, eval_windows=32,
+                          n_samples=32)},
+)

@@ -31,13 +31,20 @@ from tqdm import tqdm
 
 from minirlhf.autograd import functional as F
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import validate
+from minirlhf.config import (
+    Stage,
+    check_fits,
+    check_settings,
+    require_inputs,
+    run_path,
+    setting,
+)
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
-from minirlhf.lm.reward_model import RewardModel
+from minirlhf.lm.reward_model import READOUTS, RewardModel
 from minirlhf.lm.sampling import generate_text
 from minirlhf.plots import plot_calibration, plot_loss_curves
-from minirlhf.world import get_task
+from minirlhf.world import TASK_NAMES, get_task
 from minirlhf.world.preference_data import PreferencePair, length_buckets, load_jsonl
 from minirlhf.world.raters import ceiling
 
@@ -155,25 +162,46 @@ def calibration(rm: RewardModel, pairs: list[PreferencePair], bins: int = 10,
 # ---------------------------------------------------------------------------- training
 @dataclass
 class RewardConfig:
-    task: str = "reviews"  # which world: reviews or arithmetic
-    preferences: str = "runs/default/preferences.jsonl"  # labelled pairs (JSON Lines)
-    init: str = "runs/default/sft/model.npz"  # the SFT checkpoint whose trunk we start from
-    out_dir: str = "runs/default/reward"  # where the model and plots go
-    max_pairs: int = 0  # use at most this many pairs (0: all)
-    val_fraction: float = 0.1  # held-out share of pairs for accuracy and calibration
-    epochs: int = 3  # passes over the training pairs
-    batch_size: int = 32  # pairs per step
-    lr: float = 1e-3  # peak learning rate
-    warmup_steps: int = 20  # linear warmup
-    weight_decay: float = 0.0  # AdamW decay on Linear weights
-    grad_clip: float = 1.0  # max global gradient norm
-    readout: str = "eos"  # score read at the EOS token ("eos") or summed over the response ("sum")
-    margin: float = 0.0  # BT margin
-    center_coef: float = 0.01  # reward-centering coefficient
-    norm_samples: int = 512  # SFT samples used to fit the normalization gain and bias
-    corr_samples: int = 512  # fresh SFT samples for the RM-gold correlation
-    seed: int = 0  # seeds the split, batches and samples
-    progress: bool = True  # show a tqdm bar
+    task: str = setting(
+        "reviews", "which world: reviews or arithmetic", choices=TASK_NAMES)
+    preferences: str = setting(
+        run_path("preferences", "preferences.jsonl"), "labelled pairs (JSON Lines)")
+    init: str = setting(
+        run_path("sft", "model.npz"), "the SFT checkpoint whose trunk we start from")
+    out_dir: str = setting(run_path("reward"), "where the model and plots go")
+    max_pairs: int = setting(0, "use at most this many pairs (0: all)", "[0, inf)")
+    val_fraction: float = setting(
+        0.1, "held-out share of pairs for accuracy and calibration", "(0, 1)")
+    epochs: int = setting(3, "passes over the training pairs", "[1, inf)")
+    batch_size: int = setting(32, "pairs per step", "[1, inf)")
+    lr: float = setting(1e-3, "peak learning rate", "(0, inf)")
+    warmup_steps: int = setting(20, "linear warmup", "[0, inf)")
+    weight_decay: float = setting(0.0, "AdamW decay on Linear weights", "[0, inf)")
+    grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
+    readout: str = setting(
+        "eos", "score read at the EOS token ('eos') or summed over the response ('sum') "
+        "", choices=READOUTS)
+    margin: float = setting(0.0, "BT margin", "[0, inf)")
+    center_coef: float = setting(0.01, "reward-centering coefficient", "[0, inf)")
+    norm_samples: int = setting(
+        512, "SFT samples used to fit the normalization gain and bias", "[1, inf)")
+    corr_samples: int = setting(512, "fresh SFT samples for the RM-gold correlation", "[1, inf)")
+    seed: int = setting(0, "seeds the split, batches and samples", "[0, inf)")
+    progress: bool = setting(True, "show a tqdm bar")
+
+    def check(self, upstream: dict | None = None) -> None:
+        """Every setting in its range; with the preference stage's config at hand (the
+        pipeline's case), a batch its pairs can fill."""
+        check_settings(self)
+        prefs = (upstream or {}).get("preferences")
+        if prefs is not None:
+            self.check_data(prefs.n_pairs)
+
+    def check_data(self, n_pairs: int) -> None:
+        """A batch that the training pairs of ``n_pairs`` labelled pairs can fill."""
+        used = min(n_pairs, self.max_pairs) if self.max_pairs else n_pairs
+        train = used - held_out_count(n_pairs, self)  # the split train_reward makes
+        check_fits(self, "batch_size", train, f"the {train} training pairs (of {n_pairs})")
 
 
 @dataclass
@@ -237,22 +265,16 @@ def split_pairs(pairs: list[PreferencePair], config: RewardConfig,
 def train_reward(config: RewardConfig) -> RewardResult:
     """Train a Bradley-Terry reward model on labelled pairs; measure it against the ceiling
     and against gold; fit its normalization on SFT samples; save it."""
-    validate(config)
+    config.check()
+    require_inputs(config, STAGE.inputs)
     t0 = time.time()
     task = get_task(config.task)
-    for name, path in (("preferences", config.preferences), ("init", config.init)):
-        if not Path(path).exists():
-            how = "python -m minirlhf preferences" if name == "preferences" else \
-                "python -m minirlhf sft"
-            raise FileNotFoundError(f"{name} file {path} does not exist (make it with: {how})")
     pairs = load_jsonl(config.preferences)
     if not pairs or not isinstance(pairs[0], PreferencePair):
         raise ValueError(f"{config.preferences}: reward training needs chosen/rejected pairs")
+    config.check_data(len(pairs))
     rng = np.random.default_rng(config.seed)
     train, val = split_pairs(pairs, config, rng)
-    if config.batch_size > len(train):
-        raise ValueError(f"batch_size {config.batch_size} is larger than the {len(train)} "
-                         "training pairs")
 
     model, tokenizer, _ = load_model(config.init)
     rm = RewardModel(model, tokenizer, readout=config.readout)
@@ -310,3 +332,71 @@ def train_reward(config: RewardConfig) -> RewardResult:
              result.gold_correlation)
     return result
 
+
+
+# ------------------------------------------------------------------ the stage's record
+SUMMARY_KEYS = ("accuracy", "expected_accuracy", "ceiling", "gold_accuracy", "gold_correlation",
+                "ece", "train_pairs")
+
+
+def record(r: RewardResult, config: RewardConfig) -> dict:
+    """What the pipeline keeps of a run (its record's numbers)."""
+    m = r.val_metrics
+    return {"accuracy": m["accuracy"], "ceiling": m.get("ceiling"),
+            "expected_accuracy": m.get("expected_accuracy"),
+            "gold_accuracy": m.get("gold_accuracy"), "gold_correlation": r.gold_correlation,
+            "ece": r.calibration["ece"][0], "train_pairs": r.train_pairs, "plots": r.plots}
+
+
+def _num(x: float | None, spec: str) -> str:
+    """A number formatted, or "n/a" when it could not be measured (e.g. no gold differences)."""
+    return "n/a" if x is None else format(x, spec)
+
+
+def report(n: dict) -> list[str]:
+    """The reward model's section of report.md."""
+    return [
+        "## The reward model", "",
+        f"Trained on {n['train_pairs']} labelled pairs. Held-out accuracy against the raters' "
+        f"labels: **{_num(n['accuracy'], '.1%')}**, beside the ceiling "
+        f"**{_num(n['ceiling'], '.1%')}** (the best any model can do on labels this noisy); "
+        f"expected accuracy against a fresh label {_num(n.get('expected_accuracy'), '.1%')} "
+        "(the same without the noise of one label per pair). Against gold preferences: "
+        f"{_num(n['gold_accuracy'], '.1%')}. Correlation with gold on fresh SFT samples: "
+        f"{_num(n['gold_correlation'], '.3f')}; calibration error (ECE) "
+        f"{_num(n['ece'], '.3f')}.", ""]
+
+
+def show(r: RewardResult, config: RewardConfig) -> str:
+    """What ``python -m minirlhf reward`` prints after training."""
+    m = r.val_metrics
+    lines = ["example held-out pairs (RM scores normalized; gold is the hidden truth):",
+             f"    {'RM chosen':>9} {'RM rej.':>8} {'gold ch.':>8} {'gold rej.':>9}  "
+             "prompt|chosen  vs  rejected"]
+    for prompt, c, rj, sc, sr, gc, gr in r.examples:
+        lines.append(f"    {sc:>9.2f} {sr:>8.2f} {gc:>8.2f} {gr:>9.2f}  {prompt}|{c}  vs  {rj}")
+    lines += [f"\ntrained on {r.train_pairs} pairs in {r.seconds:.0f} s",
+              f"held-out accuracy vs rater labels: {m['accuracy']:.2%} (ceiling "
+              f"{m.get('ceiling', float('nan')):.2%}); on the training pairs: "
+              f"{r.train_accuracy:.2%}"]
+    if "expected_accuracy" in m:
+        lines.append(f"expected accuracy vs a fresh rater label: {m['expected_accuracy']:.2%} "
+                     "(the same measure without the noise of one label per pair; the ceiling "
+                     "is its best)")
+    if "gold_accuracy" in m:
+        lines.append(f"held-out accuracy vs gold: {m['gold_accuracy']:.2%} (a perfect label "
+                     f"predictor would get {m.get('gold_accuracy_ceiling', float('nan')):.2%})")
+    lines += [f"mean margin {m['mean_margin']:.3f}; RM-gold correlation on fresh SFT samples "
+              f"{r.gold_correlation:.3f}; calibration ECE {r.calibration['ece'][0]:.3f}",
+              f"normalization: score = {r.gain:.3f} * raw + {r.bias:.3f}",
+              f"checkpoint: {r.checkpoint}; plots: {', '.join(r.plots)}"]
+    return "\n".join(lines)
+
+
+STAGE = Stage(
+    name="reward", title="reward model", help="train the reward model", config=RewardConfig,
+    run=train_reward, record=record, show=show, report=report,
+    summary=lambda n: {"reward_model": {k: n.get(k) for k in SUMMARY_KEYS}},
+    inputs={"preferences": "preferences", "init": "sft"},
+    presets={"tiny": dict(epochs=1, norm_samples=128, corr_samples=128)},
+)

@@ -7,7 +7,7 @@ gradient:
 
     L = - sum_{t in response} log pi(x_t | x_<t) / (number of response tokens)
 
-computed with ``sampling.token_logprobs``, the same function PPO and DPO use.
+computed with ``lm.sequences.token_logprobs``, the same function PPO and DPO use.
 
 Entry point: ``train_sft(config) -> SFTResult``.
 """
@@ -23,14 +23,14 @@ import numpy as np
 from tqdm import tqdm
 
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import validate
-from minirlhf.evaluation import PolicyEval, evaluate_policy
+from minirlhf.config import Stage, check_fits, check_settings, require_inputs, run_path, setting
+from minirlhf.evaluation import PolicyEval, evaluate_policy, sample_table
 from minirlhf.lm.checkpoint import load_model, save_model
 from minirlhf.lm.model import GPT
 from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
 from minirlhf.lm.sequences import encode_pairs, token_logprobs
 from minirlhf.plots import plot_loss_curves
-from minirlhf.world import get_task
+from minirlhf.world import TASK_NAMES, get_task
 
 log = logging.getLogger("minirlhf.stages.sft")
 
@@ -45,20 +45,28 @@ def sft_loss(model: GPT, tokens: np.ndarray, response_mask: np.ndarray) -> Tenso
 
 @dataclass
 class SFTConfig:
-    task: str = "reviews"  # which world: reviews or arithmetic
-    init: str = "runs/default/pretrain/model.npz"  # the pretrained checkpoint to start from
-    out_dir: str = "runs/default/sft"  # where the checkpoint and plot go
-    n_demos: int = 4000  # demonstrations drawn from the task's demonstrator
-    steps: int = 300  # optimizer steps
-    batch_size: int = 32  # demonstrations per step
-    lr: float = 1e-3  # peak learning rate
-    warmup_steps: int = 20  # linear warmup
-    weight_decay: float = 0.0  # AdamW decay on Linear weights
-    grad_clip: float = 1.0  # max global gradient norm
-    eval_samples_per_prompt: int = 4  # samples per evaluation prompt, before and after
-    max_new_tokens: int = 80  # response budget when sampling
-    seed: int = 0  # seeds demonstrations, batches and samples
-    progress: bool = True  # show a tqdm bar
+    task: str = setting(
+        "reviews", "which world: reviews or arithmetic", choices=TASK_NAMES)
+    init: str = setting(
+        run_path("pretrain", "model.npz"), "the pretrained checkpoint to start from")
+    out_dir: str = setting(run_path("sft"), "where the checkpoint and plot go")
+    n_demos: int = setting(4000, "demonstrations drawn from the task's demonstrator", "[1, inf)")
+    steps: int = setting(300, "optimizer steps", "[1, inf)")
+    batch_size: int = setting(32, "demonstrations per step", "[1, inf)")
+    lr: float = setting(1e-3, "peak learning rate", "(0, inf)")
+    warmup_steps: int = setting(20, "linear warmup", "[0, inf)")
+    weight_decay: float = setting(0.0, "AdamW decay on Linear weights", "[0, inf)")
+    grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
+    eval_samples_per_prompt: int = setting(
+        4, "samples per evaluation prompt, before and after", "[1, inf)")
+    max_new_tokens: int = setting(80, "response budget when sampling", "[1, inf)")
+    seed: int = setting(0, "seeds demonstrations, batches and samples", "[0, inf)")
+    progress: bool = setting(True, "show a tqdm bar")
+
+    def check(self, upstream: dict | None = None) -> None:
+        """Every setting in its range; a batch the demonstrations can fill."""
+        check_settings(self)
+        check_fits(self, "batch_size", self.n_demos, f"the {self.n_demos} demonstrations")
 
 
 @dataclass
@@ -74,15 +82,10 @@ class SFTResult:
 
 def train_sft(config: SFTConfig) -> SFTResult:
     """Fine-tune the pretrained model on demonstrations; evaluate with gold before and after."""
-    validate(config)
+    config.check()
+    require_inputs(config, STAGE.inputs)
     t0 = time.time()
     task = get_task(config.task)
-    if not Path(config.init).exists():
-        raise FileNotFoundError(f"SFT starts from {config.init}, which does not exist (make it "
-                                "with: python -m minirlhf pretrain)")
-    if config.batch_size > config.n_demos:
-        raise ValueError(f"batch_size {config.batch_size} is larger than n_demos "
-                         f"{config.n_demos}")
     model, tokenizer, _ = load_model(config.init)
     rng = np.random.default_rng(config.seed)
     prompts = task.sample_prompts(config.n_demos, rng)
@@ -123,3 +126,34 @@ def train_sft(config: SFTConfig) -> SFTResult:
                                        title=f"SFT ({config.task})"))
     result.seconds = time.time() - t0
     return result
+
+
+# ------------------------------------------------------------------ the stage's record
+def record(r: SFTResult, config: SFTConfig) -> dict:
+    """What the pipeline keeps of a run (its record's numbers)."""
+    step = config.eval_samples_per_prompt
+    return {"gold_before": r.before.gold_mean, "gold_after": r.after.gold_mean,
+            "valid_after": r.after.valid_rate, "plot": r.plot,
+            "before": [f"{p}|{t}" for p, t, _ in r.before.samples[::step][:3]],
+            "after": [f"{p}|{t}" for p, t, _ in r.after.samples[::step][:3]]}
+
+
+def show(r: SFTResult, config: SFTConfig) -> str:
+    """What ``python -m minirlhf sft`` prints after training."""
+    step = config.eval_samples_per_prompt
+    lines = ["samples before SFT ('|' marks where the prompt ends; '~' an unfinished response):",
+             sample_table(r.before.samples[::step]), "samples after SFT:",
+             sample_table(r.after.samples[::step]),
+             f"\n{'':<8}{'gold reward':>12}{'valid':>8}{'length':>8}"]
+    for name, e in (("before", r.before), ("after", r.after)):
+        lines.append(f"{name:<8}{e.gold_mean:>12.3f}{e.valid_rate:>8.1%}{e.mean_length:>8.1f}")
+    lines.append(f"\n{r.seconds:.0f} s; checkpoint: {r.checkpoint}; loss curve: {r.plot}")
+    return "\n".join(lines)
+
+
+STAGE = Stage(
+    name="sft", title="SFT", help="supervised fine-tuning on demonstrations", config=SFTConfig,
+    run=train_sft, record=record, show=show, inputs={"init": "pretrain"},
+    presets={"tiny": dict(n_demos=1000, steps=100, eval_samples_per_prompt=1,
+                          max_new_tokens=60)},
+)

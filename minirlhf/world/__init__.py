@@ -21,6 +21,7 @@ class Task:
     gold: Callable[[str, str, bool], float]  # (prompt, response, finished) -> gold reward
     demonstration: Callable[[str, np.random.Generator], str]  # a demonstrator's response
     valid: Callable[[str, str, bool], bool]  # (prompt, response, finished) -> well-formed?
+    well_formed: Callable[[str], bool]  # a whole line of the corpus (prompt + response) parses?
     agrees_with_hint: Callable[[str, str], bool] | None = None  # for sycophancy (arithmetic)
 
     def sample_prompts(self, n: int, rng: np.random.Generator) -> list[str]:
@@ -36,6 +37,7 @@ def _reviews() -> Task:
         gold=lambda p, r, finished=True: reviews.gold_reward(p + r, finished),
         demonstration=reviews.demonstration,
         valid=lambda p, r, finished=True: finished and reviews.is_grammatical(p + r),
+        well_formed=reviews.is_grammatical,
     )
 
 
@@ -49,11 +51,13 @@ def _arithmetic() -> Task:
         gold=arithmetic.gold_reward,
         demonstration=arithmetic.demonstration,
         valid=lambda p, r, finished=True: finished and arithmetic.parse_response(r) is not None,
+        well_formed=arithmetic.well_formed,
         agrees_with_hint=arithmetic.agrees_with_hint,
     )
 
 
 TASKS = {"reviews": _reviews, "arithmetic": _arithmetic}
+TASK_NAMES = tuple(TASKS)
 
 
 def get_task(name: str) -> Task:

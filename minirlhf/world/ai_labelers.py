@@ -20,15 +20,15 @@ import numpy as np
 
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.world.preference_data import PreferencePair
-from minirlhf.world.reviews import LEXICON
+from minirlhf.world.reviews import NEGATIVE, POSITIVE
 
 
 @dataclass
 class Constitution:
     """Prefer the response with more kind than harsh words; abstain on a tie."""
 
-    kind: frozenset[str] = frozenset(w for w, v in LEXICON.items() if v > 0)
-    harsh: frozenset[str] = frozenset(w for w, v in LEXICON.items() if v < 0)
+    kind: frozenset[str] = frozenset(POSITIVE)  # the reviews task's positive adjectives
+    harsh: frozenset[str] = frozenset(NEGATIVE)  # and its negative ones
 
     def score(self, response: str) -> int:
         ### BEGIN SOLUTION

@@ -57,6 +57,13 @@ def parse_response(response: str) -> tuple[str, int] | None:
         m.group(1)], int(m.group(2))
 
 
+def well_formed(text: str) -> bool:
+    """A whole line (prompt + response), as the corpus writes them, parses."""
+    head, dot, tail = text.partition(".")
+    return bool(dot) and _PROMPT.match(head + dot) is not None and \
+        parse_response(tail) is not None
+
+
 def gold_reward(prompt: str, response: str, finished: bool = True) -> float:
     """+1 for the correct sum, -1 for a wrong one, -2 if unparseable or unfinished.
 

@@ -36,8 +36,8 @@ LEXICON = {
     "awful": -2.0, "terrible": -2.0, "boring": -1.5, "bad": -1.0, "dull": -1.0,
     "weak": -1.0, "messy": -1.0, "slow": -0.5,
 }
-POSITIVE = tuple(a for a, p in LEXICON.items() if p > 0)
-NEGATIVE = tuple(a for a, p in LEXICON.items() if p < 0)
+POSITIVE = tuple(a for a, p in LEXICON.items() if p > 0)  # the constitution's kind words
+NEGATIVE = tuple(a for a, p in LEXICON.items() if p < 0)  # and its harsh ones
 SENTENCE_COUNT_PROBS = (0.4, 0.45, 0.15)  # P(1), P(2), P(3) sentences
 P_SECOND_CLAUSE = 0.5
 P_FOLLOW_MOOD = 0.8
