@@ -46,12 +46,15 @@ def stage_command(stage):
     policy the comparison with every other policy of the same run folder."""
 
     def command(args: argparse.Namespace) -> int:
+        import dataclasses
         from pathlib import Path
 
         from minirlhf.config import apply_overrides, describe
         from minirlhf.registry import comparison_rows
 
         config = apply_overrides(stage.config(), args.set or [])
+        if args.quiet and hasattr(config, "progress"):
+            config = dataclasses.replace(config, progress=False)
         config.check()
         _logging(args)
         print(f"{stage.command} config:\n" + describe(config))
@@ -76,7 +79,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     _logging(args)
     config = PipelineConfig(name=args.name or args.preset, preset=args.preset, seed=args.seed,
-                            force=args.force, runs_dir=args.runs_dir,
+                            force=args.force, runs_dir=args.runs_dir, progress=not args.quiet,
                             overrides=list(args.set or []))
     try:
         r = run_pipeline(config)
@@ -146,9 +149,7 @@ def cmd_classroom(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    import minirlhf
-
-    print(f"checking the exercises in {Path(minirlhf.__file__).parent}")
+    print(f"checking the exercises in {Path(__file__).resolve().parent}")
     for r in results:
         ex = r.exercise
         print(f"ch{ex.chapter} {ex.name:<22} {r.status:<16} {ex.where}: {r.message}")
@@ -187,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                        help=f"override {stage.config.__name__} fields, e.g. --set seed=1 "
                             "progress=false")
-        p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+        p.add_argument("-q", "--quiet", action="store_true",
+                       help="log warnings only, no progress bars")
         p.set_defaults(func=stage_command(stage))
 
     p = sub.add_parser("pipeline", help="run every stage and write a report (resumable)",
@@ -199,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="redo stages that are already done")
     p.add_argument("--set", nargs="+", metavar="STAGE.KEY=VALUE",
                    help="override a stage's config, e.g. --set ppo.beta=0.1 sft.steps=100")
-    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="log warnings only, no progress bars")
     p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("experiment", help="RLAIF, sycophancy, length bias, overoptimization",

@@ -198,3 +198,43 @@ def test_the_batch_check_counts_the_pairs_the_reward_stage_will_use(tmp_path):
         stage_configs(tiny(tmp_path, overrides=["reward.max_pairs=100",
                                                 "reward.batch_size=91"]))
     stage_configs(tiny(tmp_path, overrides=["reward.max_pairs=100", "reward.batch_size=90"]))
+
+
+def test_an_example_stage_joins_with_its_file_and_one_registry_line(finished, tmp_path):
+    """tests/example_stage/reinforce.py (REINFORCE with a batch-mean baseline), copied into a
+    copy of the package with one line added to the registry, and nothing else: it appears in
+    the command line, runs in the pipeline (after the finished stages, which are skipped), and
+    enters summary.json and the report."""
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "minirlhf", project / "minirlhf",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "tests" / "example_stage" / "reinforce.py",
+                project / "minirlhf" / "stages" / "reinforce.py")
+    registry = project / "minirlhf" / "registry.py"
+    text = registry.read_text()
+    registry.write_text(text.replace('    "dpo",\n', '    "dpo",\n    "reinforce",\n'))
+    added = set(registry.read_text().splitlines()) - set(text.splitlines())
+    assert added == {'    "reinforce",'}  # the one registry line
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "minirlhf", *args], cwd=project,
+                              capture_output=True, text=True, timeout=300)
+
+    listing = cli("--help")
+    assert "reinforce" in listing.stdout and "REINFORCE with a batch-mean baseline" in \
+        listing.stdout
+    help_text = cli("reinforce", "--help").stdout
+    assert "batch_size = 16  [2, inf)" in help_text and "prompts per iteration" in help_text
+    runs = copy_run(finished, tmp_path)
+    run = cli("pipeline", "--preset", "tiny", "--runs-dir", str(runs), "-q", "--set",
+              f"pretrain.corpus={CORPUS}")
+    assert run.returncode == 0, run.stderr
+    assert "ran reinforce; skipped pretrain, sft, preferences, reward, best_of_n, ppo, dpo" \
+        in run.stdout
+    summary = json.loads((runs / "tiny" / "summary.json").read_text())
+    assert set(summary["policies"]) == {"sft", "best_of_n", "ppo", "dpo", "reinforce"}
+    assert 0.0 <= summary["policies"]["reinforce"]["win_rate_vs_sft"] <= 1.0
+    assert len(summary["samples"]["reinforce"]) == len(summary["samples"]["sft"])
+    report = (runs / "tiny" / "report.md").read_text()
+    assert "| REINFORCE |" in report and "- REINFORCE (" in report
+    assert (runs / "tiny" / "reinforce" / "model.npz").exists()
