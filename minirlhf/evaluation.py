@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from minirlhf.autograd.tensor import no_grad
+from minirlhf.config import stream
 from minirlhf.lm.model import GPT
 from minirlhf.lm.sampling import generate_text, rollout
 from minirlhf.lm.sequences import token_logprobs
@@ -74,7 +75,7 @@ def policy_report(policy: GPT, reference: GPT, tokenizer: CharTokenizer, task: T
     The reference is sampled from its own seeded generator, so every policy evaluated with the
     same seed meets the very same reference samples."""
     prompts = evaluation_prompts(task, samples_per_prompt)
-    roll = rollout(policy, tokenizer, prompts, max_new_tokens, np.random.default_rng(seed))
+    roll = rollout(policy, tokenizer, prompts, max_new_tokens, stream(seed, "eval"))
     g = roll.generation
     with no_grad():
         ref_lp = token_logprobs(reference, g.tokens, g.response_mask).data
@@ -95,7 +96,8 @@ def report_from_samples(prompts: list[str], texts: list[str], finished: list[boo
     them out) against the reference's samples for the same prompts, drawn from the seeded
     generator every report shares. ``kl`` is the policy's KL to the reference, measured or
     known."""
-    ref = rollout(reference, tokenizer, prompts, max_new_tokens, np.random.default_rng([seed, 1]))
+    ref = rollout(reference, tokenizer, prompts, max_new_tokens,
+                  stream(seed, "eval_reference"))
     gold = np.array([task.gold(p, t, f) for p, t, f in zip(prompts, texts, finished,
                                                            strict=True)])
     ref_gold = np.array([task.gold(p, t, f) for p, t, f in zip(prompts, ref.texts, ref.finished,

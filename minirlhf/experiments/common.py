@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from minirlhf.config import stream_seed
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.registry import output_path
 from minirlhf.stages.dpo import DPOConfig, train_dpo
@@ -67,24 +68,29 @@ class Context:
     def common(self) -> dict[str, Any]:
         return dict(seed=self.config.seed, progress=self.config.progress)
 
-    def prefs(self, name: str, n_pairs: int, raters: str = "default", seed: int = 0,
+    def seed_for(self, name: str) -> int:
+        """The seed of one of the experiment's sub-runs: its own named stream of the run's
+        seed (two sub-runs with the same name see the same prompts and samples)."""
+        return stream_seed(self.config.seed, f"{self.config.name}/{name}")
+
+    def prefs(self, name: str, n_pairs: int, raters: str = "default", samples: str | None = None,
               policy: str | None = None, task: str = "reviews") -> list[PreferencePair]:
         out = self.out / f"prefs_{name}"
         cfg = PreferenceConfig(task=task, policy=policy or self.sft, raters=raters,
                                n_pairs=n_pairs, out_dir=str(out), **self.common())
-        cfg = replace(cfg, seed=self.config.seed + seed,
+        cfg = replace(cfg, seed=self.seed_for(samples or name),
                       max_new_tokens=self.n(80, 60) if task == "reviews" else ARITHMETIC_TOKENS)
         return load_jsonl(build_preference_data(cfg).path)
 
     def reward(self, name: str, pairs: list[PreferencePair], init: str | None = None,
-               task: str = "reviews", seed: int = 0, epochs: int = 2) -> RewardModel:
+               task: str = "reviews", epochs: int = 2) -> RewardModel:
         path = self.out / f"{name}.jsonl"
         save_jsonl(path, pairs)
         cfg = RewardConfig(task=task, preferences=str(path), init=init or self.sft,
                            out_dir=str(self.out / f"rm_{name}"), epochs=self.n(epochs, 1),
                            val_fraction=0.05, norm_samples=self.n(256, 64),
                            corr_samples=self.n(128, 32), **self.common())
-        cfg = replace(cfg, seed=self.config.seed + seed,
+        cfg = replace(cfg, seed=self.seed_for(f"reward/{name}"),
                       batch_size=min(32, int(len(pairs) * 0.95)))
         return RewardModel.load(train_reward(cfg).checkpoint)
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from minirlhf.config import stream
 from minirlhf.experiments.common import Context, bars
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.sampling import generate_text
@@ -21,7 +22,7 @@ from minirlhf.world.preference_data import load_jsonl
 def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
     n_pairs = ctx.n(4000, 64)
     honest = load_jsonl(ctx.preferences)[:n_pairs]
-    biased = ctx.prefs("length_biased", n_pairs, "length", seed=31)
+    biased = ctx.prefs("length_biased", n_pairs, "length")
     numbers: dict[str, Any] = {"pairs": n_pairs, "conditions": {}}
     series = {}
     for name, pairs in (("honest raters", honest), ("length-biased raters", biased)):
@@ -65,7 +66,7 @@ def _sft_length(ctx: Context) -> float:
     task = get_task("reviews")
     prompts = [p for p in task.eval_prompts for _ in range(ctx.n(4, 1))]
     outs = generate_text(model, tokenizer, prompts, ctx.n(80, 60),
-                         np.random.default_rng(ctx.config.seed))
+                         stream(ctx.config.seed, "length-bias/sft_samples"))
     return float(np.mean([len(r) for r, _ in outs]))
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from minirlhf.config import stream
 from minirlhf.experiments.common import Context
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.reward_model import RewardModel
@@ -63,11 +64,11 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
     task = get_task("reviews")
     all_pairs = load_jsonl(ctx.preferences)
     few = all_pairs[: ctx.n(1000, 64)]
-    small_rms = [ctx.reward(f"few_{k}", few, seed=40 + k, epochs=3) for k in range(3)]
+    small_rms = [ctx.reward(f"few_{k}", few, epochs=3) for k in range(3)]
     large_rm = RewardModel.load(ctx.reward_path)
     sft, tokenizer, _ = load_model(ctx.sft)
     n_max = ctx.n(64, 8)
-    rng = np.random.default_rng([ctx.config.seed, 41])
+    rng = stream(ctx.config.seed, "overoptimization/sft_samples")
     prompts = [p for p in task.eval_prompts for _ in range(n_max)]
     outs = generate_text(sft, tokenizer, prompts, ctx.n(80, 60), rng)
     responses, finished = [r for r, _ in outs], [f for _, f in outs]

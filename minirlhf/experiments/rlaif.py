@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from minirlhf.config import stream
 from minirlhf.experiments.common import Context, bars
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.reward_model import RewardModel
@@ -32,9 +33,9 @@ def _negated_prompt_gold(rep) -> dict[str, float]:
 
 def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
     n_human, n_ai = ctx.n(500, 64), ctx.n(4000, 128)
-    human = ctx.prefs("human", n_human, seed=11)
-    pool = ctx.prefs("pool", n_ai, seed=12)  # the raters' labels here are never used
-    test = ctx.prefs("test", ctx.n(1000, 64), seed=13)  # held out, for gold accuracy
+    human = ctx.prefs("human", n_human)
+    pool = ctx.prefs("pool", n_ai)  # the raters' labels here are never used
+    test = ctx.prefs("test", ctx.n(1000, 64))  # held out, for gold accuracy
     judge = ctx.reward("human", human, epochs=3)
     ai_pairs, stats = ai_label(pool, judge)
     rule = Constitution()
@@ -94,7 +95,7 @@ def _as_rule(rule: Constitution, p: PreferencePair) -> PreferencePair:
 def _best_of_n_gold(rm: RewardModel, policy, tokenizer, task, n: int, seed: int,
                     max_new_tokens: int) -> float:
     """Mean gold of the RM's favourite among n samples, over the evaluation prompts."""
-    rng = np.random.default_rng([seed, 7])
+    rng = stream(seed, "rlaif/best_of_n")
     prompts = [p for p in task.eval_prompts for _ in range(n)]
     outs = generate_text(policy, tokenizer, prompts, max_new_tokens, rng)
     proxy = rm.score(prompts, [r for r, _ in outs], [f for _, f in outs]).reshape(-1, n)

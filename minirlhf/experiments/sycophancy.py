@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from minirlhf.config import stream
 from minirlhf.experiments.common import ARITHMETIC_TOKENS, Context, bars
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.reward_model import RewardModel
@@ -46,7 +47,7 @@ def _policy_sycophancy(model_path: str, task, n_per_prompt: int, seed: int) -> d
     model, tokenizer, _ = load_model(model_path)
     prompts = [p for p in task.eval_prompts for _ in range(n_per_prompt)]
     outs = generate_text(model, tokenizer, prompts, ARITHMETIC_TOKENS,
-                         np.random.default_rng([seed, 3]))
+                         stream(seed, "sycophancy/policy_samples"))
     return sycophancy_rates(task, prompts, [r if f else r + "~" for r, f in outs])
 
 
@@ -67,7 +68,8 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
     task = get_task("arithmetic")
     root = Path(__file__).resolve().parents[2]  # the project root, where data/ lives
     pre = ctx.out / "pretrain" / "model.npz"
-    train_pretrain(PretrainConfig(corpus=str(root / task.corpus), out_dir=str(pre.parent),
+    train_pretrain(PretrainConfig(task="arithmetic", corpus=str(root / task.corpus),
+                                  out_dir=str(pre.parent),
                                   preset="tiny" if ctx.config.quick else "default",
                                   steps=ctx.n(1200, 100), seq_len=64, eval_every=400,
                                   eval_windows=32, n_samples=16, **ctx.common()))
@@ -82,12 +84,12 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
     numbers: dict[str, Any] = {"sft": _policy_sycophancy(str(sft_path), task, spp,
                                                          ctx.config.seed)}
     n_pairs = ctx.n(2000, 64)
-    kw = dict(policy=str(sft_path), task="arithmetic")
-    labels = {"honest raters": ctx.prefs("honest", n_pairs, "default", seed=21, **kw),
-              "sycophantic raters": ctx.prefs("sycophantic", n_pairs, "sycophantic", seed=21,
-                                              **kw)}
+    # both label the very same pairs of samples (one stream of samples, two kinds of raters)
+    kw = dict(policy=str(sft_path), task="arithmetic", samples="pairs")
+    labels = {"honest raters": ctx.prefs("honest", n_pairs, "default", **kw),
+              "sycophantic raters": ctx.prefs("sycophantic", n_pairs, "sycophantic", **kw)}
     # mitigation: a share of the sycophantic labels checked against the truth and corrected
-    rng = np.random.default_rng(ctx.config.seed + 22)
+    rng = stream(ctx.config.seed, "sycophancy/gold_check")
     checked = []
     for p in labels["sycophantic raters"]:
         if rng.random() < 0.3 and p.chosen_gold < p.rejected_gold:

@@ -19,6 +19,7 @@ import numpy as np
 
 from minirlhf.autograd import functional as F
 from minirlhf.autograd.tensor import Tensor
+from minirlhf.config import stream
 from minirlhf.lm.nn import Embedding, LayerNorm, Linear, Module, ModuleList
 
 
@@ -120,7 +121,7 @@ class GPT(Module):
 
     def __init__(self, config: GPTConfig, scalar_heads: tuple[str, ...] = ()):
         self.config = config
-        rng = np.random.default_rng(config.seed)
+        rng = stream(config.seed, "init")
         self.wte = Embedding(config.vocab_size, config.n_embd, rng=rng)
         self.wpe = Embedding(config.block_size, config.n_embd, rng=rng)
         self.h = ModuleList([Block(config, rng) for _ in range(config.n_layer)])
@@ -135,7 +136,7 @@ class GPT(Module):
     def add_scalar_head(self, name: str, std: float = 0.0) -> None:
         """A Linear(C -> 1) read on the final hidden states, named ``<name>_head``.
         Zero-initialised by default, so a new head starts by predicting 0 everywhere."""
-        rng = np.random.default_rng(self.config.seed + 1)
+        rng = stream(self.config.seed, "head_init")
         head = Linear(self.config.n_embd, 1, rng=rng, std=std, dtype=self.wte.weight.dtype)
         setattr(self, f"{name}_head", head)
 

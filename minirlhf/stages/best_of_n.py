@@ -23,7 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from minirlhf.config import ConfigError, Stage, check_settings, require_inputs, run_path, setting
+from minirlhf.config import (
+    ConfigError,
+    Stage,
+    check_settings,
+    require_inputs,
+    run_path,
+    setting,
+    stream,
+)
 from minirlhf.evaluation import PolicyReport, policy_numbers, report_from_samples, write_summary
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.reward_model import RewardModel
@@ -107,7 +115,7 @@ def run_best_of_n(config: BestOfNConfig) -> BestOfNResult:
     ns = [int(x) for x in config.ns.split(",")]
     model, tokenizer, _ = load_model(config.policy)
     rm = RewardModel.load(config.reward_model)
-    rng = np.random.default_rng(config.seed)
+    rng = stream(config.seed, "samples")
     base = list(task.eval_prompts) * config.prompts_per_eval
     prompts = [p for p in base for _ in range(config.samples_per_prompt)]
     outs = generate_text(model, tokenizer, prompts, config.max_new_tokens, rng)

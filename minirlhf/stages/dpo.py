@@ -46,6 +46,7 @@ from minirlhf.config import (
     require_inputs,
     run_path,
     setting,
+    stream,
 )
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.checkpoint import load_model
@@ -221,7 +222,7 @@ def train_dpo(config: DPOConfig) -> DPOResult:
     require_inputs(config, {k: v for k, v in STAGE.inputs.items()
                             if k != "preferences" or not config.online_rounds})
     t0 = time.time()
-    rng = np.random.default_rng(config.seed)
+    rng = stream(config.seed, "train")
     policy, tokenizer, _ = load_model(config.init)
     reference, _, _ = load_model(config.init)
     if config.online_rounds:

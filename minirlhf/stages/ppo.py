@@ -19,7 +19,15 @@ from tqdm import tqdm
 from minirlhf.autograd import functional as F
 from minirlhf.autograd import ops
 from minirlhf.autograd.tensor import Tensor, no_grad
-from minirlhf.config import ConfigError, Stage, check_settings, require_inputs, run_path, setting
+from minirlhf.config import (
+    ConfigError,
+    Stage,
+    check_settings,
+    require_inputs,
+    run_path,
+    setting,
+    stream,
+)
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
@@ -436,7 +444,7 @@ def train_ppo(config: PPOConfig) -> PPOResult:
                                    config.adaptive_kl_horizon)
               if config.adaptive_kl_target > 0 else None)
     beta = config.beta
-    rng = np.random.default_rng(config.seed)
+    rng = stream(config.seed, "train")
     result = PPOResult(config=config, checkpoint="")
     warned: set[str] = set()
     for it in tqdm(range(config.iterations), desc="ppo", disable=not config.progress):

@@ -11,10 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from minirlhf.config import Stage, check_settings, require_inputs, run_path, setting
+from minirlhf.config import Stage, check_settings, require_inputs, run_path, setting, stream
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.sampling import generate_text
 from minirlhf.world import TASK_NAMES, get_task
@@ -62,7 +61,7 @@ def build_preference_data(config: PreferenceConfig) -> PreferenceResult:
     t0 = time.time()
     task, panel = get_task(config.task), get_panel(config.raters)
     model, tokenizer, _ = load_model(config.policy)
-    rng = np.random.default_rng(config.seed)
+    rng = stream(config.seed, "preferences")
     pairs: list[PreferencePair] = []
     result = PreferenceResult(config=config, path=str(Path(config.out_dir) / STAGE.output))
     bar = tqdm(total=config.n_pairs, desc="preferences", disable=not config.progress)

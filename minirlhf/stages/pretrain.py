@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from minirlhf.autograd import functional as F
 from minirlhf.autograd.tensor import no_grad
-from minirlhf.config import ConfigError, Stage, check_settings, run_path, setting
+from minirlhf.config import ConfigError, Stage, check_settings, run_path, setting, stream
 from minirlhf.lm.checkpoint import save_model
 from minirlhf.lm.model import GPT, PRESETS, GPTConfig
 from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
@@ -163,12 +163,12 @@ def train_pretrain(config: PretrainConfig) -> PretrainResult:
              model.num_parameters(), len(train_stream), len(val_stream))
     opt = AdamW(model.named_parameters(), lr=config.lr, weight_decay=config.weight_decay,
                 decay=decayed_parameter_names(model))
-    rng = np.random.default_rng(config.seed)
-    val_rng = np.random.default_rng(config.seed + 1)
+    rng = stream(config.seed, "train")
+    val_rng = stream(config.seed, "validation")
     val_starts = val_rng.choice(val_doc_starts, size=config.eval_windows)
 
     result = PretrainResult(config=config, checkpoint="", val_loss=float("nan"))
-    sample_rng = np.random.default_rng(config.seed + 2)
+    sample_rng = stream(config.seed, "samples")
     result.samples_before = sample_texts(model, tokenizer, 3, sample_rng, max_new_tokens=60)
     bar = tqdm(range(config.steps), desc="pretrain", disable=not config.progress)
     for step in bar:

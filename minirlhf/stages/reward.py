@@ -38,6 +38,7 @@ from minirlhf.config import (
     require_inputs,
     run_path,
     setting,
+    stream,
 )
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
@@ -134,7 +135,7 @@ def calibration(rm: RewardModel, pairs: list[PreferencePair], bins: int = 10,
     """Predicted P(A > B) = sigmoid(r_A - r_B) against how often A was in fact chosen, with each
     pair shown in a random order. Returns bin centres, mean predictions, observed frequencies,
     counts, and the expected calibration error (ECE)."""
-    rng = np.random.default_rng(seed)
+    rng = stream(seed, "calibration")
     prompts = [p.prompt for p in pairs]
     rc = rm.score(prompts, [p.chosen for p in pairs])
     rr = rm.score(prompts, [p.rejected for p in pairs])
@@ -254,7 +255,7 @@ def split_pairs(pairs: list[PreferencePair], config: RewardConfig,
     """The (train, held-out) split ``train_reward`` makes: a shuffle by ``config.seed``, at most
     ``max_pairs`` kept, the first ``val_fraction`` of them held out. Pass ``rng`` to go on
     drawing from the same generator afterwards (training does, for its batches)."""
-    rng = rng if rng is not None else np.random.default_rng(config.seed)
+    rng = rng if rng is not None else stream(config.seed, "train")
     order = rng.permutation(len(pairs))
     if config.max_pairs:
         order = order[: config.max_pairs]
@@ -273,7 +274,7 @@ def train_reward(config: RewardConfig) -> RewardResult:
     if not pairs or not isinstance(pairs[0], PreferencePair):
         raise ValueError(f"{config.preferences}: reward training needs chosen/rejected pairs")
     config.check_data(len(pairs))
-    rng = np.random.default_rng(config.seed)
+    rng = stream(config.seed, "train")
     train, val = split_pairs(pairs, config, rng)
 
     model, tokenizer, _ = load_model(config.init)
@@ -299,7 +300,7 @@ def train_reward(config: RewardConfig) -> RewardResult:
     bar.close()
 
     # normalization on SFT samples, then metrics in normalized units
-    sample_rng = np.random.default_rng(config.seed + 1)
+    sample_rng = stream(config.seed, "samples")
     sft_model, _, _ = load_model(config.init)
     prompts = task.sample_prompts(config.norm_samples + config.corr_samples, sample_rng)
     outs = generate_text(sft_model, tokenizer, prompts, 80, sample_rng)

@@ -23,7 +23,15 @@ import numpy as np
 from tqdm import tqdm
 
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import Stage, check_fits, check_settings, require_inputs, run_path, setting
+from minirlhf.config import (
+    Stage,
+    check_fits,
+    check_settings,
+    require_inputs,
+    run_path,
+    setting,
+    stream,
+)
 from minirlhf.evaluation import PolicyEval, evaluate_policy, sample_table
 from minirlhf.lm.checkpoint import load_model, save_model
 from minirlhf.lm.model import GPT
@@ -87,7 +95,7 @@ def train_sft(config: SFTConfig) -> SFTResult:
     t0 = time.time()
     task = get_task(config.task)
     model, tokenizer, _ = load_model(config.init)
-    rng = np.random.default_rng(config.seed)
+    rng = stream(config.seed, "train")
     prompts = task.sample_prompts(config.n_demos, rng)
     responses = [task.demonstration(p, rng) for p in prompts]
     longest = max(len(p) + len(r) + 2 for p, r in zip(prompts, responses, strict=True))
@@ -95,7 +103,7 @@ def train_sft(config: SFTConfig) -> SFTResult:
         raise ValueError(f"a demonstration of {longest} tokens does not fit the model's "
                          f"block_size {model.config.block_size}")
 
-    eval_rng = np.random.default_rng(config.seed + 1)
+    eval_rng = stream(config.seed, "eval")
     before = evaluate_policy(model, tokenizer, task, eval_rng, config.eval_samples_per_prompt,
                              config.max_new_tokens)
     log.info("before SFT: gold %.3f, valid %.1f%%, length %.1f", before.gold_mean,
@@ -117,7 +125,7 @@ def train_sft(config: SFTConfig) -> SFTResult:
     result.checkpoint = str(out / "model.npz")
     save_model(result.checkpoint, model, tokenizer,
                extra={"stage": "sft", "config": asdict(config)})
-    eval_rng = np.random.default_rng(config.seed + 1)
+    eval_rng = stream(config.seed, "eval")  # the same prompts and draws as before SFT
     result.after = evaluate_policy(model, tokenizer, task, eval_rng,
                                    config.eval_samples_per_prompt, config.max_new_tokens)
     log.info("after SFT: gold %.3f, valid %.1f%%, length %.1f", result.after.gold_mean,
