@@ -100,6 +100,22 @@ def check_settings(config: Any) -> None:
             raise ConfigError(f"{name}: {f.name} = {value!r} is not one of {', '.join(choices)}")
 
 
+@dataclass
+class StageConfig:
+    """What every stage's config has: the run's seed, the progress switch, and ``check``. A
+    stage's config is a dataclass deriving from it, its own settings made with ``setting``."""
+
+    seed: int = setting(0, "the run's seed: each random stream of the stage derives from it",
+                        "[0, inf)")
+    progress: bool = setting(True, "show a tqdm bar")
+
+    def check(self, upstream: dict[str, Any] | None = None) -> None:
+        """Every setting against its range, before any work. A stage with rules between its
+        settings (or about the data ``upstream`` stages will hand it: input field -> that
+        stage's config) adds them, calling this first."""
+        check_settings(self)
+
+
 def check_fits(config: Any, key: str, limit: int, what: str) -> None:
     """A batch that the data cannot fill is an error now, not an hour from now."""
     value = getattr(config, key)
@@ -204,6 +220,13 @@ class Stage:
     report: Callable[[dict[str, Any]], list[str]] | None = None  # numbers -> report.md lines
     show: Callable[[Any, Any], str] | None = None  # (result, config) -> what the CLI prints
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # preset -> settings
+
+    def begin(self, config: Any, unused: Sequence[str] = ()) -> None:
+        """What the stage's entry point does first: check every setting, then that every input
+        file is there (naming the command that makes a missing one), except the ``unused``
+        ones (online DPO reads no preference file, say)."""
+        config.check()
+        require_inputs(config, {k: v for k, v in self.inputs.items() if k not in unused})
 
     @property
     def command(self) -> str:

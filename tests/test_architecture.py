@@ -187,3 +187,21 @@ def test_random_streams_are_named_and_seeds_never_share_one():
                     and "seed" in ast.unparse(node) and path.name != "config.py":
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert offenders == []
+
+
+def test_the_readme_module_table_lists_every_module_with_its_length():
+    """Every library module is in the README's table, with its line count within 15% (or 15
+    lines) of the file's: the table is the map readers start from, so it must stay true."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"\| `(minirlhf/[\w/]+\.py)` \|.*\| (\d+) \|", text))
+    for path in PACKAGE.rglob("*.py"):
+        rel = str(path.relative_to(ROOT))
+        if path.name in ("__init__.py", "__main__.py") and path.parent.name != "world" \
+                and path.parent.name != "experiments":
+            continue
+        assert rel in rows, f"README's module table lacks {rel}"
+        real = len(path.read_text().splitlines())
+        assert abs(int(rows[rel]) - real) <= max(15, 0.15 * real), \
+            f"README says {rel} has {rows[rel]} lines; it has {real}"

@@ -23,15 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minirlhf.config import (
-    ConfigError,
-    Stage,
-    check_settings,
-    require_inputs,
-    run_path,
-    setting,
-    stream,
-)
+from minirlhf.config import ConfigError, Stage, StageConfig, run_path, setting, stream
 from minirlhf.evaluation import PolicyReport, policy_numbers, report_from_samples, write_summary
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.reward_model import RewardModel
@@ -69,7 +61,7 @@ def best_of_n_table(proxy: np.ndarray, gold: np.ndarray, ns: list[int]
 
 
 @dataclass
-class BestOfNConfig:
+class BestOfNConfig(StageConfig):
     task: str = setting("reviews", "which world", choices=TASK_NAMES)
     policy: str = setting(run_path("sft", "model.npz"), "the policy to sample from")
     reward_model: str = setting(run_path("reward", "model.npz"), "the proxy that picks the winner")
@@ -78,12 +70,10 @@ class BestOfNConfig:
     prompts_per_eval: int = setting(2, "passes over the task's evaluation prompts", "[1, inf)")
     max_new_tokens: int = setting(80, "response budget", "[1, inf)")
     out_dir: str = setting(run_path("best_of_n"), "where the plot goes")
-    seed: int = setting(0, "seeds the samples", "[0, inf)")
-    progress: bool = setting(True, "unused (sampling is batched); kept for a uniform CLI")
 
     def check(self, upstream: dict | None = None) -> None:
         """Every setting in its range; every n a divisor of samples_per_prompt."""
-        check_settings(self)
+        super().check(upstream)
         try:
             ns = [int(x) for x in self.ns.split(",")]
         except ValueError:
@@ -108,8 +98,7 @@ class BestOfNResult:
 
 def run_best_of_n(config: BestOfNConfig) -> BestOfNResult:
     """Sample, score with the RM and with gold, and tabulate best-of-n for each n."""
-    config.check()
-    require_inputs(config, STAGE.inputs)
+    STAGE.begin(config)
     t0 = time.time()
     task = get_task(config.task)
     ns = [int(x) for x in config.ns.split(",")]

@@ -38,16 +38,7 @@ from tqdm import tqdm
 from minirlhf.autograd import functional as F
 from minirlhf.autograd import ops
 from minirlhf.autograd.tensor import Tensor, no_grad
-from minirlhf.config import (
-    ConfigError,
-    Stage,
-    check_fits,
-    check_settings,
-    require_inputs,
-    run_path,
-    setting,
-    stream,
-)
+from minirlhf.config import ConfigError, Stage, StageConfig, check_fits, run_path, setting, stream
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
@@ -120,7 +111,7 @@ def _encode(tokenizer: CharTokenizer, pairs: list[PreferencePair]
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(StageConfig):
     task: str = setting("reviews", "which world", choices=TASK_NAMES)
     preferences: str = setting(
         run_path("preferences", "preferences.jsonl"), "labelled pairs (JSON Lines)")
@@ -146,14 +137,12 @@ class DPOConfig:
     grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
     eval_samples_per_prompt: int = setting(4, "samples per evaluation prompt", "[1, inf)")
     max_new_tokens: int = setting(80, "response budget when sampling", "[1, inf)")
-    seed: int = setting(0, "seeds batches and samples", "[0, inf)")
-    progress: bool = setting(True, "show a tqdm bar")
 
     def check(self, upstream: dict | None = None) -> None:
         """Every setting in its range; rounds that each get a pair; batches the pairs can fill
         (offline: checked here when the preference stage's config is at hand, as in the
         pipeline, and again by ``train_dpo`` on the file it reads)."""
-        check_settings(self)
+        super().check(upstream)
         if self.online_rounds:
             if self.online_pairs < self.online_rounds:
                 raise ConfigError(f"DPOConfig: online_rounds = {self.online_rounds} is more "
@@ -218,9 +207,7 @@ def train_dpo(config: DPOConfig) -> DPOResult:
     samples ``online_pairs / k`` fresh pairs from the current policy, has the raters label them,
     and trains on them: the same label budget, spent on the policy's own current answers.
     """
-    config.check()
-    require_inputs(config, {k: v for k, v in STAGE.inputs.items()
-                            if k != "preferences" or not config.online_rounds})
+    STAGE.begin(config, unused=("preferences",) if config.online_rounds else ())
     t0 = time.time()
     rng = stream(config.seed, "train")
     policy, tokenizer, _ = load_model(config.init)

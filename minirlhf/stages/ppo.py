@@ -19,15 +19,7 @@ from tqdm import tqdm
 from minirlhf.autograd import functional as F
 from minirlhf.autograd import ops
 from minirlhf.autograd.tensor import Tensor, no_grad
-from minirlhf.config import (
-    ConfigError,
-    Stage,
-    check_settings,
-    require_inputs,
-    run_path,
-    setting,
-    stream,
-)
+from minirlhf.config import ConfigError, Stage, StageConfig, run_path, setting, stream
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
@@ -172,7 +164,7 @@ class AdaptiveKLController:
 
 # ------------------------------------------------------------------------------- stage
 @dataclass
-class PPOConfig:
+class PPOConfig(StageConfig):
     task: str = setting("reviews", "which world", choices=TASK_NAMES)
     init: str = setting(
         run_path("sft", "model.npz"), "the SFT policy: start point and frozen reference")
@@ -210,12 +202,10 @@ class PPOConfig:
         4, "samples per evaluation prompt at the end", "[1, inf)")
     table_every: int = setting(
         20, "log a few (prompt, response, proxy, gold, KL) rows this often", "[0, inf)")
-    seed: int = setting(0, "seeds prompts, samples and minibatches", "[0, inf)")
-    progress: bool = setting(True, "show a tqdm bar")
 
     def check(self, upstream: dict | None = None) -> None:
         """Every setting in its range; minibatches that cut the rollout evenly."""
-        check_settings(self)
+        super().check(upstream)
         if self.rollout_size % self.minibatch_size:
             raise ConfigError(f"PPOConfig: minibatch_size = {self.minibatch_size} must divide "
                               f"rollout_size = {self.rollout_size}")
@@ -435,8 +425,7 @@ def _log_table(it: int, prompts: list[str], roll: Rollout, old: Scored, kl: np.n
 def train_ppo(config: PPOConfig) -> PPOResult:
     """RLHF with PPO: sample, score with the reward model minus a per-token KL penalty to the
     SFT reference, estimate advantages with GAE, and take clipped policy and value steps."""
-    config.check()
-    require_inputs(config, STAGE.inputs)
+    STAGE.begin(config)
     t0 = time.time()
     task = get_task(config.task)
     actors = make_actors(config)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from minirlhf.config import Stage, check_settings, require_inputs, run_path, setting, stream
+from minirlhf.config import Stage, StageConfig, run_path, setting, stream
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.sampling import generate_text
 from minirlhf.world import TASK_NAMES, get_task
@@ -25,7 +25,7 @@ log = logging.getLogger("minirlhf.preferences")
 
 
 @dataclass
-class PreferenceConfig:
+class PreferenceConfig(StageConfig):
     task: str = setting(
         "reviews", "which world: reviews or arithmetic", choices=TASK_NAMES)
     policy: str = setting(run_path("sft", "model.npz"), "the model whose samples are compared")
@@ -36,11 +36,6 @@ class PreferenceConfig:
     max_new_tokens: int = setting(
         80, "response budget; unfinished responses are dropped", "[1, inf)")
     out_dir: str = setting(run_path("preferences"), "where preferences.jsonl goes")
-    seed: int = setting(0, "seeds prompts, samples and labels", "[0, inf)")
-    progress: bool = setting(True, "show a tqdm bar")
-
-    def check(self, upstream: dict | None = None) -> None:
-        check_settings(self)
 
 
 @dataclass
@@ -56,8 +51,7 @@ class PreferenceResult:
 def build_preference_data(config: PreferenceConfig) -> PreferenceResult:
     """Sample two responses per prompt from the policy, label each pair with the raters, write
     JSON Lines, and report the accuracy ceiling beside the measured rater-gold agreement."""
-    config.check()
-    require_inputs(config, STAGE.inputs)
+    STAGE.begin(config)
     t0 = time.time()
     task, panel = get_task(config.task), get_panel(config.raters)
     model, tokenizer, _ = load_model(config.policy)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from minirlhf.autograd import functional as F
 from minirlhf.autograd.tensor import no_grad
-from minirlhf.config import ConfigError, Stage, check_settings, run_path, setting, stream
+from minirlhf.config import ConfigError, Stage, StageConfig, run_path, setting, stream
 from minirlhf.lm.checkpoint import save_model
 from minirlhf.lm.model import GPT, PRESETS, GPTConfig
 from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
@@ -35,7 +35,7 @@ log = logging.getLogger("minirlhf.stages.pretrain")
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(StageConfig):
     preset: str = setting("default", "model size, a key of lm.model.PRESETS", choices=PRESETS)
     task: str = setting("reviews", "the world whose grammar judges the samples",
                         choices=TASK_NAMES)
@@ -55,12 +55,10 @@ class PretrainConfig:
         256, "validation windows per evaluation (fixed across evaluations)", "[1, inf)")
     n_samples: int = setting(
         200, "samples drawn at the end to measure the grammatical rate", "[1, inf)")
-    seed: int = setting(0, "seeds the model, the batches and the samples", "[0, inf)")
-    progress: bool = setting(True, "show a tqdm bar")
 
     def check(self, upstream: dict | None = None) -> None:
         """Every setting in its range, and windows that fit the model."""
-        check_settings(self)
+        super().check(upstream)
         block = PRESETS[self.preset]["block_size"]
         if self.seq_len > block:
             raise ConfigError(f"PretrainConfig: seq_len = {self.seq_len} exceeds the "
@@ -144,7 +142,7 @@ def sample_texts(model: GPT, tokenizer: CharTokenizer, n: int, rng: np.random.Ge
 
 def train_pretrain(config: PretrainConfig) -> PretrainResult:
     """Pretrain a GPT on the corpus; save checkpoint and loss plot; measure samples."""
-    config.check()
+    STAGE.begin(config)
     t0 = time.time()
     tokenizer = CharTokenizer()
     docs = load_corpus(config.corpus, tokenizer)

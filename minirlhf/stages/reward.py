@@ -31,15 +31,7 @@ from tqdm import tqdm
 
 from minirlhf.autograd import functional as F
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import (
-    Stage,
-    check_fits,
-    check_settings,
-    require_inputs,
-    run_path,
-    setting,
-    stream,
-)
+from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting, stream
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
 from minirlhf.lm.reward_model import READOUTS, RewardModel
@@ -162,7 +154,7 @@ def calibration(rm: RewardModel, pairs: list[PreferencePair], bins: int = 10,
 
 # ---------------------------------------------------------------------------- training
 @dataclass
-class RewardConfig:
+class RewardConfig(StageConfig):
     task: str = setting(
         "reviews", "which world: reviews or arithmetic", choices=TASK_NAMES)
     preferences: str = setting(
@@ -187,13 +179,11 @@ class RewardConfig:
     norm_samples: int = setting(
         512, "SFT samples used to fit the normalization gain and bias", "[1, inf)")
     corr_samples: int = setting(512, "fresh SFT samples for the RM-gold correlation", "[1, inf)")
-    seed: int = setting(0, "seeds the split, batches and samples", "[0, inf)")
-    progress: bool = setting(True, "show a tqdm bar")
 
     def check(self, upstream: dict | None = None) -> None:
         """Every setting in its range; with the preference stage's config at hand (the
         pipeline's case), a batch its pairs can fill."""
-        check_settings(self)
+        super().check(upstream)
         prefs = (upstream or {}).get("preferences")
         if prefs is not None:
             self.check_data(prefs.n_pairs)
@@ -266,8 +256,7 @@ def split_pairs(pairs: list[PreferencePair], config: RewardConfig,
 def train_reward(config: RewardConfig) -> RewardResult:
     """Train a Bradley-Terry reward model on labelled pairs; measure it against the ceiling
     and against gold; fit its normalization on SFT samples; save it."""
-    config.check()
-    require_inputs(config, STAGE.inputs)
+    STAGE.begin(config)
     t0 = time.time()
     task = get_task(config.task)
     pairs = load_jsonl(config.preferences)

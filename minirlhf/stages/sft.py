@@ -23,15 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import (
-    Stage,
-    check_fits,
-    check_settings,
-    require_inputs,
-    run_path,
-    setting,
-    stream,
-)
+from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting, stream
 from minirlhf.evaluation import PolicyEval, evaluate_policy, sample_table
 from minirlhf.lm.checkpoint import load_model, save_model
 from minirlhf.lm.model import GPT
@@ -52,7 +44,7 @@ def sft_loss(model: GPT, tokens: np.ndarray, response_mask: np.ndarray) -> Tenso
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(StageConfig):
     task: str = setting(
         "reviews", "which world: reviews or arithmetic", choices=TASK_NAMES)
     init: str = setting(
@@ -68,12 +60,10 @@ class SFTConfig:
     eval_samples_per_prompt: int = setting(
         4, "samples per evaluation prompt, before and after", "[1, inf)")
     max_new_tokens: int = setting(80, "response budget when sampling", "[1, inf)")
-    seed: int = setting(0, "seeds demonstrations, batches and samples", "[0, inf)")
-    progress: bool = setting(True, "show a tqdm bar")
 
     def check(self, upstream: dict | None = None) -> None:
         """Every setting in its range; a batch the demonstrations can fill."""
-        check_settings(self)
+        super().check(upstream)
         check_fits(self, "batch_size", self.n_demos, f"the {self.n_demos} demonstrations")
 
 
@@ -90,8 +80,7 @@ class SFTResult:
 
 def train_sft(config: SFTConfig) -> SFTResult:
     """Fine-tune the pretrained model on demonstrations; evaluate with gold before and after."""
-    config.check()
-    require_inputs(config, STAGE.inputs)
+    STAGE.begin(config)
     t0 = time.time()
     task = get_task(config.task)
     model, tokenizer, _ = load_model(config.init)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minirlhf.config import Stage, check_settings, require_inputs, run_path, setting
+from minirlhf.config import Stage, StageConfig, require_inputs, run_path, setting, stream
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.optim import AdamW, optimizer_step
@@ -19,17 +19,13 @@ from minirlhf.world import get_task
 
 
 @dataclass
-class ReinforceConfig:
+class ReinforceConfig(StageConfig):
     init: str = setting(run_path("sft", "model.npz"), "the SFT policy: start and reference")
     reward_model: str = setting(run_path("reward", "model.npz"), "the proxy reward")
     out_dir: str = setting(run_path("reinforce"), "where the checkpoint and summary go")
     iterations: int = setting(4, "rollout + update rounds", "[1, inf)")
     batch_size: int = setting(16, "prompts per iteration", "[2, inf)")
     lr: float = setting(1e-5, "learning rate", "(0, inf)")
-    seed: int = setting(0, "seeds prompts and samples", "[0, inf)")
-
-    def check(self, upstream: dict | None = None) -> None:
-        check_settings(self)
 
 
 @dataclass
@@ -42,7 +38,7 @@ def train_reinforce(config: ReinforceConfig) -> ReinforceResult:
     """REINFORCE against the reward model, the batch's mean score as the baseline."""
     config.check()
     require_inputs(config, STAGE.inputs)
-    task, rng = get_task("reviews"), np.random.default_rng([config.seed, 1])
+    task, rng = get_task("reviews"), stream(config.seed, "train")
     policy, tokenizer, _ = load_model(config.init)
     reference, _, _ = load_model(config.init)
     rm = RewardModel.load(config.reward_model)
