@@ -184,11 +184,15 @@ def run_path(stage: str, file: str = "", root: str | Path = DEFAULT_RUN) -> str:
     return str(Path(root) / stage / file) if file else str(Path(root) / stage)
 
 
-def missing_input(key: str, path: str | Path, stage: str) -> FileNotFoundError:
-    """The error for an input file that is not there, saying which command makes it."""
-    command = stage.replace("_", "-")
-    return FileNotFoundError(f"{key} file {path} is missing: make it with `python -m minirlhf "
-                             f"{command}` (or run the whole `python -m minirlhf pipeline`)")
+def missing_input(what: str, path: str | Path, command: str) -> FileNotFoundError:
+    """The one error for an input file that is not there: what it is, where it was looked for,
+    and the command that makes it."""
+    return FileNotFoundError(f"{what} {path} is missing: make it with `{command}`")
+
+
+def stage_command(stage: str) -> str:
+    """The command that makes a stage's output (a stage ``best_of_n`` is ``best-of-n``)."""
+    return f"python -m minirlhf {stage.replace('_', '-')}"
 
 
 def require_inputs(config: Any, inputs: dict[str, str]) -> None:
@@ -197,7 +201,7 @@ def require_inputs(config: Any, inputs: dict[str, str]) -> None:
     for key, stage in inputs.items():
         path = getattr(config, key)
         if not Path(path).exists():
-            raise missing_input(key, path, stage)
+            raise missing_input(f"{key} file", path, stage_command(stage))
 
 
 # ------------------------------------------------------------------------------ stages

@@ -180,9 +180,6 @@ def run_pipeline(config: PipelineConfig,
     ``on_stage_done(stage)`` is called after each stage's record is written."""
     t0 = time.time()
     cfgs = stage_configs(config)  # every config error surfaces here, before any work
-    if not Path(cfgs["pretrain"].corpus).exists():
-        raise FileNotFoundError(f"corpus {cfgs['pretrain'].corpus} does not exist (make it "
-                                "with: python data/make_corpora.py)")
     root = Path(config.runs_dir) / config.name
     prints = fingerprints(cfgs, root)
     records: dict[str, dict[str, Any]] = {}

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from minirlhf.config import stream_seed
+from minirlhf.config import missing_input, stream_seed
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.registry import output_path
 from minirlhf.stages.dpo import DPOConfig, train_dpo
@@ -56,11 +56,9 @@ class Context:
         self.preferences = output_path("preferences", self.base)
         self.reward_path = output_path("reward", self.base)
         for path in (self.sft, self.preferences, self.reward_path):
-            if not Path(path).exists():
-                raise FileNotFoundError(
-                    f"{path} does not exist: the experiments start from a finished pipeline run "
-                    f"(make it with: python -m minirlhf pipeline"
-                    f"{' --preset tiny' if config.base == 'tiny' else ''})")
+            if not Path(path).exists():  # the experiments start from a finished pipeline run
+                raise missing_input("the pipeline run's file", path, "python -m minirlhf pipeline"
+                                    + (" --preset tiny" if config.base == "tiny" else ""))
 
     def n(self, full: int, quick: int) -> int:
         return quick if self.config.quick else full

@@ -22,7 +22,15 @@ from tqdm import tqdm
 
 from minirlhf.autograd import functional as F
 from minirlhf.autograd.tensor import no_grad
-from minirlhf.config import ConfigError, Stage, StageConfig, run_path, setting, stream
+from minirlhf.config import (
+    ConfigError,
+    Stage,
+    StageConfig,
+    missing_input,
+    run_path,
+    setting,
+    stream,
+)
 from minirlhf.lm.checkpoint import save_model
 from minirlhf.lm.model import GPT, PRESETS, GPTConfig
 from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
@@ -57,8 +65,11 @@ class PretrainConfig(StageConfig):
         200, "samples drawn at the end to measure the grammatical rate", "[1, inf)")
 
     def check(self, upstream: dict | None = None) -> None:
-        """Every setting in its range, and windows that fit the model."""
+        """Every setting in its range, windows that fit the model, and a corpus that is there
+        (it is an input no stage makes)."""
         super().check(upstream)
+        if not Path(self.corpus).exists():
+            raise missing_input("corpus", self.corpus, "python data/make_corpora.py")
         block = PRESETS[self.preset]["block_size"]
         if self.seq_len > block:
             raise ConfigError(f"PretrainConfig: seq_len = {self.seq_len} exceeds the "
@@ -84,8 +95,7 @@ def load_corpus(path: str | Path, tokenizer: CharTokenizer) -> list[list[int]]:
     """Each line of the corpus as BOS + ids + EOS. A bad line is an error naming file and line."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"corpus {path} not found (make it with: python "
-                                "data/make_corpora.py)")
+        raise missing_input("corpus", path, "python data/make_corpora.py")
     docs = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):

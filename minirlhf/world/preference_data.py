@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minirlhf.config import missing_input, stage_command
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.world import Task
 from minirlhf.world.raters import Panel, ceiling, expected_gold_agreement
@@ -86,8 +87,7 @@ def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"preference file {path} not found (make one with: python -m "
-                                "minirlhf preferences)")
+        raise missing_input("preference file", path, stage_command("preferences"))
     tokenizer = tokenizer or CharTokenizer()
     records: list = []
     with open(path, encoding="utf-8") as f:
