@@ -1,6 +1,6 @@
 """Regenerate the pretraining corpora byte-identically: ``python data/make_corpora.py``.
 
-The grammars and samplers live in minirlhf/tasks/; this script only fixes seeds and sizes and
+The grammars and samplers live in minirlhf/world/; this script only fixes seeds and sizes and
 writes one text per line:
 
 - reviews.txt: 20,000 movie reviews (the main thread); prints the exact entropy per token.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from collections.abc import Sequence
 
@@ -182,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     from minirlhf.registry import STAGES
 
     for stage in STAGES.values():
-        p = sub.add_parser(stage.command, help=stage.help, description=stage.run.__doc__,
+        p = sub.add_parser(stage.command, help=stage.help,
+                           description=inspect.cleandoc(stage.run.__doc__ or ""),
                            epilog=settings_help(stage.config),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--set", nargs="+", metavar="KEY=VALUE",

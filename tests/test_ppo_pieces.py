@@ -267,3 +267,47 @@ def test_exact_kl_over_the_vocabulary():
     by_hand = float((p * np.log(p / q)).sum())
     assert exact_kl(a, b, mask) == pytest.approx(by_hand, rel=1e-10)
     assert exact_kl(a, a, mask) == 0.0
+
+
+# ------------------------------------------------------------ the iteration's named steps
+def test_kl_penalized_rewards_put_the_score_on_the_last_response_token():
+    from minirlhf.stages.ppo import kl_penalized_rewards
+
+    # row 0: prompt (2 tokens), response of 3, PAD; row 1: prompt (1), response of 2, PAD x 3
+    mask = np.array([[0, 0, 1, 1, 1, 0], [0, 1, 1, 0, 0, 0]], np.float32)
+    logp = np.full((2, 6), -1.0, np.float32)
+    ref = np.full((2, 6), -1.5, np.float32)  # k1 = 0.5 on every token
+    rewards, kl = kl_penalized_rewards(np.array([2.0, -1.0], np.float32), logp, ref, mask,
+                                       beta=0.1)
+    np.testing.assert_allclose(kl, 0.5 * mask)
+    expected = -0.05 * mask
+    expected[0, 4] += 2.0  # the score lands on each row's last response token
+    expected[1, 2] += -1.0
+    np.testing.assert_allclose(rewards, expected, atol=1e-7)
+
+
+def test_advantages_are_gae_then_whitening():
+    from minirlhf.stages.ppo import PPOConfig, advantages
+
+    rng = np.random.default_rng(3)
+    rewards, values = rng.normal(size=(2, 2, 5))
+    mask = np.array([[0, 1, 1, 1, 0], [0, 0, 1, 1, 1]], float)
+    cfg = PPOConfig(gamma=0.9, lam=0.8)
+    adv, ret = advantages(rewards, values, mask, cfg)
+    raw, raw_ret = gae(rewards, values, mask, 0.9, 0.8)
+    np.testing.assert_allclose(adv, whiten(raw, mask))
+    np.testing.assert_allclose(ret, raw_ret)
+    from dataclasses import replace
+
+    adv_plain, _ = advantages(rewards, values, mask, replace(cfg, whiten_advantages=False))
+    np.testing.assert_allclose(adv_plain, raw)
+
+
+def test_minibatches_cut_the_rollout_in_order_and_a_bad_cut_is_refused():
+    from minirlhf.config import ConfigError
+    from minirlhf.stages.ppo import PPOConfig, minibatch_indices
+
+    mbs = minibatch_indices(PPOConfig(rollout_size=8, minibatch_size=4))
+    assert [m.tolist() for m in mbs] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    with pytest.raises(ConfigError, match="minibatch_size = 3 must divide rollout_size = 8"):
+        PPOConfig(rollout_size=8, minibatch_size=3).check()

@@ -21,7 +21,7 @@ from minirlhf.world.preference_data import PreferencePair, dataset_stats, label_
 from minirlhf.world.raters import PRESETS as RATER_PRESETS
 from minirlhf.world.raters import get_panel
 
-log = logging.getLogger("minirlhf.preferences")
+log = logging.getLogger("minirlhf.stages.preferences")
 
 
 @dataclass
