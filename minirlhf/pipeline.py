@@ -34,7 +34,7 @@ from typing import Any
 
 from minirlhf.config import ConfigError, apply_overrides, run_path
 from minirlhf.evaluation import POLICY_KEYS, policy_numbers, policy_report
-from minirlhf.lm.checkpoint import CheckpointError, atomic_write, load_checkpoint, load_model
+from minirlhf.lm.checkpoint import atomic_write, file_digest, load_model
 from minirlhf.registry import STAGES, depends_on, output_path, policy_stages
 from minirlhf.world import get_task
 
@@ -135,19 +135,70 @@ def _log_samples(stage: str, numbers: dict[str, Any]) -> None:
         log.info("samples\n%s", "\n".join(lines))
 
 
-def _outputs_intact(root: Path, outputs: list[str]) -> str | None:
-    """None if every output (relative to the run folder) is there and passes its checksum,
-    else what is wrong."""
-    for name in outputs:
-        path = str(root / name)
-        if not Path(path).exists():
-            return f"{path} is missing"
-        if path.endswith(".npz"):
-            try:
-                load_checkpoint(path)
-            except CheckpointError as e:
-                return str(e)
+def _digests(root: Path, names: list[str]) -> dict[str, str]:
+    """{file relative to the run folder: its SHA-256, or "missing"}."""
+    return {n: file_digest(root / n) if (root / n).exists() else "missing" for n in names}
+
+
+def _record_holds(root: Path, record: dict[str, Any], inputs: list[str]) -> str | None:
+    """None if the files a stage's record names are the very files it wrote and read, else
+    what differs: an output missing, truncated, altered or replaced by another file, or an
+    input that is no longer what the stage read."""
+    for kind, wanted in (("output", record.get("outputs")), ("input", record.get("inputs"))):
+        if not isinstance(wanted, dict):
+            return f"its record predates file hashes (no {kind} hashes)"
+        for name, digest in _digests(root, list(wanted)).items():
+            if digest != wanted[name]:
+                return f"{kind} {root / name} is " + (
+                    "missing" if digest == "missing" else "not the file the stage "
+                    + ("wrote" if kind == "output" else "read"))
+    if sorted(record["inputs"]) != sorted(inputs):
+        return "it read other inputs"
     return None
+
+
+class RunLock:
+    """One pipeline at a time in a run folder: ``<run>/.lock`` holds the owner's PID. A lock
+    whose process is gone (a killed run) is taken over, with a warning; a live one is an
+    error naming its PID."""
+
+    def __init__(self, root: Path):
+        self.path = root / ".lock"
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and _alive(pid):
+                    raise PipelineError(f"the run folder {self.path.parent} is in use by process "
+                                        f"{pid} (its lock is {self.path}); wait for it to finish "
+                                        "or choose another --name") from None
+                log.warning("taking over %s: process %s that held it is gone", self.path, pid)
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            return self
+        raise PipelineError(f"could not take the lock {self.path}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _finite(obj: Any) -> Any:
@@ -184,51 +235,56 @@ def run_pipeline(config: PipelineConfig,
     prints = fingerprints(cfgs, root)
     records: dict[str, dict[str, Any]] = {}
     result = PipelineResult(config=config, report="", summary={})
-    last_good = "none yet"
-    for i, (name, stage) in enumerate(STAGES.items()):
-        record_path = root / "pipeline" / f"{name}.json"
-        record = json.loads(record_path.read_text()) if record_path.exists() else None
-        problem = None
-        if record is not None and record.get("fingerprint") == prints[name]:
-            problem = _outputs_intact(root, record["outputs"])
-            if problem is None and not config.force:
-                log.info("[%d/%d] %s: done already (config %s), skipped", i + 1, len(STAGES),
-                         name, prints[name])
-                records[name] = record
-                result.skipped.append(name)
-                last_good = str(root / record["outputs"][0])
-                continue
-            if problem:
-                log.warning("%s: %s; running the stage again", name, problem)
-        log.info("[%d/%d] %s ...", i + 1, len(STAGES), name)
-        t = time.time()
-        try:
-            numbers = stage.record(stage.run(cfgs[name]), cfgs[name])
-        except FloatingPointError as e:
-            raise PipelineError(f"stage {name} stopped: {e}. The last good checkpoint, "
-                                f"{last_good}, is intact; fix the config and run the pipeline "
-                                "again to resume from there") from None
-        outputs = [os.path.relpath(output_path(name, root), root)]  # the folder may move
-        _relative_plots(numbers, root)
-        record = {"stage": name, "fingerprint": prints[name], "outputs": outputs,
-                  "config": asdict(cfgs[name]), "numbers": numbers,
-                  "seconds": round(time.time() - t, 1)}
-        _write_json(record_path, record)
-        records[name] = record
-        result.ran.append(name)
-        last_good = str(root / outputs[0])
-        log.info("%s finished in %.0f s", name, time.time() - t)
-        _log_samples(name, numbers)
-        if on_stage_done is not None:
-            on_stage_done(name)
+    with RunLock(root):
+        for i, (name, stage) in enumerate(STAGES.items()):
+            rel = {s: os.path.relpath(output_path(s, root), root) for s in STAGES}
+            inputs = [rel[d] for d in depends_on(name)]  # relative: the folder may move
+            record_path = root / "pipeline" / f"{name}.json"
+            record = json.loads(record_path.read_text()) if record_path.exists() else None
+            if record is not None and record.get("fingerprint") == prints[name]:
+                problem = _record_holds(root, record, inputs)
+                if problem is None and not config.force:
+                    log.info("[%d/%d] %s: done already (config %s), skipped", i + 1,
+                             len(STAGES), name, prints[name])
+                    records[name] = record
+                    result.skipped.append(name)
+                    continue
+                if problem:
+                    log.warning("%s: %s; running the stage again", name, problem)
+            log.info("[%d/%d] %s ...", i + 1, len(STAGES), name)
+            t = time.time()
+            read = _digests(root, inputs)  # what the stage reads, hashed before it reads it
+            try:
+                numbers = stage.record(stage.run(cfgs[name]), cfgs[name])
+            except FloatingPointError as e:
+                started = ", ".join(f"{k} = {getattr(cfgs[name], k)}" for k in stage.inputs)
+                raise PipelineError(
+                    f"stage {name} stopped: {e}. It started from {started or 'scratch'}, which "
+                    "is intact, as is every finished stage; fix the config and run the pipeline "
+                    "again to resume from there") from None
+            _relative_plots(numbers, root)
+            # the record is written last, holding the hashes of what the stage wrote and read:
+            # a stage killed before its record is written looks unfinished, and a file changed
+            # since (truncated, altered, another stage's copied in) makes it run again
+            record = {"stage": name, "fingerprint": prints[name],
+                      "outputs": _digests(root, [rel[name]]), "inputs": read,
+                      "config": asdict(cfgs[name]), "numbers": numbers,
+                      "seconds": round(time.time() - t, 1)}
+            _write_json(record_path, record)
+            records[name] = record
+            result.ran.append(name)
+            log.info("%s finished in %.0f s", name, time.time() - t)
+            _log_samples(name, numbers)
+            if on_stage_done is not None:
+                on_stage_done(name)
 
-    from minirlhf.report import write_report
+        from minirlhf.report import write_report
 
-    sft_numbers = _sft_policy_numbers(cfgs)
-    result.summary = _finite(build_summary(config, records, sft_numbers))
-    _write_json(root / "summary.json", result.summary)
-    result.seconds = time.time() - t0
-    result.report = str(write_report(root, result.summary, records, result.seconds))
+        sft_numbers = _sft_policy_numbers(cfgs)
+        result.summary = _finite(build_summary(config, records, sft_numbers))
+        _write_json(root / "summary.json", result.summary)
+        result.seconds = time.time() - t0
+        result.report = str(write_report(root, result.summary, records, result.seconds))
     return result
 
 

@@ -83,3 +83,21 @@ def test_load_state_dict_errors_name_the_key():
     missing = {k: v for k, v in sd.items() if k != "ln_f.bias"}
     with pytest.raises(KeyError, match="ln_f.bias"):
         model.load_state_dict(missing)
+
+
+def test_non_finite_weights_are_never_saved_nor_loaded(tmp_path, monkeypatch):
+    """A run that ends with weights of 1e38 * 10 (inf) or NaN must not leave a checkpoint that
+    later stages load: saving refuses and keeps the old file; loading names the parameter."""
+    from minirlhf.lm import checkpoint as ck
+
+    path = tmp_path / "m.npz"
+    ck.save_checkpoint(path, {"w": np.ones(3, np.float32)}, {"kind": "test"})
+    before = path.read_bytes()
+    with pytest.raises(FloatingPointError, match="parameter w holds 1 non-finite values"):
+        ck.save_checkpoint(path, {"w": np.array([1.0, np.nan, 2.0], np.float32)}, {})
+    assert path.read_bytes() == before
+    monkeypatch.setattr(ck, "non_finite", lambda arrays: "")  # write one anyway, by force
+    ck.save_checkpoint(path, {"w": np.array([np.inf, 0.0], np.float32)}, {})
+    monkeypatch.undo()
+    with pytest.raises(ck.CheckpointError, match="parameter w holds 1 non-finite values"):
+        ck.load_checkpoint(path)

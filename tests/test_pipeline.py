@@ -147,7 +147,8 @@ def test_a_nan_loss_stops_the_stage_and_keeps_the_last_good_checkpoint(finished,
         run_pipeline(tiny(runs, overrides=["dpo.lr=0.0002"]))
     message = str(err.value)
     assert "stage dpo" in message and "step 2" in message and "loss is nan" in message
-    assert str(runs / "tiny" / "ppo" / "model.npz") in message  # the last good checkpoint
+    # the message names the checkpoint the stage started from
+    assert f"init = {runs / 'tiny' / 'sft' / 'model.npz'}" in message
     load_model(runs / "tiny" / "ppo" / "model.npz")
     assert (runs / "tiny" / "dpo" / "model.npz").read_bytes() == old_dpo  # untouched
 
@@ -238,3 +239,54 @@ def test_an_example_stage_joins_with_its_file_and_one_registry_line(finished, tm
     report = (runs / "tiny" / "report.md").read_text()
     assert "| REINFORCE |" in report and "- REINFORCE (" in report
     assert (runs / "tiny" / "reinforce" / "model.npz").exists()
+
+
+@pytest.mark.parametrize("damage, stage", [
+    ("another stage's checkpoint copied into place", "reward"),
+    ("a truncated preference file", "preferences"),
+])
+def test_a_record_vouches_only_for_the_files_it_wrote(finished, tmp_path, damage, stage, caplog):
+    """Each record holds the hashes of the files its stage wrote and read: a file replaced or
+    truncated since makes the stage (and what depends on it) run again, never a silent
+    resume."""
+    runs = copy_run(finished, tmp_path)
+    run = runs / "tiny"
+    if stage == "reward":
+        shutil.copy(run / "sft" / "model.npz", run / "reward" / "model.npz")  # loads fine
+        load_model(run / "reward" / "model.npz")
+    else:
+        path = run / "preferences" / "preferences.jsonl"
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(lines[: len(lines) // 2]))  # whole lines: it still parses
+    with caplog.at_level("WARNING", logger="minirlhf.pipeline"):
+        again = run_pipeline(tiny(runs))
+    assert "not the file the stage wrote" in caplog.text
+    assert again.ran[0] == stage
+    assert again.summary == finished[1].summary
+
+
+def test_two_runs_in_one_folder_are_refused_and_a_stale_lock_is_taken_over(finished, tmp_path,
+                                                                          caplog):
+    runs = copy_run(finished, tmp_path)
+    lock = runs / "tiny" / ".lock"
+    lock.write_text(f"{os.getpid()}\n")  # a live process holds the folder
+    with pytest.raises(PipelineError, match=f"in use by process {os.getpid()}"):
+        run_pipeline(tiny(runs))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock.write_text(f"{gone.pid}\n")  # a killed run's lock: its process is gone
+    with caplog.at_level("WARNING", logger="minirlhf.pipeline"):
+        again = run_pipeline(tiny(runs))
+    assert f"process {gone.pid} that held it is gone" in caplog.text
+    assert again.ran == [] and not lock.exists()
+
+
+def test_files_the_pipeline_writes_are_readable_by_others(finished):
+    runs, _ = finished
+    old = os.umask(0o022)
+    os.umask(old)
+    if old != 0o022:
+        pytest.skip("this check assumes the usual umask 022")
+    for name in ("summary.json", "report.md", "pipeline/ppo.json", "ppo/model.npz",
+                 "preferences/preferences.jsonl"):
+        assert (runs / "tiny" / name).stat().st_mode & 0o777 == 0o644, name

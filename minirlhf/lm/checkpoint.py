@@ -36,11 +36,20 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file)`` on a temporary file, then rename it to ``path`` atomically."""
+    """Call ``write(file)`` on a temporary file, then rename it to ``path`` atomically. The file
+    gets the permissions any new file would (0644 under the usual umask), not mkstemp's 0600,
+    so the others who read a run folder can read all of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -57,6 +66,10 @@ def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[
     path = Path(path)
     if META_KEY in arrays:
         raise KeyError(f"save_checkpoint: {META_KEY!r} is reserved")
+    bad = non_finite(arrays)
+    if bad:  # weights of 1e28 or NaN are a failed run, never a checkpoint
+        raise FloatingPointError(f"{path} was not written: {bad} (whatever was there before is "
+                                 "unchanged)")
     meta = dict(meta, sha256=_digest(arrays))
     meta_bytes = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
     atomic_write(path, lambda f: np.savez(f, **arrays, **{META_KEY: meta_bytes}))
@@ -81,7 +94,29 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
     if meta.get("sha256") != _digest(arrays):
         raise CheckpointError(f"checkpoint {path} fails its checksum: the file was altered or "
                               "only partly written")
+    bad = non_finite(arrays)
+    if bad:
+        raise CheckpointError(f"checkpoint {path} is unusable: {bad}")
     return arrays, meta
+
+
+def non_finite(arrays: dict[str, np.ndarray]) -> str:
+    """'' if every float array is finite, else which array is not, and how many entries."""
+    for name in sorted(arrays):
+        a = arrays[name]
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            return (f"parameter {name} holds {int((~np.isfinite(a)).sum())} non-finite values "
+                    f"(of {a.size})")
+    return ""
+
+
+def file_digest(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes: what a pipeline record keeps of each file it names."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save_model(path: str | Path, model: Any, tokenizer: Any, extra: dict[str, Any] | None = None,

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from minirlhf.config import missing_input, stage_command
+from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.world import Task
 from minirlhf.world.raters import Panel, ceiling, expected_gold_agreement
@@ -51,11 +52,9 @@ class PreferenceDataError(ValueError):
 def save_jsonl(path: str | Path, records: list[PreferencePair] | list[Ranking]) -> Path:
     """Write records one JSON object per line (None fields are left out)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps({k: v for k, v in asdict(r).items() if v is not None}) for r in records]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    atomic_write(path, lambda f: f.write(data))
     return path
 
 
