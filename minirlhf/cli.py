@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m minirlhf",
         description="minirlhf: RLHF from scratch in pure NumPy.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
     sub.required = True
 
@@ -233,11 +235,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from minirlhf.config import ConfigError
     from minirlhf.lm.checkpoint import CheckpointError
+    from minirlhf.pipeline import PipelineError
+    from minirlhf.world.preference_data import PreferenceDataError
 
     args = build_parser().parse_args(argv)
+    expected = (ConfigError, PreferenceDataError, CheckpointError, PipelineError,
+                FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+                FloatingPointError)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, CheckpointError) as e:
-        # Mistakes in what the user asked for: say what is wrong, without a traceback.
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted: every finished stage is kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except expected as e:
+        # Mistakes in what the user asked for, or in their files: one line that names the
+        # problem, without a traceback (--debug shows it).
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2

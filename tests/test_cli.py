@@ -49,3 +49,25 @@ def test_unknown_subcommand_is_an_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["nonsense"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["reward", "--set", "preferences=/nonexistent/p.jsonl"],
+     "preferences file /nonexistent/p.jsonl is missing: make it with `python -m minirlhf "
+     "preferences`"),
+    (["dpo", "--set", "beta=0"], "DPOConfig: beta = 0.0 is outside its allowed range (0, inf)"),
+    (["ppo", "--set", "minibatch_size=7"], "minibatch_size = 7 must divide rollout_size = 64"),
+    (["best-of-n", "--set", "ns=1,3"], "ns = '1,3': each n must be >= 1 and divide"),
+])
+def test_a_user_error_is_one_line_and_exit_code_2(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {err.strip()[7:]}" and needle in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_debug_shows_the_traceback():
+    from minirlhf.config import ConfigError
+
+    with pytest.raises(ConfigError, match="beta = 0.0"):
+        main(["--debug", "dpo", "--set", "beta=0"])
