@@ -235,10 +235,10 @@ def run_pipeline(config: PipelineConfig,
     prints = fingerprints(cfgs, root)
     records: dict[str, dict[str, Any]] = {}
     result = PipelineResult(config=config, report="", summary={})
+    rel = {s: os.path.relpath(output_path(s, root), root) for s in STAGES}  # the folder may move
     with RunLock(root):
         for i, (name, stage) in enumerate(STAGES.items()):
-            rel = {s: os.path.relpath(output_path(s, root), root) for s in STAGES}
-            inputs = [rel[d] for d in depends_on(name)]  # relative: the folder may move
+            inputs = [rel[d] for d in depends_on(name)]
             record_path = root / "pipeline" / f"{name}.json"
             record = json.loads(record_path.read_text()) if record_path.exists() else None
             if record is not None and record.get("fingerprint") == prints[name]:
