@@ -1,17 +1,16 @@
 """Regenerate the pretraining corpora byte-identically: ``python data/make_corpora.py``.
 
 The grammars and samplers live in minirlhf/world/; this script only fixes seeds and sizes and
-writes one text per line:
+writes one text per line into minirlhf/world/corpora/, where the package ships them (so a
+setting ``corpus=reviews`` finds them from any directory):
 
 - reviews.txt: 20,000 movie reviews (the main thread); prints the exact entropy per token.
 - arithmetic.txt: 10,000 sums with a user's hint and an answer (the sycophancy chapter).
 """
 
-from pathlib import Path
 
-from minirlhf.world import arithmetic, reviews
+from minirlhf.world import CORPORA, arithmetic, reviews
 
-DATA = Path(__file__).resolve().parent
 REVIEWS_SEED, N_REVIEWS = 1234, 20_000
 ARITHMETIC_SEED, N_ARITHMETIC = 4321, 10_000
 
@@ -27,6 +26,6 @@ def corpora() -> tuple[dict[str, str], float]:
 if __name__ == "__main__":
     files, entropy = corpora()
     for name, text in files.items():
-        (DATA / name).write_text(text, encoding="ascii")
-        print(f"wrote {DATA / name} ({text.count(chr(10))} lines)")
+        (CORPORA / name).write_text(text, encoding="ascii")
+        print(f"wrote {CORPORA / name} ({text.count(chr(10))} lines)")
     print(f"reviews: exact entropy {entropy:.4f} nats per token (characters + EOS)")

@@ -76,17 +76,13 @@ def stage_command(stage):
 def cmd_pipeline(args: argparse.Namespace) -> int:
     """The whole course: pretrain, SFT, preferences, reward model, best-of-n, PPO, DPO and a
     report. Stages already done with the same config are skipped (--force redoes them)."""
-    from minirlhf.pipeline import PipelineConfig, PipelineError, run_pipeline
+    from minirlhf.pipeline import PipelineConfig, run_pipeline
 
     _logging(args)
     config = PipelineConfig(name=args.name or args.preset, preset=args.preset, seed=args.seed,
                             force=args.force, runs_dir=args.runs_dir, progress=not args.quiet,
                             overrides=list(args.set or []))
-    try:
-        r = run_pipeline(config)
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    r = run_pipeline(config)  # its errors are one line, exit code 2 (see main)
     print(f"\n{'policy':<12}{'gold':>8}{'win-rate vs SFT':>17}{'KL (nats)':>11}{'valid':>8}")
     for name, p in r.summary["policies"].items():
         print(f"{name:<12}{p['gold_reward']:>8.3f}{p['win_rate_vs_sft']:>17.1%}"
@@ -233,14 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from minirlhf.config import ConfigError
+    from minirlhf.config import ConfigError, InputError
     from minirlhf.lm.checkpoint import CheckpointError
     from minirlhf.pipeline import PipelineError
-    from minirlhf.world.preference_data import PreferenceDataError
 
     args = build_parser().parse_args(argv)
-    expected = (ConfigError, PreferenceDataError, CheckpointError, PipelineError,
-                FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+    # settings, input files (corpus, preference data: file and line), checkpoints, a stage
+    # that stopped, and the file system (missing, permission denied, not a directory, disk
+    # full: OSError names the path)
+    expected = (ConfigError, InputError, CheckpointError, PipelineError, OSError,
                 FloatingPointError)
     try:
         return args.func(args)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,11 @@ class ConfigError(ValueError):
     """A config key or value is wrong; the message names the key and what it allows."""
 
 
+class InputError(ValueError):
+    """An input file (a corpus, a preference file) is unusable; the message names the file and
+    the line, and what is wrong with it."""
+
+
 # ------------------------------------------------------------------- random streams
 def stream(seed: int, name: str) -> np.random.Generator:
     """The random stream ``name`` of a run seeded ``seed``: ``default_rng([seed, crc32(name)])``.
@@ -48,6 +54,23 @@ def stream(seed: int, name: str) -> np.random.Generator:
     changes nothing elsewhere, and runs with seeds 0 and 1 never share a stream (with
     ``seed + k``, seed 1's training stream was seed 0's evaluation stream)."""
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+def blas_threads() -> int:
+    """How many threads the BLAS under NumPy's matrix products is told to use: the first of
+    OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, OMP_NUM_THREADS that is set (at most the cores this
+    process may use), else those cores (OpenBLAS's and MKL's default).
+
+    Results depend on it: a matrix product split over two threads adds its partial sums in
+    another order than one thread does, so float32 weights differ in the last bits after the
+    first step and the runs drift apart. The pipeline records the count with each stage."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = max(1, cores or 1)
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return min(int(value), cores)
+    return cores
 
 
 def stream_seed(seed: int, name: str) -> int:
@@ -185,9 +208,25 @@ def run_path(stage: str, file: str = "", root: str | Path = DEFAULT_RUN) -> str:
 
 
 def missing_input(what: str, path: str | Path, command: str) -> FileNotFoundError:
-    """The one error for an input file that is not there: what it is, where it was looked for,
-    and the command that makes it."""
-    return FileNotFoundError(f"{what} {path} is missing: make it with `{command}`")
+    """The one error for an input file that is not there: what it is, where it was looked for
+    (an absolute path: a relative one depends on the working directory), and the command that
+    makes it."""
+    return FileNotFoundError(f"{what} {Path(path).absolute()} is missing: make it with "
+                             f"`{command}`")
+
+
+def require_writable(folder: str | Path) -> None:
+    """Make ``folder`` (and its parents) if needed and check that a file can be written in it;
+    PermissionError or NotADirectoryError naming the absolute path if not."""
+    path = Path(folder).absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(f"output folder {path} is a file, not a folder") from None
+    except OSError as e:
+        raise type(e)(f"cannot make the output folder {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write in the output folder {path}: permission denied")
 
 
 def stage_command(stage: str) -> str:
@@ -224,13 +263,21 @@ class Stage:
     report: Callable[[dict[str, Any]], list[str]] | None = None  # numbers -> report.md lines
     show: Callable[[Any, Any], str] | None = None  # (result, config) -> what the CLI prints
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # preset -> settings
+    # For the pipeline's time estimate: work(config, every stage's config) is a count that
+    # grows in proportion to the stage's running time (steps x batch, say), and seconds[preset]
+    # the time the stage took with that preset's settings on the reference 2-core laptop.
+    work: Callable[[Any, dict[str, Any]], float] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def begin(self, config: Any, unused: Sequence[str] = ()) -> None:
         """What the stage's entry point does first: check every setting, then that every input
         file is there (naming the command that makes a missing one), except the ``unused``
-        ones (online DPO reads no preference file, say)."""
+        ones (online DPO reads no preference file, say), and that its output folder can be
+        written: a run that cannot save fails now, not after training."""
         config.check()
         require_inputs(config, {k: v for k, v in self.inputs.items() if k not in unused})
+        if hasattr(config, "out_dir"):
+            require_writable(config.out_dir)
 
     @property
     def command(self) -> str:

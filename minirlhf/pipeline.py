@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minirlhf.config import ConfigError, apply_overrides, run_path
+from minirlhf.config import ConfigError, apply_overrides, blas_threads, run_path
 from minirlhf.evaluation import POLICY_KEYS, policy_numbers, policy_report
 from minirlhf.lm.checkpoint import atomic_write, file_digest, load_model
 from minirlhf.registry import STAGES, depends_on, output_path, policy_stages
@@ -52,9 +52,9 @@ class PipelineError(RuntimeError):
 @dataclass
 class PipelineConfig:
     name: str = "default"  # the run's folder: runs/<name>
-    preset: str = "default"  # one of PRESETS: default (about 8 minutes) or tiny (under 1)
+    preset: str = "default"  # one of PRESETS: default (about 14 minutes) or tiny (under 1)
     runs_dir: str = "runs"  # where run folders go
-    corpus: str = "data/reviews.txt"  # the pretraining corpus
+    corpus: str = "reviews"  # the pretraining corpus: a shipped one by name, or a file
     seed: int = 0  # every stage's seed
     force: bool = False  # redo every stage even when its record matches
     progress: bool = True  # tqdm bars
@@ -104,19 +104,61 @@ def stage_configs(config: PipelineConfig) -> dict[str, Any]:
     return out
 
 
-def fingerprints(cfgs: dict[str, Any], root: Path) -> dict[str, str]:
-    """A hash of each stage's config and of its upstream stages' fingerprints. Paths inside the
-    run folder count relative to it (a moved or copied run folder stays valid), and progress
-    bars do not change results, so they are left out."""
+def fingerprints(cfgs: dict[str, Any], root: Path, threads: int) -> dict[str, str]:
+    """A hash of each stage's config, of the BLAS thread count (results depend on it, see
+    ``blas_threads``) and of its upstream stages' fingerprints. Paths inside the run folder
+    count relative to it (a moved or copied run folder stays valid), and progress bars do not
+    change results, so they are left out."""
     prefix = str(root) + os.sep
     out: dict[str, str] = {}
     for stage in STAGES:
         fields = {k: (v.replace(prefix, "<run>/") if isinstance(v, str) else v)
                   for k, v in asdict(cfgs[stage]).items() if k != "progress"}
-        text = json.dumps({"stage": stage, "config": fields,
+        text = json.dumps({"stage": stage, "config": fields, "blas_threads": threads,
                            "upstream": [out[d] for d in depends_on(stage)]}, sort_keys=True)
         out[stage] = hashlib.sha256(text.encode()).hexdigest()[:16]
     return out
+
+
+def estimate_seconds(config: PipelineConfig, cfgs: dict[str, Any], stages: list[str]
+                     ) -> dict[str, float]:
+    """A rough running time of each of ``stages`` on the reference 2-core laptop: the time the
+    stage took with the preset's own settings, scaled by how much more work these settings ask
+    for (``Stage.work``). Stages that declare no work or no time for the preset are left out."""
+    todo = [s for s in stages if STAGES[s].work is not None
+            and config.preset in STAGES[s].seconds]
+    if not todo:
+        return {}
+    base = stage_configs(dataclasses.replace(config, overrides=[]))
+    out = {}
+    for name in todo:
+        stage = STAGES[name]
+        ratio = stage.work(cfgs[name], cfgs) / max(stage.work(base[name], base), 1e-12)
+        out[name] = stage.seconds[config.preset] * ratio
+    return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds / 86400:,.0f} days"
+
+
+def _announce(estimate: dict[str, float]) -> None:
+    """Log the estimate; a run of over an hour is a warning (shown with -q too)."""
+    if not estimate:
+        return
+    total = sum(estimate.values())
+    parts = ", ".join(f"{name} {_duration(s)}" for name, s in estimate.items())
+    if total > 3600:
+        log.warning("this run will take about %s on a 2-core laptop (%s); Ctrl-C stops it, "
+                    "keeping every finished stage", _duration(total), parts)
+    else:
+        log.info("estimated time: about %s on a 2-core laptop (%s)", _duration(total), parts)
 
 
 # ---------------------------------------------------------------------------- the stages
@@ -155,6 +197,34 @@ def _record_holds(root: Path, record: dict[str, Any], inputs: list[str]) -> str 
     if sorted(record["inputs"]) != sorted(inputs):
         return "it read other inputs"
     return None
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """A stage's record, or None (the stage then runs again) if there is none or it is not a
+    record the pipeline wrote (unreadable, truncated, not JSON, not an object): said in a
+    warning."""
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        log.warning("%s: unreadable record (%s); running the stage again", path, e)
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("fingerprint"), str):
+        log.warning("%s: not a stage record; running the stage again", path)
+        return None
+    if record.get("checksum") != _checksum(record):
+        log.warning("%s: the record was altered since the stage wrote it (its checksum does "
+                    "not match); running the stage again", path)
+        return None
+    return record
+
+
+def _checksum(record: dict[str, Any]) -> str:
+    """SHA-256 of a record's content, its own checksum left out."""
+    body = {k: v for k, v in record.items() if k != "checksum"}
+    text = json.dumps(_finite(body), sort_keys=True, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class RunLock:
@@ -232,15 +302,31 @@ def run_pipeline(config: PipelineConfig,
     t0 = time.time()
     cfgs = stage_configs(config)  # every config error surfaces here, before any work
     root = Path(config.runs_dir) / config.name
-    prints = fingerprints(cfgs, root)
+    threads, threads_warned = blas_threads(), False
+    prints = fingerprints(cfgs, root, threads)
     records: dict[str, dict[str, Any]] = {}
     result = PipelineResult(config=config, report="", summary={})
     rel = {s: os.path.relpath(output_path(s, root), root) for s in STAGES}  # the folder may move
     with RunLock(root):
+        log.info("run folder %s", root.absolute())
+        for tmp in root.rglob(".*.tmp"):  # half-written files of a killed run (atomic_write's)
+            log.info("removing %s, left by a run that was killed while writing it", tmp)
+            tmp.unlink()
+        found = {name: _read_record(root / "pipeline" / f"{name}.json") for name in STAGES}
+        _announce(estimate_seconds(config, cfgs, [
+            s for s in STAGES if config.force or found[s] is None
+            or found[s].get("fingerprint") != prints[s]]))
         for i, (name, stage) in enumerate(STAGES.items()):
             inputs = [rel[d] for d in depends_on(name)]
             record_path = root / "pipeline" / f"{name}.json"
-            record = json.loads(record_path.read_text()) if record_path.exists() else None
+            record = found[name]
+            if record is not None and record.get("blas_threads", threads) != threads \
+                    and not threads_warned:
+                threads_warned = True
+                log.warning("%s: was run with %s BLAS threads, this process has %d; results "
+                            "depend on the count, so it and every later stage run again (set "
+                            "OMP_NUM_THREADS=%s to resume instead)", name,
+                            record["blas_threads"], threads, record["blas_threads"])
             if record is not None and record.get("fingerprint") == prints[name]:
                 problem = _record_holds(root, record, inputs)
                 if problem is None and not config.force:
@@ -266,10 +352,11 @@ def run_pipeline(config: PipelineConfig,
             # the record is written last, holding the hashes of what the stage wrote and read:
             # a stage killed before its record is written looks unfinished, and a file changed
             # since (truncated, altered, another stage's copied in) makes it run again
-            record = {"stage": name, "fingerprint": prints[name],
+            record = {"stage": name, "fingerprint": prints[name], "blas_threads": threads,
                       "outputs": _digests(root, [rel[name]]), "inputs": read,
                       "config": asdict(cfgs[name]), "numbers": numbers,
                       "seconds": round(time.time() - t, 1)}
+            record["checksum"] = _checksum(record)
             _write_json(record_path, record)
             records[name] = record
             result.ran.append(name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.plots import plot_reward_vs_kl
 from minirlhf.registry import STAGES, policy_stages
 
@@ -86,5 +87,6 @@ def write_report(root: str | Path, summary: dict[str, Any], records: dict[str, d
               "|---|---:|"]
     lines += [f"| {s} | {r['seconds']:.0f} |" for s, r in records.items()]
     path = root / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    text = ("\n".join(lines) + "\n").encode()
+    atomic_write(path, lambda f: f.write(text))  # a kill never leaves half a report
     return path

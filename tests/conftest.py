@@ -27,12 +27,8 @@ def tiny_pretrained(tiny_corpus, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One uninterrupted run of the pipeline's tiny preset: (its runs_dir, its result)."""
-    from pathlib import Path
-
     from minirlhf.pipeline import PipelineConfig, run_pipeline
 
     runs = tmp_path_factory.mktemp("runs")
-    corpus = str(Path(__file__).resolve().parent.parent / "data" / "reviews.txt")
-    config = PipelineConfig(name="tiny", preset="tiny", runs_dir=str(runs), corpus=corpus,
-                            progress=False)
+    config = PipelineConfig(name="tiny", preset="tiny", runs_dir=str(runs), progress=False)
     return runs, run_pipeline(config)

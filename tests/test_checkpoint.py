@@ -101,3 +101,16 @@ def test_non_finite_weights_are_never_saved_nor_loaded(tmp_path, monkeypatch):
     monkeypatch.undo()
     with pytest.raises(ck.CheckpointError, match="parameter w holds 1 non-finite values"):
         ck.load_checkpoint(path)
+
+
+def test_blown_up_but_finite_weights_are_never_saved(tmp_path):
+    """Weights of 1e28 are finite in float32, yet the next forward pass overflows: an absurd
+    learning rate's result, refused like NaN (the largest trained weight here is about 1.5)."""
+    from minirlhf.lm import checkpoint as ck
+
+    path = tmp_path / "m.npz"
+    with pytest.raises(FloatingPointError, match=r"parameter w holds 1 values beyond 1e\+06 "
+                                                 r"\(largest 1e\+28\): the run blew up"):
+        ck.save_checkpoint(path, {"w": np.array([1.0, 1e28, 2.0], np.float32)}, {})
+    assert not path.exists()
+    ck.save_checkpoint(path, {"w": np.array([1.0, -9.9e5], np.float32)}, {})  # big, but sane

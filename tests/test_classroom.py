@@ -87,8 +87,8 @@ def test_the_student_copy_imports_and_reports_not_implemented(student):
     for rel in stripped:
         if rel.endswith(".py"):
             assert strip_text((ROOT / rel).read_text()) == (folder / rel).read_text()
-    assert (ROOT / "data" / "reviews.txt").read_bytes() == \
-        (folder / "data" / "reviews.txt").read_bytes()
+    corpus = Path("minirlhf") / "world" / "corpora" / "reviews.txt"
+    assert (ROOT / corpus).read_bytes() == (folder / corpus).read_bytes()
 
 
 def test_stripped_notebooks_are_valid_and_lose_only_the_solution_outputs(student):

@@ -19,12 +19,11 @@ from minirlhf.pipeline import PipelineConfig, PipelineError, run_pipeline
 from minirlhf.registry import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = str(ROOT / "data" / "reviews.txt")
 
 
 def tiny(runs_dir, **kw) -> PipelineConfig:
-    return PipelineConfig(name="tiny", preset="tiny", runs_dir=str(runs_dir), corpus=CORPUS,
-                          progress=False, **kw)
+    return PipelineConfig(name="tiny", preset="tiny", runs_dir=str(runs_dir), progress=False,
+                          **kw)
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +85,13 @@ def test_a_changed_config_upstream_redoes_what_depends_on_it(finished, tmp_path)
 def test_a_killed_run_resumes_to_the_same_summary(finished, tmp_path):
     """Kill -9 the command in the middle of the run (after the reward model's record appears,
     while the next stages run), then run it again: only the unfinished stages run, and the
-    summary is byte-identical to the uninterrupted run's."""
+    summary is byte-identical to the uninterrupted run's. The command is started outside the
+    repository (the corpus ships with the package)."""
     runs, _ = finished
     cmd = [sys.executable, "-m", "minirlhf", "pipeline", "--preset", "tiny", "--runs-dir",
            str(tmp_path), "-q"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(cmd + ["--set", f"pretrain.corpus={CORPUS}"], cwd=ROOT, env=env,
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     record = tmp_path / "tiny" / "pipeline" / "reward.json"
     deadline = time.time() + 120
@@ -159,7 +159,7 @@ def test_a_nan_loss_stops_the_stage_and_keeps_the_last_good_checkpoint(finished,
     ("ppo.beta=-0.1", "beta = -0.1 is outside its allowed range [0, inf)"),
     ("ppo.clip=1.5", "clip = 1.5 is outside its allowed range (0, 1)"),
     ("dpo.label_smoothing=0.7", "label_smoothing = 0.7 is outside its allowed range [0, 0.5)"),
-    ("reward.batch_size=5000", "reward: RewardConfig: batch_size = 5000 is larger than the 900 "
+    ("reward.batch_size=1000", "reward: RewardConfig: batch_size = 1000 is larger than the 900 "
                                "training pairs"),
     ("dpo.batch_size=600", "dpo: DPOConfig: batch_size = 600 is larger than the 512 pairs"),
     ("ppo.minibatch_size=12", "ppo: PPOConfig: minibatch_size = 12 must divide rollout_size"),
@@ -186,7 +186,7 @@ def test_the_pipeline_command(tmp_path, capsys):
     from minirlhf.cli import main
 
     assert main(["pipeline", "--preset", "tiny", "--runs-dir", str(tmp_path), "--set",
-                 f"pretrain.corpus={CORPUS}", "ppo.beta=-1"]) == 2
+                 "ppo.beta=-1"]) == 2
     assert "beta = -1.0 is outside" in capsys.readouterr().err
 
 
@@ -227,8 +227,7 @@ def test_an_example_stage_joins_with_its_file_and_one_registry_line(finished, tm
     help_text = cli("reinforce", "--help").stdout
     assert "batch_size = 16  [2, inf)" in help_text and "prompts per iteration" in help_text
     runs = copy_run(finished, tmp_path)
-    run = cli("pipeline", "--preset", "tiny", "--runs-dir", str(runs), "-q", "--set",
-              f"pretrain.corpus={CORPUS}")
+    run = cli("pipeline", "--preset", "tiny", "--runs-dir", str(runs), "-q")
     assert run.returncode == 0, run.stderr
     assert "ran reinforce; skipped pretrain, sft, preferences, reward, best_of_n, ppo, dpo" \
         in run.stdout

@@ -2,6 +2,7 @@
 
 import doctest
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from minirlhf.world.preference_data import (
     PreferencePair,
     Ranking,
     dataset_stats,
+    length_buckets,
     load_jsonl,
     save_jsonl,
 )
@@ -168,13 +170,47 @@ def test_jsonl_round_trip(tmp_path):
      ":2: field 'chosen' must be a string"),
     ('["the plot was", " good.", " bad."]', ":2: each line must be a JSON object"),
     ('{"prompt": "the plot was", "ranked": [" good."]}', ":2: field 'ranked' must list"),
+    # well-formed but meaningless
+    ('{"prompt": "the plot was", "ranked": [" good.", " bad.", " good."]}',
+     ":2: field 'ranked' lists the same response twice"),
+    ('{"prompt": "the plot was", "chosen": " good.", "rejected": " good."}',
+     ":2: 'chosen' and 'rejected' are the same response"),
+    ('{"prompt": "the plot was", "chosen": " good.", "rejected": " bad.", "p_chosen": 1.5}',
+     ":2: field 'p_chosen' is 1.5; a probability must be in [0, 1]"),
+    ('{"prompt": "the plot was", "chosen": " good.", "rejected": " bad.", "p_chosen": -0.1}',
+     ":2: field 'p_chosen' is -0.1; a probability must be in [0, 1]"),
+    ('{"prompt": "the plot was", "chosen": " good.", "rejected": " bad.", "chosen_gold": NaN}',
+     ":2: field 'chosen_gold' is nan; it must be a finite number"),
+    ('{"prompt": "the plot was", "chosen": " good.", "rejected": " bad.", '
+     '"rejected_gold": Infinity}', ":2: field 'rejected_gold' is inf; it must be a finite"),
+    ('{"prompt": "the plot was", "chosen": " good.", "rejected": " bad.", "p_chosen": true}',
+     ":2: field 'p_chosen' must be a number"),
+    ('{"prompt": "the plot was", "chosen": " good.", "rejected": "' + "o" * 60 + '"}',
+     ":2: prompt + 'rejected' is 74 tokens with BOS and EOS; the model's block_size is 32"),
 ])
 def test_jsonl_errors_name_file_line_and_field(tmp_path, line, message):
     path = tmp_path / "bad.jsonl"
     good = '{"prompt": "the plot was", "chosen": " good.", "rejected": " bad."}'
     path.write_text(good + "\n" + line + "\n")
-    with pytest.raises(PreferenceDataError, match=f"bad.jsonl{message}".replace("(", r"\(")):
+    with pytest.raises(PreferenceDataError, match=re.escape(f"bad.jsonl{message}")):
+        load_jsonl(path, block_size=32)
+
+
+def test_jsonl_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"prompt": "the plot was", "chosen": " good.", "rejected": " bad."}\n'
+                     b'{"prompt": "the plot \xff"}\n')
+    with pytest.raises(PreferenceDataError, match="bad.jsonl:2: not UTF-8 text"):
         load_jsonl(path)
+
+
+def test_length_buckets_keep_every_pair_and_sort_by_length():
+    pairs = [PreferencePair("the plot was", " " + "o" * n + ".", " bad.") for n in range(37)]
+    batches = length_buckets(pairs, 8, np.random.default_rng(0))
+    used = np.concatenate(batches)
+    assert sorted(used.tolist()) == list(range(37))  # every pair, once
+    assert [len(b) for b in batches] == [8, 8, 8, 8, 5]  # the partial batch is kept
+    assert set(batches[-1].tolist()) == set(range(32, 37))  # and it holds the longest pairs
 
 
 def test_example_dataset_ships_and_loads():

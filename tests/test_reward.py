@@ -17,8 +17,9 @@ from minirlhf.stages.reward import (
     plackett_luce_loss,
     split_pairs,
     train_reward,
+    warn_if_at_chance,
 )
-from minirlhf.world.preference_data import PreferencePair, load_jsonl
+from minirlhf.world.preference_data import PreferencePair, load_jsonl, pair_key
 
 RNG = np.random.default_rng(0)
 
@@ -147,6 +148,28 @@ def test_best_of_n_with_a_perfect_reward_never_lowers_gold():
         best_of_n_table(gold, gold, [3])
 
 
+def test_split_keeps_every_copy_of_a_comparison_on_one_side():
+    # 12 comparisons, each 3 times (one copy labelled the other way round), in file order
+    base = [PreferencePair("the plot was", " " + "o" * (k + 1) + ".", " bad.") for k in range(12)]
+    flipped = [PreferencePair(p.prompt, p.rejected, p.chosen) for p in base]
+    pairs = base + base + flipped
+    cfg = RewardConfig(val_fraction=0.25)
+    train, val = split_pairs(pairs, cfg)
+    assert len(train) + len(val) == len(pairs)  # nothing dropped
+    assert not {pair_key(p) for p in train} & {pair_key(p) for p in val}  # no leak
+    assert len(val) % 3 == 0 and len(val) >= 9  # whole comparisons, at least the 25% asked
+
+
+def test_reward_model_at_chance_is_reported_loudly(caplog):
+    with caplog.at_level("WARNING"):
+        assert warn_if_at_chance(0.52, 500)  # 2 s.e. on 500 pairs is 4.5 points
+    assert "reward model at CHANCE: held-out accuracy 52.0% on 500 pairs" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert warn_if_at_chance(0.60, 500) == ""
+    assert caplog.text == ""
+
+
 def test_analytic_kl():
     assert analytic_kl(1) == 0.0
     assert analytic_kl(2) == pytest.approx(np.log(2) - 0.5)
@@ -159,7 +182,7 @@ def test_reward_and_best_of_n_stages_run(tiny_pretrained, tmp_path):
     cfg = RewardConfig(preferences=prefs.path, init=tiny_pretrained, out_dir=str(tmp_path / "rm"),
                        epochs=1, batch_size=16, norm_samples=32, corr_samples=32, progress=False)
     r = train_reward(cfg)
-    assert r.train_pairs == 58 and len(r.loss_curve) == 3  # 58 // 16 batches
+    assert r.train_pairs == 58 and len(r.loss_curve) == 4  # 3 batches of 16, one of 10
     assert 0.0 <= r.val_metrics["accuracy"] <= 1.0 and "ceiling" in r.val_metrics
     # split_pairs gives the held-out pairs train_reward measured on (for notebooks and probes)
     train, val = split_pairs(load_jsonl(prefs.path), cfg)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from minirlhf.lm.tokenizer import BOS, EOS, PAD, CharTokenizer
+from minirlhf.world import CORPORA
 from minirlhf.world.reviews import LEXICON, is_grammatical, make_corpus, parse_review
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -61,7 +62,7 @@ def test_shipped_corpora_regenerate_byte_identically():
     files, entropy = mod.corpora()
     assert set(files) == {"reviews.txt", "arithmetic.txt"}
     for name, text in files.items():
-        shipped = (DATA / name).read_bytes()
+        shipped = (CORPORA / name).read_bytes()
         assert hashlib.sha256(text.encode("ascii")).digest() == hashlib.sha256(shipped).digest()
     assert abs(entropy - 0.3426) < 1e-4  # the figure data/README.md quotes
 

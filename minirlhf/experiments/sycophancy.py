@@ -5,7 +5,6 @@ of gold-checked labels)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,9 +65,8 @@ def _rm_sycophancy(rm: RewardModel, task) -> float:
 
 def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
     task = get_task("arithmetic")
-    root = Path(__file__).resolve().parents[2]  # the project root, where data/ lives
     pre = ctx.out / "pretrain" / "model.npz"
-    train_pretrain(PretrainConfig(task="arithmetic", corpus=str(root / task.corpus),
+    train_pretrain(PretrainConfig(task="arithmetic", corpus=task.corpus,
                                   out_dir=str(pre.parent),
                                   preset="tiny" if ctx.config.quick else "default",
                                   steps=ctx.n(1200, 100), seq_len=64, eval_every=400,

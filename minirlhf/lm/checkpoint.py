@@ -100,13 +100,26 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
     return arrays, meta
 
 
+# Trained weights here stay within about +-2 (the default run's largest is 1.51). One above
+# 1e6 is a run that blew up: still finite in float32, but two such factors in a matrix product
+# overflow, so the next forward pass is NaN.
+MAX_WEIGHT = 1e6
+
+
 def non_finite(arrays: dict[str, np.ndarray]) -> str:
-    """'' if every float array is finite, else which array is not, and how many entries."""
+    """'' if every float array is finite and below MAX_WEIGHT in magnitude, else which array is
+    not, and how many entries."""
     for name in sorted(arrays):
         a = arrays[name]
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
+        if a.dtype.kind != "f":
+            continue
+        if not np.isfinite(a).all():
             return (f"parameter {name} holds {int((~np.isfinite(a)).sum())} non-finite values "
                     f"(of {a.size})")
+        big = np.abs(a) > MAX_WEIGHT
+        if big.any():
+            return (f"parameter {name} holds {int(big.sum())} values beyond {MAX_WEIGHT:.0e} "
+                    f"(largest {float(np.abs(a).max()):.3g}): the run blew up")
     return ""
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from minirlhf.autograd.tensor import Tensor, no_grad
-from minirlhf.lm.checkpoint import load_model, save_model
+from minirlhf.lm.checkpoint import CheckpointError, load_model, save_model
 from minirlhf.lm.model import GPT
 from minirlhf.lm.sequences import encode_pairs, eos_positions
 from minirlhf.lm.tokenizer import CharTokenizer
@@ -73,6 +73,7 @@ class RewardModel:
     def load(cls, path: str | Path) -> RewardModel:
         model, tokenizer, extra = load_model(path)
         if "reward_head" not in model.scalar_heads:
-            raise ValueError(f"{path} is not a reward model (it has no reward head)")
+            raise CheckpointError(f"{path} is not a reward model (it has no reward head): pass "
+                                  "the reward stage's model.npz")
         return cls(model, tokenizer, float(extra.get("gain", 1.0)), float(extra.get("bias", 0.0)),
                    str(extra.get("readout", "eos")))

@@ -170,10 +170,10 @@ class PPOConfig(StageConfig):
         run_path("sft", "model.npz"), "the SFT policy: start point and frozen reference")
     reward_model: str = setting(run_path("reward", "model.npz"), "the (normalized) proxy reward")
     out_dir: str = setting(run_path("ppo"), "where the checkpoint, metrics and plots go")
-    iterations: int = setting(120, "rollout + update rounds", "[1, inf)")
-    rollout_size: int = setting(64, "prompts sampled per iteration", "[1, inf)")
-    minibatch_size: int = setting(16, "sequences per gradient step", "[1, inf)")
-    ppo_epochs: int = setting(2, "passes over each rollout", "[1, inf)")
+    iterations: int = setting(120, "rollout + update rounds", "[1, 100_000]")
+    rollout_size: int = setting(64, "prompts sampled per iteration", "[1, 4096]")
+    minibatch_size: int = setting(16, "sequences per gradient step", "[1, 4096]")
+    ppo_epochs: int = setting(2, "passes over each rollout", "[1, 100]")
     lr: float = setting(1e-4, "learning rate of policy and value head", "(0, inf)")
     clip: float = setting(0.2, "epsilon of the clipped objective, in (0, 1)", "(0, 1)")
     value_clip: float = setting(0.2, "epsilon of the clipped value loss", "(0, inf)")
@@ -196,7 +196,7 @@ class PPOConfig(StageConfig):
     missing_eos_penalty: float = setting(
         1.0, "subtracted from the score of a response with no EOS", "[0, inf)")
     temperature: float = setting(1.0, "sampling temperature (log-probs use the same)", "(0, inf)")
-    max_new_tokens: int = setting(80, "response budget", "[1, inf)")
+    max_new_tokens: int = setting(80, "response budget", "[1, 126]")
     grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
     eval_samples_per_prompt: int = setting(
         4, "samples per evaluation prompt at the end", "[1, inf)")
@@ -526,4 +526,6 @@ STAGE = Stage(
     inputs={"init": "sft", "reward_model": "reward"},
     presets={"tiny": dict(iterations=10, rollout_size=32, minibatch_size=16, ppo_epochs=1,
                           max_new_tokens=60, eval_samples_per_prompt=1, table_every=0)},
+    work=lambda c, _: c.iterations * c.rollout_size * c.max_new_tokens * (1 + c.ppo_epochs),
+    seconds={"tiny": 1.6, "default": 249.3},  # measured 2026-11-30
 )

@@ -31,10 +31,10 @@ class PreferenceConfig(StageConfig):
     policy: str = setting(run_path("sft", "model.npz"), "the model whose samples are compared")
     raters: str = setting("default", "who labels: a preset of world.raters.PRESETS",
                           choices=RATER_PRESETS)
-    n_pairs: int = setting(10_000, "labelled pairs to make", "[1, inf)")
+    n_pairs: int = setting(10_000, "labelled pairs to make", "[1, 10_000_000]")
     temperature: float = setting(1.0, "sampling temperature of the policy", "(0, inf)")
     max_new_tokens: int = setting(
-        80, "response budget; unfinished responses are dropped", "[1, inf)")
+        80, "response budget; unfinished responses are dropped", "[1, 126]")
     out_dir: str = setting(run_path("preferences"), "where preferences.jsonl goes")
 
 
@@ -109,4 +109,6 @@ STAGE = Stage(
     config=PreferenceConfig, run=build_preference_data, record=record, show=show,
     inputs={"policy": "sft"}, output="preferences.jsonl",
     presets={"tiny": dict(n_pairs=1000, max_new_tokens=60)},
+    work=lambda c, _: c.n_pairs * c.max_new_tokens,  # tokens sampled (at most)
+    seconds={"tiny": 2.2, "default": 83.2},  # measured 2026-11-30
 )

@@ -50,16 +50,17 @@ class SFTConfig(StageConfig):
     init: str = setting(
         run_path("pretrain", "model.npz"), "the pretrained checkpoint to start from")
     out_dir: str = setting(run_path("sft"), "where the checkpoint and plot go")
-    n_demos: int = setting(4000, "demonstrations drawn from the task's demonstrator", "[1, inf)")
-    steps: int = setting(300, "optimizer steps", "[1, inf)")
-    batch_size: int = setting(32, "demonstrations per step", "[1, inf)")
+    n_demos: int = setting(
+        4000, "demonstrations drawn from the task's demonstrator", "[1, 10_000_000]")
+    steps: int = setting(300, "optimizer steps", "[1, 1_000_000]")
+    batch_size: int = setting(32, "demonstrations per step", "[1, 4096]")
     lr: float = setting(1e-3, "peak learning rate", "(0, inf)")
-    warmup_steps: int = setting(20, "linear warmup", "[0, inf)")
+    warmup_steps: int = setting(20, "linear warmup", "[0, 1_000_000]")
     weight_decay: float = setting(0.0, "AdamW decay on Linear weights", "[0, inf)")
     grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
     eval_samples_per_prompt: int = setting(
-        4, "samples per evaluation prompt, before and after", "[1, inf)")
-    max_new_tokens: int = setting(80, "response budget when sampling", "[1, inf)")
+        4, "samples per evaluation prompt, before and after", "[1, 1000]")
+    max_new_tokens: int = setting(80, "response budget when sampling", "[1, 126]")
 
     def check(self, upstream: dict | None = None) -> None:
         """Every setting in its range; a batch the demonstrations can fill."""
@@ -153,4 +154,6 @@ STAGE = Stage(
     run=train_sft, record=record, show=show, inputs={"init": "pretrain"},
     presets={"tiny": dict(n_demos=1000, steps=100, eval_samples_per_prompt=1,
                           max_new_tokens=60)},
+    work=lambda c, _: c.steps * c.batch_size,  # demonstrations trained on
+    seconds={"tiny": 2.8, "default": 41.4},  # measured 2026-11-30
 )

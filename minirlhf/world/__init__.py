@@ -6,16 +6,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from minirlhf.world import arithmetic, reviews
 
+CORPORA = Path(__file__).resolve().parent / "corpora"  # shipped with the package
+CORPUS_NAMES = ("reviews", "arithmetic")  # data/make_corpora.py writes them, byte for byte
+
+
+def corpus_path(corpus: str | Path) -> Path:
+    """The file of a corpus setting: a shipped corpus by name ("reviews", "arithmetic"), found
+    in the installed package whatever the working directory, or else a path to a text file
+    (one document per line), made absolute."""
+    if str(corpus) in CORPUS_NAMES:
+        return CORPORA / f"{corpus}.txt"
+    return Path(corpus).expanduser().resolve()
+
 
 @dataclass(frozen=True)
 class Task:
     name: str  # "reviews" or "arithmetic"
-    corpus: str  # the pretraining corpus, relative to the project root
+    corpus: str  # the pretraining corpus: a name for corpus_path
     eval_prompts: tuple[str, ...]  # the fixed prompts every policy is evaluated on
     sample_prompt: Callable[[np.random.Generator], str]  # a training prompt
     gold: Callable[[str, str, bool], float]  # (prompt, response, finished) -> gold reward
@@ -31,7 +44,7 @@ class Task:
 def _reviews() -> Task:
     return Task(
         name="reviews",
-        corpus="data/reviews.txt",
+        corpus="reviews",
         eval_prompts=reviews.PROMPTS,
         sample_prompt=lambda rng: reviews.PROMPTS[int(rng.integers(len(reviews.PROMPTS)))],
         gold=lambda p, r, finished=True: reviews.gold_reward(p + r, finished),
@@ -45,7 +58,7 @@ def _arithmetic() -> Task:
     rng = np.random.default_rng(2024)  # the fixed evaluation prompts
     return Task(
         name="arithmetic",
-        corpus="data/arithmetic.txt",
+        corpus="arithmetic",
         eval_prompts=tuple(arithmetic.make_prompt(rng) for _ in range(64)),
         sample_prompt=arithmetic.make_prompt,
         gold=arithmetic.gold_reward,

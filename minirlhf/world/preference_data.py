@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minirlhf.config import missing_input, stage_command
+from minirlhf.config import InputError, missing_input, stage_command
 from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.world import Task
@@ -44,7 +44,7 @@ class Ranking:
     ranked: list[str]  # best first
 
 
-class PreferenceDataError(ValueError):
+class PreferenceDataError(InputError):
     """A preference file has a malformed line; the message names file, line and field."""
 
 
@@ -75,25 +75,32 @@ def _text_field(obj: dict, name: str, where: str, tokenizer: CharTokenizer,
     return value
 
 
-def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None
-               ) -> list[PreferencePair] | list[Ranking]:
+def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None,
+               block_size: int | None = None) -> list[PreferencePair] | list[Ranking]:
     """Read a preference file written by ``save_jsonl`` (or by hand, or by TRL tooling).
 
-    Every line must be a JSON object with a non-empty ``prompt`` and either non-empty
-    ``chosen`` and ``rejected`` strings, or a ``ranked`` list of at least two non-empty strings;
-    every character must be in the tokenizer's alphabet. The first problem raises
-    PreferenceDataError naming the file, the line number and the field.
+    Every line must be a JSON object with a non-empty ``prompt`` and either two different
+    non-empty strings ``chosen`` and ``rejected``, or a ``ranked`` list of at least two different
+    non-empty strings; every character must be in the tokenizer's alphabet. ``chosen_gold`` and
+    ``rejected_gold``, when present, are finite numbers; ``p_chosen`` is a probability in [0, 1].
+    With ``block_size``, every sequence BOS + prompt + response + EOS must fit in it. The first
+    problem raises PreferenceDataError naming the file, the line number and the field.
     """
     path = Path(path)
     if not path.exists():
         raise missing_input("preference file", path, stage_command("preferences"))
     tokenizer = tokenizer or CharTokenizer()
     records: list = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise PreferenceDataError(f"{where}: not UTF-8 text ({e.reason} at byte "
+                                          f"{e.start})") from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line.strip())
             except json.JSONDecodeError as e:
@@ -108,16 +115,33 @@ def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None
                     raise PreferenceDataError(f"{where}: field 'ranked' must list at least two "
                                               "responses")
                 texts = [_text_field({"ranked": r}, "ranked", where, tokenizer) for r in ranked]
+                if len(set(texts)) < len(texts):
+                    raise PreferenceDataError(f"{where}: field 'ranked' lists the same response "
+                                              "twice; a ranking orders different responses")
+                for text in texts:
+                    _check_fits(where, "ranked", prompt, text, block_size)
                 records.append(Ranking(prompt, texts))
                 continue
             chosen = _text_field(obj, "chosen", where, tokenizer)
             rejected = _text_field(obj, "rejected", where, tokenizer)
+            if chosen == rejected:
+                raise PreferenceDataError(f"{where}: 'chosen' and 'rejected' are the same "
+                                          "response; a pair compares two different responses")
+            _check_fits(where, "chosen", prompt, chosen, block_size)
+            _check_fits(where, "rejected", prompt, rejected, block_size)
             extra = {}
             for name in ("chosen_gold", "rejected_gold", "p_chosen"):
                 if name in obj:
-                    if not isinstance(obj[name], (int, float)) or isinstance(obj[name], bool):
+                    value = obj[name]
+                    if not isinstance(value, (int, float)) or isinstance(value, bool):
                         raise PreferenceDataError(f"{where}: field {name!r} must be a number")
-                    extra[name] = float(obj[name])
+                    if not np.isfinite(value):
+                        raise PreferenceDataError(f"{where}: field {name!r} is {value}; it must "
+                                                  "be a finite number")
+                    extra[name] = float(value)
+            if "p_chosen" in extra and not 0.0 <= extra["p_chosen"] <= 1.0:
+                raise PreferenceDataError(f"{where}: field 'p_chosen' is {extra['p_chosen']}; "
+                                          "a probability must be in [0, 1]")
             records.append(PreferencePair(prompt, chosen, rejected, **extra))
     if not records:
         raise PreferenceDataError(f"{path}: no records")
@@ -127,19 +151,40 @@ def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None
     return records
 
 
+def _check_fits(where: str, name: str, prompt: str, response: str, block_size: int | None
+                ) -> None:
+    """BOS + prompt + response + EOS must fit the model's context (CharTokenizer: one token per
+    character)."""
+    if block_size is None:
+        return
+    n = len(prompt) + len(response) + 2
+    if n > block_size:
+        raise PreferenceDataError(f"{where}: prompt + {name!r} is {n} tokens with BOS and EOS; "
+                                  f"the model's block_size is {block_size} (shorten the "
+                                  "response or leave the line out)")
+
+
 def length_buckets(pairs: list[PreferencePair], batch_size: int, rng: np.random.Generator
                    ) -> list[np.ndarray]:
     """Batches of pair indices with similar lengths, so little compute goes to padding.
 
     Pairs are shuffled, then sorted by their longer sequence (a stable sort keeps the shuffle
-    among equal lengths), and cut into batches; a partial last batch is dropped. Callers shuffle
-    the order of the batches.
+    among equal lengths), and cut into batches of ``batch_size``. Every pair is kept: when
+    ``batch_size`` does not divide the number of pairs, the last batch (the longest pairs) is
+    smaller. Dropping it would never train on the longest ``N mod batch_size`` pairs, a length
+    bias. Callers shuffle the order of the batches.
     """
     lengths = np.array([len(p.prompt) + max(len(p.chosen), len(p.rejected)) for p in pairs])
     order = rng.permutation(len(pairs))
     order = order[np.argsort(lengths[order], kind="stable")]
-    n = len(pairs) // batch_size
-    return [order[i * batch_size:(i + 1) * batch_size] for i in range(n)]
+    return [order[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
+
+
+def pair_key(pair: PreferencePair) -> tuple[str, str, str]:
+    """What makes two pairs the same comparison: the prompt and the two responses, in either
+    order (the same two responses labelled the other way round are still one comparison)."""
+    a, b = sorted((pair.chosen, pair.rejected))
+    return pair.prompt, a, b
 
 
 # ------------------------------------------------------------------------ building data

@@ -1,0 +1,521 @@
+"""The reliability catalogue: bad inputs and faults, each with its exact outcome.
+
+Every case runs the real command line (``python -m minirlhf ...``, in a subprocess, from a
+folder outside the repository) on the tiny preset and asserts one of three outcomes:
+
+* a **one-line error**: exit code 2, one line ``error: ...`` on stderr naming the right thing
+  (key and range, file and line, path), no traceback, and no work done when it could be known
+  before;
+* a **refusal or warning** that says what it did;
+* a **byte-identical resume**: after the fault, running the same command again ends with the
+  same summary.json as an uninterrupted run.
+
+Faults inside a run (kill -9 at chosen moments, a NaN loss, blown-up weights) are planted by
+tests/catalogue_driver.py. It is a heavier suite (a few minutes): ``pytest -m catalogue``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.catalogue
+
+ROOT = Path(__file__).resolve().parent.parent
+DRIVER = ROOT / "tests" / "catalogue_driver.py"
+ENV = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+
+
+def run(args: list[str], cwd: Path, fault: str | None = None, timeout: float = 600
+        ) -> subprocess.CompletedProcess:
+    """``python -m minirlhf ARGS`` (through the driver when a fault is planted)."""
+    head = [sys.executable, str(DRIVER), fault, "--"] if fault else [sys.executable, "-m",
+                                                                       "minirlhf"]
+    return subprocess.run(head + args, cwd=cwd, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit code 2, exactly one ``error:`` line holding every needle, and no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_run):
+    return tiny_run
+
+
+@pytest.fixture
+def work(tmp_path):
+    """A folder outside the repository to run the commands from."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    return folder
+
+
+def copy_run(finished, tmp_path) -> Path:
+    runs, _ = finished
+    shutil.copytree(runs, tmp_path / "runs")
+    return tmp_path / "runs"
+
+
+def pipeline(runs: Path, *more: str) -> list[str]:
+    return ["pipeline", "--preset", "tiny", "--runs-dir", str(runs), "-q", *more]
+
+
+def same_summary(runs: Path, finished) -> bool:
+    return (runs / "tiny" / "summary.json").read_bytes() == \
+        (finished[0] / "tiny" / "summary.json").read_bytes()
+
+
+# --------------------------------------------------------------------------- settings
+SETTINGS = [
+    ("pretrain.steps=0", "PretrainConfig: steps = 0 is outside its allowed range [1, 1_000_000]"),
+    ("pretrain.steps=1000000000", "steps = 1000000000 is outside its allowed range"),
+    ("pretrain.lr=-1", "PretrainConfig: lr = -1.0 is outside its allowed range (0, inf)"),
+    ("pretrain.lr=inf", "PretrainConfig: lr = inf is outside its allowed range (0, inf)"),
+    ("pretrain.seq_len=500", "seq_len = 500 exceeds the tiny preset's block_size 128"),
+    ("pretrain.preset=huge", "PretrainConfig: preset = 'huge' is not one of"),
+    ("pretrain.task=chess", "PretrainConfig: task = 'chess' is not one of reviews, arithmetic"),
+    ("pretrain.val_fraction=1", "val_fraction = 1.0 is outside its allowed range (0, 1)"),
+    ("sft.steps=abc", "config key 'steps' expects int, got 'abc'"),
+    ("sft.lr=nan", "SFTConfig: lr is NaN"),
+    ("sft.max_new_tokens=1000", "max_new_tokens = 1000 is outside its allowed range [1, 126]"),
+    ("sft.batch_size=0", "SFTConfig: batch_size = 0 is outside its allowed range [1, 4096]"),
+    ("sft.progress=maybe", "config key 'progress' expects true or false, got 'maybe'"),
+    ("preferences.n_pairs=-5", "n_pairs = -5 is outside its allowed range [1, 10_000_000]"),
+    ("preferences.raters=nobody", "PreferenceConfig: raters = 'nobody' is not one of"),
+    ("reward.val_fraction=1.5", "RewardConfig: val_fraction = 1.5 is outside"),
+    ("reward.batch_size=5000", "reward: RewardConfig: batch_size = 5000 is outside its allowed "
+                               "range [1, 4096]"),
+    ("reward.batch_size=1000", "RewardConfig: batch_size = 1000 is larger than the 900 training "
+                               "pairs"),
+    ("reward.readout=middle", "RewardConfig: readout = 'middle' is not one of"),
+    ("best_of_n.ns=1,3", "ns = '1,3': each n must be >= 1 and divide samples_per_prompt = 8"),
+    ("best_of_n.ns=one", "ns = 'one'"),
+    ("ppo.minibatch_size=12", "PPOConfig: minibatch_size = 12 must divide rollout_size = 32"),
+    ("ppo.clip=1.5", "PPOConfig: clip = 1.5 is outside its allowed range (0, 1)"),
+    ("ppo.beta=-0.1", "PPOConfig: beta = -0.1 is outside its allowed range [0, inf)"),
+    ("ppo.kl_estimator=k2", "PPOConfig: kl_estimator = 'k2' is not one of"),
+    ("ppo.iterations=10000000", "iterations = 10000000 is outside its allowed range [1, 100_000]"),
+    ("dpo.beta=0", "DPOConfig: beta = 0.0 is outside its allowed range (0, inf)"),
+    ("dpo.loss_type=hinge2", "DPOConfig: loss_type = 'hinge2' is not one of"),
+    ("dpo.label_smoothing=0.7", "label_smoothing = 0.7 is outside its allowed range [0, 0.5)"),
+    ("dpo.batch_size=600", "DPOConfig: batch_size = 600 is larger than the 512 pairs"),
+    ("ppo.nonsense=1", "unknown config key 'nonsense' for PPOConfig"),
+    ("chess.depth=3", "pipeline override 'chess.depth=3' must look like stage.key=value"),
+]
+
+
+@pytest.mark.parametrize("override, needle", SETTINGS, ids=[s[0] for s in SETTINGS])
+def test_a_bad_setting_is_one_line_before_any_work(override, needle, work):
+    proc = run(pipeline(work / "runs", "--set", override), work)
+    one_line_error(proc, needle)
+    assert not (work / "runs").exists()  # refused before anything was made
+
+
+def test_an_unknown_preset_is_one_line(work):
+    one_line_error(run(["pipeline", "--preset", "huge", "--runs-dir", "runs"], work),
+                   "pipeline: preset 'huge' is not one of default, tiny")
+
+
+def test_a_missing_corpus_names_its_absolute_path(work):
+    proc = run(pipeline(work / "runs", "--set", "pretrain.corpus=mine.txt"), work)
+    one_line_error(proc, f"corpus {work / 'mine.txt'} is missing")
+
+
+def test_a_runs_folder_that_is_a_file_is_one_line(work):
+    (work / "runs").write_text("not a folder\n")
+    proc = run(pipeline(work / "runs"), work)
+    one_line_error(proc, str(work / "runs"))
+
+
+def test_an_output_folder_that_cannot_be_made_fails_before_training(finished, work):
+    runs, _ = finished
+    (work / "file").write_text("x\n")
+    proc = run(["sft", "-q", "--set", f"init={runs / 'tiny' / 'pretrain' / 'model.npz'}",
+                f"out_dir={work / 'file' / 'sft'}"], work)
+    one_line_error(proc, f"cannot make the output folder {work / 'file' / 'sft'}")
+
+
+# ------------------------------------------------------------------ preference files
+GOOD = '{"prompt": "the plot was", "chosen": " good.", "rejected": " bad."}'
+PREFERENCE_FILES = [
+    ("malformed JSON", '{"prompt": "the plot was", "chosen": " good."', ":3: malformed JSON"),
+    ("a missing field", '{"prompt": "the plot was", "chosen": " good."}',
+     ":3: missing field 'rejected'"),
+    ("an empty response", '{"prompt": "the plot was", "chosen": "", "rejected": " bad."}',
+     ":3: field 'chosen' is empty"),
+    ("a character outside the alphabet",
+     '{"prompt": "the plot was", "chosen": " GOOD.", "rejected": " bad."}',
+     ":3: field 'chosen' has character 'G' at position 1"),
+    ("a number for a text", '{"prompt": "the plot was", "chosen": 5, "rejected": " bad."}',
+     ":3: field 'chosen' must be a string"),
+    ("a list for an object", '["the plot was", " good.", " bad."]',
+     ":3: each line must be a JSON object"),
+    ("chosen identical to rejected",
+     '{"prompt": "the plot was", "chosen": " good.", "rejected": " good."}',
+     ":3: 'chosen' and 'rejected' are the same response"),
+    ("p_chosen above 1", GOOD[:-1] + ', "p_chosen": 1.5}',
+     ":3: field 'p_chosen' is 1.5; a probability must be in [0, 1]"),
+    ("p_chosen below 0", GOOD[:-1] + ', "p_chosen": -0.2}',
+     ":3: field 'p_chosen' is -0.2; a probability must be in [0, 1]"),
+    ("a NaN gold value", GOOD[:-1] + ', "chosen_gold": NaN}',
+     ":3: field 'chosen_gold' is nan; it must be a finite number"),
+    ("an infinite gold value", GOOD[:-1] + ', "rejected_gold": -Infinity}',
+     ":3: field 'rejected_gold' is -inf; it must be a finite number"),
+    ("a response longer than the model's context",
+     '{"prompt": "the plot was", "chosen": " good.", "rejected": "' + " bad" * 40 + '"}',
+     ":3: prompt + 'rejected' is 174 tokens with BOS and EOS; the model's block_size is 128"),
+    ("a ranking among pairs", '{"prompt": "the plot was", "ranked": [" good.", " bad."]}',
+     ": mixes pairs and rankings"),
+]
+
+
+@pytest.mark.parametrize("stage", ["reward", "dpo"])
+@pytest.mark.parametrize("what, line, needle", PREFERENCE_FILES,
+                         ids=[c[0] for c in PREFERENCE_FILES])
+def test_a_meaningless_preference_file_names_file_and_line(finished, work, stage, what, line,
+                                                           needle):
+    runs, _ = finished
+    path = work / "prefs.jsonl"
+    path.write_text(GOOD + "\n" + GOOD.replace("good", "fine") + "\n" + line + "\n")
+    proc = run([stage, "-q", "--set", f"preferences={path}",
+                f"init={runs / 'tiny' / 'sft' / 'model.npz'}", f"out_dir={work / stage}"], work)
+    one_line_error(proc, f"{path}{needle}")
+    assert not (work / stage / "model.npz").exists()
+
+
+def test_a_preference_file_that_is_not_utf8_names_the_line(finished, work):
+    runs, _ = finished
+    path = work / "prefs.jsonl"
+    path.write_bytes(GOOD.encode() + b"\n" + GOOD.encode()[:-2] + b"\xff\"}\n")
+    proc = run(["reward", "-q", "--set", f"preferences={path}",
+                f"init={runs / 'tiny' / 'sft' / 'model.npz'}", f"out_dir={work / 'rm'}"], work)
+    one_line_error(proc, f"{path}:2: not UTF-8 text")
+
+
+def test_a_rankings_file_given_to_the_reward_stage_is_one_line(finished, work):
+    runs, _ = finished
+    path = work / "ranks.jsonl"
+    path.write_text('{"prompt": "the plot was", "ranked": [" good.", " bad."]}\n')
+    proc = run(["reward", "-q", "--set", f"preferences={path}",
+                f"init={runs / 'tiny' / 'sft' / 'model.npz'}", f"out_dir={work / 'rm'}"], work)
+    one_line_error(proc, f"{path}: reward training needs chosen/rejected pairs, not rankings")
+
+
+def test_duplicate_pairs_never_reach_both_sides_of_the_split(finished, work):
+    """Every pair written twice: the held-out accuracy is measured on comparisons the model
+    never trained on (a leak would put it above the ceiling)."""
+    from minirlhf.stages.reward import RewardConfig, split_pairs
+    from minirlhf.world.preference_data import load_jsonl, pair_key, save_jsonl
+
+    runs, _ = finished
+    pairs = load_jsonl(runs / "tiny" / "preferences" / "preferences.jsonl")[:300]
+    path = save_jsonl(work / "twice.jsonl", pairs + pairs)
+    cfg = RewardConfig(preferences=str(path))
+    train, val = split_pairs(load_jsonl(path), cfg)
+    assert len(train) + len(val) == 600
+    assert not {pair_key(p) for p in train} & {pair_key(p) for p in val}
+
+
+# ------------------------------------------------------------------------- corpora
+CORPORA = [
+    ("an empty corpus", b"\n\n", ": the corpus is empty"),
+    ("a character outside the alphabet", b"the plot was good.\nthe PLOT was bad.\n",
+     ":2: "),
+    ("bytes that are not UTF-8", b"the plot was good.\nthe plot was \xff.\n",
+     ":2: not UTF-8 text"),
+    ("a single document", b"the plot was good.\n", "has 1 document(s): it needs at least two"),
+    ("a corpus shorter than a window", b"the plot was good.\nthe cast is bad.\n",
+     "is too small for seq_len 64"),
+]
+
+
+@pytest.mark.parametrize("what, content, needle", CORPORA, ids=[c[0] for c in CORPORA])
+def test_a_bad_corpus_names_file_and_line(work, what, content, needle):
+    path = work / "corpus.txt"
+    path.write_bytes(content)
+    proc = run(["pretrain", "-q", "--set", "corpus=corpus.txt", "preset=tiny", "steps=2",
+                "seq_len=64", f"out_dir={work / 'pre'}"], work)
+    one_line_error(proc, str(path), needle)
+    assert not (work / "pre" / "model.npz").exists()
+
+
+# ------------------------------------------------------------------------- checkpoints
+def _damaged(kind: str, finished, work: Path) -> Path:
+    runs, _ = finished
+    good = runs / "tiny" / "pretrain" / "model.npz"
+    path = work / "model.npz"
+    data = good.read_bytes()
+    if kind == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "a flipped byte":
+        i = len(data) // 2
+        path.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
+    elif kind == "a text file":
+        path.write_text("this is not a checkpoint\n")
+    elif kind == "an empty file":
+        path.write_bytes(b"")
+    elif kind == "a plain npz":
+        np.savez(path, w=np.ones(3))
+    return path
+
+
+CHECKPOINTS = [
+    ("truncated", "is corrupted or truncated"),
+    ("a flipped byte", ""),  # a flipped byte fails the zip's CRC or the checksum
+    ("a text file", "is corrupted or truncated"),
+    ("an empty file", "is corrupted or truncated"),
+    ("a plain npz", "has no metadata: not a minirlhf checkpoint"),
+]
+
+
+@pytest.mark.parametrize("kind, needle", CHECKPOINTS, ids=[c[0] for c in CHECKPOINTS])
+def test_a_damaged_checkpoint_is_one_line_and_never_loaded(finished, work, kind, needle):
+    path = _damaged(kind, finished, work)
+    proc = run(["sft", "-q", "--set", f"init={path}", f"out_dir={work / 'sft'}", "steps=2"],
+               work)
+    line = one_line_error(proc, f"checkpoint {path}", needle)
+    assert "corrupted" in line or "checksum" in line or "metadata" in line
+    assert not (work / "sft" / "model.npz").exists()
+
+
+def test_a_missing_checkpoint_names_the_command_that_makes_it(work):
+    proc = run(["sft", "-q", "--set", f"init={work / 'none.npz'}"], work)
+    one_line_error(proc, f"{work / 'none.npz'} is missing: make it with `python -m minirlhf "
+                         "pretrain`")
+
+
+def test_a_policy_given_as_the_reward_model_is_one_line(finished, work):
+    runs, _ = finished
+    sft = runs / "tiny" / "sft" / "model.npz"
+    proc = run(["best-of-n", "-q", "--set", f"policy={sft}", f"reward_model={sft}",
+                f"out_dir={work / 'bon'}", "ns=1,2", "samples_per_prompt=2",
+                "prompts_per_eval=1"], work)
+    one_line_error(proc, f"{sft} is not a reward model (it has no reward head)")
+
+
+# ----------------------------------------------------------------------------- records
+def _damage_record(kind: str, run_dir: Path) -> None:
+    record = run_dir / "pipeline" / "reward.json"
+    if kind == "a truncated record":
+        record.write_text(record.read_text()[:100])
+    elif kind == "a record that is not an object":
+        record.write_text("[]\n")
+    elif kind == "an edited number":
+        obj = json.loads(record.read_text())
+        obj["numbers"]["accuracy"] = 0.99
+        record.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    elif kind == "a deleted record":
+        record.unlink()
+    elif kind == "a deleted output":
+        (run_dir / "reward" / "model.npz").unlink()
+    elif kind == "binary garbage":
+        record.write_bytes(b"\xff\xfe\x00garbage")
+
+
+RECORDS = [
+    ("a truncated record", "unreadable record"),
+    ("a record that is not an object", "not a stage record"),
+    ("an edited number", "the record was altered since the stage wrote it"),
+    ("a deleted record", None),
+    ("a deleted output", "is missing"),
+    ("binary garbage", "unreadable record"),
+]
+
+
+@pytest.mark.parametrize("kind, warning", RECORDS, ids=[c[0] for c in RECORDS])
+def test_a_damaged_record_reruns_its_stage_to_the_same_summary(finished, tmp_path, work, kind,
+                                                               warning):
+    runs = copy_run(finished, tmp_path)
+    _damage_record(kind, runs / "tiny")
+    proc = run(pipeline(runs), work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if warning:
+        assert warning in proc.stderr
+    assert "ran reward, best_of_n, ppo; skipped pretrain, sft, preferences, dpo" in proc.stdout
+    assert same_summary(runs, finished)
+
+
+@pytest.mark.parametrize("name", ["summary.json", "report.md"])
+def test_a_deleted_summary_or_report_is_written_again_without_rerunning(finished, tmp_path,
+                                                                       work, name):
+    runs = copy_run(finished, tmp_path)
+    (runs / "tiny" / name).unlink()
+    proc = run(pipeline(runs), work)
+    assert proc.returncode == 0 and "ran nothing" in proc.stdout, proc.stderr[-3000:]
+    assert same_summary(runs, finished) and (runs / "tiny" / "report.md").exists()
+
+
+# ------------------------------------------------------------------ kills at five moments
+KILLS = [  # (fault, the first stage the killed run had to do, what the resumed run runs)
+    ("kill-inside:ppo", "ppo", "ppo, dpo"),
+    ("kill-inside:reward", "reward", "reward, best_of_n, ppo, dpo"),
+    ("kill-after:sft", "sft", "preferences, reward, best_of_n, ppo, dpo"),
+    ("kill-after:best_of_n", "best_of_n", "ppo, dpo"),
+    ("kill-before-record:reward", "reward", "reward, best_of_n, ppo, dpo"),
+    ("kill-writing:ppo/model.npz", "ppo", "ppo, dpo"),
+    ("kill-writing:preferences.jsonl", "preferences", "preferences, reward, best_of_n, ppo, dpo"),
+    ("kill-writing:report.md", None, "nothing"),
+    ("kill-writing:summary.json", None, "nothing"),
+]
+STAGE_ORDER = ["pretrain", "sft", "preferences", "reward", "best_of_n", "ppo", "dpo"]
+
+
+@pytest.mark.parametrize("fault, first, resumed_runs", KILLS, ids=[k[0] for k in KILLS])
+def test_a_kill_at_any_moment_resumes_to_the_same_summary(finished, tmp_path, work, fault,
+                                                          first, resumed_runs):
+    """A copy of the finished run with the records from ``first`` on removed (as if the run had
+    got that far), killed -9 at the chosen moment, then run again: the resumed run does exactly
+    what was left, leaves no temporary file, and ends with the uninterrupted run's summary."""
+    runs = copy_run(finished, tmp_path)
+    for stage in STAGE_ORDER[STAGE_ORDER.index(first):] if first else []:
+        (runs / "tiny" / "pipeline" / f"{stage}.json").unlink()
+    for name in ("summary.json", "report.md"):
+        (runs / "tiny" / name).unlink()
+    killed = run(pipeline(runs), work, fault=fault)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (runs / "tiny" / "report.md").exists()
+    resumed = run(pipeline(runs), work)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"ran {resumed_runs};" in resumed.stdout
+    assert same_summary(runs, finished)
+    assert not list((runs / "tiny").rglob("*.tmp"))  # no temporary file left behind
+
+
+def test_ctrl_c_keeps_what_is_finished_and_exits_130(finished, tmp_path, work):
+    runs = copy_run(finished, tmp_path)
+    for stage in ("ppo", "dpo"):
+        (runs / "tiny" / "pipeline" / f"{stage}.json").unlink()
+    proc = subprocess.Popen([sys.executable, "-m", "minirlhf", *pipeline(runs)], cwd=work,
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = runs / "tiny" / "ppo" / "metrics.jsonl"
+    mtime = metrics.stat().st_mtime
+    deadline = time.time() + 120
+    while metrics.stat().st_mtime == mtime and time.time() < deadline:  # PPO has started
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == ("interrupted: every finished stage is kept; run the "
+                                            "same command again to resume")
+    assert "Traceback" not in err
+    resumed = run(pipeline(runs), work)
+    assert "ran ppo, dpo;" in resumed.stdout and same_summary(runs, finished)
+
+
+# ----------------------------------------------------------------- NaN in each stage
+NAN_STAGES = [  # (stage, where its second update is, what it started from)
+    ("pretrain", "pretrain: step 1", "scratch"),
+    ("sft", "sft: step 1", "init = {run}/pretrain/model.npz"),
+    ("reward", "reward: step 1", "preferences = {run}/preferences/preferences.jsonl, init = "
+                                 "{run}/sft/model.npz"),
+    ("ppo", "ppo: iteration 0", "init = {run}/sft/model.npz, reward_model = "
+                                "{run}/reward/model.npz"),
+    ("dpo", "dpo: step 1", "preferences = {run}/preferences/preferences.jsonl, init = "
+                           "{run}/sft/model.npz"),
+]
+
+
+@pytest.mark.parametrize("stage, where, started", NAN_STAGES, ids=[s[0] for s in NAN_STAGES])
+def test_a_nan_loss_in_any_stage_is_one_line_and_keeps_the_last_good_checkpoint(
+        finished, tmp_path, work, stage, where, started):
+    runs = copy_run(finished, tmp_path)
+    (runs / "tiny" / "pipeline" / f"{stage}.json").unlink()
+    before = (runs / "tiny" / stage / "model.npz").read_bytes()
+    proc = run(pipeline(runs), work, fault=f"nan:{stage}")
+    one_line_error(proc, f"stage {stage} stopped: {where}: loss is nan",
+                   f"It started from {started.format(run=runs / 'tiny')}, which is intact")
+    assert (runs / "tiny" / stage / "model.npz").read_bytes() == before
+
+
+@pytest.mark.parametrize("stage", ["sft", "ppo"])
+def test_weights_that_blow_up_are_never_saved(finished, tmp_path, work, stage):
+    """The last update leaves weights of 1e28 (finite, but the next forward pass overflows):
+    the stage stops, one line, and its previous checkpoint is untouched."""
+    runs = copy_run(finished, tmp_path)
+    (runs / "tiny" / "pipeline" / f"{stage}.json").unlink()
+    before = (runs / "tiny" / stage / "model.npz").read_bytes()
+    proc = run(pipeline(runs), work, fault=f"blow-up:{stage}")
+    one_line_error(proc, f"stage {stage} stopped", "was not written", "the run blew up")
+    assert (runs / "tiny" / stage / "model.npz").read_bytes() == before
+
+
+# ------------------------------------------------------- two runs, threads, estimates
+def test_a_second_concurrent_run_is_refused(finished, tmp_path, work):
+    runs = copy_run(finished, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (runs / "tiny" / ".lock").write_text(f"{holder.pid}\n")
+        proc = run(pipeline(runs), work)
+        one_line_error(proc, f"{runs / 'tiny'} is in use by process {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+    proc = run(pipeline(runs), work)  # the holder is gone: its stale lock is taken over
+    assert proc.returncode == 0 and f"process {holder.pid} that held it is gone" in proc.stderr
+
+
+def test_a_changed_thread_count_is_said_and_reruns_everything(finished, tmp_path, work):
+    from minirlhf.config import blas_threads
+
+    runs = copy_run(finished, tmp_path)
+    now = blas_threads()
+    other = 1 if now > 1 else 2
+    env = dict(ENV, OPENBLAS_NUM_THREADS=str(other), OMP_NUM_THREADS=str(other),
+               MKL_NUM_THREADS=str(other))
+    proc = subprocess.run([sys.executable, "-m", "minirlhf", *pipeline(runs)], cwd=work,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (f"pretrain: was run with {now} BLAS threads, this process has {other}; results "
+            "depend on the count, so it and every later stage run again") in proc.stderr
+    assert proc.stderr.count("BLAS threads") == 1  # said once
+    assert "ran pretrain, sft, preferences, reward, best_of_n, ppo, dpo;" in proc.stdout
+    again = subprocess.run([sys.executable, "-m", "minirlhf", *pipeline(runs)], cwd=work,
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert "ran nothing" in again.stdout  # with the same count, it is resumed as usual
+
+
+def test_a_run_of_days_is_announced_before_it_starts(work):
+    from minirlhf.pipeline import PipelineConfig, estimate_seconds, stage_configs
+
+    config = PipelineConfig(preset="tiny", runs_dir=str(work / "runs"),
+                            overrides=["pretrain.steps=1000000"])
+    cfgs = stage_configs(config)
+    est = estimate_seconds(config, cfgs, ["pretrain"])
+    tiny = estimate_seconds(PipelineConfig(preset="tiny"), stage_configs(
+        PipelineConfig(preset="tiny")), ["pretrain"])
+    assert est["pretrain"] == pytest.approx(tiny["pretrain"] * 1_000_000 / 600)
+    proc = subprocess.Popen([sys.executable, "-m", "minirlhf", *pipeline(
+        work / "runs", "--set", "pretrain.steps=1000000")], cwd=work, env=ENV,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert re.search(r"this run will take about [\d.]+ (hours|days) on a 2-core laptop", line), \
+        line
+    assert "pretrain" in line and proc.returncode == 130
+
+
+def test_a_stage_runs_from_any_directory_with_the_shipped_corpus(work):
+    proc = run(["pretrain", "-q", "--set", "preset=tiny", "steps=3", "eval_every=3",
+                "eval_windows=2", "n_samples=2", f"out_dir={work / 'pre'}"], work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (work / "pre" / "model.npz").exists()
