@@ -6,20 +6,25 @@ setting ``corpus=reviews`` finds them from any directory):
 
 - reviews.txt: 20,000 movie reviews (the main thread); prints the exact entropy per token.
 - arithmetic.txt: 10,000 sums with a user's hint and an answer (the sycophancy chapter).
+- scratchpad.txt: 20,000 sums of 2 to 5 terms worked step by step, a third with one slip
+  (chapter 9, RL with verifiable rewards).
 """
 
 
-from minirlhf.world import CORPORA, arithmetic, reviews
+from minirlhf.world import CORPORA, arithmetic, reviews, scratchpad
 
 REVIEWS_SEED, N_REVIEWS = 1234, 20_000
 ARITHMETIC_SEED, N_ARITHMETIC = 4321, 10_000
+SCRATCHPAD_SEED, N_SCRATCHPAD = 5151, 20_000
 
 
 def corpora() -> tuple[dict[str, str], float]:
     """({file name: exact file contents}, the review corpus's entropy in nats per token)."""
     texts, entropy = reviews.make_corpus(N_REVIEWS, REVIEWS_SEED)
     sums = arithmetic.make_corpus(N_ARITHMETIC, ARITHMETIC_SEED)
-    files = {"reviews.txt": "\n".join(texts) + "\n", "arithmetic.txt": "\n".join(sums) + "\n"}
+    pads = scratchpad.make_corpus(N_SCRATCHPAD, SCRATCHPAD_SEED)
+    files = {"reviews.txt": "\n".join(texts) + "\n", "arithmetic.txt": "\n".join(sums) + "\n",
+             "scratchpad.txt": "\n".join(pads) + "\n"}
     return files, entropy
 
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from minirlhf.world import arithmetic, reviews
+from minirlhf.world import arithmetic, reviews, scratchpad
 
 CORPORA = Path(__file__).resolve().parent / "corpora"  # shipped with the package
-CORPUS_NAMES = ("reviews", "arithmetic")  # data/make_corpora.py writes them, byte for byte
+CORPUS_NAMES = ("reviews", "arithmetic", "scratchpad")  # data/make_corpora.py writes them
 
 
 def corpus_path(corpus: str | Path) -> Path:
-    """The file of a corpus setting: a shipped corpus by name ("reviews", "arithmetic"), found
+    """The file of a corpus setting: a shipped corpus by name (one of CORPUS_NAMES), found
     in the installed package whatever the working directory, or else a path to a text file
     (one document per line), made absolute."""
     if str(corpus) in CORPUS_NAMES:
@@ -69,7 +69,20 @@ def _arithmetic() -> Task:
     )
 
 
-TASKS = {"reviews": _reviews, "arithmetic": _arithmetic}
+def _scratchpad() -> Task:
+    return Task(
+        name="scratchpad",
+        corpus="scratchpad",
+        eval_prompts=scratchpad.eval_prompts(),
+        sample_prompt=scratchpad.sample_prompt,
+        gold=scratchpad.verify,
+        demonstration=scratchpad.demonstration,
+        valid=lambda p, r, finished=True: finished and scratchpad.parse_response(r) is not None,
+        well_formed=scratchpad.well_formed,
+    )
+
+
+TASKS = {"reviews": _reviews, "arithmetic": _arithmetic, "scratchpad": _scratchpad}
 TASK_NAMES = tuple(TASKS)
 
 

@@ -1,0 +1,182 @@
+"""Policy-gradient pieces shared by the RL stages: group baselines, the clipped surrogate per
+token, how per-token losses become one number, and KL estimators that carry gradient.
+
+Shapes: N prompts, G samples per prompt (``num_generations``), B = N * G sequences, T positions.
+Rewards of a batch are (N, G) (row i holds prompt i's group); per-token tensors are (B, T) with
+the group's samples in consecutive rows; ``mask`` (B, T) is 1 on response tokens.
+
+Names follow TRL's GRPOTrainer where it has them (``scale_rewards``, ``loss_type``,
+``epsilon``, ``epsilon_high``, ``beta``); the formulas are written here from the papers:
+GRPO (Shao et al. 2024), Dr. GRPO (Liu et al. 2025), DAPO (Yu et al. 2025), RLOO (Ahmadian et
+al. 2024), REINFORCE++ (Hu 2025), ReMax (Li et al. 2023).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minirlhf.autograd import ops
+from minirlhf.autograd.tensor import Tensor
+
+ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce", "remax")
+SCALE_REWARDS = ("group", "batch", "none")
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+STD_EPS = 1e-4  # added to a standard deviation before dividing by it (TRL's value)
+
+
+# ------------------------------------------------------------------------ advantages
+def group_advantages(rewards: np.ndarray, kind: str = "grpo", scale_rewards: str = "group",
+                     baseline: np.ndarray | None = None) -> np.ndarray:
+    """One advantage per sample, from the rewards of the groups. rewards: (N, G) -> (N, G).
+
+    - ``grpo``: r - mean of its group, divided by a standard deviation chosen by
+      ``scale_rewards``: its group's (``group``), the whole batch's (``batch``) or none
+      (``none``). Standard deviations are the unbiased ones (ddof 1), as torch.std and TRL.
+    - ``dr_grpo``: r - mean of its group, never divided (Dr. GRPO's correction).
+    - ``rloo``: r - mean of the *other* G - 1 samples of its group (leave-one-out), which is
+      G / (G - 1) times the group-centred reward.
+    - ``reinforce``: r - mean of the whole batch.
+    - ``remax``: r - ``baseline`` (N,), the reward of each prompt's greedy response.
+
+    A group whose rewards are all equal gets advantage 0 with every kind but ``reinforce`` and
+    ``remax``: it carries no signal about which of its samples is better.
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    if r.ndim != 2:
+        raise ValueError(f"group_advantages: rewards must be (N, G), got shape {r.shape}")
+    N, G = r.shape
+    if kind in ("grpo", "dr_grpo", "rloo") and G < 2:
+        raise ValueError(f"group_advantages: {kind} needs at least 2 samples per group, got {G}")
+    if kind == "grpo":
+        adv = r - r.mean(axis=1, keepdims=True)
+        if scale_rewards == "group":
+            adv = adv / (r.std(axis=1, ddof=1, keepdims=True) + STD_EPS)
+        elif scale_rewards == "batch":
+            adv = adv / (r.std(ddof=1) + STD_EPS)
+        elif scale_rewards != "none":
+            raise ValueError(f"group_advantages: scale_rewards must be one of {SCALE_REWARDS}, "
+                             f"got {scale_rewards!r}")
+    elif kind == "dr_grpo":
+        adv = r - r.mean(axis=1, keepdims=True)
+    elif kind == "rloo":
+        others = (r.sum(axis=1, keepdims=True) - r) / (G - 1)
+        adv = r - others
+    elif kind == "reinforce":
+        adv = r - r.mean()
+    elif kind == "remax":
+        if baseline is None or np.shape(baseline) != (N,):
+            raise ValueError(f"group_advantages: remax needs baseline of shape ({N},), the "
+                             "greedy responses' rewards")
+        adv = r - np.asarray(baseline, dtype=np.float64)[:, None]
+    else:
+        raise ValueError(f"group_advantages: kind must be one of {ADVANTAGES}, got {kind!r}")
+    return adv
+
+
+def reinforce_pp_advantages(scores: np.ndarray, kl: np.ndarray, mask: np.ndarray,
+                            beta: float) -> np.ndarray:
+    """REINFORCE++: per-token returns of a reward with the KL penalty in it, whitened over every
+    response token of the batch (no critic, no group).
+
+    scores: (B,) the sequence rewards; kl: (B, T) a per-token KL estimate (k1, as PPO);
+    mask: (B, T). The token reward is -beta kl_t, plus the score on the last response token;
+    the return from t is the sum of token rewards from t to the end (gamma 1). Returns (B, T),
+    0 outside the mask, mean 0 and standard deviation 1 over the mask.
+    """
+    m = mask > 0
+    rewards = np.where(m, -beta * kl, 0.0)
+    last = mask.shape[1] - 1 - np.argmax(m[:, ::-1], axis=1)  # each row's last response token
+    rewards[np.arange(len(scores)), last] += scores
+    returns = np.cumsum(rewards[:, ::-1], axis=1)[:, ::-1] * m  # sum from t to the end
+    mean = returns[m].mean()
+    std = returns[m].std()
+    return np.where(m, (returns - mean) / (std + 1e-8), 0.0)
+
+
+def zero_std_groups(rewards: np.ndarray) -> np.ndarray:
+    """(N,) bool: the groups whose rewards are all equal (no signal; DAPO's dynamic sampling
+    drops them, TRL logs their share as ``frac_reward_zero_std``)."""
+    r = np.asarray(rewards)
+    return np.all(r == r[:, :1], axis=1)
+
+
+# -------------------------------------------------------------------- per-token losses
+def _clip(x: Tensor, lo: float, hi: float) -> Tensor:
+    """Clamp elementwise; the gradient is zero wherever the clamp binds."""
+    return ops.where(x.data < lo, lo, ops.where(x.data > hi, hi, x))
+
+
+def clipped_token_losses(logp: Tensor, old_logp: np.ndarray, advantages: np.ndarray,
+                         mask: np.ndarray, epsilon: float = 0.2,
+                         epsilon_high: float | None = None) -> tuple[Tensor, dict[str, float]]:
+    """The clipped surrogate per token, as a loss to minimise (not yet aggregated).
+
+    logp: (B, T) Tensor, log pi of the sampled tokens; old_logp: (B, T) the same under the policy
+    that sampled them; advantages: (B, T), or (B, 1) for one advantage per sequence; mask: (B, T).
+    ratio = exp(logp - old_logp); loss_t = -min(ratio A, clip(ratio, 1 - epsilon,
+    1 + epsilon_high) A), epsilon_high = epsilon unless given (DAPO's clip-higher). On the first
+    pass over fresh samples the ratio is exactly 1 and the loss is -A per token.
+
+    Also returns TRL's clipping metrics, shares of response tokens: ``clip_ratio/low_mean``
+    (ratio below 1 - epsilon with A < 0), ``clip_ratio/high_mean`` (above 1 + epsilon_high with
+    A > 0) and ``clip_ratio/region_mean`` (either).
+    """
+    hi = epsilon if epsilon_high is None else epsilon_high
+    adv = np.broadcast_to(np.asarray(advantages, dtype=logp.dtype), logp.shape)
+    ratio = ops.exp(logp - old_logp)
+    unclipped = ratio * adv
+    clipped = _clip(ratio, 1.0 - epsilon, 1.0 + hi) * adv
+    losses = -ops.where(unclipped.data <= clipped.data, unclipped, clipped)  # -min(...)
+    m = mask > 0
+    n = max(int(m.sum()), 1)
+    low = (ratio.data < 1.0 - epsilon) & (adv < 0) & m
+    high = (ratio.data > 1.0 + hi) & (adv > 0) & m
+    stats = {"clip_ratio/low_mean": float(low.sum() / n),
+             "clip_ratio/high_mean": float(high.sum() / n),
+             "clip_ratio/region_mean": float((low | high).sum() / n)}
+    return losses * mask.astype(logp.dtype), stats
+
+
+def aggregate(losses: Tensor, mask: np.ndarray, loss_type: str = "grpo",
+              max_completion_length: int | None = None) -> Tensor:
+    """Per-token losses (B, T) -> one scalar, three ways (TRL's ``loss_type``):
+
+    - ``grpo``: the mean over each sequence's tokens, then over sequences: a token of a short
+      response weighs more than one of a long response (the length bias Dr. GRPO points out).
+    - ``dr_grpo``: the sum over every token / (B * max_completion_length): a constant divisor,
+      so every token weighs the same whatever its response's length.
+    - ``dapo``: the sum over every token / the number of response tokens in the batch.
+    """
+    m = mask.astype(losses.dtype)
+    if loss_type == "grpo":
+        per_seq = (losses * m).sum(axis=1) * (1.0 / np.maximum(m.sum(axis=1), 1.0))
+        return per_seq.mean()
+    if loss_type == "dr_grpo":
+        if not max_completion_length:
+            raise ValueError("aggregate: dr_grpo needs max_completion_length")
+        return (losses * m).sum() * (1.0 / (m.shape[0] * max_completion_length))
+    if loss_type == "dapo":
+        return (losses * m).sum() * (1.0 / max(float(m.sum()), 1.0))
+    raise ValueError(f"aggregate: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+
+
+# ----------------------------------------------------------------------- KL estimators
+def kl_estimate(logp: Tensor, ref_logp: np.ndarray, kind: str = "k3") -> Tensor:
+    """A per-token estimate of KL(pi || pi_ref) from the sampled token, with gradient, for a KL
+    term in the loss. logp: (B, T) Tensor; ref_logp: (B, T). With log r = ref_logp - logp:
+
+    - k1 = -log r = log pi - log pi_ref: unbiased for the KL, but its expected gradient
+      on-policy is E[grad log pi] = 0, so in the loss it restrains nothing;
+    - k2 = (log r)^2 / 2: biased, but its expected gradient is the gradient of KL(pi || pi_ref);
+    - k3 = r - 1 - log r: unbiased and never negative, but its expected gradient on-policy is
+      that of the *reverse* KL(pi_ref || pi) (what GRPO's loss uses).
+    """
+    log_r = ops.neg(logp - ref_logp)  # log pi_ref - log pi
+    if kind == "k1":
+        return ops.neg(log_r)
+    if kind == "k2":
+        return log_r * log_r * 0.5
+    if kind == "k3":
+        return ops.exp(log_r) - 1.0 - log_r
+    raise ValueError(f"kl_estimate: kind must be one of {KL_ESTIMATORS}, got {kind!r}")

@@ -1,0 +1,177 @@
+"""The scratchpad world: sums worked step by step, with an answer a program can verify.
+
+A prompt asks for a sum of 2 to 5 terms (the number of terms is the difficulty)::
+
+    7+12+5=?
+
+A response works it out left to right, one step per addition, then gives the answer::
+
+     7+12=19, 19+5=24. answer 24.
+
+The **verifier** (the reward of RL with verifiable rewards) gives 1 for a response in this form
+whose answer is the true sum, and 0 otherwise, whatever its steps say. The simulation knows more
+than the verifier: the truth of each step (for process rewards) and the length.
+
+Pretraining: a corpus of worked sums (``make_corpus``) in which a third of the scratchpads hold a
+slip (one step off by 1 to 3, carried on to the answer), so a base model knows both right and
+wrong habits. SFT demonstrations are always right.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+MIN_TERMS, MAX_TERMS = 2, 5  # the difficulty range
+MAX_OPERAND = 20  # terms are 1..MAX_OPERAND
+P_SLIP = 1 / 3  # share of corpus scratchpads with one wrong step
+N_EVAL_PER_DIFFICULTY = 32  # held-out evaluation prompts per number of terms
+_PROMPT = re.compile(r"^(\d+(?:\+\d+)+)=\?$")
+_STEP = re.compile(r"^(\d+)\+(\d+)=(\d+)$")
+_RESPONSE = re.compile(r"^ (.+)\. answer (\d+)\.$")
+
+
+def make_prompt(rng: np.random.Generator, terms: int | None = None) -> str:
+    """A sum of ``terms`` terms (2 to 5, drawn uniformly when None), e.g. ``"7+12+5=?"``."""
+    n = int(rng.integers(MIN_TERMS, MAX_TERMS + 1)) if terms is None else terms
+    values = rng.integers(1, MAX_OPERAND + 1, size=n)
+    return "+".join(str(int(v)) for v in values) + "=?"
+
+
+def parse_prompt(prompt: str) -> list[int]:
+    """The terms of a prompt; a malformed prompt is an error naming it."""
+    m = _PROMPT.match(prompt)
+    if not m:
+        raise ValueError(f"scratchpad: not a prompt: {prompt!r}")
+    return [int(t) for t in m.group(1).split("+")]
+
+
+def difficulty(prompt: str) -> int:
+    """The number of terms of a prompt (2 to 5)."""
+    return len(parse_prompt(prompt))
+
+
+def worked(terms: list[int], slip_at: int | None = None, slip: int = 0) -> str:
+    """The scratchpad for ``terms``; with ``slip_at = k`` the k-th step's result is off by
+    ``slip`` and the error is carried on to the answer (the later steps add correctly).
+
+    >>> worked([7, 12, 5])
+    ' 7+12=19, 19+5=24. answer 24.'
+    >>> worked([7, 12, 5], slip_at=0, slip=1)
+    ' 7+12=20, 20+5=25. answer 25.'
+    """
+    steps, total = [], terms[0]
+    for k, term in enumerate(terms[1:]):
+        result = total + term + (slip if k == slip_at else 0)
+        steps.append(f"{total}+{term}={result}")
+        total = result
+    return " " + ", ".join(steps) + f". answer {total}."
+
+
+def parse_response(response: str) -> tuple[list[tuple[int, int, int]], int] | None:
+    """([(a, b, c) per step], answer) of a response in the valid form, or None."""
+    m = _RESPONSE.match(response)
+    if not m:
+        return None
+    steps = []
+    for text in m.group(1).split(", "):
+        s = _STEP.match(text)
+        if not s:
+            return None
+        steps.append((int(s.group(1)), int(s.group(2)), int(s.group(3))))
+    return steps, int(m.group(2))
+
+
+def verify(prompt: str, response: str, finished: bool = True) -> float:
+    """The verifier: 1.0 for a finished response in the valid form whose answer is the sum of
+    the prompt's terms, else 0.0. It reads the answer only, not the steps.
+
+    >>> verify("7+12+5=?", " 7+12=19, 19+5=24. answer 24.")
+    1.0
+    >>> verify("7+12+5=?", " 7+12=20, 20+5=25. answer 25.")
+    0.0
+    >>> verify("7+12+5=?", " answer 24.")
+    0.0
+    """
+    parsed = parse_response(response) if finished else None
+    return float(parsed is not None and parsed[1] == sum(parse_prompt(prompt)))
+
+
+def step_truths(prompt: str, response: str) -> list[bool] | None:
+    """For each step of a valid response, whether it is right and follows the prompt (its first
+    operands are the running total the previous step reached, its second the next term): what a
+    process reward would know. None for a response that does not parse."""
+    parsed = parse_response(response)
+    if parsed is None:
+        return None
+    terms, (steps, _) = parse_prompt(prompt), parsed
+    truths, total = [], terms[0]
+    for k, (a, b, c) in enumerate(steps):
+        term = terms[k + 1] if k + 1 < len(terms) else None
+        truths.append(a == total and b == term and c == a + b)
+        total = c
+    return truths
+
+
+def well_formed(text: str) -> bool:
+    """A whole line (prompt + response), as the corpus writes them, parses."""
+    head, mark, tail = text.partition("?")
+    return bool(mark) and _PROMPT.match(head + mark) is not None and \
+        parse_response(tail) is not None
+
+
+def demonstration(prompt: str, rng: np.random.Generator) -> str:
+    """A demonstrator that never slips."""
+    return worked(parse_prompt(prompt))
+
+
+def eval_prompts() -> tuple[str, ...]:
+    """The fixed held-out evaluation prompts: N_EVAL_PER_DIFFICULTY of each difficulty, from a
+    seed of their own; ``sample_prompt`` never draws one of them."""
+    rng = np.random.default_rng(4242)
+    out: list[str] = []
+    for terms in range(MIN_TERMS, MAX_TERMS + 1):
+        seen: set[str] = set()
+        while len(seen) < N_EVAL_PER_DIFFICULTY:
+            seen.add(make_prompt(rng, terms))
+        out += sorted(seen)
+    return tuple(out)
+
+
+_HELD_OUT = frozenset(eval_prompts())
+
+
+def sample_prompt(rng: np.random.Generator) -> str:
+    """A training prompt: any sum but the held-out evaluation prompts."""
+    while True:
+        prompt = make_prompt(rng)
+        if prompt not in _HELD_OUT:
+            return prompt
+
+
+def make_corpus(n: int, seed: int) -> list[str]:
+    """``n`` prompt + scratchpad lines for pretraining (never a held-out prompt): right, except
+    that a third hold one slip of 1 to 3 at a random step, carried on to the answer."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for _ in range(n):
+        prompt = sample_prompt(rng)
+        terms = parse_prompt(prompt)
+        if rng.random() < P_SLIP:
+            slip = int(rng.integers(1, 4)) * (1 if rng.random() < 0.5 else -1)
+            k = int(rng.integers(len(terms) - 1))
+            if sum(terms[: k + 2]) + slip < 0:  # sums stay natural numbers
+                slip = -slip
+            lines.append(prompt + worked(terms, k, slip))
+        else:
+            lines.append(prompt + worked(terms))
+    return lines
+
+
+def accuracy_by_difficulty(prompts: list[str], rewards: list[float]) -> dict[int, float]:
+    """{number of terms: mean verifier reward} over the given prompts."""
+    out: dict[int, list[float]] = {}
+    for p, r in zip(prompts, rewards, strict=True):
+        out.setdefault(difficulty(p), []).append(r)
+    return {k: float(np.mean(v)) for k, v in sorted(out.items())}

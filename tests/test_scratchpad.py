@@ -1,0 +1,91 @@
+"""The scratchpad world: prompts by difficulty, the verifier, step truths, the corpus."""
+
+import doctest
+
+import numpy as np
+import pytest
+
+from minirlhf.lm.tokenizer import CharTokenizer
+from minirlhf.world import get_task, scratchpad
+from minirlhf.world.scratchpad import (
+    accuracy_by_difficulty,
+    difficulty,
+    eval_prompts,
+    make_corpus,
+    parse_response,
+    sample_prompt,
+    step_truths,
+    verify,
+    worked,
+)
+
+
+def test_docstring_examples():
+    assert doctest.testmod(scratchpad).failed == 0
+
+
+@pytest.mark.parametrize("response, reward", [
+    (" 7+12=19, 19+5=24. answer 24.", 1.0),
+    (" 7+12=20, 20+5=25. answer 25.", 0.0),  # a slip carried to the answer
+    (" 7+12=20, 20+5=25. answer 24.", 1.0),  # right answer, wrong steps: the verifier
+    # reads only the answer (step_truths knows better)
+    (" 7+12=19, 19+5=24. answer 24", 0.0),  # unfinished form
+    (" answer 24.", 0.0),
+    (" 7+12=19 19+5=24. answer 24.", 0.0),
+    (" the answer is 24.", 0.0),
+])
+def test_the_verifier(response, reward):
+    assert verify("7+12+5=?", response) == reward
+
+
+def test_an_unfinished_response_scores_zero():
+    assert verify("7+12+5=?", " 7+12=19, 19+5=24. answer 24.", finished=False) == 0.0
+
+
+def test_step_truths():
+    assert step_truths("7+12+5=?", " 7+12=19, 19+5=24. answer 24.") == [True, True]
+    assert step_truths("7+12+5=?", " 7+12=20, 20+5=25. answer 25.") == [False, True]
+    assert step_truths("7+12+5=?", " 7+12=20, 20+5=24. answer 24.") == [False, False]
+    assert step_truths("7+12+5=?", " 7+11=18, 18+5=23. answer 23.") == [False, True]
+    assert step_truths("7+12+5=?", " 7+12=19. answer 19.") == [True]  # a step missing
+    assert step_truths("7+12+5=?", " answer 24.") is None
+
+
+def test_prompts_by_difficulty_and_held_out():
+    held = eval_prompts()
+    assert len(held) == 4 * 32 and len(set(held)) == len(held)
+    assert [difficulty(p) for p in held[::32]] == [2, 3, 4, 5]
+    rng = np.random.default_rng(0)
+    drawn = [sample_prompt(rng) for _ in range(5000)]
+    assert not set(drawn) & set(held)  # never a held-out prompt
+    assert set(difficulty(p) for p in drawn) == {2, 3, 4, 5}
+
+
+def test_corpus_is_reproducible_well_formed_and_holds_slips():
+    a, b = make_corpus(3000, seed=7), make_corpus(3000, seed=7)
+    assert a == b
+    tok = CharTokenizer()
+    assert all(scratchpad.well_formed(line) for line in a)
+    assert max(len(line) for line in a) + 2 <= 128  # fits the block size with BOS and EOS
+    for line in a[:50]:
+        tok.encode(line)  # every character in the alphabet
+    right = [verify(line.split("?")[0] + "?", line.split("?", 1)[1]) for line in a]
+    assert 0.6 < np.mean(right) < 0.72  # a third slip
+    held = set(eval_prompts())
+    assert not {line.split("?")[0] + "?" for line in a} & held
+
+
+def test_worked_never_goes_negative_and_demonstrations_are_right():
+    rng = np.random.default_rng(1)
+    task = get_task("scratchpad")
+    for _ in range(200):
+        p = task.sample_prompt(rng)
+        demo = task.demonstration(p, rng)
+        assert task.gold(p, demo, True) == 1.0 and task.valid(p, demo, True)
+        assert all(step_truths(p, demo))
+    assert parse_response(worked([1, 1], slip_at=0, slip=-2)) is not None  # 1+1=0 parses
+
+
+def test_accuracy_by_difficulty():
+    prompts = ["1+2=?", "3+4=?", "1+2+3=?"]
+    assert accuracy_by_difficulty(prompts, [1.0, 0.0, 1.0]) == {2: 0.5, 3: 1.0}
