@@ -178,9 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Every registered stage is a command; each takes its config's overrides as --set KEY=VALUE,
     # and its --help lists every setting with its range and help.
     from minirlhf.config import settings_help
-    from minirlhf.registry import STAGES
+    from minirlhf.registry import COMMANDS
 
-    for stage in STAGES.values():
+    for stage in COMMANDS.values():
         p = sub.add_parser(stage.command, help=stage.help,
                            description=inspect.cleandoc(stage.run.__doc__ or ""),
                            epilog=settings_help(stage.config),

@@ -35,6 +35,7 @@ class PolicyReport:
     valid_rate: float  # share of well-formed, finished responses
     mean_length: float  # mean response length in characters
     samples: list[tuple[str, str, float]] = field(default_factory=list)  # prompt, response, gold
+    reference_samples: list[tuple[str, str, float]] = field(default_factory=list)  # the same
 
     def to_dict(self) -> dict[str, float]:
         """The headline figures under the names every file uses (summary.json, the stages'
@@ -106,8 +107,11 @@ def report_from_samples(prompts: list[str], texts: list[str], finished: list[boo
     valid = [task.valid(p, t, f) for p, t, f in zip(prompts, texts, finished, strict=True)]
     rows = [(p, t + ("" if f else "~"), float(s))
             for p, t, f, s in zip(prompts, texts, finished, gold, strict=True)]
+    ref_rows = [(p, t + ("" if f else "~"), float(s))
+                for p, t, f, s in zip(prompts, ref.texts, ref.finished, ref_gold, strict=True)]
     return PolicyReport(float(gold.mean()), float(ref_gold.mean()), float(wins.mean()), kl,
-                        float(np.mean(valid)), float(np.mean([len(t) for t in texts])), rows)
+                        float(np.mean(valid)), float(np.mean([len(t) for t in texts])), rows,
+                        ref_rows)
 
 
 @dataclass

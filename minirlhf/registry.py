@@ -4,7 +4,9 @@ Each stage is one file in ``minirlhf/stages/`` that ends with a ``STAGE = Stage(
 (see ``minirlhf.config.Stage``). This list is the only other place a stage is named: the
 pipeline (order, fingerprints, resumption, invalidation), the report, summary.json, the
 comparison table and the command line's subcommands all read it. Adding an algorithm is its
-file and one line here, after the stages whose outputs it reads.
+file and one line here, after the stages whose outputs it reads: in ``STAGE_MODULES`` to join
+the pipeline, or in ``COMMAND_MODULES`` for a command of its own that the pipeline does not run
+(its time budget is spent).
 """
 
 from __future__ import annotations
@@ -25,9 +27,14 @@ STAGE_MODULES = (
     "dpo",
 )
 
+COMMAND_MODULES = (  # a command each, outside the default pipeline
+    "grpo",
+)
 
-def _load(modules: tuple[str, ...]) -> dict[str, Stage]:
-    stages: dict[str, Stage] = {}
+
+def _load(modules: tuple[str, ...], before: dict[str, Stage] | None = None
+          ) -> dict[str, Stage]:
+    stages: dict[str, Stage] = dict(before or {})
     for module in modules:
         stage = importlib.import_module(f"minirlhf.stages.{module}").STAGE
         late = [d for d in stage.inputs.values() if d not in stages]
@@ -38,7 +45,8 @@ def _load(modules: tuple[str, ...]) -> dict[str, Stage]:
     return stages
 
 
-STAGES: dict[str, Stage] = _load(STAGE_MODULES)
+STAGES: dict[str, Stage] = _load(STAGE_MODULES)  # the pipeline's, in order
+COMMANDS: dict[str, Stage] = _load(COMMAND_MODULES, STAGES)  # every stage with a command
 
 
 def depends_on(name: str) -> tuple[str, ...]:
@@ -52,16 +60,17 @@ def output_path(name: str, root: str | Path) -> str:
     return run_path(name, STAGES[name].output, root)
 
 
-def policy_stages() -> list[Stage]:
-    """The stages that make a policy, judged like every policy (table, frontier, samples)."""
-    return [s for s in STAGES.values() if s.policy]
+def policy_stages(among: dict[str, Stage] | None = None) -> list[Stage]:
+    """The pipeline's stages that make a policy (or those ``among`` the given stages), judged
+    like every policy (table, frontier, samples)."""
+    return [s for s in (STAGES if among is None else among).values() if s.policy]
 
 
 def comparison_rows(root: str | Path) -> list[tuple[str, float, float, float]]:
-    """(policy, gold, win-rate vs SFT, KL) for each policy stage whose summary exists in the
-    run at ``root``, in registry order."""
+    """(policy, gold, win-rate vs SFT, KL) for each policy stage (of the pipeline or a command)
+    whose summary exists in the run at ``root``, in registry order."""
     rows = []
-    for stage in policy_stages():
+    for stage in policy_stages(COMMANDS):
         path = Path(run_path(stage.name, "summary.json", root))
         if path.exists():
             s = json.loads(path.read_text())

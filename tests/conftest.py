@@ -32,3 +32,23 @@ def tiny_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     config = PipelineConfig(name="tiny", preset="tiny", runs_dir=str(runs), progress=False)
     return runs, run_pipeline(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_scratchpad_sft(tmp_path_factory):
+    """A tiny model pretrained for a few seconds on worked sums, then briefly fine-tuned on
+    right ones: it writes scratchpads, often wrong."""
+    from minirlhf.stages.sft import SFTConfig, train_sft
+    from minirlhf.world.scratchpad import make_corpus as sums
+
+    path = tmp_path_factory.mktemp("corpus") / "scratchpad.txt"
+    path.write_text("\n".join(sums(2000, seed=3)) + "\n")
+    pre = train_pretrain(PretrainConfig(
+        preset="tiny", task="scratchpad", corpus=str(path),
+        out_dir=str(tmp_path_factory.mktemp("sp_pretrain")), steps=150, batch_size=16,
+        seq_len=64, eval_every=150, eval_windows=8, n_samples=4, warmup_steps=10,
+        progress=False, val_fraction=0.1)).checkpoint
+    return train_sft(SFTConfig(task="scratchpad", init=pre, n_demos=256, steps=20,
+                               batch_size=16, eval_samples_per_prompt=1, max_new_tokens=60,
+                               out_dir=str(tmp_path_factory.mktemp("sp_sft")),
+                               progress=False)).checkpoint

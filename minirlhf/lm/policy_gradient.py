@@ -142,16 +142,18 @@ def aggregate(losses: Tensor, mask: np.ndarray, loss_type: str = "grpo",
               max_completion_length: int | None = None) -> Tensor:
     """Per-token losses (B, T) -> one scalar, three ways (TRL's ``loss_type``):
 
-    - ``grpo``: the mean over each sequence's tokens, then over sequences: a token of a short
-      response weighs more than one of a long response (the length bias Dr. GRPO points out).
+    - ``grpo``: the mean over each sequence's tokens, then over the sequences (those with any
+      token in the mask): a token of a short response weighs more than one of a long response
+      (the length bias Dr. GRPO points out).
     - ``dr_grpo``: the sum over every token / (B * max_completion_length): a constant divisor,
       so every token weighs the same whatever its response's length.
     - ``dapo``: the sum over every token / the number of response tokens in the batch.
     """
     m = mask.astype(losses.dtype)
     if loss_type == "grpo":
-        per_seq = (losses * m).sum(axis=1) * (1.0 / np.maximum(m.sum(axis=1), 1.0))
-        return per_seq.mean()
+        lengths = m.sum(axis=1)
+        per_seq = (losses * m).sum(axis=1) * (1.0 / np.maximum(lengths, 1.0))
+        return per_seq.sum() * (1.0 / max(float((lengths > 0).sum()), 1.0))
     if loss_type == "dr_grpo":
         if not max_completion_length:
             raise ValueError("aggregate: dr_grpo needs max_completion_length")

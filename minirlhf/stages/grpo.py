@@ -1,0 +1,390 @@
+"""Critic-free RL: GRPO and its family (Dr. GRPO, DAPO's choices, RLOO, REINFORCE, REINFORCE++,
+ReMax), on a reward a program verifies (the scratchpad world) or on the reward model.
+
+PPO learns a critic to tell a good token from a bad one. These methods learn none: they sample
+``num_generations`` responses to each prompt and use the *group* as the baseline. An iteration:
+
+1. rollout: G responses to each of N prompts (B = N G sequences, a group's in consecutive rows);
+2. score: the reward of each response (the verifier, or the reward model), and the log-probs of
+   the old policy and of the frozen reference, without gradient;
+3. rewards: the KL penalty in the reward (k1, as PPO) when ``kl_in`` is ``reward``;
+4. advantages: one per response from its group (``advantage``: grpo, dr_grpo, rloo,
+   reinforce, remax) or per token (reinforce_pp), see ``lm.policy_gradient``;
+5. update: the clipped surrogate per token, plus beta times a KL estimate per token when
+   ``kl_in`` is ``loss``, aggregated by ``loss_type``, for ``num_iterations`` passes;
+6. metrics, under TRL's GRPO names.
+
+Only steps 3 to 5 differ from PPO, and only in how the advantage is made and the loss
+aggregated.
+
+The loss value is logged as ``loss`` but is not a measure of progress: on the first pass the
+ratio is 1 and the surrogate is minus the mean advantage, which is about 0 by construction
+(group-centred advantages sum to zero), whether the policy is getting better or not. Watch
+``reward`` and the gold accuracy instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from minirlhf.autograd.tensor import no_grad
+from minirlhf.config import (
+    ConfigError,
+    Stage,
+    StageConfig,
+    missing_input,
+    run_path,
+    setting,
+    stage_command,
+    stream,
+)
+from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
+from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.model import GPT
+from minirlhf.lm.optim import AdamW, optimizer_step
+from minirlhf.lm.policy_gradient import (
+    KL_ESTIMATORS,
+    LOSS_TYPES,
+    SCALE_REWARDS,
+    aggregate,
+    clipped_token_losses,
+    group_advantages,
+    kl_estimate,
+    reinforce_pp_advantages,
+    zero_std_groups,
+)
+from minirlhf.lm.reward_model import RewardModel
+from minirlhf.lm.sampling import Rollout, generate, rollout
+from minirlhf.lm.sequences import token_logprobs
+from minirlhf.lm.tokenizer import CharTokenizer
+from minirlhf.plots import plot_reward_vs_kl
+from minirlhf.world import TASK_NAMES, Task, get_task
+
+log = logging.getLogger("minirlhf.stages.grpo")
+
+ADVANTAGE_KINDS = ("grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "remax")
+# The two commands that make the scratchpad world's SFT policy (GRPO's default start point): a
+# base model pretrained on worked sums, a third with a slip, and SFT on right ones.
+SCRATCHPAD_ROUTE = (
+    "python -m minirlhf pretrain --set task=scratchpad corpus=scratchpad "
+    "out_dir=runs/scratchpad/pretrain && python -m minirlhf sft --set task=scratchpad "
+    "init=runs/scratchpad/pretrain/model.npz out_dir=runs/scratchpad/sft")
+
+
+@dataclass
+class GRPOConfig(StageConfig):
+    task: str = setting("scratchpad", "which world", choices=TASK_NAMES)
+    init: str = setting(
+        "runs/scratchpad/sft/model.npz", "the SFT policy of the task's world: start point and "
+        "frozen reference (see SCRATCHPAD_ROUTE for the scratchpad world's)")
+    reward: str = setting(
+        "verifier", "what scores a response: the task's verifier (its gold reward, for a world "
+        "whose answers a program checks) or the reward model", choices=("verifier",
+                                                                        "reward_model"))
+    reward_model: str = setting(
+        run_path("reward", "model.npz"), "the (normalized) reward model, when reward = "
+        "reward_model")
+    out_dir: str = setting("runs/scratchpad/grpo", "where the checkpoint, metrics and plots go")
+    iterations: int = setting(60, "rollout + update rounds", "[1, 100_000]")
+    prompts_per_iteration: int = setting(16, "N, prompts sampled per iteration", "[1, 4096]")
+    num_generations: int = setting(8, "G, responses per prompt (TRL's num_generations)",
+                                   "[1, 256]")
+    advantage: str = setting(
+        "grpo", "the baseline: grpo (group mean, scaled), dr_grpo (group mean), rloo "
+        "(leave-one-out mean), reinforce (batch mean), reinforce_pp (KL in the reward, "
+        "whitened over the batch), remax (the greedy response's reward)",
+        choices=ADVANTAGE_KINDS)
+    scale_rewards: str = setting(
+        "group", "grpo: divide by the group's std, the batch's, or none", choices=SCALE_REWARDS)
+    loss_type: str = setting(
+        "grpo", "grpo (mean per sequence, then over sequences), dr_grpo (sum / (B * "
+        "max_new_tokens)), dapo (sum / response tokens)", choices=LOSS_TYPES)
+    epsilon: float = setting(0.2, "lower clip of the ratio: 1 - epsilon", "(0, 1)")
+    epsilon_high: float = setting(0.2, "upper clip of the ratio: 1 + epsilon_high (DAPO's "
+                                  "clip-higher: 0.28)", "(0, 10]")
+    num_iterations: int = setting(1, "passes over each batch (TRL's num_iterations); the ratio "
+                                  "is exactly 1 on the first minibatch step", "[1, 100]")
+    minibatch_size: int = setting(32, "sequences per gradient step", "[1, 4096]")
+    beta: float = setting(0.04, "KL coefficient (0: no KL term)", "[0, inf)")
+    kl_in: str = setting("loss", "where the KL goes: the loss (an estimator with gradient, as "
+                         "GRPO) or the reward (k1 per token, as PPO)", choices=("loss", "reward"))
+    kl_estimator: str = setting("k3", "the estimator when kl_in = loss: k1 (no restraint at "
+                                "all on-policy), k2 (the gradient of KL(pi||ref)), k3 (of "
+                                "KL(ref||pi), GRPO's)", choices=KL_ESTIMATORS)
+    mask_truncated_completions: bool = setting(
+        False, "leave responses without EOS out of the loss")
+    dynamic_sampling: bool = setting(
+        False, "drop groups whose rewards are all equal (DAPO), keeping the others")
+    lr: float = setting(
+        3e-5, "learning rate. Keep it small: the SFT policy is confident (entropy about 0.02 "
+        "nats per token on the scratchpad world), so its gradients are tiny and Adam, which "
+        "scales every step to about lr, turns their noise into a random walk (measured: 1e-4 "
+        "stalls, 3e-4 and 1e-3 wreck the policy within a few iterations)", "(0, inf)")
+    temperature: float = setting(1.0, "sampling temperature (log-probs use the same)",
+                                 "(0, inf)")
+    max_new_tokens: int = setting(64, "response budget (TRL's max_completion_length)",
+                                  "[1, 126]")
+    grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
+    eval_samples_per_prompt: int = setting(
+        1, "samples per evaluation prompt at the end", "[1, 1000]")
+
+    def check(self, upstream: dict | None = None) -> None:
+        """Every setting in its range; groups big enough for their baseline; minibatches that
+        cut the batch evenly."""
+        super().check(upstream)
+        if self.advantage in ("grpo", "dr_grpo", "rloo") and self.num_generations < 2:
+            raise ConfigError(f"GRPOConfig: advantage = {self.advantage!r} needs "
+                              f"num_generations >= 2 (a group), got {self.num_generations}")
+        batch = self.prompts_per_iteration * self.num_generations
+        if batch % self.minibatch_size:
+            raise ConfigError(f"GRPOConfig: minibatch_size = {self.minibatch_size} must divide "
+                              f"prompts_per_iteration * num_generations = {batch}")
+
+
+@dataclass
+class GRPOResult:
+    config: GRPOConfig
+    checkpoint: str
+    report: PolicyReport | None = None
+    metrics: list[dict[str, float]] = field(default_factory=list)  # one dict per iteration
+    accuracy: dict[int, float] = field(default_factory=dict)  # scratchpad: by difficulty
+    sft_accuracy: dict[int, float] = field(default_factory=dict)
+    plot: str = ""
+    seconds: float = 0.0
+
+
+# ------------------------------------------------------------- one iteration, step by step
+@dataclass
+class Batch:
+    """A rollout of N groups of G responses, scored. Arrays (B, T) but ``rewards`` (N, G),
+    ``finished`` (B,) and ``greedy`` (N,) (ReMax's baseline, else empty)."""
+
+    prompts: list[str]  # B prompts, each repeated G times in consecutive rows
+    roll: Rollout
+    rewards: np.ndarray
+    logp: np.ndarray  # log pi_old of each response token
+    ref_logp: np.ndarray  # log pi_ref of each response token
+    greedy: np.ndarray
+
+
+def score(policy: GPT, reference: GPT, tokenizer: CharTokenizer, task: Task,
+          rm: RewardModel | None, prompts: list[str], roll: Rollout, config: GRPOConfig,
+          rng: np.random.Generator) -> Batch:
+    """Step 2: the reward of each response (the verifier or the reward model, with no EOS
+    scoring as the verifier's 0 or the reward model's score of the cut text), and the old
+    policy's and the reference's log-probs, without gradient, in the update's minibatch shapes
+    (so that the first pass's ratio is exactly 1)."""
+    N, G = config.prompts_per_iteration, config.num_generations
+    tokens, mask = roll.generation.tokens, roll.generation.response_mask
+    if rm is None:
+        r = [task.gold(p, t, f) for p, t, f in zip(prompts, roll.texts, roll.finished,
+                                                   strict=True)]
+    else:
+        r = list(rm.score(prompts, roll.texts, roll.finished))
+    rewards = np.asarray(r, dtype=np.float64).reshape(N, G)
+    logp, ref_logp = np.zeros_like(mask), np.zeros_like(mask)
+    with no_grad():
+        for mb in _minibatches(config):
+            logp[mb] = token_logprobs(policy, tokens[mb], mask[mb], config.temperature).data
+            ref_logp[mb] = token_logprobs(reference, tokens[mb], mask[mb],
+                                          config.temperature).data
+    greedy = np.zeros(0)
+    if config.advantage == "remax":  # one greedy response per prompt, scored the same way
+        firsts = prompts[::G]
+        ids = [tokenizer.encode(p, bos=True) for p in firsts]
+        g = generate(policy, ids, config.max_new_tokens, top_k=1, rng=rng)
+        texts = [tokenizer.decode(x) for x in g.responses()]
+        fin = [bool(f) for f in g.finished]
+        greedy = np.asarray([task.gold(p, t, f) for p, t, f in zip(firsts, texts, fin,
+                                                                   strict=True)]
+                            if rm is None else rm.score(firsts, texts, fin), dtype=np.float64)
+    return Batch(prompts, roll, rewards, logp, ref_logp, greedy)
+
+
+def token_advantages(batch: Batch, config: GRPOConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 3 and 4: the advantage of every response token (B, T), and the per-token k1 KL
+    (B, T) (for the reward when ``kl_in`` is ``reward``, and for the log)."""
+    mask = batch.roll.generation.response_mask
+    kl = (batch.logp - batch.ref_logp) * mask  # k1 per token
+    if config.advantage == "reinforce_pp":
+        beta = config.beta if config.kl_in == "reward" else 0.0
+        adv = reinforce_pp_advantages(batch.rewards.reshape(-1), kl, mask, beta)
+        return adv.astype(mask.dtype), kl
+    rewards = batch.rewards
+    if config.kl_in == "reward" and config.beta:  # the sequence KL taken off each reward
+        rewards = rewards - config.beta * kl.sum(axis=1).reshape(rewards.shape)
+    adv = group_advantages(rewards, config.advantage, config.scale_rewards,
+                           baseline=batch.greedy if config.advantage == "remax" else None)
+    return (adv.reshape(-1, 1) * mask).astype(mask.dtype), kl
+
+
+def update(policy: GPT, optimizer: AdamW, batch: Batch, adv: np.ndarray, config: GRPOConfig,
+           rng: np.random.Generator, it: int) -> dict[str, float]:
+    """Step 5: ``num_iterations`` passes over the minibatches in a random order, each a step on
+    the aggregated clipped surrogate (plus beta times the KL estimate when ``kl_in`` is
+    ``loss``). Rows left out (dynamic sampling, truncated completions) carry a zero mask."""
+    g = batch.roll.generation
+    tokens, mask = g.tokens, g.response_mask * _kept(batch, config)[:, None]
+    stats: dict[str, list[float]] = {}
+    params = policy.parameters()
+    for _ in range(config.num_iterations):
+        for b in rng.permutation(len(_minibatches(config))):
+            mb = _minibatches(config)[b]
+            if not mask[mb].any():
+                continue
+            logp = token_logprobs(policy, tokens[mb], mask[mb], config.temperature)
+            losses, s = clipped_token_losses(logp, batch.logp[mb], adv[mb], mask[mb],
+                                             config.epsilon, config.epsilon_high)
+            if config.kl_in == "loss" and config.beta:
+                losses = losses + kl_estimate(logp, batch.ref_logp[mb],
+                                              config.kl_estimator) * config.beta
+            loss = aggregate(losses, mask[mb], config.loss_type, config.max_new_tokens)
+            optimizer_step(optimizer, loss, params, config.grad_clip, f"grpo: iteration {it}")
+            for k, v in {**s, "loss": loss.item()}.items():
+                stats.setdefault(k, []).append(v)
+    return {k: float(np.mean(v)) for k, v in stats.items()}
+
+
+def metrics(it: int, batch: Batch, kl: np.ndarray, stats: dict[str, float],
+            config: GRPOConfig, task: Task) -> dict[str, float]:
+    """Step 6: one row of metrics.jsonl under TRL's GRPO names, plus the gold reward (the
+    verifier's accuracy on the scratchpad world) and the accuracy by difficulty."""
+    g = batch.roll.generation
+    mask = g.response_mask
+    lengths = mask.sum(axis=1)
+    golds = [task.gold(p, t, f) for p, t, f in zip(batch.prompts, batch.roll.texts,
+                                                   batch.roll.finished, strict=True)]
+    row = {"iteration": it, "reward": float(batch.rewards.mean()),
+           "reward_std": float(batch.rewards.std(axis=1, ddof=1).mean())
+           if batch.rewards.shape[1] > 1 else 0.0,
+           "frac_reward_zero_std": float(zero_std_groups(batch.rewards).mean()),
+           "completions/mean_length": float(lengths.mean()),
+           "completions/clipped_ratio": float(1.0 - g.finished.mean()),
+           "kl": float(kl.sum(axis=1).mean()),
+           "entropy": float(-(batch.logp * mask).sum() / max(mask.sum(), 1.0)),
+           "gold": float(np.mean(golds)), **stats}
+    if config.task == "scratchpad":
+        from minirlhf.world.scratchpad import accuracy_by_difficulty
+
+        wrong = np.asarray(golds) == 0
+        row["completions/mean_length_incorrect"] = float(lengths[wrong].mean()) \
+            if wrong.any() else 0.0
+        for k, v in accuracy_by_difficulty(batch.prompts, golds).items():
+            row[f"accuracy/{k}_terms"] = v
+    return row
+
+
+def _minibatches(config: GRPOConfig) -> list[np.ndarray]:
+    B = config.prompts_per_iteration * config.num_generations
+    return [np.arange(i, i + config.minibatch_size) for i in range(0, B, config.minibatch_size)]
+
+
+def _kept(batch: Batch, config: GRPOConfig) -> np.ndarray:
+    """(B,) 1.0 for the rows the loss sees: not in a dropped zero-spread group (dynamic
+    sampling), not truncated (when masked)."""
+    keep = np.ones(len(batch.prompts), dtype=batch.roll.generation.response_mask.dtype)
+    if config.dynamic_sampling:
+        keep *= np.repeat(~zero_std_groups(batch.rewards), config.num_generations)
+    if config.mask_truncated_completions:
+        keep *= batch.roll.generation.finished
+    return keep
+
+
+# -------------------------------------------------------------------------- the stage
+def train_grpo(config: GRPOConfig) -> GRPOResult:
+    """Critic-free RL from the SFT policy, with it as the frozen reference: groups of samples
+    per prompt, a group baseline, a clipped surrogate, a KL term in the loss or the reward."""
+    STAGE.begin(config)
+    if not Path(config.init).exists():
+        raise missing_input("SFT policy", config.init, SCRATCHPAD_ROUTE
+                            if config.task == "scratchpad" else stage_command("sft"))
+    t0 = time.time()
+    task = get_task(config.task)
+    policy, tokenizer, extra = load_model(config.init)
+    made_for = extra.get("config", {}).get("task", config.task)
+    if made_for != config.task:
+        raise ConfigError(f"GRPOConfig: init = {config.init} was trained for the {made_for!r} "
+                          f"world, and task = {config.task!r}; give an SFT policy of that world")
+    reference, _, _ = load_model(config.init)
+    rm = RewardModel.load(config.reward_model) if config.reward == "reward_model" else None
+    optimizer = AdamW(policy.named_parameters(), lr=config.lr)
+    rng = stream(config.seed, "train")
+    result = GRPOResult(config=config, checkpoint="")
+    G = config.num_generations
+    for it in tqdm(range(config.iterations), desc="grpo", disable=not config.progress):
+        # 1. rollout: G responses to each of N prompts
+        prompts = [p for p in task.sample_prompts(config.prompts_per_iteration, rng)
+                   for _ in range(G)]
+        roll = rollout(policy, tokenizer, prompts, config.max_new_tokens, rng,
+                       config.temperature)
+        # 2. score: rewards, old and reference log-probs (and ReMax's greedy baseline)
+        batch = score(policy, reference, tokenizer, task, rm, prompts, roll, config, rng)
+        # 3.-4. rewards and advantages: the group is the baseline
+        adv, kl = token_advantages(batch, config)
+        # 5. update: the clipped surrogate (+ KL), aggregated by loss_type
+        stats = update(policy, optimizer, batch, adv, config, rng, it)
+        # 6. metrics
+        result.metrics.append(metrics(it, batch, kl, stats, config, task))
+
+    result.checkpoint, result.report = finish_policy_stage(
+        "grpo", config.out_dir, config, policy, reference, tokenizer, task, result.metrics,
+        config.seed, config.eval_samples_per_prompt, config.max_new_tokens)
+    if config.task == "scratchpad":
+        result.accuracy, result.sft_accuracy = accuracies(result.report, config)
+    m = result.metrics
+    result.plot = str(plot_reward_vs_kl(
+        Path(config.out_dir) / "reward_vs_kl.png",
+        {"GRPO": {"kl": [r["kl"] for r in m], "gold": [r["gold"] for r in m],
+                  "proxy": [r["reward"] for r in m]}},
+        title=f"{config.advantage} over training: gold and reward against KL"))
+    result.seconds = time.time() - t0
+    return result
+
+
+def accuracies(rep: PolicyReport, config: GRPOConfig) -> tuple[dict[int, float],
+                                                               dict[int, float]]:
+    """Exact-match accuracy by number of terms on the held-out prompts, of the policy (from its
+    evaluation samples) and of the SFT reference (from the reference's)."""
+    from minirlhf.world.scratchpad import accuracy_by_difficulty
+
+    policy = accuracy_by_difficulty([p for p, _, _ in rep.samples],
+                                    [g for _, _, g in rep.samples])  # gold = the verifier
+    ref = accuracy_by_difficulty([p for p, _, _ in rep.reference_samples],
+                                 [g for _, _, g in rep.reference_samples])
+    return policy, ref
+
+
+# ------------------------------------------------------------------ the stage's record
+def record(r: GRPOResult, config: GRPOConfig) -> dict:
+    """What the pipeline keeps of a run (its record's numbers)."""
+    return {**policy_numbers(r.report, config.eval_samples_per_prompt), "plot": r.plot,
+            "accuracy": r.accuracy, "sft_accuracy": r.sft_accuracy}
+
+
+def show(r: GRPOResult, config: GRPOConfig) -> str:
+    """What ``python -m minirlhf grpo`` prints after training."""
+    lines = [f"{'iter':>5}{'reward':>8}{'zero-std':>10}{'KL':>8}{'length':>8}{'clip':>7}"]
+    for m in r.metrics[:: max(1, len(r.metrics) // 10)] + r.metrics[-1:]:
+        lines.append(f"{m['iteration']:>5}{m['reward']:>8.3f}{m['frac_reward_zero_std']:>10.2f}"
+                     f"{m['kl']:>8.2f}{m['completions/mean_length']:>8.1f}"
+                     f"{m.get('clip_ratio/region_mean', 0.0):>7.3f}")
+    if r.accuracy:
+        lines.append("exact-match accuracy on held-out prompts, by number of terms:")
+        for k in sorted(r.accuracy):
+            lines.append(f"  {k} terms: SFT {r.sft_accuracy.get(k, float('nan')):6.1%} -> "
+                         f"{r.accuracy[k]:6.1%}")
+    lines += [r.report.describe(config.advantage, config.eval_samples_per_prompt),
+              f"{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {r.plot}"]
+    return "\n".join(lines)
+
+
+STAGE = Stage(
+    name="grpo", title="GRPO", help="critic-free RL: GRPO, Dr. GRPO, RLOO, REINFORCE++, ReMax",
+    config=GRPOConfig, run=train_grpo, record=record, show=show, policy=True,
+)

@@ -1,0 +1,118 @@
+"""The critic-free stage (GRPO and its family) on the scratchpad world's verifier and on the
+reward model: it runs, logs TRL's metric names, and its steps do what they say (every
+advantage option updates the policy, the first pass has ratio 1, groups without spread and
+truncated responses are left out of the loss)."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from minirlhf.config import ConfigError, stream
+from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.optim import AdamW
+from minirlhf.lm.sampling import rollout
+from minirlhf.stages.grpo import (
+    GRPOConfig,
+    score,
+    token_advantages,
+    train_grpo,
+    update,
+)
+from minirlhf.world import get_task
+
+TINY = dict(iterations=2, prompts_per_iteration=4, num_generations=4, minibatch_size=8,
+            max_new_tokens=60, progress=False)
+TRL_NAMES = ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length",
+             "completions/clipped_ratio", "kl", "entropy", "clip_ratio/low_mean",
+             "clip_ratio/high_mean", "clip_ratio/region_mean", "loss")
+
+
+def test_the_stage_on_the_verifier(tiny_scratchpad_sft, tmp_path):
+    r = train_grpo(GRPOConfig(init=tiny_scratchpad_sft, out_dir=str(tmp_path), **TINY))
+    assert len(r.metrics) == 2
+    for name in TRL_NAMES:
+        assert np.isfinite(r.metrics[-1][name]), name
+    assert 0.0 <= r.report.gold <= 1.0  # the verifier's accuracy on held-out prompts
+    assert set(r.accuracy) == {2, 3, 4, 5} and set(r.sft_accuracy) == {2, 3, 4, 5}
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["iteration"] == 0 and "accuracy/5_terms" in rows[0]
+
+
+@pytest.fixture(scope="module")
+def one_batch(tiny_scratchpad_sft):
+    """One rollout of 4 groups of 4 on the scratchpad world, scored (the ReMax baseline too).
+    The tiny model is nearly always wrong, so its rewards are replaced by a fixed pattern with
+    one group of each kind: mixed, all right, all wrong, one right."""
+    config = GRPOConfig(init=tiny_scratchpad_sft, advantage="remax", **TINY)
+    policy, tok, _ = load_model(tiny_scratchpad_sft)
+    reference, _, _ = load_model(tiny_scratchpad_sft)
+    task, rng = get_task("scratchpad"), stream(0, "train")
+    prompts = [p for p in task.sample_prompts(4, rng) for _ in range(4)]
+    roll = rollout(policy, tok, prompts, 60, rng)
+    batch = score(policy, reference, tok, task, None, prompts, roll, config, rng)
+    batch.rewards = np.array([[1.0, 0, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 1, 0]])
+    batch.greedy = np.array([1.0, 1.0, 0.0, 0.0])
+    return config, batch
+
+
+@pytest.mark.parametrize("options", [
+    dict(advantage="grpo"), dict(advantage="dr_grpo", loss_type="dr_grpo"),
+    dict(advantage="rloo", loss_type="dapo"), dict(advantage="reinforce"),
+    dict(advantage="reinforce_pp", kl_in="reward", beta=0.1), dict(advantage="remax"),
+    dict(epsilon_high=0.28, num_iterations=2, kl_estimator="k2"),
+    dict(dynamic_sampling=True, mask_truncated_completions=True, scale_rewards="batch"),
+])
+def test_every_option_updates_the_policy(tiny_scratchpad_sft, one_batch, options):
+    config, batch = one_batch
+    config = dataclasses.replace(config, minibatch_size=16, **options)  # one step per pass
+    policy, _, _ = load_model(tiny_scratchpad_sft)
+    before = {k: v.copy() for k, v in policy.state_dict().items()}
+    adv, kl = token_advantages(batch, config)
+    mask = batch.roll.generation.response_mask
+    assert adv.shape == mask.shape and np.all(adv[mask == 0] == 0)
+    stats = update(policy, AdamW(policy.named_parameters(), lr=1e-3), batch, adv, config,
+                   np.random.default_rng(0), 0)
+    if config.num_iterations == 1:  # the first step sees the very log-probs it sampled
+        assert stats["clip_ratio/region_mean"] == 0.0
+    after = policy.state_dict()
+    assert any(not np.array_equal(after[k], before[k]) for k in before)
+
+
+def test_dropped_groups_and_truncated_responses_get_no_gradient(one_batch):
+    from minirlhf.stages.grpo import _kept
+
+    config, batch = one_batch
+    keep = _kept(batch, dataclasses.replace(config, dynamic_sampling=True,
+                                            mask_truncated_completions=True))
+    zero_spread = np.all(batch.rewards == batch.rewards[:, :1], axis=1)
+    expected = np.repeat(~zero_spread, 4) & batch.roll.generation.finished
+    assert keep.astype(bool).tolist() == expected.tolist()
+
+
+def test_on_the_reward_model(tiny_run, tmp_path):
+    runs, _ = tiny_run
+    r = train_grpo(GRPOConfig(task="reviews", reward="reward_model",
+                              init=str(runs / "tiny" / "sft" / "model.npz"),
+                              reward_model=str(runs / "tiny" / "reward" / "model.npz"),
+                              out_dir=str(tmp_path), **{**TINY, "iterations": 1}))
+    assert np.isfinite(r.report.gold) and r.accuracy == {}
+
+
+def test_an_sft_policy_of_another_world_is_refused(tiny_run, tmp_path):
+    runs, _ = tiny_run
+    with pytest.raises(ConfigError, match="was trained for the 'reviews' world, and task = "
+                                          "'scratchpad'"):
+        train_grpo(GRPOConfig(init=str(runs / "tiny" / "sft" / "model.npz"),
+                              out_dir=str(tmp_path), **TINY))
+    with pytest.raises(FileNotFoundError, match="python -m minirlhf pretrain --set "
+                                                "task=scratchpad corpus=scratchpad"):
+        train_grpo(GRPOConfig(init=str(tmp_path / "none.npz"), out_dir=str(tmp_path), **TINY))
+
+
+def test_config_checks():
+    with pytest.raises(ConfigError, match="advantage = 'rloo' needs num_generations >= 2"):
+        GRPOConfig(advantage="rloo", num_generations=1).check()
+    with pytest.raises(ConfigError, match="minibatch_size = 24 must divide"):
+        GRPOConfig(minibatch_size=24).check()
