@@ -73,6 +73,7 @@ def test_a_second_run_skips_every_stage(finished, tmp_path):
     assert again.summary == finished[1].summary
 
 
+@pytest.mark.catalogue  # 30 s: with the reliability catalogue (pytest -m catalogue)
 def test_a_changed_config_upstream_redoes_what_depends_on_it(finished, tmp_path):
     runs = copy_run(finished, tmp_path)
     again = run_pipeline(tiny(runs, overrides=["reward.lr=0.002"]))
@@ -82,6 +83,7 @@ def test_a_changed_config_upstream_redoes_what_depends_on_it(finished, tmp_path)
     assert forced.ran == list(STAGES)
 
 
+@pytest.mark.catalogue  # 25 s: with the reliability catalogue, whose kills it complements
 def test_a_killed_run_resumes_to_the_same_summary(finished, tmp_path):
     """Kill -9 the command in the middle of the run (after the reward model's record appears,
     while the next stages run), then run it again: only the unfinished stages run, and the
@@ -109,6 +111,7 @@ def test_a_killed_run_resumes_to_the_same_summary(finished, tmp_path):
         (runs / "tiny" / "summary.json").read_bytes()
 
 
+@pytest.mark.catalogue  # 20 s: with the reliability catalogue
 @pytest.mark.parametrize("damage", ["truncate", "flip a byte"])
 def test_a_corrupted_checkpoint_is_named_and_never_loaded(finished, tmp_path, damage, caplog):
     runs = copy_run(finished, tmp_path)
