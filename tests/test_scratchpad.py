@@ -73,9 +73,10 @@ def test_corpus_is_reproducible_well_formed_and_holds_slips():
     assert 0.6 < np.mean(right) < 0.72  # a third slip
     held = set(eval_prompts())
     assert not {line.split("?")[0] + "?" for line in a} & held
+    assert not any("-" in line for line in a)  # a slip never makes a sum negative
 
 
-def test_worked_never_goes_negative_and_demonstrations_are_right():
+def test_demonstrations_are_right_and_a_slip_can_reach_zero():
     rng = np.random.default_rng(1)
     task = get_task("scratchpad")
     for _ in range(200):

@@ -233,9 +233,10 @@ def update(policy: GPT, optimizer: AdamW, batch: Batch, adv: np.ndarray, config:
     tokens, mask = g.tokens, g.response_mask * _kept(batch, config)[:, None]
     stats: dict[str, list[float]] = {}
     params = policy.parameters()
+    minibatches = _minibatches(config)
     for _ in range(config.num_iterations):
-        for b in rng.permutation(len(_minibatches(config))):
-            mb = _minibatches(config)[b]
+        for b in rng.permutation(len(minibatches)):
+            mb = minibatches[b]
             if not mask[mb].any():
                 continue
             logp = token_logprobs(policy, tokens[mb], mask[mb], config.temperature)
