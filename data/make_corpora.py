@@ -6,7 +6,8 @@ setting ``corpus=reviews`` finds them from any directory):
 
 - reviews.txt: 20,000 movie reviews (the main thread); prints the exact entropy per token.
 - arithmetic.txt: 10,000 sums with a user's hint and an answer (the sycophancy chapter).
-- scratchpad.txt: 20,000 sums of 2 to 5 terms worked step by step, a third with one slip
+- scratchpad.txt: 20,000 sums of 2 to 5 terms, a third answered at once, the rest worked step
+  by step (a third of those with one slip)
   (chapter 9, RL with verifiable rewards).
 """
 

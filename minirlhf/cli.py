@@ -96,14 +96,14 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    """Where RLHF goes wrong, measured: rlaif, sycophancy, length-bias or overoptimization.
-    Starts from a finished pipeline run; writes results.json and plots."""
+    """Where RLHF goes wrong, measured: rlaif, sycophancy, length-bias, overoptimization or
+    critic-free. Starts from a finished run; writes results.json and plots."""
     import json
 
-    from minirlhf.experiments import ExperimentConfig, run_experiment
+    from minirlhf.experiments import ExperimentConfig, default_base, run_experiment
 
     _logging(args)
-    base = args.base or ("tiny" if args.quick else "default")
+    base = args.base or default_base(args.name, args.quick)
     r = run_experiment(ExperimentConfig(name=args.name, base=base, runs_dir=args.runs_dir,
                                         quick=args.quick, seed=args.seed,
                                         progress=not args.quiet))
@@ -205,13 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log warnings only, no progress bars")
     p.set_defaults(func=cmd_pipeline)
 
-    p = sub.add_parser("experiment", help="RLAIF, sycophancy, length bias, overoptimization",
+    p = sub.add_parser("experiment", help="RLAIF, sycophancy, length bias, overoptimization, "
+                       "critic-free RL",
                        description=cmd_experiment.__doc__)
     from minirlhf.experiments import EXPERIMENTS
 
     p.add_argument("name", choices=list(EXPERIMENTS))
-    p.add_argument("--base", help="the pipeline run to start from (default: default, or tiny "
-                                  "with --quick)")
+    p.add_argument("--base", help="the run to start from (default: default, or tiny with "
+                                  "--quick; scratchpad for critic-free)")
     p.add_argument("--runs-dir", default="runs", help="where pipeline runs live")
     p.add_argument("--quick", action="store_true", help="small budgets (for tests)")
     p.add_argument("--seed", type=int, default=0, help="seeds every stage")

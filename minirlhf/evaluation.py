@@ -169,3 +169,34 @@ def finish_policy_stage(stage: str, out_dir: str | Path, config: object, policy:
                         max_new_tokens)
     write_summary(out, rep.to_dict())
     return checkpoint, rep
+
+
+# --------------------------------------------------------------------------- intervals
+def bootstrap_interval(per_prompt: np.ndarray, level: float = 0.95, n_boot: int = 4000,
+                       seed: int = 0) -> tuple[float, float]:
+    """A percentile bootstrap interval for a mean over prompts: prompts are resampled with
+    replacement (their samples stay together, since samples of one prompt are not
+    independent). per_prompt: (P,) a number per prompt, or (P, K) K samples per prompt.
+    Returns (low, high) of the mean."""
+    x = np.asarray(per_prompt, dtype=np.float64)
+    x = x.mean(axis=1) if x.ndim == 2 else x
+    if x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"bootstrap_interval: need (P,) or (P, K) values with P >= 2, got "
+                         f"shape {np.shape(per_prompt)}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"bootstrap_interval: level must be in (0, 1), got {level}")
+    rng = stream(seed, "bootstrap")
+    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)  # (n_boot,)
+    lo, hi = np.quantile(means, [(1.0 - level) / 2, (1.0 + level) / 2])
+    return float(lo), float(hi)
+
+
+def per_prompt_gold(samples: list[tuple[str, str, float]]) -> np.ndarray:
+    """A report's samples (prompt, response, gold), as ``evaluation_prompts`` lays them out
+    (each prompt's samples in a row), as a (P, K) array of gold rewards."""
+    prompts = [p for p, _, _ in samples]
+    order = list(dict.fromkeys(prompts))
+    K = len(prompts) // len(order)
+    if K * len(order) != len(prompts) or prompts != [p for p in order for _ in range(K)]:
+        raise ValueError("per_prompt_gold: samples are not K consecutive rows per prompt")
+    return np.array([g for _, _, g in samples], dtype=np.float64).reshape(len(order), K)

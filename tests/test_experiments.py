@@ -1,6 +1,7 @@
 """The experiments: Gao et al.'s fits, the RLAIF labelers, and each experiment's quick run."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -87,3 +88,24 @@ def test_an_experiment_without_its_pipeline_run_names_the_command(tmp_path):
         run_experiment(ExperimentConfig(name="rlaif", base="tiny", runs_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="unknown experiment"):
         run_experiment(ExperimentConfig(name="nope", runs_dir=str(tmp_path)))
+
+
+def test_critic_free_runs_quick_from_a_scratchpad_run(tiny_scratchpad_sft, tmp_path):
+    """The critic-free experiment starts from a scratchpad run (runs/<base>/sft), not from the
+    pipeline's, and names the route that makes one when it is missing."""
+    with pytest.raises(FileNotFoundError, match="task=scratchpad corpus=scratchpad"):
+        run_experiment(ExperimentConfig(name="critic-free", base="scratchpad",
+                                        runs_dir=str(tmp_path), quick=True))
+    (tmp_path / "scratchpad" / "sft").mkdir(parents=True)
+    shutil.copy(tiny_scratchpad_sft, tmp_path / "scratchpad" / "sft" / "model.npz")
+    r = run_experiment(ExperimentConfig(name="critic-free", base="scratchpad",
+                                        runs_dir=str(tmp_path), quick=True))
+    saved = json.loads((tmp_path / "scratchpad" / "experiments" / "critic-free" /
+                        "results.json").read_text())
+    assert set(saved["methods"]) == {"GRPO", "Dr. GRPO", "RLOO", "REINFORCE++", "ReMax",
+                                     "PPO (critic)"}
+    for runs in (*saved["methods"].values(), *saved["pitfalls"].values()):
+        assert len(runs) == 1 and 0.0 <= runs[0]["accuracy"] <= 1.0
+        assert len(runs[0]["per_prompt"]) == 128  # every held-out prompt, one sample each
+    assert set(saved["sft_weights"]) == {"group", "none", "zero_std", "accuracy"}
+    assert open(r.plots[0], "rb").read(4) == b"\x89PNG"

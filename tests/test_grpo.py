@@ -116,3 +116,22 @@ def test_config_checks():
         GRPOConfig(advantage="rloo", num_generations=1).check()
     with pytest.raises(ConfigError, match="minibatch_size = 24 must divide"):
         GRPOConfig(minibatch_size=24).check()
+
+
+def test_ppo_with_a_critic_on_the_verifier(tiny_scratchpad_sft, tmp_path):
+    """PPO (the critic baseline of chapter 9's comparison) scores with the verifier when asked:
+    no reward model is read, the critic is a copy of the SFT trunk, and the logged score is the
+    verifier's 0/1 (minus the missing-EOS penalty)."""
+    from minirlhf.stages.ppo import PPOConfig, train_ppo
+
+    config = PPOConfig(task="scratchpad", reward="verifier", critic="policy",
+                       init=tiny_scratchpad_sft, reward_model=str(tmp_path / "absent.npz"),
+                       out_dir=str(tmp_path), iterations=2, rollout_size=8, minibatch_size=8,
+                       ppo_epochs=1, max_new_tokens=60, eval_samples_per_prompt=1,
+                       table_every=0, progress=False)
+    r = train_ppo(config)
+    assert len(r.metrics) == 2 and 0.0 <= r.report.gold <= 1.0
+    for m in r.metrics:
+        assert -1.0 <= m["objective/scores"] <= 1.0
+    with pytest.raises(ConfigError, match="critic = 'reward_model' needs a reward model"):
+        dataclasses.replace(config, critic="reward_model").check()

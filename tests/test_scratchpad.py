@@ -15,6 +15,7 @@ from minirlhf.world.scratchpad import (
     parse_response,
     sample_prompt,
     step_truths,
+    uses_scratchpad,
     verify,
     worked,
 )
@@ -30,7 +31,8 @@ def test_docstring_examples():
     (" 7+12=20, 20+5=25. answer 24.", 1.0),  # right answer, wrong steps: the verifier
     # reads only the answer (step_truths knows better)
     (" 7+12=19, 19+5=24. answer 24", 0.0),  # unfinished form
-    (" answer 24.", 0.0),
+    (" answer 24.", 1.0),  # a direct answer, right
+    (" answer 23.", 0.0),  # a direct answer, wrong
     (" 7+12=19 19+5=24. answer 24.", 0.0),
     (" the answer is 24.", 0.0),
 ])
@@ -48,7 +50,8 @@ def test_step_truths():
     assert step_truths("7+12+5=?", " 7+12=20, 20+5=24. answer 24.") == [False, False]
     assert step_truths("7+12+5=?", " 7+11=18, 18+5=23. answer 23.") == [False, True]
     assert step_truths("7+12+5=?", " 7+12=19. answer 19.") == [True]  # a step missing
-    assert step_truths("7+12+5=?", " answer 24.") is None
+    assert step_truths("7+12+5=?", " answer 24.") == []  # no steps to judge
+    assert step_truths("7+12+5=?", " answer: 24.") is None
 
 
 def test_prompts_by_difficulty_and_held_out():
@@ -69,8 +72,11 @@ def test_corpus_is_reproducible_well_formed_and_holds_slips():
     assert max(len(line) for line in a) + 2 <= 128  # fits the block size with BOS and EOS
     for line in a[:50]:
         tok.encode(line)  # every character in the alphabet
-    right = [verify(line.split("?")[0] + "?", line.split("?", 1)[1]) for line in a]
-    assert 0.6 < np.mean(right) < 0.72  # a third slip
+    right = np.array([verify(line.split("?")[0] + "?", line.split("?", 1)[1]) for line in a])
+    shown = np.array([uses_scratchpad(line.split("?", 1)[1]) for line in a])
+    assert 0.30 < 1 - shown.mean() < 0.37  # a third answered at once ...
+    assert right[~shown].all()  # ... and rightly
+    assert 0.6 < right[shown].mean() < 0.72  # a third of the scratchpads slip
     held = set(eval_prompts())
     assert not {line.split("?")[0] + "?" for line in a} & held
     assert not any("-" in line for line in a)  # a slip never makes a sum negative
@@ -79,11 +85,14 @@ def test_corpus_is_reproducible_well_formed_and_holds_slips():
 def test_demonstrations_are_right_and_a_slip_can_reach_zero():
     rng = np.random.default_rng(1)
     task = get_task("scratchpad")
+    shown = []
     for _ in range(200):
         p = task.sample_prompt(rng)
         demo = task.demonstration(p, rng)
         assert task.gold(p, demo, True) == 1.0 and task.valid(p, demo, True)
         assert all(step_truths(p, demo))
+        shown.append(uses_scratchpad(demo))
+    assert 0.4 < np.mean(shown) < 0.6  # the demonstrators show their work half the time
     assert parse_response(worked([1, 1], slip_at=0, slip=-2)) is not None  # 1+1=0 parses
 
 

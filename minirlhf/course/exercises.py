@@ -409,6 +409,99 @@ def _sycophancy_rate() -> str:
     return "sycophancy rate and accuracies on hint-wrong and hint-right prompts"
 
 
+# ------------------------------------------------------- chapter 9: critic-free RL
+def _group_advantage() -> str:
+    from minirlhf.lm.policy_gradient import STD_EPS, ragged_group_advantages
+
+    # four groups, interleaved: a mixed one, one whose rewards are all equal, a lone sample,
+    # and one with fractional rewards
+    rewards = np.array([1.0, 0.0, 0.3, 1.0, 0.0, 1.0, 0.9, 0.0, 1.0, 0.6])
+    groups = np.array([5, 5, 8, 5, 2, 5, 8, 2, 7, 8])
+    expected = {"grpo": np.zeros(10), "dr_grpo": np.zeros(10), "rloo": np.zeros(10)}
+    for gid in (5, 8):  # by hand, one group at a time (the all-equal and the lone one stay 0)
+        at = np.flatnonzero(groups == gid)
+        r = rewards[at]
+        centred = r - r.mean()
+        expected["dr_grpo"][at] = centred
+        expected["grpo"][at] = centred / (np.sqrt(((r - r.mean()) ** 2).sum() / (len(r) - 1))
+                                          + STD_EPS)
+        expected["rloo"][at] = [r[k] - np.delete(r, k).mean() for k in range(len(r))]
+    for kind, want in expected.items():
+        got = np.asarray(ragged_group_advantages(rewards, groups, kind), dtype=np.float64)
+        if got.shape != (10,):
+            raise CheckFailed(f"{kind}: expected shape (10,), got {got.shape}")
+        if not np.all(np.isfinite(got)):
+            k = int(np.flatnonzero(~np.isfinite(got))[0])
+            raise CheckFailed(f"{kind}: advantage {got[k]} for sample {k} (group {groups[k]}"
+                              f"{', whose rewards are all equal' if groups[k] == 2 else ''}"
+                              f"{', a lone sample' if groups[k] == 7 else ''}): it should be 0")
+        for k in np.flatnonzero(np.isin(groups, (2, 7))):
+            if got[k] != 0.0:
+                why = "rewards all equal" if groups[k] == 2 else "a sample alone in its group"
+                raise CheckFailed(f"{kind}: sample {k} ({why}) should get advantage 0, got "
+                                  f"{got[k]:.6g}")
+        _close(f"{kind} advantages (groups interleaved: samples of a group are not "
+               f"neighbours; std with ddof 1)", got, want, tol=1e-9)
+    none = ragged_group_advantages(rewards, groups, "grpo", "none")
+    _close("grpo with scale_rewards='none' (centred, not divided)", none,
+           expected["dr_grpo"], tol=1e-9)
+    return "grpo, dr_grpo, rloo right on ragged, interleaved groups; zero-spread and lone 0"
+
+
+def _loss_aggregation() -> str:
+    from minirlhf.lm.policy_gradient import aggregate
+
+    # three right-padded responses of 2, 4 and 0 tokens (the last dropped), padding filled with
+    # junk so that counting it shows
+    mask = np.array([[0, 1, 1, 0, 0, 0], [0, 1, 1, 1, 1, 0], [0, 0, 0, 0, 0, 0]], float)
+    losses = np.where(mask > 0, np.arange(1.0, 19.0).reshape(3, 6), 100.0)
+    tokens = losses * mask
+    want = {"grpo": (tokens[0].sum() / 2 + tokens[1].sum() / 4) / 2,  # 2 sequences have tokens
+            "dr_grpo": tokens.sum() / (3 * 8),  # B = 3 rows, max_completion_length 8
+            "dapo": tokens.sum() / 6}  # 6 response tokens
+    # each token's weight in the scalar: its gradient
+    weights = {"grpo": mask * np.array([[1 / 4], [1 / 8], [0.0]]),
+               "dr_grpo": mask / 24, "dapo": mask / 6}
+    for loss_type in ("grpo", "dr_grpo", "dapo"):
+        x = _t(losses)
+        out = aggregate(x, mask, loss_type, 8)
+        _close(f"{loss_type} aggregate", out, want[loss_type], tol=1e-12)
+        out.backward()
+        _close(f"{loss_type}: the weight of each token (the gradient of the scalar with respect "
+               f"to the per-token losses; padding must get 0)", x.grad, weights[loss_type],
+               tol=1e-12)
+    return ("grpo, dr_grpo and dapo right on a right-padded batch (a token of the 2-token "
+            "response weighs twice one of the 4-token response under grpo only)")
+
+
+def _kl_estimators() -> str:
+    from minirlhf.autograd import functional as F
+    from minirlhf.lm.policy_gradient import kl_estimate
+
+    logp, ref = np.array([[-0.2, -1.5, -3.0]]), np.array([[-0.7, -1.0, -3.0]])
+    log_r = ref - logp
+    want = {"k1": -log_r, "k2": 0.5 * log_r**2, "k3": np.exp(log_r) - 1 - log_r}
+    for kind, w in want.items():
+        _close(f"{kind} per token (log r = log pi_ref - log pi)", kl_estimate(_t(logp), ref, kind),
+               w, tol=1e-12)
+    # on a 4-token vocabulary, exactly (no sampling): E_{x ~ pi}[grad kind(x)]
+    z, q = np.array([0.3, -0.2, 1.0, 0.1]), np.array([0.1, 0.2, 0.3, 0.4])
+    p = np.exp(z) / np.exp(z).sum()
+    grads = {}
+    for kind in ("k1", "k2", "k3"):
+        zt = _t(z[None, :])
+        lp = F.log_softmax(zt, axis=-1)  # (1, 4)
+        est = kl_estimate(lp, np.log(q)[None, :], kind)  # (1, 4): the estimate at each token
+        (est * p[None, :]).sum().backward()  # the expectation, p held fixed (sampled tokens)
+        grads[kind] = zt.grad[0]
+    # closed forms: d/dz KL(p || q) = p * (log(p/q) - KL(p||q)); d/dz KL(q || p) = p - q
+    kl_pq = float((p * np.log(p / q)).sum())
+    _close("E[grad k1] (its expected gradient is exactly 0)", grads["k1"], np.zeros(4), 1e-10)
+    _close("E[grad k2] = grad KL(pi || pi_ref)", grads["k2"], p * (np.log(p / q) - kl_pq), 1e-10)
+    _close("E[grad k3] = grad KL(pi_ref || pi), the reverse KL", grads["k3"], p - q, 1e-10)
+    return _grad(lambda a: kl_estimate(a, ref, "k3"), [_t(logp)])
+
+
 EXERCISES: tuple[Exercise, ...] = (
     Exercise(1, "softmax-backward", "autograd.functional.softmax",
              "the backward pass of softmax", _softmax_backward),
@@ -456,6 +549,12 @@ EXERCISES: tuple[Exercise, ...] = (
              "where the fitted gold reward peaks", _gao_peak),
     Exercise(8, "sycophancy-rate", "experiments.sycophancy.sycophancy_rates",
              "the sycophancy rate and accuracies", _sycophancy_rate),
+    Exercise(9, "group-advantage", "lm.policy_gradient.ragged_group_advantages",
+             "group advantages on ragged groups, zero-spread groups at 0", _group_advantage),
+    Exercise(9, "loss-aggregation", "lm.policy_gradient.aggregate",
+             "per-token losses -> one scalar: grpo, dr_grpo, dapo", _loss_aggregation),
+    Exercise(9, "kl-estimators", "lm.policy_gradient.kl_estimate",
+             "k1, k2, k3 and their expected gradients", _kl_estimators),
 )
 
 

@@ -15,9 +15,12 @@ Experiments, as minGPT keeps its projects: separate programs over the library, o
 - ``overoptimization``: gold and proxy reward against d = sqrt(KL) for best-of-n and for PPO,
   with Gao et al.'s (2022) functional forms fitted and their peaks; a reward model trained on
   fewer pairs beside one trained on more; an ensemble with a disagreement penalty as mitigation.
+- ``critic-free``: on the scratchpad world (its own base run, ``runs/scratchpad``), GRPO, Dr.
+  GRPO, RLOO, REINFORCE++, ReMax and PPO with a critic at equal samples over seeds, with
+  intervals; GRPO's pitfalls as switches; the length lab; the std's weighting by difficulty.
 
-Every experiment starts from a finished pipeline run (``runs/<base>``: its SFT policy, its
-preference data and its reward model), writes ``results.json`` and its plots to
+Every experiment but ``critic-free`` starts from a finished pipeline run (``runs/<base>``: its
+SFT policy, its preference data and its reward model), writes ``results.json`` and its plots to
 ``runs/<base>/experiments/<name>/``, and has a ``quick`` mode for tests (the tiny pipeline run,
 small budgets). Every number is against the hidden gold reward.
 """
@@ -26,19 +29,26 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import Any
+from types import ModuleType
 
-from minirlhf.experiments import length_bias, overoptimization, rlaif, sycophancy
+from minirlhf.experiments import critic_free, length_bias, overoptimization, rlaif, sycophancy
 from minirlhf.experiments.common import Context, ExperimentConfig, ExperimentResult
 
-# The registry: an experiment is one file with a ``run(ctx)`` and one line here.
-EXPERIMENTS: dict[str, Callable[[Context], tuple[dict[str, Any], list[str]]]] = {
-    "rlaif": rlaif.run,
-    "sycophancy": sycophancy.run,
-    "length-bias": length_bias.run,
-    "overoptimization": overoptimization.run,
+# The registry: an experiment is one file with a ``run(ctx)`` and one line here. A module may
+# say which base run it starts from (BASE, default "default"), which of that run's stages it
+# reads (NEEDS) and the command that makes them when it is not the pipeline (ROUTE).
+EXPERIMENTS: dict[str, ModuleType] = {
+    "rlaif": rlaif,
+    "sycophancy": sycophancy,
+    "length-bias": length_bias,
+    "overoptimization": overoptimization,
+    "critic-free": critic_free,
 }
+
+
+def default_base(name: str, quick: bool) -> str:
+    """The base run an experiment starts from when none is given."""
+    return getattr(EXPERIMENTS[name], "BASE", "tiny" if quick else "default")
 
 
 def run_experiment(config: ExperimentConfig) -> ExperimentResult:
@@ -47,14 +57,16 @@ def run_experiment(config: ExperimentConfig) -> ExperimentResult:
         raise ValueError(f"unknown experiment {config.name!r}; experiments: "
                          f"{', '.join(EXPERIMENTS)}")
     t0 = time.time()
-    ctx = Context(config)
+    module = EXPERIMENTS[config.name]
+    ctx = Context(config, getattr(module, "NEEDS", ("sft", "preferences", "reward")),
+                  getattr(module, "ROUTE", ""))
     saved = ctx.out / "results.json"
     if config.reuse and saved.exists():
         numbers = json.loads(saved.read_text())
         if numbers.get("quick") == config.quick and numbers.get("seed") == config.seed:
             plots = sorted(str(p) for p in ctx.out.glob("*.png"))
             return ExperimentResult(config.name, numbers, plots, str(ctx.out), 0.0)
-    numbers, plots = EXPERIMENTS[config.name](ctx)
+    numbers, plots = module.run(ctx)
     numbers["seconds"] = round(time.time() - t0, 1)
     numbers["quick"], numbers["seed"] = config.quick, config.seed
     ctx.save(numbers)

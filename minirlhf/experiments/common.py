@@ -47,18 +47,23 @@ class ExperimentResult:
 class Context:
     """Paths and budgets shared by an experiment's stages."""
 
-    def __init__(self, config: ExperimentConfig):
+    def __init__(self, config: ExperimentConfig,
+                 needs: tuple[str, ...] = ("sft", "preferences", "reward"), route: str = ""):
+        """``needs``: the stages of the base run whose outputs the experiment reads (checked
+        now); ``route``: the command that makes them, when it is not the pipeline's."""
         self.config = config
         self.base = Path(config.runs_dir) / config.base
         self.out = self.base / "experiments" / config.name
-        self.out.mkdir(parents=True, exist_ok=True)
         self.sft = output_path("sft", self.base)
         self.preferences = output_path("preferences", self.base)
         self.reward_path = output_path("reward", self.base)
-        for path in (self.sft, self.preferences, self.reward_path):
-            if not Path(path).exists():  # the experiments start from a finished pipeline run
-                raise missing_input("the pipeline run's file", path, "python -m minirlhf pipeline"
-                                    + (" --preset tiny" if config.base == "tiny" else ""))
+        for stage in needs:  # the experiments start from a finished run
+            path = output_path(stage, self.base)
+            if not Path(path).exists():
+                raise missing_input("the base run's file", path, route or (
+                    "python -m minirlhf pipeline" + (" --preset tiny" if config.base == "tiny"
+                                                     else "")))
+        self.out.mkdir(parents=True, exist_ok=True)
 
     def n(self, full: int, quick: int) -> int:
         return quick if self.config.quick else full

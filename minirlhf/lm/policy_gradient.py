@@ -74,6 +74,45 @@ def group_advantages(rewards: np.ndarray, kind: str = "grpo", scale_rewards: str
     return adv
 
 
+def ragged_group_advantages(rewards: np.ndarray, groups: np.ndarray, kind: str = "grpo",
+                            scale_rewards: str = "group") -> np.ndarray:
+    """``group_advantages`` for groups of any sizes, in any order (after dynamic sampling
+    dropped some samples, say). rewards: (B,); groups: (B,) an id per sample. Returns (B,).
+
+    - ``grpo``: r - its group's mean, divided by its group's std (ddof 1) + STD_EPS when
+      ``scale_rewards`` is ``group`` (``none``: not divided);
+    - ``dr_grpo``: r - its group's mean;
+    - ``rloo``: r - the mean of the *other* samples of its group.
+
+    A sample alone in its group has no peer to compare with: advantage 0, with every kind. So
+    has every sample of a group whose rewards are all equal.
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    g = np.asarray(groups)
+    if r.ndim != 1 or g.shape != r.shape:
+        raise ValueError(f"ragged_group_advantages: rewards {r.shape} and groups {g.shape} "
+                         f"must both be (B,)")
+    if kind not in ("grpo", "dr_grpo", "rloo") or scale_rewards not in ("group", "none"):
+        raise ValueError(f"ragged_group_advantages: kind must be grpo, dr_grpo or rloo and "
+                         f"scale_rewards group or none, got {kind!r}, {scale_rewards!r}")
+    ### BEGIN SOLUTION
+    _, idx = np.unique(g, return_inverse=True)  # (B,) each sample's group, 0..K-1
+    size = np.bincount(idx).astype(np.float64)  # (K,)
+    total = np.bincount(idx, weights=r)  # (K,)
+    mean = total / size  # (K,)
+    adv = r - mean[idx]
+    if kind == "rloo":
+        others = (total[idx] - r) / np.maximum(size[idx] - 1.0, 1.0)
+        adv = r - others
+    elif kind == "grpo" and scale_rewards == "group":
+        sq = np.bincount(idx, weights=(r - mean[idx]) ** 2)  # (K,)
+        std = np.sqrt(sq / np.maximum(size - 1.0, 1.0))  # ddof 1
+        adv = adv / (std[idx] + STD_EPS)
+    adv = np.where(size[idx] > 1, adv, 0.0)
+    ### END SOLUTION
+    return adv
+
+
 def reinforce_pp_advantages(scores: np.ndarray, kl: np.ndarray, mask: np.ndarray,
                             beta: float) -> np.ndarray:
     """REINFORCE++: per-token returns of a reward with the KL penalty in it, whitened over every
@@ -149,17 +188,21 @@ def aggregate(losses: Tensor, mask: np.ndarray, loss_type: str = "grpo",
       so every token weighs the same whatever its response's length.
     - ``dapo``: the sum over every token / the number of response tokens in the batch.
     """
+    if loss_type == "dr_grpo" and not max_completion_length:
+        raise ValueError("aggregate: dr_grpo needs max_completion_length")
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"aggregate: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
     m = mask.astype(losses.dtype)
+    ### BEGIN SOLUTION
     if loss_type == "grpo":
-        lengths = m.sum(axis=1)
-        per_seq = (losses * m).sum(axis=1) * (1.0 / np.maximum(lengths, 1.0))
+        lengths = m.sum(axis=1)  # (B,)
+        per_seq = (losses * m).sum(axis=1) * (1.0 / np.maximum(lengths, 1.0))  # (B,)
         return per_seq.sum() * (1.0 / max(float((lengths > 0).sum()), 1.0))
     if loss_type == "dr_grpo":
-        if not max_completion_length:
-            raise ValueError("aggregate: dr_grpo needs max_completion_length")
         return (losses * m).sum() * (1.0 / (m.shape[0] * max_completion_length))
     if loss_type == "dapo":
         return (losses * m).sum() * (1.0 / max(float(m.sum()), 1.0))
+    ### END SOLUTION
     raise ValueError(f"aggregate: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
 
 
@@ -174,11 +217,15 @@ def kl_estimate(logp: Tensor, ref_logp: np.ndarray, kind: str = "k3") -> Tensor:
     - k3 = r - 1 - log r: unbiased and never negative, but its expected gradient on-policy is
       that of the *reverse* KL(pi_ref || pi) (what GRPO's loss uses).
     """
-    log_r = ops.neg(logp - ref_logp)  # log pi_ref - log pi
+    if kind not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimate: kind must be one of {KL_ESTIMATORS}, got {kind!r}")
+    ### BEGIN SOLUTION
+    log_r = ops.neg(logp - ref_logp)  # log pi_ref - log pi, (B, T)
     if kind == "k1":
         return ops.neg(log_r)
     if kind == "k2":
         return log_r * log_r * 0.5
     if kind == "k3":
         return ops.exp(log_r) - 1.0 - log_r
+    ### END SOLUTION
     raise ValueError(f"kl_estimate: kind must be one of {KL_ESTIMATORS}, got {kind!r}")

@@ -34,7 +34,7 @@ from minirlhf.lm.sequences import (
 )
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_reward_vs_kl
-from minirlhf.world import TASK_NAMES, get_task
+from minirlhf.world import TASK_NAMES, Task, get_task
 
 log = logging.getLogger("minirlhf.stages.ppo")
 
@@ -168,6 +168,10 @@ class PPOConfig(StageConfig):
     task: str = setting("reviews", "which world", choices=TASK_NAMES)
     init: str = setting(
         run_path("sft", "model.npz"), "the SFT policy: start point and frozen reference")
+    reward: str = setting(
+        "reward_model", "what scores a response: the reward model (a learned proxy) or the "
+        "task's verifier (its gold reward, for a world whose answers a program checks, as the "
+        "scratchpad world's)", choices=("reward_model", "verifier"))
     reward_model: str = setting(run_path("reward", "model.npz"), "the (normalized) proxy reward")
     out_dir: str = setting(run_path("ppo"), "where the checkpoint, metrics and plots go")
     iterations: int = setting(120, "rollout + update rounds", "[1, 100_000]")
@@ -180,9 +184,10 @@ class PPOConfig(StageConfig):
     vf_coef: float = setting(0.1, "weight of the value loss", "[0, inf)")
     critic: str = setting(
         "reward_model", "the value head on a separate copy of the reward model's trunk "
-        "('reward_model') or on the policy's own trunk ('shared'); it starts at zero either "
-        "way. Chapter 5 measures both: the separate critic learns far better values here.",
-        choices=("reward_model", "shared"))
+        "('reward_model'), of the SFT policy's trunk ('policy': for reward = verifier, where "
+        "there is no reward model) or on the policy's own trunk ('shared'); it starts at zero "
+        "either way. Chapter 5 measures the first and last: the separate critic learns far "
+        "better values here.", choices=("reward_model", "policy", "shared"))
     entropy_coef: float = setting(0.0, "weight of the optional entropy bonus (0: off)", "[0, inf)")
     beta: float = setting(0.05, "KL penalty coefficient (initial value when adaptive)", "[0, inf)")
     kl_estimator: str = setting("k1", "k1 or k3, per token on the sampled token",
@@ -206,6 +211,9 @@ class PPOConfig(StageConfig):
     def check(self, upstream: dict | None = None) -> None:
         """Every setting in its range; minibatches that cut the rollout evenly."""
         super().check(upstream)
+        if self.reward == "verifier" and self.critic == "reward_model":
+            raise ConfigError("PPOConfig: critic = 'reward_model' needs a reward model, and "
+                              "reward = 'verifier'; use critic = 'policy' or 'shared'")
         if self.rollout_size % self.minibatch_size:
             raise ConfigError(f"PPOConfig: minibatch_size = {self.minibatch_size} must divide "
                               f"rollout_size = {self.rollout_size}")
@@ -259,16 +267,18 @@ def exact_kl(logits: np.ndarray, ref_logits: np.ndarray, mask: np.ndarray,
 @dataclass
 class Actors:
     """The models one PPO run holds: the policy being trained, the frozen reference, the critic
-    (None: the value head sits on the policy's own trunk), the reward model, and the optimizer
-    over the policy's (and the critic's) parameters."""
+    (None: the value head sits on the policy's own trunk), the reward model (None: the task's
+    verifier scores), the task, and the optimizer over the policy's (and the critic's)
+    parameters."""
 
     policy: GPT
     reference: GPT
     critic: GPT | None
-    reward_model: RewardModel
+    reward_model: RewardModel | None
     tokenizer: CharTokenizer
     optimizer: AdamW
     params: list[Tensor]
+    task: Task | None = None
 
 
 @dataclass
@@ -276,7 +286,7 @@ class Scored:
     """A rollout's sequences scored without gradient, before any update. All (B, T) but
     ``scores`` (B,) and ``exact_kl`` (a float)."""
 
-    scores: np.ndarray  # the reward model's score of each response, minus the missing-EOS penalty
+    scores: np.ndarray  # the reward (model or verifier) of each response, minus the EOS penalty
     logp: np.ndarray  # log pi_old of each response token
     ref_logp: np.ndarray  # log pi_ref of each response token
     values: np.ndarray  # the critic's value at each response token (0 elsewhere)
@@ -284,22 +294,23 @@ class Scored:
 
 
 def make_actors(config: PPOConfig) -> Actors:
-    """Policy and reference from the SFT checkpoint, the reward model, and the critic as
-    ``config.critic`` asks; an AdamW over what trains."""
+    """Policy and reference from the SFT checkpoint, the reward model (unless the verifier
+    scores), and the critic as ``config.critic`` asks; an AdamW over what trains."""
     policy, tokenizer, _ = load_model(config.init)
     reference, _, _ = load_model(config.init)
-    rm = RewardModel.load(config.reward_model)
+    rm = RewardModel.load(config.reward_model) if config.reward == "reward_model" else None
     if config.critic == "shared":  # one trunk, two heads: cheap, but the losses compete
         policy.add_scalar_head("value")
         critic = None
         named = list(policy.named_parameters())
     else:  # a second trunk that already knows what the reward model scores
-        critic, _, _ = load_model(config.reward_model)
+        critic, _, _ = load_model(config.reward_model if config.critic == "reward_model"
+                                  else config.init)
         critic.add_scalar_head("value")
         named = list(policy.named_parameters("policy.")) + \
             list(critic.named_parameters("critic."))
     return Actors(policy, reference, critic, rm, tokenizer, AdamW(named, lr=config.lr),
-                  [p for _, p in named])
+                  [p for _, p in named], get_task(config.task))
 
 
 def minibatch_indices(config: PPOConfig) -> list[np.ndarray]:
@@ -310,12 +321,17 @@ def minibatch_indices(config: PPOConfig) -> list[np.ndarray]:
 
 def score_rollout(actors: Actors, prompts: list[str], roll: Rollout,
                   minibatches: list[np.ndarray], config: PPOConfig) -> Scored:
-    """Step 2: the reward model's scores, and the old policy's log-probs, the reference's
-    log-probs and the critic's values, all without gradient. The minibatches have the shapes
-    of the updates, so the first update's ratio is exactly 1."""
+    """Step 2: the reward model's scores (or the verifier's), and the old policy's log-probs,
+    the reference's log-probs and the critic's values, all without gradient. The minibatches
+    have the shapes of the updates, so the first update's ratio is exactly 1."""
     g = roll.generation
     tokens, mask = g.tokens, g.response_mask
-    scores = actors.reward_model.score(prompts, roll.texts, roll.finished).astype(np.float32)
+    if actors.reward_model is not None:
+        scores = actors.reward_model.score(prompts, roll.texts, roll.finished)
+    else:
+        scores = np.array([actors.task.gold(p, t, f) for p, t, f in zip(
+            prompts, roll.texts, roll.finished, strict=True)])
+    scores = scores.astype(np.float32)
     scores -= config.missing_eos_penalty * (~g.finished)
     logp, values, ref_logp = (np.zeros_like(mask) for _ in range(3))
     exact = 0.0
@@ -425,7 +441,7 @@ def _log_table(it: int, prompts: list[str], roll: Rollout, old: Scored, kl: np.n
 def train_ppo(config: PPOConfig) -> PPOResult:
     """RLHF with PPO: sample, score with the reward model minus a per-token KL penalty to the
     SFT reference, estimate advantages with GAE, and take clipped policy and value steps."""
-    STAGE.begin(config)
+    STAGE.begin(config, unused=("reward_model",) if config.reward == "verifier" else ())
     t0 = time.time()
     task = get_task(config.task)
     actors = make_actors(config)

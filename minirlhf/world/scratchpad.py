@@ -8,13 +8,19 @@ A response works it out left to right, one step per addition, then gives the ans
 
      7+12=19, 19+5=24. answer 24.
 
+or skips the work and answers at once (`` answer 24.``), which a small model can do for two
+terms (one addition, as a step) but seldom for four or five.
+
 The **verifier** (the reward of RL with verifiable rewards) gives 1 for a response in this form
 whose answer is the true sum, and 0 otherwise, whatever its steps say. The simulation knows more
 than the verifier: the truth of each step (for process rewards) and the length.
 
-Pretraining: a corpus of worked sums (``make_corpus``) in which a third of the scratchpads hold a
-slip (one step off by 1 to 3, carried on to the answer), so a base model knows both right and
-wrong habits. SFT demonstrations are always right.
+Pretraining: a corpus of sums (``make_corpus``), a third answered at once and the rest worked
+step by step, a third of the scratchpads with a slip (one step off by 1 to 3, carried on to the
+answer), so a base model knows both right and wrong habits. SFT demonstrations are always right,
+but their demonstrators answer at once half the time (``P_DIRECT_DEMO``), as people do: the SFT
+policy inherits the habit, and with it wrong answers on long sums that only using the scratchpad
+avoids. That is the room RL with the verifier has: it can learn *when to show the work*.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ import numpy as np
 MIN_TERMS, MAX_TERMS = 2, 5  # the difficulty range
 MAX_OPERAND = 20  # terms are 1..MAX_OPERAND
 P_SLIP = 1 / 3  # share of corpus scratchpads with one wrong step
+P_DIRECT = 1 / 3  # share of corpus lines answered at once, without a scratchpad
+P_DIRECT_DEMO = 1 / 2  # share of SFT demonstrations answered at once
 N_EVAL_PER_DIFFICULTY = 32  # held-out evaluation prompts per number of terms
 _PROMPT = re.compile(r"^(\d+(?:\+\d+)+)=\?$")
 _STEP = re.compile(r"^(\d+)\+(\d+)=(\d+)$")
-_RESPONSE = re.compile(r"^ (.+)\. answer (\d+)\.$")
+_RESPONSE = re.compile(r"^ (?:(.+)\. )?answer (\d+)\.$")
 
 
 def make_prompt(rng: np.random.Generator, terms: int | None = None) -> str:
@@ -69,13 +77,23 @@ def worked(terms: list[int], slip_at: int | None = None, slip: int = 0) -> str:
     return " " + ", ".join(steps) + f". answer {total}."
 
 
+def direct(terms: list[int]) -> str:
+    """The answer without the work.
+
+    >>> direct([7, 12, 5])
+    ' answer 24.'
+    """
+    return f" answer {sum(terms)}."
+
+
 def parse_response(response: str) -> tuple[list[tuple[int, int, int]], int] | None:
-    """([(a, b, c) per step], answer) of a response in the valid form, or None."""
+    """([(a, b, c) per step], answer) of a response in the valid form (no steps for a direct
+    answer), or None."""
     m = _RESPONSE.match(response)
     if not m:
         return None
-    steps = []
-    for text in m.group(1).split(", "):
+    steps: list[tuple[int, int, int]] = []
+    for text in (m.group(1).split(", ") if m.group(1) is not None else []):
         s = _STEP.match(text)
         if not s:
             return None
@@ -92,6 +110,8 @@ def verify(prompt: str, response: str, finished: bool = True) -> float:
     >>> verify("7+12+5=?", " 7+12=20, 20+5=25. answer 25.")
     0.0
     >>> verify("7+12+5=?", " answer 24.")
+    1.0
+    >>> verify("7+12+5=?", " answer 23.")
     0.0
     """
     parsed = parse_response(response) if finished else None
@@ -101,7 +121,8 @@ def verify(prompt: str, response: str, finished: bool = True) -> float:
 def step_truths(prompt: str, response: str) -> list[bool] | None:
     """For each step of a valid response, whether it is right and follows the prompt (its first
     operands are the running total the previous step reached, its second the next term): what a
-    process reward would know. None for a response that does not parse."""
+    process reward would know; [] for a direct answer. None for a response that does not
+    parse."""
     parsed = parse_response(response)
     if parsed is None:
         return None
@@ -122,8 +143,15 @@ def well_formed(text: str) -> bool:
 
 
 def demonstration(prompt: str, rng: np.random.Generator) -> str:
-    """A demonstrator that never slips."""
-    return worked(parse_prompt(prompt))
+    """A demonstrator that is always right and shows the work half the time (P_DIRECT_DEMO)."""
+    terms = parse_prompt(prompt)
+    return direct(terms) if rng.random() < P_DIRECT_DEMO else worked(terms)
+
+
+def uses_scratchpad(response: str) -> bool:
+    """The response works the sum out in steps (not a direct answer, and valid)."""
+    parsed = parse_response(response)
+    return parsed is not None and len(parsed[0]) > 0
 
 
 def eval_prompts() -> tuple[str, ...]:
@@ -151,14 +179,17 @@ def sample_prompt(rng: np.random.Generator) -> str:
 
 
 def make_corpus(n: int, seed: int) -> list[str]:
-    """``n`` prompt + scratchpad lines for pretraining (never a held-out prompt): right, except
-    that a third hold one slip of 1 to 3 at a random step, carried on to the answer."""
+    """``n`` prompt + response lines for pretraining (never a held-out prompt): a third
+    (P_DIRECT) answered at once, rightly; the others worked, right except that a third of them
+    (P_SLIP) hold one slip of 1 to 3 at a random step, carried on to the answer."""
     rng = np.random.default_rng(seed)
     lines = []
     for _ in range(n):
         prompt = sample_prompt(rng)
         terms = parse_prompt(prompt)
-        if rng.random() < P_SLIP:
+        if rng.random() < P_DIRECT:
+            lines.append(prompt + direct(terms))
+        elif rng.random() < P_SLIP:
             slip = int(rng.integers(1, 4)) * (1 if rng.random() < 0.5 else -1)
             k = int(rng.integers(len(terms) - 1))
             if sum(terms[: k + 2]) + slip < 0:  # sums stay natural numbers

@@ -1,0 +1,34 @@
+"""The bootstrap over prompts that every compared figure of chapter 9 carries."""
+
+import numpy as np
+import pytest
+
+from minirlhf.evaluation import bootstrap_interval, per_prompt_gold
+
+
+def test_bootstrap_matches_the_normal_approximation_for_a_mean():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=400)
+    lo, hi = bootstrap_interval(x)
+    half = 1.96 * x.std(ddof=1) / np.sqrt(len(x))
+    assert lo < x.mean() < hi
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.1)
+
+
+def test_samples_of_one_prompt_move_together():
+    """Eight identical samples per prompt carry no more information than one: the interval
+    of (P, 8) copies equals that of the (P,) values, not one sqrt(8) times narrower."""
+    rng = np.random.default_rng(1)
+    x = (rng.random(128) < 0.8).astype(float)
+    assert bootstrap_interval(np.repeat(x[:, None], 8, axis=1)) == bootstrap_interval(x)
+
+
+def test_per_prompt_gold_and_bad_input():
+    rows = [("a", "x", 1.0), ("a", "y", 0.0), ("b", "x", 1.0), ("b", "z", 1.0)]
+    assert per_prompt_gold(rows).tolist() == [[1.0, 0.0], [1.0, 1.0]]
+    with pytest.raises(ValueError, match="consecutive"):
+        per_prompt_gold([("a", "x", 1.0), ("b", "y", 0.0), ("a", "z", 1.0), ("b", "w", 1.0)])
+    with pytest.raises(ValueError, match="P >= 2"):
+        bootstrap_interval(np.array([1.0]))
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_interval(np.ones(5), level=95)
