@@ -102,10 +102,11 @@ def test_critic_free_runs_quick_from_a_scratchpad_run(tiny_scratchpad_sft, tmp_p
                                         runs_dir=str(tmp_path), quick=True))
     saved = json.loads((tmp_path / "scratchpad" / "experiments" / "critic-free" /
                         "results.json").read_text())
-    assert set(saved["methods"]) == {"GRPO", "Dr. GRPO", "RLOO", "REINFORCE++", "ReMax",
-                                     "PPO (critic)"}
+    assert set(saved["methods"]) == {"GRPO", "Dr. GRPO", "RLOO", "REINFORCE", "REINFORCE++",
+                                     "ReMax", "PPO (critic)"}
     for runs in (*saved["methods"].values(), *saved["pitfalls"].values()):
         assert len(runs) == 1 and 0.0 <= runs[0]["accuracy"] <= 1.0
         assert len(runs[0]["per_prompt"]) == 128  # every held-out prompt, one sample each
+        assert set(runs[0]["by_difficulty"]) == {"2", "3", "4", "5"}  # keys as JSON keeps them
     assert set(saved["sft_weights"]) == {"group", "none", "zero_std", "accuracy"}
     assert open(r.plots[0], "rb").read(4) == b"\x89PNG"

@@ -1,9 +1,10 @@
 """Chapter 9's experiment: critic-free RL on the scratchpad world, measured against the
 verifier, and the pitfalls of its choices, some as small labs that run in seconds.
 
-- ``run`` (``python -m minirlhf experiment critic-free``): GRPO, Dr. GRPO, RLOO, REINFORCE++,
-  ReMax and PPO with a critic at equal samples over seeds, with intervals; GRPO with one switch
-  flipped (Dr. GRPO's loss aggregation, dynamic sampling); zero-spread groups over training.
+- ``run`` (``python -m minirlhf experiment critic-free``): GRPO, Dr. GRPO, RLOO, REINFORCE,
+  REINFORCE++, ReMax and PPO with a critic at equal samples over seeds, with intervals; GRPO
+  with one switch flipped (Dr. GRPO's loss aggregation, dynamic sampling); zero-spread groups
+  over training.
 
 - ``length_lab``: GRPO's per-sequence length normalisation (``loss_type="grpo"``) against Dr.
   GRPO's constant normaliser, on a two-decision tabular policy where theory predicts the effect
@@ -30,7 +31,7 @@ from minirlhf.lm.sampling import generate_text
 from minirlhf.stages.grpo import SCRATCHPAD_ROUTE, GRPOConfig, train_grpo
 from minirlhf.stages.ppo import PPOConfig, train_ppo
 from minirlhf.world import get_task
-from minirlhf.world.scratchpad import difficulty
+from minirlhf.world.scratchpad import accuracy_by_difficulty, difficulty
 
 
 # ------------------------------------------------------------------ the length lab
@@ -133,6 +134,7 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the grpo stage's settings ("pp
     "GRPO": {},
     "Dr. GRPO": dict(advantage="dr_grpo", loss_type="dr_grpo"),
     "RLOO": dict(advantage="rloo", loss_type="dapo"),
+    "REINFORCE": dict(advantage="reinforce"),
     "REINFORCE++": dict(advantage="reinforce_pp", kl_in="reward", beta=0.01),
     "ReMax": dict(advantage="remax"),
     "PPO (critic)": dict(ppo=True),
@@ -167,7 +169,10 @@ def _grpo(ctx: Context, name: str, seed: int, settings: dict[str, Any]) -> dict[
         lengths = [m.get("completions/mean_length_incorrect", 0.0) for m in r.metrics]
         zero = [m["frac_reward_zero_std"] for m in r.metrics]
     per_prompt = per_prompt_gold(r.report.samples)  # (128, K)
+    prompts = [p for p, _, _ in r.report.samples]
     return {"accuracy": r.report.gold, "sft_accuracy": r.report.reference_gold,
+            "by_difficulty": {str(k): v for k, v in accuracy_by_difficulty(  # JSON's keys
+                prompts, [g for _, _, g in r.report.samples]).items()},
             "interval": list(bootstrap_interval(per_prompt)),
             "per_prompt": per_prompt.mean(axis=1).tolist(),
             "sft_per_prompt": per_prompt_gold(r.report.reference_samples).mean(axis=1).tolist(),
