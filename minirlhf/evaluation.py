@@ -200,3 +200,24 @@ def per_prompt_gold(samples: list[tuple[str, str, float]]) -> np.ndarray:
     if K * len(order) != len(prompts) or prompts != [p for p in order for _ in range(K)]:
         raise ValueError("per_prompt_gold: samples are not K consecutive rows per prompt")
     return np.array([g for _, _, g in samples], dtype=np.float64).reshape(len(order), K)
+
+
+def paired_bootstrap_interval(x: np.ndarray, y: np.ndarray, statistic=lambda a, b: a - b,
+                              level: float = 0.95, n_boot: int = 4000, seed: int = 0
+                              ) -> tuple[float, float]:
+    """A percentile bootstrap interval for ``statistic(mean x, mean y)`` of two policies judged
+    on the same prompts: the prompts are resampled together, so what the prompts share cancels
+    (a difference of accuracies, say, or a ratio of error rates). x, y: (P,) or (P, K) per
+    prompt, the same P prompts in the same order. Returns (low, high)."""
+    a = np.asarray(x, dtype=np.float64)
+    b = np.asarray(y, dtype=np.float64)
+    a = a.mean(axis=1) if a.ndim == 2 else a
+    b = b.mean(axis=1) if b.ndim == 2 else b
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError(f"paired_bootstrap_interval: x {np.shape(x)} and y {np.shape(y)} must "
+                         f"hold the same P >= 2 prompts")
+    rng = stream(seed, "bootstrap")
+    idx = rng.integers(0, len(a), size=(n_boot, len(a)))  # (n_boot, P)
+    stats = np.asarray(statistic(a[idx].mean(axis=1), b[idx].mean(axis=1)))  # (n_boot,)
+    lo, hi = np.quantile(stats, [(1.0 - level) / 2, (1.0 + level) / 2])
+    return float(lo), float(hi)

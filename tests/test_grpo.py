@@ -16,6 +16,7 @@ from minirlhf.lm.sampling import rollout
 from minirlhf.stages.grpo import (
     GRPOConfig,
     score,
+    show,
     token_advantages,
     train_grpo,
     update,
@@ -23,7 +24,7 @@ from minirlhf.stages.grpo import (
 from minirlhf.world import get_task
 
 TINY = dict(iterations=2, prompts_per_iteration=4, num_generations=4, minibatch_size=8,
-            max_new_tokens=60, progress=False)
+            max_new_tokens=60, eval_samples_per_prompt=2, progress=False)
 TRL_NAMES = ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length",
              "completions/clipped_ratio", "kl", "entropy", "clip_ratio/low_mean",
              "clip_ratio/high_mean", "clip_ratio/region_mean", "loss")
@@ -38,6 +39,13 @@ def test_the_stage_on_the_verifier(tiny_scratchpad_sft, tmp_path):
     assert set(r.accuracy) == {2, 3, 4, 5} and set(r.sft_accuracy) == {2, 3, 4, 5}
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["iteration"] == 0 and "accuracy/5_terms" in rows[0]
+    assert 0.0 <= rows[0]["completions/scratchpad_share"] <= 1.0
+    lo, hi = r.interval
+    assert lo <= r.report.gold <= hi and r.sft_interval[0] <= r.report.reference_gold
+    e, lo, hi = r.error_ratio  # the policy's error rate over SFT's, paired over prompts
+    assert e == pytest.approx((1 - r.report.gold) / (1 - r.report.reference_gold))
+    assert lo <= e <= hi
+    assert "error rate x" in show(r, r.config) and "95% bootstrap" in show(r, r.config)
 
 
 @pytest.fixture(scope="module")

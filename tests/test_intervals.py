@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from minirlhf.evaluation import bootstrap_interval, per_prompt_gold
+from minirlhf.evaluation import bootstrap_interval, paired_bootstrap_interval, per_prompt_gold
 
 
 def test_bootstrap_matches_the_normal_approximation_for_a_mean():
@@ -32,3 +32,22 @@ def test_per_prompt_gold_and_bad_input():
         bootstrap_interval(np.array([1.0]))
     with pytest.raises(ValueError, match="level"):
         bootstrap_interval(np.ones(5), level=95)
+
+
+def test_paired_bootstrap_cancels_what_the_prompts_share():
+    """Prompt difficulty varies a lot; policy y is policy x plus 0.05 on every prompt. Unpaired
+    intervals overlap; the paired interval of the difference is tight around 0.05 and excludes
+    0. The ratio statistic is computed on the same resamples."""
+    rng = np.random.default_rng(2)
+    x = rng.random(200)
+    y = x + 0.05
+    lo, hi = paired_bootstrap_interval(y, x)
+    assert lo == pytest.approx(0.05) and hi == pytest.approx(0.05)
+    assert bootstrap_interval(y)[0] < bootstrap_interval(x)[1]  # unpaired, they overlap
+    noisy = y + rng.normal(0, 0.02, size=200)
+    lo, hi = paired_bootstrap_interval(noisy, x)
+    assert 0.0 < lo < 0.05 < hi
+    lo, hi = paired_bootstrap_interval(1 - y, 1 - x, lambda p, q: p / q)
+    assert hi < 1.0
+    with pytest.raises(ValueError, match="same P"):
+        paired_bootstrap_interval(x, x[:10])

@@ -48,6 +48,7 @@ from minirlhf.evaluation import (
     PolicyReport,
     bootstrap_interval,
     finish_policy_stage,
+    paired_bootstrap_interval,
     per_prompt_gold,
     policy_numbers,
 )
@@ -165,6 +166,8 @@ class GRPOResult:
     sft_accuracy: dict[int, float] = field(default_factory=dict)
     interval: tuple[float, float] = (0.0, 0.0)  # 95% bootstrap over prompts of the gold mean
     sft_interval: tuple[float, float] = (0.0, 0.0)  # the same for the SFT reference
+    error_ratio: tuple[float, float, float] = (0.0, 0.0, 0.0)  # verifier: the policy's error
+    # rate / SFT's, and its 95% paired bootstrap interval over prompts (low, high)
     plot: str = ""
     seconds: float = 0.0
 
@@ -352,8 +355,13 @@ def train_grpo(config: GRPOConfig) -> GRPOResult:
         result.accuracy, result.sft_accuracy = accuracies(result.report, config)
     if len(result.report.samples) >= 2 * config.eval_samples_per_prompt:
         result.interval = bootstrap_interval(per_prompt_gold(result.report.samples))
-        result.sft_interval = bootstrap_interval(per_prompt_gold(
-            result.report.reference_samples))
+        ref = per_prompt_gold(result.report.reference_samples)
+        result.sft_interval = bootstrap_interval(ref)
+        if config.reward == "verifier" and result.report.reference_gold < 1.0:
+            mine = per_prompt_gold(result.report.samples)
+            ratio = (1.0 - result.report.gold) / (1.0 - result.report.reference_gold)
+            result.error_ratio = (ratio, *paired_bootstrap_interval(
+                1.0 - mine, 1.0 - ref, lambda a, b: a / np.maximum(b, 1e-12)))
     m = result.metrics
     result.plot = str(plot_reward_vs_kl(
         Path(config.out_dir) / "reward_vs_kl.png",
@@ -382,7 +390,8 @@ def record(r: GRPOResult, config: GRPOConfig) -> dict:
     """What the pipeline keeps of a run (its record's numbers)."""
     return {**policy_numbers(r.report, config.eval_samples_per_prompt), "plot": r.plot,
             "accuracy": r.accuracy, "sft_accuracy": r.sft_accuracy,
-            "gold_interval": list(r.interval), "sft_gold_interval": list(r.sft_interval)}
+            "gold_interval": list(r.interval), "sft_gold_interval": list(r.sft_interval),
+            "error_ratio": list(r.error_ratio)}
 
 
 def show(r: GRPOResult, config: GRPOConfig) -> str:
@@ -400,6 +409,8 @@ def show(r: GRPOResult, config: GRPOConfig) -> str:
         (a, b), (c, d) = r.sft_interval, r.interval
         lines.append(f"  all:     SFT {r.report.reference_gold:6.1%} [{a:.1%}, {b:.1%}] -> "
                      f"{r.report.gold:6.1%} [{c:.1%}, {d:.1%}] (95% bootstrap over prompts)")
+        e, lo, hi = r.error_ratio
+        lines.append(f"  error rate x {e:.2f} [{lo:.2f}, {hi:.2f}] of SFT's (paired bootstrap)")
     lines += [r.report.describe(config.advantage, config.eval_samples_per_prompt),
               f"{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {r.plot}"]
     return "\n".join(lines)
