@@ -151,3 +151,10 @@ def test_make_student_refuses_bad_markers_and_existing_folders(tmp_path):
     (tmp_path / "exists").mkdir()
     with pytest.raises(FileExistsError):
         make_student(tmp_path / "proj", tmp_path / "exists")
+
+
+def test_exercise_names_are_unique_and_each_check_is_its_own_function():
+    names = [ex.name for ex in EXERCISES]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    checks = [ex.check for ex in EXERCISES]
+    assert len({id(c) for c in checks}) == len(checks)  # no check shadowed by a namesake

@@ -69,9 +69,9 @@ def _kl(mistake):
     ("loss-aggregation", "aggregate", _aggregate("count-empty-rows"), "grpo aggregate"),
     ("loss-aggregation", "aggregate", _aggregate("longest-response"), "dr_grpo aggregate"),
     ("loss-aggregation", "aggregate", _aggregate("padding"), "aggregate"),
-    ("kl-estimators", "kl_estimate", _kl("reversed-k3"), "k3 per token"),
-    ("kl-estimators", "kl_estimate", _kl("no-half"), "k2 per token"),
-    ("kl-estimators", "kl_estimate", _kl("k1-sign"), "k1 per token"),
+    ("kl-in-the-loss", "kl_estimate", _kl("reversed-k3"), "k3 per token"),
+    ("kl-in-the-loss", "kl_estimate", _kl("no-half"), "k2 per token"),
+    ("kl-in-the-loss", "kl_estimate", _kl("k1-sign"), "k1 per token"),
 ])
 def test_a_plausible_wrong_solution_fails_and_says_where(monkeypatch, name, attr, mutant, says):
     monkeypatch.setattr(pg, attr, mutant)
@@ -82,5 +82,5 @@ def test_a_plausible_wrong_solution_fails_and_says_where(monkeypatch, name, attr
 
 def test_chapter_9_has_three_exercises_and_they_pass():
     assert [e.name for e in EXERCISES if e.chapter == 9] == [
-        "group-advantage", "loss-aggregation", "kl-estimators"]
+        "group-advantage", "loss-aggregation", "kl-in-the-loss"]
     assert all(r.status == "pass" for r in run_checks(9))

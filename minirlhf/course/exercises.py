@@ -474,7 +474,7 @@ def _loss_aggregation() -> str:
             "response weighs twice one of the 4-token response under grpo only)")
 
 
-def _kl_estimators() -> str:
+def _kl_in_the_loss() -> str:
     from minirlhf.autograd import functional as F
     from minirlhf.lm.policy_gradient import kl_estimate
 
@@ -553,8 +553,8 @@ EXERCISES: tuple[Exercise, ...] = (
              "group advantages on ragged groups, zero-spread groups at 0", _group_advantage),
     Exercise(9, "loss-aggregation", "lm.policy_gradient.aggregate",
              "per-token losses -> one scalar: grpo, dr_grpo, dapo", _loss_aggregation),
-    Exercise(9, "kl-estimators", "lm.policy_gradient.kl_estimate",
-             "k1, k2, k3 and their expected gradients", _kl_estimators),
+    Exercise(9, "kl-in-the-loss", "lm.policy_gradient.kl_estimate",
+             "k1, k2, k3 and their expected gradients", _kl_in_the_loss),
 )
 
 
