@@ -87,6 +87,8 @@ def test_the_student_copy_imports_and_reports_not_implemented(student):
     for rel in stripped:
         if rel.endswith(".py"):
             assert strip_text((ROOT / rel).read_text()) == (folder / rel).read_text()
+    assert not (folder / "tests" / "mutants.py").exists()  # it quotes every solution
+    assert not (folder / "tests" / "test_mutation.py").exists()
     corpus = Path("minirlhf") / "world" / "corpora" / "reviews.txt"
     assert (ROOT / corpus).read_bytes() == (folder / corpus).read_bytes()
 

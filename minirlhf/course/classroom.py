@@ -32,6 +32,8 @@ STUB = "raise NotImplementedError  # your code here"
 COPIED = ("minirlhf", "notebooks", "tests", "data", "benchmarks", "docs", "setup.cfg",
           "pyproject.toml", "README.md", "ruff.toml", ".ci")
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "*.egg-info")
+# the teacher's only: the mutation test's wrong solutions quote the right ones they replace
+TEACHER_ONLY = ("tests/mutants.py", "tests/test_mutation.py")
 
 
 class MarkerError(ValueError):
@@ -113,6 +115,8 @@ def make_student(root: str | Path, outdir: str | Path) -> dict[str, int]:
             shutil.copytree(src, outdir / name, ignore=IGNORED)
         elif src.exists():
             shutil.copy2(src, outdir / name)
+    for name in TEACHER_ONLY:
+        (outdir / name).unlink(missing_ok=True)
     stripped = {}
     for path in _marked_files(outdir):
         rel = str(path.relative_to(outdir))

@@ -68,6 +68,12 @@ def _close(name: str, got, expected, tol: float = 1e-8) -> None:
     exp_a = np.asarray(expected, dtype=np.float64)
     if got_a.shape != exp_a.shape:
         raise CheckFailed(f"{name}: expected shape {exp_a.shape}, got {got_a.shape}")
+    broken = ~np.isfinite(got_a) & np.isfinite(exp_a)
+    if broken.any():
+        i = np.unravel_index(np.argmax(broken), got_a.shape) if got_a.ndim else ()
+        where = f" at {tuple(int(k) for k in i)}" if got_a.ndim else ""
+        raise CheckFailed(f"{name}{where}: expected {exp_a[i]:.6g}, got a value that is not a "
+                          f"finite number (a division by zero, or an overflow?)")
     diff = np.abs(got_a - exp_a)
     bad = ~(diff <= tol * (1 + np.abs(exp_a)))
     if bad.any():
@@ -133,9 +139,13 @@ def _causal_mask() -> str:
     wrong = np.argwhere(got != expected)
     if len(wrong):
         i, j = wrong[0]
-        raise CheckFailed(f"query {i} (position {i + 2}) and key {j}: expected "
-                          f"{expected[i, j]}, got {got[i, j]} ({len(wrong)} entries wrong; a "
-                          "query may see keys at its own position and before)")
+
+        def seen(b: float) -> str:
+            return "visible (bias 0)" if b == 0 else ("masked (bias -inf)" if b == -np.inf
+                                                      else f"bias {b}")
+        raise CheckFailed(f"query {i} (position {i + 2}) and key {j}: should be "
+                          f"{seen(expected[i, j])}, is {seen(got[i, j])} ({len(wrong)} entries "
+                          "wrong; a query may see keys at its own position and before)")
     return "every query sees exactly the keys at or before its position"
 
 
@@ -276,25 +286,50 @@ def _gae() -> str:
     _close("returns = advantages + values", ret, [[0.0, 0.625, 0.75, 1.0]], tol=1e-12)
     adv, _ = gae(np.array([[1.0, 1.0]]), np.zeros((1, 2)), np.ones((1, 2)), gamma=0.9, lam=1.0)
     _close("advantages (gamma 0.9, lambda 1): discounted returns", adv, [[1.9, 1.0]], tol=1e-12)
+    # a right-padded batch: the values under the padding are junk (7.0) and must never be
+    # bootstrapped from; gamma 0.9 and lambda 0.8 with non-zero values everywhere
+    rewards = np.array([[0.0, 0.1, -0.2, 1.0, 0.0, 0.0], [0.0, 0.0, 0.3, 0.0, 0.0, 0.5]])
+    values = np.array([[0.0, 0.4, 0.2, 0.6, 7.0, 7.0], [0.0, 0.0, 0.5, -0.1, 0.3, 0.2]])
+    mask = np.array([[0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1]], dtype=float)
+    want = np.zeros_like(rewards)
+    for b in range(2):  # by hand, one response at a time, with nothing after its last token
+        at = np.flatnonzero(mask[b])
+        following = 0.0
+        for k in reversed(range(len(at))):
+            v_next = values[b, at[k + 1]] if k + 1 < len(at) else 0.0
+            delta = rewards[b, at[k]] + 0.9 * v_next - values[b, at[k]]
+            following = delta + 0.9 * 0.8 * following
+            want[b, at[k]] = following
+    adv, ret = gae(rewards, values, mask, gamma=0.9, lam=0.8)
+    _close("advantages of a right-padded batch (gamma 0.9, lambda 0.8; the last response token "
+           "has nothing after it: no bootstrap from the padding's values)", adv, want, tol=1e-12)
+    _close("returns = advantages + values on response tokens", ret * mask,
+           (want + values) * mask, tol=1e-12)
     return "advantages and returns match the hand-worked examples"
 
 
 def _clipped_objective() -> str:
     from minirlhf.stages.ppo import clipped_policy_loss
 
-    old = np.log(np.array([[0.5, 0.5, 0.5, 0.5]]))
-    new = np.log(np.array([[0.7, 0.55, 0.3, 0.45]]))  # ratios 1.4, 1.1, 0.6, 0.9
-    adv = np.array([[1.0, 1.0, -1.0, -1.0]])
-    mask = np.ones((1, 4))
+    old = np.log(np.full((1, 7), 0.5))
+    # ratios 1.4, 1.1, 0.6, 0.9 (the clip binds on the first and third), then 0.6 with A > 0 and
+    # 1.4 with A < 0 (outside the band, but on the side where the unclipped term is the larger
+    # loss: it counts, with its gradient), and a masked position
+    new = np.log(np.array([[0.7, 0.55, 0.3, 0.45, 0.3, 0.7, 0.9]]))
+    adv = np.array([[1.0, 1.0, -1.0, -1.0, 1.0, -1.0, 5.0]])
+    mask = np.array([[1.0, 1, 1, 1, 1, 1, 0]])
     ratio = np.exp(new - old)
-    expected = np.mean(np.maximum(-adv * ratio, -adv * np.clip(ratio, 0.8, 1.2)))
+    per_token = np.maximum(-adv * ratio, -adv * np.clip(ratio, 0.8, 1.2))
+    expected = (per_token * mask).sum() / mask.sum()
     x = _t(new)
     loss, _ = clipped_policy_loss(x, old, adv, mask, clip=0.2)
-    _close("clipped loss", loss, expected, tol=1e-10)
+    _close("clipped loss (mean over the response mask of max(-r A, -clip(r) A))", loss,
+           expected, tol=1e-10)
     loss.backward()
-    # where the clip binds (ratio 1.4 with A > 0, 0.6 with A < 0) the gradient must be 0
-    expected_grad = np.array([[0.0, -1.1, 0.0, 0.9]]) / 4
-    _close("gradient w.r.t. log pi (0 where the clip binds)", x.grad, expected_grad, tol=1e-10)
+    # where the clip binds the gradient is 0; elsewhere d(-r A)/d log pi = -r A; 0 off the mask
+    expected_grad = np.array([[0.0, -1.1, 0.0, 0.9, -0.6, 1.4, 0.0]]) / 6
+    _close("gradient w.r.t. log pi (0 where the clip binds, -r A where the unclipped term "
+           "is the larger, 0 off the mask)", x.grad, expected_grad, tol=1e-10)
     return "value right; gradient zero exactly where clipping binds"
 
 
@@ -307,6 +342,13 @@ def _dpo_margin() -> str:
     _, chosen, rejected = dpo_loss(_t(pc), _t(pr), rc, rr, beta=0.1, loss_type="hinge")
     _close("implicit reward of the chosen: beta (log pi - log pi_ref)", chosen, 0.1 * (pc - rc))
     _close("implicit reward of the rejected", rejected, 0.1 * (pr - rr))
+    h = (pc - rc) - (pr - rr)  # by hand: the chosen's log-ratio minus the rejected's
+    losses, _, _ = dpo_loss(_t(pc), _t(pr), rc, rr, beta=0.1, loss_type="hinge")
+    _close("the margin h, through the hinge loss max(0, 1 - beta h)", losses,
+           np.maximum(0.0, 1.0 - 0.1 * h), tol=1e-12)
+    losses, _, _ = dpo_loss(_t(pc), _t(pr), rc, rr, beta=2.0, loss_type="hinge")
+    _close("the margin h, through the hinge loss with beta 2 (1 - 2h changes sign here)",
+           losses, np.maximum(0.0, 1.0 - 2.0 * h), tol=1e-12)
     return "implicit rewards right"
 
 
@@ -342,7 +384,8 @@ def _constitution_score() -> str:
 
     rule = Constitution()
     for text, expected in ((" great and fun.", 2), (" terrible. the plot was dull.", -2),
-                           (" not great, but fine.", 2), (" the cast.", 0)):
+                           (" not great, but fine.", 2), (" the cast.", 0),
+                           (" great and great, dull.", 1)):
         _close(f"kind minus harsh words in {text!r}", rule.score(text), expected, tol=0)
     return "counts kind minus harsh words (and, by design, ignores negation)"
 
@@ -367,6 +410,11 @@ def _gold_agreement() -> str:
     pairs = [PreferencePair("p", "a", "b", 1.0, 0.0), PreferencePair("p", "a", "b", -1.0, 2.0),
              PreferencePair("p", "a", "b", 0.5, 0.5), PreferencePair("p", "a", "b", 3.0, 1.0)]
     _close("agreement with gold (ties left out)", gold_agreement(pairs), 2 / 3, tol=1e-12)
+    only_ties = [PreferencePair("p", "a", "b", 0.5, 0.5)]
+    got = gold_agreement(only_ties)
+    if not (isinstance(got, float) and got != got):
+        raise CheckFailed(f"agreement over pairs whose gold rewards all tie: expected NaN "
+                          f"(undefined: no pair to agree or disagree on), got {got!r}")
     return "share of labels that agree with gold, ties left out"
 
 
@@ -393,6 +441,11 @@ def _gao_peak() -> str:
             grid * (1.2 - 0.5 * np.log(grid))
         _close(f"{form}: d at the peak", fit_gao(d, gain, form)["d_peak"],
                grid[np.argmax(curve)], tol=1e-4)
+    for form in ("bon", "rl"):  # gold that only ever rises: the fitted beta is negative
+        got = fit_gao(d, d * (0.2 + 0.3 * d), form)["d_peak"]
+        if got != float("inf"):
+            raise CheckFailed(f"{form}: a curve that never bends (fitted beta <= 0) has no peak: "
+                              f"expected d_peak = inf, got {got:.6g}")
     return "peak positions match a grid search over both curves"
 
 
@@ -400,10 +453,14 @@ def _sycophancy_rate() -> str:
     from minirlhf.experiments.sycophancy import sycophancy_rates
     from minirlhf.world import get_task
 
-    prompts = ["2+3=? i think 6.", "2+3=? i think 6.", "4+4=? i think 8.", "1+1=? i think 3."]
-    responses = [" you are right, it is 6.", " no, it is 5.", " it is 8.", " it is 2"]
+    prompts = ["2+3=? i think 6.", "2+3=? i think 6.", "4+4=? i think 8.", "1+1=? i think 3.",
+               "3+3=? i think 5."]
+    responses = [" you are right, it is 6.", " no, it is 5.", " it is 8.", " it is 2",
+                 " it is 6."]
     got = sycophancy_rates(get_task("arithmetic"), prompts, responses)
-    for key, expected in (("sycophancy_rate", 1 / 3), ("accuracy_hint_wrong", 1 / 3),
+    # hint wrong: 6 (the hint repeated), 5 (right), "it is 2" (no final period: invalid), 6
+    # (right); hint right: 8 (right)
+    for key, expected in (("sycophancy_rate", 1 / 4), ("accuracy_hint_wrong", 2 / 4),
                           ("accuracy_hint_right", 1.0)):
         _close(key, got[key], expected, tol=1e-12)
     return "sycophancy rate and accuracies on hint-wrong and hint-right prompts"
@@ -432,7 +489,8 @@ def _group_advantage() -> str:
             raise CheckFailed(f"{kind}: expected shape (10,), got {got.shape}")
         if not np.all(np.isfinite(got)):
             k = int(np.flatnonzero(~np.isfinite(got))[0])
-            raise CheckFailed(f"{kind}: advantage {got[k]} for sample {k} (group {groups[k]}"
+            raise CheckFailed(f"{kind}: the advantage of sample {k} is not a finite number "
+                              f"(a division by zero?) (group {groups[k]}"
                               f"{', whose rewards are all equal' if groups[k] == 2 else ''}"
                               f"{', a lone sample' if groups[k] == 7 else ''}): it should be 0")
         for k in np.flatnonzero(np.isin(groups, (2, 7))):
