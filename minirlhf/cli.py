@@ -141,8 +141,7 @@ def cmd_classroom(args: argparse.Namespace) -> int:
     from minirlhf.course.exercises import run_checks
 
     try:
-        chapter = int(args.target) if args.target else None
-        results = run_checks(chapter)
+        results = run_checks(args.target)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -223,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description=cmd_classroom.__doc__)
     p.add_argument("action", choices=["make-student", "check"],
                    help="make-student OUTDIR: write a stripped copy; check [CHAPTER]: run the "
-                        "exercise checks")
-    p.add_argument("target", nargs="?", help="OUTDIR for make-student; CHAPTER for check")
+                        "exercise checks (of a chapter: 5 or ppo; or one exercise: gae)")
+    p.add_argument("target", nargs="?", help="OUTDIR for make-student; for check, a chapter "
+                                             "number or name, or an exercise name")
     p.set_defaults(func=cmd_classroom)
     return parser
 

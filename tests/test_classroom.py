@@ -160,3 +160,19 @@ def test_exercise_names_are_unique_and_each_check_is_its_own_function():
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
     checks = [ex.check for ex in EXERCISES]
     assert len({id(c) for c in checks}) == len(checks)  # no check shadowed by a namesake
+
+
+def test_check_accepts_a_chapter_number_or_name_or_an_exercise_and_says_what_it_accepts():
+    from minirlhf.course.exercises import select
+
+    assert [e.name for e in select("ppo")] == [e.name for e in select("5")] == \
+        ["kl-estimators", "gae", "clipped-objective"]
+    assert [e.name for e in select("gae")] == ["gae"]
+    assert len(select(None)) == len(EXERCISES)
+    for bad in ("xyz", "10", "0"):
+        with pytest.raises(ValueError, match="a chapter number .* a chapter name .*ppo.* or an "
+                                             "exercise name"):
+            select(bad)
+    run = subprocess.run([sys.executable, "-m", "minirlhf", "classroom", "check", "nope"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "no chapter or exercise 'nope'" in run.stderr

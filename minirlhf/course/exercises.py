@@ -626,12 +626,37 @@ def _raised_at(error: BaseException) -> str:
     return f"{Path(f.filename).name}:{f.lineno} in {f.name}"
 
 
-def run_checks(chapter: int | None = None) -> list[CheckResult]:
-    """Run every exercise's check (of one chapter, if given)."""
-    chosen = [e for e in EXERCISES if chapter is None or e.chapter == chapter]
-    if not chosen:
-        chapters = sorted({e.chapter for e in EXERCISES})
-        raise ValueError(f"no exercises for chapter {chapter}; chapters: {chapters}")
+CHAPTERS = {1: "autograd", 2: "gpt", 3: "sft", 4: "reward", 5: "ppo", 6: "dpo", 7: "rlaif",
+            8: "failures", 9: "critic-free"}  # what ``classroom check NAME`` accepts
+
+
+def select(target: str | int | None) -> list[Exercise]:
+    """The exercises ``classroom check TARGET`` means: all (None), a chapter by number or by
+    name (``5`` or ``ppo``), or one exercise by its name (``gae``)."""
+    if target is None:
+        return list(EXERCISES)
+    key = str(target).strip().lower()
+    by_name = {v: k for k, v in CHAPTERS.items()}
+    chapter = int(key) if key.isdigit() else by_name.get(key)
+    if chapter is not None:
+        chosen = [e for e in EXERCISES if e.chapter == chapter]
+        if chosen:
+            return chosen
+    chosen = [e for e in EXERCISES if e.name == key]
+    if chosen:
+        return chosen
+    raise ValueError(
+        f"no chapter or exercise {target!r}: give a chapter number ("
+        f"{', '.join(str(c) for c in sorted(CHAPTERS))}), a chapter name ("
+        f"{', '.join(CHAPTERS.values())}) or an exercise name (e.g. "
+        f"{', '.join(e.name for e in EXERCISES[:3])}; all are listed by "
+        f"'python -m minirlhf classroom check')")
+
+
+def run_checks(chapter: int | str | None = None) -> list[CheckResult]:
+    """Run every exercise's check (of one chapter or one exercise, if given: see
+    ``select``)."""
+    chosen = select(chapter)
     results = []
     for ex in chosen:
         try:
