@@ -2,9 +2,9 @@
 
 A solution region is marked as nbgrader marks it, in library code and in notebook code cells:
 
-    def backward(g):
+    def square(x):  # x squared, elementwise
         ### BEGIN SOLUTION
-        return (y * (g - np.sum(g * y, axis=axis, keepdims=True)),)
+        return x * x
         ### END SOLUTION
 
 ``make_student(outdir)`` copies the project and replaces each region by
@@ -32,8 +32,9 @@ STUB = "raise NotImplementedError  # your code here"
 COPIED = ("minirlhf", "notebooks", "tests", "data", "benchmarks", "docs", "setup.cfg",
           "pyproject.toml", "README.md", "ruff.toml", ".ci")
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "*.egg-info")
-# the teacher's only: the mutation test's wrong solutions quote the right ones they replace
-TEACHER_ONLY = ("tests/mutants.py", "tests/test_mutation.py")
+# the teacher's only: tests that spell out solutions (the mutants quote the right code they
+# replace; test_solutions holds tests written like an exercise's answer)
+TEACHER_ONLY = ("tests/mutants.py", "tests/test_mutation.py", "tests/test_solutions.py")
 
 
 class MarkerError(ValueError):
@@ -76,7 +77,8 @@ def count_regions(text: str) -> int:
 
 def strip_notebook(path: Path) -> int:
     """Strip the code cells of a notebook in place; a stripped cell loses its outputs (they came
-    from the solution). Returns the number of regions stripped."""
+    from the solution), and so does a cell whose outputs print a solution region (the source of
+    a solved function, markers and all). Returns the number of regions stripped."""
     nb = json.loads(path.read_text())
     n = 0
     for i, cell in enumerate(nb["cells"]):
@@ -86,6 +88,8 @@ def strip_notebook(path: Path) -> int:
         k = count_regions(source)
         if not k:
             strip_text(source, f"{path} cell {i}")  # stray END markers are errors too
+            if BEGIN in json.dumps(cell.get("outputs", [])):  # it printed a solution's source
+                cell["outputs"], cell["execution_count"] = [], None
             continue
         cell["source"] = strip_text(source, f"{path} cell {i}")
         cell["outputs"], cell["execution_count"] = [], None

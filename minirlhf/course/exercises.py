@@ -532,6 +532,33 @@ def _loss_aggregation() -> str:
             "response weighs twice one of the 4-token response under grpo only)")
 
 
+def _clipped_token_losses() -> str:
+    from minirlhf.lm.policy_gradient import clipped_token_losses
+
+    old = np.log(np.full((1, 6), 0.5))
+    # ratios 1.5 (A > 0: above 1 + epsilon_high = 1.28, clipped), 1.2 (A > 0: inside, since
+    # epsilon_high is wider than epsilon), 0.7 (A < 0: below 1 - epsilon = 0.8, clipped), 0.7
+    # with A > 0 and 1.5 with A < 0 (outside the band on the side where the unclipped term is
+    # the smaller: it counts, with its gradient), and a masked position
+    new = np.log(np.array([[0.75, 0.6, 0.35, 0.35, 0.75, 0.9]]))
+    adv = np.array([[1.0, 1.0, -1.0, 2.0, -1.0, 3.0]])
+    mask = np.array([[1.0, 1, 1, 1, 1, 0]])
+    r = np.exp(new - old)
+    want = -np.minimum(r * adv, np.clip(r, 0.8, 1.28) * adv) * mask
+    x = _t(new)
+    losses, stats = clipped_token_losses(x, old, adv, mask, epsilon=0.2, epsilon_high=0.28)
+    _close("per-token loss -min(r A, clip(r, 1 - epsilon, 1 + epsilon_high) A), 0 off the mask",
+           losses, want, tol=1e-10)
+    losses.sum().backward()
+    # d(-r A)/d log pi = -r A where the unclipped term is the minimum; 0 where the clip binds
+    _close("gradient w.r.t. log pi (0 where the clip binds, -r A where r A is the minimum, 0 "
+           "off the mask)", x.grad, [[0.0, -1.2, 0.0, -1.4, 1.5, 0.0]], tol=1e-10)
+    for key, value in (("clip_ratio/low_mean", 0.2), ("clip_ratio/high_mean", 0.2),
+                       ("clip_ratio/region_mean", 0.4)):
+        _close(key, stats[key], value, tol=1e-12)
+    return "per-token clipped loss with clip-higher, its gradient and TRL's clip metrics right"
+
+
 def _kl_in_the_loss() -> str:
     from minirlhf.autograd import functional as F
     from minirlhf.lm.policy_gradient import kl_estimate
@@ -611,6 +638,8 @@ EXERCISES: tuple[Exercise, ...] = (
              "group advantages on ragged groups, zero-spread groups at 0", _group_advantage),
     Exercise(9, "loss-aggregation", "lm.policy_gradient.aggregate",
              "per-token losses -> one scalar: grpo, dr_grpo, dapo", _loss_aggregation),
+    Exercise(9, "clipped-token-losses", "lm.policy_gradient.clipped_token_losses",
+             "the clipped surrogate per token with clip-higher", _clipped_token_losses),
     Exercise(9, "kl-in-the-loss", "lm.policy_gradient.kl_estimate",
              "k1, k2, k3 and their expected gradients", _kl_in_the_loss),
 )

@@ -163,10 +163,12 @@ def clipped_token_losses(logp: Tensor, old_logp: np.ndarray, advantages: np.ndar
     """
     hi = epsilon if epsilon_high is None else epsilon_high
     adv = np.broadcast_to(np.asarray(advantages, dtype=logp.dtype), logp.shape)
-    ratio = ops.exp(logp - old_logp)
+    ### BEGIN SOLUTION
+    ratio = ops.exp(logp - old_logp)  # (B, T)
     unclipped = ratio * adv
     clipped = _clip(ratio, 1.0 - epsilon, 1.0 + hi) * adv
     losses = -ops.where(unclipped.data <= clipped.data, unclipped, clipped)  # -min(...)
+    ### END SOLUTION
     m = mask > 0
     n = max(int(m.sum()), 1)
     low = (ratio.data < 1.0 - epsilon) & (adv < 0) & m
