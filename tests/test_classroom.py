@@ -208,3 +208,16 @@ def _outside_regions(root: Path) -> dict[str, str]:
         if path.name != "classroom.py":
             out[str(path)] = strip_text(path.read_text(), str(path))
     return out
+
+
+def test_every_chapter_ends_with_its_exercises_and_the_check_command():
+    for k in sorted({ex.chapter for ex in EXERCISES}):
+        (path,) = (ROOT / "notebooks").glob(f"{k:02d}_*.ipynb")
+        cells = json.loads(path.read_text())["cells"]
+        text = "".join(cells[-1]["source"])
+        assert cells[-1]["cell_type"] == "markdown" and "## " in text and "Exercises" in text, \
+            path.name
+        assert f"classroom check {k}" in text, path.name
+        for ex in EXERCISES:
+            if ex.chapter == k:
+                assert ex.where.split(".")[-1] in text, (path.name, ex.name)
