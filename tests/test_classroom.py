@@ -221,3 +221,21 @@ def test_every_chapter_ends_with_its_exercises_and_the_check_command():
         for ex in EXERCISES:
             if ex.chapter == k:
                 assert ex.where.split(".")[-1] in text, (path.name, ex.name)
+
+
+def test_every_solution_region_says_what_to_define():
+    """A stub alone says "your code here"; the comment above each region, which the student copy
+    keeps, says what to define or return and with which shape."""
+    missing = []
+    files = [p for p in (ROOT / "minirlhf").rglob("*.py") if p.name != "classroom.py"]
+    for path in files + sorted((ROOT / "notebooks").glob("*.ipynb")):
+        texts = [path.read_text()] if path.suffix == ".py" else [
+            "".join(c["source"]) for c in json.loads(path.read_text())["cells"]]
+        for text in texts:
+            lines = text.splitlines()
+            for k, line in enumerate(lines):
+                above = lines[max(0, k - 3):k]
+                if line.strip() == BEGIN and not any(a.strip().startswith("# exercise:")
+                                                     for a in above):
+                    missing.append(f"{path.name}:{k + 1}")
+    assert missing == []

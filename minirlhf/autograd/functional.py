@@ -37,6 +37,7 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
     y = softmax_array(x.data, axis)
 
     def backward(g):
+        # exercise: return (dx,), the gradient w.r.t. x, same shape as g; y holds softmax(x)
         ### BEGIN SOLUTION
         return (y * (g - np.sum(g * y, axis=axis, keepdims=True)),)
         ### END SOLUTION
@@ -52,6 +53,7 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     y = log_softmax_array(x.data, axis)
 
     def backward(g):
+        # exercise: return (dx,), same shape as g; y holds log_softmax(x)
         ### BEGIN SOLUTION
         return (g - np.exp(y) * np.sum(g, axis=axis, keepdims=True),)
         ### END SOLUTION
@@ -186,6 +188,8 @@ def layer_norm(
     parents = tuple(p for p in (x, weight, bias) if p is not None)
 
     def backward(g):
+        # exercise: set dx (..., C), the gradient w.r.t. x, from g (..., C), weight (C,) or None,
+        #   xhat and rstd (..., 1)
         ### BEGIN SOLUTION
         dxhat = g * weight.data if weight is not None else g
         dx = dxhat - _mean_last(dxhat)
@@ -226,6 +230,8 @@ def causal_bias(T: int, Tk: int, pos: int, dtype: np.dtype) -> np.ndarray:
     key = (T, Tk, pos, str(dtype))
     bias = _CAUSAL_BIAS.get(key)
     if bias is None:
+        # exercise: set future (T, Tk) bool, True where key j is after query i (query i sits at
+        #   position pos + i)
         ### BEGIN SOLUTION
         future = np.arange(Tk)[None, :] > (pos + np.arange(T))[:, None]  # (T, Tk)
         ### END SOLUTION
@@ -271,6 +277,8 @@ def causal_self_attention(qkv: Tensor, n_head: int, cache: Any = None, layer: in
         k, v = cache.store(layer, k, v)  # (B, nh, pos + T, hs)
     Tk = k.shape[2]
 
+    # exercise: set att (B, nh, T, Tk), the scaled scores, from q (B, nh, T, hs), k (B, nh, Tk,
+    #   hs) and scale
     ### BEGIN SOLUTION
     att = q @ k.swapaxes(-1, -2)  # (B, nh, T, Tk)
     att *= scale
@@ -287,6 +295,8 @@ def causal_self_attention(qkv: Tensor, n_head: int, cache: Any = None, layer: in
         gh = g.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
         grad = np.empty((B, T, 3, n_head, hs), dtype=g.dtype)
         grad_heads = grad.transpose(2, 0, 3, 1, 4)  # (3, B, nh, T, hs), a view into grad
+        # exercise: fill grad_heads[0] (dq), [1] (dk), [2] (dv), each (B, nh, T, hs), from gh, att
+        #   (the softmax, B, nh, T, T), y, q, k, v and scale
         ### BEGIN SOLUTION
         grad_heads[2] = att.swapaxes(-1, -2) @ gh  # dv
         ds = gh @ v.swapaxes(-1, -2)  # dP, (B, nh, T, T)

@@ -95,6 +95,7 @@ def ragged_group_advantages(rewards: np.ndarray, groups: np.ndarray, kind: str =
     if kind not in ("grpo", "dr_grpo", "rloo") or scale_rewards not in ("group", "none"):
         raise ValueError(f"ragged_group_advantages: kind must be grpo, dr_grpo or rloo and "
                          f"scale_rewards group or none, got {kind!r}, {scale_rewards!r}")
+    # exercise: set adv (B,) float64, one advantage per sample
     ### BEGIN SOLUTION
     _, idx = np.unique(g, return_inverse=True)  # (B,) each sample's group, 0..K-1
     size = np.bincount(idx).astype(np.float64)  # (K,)
@@ -163,6 +164,7 @@ def clipped_token_losses(logp: Tensor, old_logp: np.ndarray, advantages: np.ndar
     """
     hi = epsilon if epsilon_high is None else epsilon_high
     adv = np.broadcast_to(np.asarray(advantages, dtype=logp.dtype), logp.shape)
+    # exercise: set ratio and losses, both (B, T) Tensors (losses not yet masked)
     ### BEGIN SOLUTION
     ratio = ops.exp(logp - old_logp)  # (B, T)
     unclipped = ratio * adv
@@ -195,6 +197,7 @@ def aggregate(losses: Tensor, mask: np.ndarray, loss_type: str = "grpo",
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"aggregate: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
     m = mask.astype(losses.dtype)
+    # exercise: return the scalar Tensor for each loss_type
     ### BEGIN SOLUTION
     if loss_type == "grpo":
         lengths = m.sum(axis=1)  # (B,)
@@ -221,6 +224,7 @@ def kl_estimate(logp: Tensor, ref_logp: np.ndarray, kind: str = "k3") -> Tensor:
     """
     if kind not in KL_ESTIMATORS:
         raise ValueError(f"kl_estimate: kind must be one of {KL_ESTIMATORS}, got {kind!r}")
+    # exercise: return the (B, T) Tensor of the estimate of the given kind
     ### BEGIN SOLUTION
     log_r = ops.neg(logp - ref_logp)  # log pi_ref - log pi, (B, T)
     if kind == "k1":

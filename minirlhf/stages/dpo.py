@@ -77,18 +77,21 @@ def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
         raise ValueError(f"dpo_loss: label_smoothing must be in [0, 0.5), got {label_smoothing}")
     ref_c = _array(reference_chosen_logps)
     ref_r = _array(reference_rejected_logps)
+    # exercise: set chosen_ratio, rejected_ratio and h, each a (B,) Tensor
     ### BEGIN SOLUTION
     chosen_ratio = policy_chosen_logps - ref_c  # log pi(y_w) - log pi_ref(y_w), (B,)
     rejected_ratio = policy_rejected_logps - ref_r  # (B,)
     h = chosen_ratio - rejected_ratio  # (B,)
     ### END SOLUTION
     if loss_type == "sigmoid":
+        # exercise: set losses, a (B,) Tensor
         ### BEGIN SOLUTION
         losses = -F.logsigmoid(h * beta)
         if label_smoothing:
             losses = losses * (1.0 - label_smoothing) - F.logsigmoid(h * -beta) * label_smoothing
         ### END SOLUTION
     elif loss_type == "ipo":
+        # exercise: set losses, a (B,) Tensor
         ### BEGIN SOLUTION
         gap = h - 1.0 / (2.0 * beta)
         losses = gap * gap

@@ -49,10 +49,12 @@ def kl_per_token(logp: np.ndarray, ref_logp: np.ndarray, kind: str = "k1") -> np
     k3 = (rho - 1) - log rho with rho = pi_ref / pi (unbiased, never negative; Schulman 2020).
     """
     if kind == "k1":
+        # exercise: return the (B, T) array of k1
         ### BEGIN SOLUTION
         return logp - ref_logp
         ### END SOLUTION
     if kind == "k3":
+        # exercise: return the (B, T) array of k3
         ### BEGIN SOLUTION
         log_rho = ref_logp - logp
         return np.expm1(log_rho) - log_rho
@@ -84,6 +86,8 @@ def gae(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float 
     adv = np.zeros((B, T), dtype=np.float64)
     next_value = np.zeros(B)
     next_adv = np.zeros(B)
+    # exercise: fill adv (B, T) from the last position to the first, carrying next_value and
+    #   next_adv (B,)
     ### BEGIN SOLUTION
     for t in range(T - 1, -1, -1):  # one vectorised step per position, over all rows
         m = mask[:, t] > 0
@@ -120,6 +124,7 @@ def clipped_policy_loss(logp: Tensor, old_logp: np.ndarray, advantages: np.ndarr
     """
     if not 0.0 < clip < 1.0:
         raise ValueError(f"clipped_policy_loss: clip must be in (0, 1), got {clip}")
+    # exercise: set ratio (B, T) and loss, the scalar Tensor
     ### BEGIN SOLUTION
     ratio = ops.exp(logp - old_logp)
     unclipped = ratio * -advantages
