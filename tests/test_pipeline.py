@@ -59,6 +59,7 @@ def test_report_and_summary(finished):
             assert (runs / "tiny" / line.split("](")[1].rstrip(")")).exists(), line
 
 
+@pytest.mark.catalogue  # 25 s: with the reliability catalogue (pytest -m catalogue), in CI
 def test_same_seed_gives_an_identical_summary(finished, tmp_path):
     runs, _ = finished
     run_pipeline(tiny(tmp_path))
