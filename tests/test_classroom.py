@@ -239,3 +239,13 @@ def test_every_solution_region_says_what_to_define():
                                                      for a in above):
                     missing.append(f"{path.name}:{k + 1}")
     assert missing == []
+
+
+def test_running_times_have_one_source():
+    """The README's chapter table holds the measured running times; the teacher's guide points
+    to it instead of keeping figures of its own that drift."""
+    guide = (ROOT / "docs" / "teaching.md").read_text()
+    time_section = guide[guide.index("## Time"):guide.index("## Adding an exercise")]
+    assert "README" in time_section
+    header = next(line for line in time_section.splitlines() if line.startswith("| chapter"))
+    assert header == "| chapter | reading | exercises |"  # no running-time column of its own
