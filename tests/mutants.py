@@ -25,6 +25,7 @@ class Mutant:
 F, SEQ, PPO, DPO, RM = ("autograd/functional.py", "lm/sequences.py", "stages/ppo.py",
                         "stages/dpo.py", "stages/reward.py")
 PG, AI, GAO = "lm/policy_gradient.py", "world/ai_labelers.py", "experiments/overoptimization.py"
+DA = "lm/direct_alignment.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     # ------------------------------------------------------------------ chapter 1
@@ -187,6 +188,45 @@ MUTANTS: tuple[Mutant, ...] = (
            "beta applied to h as in DPO"),
     Mutant("ipo", DPO, "        losses = gap * gap\n", "        losses = gap\n",
            "not squared"),
+    Mutant("kto", DA, "    u = (r - z0) * (beta * sign)  # beta (r - z0) or beta (z0 - r)",
+           "    u = (r - z0) * beta  # beta (r - z0) or beta (z0 - r)",
+           "undesirable rows with the desirable sign", "KTO losses"),
+    Mutant("kto", DA, "    u = (r - z0) * (beta * sign)  # beta (r - z0) or beta (z0 - r)",
+           "    u = r * (beta * sign)  # beta (r - z0) or beta (z0 - r)",
+           "the reference point z0 forgotten", "KTO losses"),
+    Mutant("kto", DA, "    losses = ops.exp(F.logsigmoid(ops.neg(u))) * weight  # w (1 - sigmoid(u))",
+           "    losses = ops.exp(F.logsigmoid(u)) * weight  # w (1 - sigmoid(u))",
+           "sigmoid where 1 - sigmoid belongs", "KTO losses"),
+    Mutant("kto", DA,
+           "    weight = np.where(desirable, desirable_weight, undesirable_weight).astype(r.dtype)",
+           "    weight = np.where(desirable, undesirable_weight, desirable_weight).astype(r.dtype)",
+           "the two weights swapped", "KTO losses"),
+    Mutant("orpo", DA, "    mc = policy_chosen_logps * (1.0 / lc)  # mean per-token log-probs, (B,)\n"
+           "    mr = policy_rejected_logps * (1.0 / lr)",
+           "    mc = policy_chosen_logps * 1.0  # mean per-token log-probs, (B,)\n"
+           "    mr = policy_rejected_logps * 1.0", "odds from summed, not mean, log-probs",
+           "log-odds ratio"),
+    Mutant("orpo", DA,
+           "    log_odds_ratio = (mc - F.log1mexp(mc)) - (mr - F.log1mexp(mr))  # (B,)",
+           "    log_odds_ratio = mc - mr  # (B,)", "a log-prob ratio, not an odds ratio",
+           "log-odds ratio"),
+    Mutant("orpo", DA, "    losses = ops.neg(mc) - F.logsigmoid(log_odds_ratio) * lam",
+           "    losses = ops.neg(policy_chosen_logps) - F.logsigmoid(log_odds_ratio) * lam",
+           "the SFT term on the summed log-prob", "ORPO loss"),
+    Mutant("orpo", DA, "    losses = ops.neg(mc) - F.logsigmoid(log_odds_ratio) * lam",
+           "    losses = ops.neg(mc) * lam - F.logsigmoid(log_odds_ratio)",
+           "lam on the wrong term", "ORPO loss"),
+    Mutant("simpo", DA, "    margin = policy_chosen_logps * (beta / lc) - policy_rejected_logps * (beta / lr)"
+           "  # (B,)",
+           "    margin = (policy_chosen_logps - policy_rejected_logps) * beta  # (B,)",
+           "no length normalisation", "SimPO loss"),
+    Mutant("simpo", DA, "    return ops.neg(F.logsigmoid(margin - gamma))",
+           "    return ops.neg(F.logsigmoid(margin + gamma))", "the margin gamma added",
+           "SimPO loss"),
+    Mutant("simpo", DA, "    margin = policy_chosen_logps * (beta / lc) - policy_rejected_logps * (beta / lr)"
+           "  # (B,)",
+           "    margin = policy_chosen_logps * (beta / lc) - policy_rejected_logps * (1.0 / lr)"
+           "  # (B,)", "beta on the chosen only", "SimPO loss"),
     # ------------------------------------------------------------------ chapter 7
     Mutant("constitution-score", AI,
            "words = response.replace(\".\", \" \").replace(\",\", \" \").split()",

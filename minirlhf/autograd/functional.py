@@ -220,6 +220,28 @@ def logsigmoid(x: Tensor) -> Tensor:
     return Tensor._make(out, (x,), "logsigmoid", backward)
 
 
+def log1mexp(x: Tensor) -> Tensor:
+    """log(1 - exp(x)) for x < 0, finite as x -> 0- and as x -> -inf. (*s) -> (*s)
+
+    Forward: log(-expm1(x)) near 0 (where 1 - exp(x) cancels) and log1p(-exp(x)) below
+    -log 2 (where exp(x) is small), the split of Maechler (2012). x >= 0 is an error: 1 - e^x
+    would be <= 0.
+    Backward: d/dx log(1 - e^x) = -e^x / (1 - e^x) = e^x / expm1(x): no overflow at any x < 0
+    (it tends to 0 as x -> -inf and to -inf as x -> 0-, as it should).
+    """
+    d = x.data
+    if np.any(d >= 0):
+        raise ValueError(f"log1mexp: needs x < 0, got max {d.max()}")
+    near = d > -np.log(2.0)
+    out = np.where(near, np.log(-np.expm1(np.where(near, d, -1.0))),
+                   np.log1p(-np.exp(np.where(near, -1.0, d))))
+
+    def backward(g):
+        return (g * (np.exp(d) / np.expm1(d)),)
+
+    return Tensor._make(out.astype(d.dtype), (x,), "log1mexp", backward)
+
+
 _CAUSAL_BIAS: dict[tuple[int, int, int, str], np.ndarray] = {}
 
 

@@ -280,5 +280,6 @@ def op_cases() -> list[Case]:
         Case("layer_norm", F.layer_norm, ((2, 3, 6), (6,), (6,))),
         Case("layer_norm", F.layer_norm, ((4, 5),), note="no affine"),
         Case("logsigmoid", F.logsigmoid, ((2, 3),), low=-5, high=5),
+        Case("log1mexp", F.log1mexp, ((2, 3),), low=-4, high=-0.05),
         Case("gelu (F)", F.gelu, ((2, 3),)),
     ]

@@ -378,6 +378,55 @@ def _ipo() -> str:
                  [_t(pc), _t(pr)])
 
 
+def _kto() -> str:
+    from minirlhf.lm.direct_alignment import kto_loss
+
+    pol, ref = np.array([-3.0, -5.0, -2.0, -7.0]), np.array([-4.0, -4.5, -2.5, -6.0])
+    desirable = np.array([True, False, True, False])
+    r = pol - ref  # by hand: the log-ratios 1, -0.5, 0.5, -1
+    z0 = 0.2
+    sig = 1 / (1 + np.exp(-0.5 * np.where(desirable, r - z0, z0 - r)))
+    want = np.where(desirable, 1.0, 3.0) * (1 - sig)
+    x = _t(pol)
+    losses, rewards = kto_loss(x, ref, desirable, kl_ref=z0, beta=0.5, desirable_weight=1.0,
+                               undesirable_weight=3.0)
+    _close("KTO losses w (1 - sigmoid(beta (r - z0))) for desirable rows, w (1 - sigmoid(beta "
+           "(z0 - r))) for undesirable rows", losses, want, tol=1e-10)
+    _close("rewards beta (log pi - log pi_ref)", rewards, 0.5 * r, tol=1e-12)
+    clamped, _ = kto_loss(_t(pol), ref, desirable, kl_ref=-1.0, beta=0.5)
+    unclamped = 1 - 1 / (1 + np.exp(-0.5 * np.where(desirable, r, -r)))  # z0 = 0, weights 1
+    _close("a negative KL estimate is clamped to 0 (z0 = max(kl_ref, 0))", clamped, unclamped,
+           tol=1e-10)
+    return _grad(lambda a: kto_loss(a, ref, desirable, z0, beta=0.5)[0], [x])
+
+
+def _orpo() -> str:
+    from minirlhf.lm.direct_alignment import orpo_loss
+
+    c, r = np.array([-2.0, -0.3]), np.array([-6.0, -9.0])
+    lc, lr = np.array([4, 10]), np.array([3, 2])
+    mc, mr = c / lc, r / lr  # by hand: the mean per-token log-probs
+    odds = (mc - np.log(1 - np.exp(mc))) - (mr - np.log(1 - np.exp(mr)))
+    losses, ratio = orpo_loss(_t(c), _t(r), lc, lr, lam=0.5)
+    _close("the log-odds ratio, from mean per-token log-probs: log(p/(1-p)), p = exp(logp/len)",
+           ratio, odds, tol=1e-10)
+    _close("ORPO loss: the chosen's mean NLL - lam log sigmoid(log-odds ratio)", losses,
+           -mc + 0.5 * np.log1p(np.exp(-odds)), tol=1e-10)
+    return _grad(lambda a, b: orpo_loss(a, b, lc, lr, lam=0.5)[0], [_t(c), _t(r)])
+
+
+def _simpo() -> str:
+    from minirlhf.lm.direct_alignment import simpo_loss
+
+    c, r = np.array([-2.0, -8.0, -3.0]), np.array([-6.0, -3.0, -3.0])
+    lc, lr = np.array([4, 8, 2]), np.array([3, 2, 6])
+    h = 2.5 * c / lc - 2.5 * r / lr - 0.4  # by hand: the length-normalised margin minus gamma
+    got = simpo_loss(_t(c), _t(r), lc, lr, beta=2.5, gamma=0.4)
+    _close("SimPO loss -log sigmoid(beta logp_w/|y_w| - beta logp_l/|y_l| - gamma)", got,
+           np.log1p(np.exp(-h)), tol=1e-10)
+    return _grad(lambda a, b: simpo_loss(a, b, lc, lr, beta=2.5, gamma=0.4), [_t(c), _t(r)])
+
+
 # -------------------------------------------------------------------------- chapter 7: RLAIF
 def _constitution_score() -> str:
     from minirlhf.world.ai_labelers import Constitution
@@ -622,6 +671,12 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise(6, "dpo-sigmoid", "stages.dpo.dpo_loss",
              "the DPO loss (with label smoothing)", _dpo_sigmoid),
     Exercise(6, "ipo", "stages.dpo.dpo_loss", "the IPO loss", _ipo),
+    Exercise(6, "kto", "lm.direct_alignment.kto_loss",
+             "KTO's loss on unpaired thumbs-up / thumbs-down", _kto),
+    Exercise(6, "orpo", "lm.direct_alignment.orpo_loss",
+             "ORPO's odds-ratio loss, without a reference model", _orpo),
+    Exercise(6, "simpo", "lm.direct_alignment.simpo_loss",
+             "SimPO's length-normalised loss with a target margin", _simpo),
     Exercise(7, "constitution-score", "world.ai_labelers.Constitution.score",
              "the constitution's word count", _constitution_score),
     Exercise(7, "constitution-choice", "world.ai_labelers.Constitution.prefers_first",

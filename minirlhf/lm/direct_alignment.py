@@ -1,0 +1,118 @@
+"""Direct-alignment losses beyond DPO: KTO, ORPO and SimPO, as pure functions of log-probs.
+
+Every log-prob argument is a response's log-prob *summed* over its tokens, (B,), as everywhere in
+minirlhf (``lm.sequences.sequence_logps``); the methods that need per-token means take the
+response lengths and divide themselves. Reference log-probs carry no gradient. Option names
+follow TRL's trainers (``beta``, ``desirable_weight``, ``undesirable_weight``, ``gamma``); the
+formulas are written here from the papers:
+
+- KTO (Ethayarajh et al. 2024): unpaired thumbs-up / thumbs-down, a prospect-theory value
+  around a reference point z0 = KL(pi || pi_ref) estimated on the batch;
+- ORPO (Hong et al. 2024): SFT's loss plus a log-odds-ratio penalty, no reference model;
+- SimPO (Meng et al. 2024): a length-normalised log-prob as the implicit reward and a target
+  margin gamma, no reference model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minirlhf.autograd import functional as F
+from minirlhf.autograd import ops
+from minirlhf.autograd.tensor import Tensor
+
+
+def _array(x: Tensor | np.ndarray) -> np.ndarray:
+    return x.data if isinstance(x, Tensor) else np.asarray(x)
+
+
+def _lengths(lengths: np.ndarray, n: int, name: str, dtype: np.dtype) -> np.ndarray:
+    out = np.asarray(lengths, dtype=dtype)
+    if out.shape != (n,) or not np.all(out >= 1):
+        raise ValueError(f"{name}: lengths must be (B,) = ({n},) counts >= 1, got "
+                         f"{np.asarray(lengths).tolist()}")
+    return out
+
+
+def kto_loss(policy_logps: Tensor, reference_logps: Tensor | np.ndarray, desirable: np.ndarray,
+             kl_ref: float, beta: float = 0.1, desirable_weight: float = 1.0,
+             undesirable_weight: float = 1.0) -> tuple[Tensor, np.ndarray]:
+    """KTO's loss per example (Ethayarajh et al. 2024, eq. 8):
+
+        r = log pi(y|x) - log pi_ref(y|x),   z0 = max(kl_ref, 0) (no gradient),
+        desirable:   w_d (1 - sigmoid(beta (r - z0)))
+        undesirable: w_u (1 - sigmoid(beta (z0 - r)))
+
+    policy_logps (B,) Tensor; reference_logps (B,); desirable (B,) bool, the thumbs-up rows;
+    kl_ref: the batch's estimate of KL(pi || pi_ref), from mismatched prompt / completion pairs
+    as the paper does, clamped at 0 here. Returns (losses (B,) Tensor, rewards beta r (B,),
+    detached). 1 - sigmoid(u) is computed as exp(log sigmoid(-u)): finite at any u.
+    """
+    if not beta > 0:
+        raise ValueError(f"kto_loss: beta must be > 0, got {beta}")
+    desirable = np.asarray(desirable, dtype=bool)
+    if desirable.shape != policy_logps.shape:
+        raise ValueError(f"kto_loss: desirable {desirable.shape} must match the log-probs "
+                         f"{policy_logps.shape}")
+    z0 = max(float(kl_ref), 0.0)
+    ref = _array(reference_logps)
+    # exercise: set losses, a (B,) Tensor (r, the log-ratio, is a (B,) Tensor too)
+    ### BEGIN SOLUTION
+    r = policy_logps - ref  # (B,)
+    sign = np.where(desirable, 1.0, -1.0).astype(r.dtype)  # +1: up-weighted, -1: down
+    weight = np.where(desirable, desirable_weight, undesirable_weight).astype(r.dtype)
+    u = (r - z0) * (beta * sign)  # beta (r - z0) or beta (z0 - r)
+    losses = ops.exp(F.logsigmoid(ops.neg(u))) * weight  # w (1 - sigmoid(u))
+    ### END SOLUTION
+    return losses, beta * (policy_logps.data - ref)
+
+
+def orpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
+              chosen_lengths: np.ndarray, rejected_lengths: np.ndarray, lam: float = 0.1
+              ) -> tuple[Tensor, np.ndarray]:
+    """ORPO's loss per pair (Hong et al. 2024, eqs. 6-7):
+
+        m = log P(y|x) / |y|  (the mean per-token log-prob; P = exp(m) in (0, 1)),
+        log odds(y) = m - log(1 - exp(m)),
+        loss = -m_chosen - lam log sigmoid(log odds(y_w) - log odds(y_l))
+
+    i.e. the chosen response's mean negative log-likelihood (SFT's loss) plus an odds-ratio
+    term. No reference model. log(1 - exp(m)) is ``F.log1mexp``: finite as m -> 0-.
+    policy_*_logps: (B,) summed log-probs (< 0); *_lengths: (B,) response lengths in tokens.
+    Returns (losses (B,) Tensor, the log-odds ratio (B,), detached).
+    """
+    B = policy_chosen_logps.shape[0]
+    dtype = policy_chosen_logps.data.dtype
+    lc = _lengths(chosen_lengths, B, "orpo_loss", dtype)
+    lr = _lengths(rejected_lengths, B, "orpo_loss", dtype)
+    # exercise: set losses (B,) Tensor and log_odds_ratio (B,) Tensor
+    ### BEGIN SOLUTION
+    mc = policy_chosen_logps * (1.0 / lc)  # mean per-token log-probs, (B,)
+    mr = policy_rejected_logps * (1.0 / lr)
+    log_odds_ratio = (mc - F.log1mexp(mc)) - (mr - F.log1mexp(mr))  # (B,)
+    losses = ops.neg(mc) - F.logsigmoid(log_odds_ratio) * lam
+    ### END SOLUTION
+    return losses, log_odds_ratio.data.copy()
+
+
+def simpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
+               chosen_lengths: np.ndarray, rejected_lengths: np.ndarray, beta: float = 2.0,
+               gamma: float = 0.5) -> Tensor:
+    """SimPO's loss per pair (Meng et al. 2024, eq. 6):
+
+        -log sigmoid(beta log pi(y_w)/|y_w| - beta log pi(y_l)/|y_l| - gamma)
+
+    the length-normalised log-prob as the implicit reward, a target margin gamma, no reference
+    model. (B,) summed log-probs and (B,) lengths -> (B,) Tensor.
+    """
+    if not beta > 0:
+        raise ValueError(f"simpo_loss: beta must be > 0, got {beta}")
+    B = policy_chosen_logps.shape[0]
+    dtype = policy_chosen_logps.data.dtype
+    lc = _lengths(chosen_lengths, B, "simpo_loss", dtype)
+    lr = _lengths(rejected_lengths, B, "simpo_loss", dtype)
+    # exercise: return the (B,) Tensor of losses
+    ### BEGIN SOLUTION
+    margin = policy_chosen_logps * (beta / lc) - policy_rejected_logps * (beta / lr)  # (B,)
+    return ops.neg(F.logsigmoid(margin - gamma))
+    ### END SOLUTION
