@@ -73,6 +73,30 @@ def blas_threads() -> int:
     return cores
 
 
+def environment() -> dict[str, Any]:
+    """What a run's numbers depend on besides its seed and settings: the Python and NumPy
+    versions, the BLAS library under NumPy and its thread count (``blas_threads``), and the CPU.
+    The same values and the same seed give the same numbers bit for bit; anything else gives
+    numbers that agree within their intervals. summary.json and report.md record it."""
+    import platform
+
+    blas = "unknown"
+    try:  # NumPy >= 1.25 describes its build as a dict
+        info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{info.get('name', 'unknown')} {info.get('version', '')}".strip()
+    except Exception:  # noqa: BLE001 (an older NumPy, or a build that does not say)
+        pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"python": platform.python_version(), "numpy": np.__version__, "blas": blas,
+            "blas_threads": blas_threads(), "cpu": cpu}
+
+
 def stream_seed(seed: int, name: str) -> int:
     """An integer seed of its own for a sub-run (an experiment's reward model, say), drawn from
     the stream ``name``: a different run for every (seed, name)."""

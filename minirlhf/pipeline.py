@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minirlhf.config import ConfigError, apply_overrides, blas_threads, run_path
+from minirlhf.config import ConfigError, apply_overrides, blas_threads, environment, run_path
 from minirlhf.evaluation import POLICY_KEYS, policy_numbers, policy_report
 from minirlhf.lm.checkpoint import atomic_write, file_digest, load_model
 from minirlhf.registry import STAGES, depends_on, output_path, policy_stages
@@ -399,10 +399,12 @@ def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
 def build_summary(config: PipelineConfig, records: dict[str, dict[str, Any]],
                   sft_numbers: dict[str, Any]) -> dict[str, Any]:
     """The report's table numbers, machine-readable: each policy's headline figures and
-    samples, and whatever each stage's record says enters the summary. No timings: the same
-    seed gives the same file."""
+    samples, whatever each stage's record says, and the machine's ``environment`` (Python,
+    NumPy, BLAS and its threads, CPU). No timings: the same seed on the same machine gives the
+    same file."""
     summary: dict[str, Any] = {
         "name": config.name, "preset": config.preset, "seed": config.seed,
+        "environment": environment(),
         "policies": {"sft": {k: sft_numbers[k] for k in POLICY_KEYS}},
         "samples": {"sft": sft_numbers["samples"]}}
     for name, stage in STAGES.items():

@@ -46,6 +46,8 @@ def write_report(root: str | Path, summary: dict[str, Any], records: dict[str, d
         "the end gives each stage's own time). The gold reward is the hidden truth the "
         "simulated raters are noisy about; no training stage ever saw it.",
         "",
+        _environment_line(summary.get("environment")),
+        "",
         "## The policies",
         "",
         "Each policy answers the task's evaluation prompts; its samples are judged by gold and "
@@ -90,3 +92,13 @@ def write_report(root: str | Path, summary: dict[str, Any], records: dict[str, d
     text = ("\n".join(lines) + "\n").encode()
     atomic_write(path, lambda f: f.write(text))  # a kill never leaves half a report
     return path
+
+
+def _environment_line(env: dict[str, Any] | None) -> str:
+    """Where the numbers were made, and what reproduces them."""
+    if not env:
+        return "Machine: not recorded."
+    return (f"Machine: Python {env['python']}, NumPy {env['numpy']}, BLAS {env['blas']} with "
+            f"{env['blas_threads']} thread(s), CPU {env['cpu']}. The same machine, thread count "
+            "and seed reproduce every number bit for bit; anywhere else they agree within their "
+            "intervals, not to the last digit.")

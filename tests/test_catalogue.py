@@ -36,6 +36,23 @@ DRIVER = ROOT / "tests" / "catalogue_driver.py"
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
 
 
+def _default_sigint() -> None:
+    """In the child, before it runs: Ctrl-C's default action. A shell that starts a job in the
+    background (``nohup ... &``) ignores SIGINT, the children inherit that, and Python keeps an
+    inherited SIG_IGN: the Ctrl-C tests would test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
+    """communicate(), and kill the child if it does not end in time (no orphan left running)."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+
+
 def run(args: list[str], cwd: Path, fault: str | None = None, timeout: float = 600
         ) -> subprocess.CompletedProcess:
     """``python -m minirlhf ARGS`` (through the driver when a fault is planted)."""
@@ -405,14 +422,15 @@ def test_ctrl_c_keeps_what_is_finished_and_exits_130(finished, tmp_path, work):
     for stage in ("ppo", "dpo"):
         (runs / "tiny" / "pipeline" / f"{stage}.json").unlink()
     proc = subprocess.Popen([sys.executable, "-m", "minirlhf", *pipeline(runs)], cwd=work,
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     metrics = runs / "tiny" / "ppo" / "metrics.jsonl"
     mtime = metrics.stat().st_mtime
     deadline = time.time() + 120
     while metrics.stat().st_mtime == mtime and time.time() < deadline:  # PPO has started
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    _, err = _finish(proc)
     assert proc.returncode == 130, err[-3000:]
     assert err.strip().splitlines()[-1] == ("interrupted: every finished stage is kept; run the "
                                             "same command again to resume")
@@ -505,10 +523,10 @@ def test_a_run_of_days_is_announced_before_it_starts(work):
     assert est["pretrain"] == pytest.approx(tiny["pretrain"] * 1_000_000 / 600)
     proc = subprocess.Popen([sys.executable, "-m", "minirlhf", *pipeline(
         work / "runs", "--set", "pretrain.steps=1000000")], cwd=work, env=ENV,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     line = proc.stderr.readline()
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
+    _finish(proc)
     assert re.search(r"this run will take about [\d.]+ (hours|days) on a 2-core laptop", line), \
         line
     assert "pretrain" in line and proc.returncode == 130

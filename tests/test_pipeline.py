@@ -3,6 +3,7 @@ invalidation, corrupted checkpoints, a NaN loss, and config errors caught before
 
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minirlhf.config import ConfigError
+from minirlhf.config import ConfigError, blas_threads
 from minirlhf.lm.checkpoint import CheckpointError, load_model
 from minirlhf.pipeline import PipelineConfig, PipelineError, run_pipeline
 from minirlhf.registry import STAGES
@@ -54,6 +55,10 @@ def test_report_and_summary(finished):
                    "frontier.png", "## Samples for the same prompts"):
         assert needle in report, needle
     assert (runs / "tiny" / "frontier.png").stat().st_size > 1000
+    env = summary["environment"]  # what the numbers depend on besides the seed
+    assert env["numpy"] == np.__version__ and env["blas_threads"] == blas_threads()
+    assert env["python"] == platform.python_version() and env["cpu"] and env["blas"]
+    assert f"NumPy {np.__version__}" in report and f"{blas_threads()} thread(s)" in report
     for line in report.splitlines():  # every linked plot exists
         if line.startswith("!["):
             assert (runs / "tiny" / line.split("](")[1].rstrip(")")).exists(), line
