@@ -1,7 +1,8 @@
 """Every chapter notebook runs top to bottom in a real Jupyter kernel without error.
 
 MINIRLHF_FAST=1 is set for the kernel: chapters may shrink their training runs under it, so
-the suite stays quick; the committed notebooks were executed in full.
+the suite stays quick; the committed notebooks were executed in full. Marked ``notebooks``
+(about 110 s): ``pytest -m notebooks``, which CI runs after the default suite.
 """
 
 from pathlib import Path
@@ -17,6 +18,7 @@ def test_there_are_notebooks():
     assert NOTEBOOKS, "no notebooks found"
 
 
+@pytest.mark.notebooks  # about 110 s for the nine: pytest -m notebooks (CI runs it)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs(path, monkeypatch):
     monkeypatch.setenv("MINIRLHF_FAST", "1")
