@@ -61,6 +61,20 @@ def policy_numbers(rep: PolicyReport, samples_per_prompt: int) -> dict:
     return {**rep.to_dict(), "samples": [list(s) for s in rep.samples[::samples_per_prompt]]}
 
 
+def metrics_table(metrics: list[dict[str, float]], columns: list[tuple[str, str, str]],
+                  every: int = 10) -> str:
+    """A policy stage's metrics as aligned text: about ``every`` rows spread over training, and
+    the last. columns: (header, metrics key, format spec with width, e.g. ">8.2f"); a key a
+    row lacks prints as 0."""
+    widths = [int("".join(c for c in fmt.split(".")[0] if c.isdigit()) or 8)
+              for _, _, fmt in columns]
+    lines = ["".join(f"{h:>{w}}" for (h, _, _), w in zip(columns, widths, strict=True))]
+    shown = metrics[:: max(1, len(metrics) // every)]
+    for m in shown + ([metrics[-1]] if metrics and shown[-1] is not metrics[-1] else []):
+        lines.append("".join(f"{m.get(key, 0.0):{fmt}}" for _, key, fmt in columns))
+    return "\n".join(lines)
+
+
 def sample_table(rows: list[tuple[str, str, float]], n: int = 6) -> str:
     """(prompt, response, gold) rows as aligned text."""
     lines = [f"    {'gold':>6}  text"]

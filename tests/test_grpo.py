@@ -143,3 +143,16 @@ def test_ppo_with_a_critic_on_the_verifier(tiny_scratchpad_sft, tmp_path):
         assert -1.0 <= m["objective/scores"] <= 1.0
     with pytest.raises(ConfigError, match="critic = 'reward_model' needs a reward model"):
         dataclasses.replace(config, critic="reward_model").check()
+
+
+def test_the_metrics_table_spreads_rows_and_ends_with_the_last():
+    from minirlhf.evaluation import metrics_table
+
+    rows = [{"iteration": i, "reward": i / 100} for i in range(25)]
+    lines = metrics_table(rows, [("iter", "iteration", ">5d"), ("reward", "reward", ">8.3f"),
+                                 ("clip", "absent", ">7.3f")]).splitlines()
+    assert lines[0] == " iter  reward   clip"
+    assert [int(line.split()[0]) for line in lines[1:]] == list(range(0, 25, 2))  # 24 is last
+    assert lines[-1].split() == ["24", "0.240", "0.000"]  # a missing key prints as 0
+    lines = metrics_table(rows[:24], [("iter", "iteration", ">5d")]).splitlines()
+    assert [int(x) for x in lines[1:]] == [*range(0, 24, 2), 23]  # the last row, once

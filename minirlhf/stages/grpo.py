@@ -48,6 +48,7 @@ from minirlhf.evaluation import (
     PolicyReport,
     bootstrap_interval,
     finish_policy_stage,
+    metrics_table,
     paired_bootstrap_interval,
     per_prompt_gold,
     policy_numbers,
@@ -396,11 +397,11 @@ def record(r: GRPOResult, config: GRPOConfig) -> dict:
 
 def show(r: GRPOResult, config: GRPOConfig) -> str:
     """What ``python -m minirlhf grpo`` prints after training."""
-    lines = [f"{'iter':>5}{'reward':>8}{'zero-std':>10}{'KL':>8}{'length':>8}{'clip':>7}"]
-    for m in r.metrics[:: max(1, len(r.metrics) // 10)] + r.metrics[-1:]:
-        lines.append(f"{m['iteration']:>5}{m['reward']:>8.3f}{m['frac_reward_zero_std']:>10.2f}"
-                     f"{m['kl']:>8.2f}{m['completions/mean_length']:>8.1f}"
-                     f"{m.get('clip_ratio/region_mean', 0.0):>7.3f}")
+    lines = [metrics_table(r.metrics, [
+        ("iter", "iteration", ">5d"), ("reward", "reward", ">8.3f"),
+        ("zero-std", "frac_reward_zero_std", ">10.2f"), ("KL", "kl", ">8.2f"),
+        ("length", "completions/mean_length", ">8.1f"),
+        ("clip", "clip_ratio/region_mean", ">7.3f")])]
     if r.accuracy:
         lines.append("exact-match accuracy on held-out prompts, by number of terms:")
         for k in sorted(r.accuracy):

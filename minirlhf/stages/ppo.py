@@ -20,7 +20,7 @@ from minirlhf.autograd import functional as F
 from minirlhf.autograd import ops
 from minirlhf.autograd.tensor import Tensor, no_grad
 from minirlhf.config import ConfigError, Stage, StageConfig, run_path, setting, stream
-from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
+from minirlhf.evaluation import PolicyReport, finish_policy_stage, metrics_table, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
 from minirlhf.lm.optim import AdamW, optimizer_step
@@ -531,11 +531,10 @@ def record(r: PPOResult, config: PPOConfig) -> dict:
 
 def show(r: PPOResult, config: PPOConfig) -> str:
     """What ``python -m minirlhf ppo`` prints after training."""
-    lines = [f"{'iter':>5}{'KL':>8}{'score':>8}{'gold':>8}{'length':>8}{'clipfrac':>10}"]
-    for m in r.metrics[:: max(1, len(r.metrics) // 10)] + r.metrics[-1:]:
-        lines.append(f"{m['iteration']:>5}{m['objective/kl']:>8.2f}{m['objective/scores']:>8.2f}"
-                     f"{m['gold']:>8.2f}{m['response_length']:>8.1f}"
-                     f"{m['policy/clipfrac_avg']:>10.3f}")
+    lines = [metrics_table(r.metrics, [
+        ("iter", "iteration", ">5d"), ("KL", "objective/kl", ">8.2f"),
+        ("score", "objective/scores", ">8.2f"), ("gold", "gold", ">8.2f"),
+        ("length", "response_length", ">8.1f"), ("clipfrac", "policy/clipfrac_avg", ">10.3f")])]
     lines += [r.report.describe("PPO", config.eval_samples_per_prompt),
               f"{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {r.plot}"]
     return "\n".join(lines)
