@@ -131,10 +131,11 @@ class GRPOConfig(StageConfig):
     dynamic_sampling: bool = setting(
         False, "drop groups whose rewards are all equal (DAPO), keeping the others")
     lr: float = setting(
-        1e-4, "learning rate. Measured on the scratchpad world (60 iterations): 1e-4 learns "
-        "most; 3e-5 too slowly, 2e-4 less (its noise shows: Adam scales every step to about lr "
-        "however small the gradient, and an SFT policy's gradients are small); 1e-3 wrecks "
-        "the policy within a few iterations", "(0, inf)")
+        1e-4, "learning rate. Measured on the scratchpad world, one seed each, 60 iterations "
+        "from a 300-step SFT policy at 51% exact match: 3e-5 reached 73%, 1e-4 77%, 2e-4 70% "
+        "(Adam scales every step to about lr however small the gradient, so noise grows with "
+        "lr); on an earlier version of the world 1e-3 wrecked the policy in a few iterations",
+        "(0, inf)")
     temperature: float = setting(1.0, "sampling temperature (log-probs use the same)",
                                  "(0, inf)")
     max_new_tokens: int = setting(64, "response budget (TRL's max_completion_length)",
@@ -142,7 +143,7 @@ class GRPOConfig(StageConfig):
     grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
     eval_samples_per_prompt: int = setting(
         8, "samples per evaluation prompt at the end (the scratchpad world's 128 held-out "
-        "prompts x 8: an interval of about +-3 points on the accuracy)", "[1, 1000]")
+        "prompts x 8: a 95% interval of about +-4 points on the accuracy)", "[1, 1000]")
 
     def check(self, upstream: dict | None = None) -> None:
         """Every setting in its range; groups big enough for their baseline; minibatches that
