@@ -228,13 +228,20 @@ def test_a_preference_file_that_is_not_utf8_names_the_line(finished, work):
     one_line_error(proc, f"{path}:2: not UTF-8 text")
 
 
-def test_a_rankings_file_given_to_the_reward_stage_is_one_line(finished, work):
+@pytest.mark.parametrize("stage, line, kind", [
+    ("reward", '{"prompt": "the plot was", "ranked": [" good.", " bad."]}', "rankings"),
+    ("dpo", '{"prompt": "the plot was", "completion": " good.", "label": true}',
+     "unpaired thumbs-up/down examples"),
+])
+def test_a_file_of_another_kind_given_to_a_pair_stage_is_one_line(finished, work, stage, line,
+                                                                   kind):
     runs, _ = finished
-    path = work / "ranks.jsonl"
-    path.write_text('{"prompt": "the plot was", "ranked": [" good.", " bad."]}\n')
-    proc = run(["reward", "-q", "--set", f"preferences={path}",
-                f"init={runs / 'tiny' / 'sft' / 'model.npz'}", f"out_dir={work / 'rm'}"], work)
-    one_line_error(proc, f"{path}: reward training needs chosen/rejected pairs, not rankings")
+    path = work / "other.jsonl"
+    path.write_text(line + "\n")
+    proc = run([stage, "-q", "--set", f"preferences={path}",
+                f"init={runs / 'tiny' / 'sft' / 'model.npz'}", f"out_dir={work / 'out'}"], work)
+    who = "reward training" if stage == "reward" else "DPO"
+    one_line_error(proc, f"{path}: {who} needs chosen/rejected pairs; this file holds {kind}")
 
 
 def test_duplicate_pairs_never_reach_both_sides_of_the_split(finished, work):

@@ -268,3 +268,58 @@ def test_preference_dataset_reproducible_from_seed(tiny_pretrained, tmp_path):
     pairs = load_jsonl(a.path)
     for p in pairs:  # every label's stored probability is the panel's
         assert 0.0 <= p.p_chosen <= 1.0 and p.chosen != p.rejected
+
+
+def test_unpaired_examples_round_trip_and_bad_lines_are_named(tmp_path):
+    from minirlhf.world.preference_data import (
+        PreferenceDataError,
+        PreferencePair,
+        UnpairedExample,
+        load_jsonl,
+        pairs_to_unpaired,
+        save_jsonl,
+    )
+
+    pairs = [PreferencePair("the plot was", " good.", " bad.", 2.0, -1.0, 0.9)]
+    unpaired = pairs_to_unpaired(pairs)
+    assert unpaired == [UnpairedExample("the plot was", " good.", True, 2.0),
+                        UnpairedExample("the plot was", " bad.", False, -1.0)]
+    path = save_jsonl(tmp_path / "kto.jsonl", unpaired)
+    assert load_jsonl(path) == unpaired
+    for line, needle in (
+            ('{"prompt": "the plot was", "completion": " good.", "label": 1}',
+             ":1: field 'label' must be true or false"),
+            ('{"prompt": "the plot was", "label": true}', ":1: missing field 'completion'"),
+            ('{"prompt": "the plot was", "completion": " good."}', ":1: missing field 'label'"),
+            ('{"prompt": "the plot was", "completion": " good.", "label": true, "p_label": 2}',
+             ":1: field 'p_label' is 2.0; a probability must be in [0, 1]")):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(line + "\n")
+        with pytest.raises(PreferenceDataError, match=re.escape(needle)):
+            load_jsonl(bad)
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text('{"prompt": "a", "chosen": " b.", "rejected": " c."}\n'
+                     '{"prompt": "a", "completion": " b.", "label": false}\n')
+    with pytest.raises(PreferenceDataError, match="mixes pairs and unpaired examples"):
+        load_jsonl(mixed)
+
+
+def test_thumbs_labels_follow_the_rater_model():
+    """P(thumbs-up) = eps + (1 - 2 eps) sigmoid((u - threshold) / tau); the labels drawn from a
+    panel match it in frequency."""
+    from minirlhf.world.preference_data import label_thumbs
+    from minirlhf.world.raters import Panel, Rater
+
+    task = get_task("reviews")
+    rater = Rater(temperature=2.0, flip=0.1)
+    assert rater.p_thumbs_up(1.0, threshold=1.0) == pytest.approx(0.5)
+    assert rater.p_thumbs_up(3.0, 0.0) == pytest.approx(0.1 + 0.8 / (1 + np.exp(-1.5)))
+    prompt, response = "the plot was", " great and fun."
+    u = rater.utility(task, prompt, response)
+    rng = np.random.default_rng(0)
+    labels = label_thumbs(task, Panel([rater]), [prompt] * 4000, [response] * 4000, rng)
+    p = rater.p_thumbs_up(u)
+    se = np.sqrt(p * (1 - p) / 4000)
+    assert np.mean([x.label for x in labels]) == pytest.approx(p, abs=4 * se)
+    assert labels[0].gold == task.gold(prompt, response, True)
+    assert {x.p_label for x in labels} == {p, 1 - p}

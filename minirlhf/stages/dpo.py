@@ -49,7 +49,13 @@ from minirlhf.lm.sequences import encode_pairs, sequence_logps
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_series
 from minirlhf.world import TASK_NAMES, get_task
-from minirlhf.world.preference_data import PreferencePair, label_pairs, length_buckets, load_jsonl
+from minirlhf.world.preference_data import (
+    PreferencePair,
+    label_pairs,
+    length_buckets,
+    load_jsonl,
+    require_pairs,
+)
 from minirlhf.world.raters import PRESETS as RATER_PRESETS
 from minirlhf.world.raters import get_panel
 
@@ -221,7 +227,8 @@ def train_dpo(config: DPOConfig) -> DPOResult:
         per_round = config.online_pairs // config.online_rounds
         rounds = config.online_rounds
     else:
-        pairs = load_jsonl(config.preferences, tokenizer, policy.config.block_size)
+        pairs = require_pairs(load_jsonl(config.preferences, tokenizer,
+                                         policy.config.block_size), config.preferences, "DPO")
         config.check_data(len(pairs))
         if config.max_pairs:
             pairs = [pairs[i] for i in rng.permutation(len(pairs))[: config.max_pairs]]

@@ -40,11 +40,11 @@ from minirlhf.lm.sampling import generate_text
 from minirlhf.plots import plot_calibration, plot_loss_curves
 from minirlhf.world import TASK_NAMES, get_task
 from minirlhf.world.preference_data import (
-    PreferenceDataError,
     PreferencePair,
     length_buckets,
     load_jsonl,
     pair_key,
+    require_pairs,
 )
 from minirlhf.world.raters import ceiling
 
@@ -293,10 +293,8 @@ def train_reward(config: RewardConfig) -> RewardResult:
     t0 = time.time()
     task = get_task(config.task)
     model, tokenizer, _ = load_model(config.init)
-    pairs = load_jsonl(config.preferences, tokenizer, model.config.block_size)
-    if not pairs or not isinstance(pairs[0], PreferencePair):
-        raise PreferenceDataError(f"{config.preferences}: reward training needs chosen/rejected "
-                                  "pairs, not rankings")
+    pairs = require_pairs(load_jsonl(config.preferences, tokenizer, model.config.block_size),
+                          config.preferences, "reward training")
     config.check_data(len(pairs))
     rng = stream(config.seed, "train")
     train, val = split_pairs(pairs, config, rng)

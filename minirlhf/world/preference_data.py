@@ -44,12 +44,25 @@ class Ranking:
     ranked: list[str]  # best first
 
 
+@dataclass
+class UnpairedExample:
+    """One response with a thumbs-up (``label`` True) or down, as KTO learns from (TRL's
+    unpaired format: ``{"prompt", "completion", "label"}``)."""
+
+    prompt: str
+    completion: str
+    label: bool
+    gold: float | None = None  # known to the simulation only
+    p_label: float | None = None  # P(the raters give this label)
+
+
 class PreferenceDataError(InputError):
     """A preference file has a malformed line; the message names file, line and field."""
 
 
 # ------------------------------------------------------------------------- JSON Lines
-def save_jsonl(path: str | Path, records: list[PreferencePair] | list[Ranking]) -> Path:
+def save_jsonl(path: str | Path, records: list[PreferencePair] | list[Ranking]
+               | list[UnpairedExample]) -> Path:
     """Write records one JSON object per line (None fields are left out)."""
     path = Path(path)
     lines = [json.dumps({k: v for k, v in asdict(r).items() if v is not None}) for r in records]
@@ -109,6 +122,9 @@ def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None,
             if not isinstance(obj, dict):
                 raise PreferenceDataError(f"{where}: each line must be a JSON object")
             prompt = _text_field(obj, "prompt", where, tokenizer)
+            if "completion" in obj or "label" in obj:  # unpaired, for KTO
+                records.append(_unpaired(obj, prompt, where, tokenizer, block_size))
+                continue
             if "ranked" in obj:
                 ranked = obj["ranked"]
                 if not isinstance(ranked, list) or len(ranked) < 2:
@@ -147,7 +163,46 @@ def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None,
         raise PreferenceDataError(f"{path}: no records")
     kinds = {type(r) for r in records}
     if len(kinds) > 1:
-        raise PreferenceDataError(f"{path}: mixes pairs and rankings")
+        names = [n for k, n in ((PreferencePair, "pairs"), (Ranking, "rankings"),
+                                (UnpairedExample, "unpaired examples")) if k in kinds]
+        raise PreferenceDataError(f"{path}: mixes {' and '.join(names)}")
+    return records
+
+
+def _unpaired(obj: dict, prompt: str, where: str, tokenizer: CharTokenizer,
+              block_size: int | None) -> UnpairedExample:
+    """An unpaired line: a non-empty ``completion``, a JSON boolean ``label``, and optionally a
+    finite ``gold`` and a probability ``p_label``."""
+    completion = _text_field(obj, "completion", where, tokenizer)
+    if "label" not in obj:
+        raise PreferenceDataError(f"{where}: missing field 'label'")
+    if not isinstance(obj["label"], bool):
+        raise PreferenceDataError(f"{where}: field 'label' must be true or false (a thumbs-up "
+                                  f"or down), got {obj['label']!r}")
+    _check_fits(where, "completion", prompt, completion, block_size)
+    extra = {}
+    for name in ("gold", "p_label"):
+        if name in obj:
+            value = obj[name]
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or \
+                    not np.isfinite(value):
+                raise PreferenceDataError(f"{where}: field {name!r} must be a finite number, got "
+                                          f"{value!r}")
+            extra[name] = float(value)
+    if "p_label" in extra and not 0.0 <= extra["p_label"] <= 1.0:
+        raise PreferenceDataError(f"{where}: field 'p_label' is {extra['p_label']}; a probability "
+                                  "must be in [0, 1]")
+    return UnpairedExample(prompt, completion, obj["label"], **extra)
+
+
+def require_pairs(records: list, path: str | Path, who: str) -> list[PreferencePair]:
+    """``records`` if they are chosen/rejected pairs; otherwise a PreferenceDataError saying
+    what ``who`` (a stage) needs and what the file holds."""
+    if records and not isinstance(records[0], PreferencePair):
+        kind = "rankings" if isinstance(records[0], Ranking) else \
+            "unpaired thumbs-up/down examples"
+        raise PreferenceDataError(f"{path}: {who} needs chosen/rejected pairs; this file holds "
+                                  f"{kind}")
     return records
 
 
@@ -199,6 +254,28 @@ def label_pairs(task: Task, panel: Panel, prompts: list[str], first: list[str],
                                     task.gold(prompt, rejected, True),
                                     p_a if a_chosen else 1.0 - p_a))
     return pairs
+
+
+def pairs_to_unpaired(pairs: list[PreferencePair]) -> list[UnpairedExample]:
+    """Unpaired data from pairs, as KTO's paper does: each chosen response a thumbs-up, each
+    rejected one a thumbs-down (gold carried; the pair's probability is not a label's)."""
+    out = []
+    for pair in pairs:
+        out.append(UnpairedExample(pair.prompt, pair.chosen, True, pair.chosen_gold))
+        out.append(UnpairedExample(pair.prompt, pair.rejected, False, pair.rejected_gold))
+    return out
+
+
+def label_thumbs(task: Task, panel: Panel, prompts: list[str], completions: list[str],
+                 rng: np.random.Generator, threshold: float = 0.0) -> list[UnpairedExample]:
+    """One thumbs-up or -down per (prompt, completion), from the rater panel (``Rater.
+    p_thumbs_up``: the response against a neutral one of utility ``threshold``)."""
+    out = []
+    for prompt, completion in zip(prompts, completions, strict=True):
+        up, p_up = panel.thumbs(task, prompt, completion, rng, threshold)
+        out.append(UnpairedExample(prompt, completion, up, task.gold(prompt, completion, True),
+                                   p_up if up else 1.0 - p_up))
+    return out
 
 
 def dataset_stats(pairs: list[PreferencePair]) -> dict[str, float]:

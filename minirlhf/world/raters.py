@@ -61,6 +61,13 @@ class Rater:
         ### END SOLUTION
 
 
+    def p_thumbs_up(self, u: float, threshold: float = 0.0) -> float:
+        """P(a thumbs-up for one response of utility u), the unpaired label KTO learns from: the
+        response against a neutral one of utility ``threshold`` (Bradley-Terry with the rater's
+        temperature), then flipped with probability eps. No position: one response is shown."""
+        return self.flip + (1.0 - 2.0 * self.flip) * _sigmoid((u - threshold) / self.temperature)
+
+
 class Panel:
     """Several raters; each label comes from one of them, drawn in proportion to weight."""
 
@@ -90,6 +97,17 @@ class Panel:
         else:
             a_chosen = rng.random() >= rater.p_first(ub, ua)
         return bool(a_chosen), self.prob_prefers(task, prompt, a, b)
+
+
+    def thumbs(self, task: Task, prompt: str, response: str, rng: np.random.Generator,
+               threshold: float = 0.0) -> tuple[bool, float]:
+        """One unpaired label: (True for a thumbs-up, P(thumbs-up) averaged over raters). The
+        rater is drawn in proportion to weight."""
+        rater = self.raters[int(rng.choice(len(self.raters), p=self.weights))]
+        up = rng.random() < rater.p_thumbs_up(rater.utility(task, prompt, response), threshold)
+        p = sum(w * r.p_thumbs_up(r.utility(task, prompt, response), threshold)
+                for r, w in zip(self.raters, self.weights, strict=True))
+        return bool(up), float(p)
 
 
 def ceiling(p_chosen: Sequence[float]) -> float:
