@@ -76,11 +76,13 @@ def sample_from_logits(logits: np.ndarray, temperature: float, top_k: int | None
 
 def generate(model: GPT, prompts: Sequence[Sequence[int]] | np.ndarray, max_new_tokens: int,
              temperature: float = 1.0, top_k: int | None = None,
-             rng: np.random.Generator | None = None, use_cache: bool = True) -> Generation:
+             rng: np.random.Generator | None = None, use_cache: bool = True,
+             eos_id: int | None = EOS) -> Generation:
     """Sample up to ``max_new_tokens`` response tokens after each prompt.
 
     prompts: B lists of token ids (each starting with BOS), or a right-padded (B, Tp) array.
     Returns a Generation with (B, max(Tp) + max_new_tokens) arrays, right-padded with PAD.
+    A row stops at ``eos_id`` (GPT-2's is 50256; None: never stop early).
 
     Rows share one KV cache and advance one position per step. A row whose prompt is shorter
     than the longest simply starts generating earlier: while a row is still inside its prompt,
@@ -113,7 +115,7 @@ def generate(model: GPT, prompts: Sequence[Sequence[int]] | np.ndarray, max_new_
             tokens[generating, t] = tok[generating]
             logprobs[generating, t] = lp[generating]
             mask[generating, t] = 1.0
-            done |= generating & (tok == EOS)
+            done |= generating & (tok == eos_id)
             if t + 1 < total:
                 step_in = tokens[:, t:t + 1] if cache is not None else tokens[:, : t + 1]
                 logits = model(step_in, cache).data[:, -1]

@@ -1,0 +1,326 @@
+"""Hugging Face's GPT-2 folders, both ways: load GPT-2 (any size) into our GPT, and save our
+models so that ``transformers`` (and TRL, which builds on it) opens them.
+
+A Hugging Face model folder holds
+
+    config.json          the architecture, with GPT-2's field names (n_embd, n_layer, ...)
+    model.safetensors    the weights, by GPT-2's tensor names (minirlhf.lm.safetensors)
+    tokenizer.json, tokenizer_config.json, special_tokens_map.json     (our character tokenizer)
+    or vocab.json + merges.txt                                         (GPT-2's BPE)
+
+Our GPT already uses GPT-2's parameter names and layouts (Conv1D weights stored (in, out),
+the head tied to ``wte``), so the mapping is only a prefix: ``transformer.h.0.attn.c_attn.weight``
+in ``GPT2LMHeadModel`` is our ``h.0.attn.c_attn.weight``. OpenAI's own GPT-2 upload has no
+prefix and carries buffers we do not use (``h.0.attn.bias``, the causal mask; ``masked_bias``);
+both forms load.
+
+The reward model exports as ``GPT2ForSequenceClassification``: its ``score`` is a (1, C) weight
+with no bias, read at each row's last non-padding token (our EOS read-out). Our normalised
+score is gain * (h . w + b) + bias, so ``score.weight = gain * w`` and the constant
+``gain * b + bias`` has nowhere to go: a Hugging Face reward is ours minus that constant
+(``minirlhf_reward_offset`` in config.json; our loader adds it back). A constant changes no
+comparison (Bradley-Terry, best-of-n, GRPO's group advantages, whitened PPO advantages) but does
+shift the raw reward PPO adds to the KL penalty.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from minirlhf.lm.bpe import BPETokenizer
+from minirlhf.lm.checkpoint import atomic_write
+from minirlhf.lm.model import GPT, GPTConfig
+from minirlhf.lm.reward_model import RewardModel
+from minirlhf.lm.safetensors import load_file, read_header, save_file
+from minirlhf.lm.tokenizer import BOS, EOS, PAD, SPECIALS, CharTokenizer
+
+PREFIX = "transformer."  # GPT2LMHeadModel's name for the trunk
+BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers in older GPT-2 files
+# config.json fields we cannot honour, with the value our architecture has
+FIXED = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"), "n_inner": (None,),
+         "layer_norm_epsilon": (1e-5,), "scale_attn_weights": (True,),
+         "scale_attn_by_inverse_layer_idx": (False,), "add_cross_attention": (False,),
+         "tie_word_embeddings": (True,)}
+
+
+class PretrainedError(ValueError):
+    """A model folder that does not hold a GPT-2 this engine can run: names the file and key."""
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    text = (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    atomic_write(path, lambda f: f.write(text))
+
+
+# ---------------------------------------------------------------------------------- config
+
+def hf_config(config: GPTConfig, architecture: str = "GPT2LMHeadModel",
+              special_ids: tuple[int, int, int] | None = (PAD, BOS, EOS)) -> dict[str, Any]:
+    """Our GPTConfig as GPT-2's config.json (dropout off: we train without it)."""
+    out: dict[str, Any] = {
+        "architectures": [architecture], "model_type": "gpt2",
+        "vocab_size": config.vocab_size, "n_positions": config.block_size,
+        "n_embd": config.n_embd, "n_layer": config.n_layer, "n_head": config.n_head,
+        "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
+        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "initializer_range": 0.02,
+        "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
+        "tie_word_embeddings": True, "use_cache": True, "torch_dtype": "float32",
+    }
+    if special_ids is not None:
+        out["pad_token_id"], out["bos_token_id"], out["eos_token_id"] = special_ids
+    return out
+
+
+def config_from_hf(cfg: dict[str, Any], where: str = "config.json") -> GPTConfig:
+    """GPT-2's config.json -> GPTConfig, refusing what our GPT does not implement."""
+    if cfg.get("model_type", "gpt2") != "gpt2":
+        raise PretrainedError(f"{where}: model_type {cfg.get('model_type')!r} is not gpt2")
+    for key, allowed in FIXED.items():
+        value = cfg.get(key, allowed[0])
+        if key == "n_inner" and value == 4 * cfg.get("n_embd", 0):
+            continue
+        if value not in allowed:
+            raise PretrainedError(f"{where}: {key} = {value!r}; this engine implements only "
+                                  f"{' or '.join(map(repr, allowed))}")
+    try:
+        return GPTConfig(vocab_size=int(cfg["vocab_size"]),
+                         block_size=int(cfg.get("n_positions", cfg.get("n_ctx", 1024))),
+                         n_layer=int(cfg["n_layer"]), n_head=int(cfg["n_head"]),
+                         n_embd=int(cfg["n_embd"]))
+    except KeyError as e:
+        raise PretrainedError(f"{where}: missing key {e.args[0]!r}") from None
+    except ValueError as e:
+        raise PretrainedError(f"{where}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------- weights
+
+def _read_weights(folder: Path) -> dict[str, np.ndarray]:
+    """model.safetensors, or the shards a model.safetensors.index.json lists."""
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if single.exists():
+        return load_file(single)
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        out: dict[str, np.ndarray] = {}
+        for shard in shards:
+            out.update(load_file(folder / shard))
+        return out
+    if (folder / "pytorch_model.bin").exists():
+        raise PretrainedError(f"{folder}: only pytorch_model.bin, a pickled PyTorch file, which "
+                              "we do not read (unpickling runs code); save it as safetensors "
+                              "first: model.save_pretrained(folder, safe_serialization=True)")
+    raise PretrainedError(f"{folder}: no model.safetensors (nor a sharded index)")
+
+
+def state_from_hf(tensors: dict[str, np.ndarray], config: GPTConfig, where: str
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Hugging Face GPT-2 tensors -> (our GPT's state dict, other tensors such as ``score``).
+    Accepts names with or without ``transformer.``; drops the causal-mask buffers; a separate
+    ``lm_head.weight`` must equal ``wte.weight`` (GPT-2 ties them, and so do we)."""
+    state, other = {}, {}
+    for name, value in tensors.items():
+        short = name[len(PREFIX):] if name.startswith(PREFIX) else name
+        if short.endswith(BUFFERS):
+            continue
+        if short.startswith(("wte.", "wpe.", "h.", "ln_f.")):
+            state[short] = value
+        else:
+            other[short] = value
+    head = other.pop("lm_head.weight", None)
+    if head is not None and not np.array_equal(head, state.get("wte.weight")):
+        raise PretrainedError(f"{where}: lm_head.weight differs from wte.weight; this engine "
+                              "ties the output head to the token embedding, as GPT-2 does")
+    expected = _expected_shapes(config)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise PretrainedError(f"{where}: tensors do not match config.json: missing {missing[:6]}"
+                              f"{' ...' if len(missing) > 6 else ''}, unexpected "
+                              f"{unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}")
+    for name, shape in expected.items():
+        if state[name].shape != shape:
+            raise PretrainedError(f"{where}: tensor {name} has shape {state[name].shape}; "
+                                  f"config.json implies {shape}")
+    return state, other
+
+
+def _expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter of a GPT with ``config``, by name, with its shape."""
+    C, V = config.n_embd, config.vocab_size
+    shapes = {"wte.weight": (V, C), "wpe.weight": (config.block_size, C),
+              "ln_f.weight": (C,), "ln_f.bias": (C,)}
+    for i in range(config.n_layer):
+        for name, shape in (("ln_1.weight", (C,)), ("ln_1.bias", (C,)),
+                            ("attn.c_attn.weight", (C, 3 * C)), ("attn.c_attn.bias", (3 * C,)),
+                            ("attn.c_proj.weight", (C, C)), ("attn.c_proj.bias", (C,)),
+                            ("ln_2.weight", (C,)), ("ln_2.bias", (C,)),
+                            ("mlp.c_fc.weight", (C, 4 * C)), ("mlp.c_fc.bias", (4 * C,)),
+                            ("mlp.c_proj.weight", (4 * C, C)), ("mlp.c_proj.bias", (C,))):
+            shapes[f"h.{i}.{name}"] = shape
+    return shapes
+
+
+def _trunk(model: GPT) -> dict[str, np.ndarray]:
+    """Our GPT's parameters under GPT2LMHeadModel's names (the scalar heads left out)."""
+    return {PREFIX + name: value for name, value in model.state_dict().items()
+            if not name.split(".")[0].endswith("_head")}
+
+
+# ---------------------------------------------------------------------------------- tokenizer
+
+def tokenizer_json(tokenizer: CharTokenizer) -> dict[str, Any]:
+    """Our character tokenizer as a Hugging Face fast-tokenizer file: a word-level vocabulary
+    whose words are single characters (the pre-tokenizer splits the text into characters), BOS
+    prepended by the post-processor, ids equal to ours."""
+    vocab = {s: i for i, s in enumerate(SPECIALS)}
+    vocab.update(tokenizer.stoi)
+    bos = SPECIALS[BOS]
+    return {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": i, "content": s, "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": False, "special": True}
+                         for i, s in enumerate(SPECIALS)],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "."}, "behavior": "Isolated",
+                          "invert": False},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": bos, "type_id": 0}},
+                     {"Sequence": {"id": "A", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {bos: {"id": bos, "ids": [BOS], "tokens": [bos]}}},
+        "decoder": {"type": "Fuse"},
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
+    }
+
+
+def char_tokenizer_from_json(spec: dict[str, Any], where: str) -> CharTokenizer:
+    """Read back a tokenizer.json written by ``tokenizer_json``."""
+    vocab = spec.get("model", {}).get("vocab", {})
+    by_id = sorted(vocab.items(), key=lambda kv: kv[1])
+    if [i for _, i in by_id] != list(range(len(by_id))) or \
+            tuple(s for s, _ in by_id[:len(SPECIALS)]) != SPECIALS:
+        raise PretrainedError(f"{where}: not a minirlhf character vocabulary (ids 0.."
+                              f"{len(SPECIALS) - 1} must be {', '.join(SPECIALS)}, then one "
+                              "character per id)")
+    chars = [s for s, _ in by_id[len(SPECIALS):]]
+    if any(len(c) != 1 for c in chars):
+        raise PretrainedError(f"{where}: word-level vocabulary with multi-character words")
+    return CharTokenizer("".join(chars))
+
+
+def save_tokenizer(tokenizer: CharTokenizer, folder: str | Path, max_length: int) -> None:
+    """tokenizer.json, tokenizer_config.json and special_tokens_map.json for ``folder``."""
+    folder = Path(folder)
+    pad, bos, eos = SPECIALS
+    _write_json(folder / "tokenizer.json", tokenizer_json(tokenizer))
+    _write_json(folder / "tokenizer_config.json", {
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length,
+        "pad_token": pad, "bos_token": bos, "eos_token": eos, "padding_side": "right",
+        "clean_up_tokenization_spaces": False})
+    _write_json(folder / "special_tokens_map.json",
+                {"pad_token": pad, "bos_token": bos, "eos_token": eos})
+
+
+def load_tokenizer(folder: str | Path) -> CharTokenizer | BPETokenizer:
+    """Our character tokenizer (tokenizer.json of word-level kind) or GPT-2's BPE (vocab.json +
+    merges.txt) from ``folder``."""
+    folder = Path(folder)
+    path = folder / "tokenizer.json"
+    if path.exists():
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        if spec.get("model", {}).get("type") == "WordLevel":
+            return char_tokenizer_from_json(spec, str(path))
+    return BPETokenizer.from_folder(folder)
+
+
+# ---------------------------------------------------------------------------------- the API
+
+def save_pretrained(model: GPT, tokenizer: CharTokenizer, folder: str | Path) -> Path:
+    """Write ``model`` (its language model; scalar heads are not part of one) and ``tokenizer``
+    as a Hugging Face GPT2LMHeadModel folder. Returns the folder."""
+    folder = Path(folder)
+    save_file(folder / "model.safetensors", _trunk(model),
+              metadata={"format": "pt", "written_by": "minirlhf"})
+    _write_json(folder / "config.json", hf_config(model.config))
+    save_tokenizer(tokenizer, folder, model.config.block_size)
+    return folder
+
+
+def _load(folder: Path) -> tuple[GPT, dict[str, np.ndarray], dict[str, Any]]:
+    path = folder / "config.json"
+    if not path.exists():
+        raise PretrainedError(f"{folder}: no config.json (is it a Hugging Face model folder?)")
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    config = config_from_hf(cfg, str(path))
+    state, other = state_from_hf(_read_weights(folder), config, str(folder))
+    model = GPT(config)
+    model.load_state_dict(state)
+    return model, other, cfg
+
+
+def from_pretrained(folder: str | Path, tokenizer: bool = True
+                    ) -> tuple[GPT, CharTokenizer | BPETokenizer | None]:
+    """(GPT, tokenizer) from a GPT-2 folder in the Hugging Face layout: the real GPT-2 (any
+    size) or one ``save_pretrained`` wrote. ``tokenizer=False`` skips the tokenizer (and
+    returns None for it)."""
+    folder = Path(folder)
+    model, other, _ = _load(folder)
+    if other:
+        print(f"from_pretrained: {folder} also holds {sorted(other)[:4]}, not part of a "
+              "language model (ignored)")
+    return model, (load_tokenizer(folder) if tokenizer else None)
+
+
+def save_reward_model(rm: RewardModel, folder: str | Path) -> Path:
+    """``rm`` as a GPT2ForSequenceClassification folder (num_labels 1, its score read at the
+    last non-padding token, our EOS read-out). See the module docstring for the offset."""
+    if rm.readout != "eos":
+        raise ValueError(f"save_reward_model: readout {rm.readout!r} has no Hugging Face "
+                         "counterpart (GPT2ForSequenceClassification reads one token)")
+    head = rm.model.reward_head
+    score = (rm.gain * head.weight.data[:, 0])[None, :].astype(np.float32)  # (1, C)
+    offset = float(rm.gain * float(head.bias.data[0]) + rm.bias)
+    folder = Path(folder)
+    save_file(folder / "model.safetensors", {**_trunk(rm.model), "score.weight": score},
+              metadata={"format": "pt", "written_by": "minirlhf"})
+    cfg = hf_config(rm.model.config, "GPT2ForSequenceClassification")
+    cfg.update(num_labels=1, id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0},
+               minirlhf_reward_offset=offset)
+    _write_json(folder / "config.json", cfg)
+    save_tokenizer(rm.tokenizer, folder, rm.model.config.block_size)
+    return folder
+
+
+def reward_model_from_pretrained(folder: str | Path) -> RewardModel:
+    """A RewardModel from a GPT2ForSequenceClassification folder with one label: the head's
+    weight is ``score``, its bias 0, gain 1, and the bias ``minirlhf_reward_offset`` (0 for a
+    folder we did not write)."""
+    folder = Path(folder)
+    model, other, cfg = _load(folder)
+    score = other.pop("score.weight", None)
+    if score is None or score.shape != (1, model.config.n_embd):
+        raise PretrainedError(f"{folder}: a reward model needs score.weight of shape "
+                              f"(1, {model.config.n_embd}); found "
+                              f"{None if score is None else score.shape}")
+    model.add_scalar_head("reward")
+    model.reward_head.weight.data = score.T.astype(np.float32).copy()
+    tok = load_tokenizer(folder)
+    if not isinstance(tok, CharTokenizer):
+        raise PretrainedError(f"{folder}: a minirlhf reward model reads characters; this "
+                              "folder's tokenizer is GPT-2's BPE")
+    return RewardModel(model, tok, gain=1.0, bias=float(cfg.get("minirlhf_reward_offset", 0.0)))
+
+
+def describe(folder: str | Path) -> str:
+    """One line per tensor of a folder's weights (name, dtype, shape), without loading them."""
+    header, _, _ = read_header(Path(folder) / "model.safetensors")
+    return "\n".join(f"{name:40s} {e['dtype']:5s} {tuple(e['shape'])}"
+                     for name, e in sorted(header.items()))
