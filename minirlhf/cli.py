@@ -156,6 +156,26 @@ def cmd_classroom(args: argparse.Namespace) -> int:
     return 0 if counts["pass"] == len(results) else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Save a checkpoint as a Hugging Face folder: a policy as GPT2LMHeadModel, a reward model
+    as GPT2ForSequenceClassification, each with its tokenizer (tokenizer.json), so that
+    transformers and TRL open it (see docs/trl.md)."""
+    from minirlhf.lm.checkpoint import load_model
+    from minirlhf.lm.pretrained import save_pretrained, save_reward_model
+    from minirlhf.lm.reward_model import RewardModel
+
+    model, tokenizer, extra = load_model(args.checkpoint)
+    if "reward_head" in model.scalar_heads:
+        save_reward_model(RewardModel.load(args.checkpoint), args.out_dir)
+        kind = "GPT2ForSequenceClassification (a reward model)"
+    else:
+        save_pretrained(model, tokenizer, args.out_dir)
+        kind = "GPT2LMHeadModel"
+    print(f"{args.checkpoint} -> {args.out_dir}: {kind}, {model.num_parameters():,} parameters;"
+          f" open it with transformers' from_pretrained({str(args.out_dir)!r})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m minirlhf",
@@ -218,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     p.set_defaults(func=cmd_experiment)
 
+    p = sub.add_parser("export", help="save a checkpoint as a Hugging Face GPT-2 folder",
+                       description=cmd_export.__doc__)
+    p.add_argument("checkpoint", help="a model.npz (a policy or a reward model)")
+    p.add_argument("out_dir", help="the folder to write")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("classroom", help="student copies and exercise checks",
                        description=cmd_classroom.__doc__)
     p.add_argument("action", choices=["make-student", "check"],
@@ -232,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from minirlhf.config import ConfigError, InputError
     from minirlhf.lm.checkpoint import CheckpointError
+    from minirlhf.lm.pretrained import PretrainedError
+    from minirlhf.lm.safetensors import SafetensorsError
     from minirlhf.pipeline import PipelineError
 
     args = build_parser().parse_args(argv)
@@ -239,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # that stopped, and the file system (missing, permission denied, not a directory, disk
     # full: OSError names the path)
     expected = (ConfigError, InputError, CheckpointError, PipelineError, OSError,
-                FloatingPointError)
+                FloatingPointError, PretrainedError, SafetensorsError)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -35,6 +35,15 @@ def test_the_stage_on_the_verifier(tiny_scratchpad_sft, tmp_path):
     assert len(r.metrics) == 2
     for name in TRL_NAMES:
         assert np.isfinite(r.metrics[-1][name]), name
+    last = r.metrics[-1]  # TRL's kl is per token; ours per response is kl_sequence
+    assert last["kl_sequence"] == pytest.approx(last["kl"] * last["completions/mean_length"])
+    per_iteration = TINY["prompts_per_iteration"] * TINY["num_generations"] // TINY[
+        "minibatch_size"]
+    assert last["step"] == 2 * per_iteration  # optimizer steps taken, counted from 1
+    for row in r.metrics:  # no gradient exactly when every group ties and the policy is still
+        # the reference (k3's gradient is 0 there)
+        no_signal = row["frac_reward_zero_std"] == 1.0 and row["kl"] == 0
+        assert (row["grad_norm"] == 0) == no_signal, row
     assert 0.0 <= r.report.gold <= 1.0  # the verifier's accuracy on held-out prompts
     assert set(r.accuracy) == {2, 3, 4, 5} and set(r.sft_accuracy) == {2, 3, 4, 5}
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

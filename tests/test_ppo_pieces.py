@@ -183,6 +183,10 @@ def test_ppo_stage_runs_with_trl_metric_names(tiny_pretrained, tmp_path, critic)
                 "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg", "val/clipfrac_avg",
                 "val/ratio", "val/explained_variance", "gold", "response_length", "eos_rate"]:
         assert key in first, key
+    # TRL's quantities: objective/entropy per response, entropy per token; step from 1
+    assert first["objective/entropy"] == pytest.approx(first["entropy"] * first["response_length"])
+    assert [r["step"] for r in a.metrics] == list(range(1, len(a.metrics) + 1))
+    assert first["learning_rate"] == cfg.get("lr", PPOConfig().lr) and first["grad_norm"] > 0
     # one minibatch, one epoch: the only update starts from the sampling policy itself
     assert first["val/ratio"] == 1.0 and first["objective/kl"] == 0.0
     assert first["objective/exact_kl"] == 0.0  # the whole-vocabulary KL is exactly 0 too

@@ -350,3 +350,24 @@ def test_generate_stops_at_the_eos_id_it_is_given():
     first = int(free.tokens[0, 4])  # the first sampled token, made the stop token
     stop = generate(model, prompt, 20, rng=np.random.default_rng(0), eos_id=first)
     assert stop.finished[0] and stop.response_mask.sum() == 1
+
+
+def test_the_export_command_writes_a_policy_or_a_reward_model(tmp_path, capsys):
+    from minirlhf.cli import main
+    from minirlhf.lm.checkpoint import save_model
+
+    model = tiny_gpt(seed=4)
+    save_model(tmp_path / "policy.npz", model, TOK)
+    assert main(["export", str(tmp_path / "policy.npz"), str(tmp_path / "hf_policy")]) == 0
+    assert "GPT2LMHeadModel" in capsys.readouterr().out
+    back, _ = from_pretrained(tmp_path / "hf_policy")
+    idx = TOK.encode_batch(["the end."])
+    np.testing.assert_array_equal(back(idx).data, model(idx).data)
+    rm = RewardModel(tiny_gpt(seed=6), TOK, gain=2.0, bias=0.5)
+    rm.save(tmp_path / "reward.npz")
+    assert main(["export", str(tmp_path / "reward.npz"), str(tmp_path / "hf_rm")]) == 0
+    assert "GPT2ForSequenceClassification" in capsys.readouterr().out
+    assert json.loads((tmp_path / "hf_rm" / "config.json").read_text())["architectures"] == [
+        "GPT2ForSequenceClassification"]
+    assert main(["export", str(tmp_path / "missing.npz"), str(tmp_path / "x")]) == 2
+    assert "missing.npz does not exist" in capsys.readouterr().err

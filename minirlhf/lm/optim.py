@@ -43,7 +43,8 @@ class AdamW:
         self.decay = set(decay) if decay is not None else set()
         self.m = {n: np.zeros_like(p.data) for n, p in self.params}
         self.v = {n: np.zeros_like(p.data) for n, p in self.params}
-        self.t = 0
+        self.t = 0  # steps taken (TRL's global step once a step is done)
+        self.grad_norm = 0.0  # the last step's gradient norm before clipping (TRL's grad_norm)
 
     def zero_grad(self) -> None:
         for _, p in self.params:
@@ -112,7 +113,8 @@ def optimizer_step(opt: AdamW, loss: Tensor, params: Iterable[Parameter], grad_c
                    where: str) -> float:
     """One guarded training step: backward, clip, update. A loss or gradient that is not finite
     raises FloatingPointError naming ``where`` (stage and step) *before* any weight changes, so
-    the model, and every checkpoint already written, stay intact. Returns the loss value."""
+    the model, and every checkpoint already written, stay intact. Returns the loss value; the
+    gradient norm before clipping is left in ``opt.grad_norm``."""
     value = loss.item()
     if not math.isfinite(value):
         raise FloatingPointError(f"{where}: loss is {value}")
@@ -121,5 +123,6 @@ def optimizer_step(opt: AdamW, loss: Tensor, params: Iterable[Parameter], grad_c
     norm = clip_grad_norm(params, grad_clip)
     if not math.isfinite(norm):
         raise FloatingPointError(f"{where}: gradient norm is {norm} (loss {value:.4g})")
+    opt.grad_norm = norm
     opt.step()
     return value

@@ -257,8 +257,9 @@ def train_dpo(config: DPOConfig) -> DPOResult:
                 opt.lr = cosine_lr(step, total, config.lr, config.warmup_steps, config.lr * 0.1)
                 optimizer_step(opt, loss, policy.parameters(), config.grad_clip,
                                f"dpo: step {step}")
-                result.metrics.append({
-                    "step": step, "loss": loss.item(),
+                result.metrics.append({  # TRL's names; step counted from 1, as TRL does
+                    "step": step + 1, "loss": loss.item(), "grad_norm": opt.grad_norm,
+                    "learning_rate": opt.lr,
                     "rewards/chosen": float(r_c.mean()), "rewards/rejected": float(r_r.mean()),
                     "rewards/accuracies": float(np.mean(r_c > r_r)),
                     "rewards/margins": float(np.mean(r_c - r_r)),

@@ -262,15 +262,18 @@ def update(policy: GPT, optimizer: AdamW, batch: Batch, adv: np.ndarray, config:
                                               config.kl_estimator) * config.beta
             loss = aggregate(losses, mask[mb], config.loss_type, config.max_new_tokens)
             optimizer_step(optimizer, loss, params, config.grad_clip, f"grpo: iteration {it}")
-            for k, v in {**s, "loss": loss.item()}.items():
+            for k, v in {**s, "loss": loss.item(), "grad_norm": optimizer.grad_norm}.items():
                 stats.setdefault(k, []).append(v)
-    return {k: float(np.mean(v)) for k, v in stats.items()}
+    return {**{k: float(np.mean(v)) for k, v in stats.items()},
+            "step": optimizer.t, "learning_rate": optimizer.lr}
 
 
 def metrics(it: int, batch: Batch, kl: np.ndarray, stats: dict[str, float],
             config: GRPOConfig, task: Task) -> dict[str, float]:
-    """Step 6: one row of metrics.jsonl under TRL's GRPO names, plus the gold reward (the
-    verifier's accuracy on the scratchpad world) and the accuracy by difficulty."""
+    """Step 6: one row of metrics.jsonl under TRL's GRPO names meaning TRL's quantities (``kl``
+    and ``entropy`` per token, ``step`` the optimizer steps taken), plus ``kl_sequence`` (the KL
+    per response, the frontier's axis), the gold reward (the verifier's accuracy on the
+    scratchpad world) and the accuracy by difficulty."""
     g = batch.roll.generation
     mask = g.response_mask
     lengths = mask.sum(axis=1)
@@ -282,7 +285,8 @@ def metrics(it: int, batch: Batch, kl: np.ndarray, stats: dict[str, float],
            "frac_reward_zero_std": float(zero_std_groups(batch.rewards).mean()),
            "completions/mean_length": float(lengths.mean()),
            "completions/clipped_ratio": float(1.0 - g.finished.mean()),
-           "kl": float(kl.sum(axis=1).mean()),
+           "kl": float(kl.sum() / max(mask.sum(), 1.0)),
+           "kl_sequence": float(kl.sum(axis=1).mean()),
            "entropy": float(-(batch.logp * mask).sum() / max(mask.sum(), 1.0)),
            "gold": float(np.mean(golds)), **stats}
     if config.task == "scratchpad":
@@ -367,7 +371,7 @@ def train_grpo(config: GRPOConfig) -> GRPOResult:
     m = result.metrics
     result.plot = str(plot_reward_vs_kl(
         Path(config.out_dir) / "reward_vs_kl.png",
-        {"GRPO": {"kl": [r["kl"] for r in m], "gold": [r["gold"] for r in m],
+        {"GRPO": {"kl": [r["kl_sequence"] for r in m], "gold": [r["gold"] for r in m],
                   "proxy": [r["reward"] for r in m]}},
         title=f"{config.advantage} over training: gold and reward against KL"))
     result.seconds = time.time() - t0
@@ -400,7 +404,7 @@ def show(r: GRPOResult, config: GRPOConfig) -> str:
     """What ``python -m minirlhf grpo`` prints after training."""
     lines = [metrics_table(r.metrics, [
         ("iter", "iteration", ">5d"), ("reward", "reward", ">8.3f"),
-        ("zero-std", "frac_reward_zero_std", ">10.2f"), ("KL", "kl", ">8.2f"),
+        ("zero-std", "frac_reward_zero_std", ">10.2f"), ("KL", "kl_sequence", ">8.2f"),
         ("length", "completions/mean_length", ">8.1f"),
         ("clip", "clip_ratio/region_mean", ">7.3f")])]
     if r.accuracy:

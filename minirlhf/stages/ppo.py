@@ -383,9 +383,9 @@ def ppo_update(actors: Actors, tokens: np.ndarray, mask: np.ndarray, old: Scored
                config: PPOConfig, rng: np.random.Generator, it: int) -> dict[str, float]:
     """Step 5: ``ppo_epochs`` passes over the minibatches in a random order, each a clipped
     policy step and a clipped value step (plus the optional entropy bonus). Returns the mean of
-    each loss and statistic over the steps."""
+    each loss and statistic over the steps, the optimizer's step count and learning rate."""
     stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "clipfrac", "vclipfrac",
-                                                     "approxkl", "ratio")}
+                                                     "approxkl", "ratio", "grad_norm")}
     for _ in range(config.ppo_epochs):
         for b in rng.permutation(len(minibatches)):
             mb = minibatches[b]
@@ -403,22 +403,29 @@ def ppo_update(actors: Actors, tokens: np.ndarray, mask: np.ndarray, old: Scored
                            f"ppo: iteration {it}")
             for k, val in (("pg", pg.item()), ("vf", vf.item()), ("clipfrac", ps["clipfrac"]),
                            ("vclipfrac", vs["clipfrac"]), ("approxkl", ps["approxkl"]),
-                           ("ratio", ps["ratio"])):
+                           ("ratio", ps["ratio"]),
+                           ("grad_norm", actors.optimizer.grad_norm)):
                 stats[k].append(val)
-    return {k: float(np.mean(v)) for k, v in stats.items()}
+    return {**{k: float(np.mean(v)) for k, v in stats.items()},
+            "step": actors.optimizer.t, "learning_rate": actors.optimizer.lr}
 
 
 def iteration_metrics(it: int, mask: np.ndarray, finished: np.ndarray, old: Scored,
                       kl: np.ndarray, returns: np.ndarray, stats: dict[str, float],
                       golds: list[float], beta: float) -> dict[str, float]:
-    """Step 6: one row of metrics.jsonl, with TRL's (experimental PPO trainer's) names where
-    TRL has one. ``golds`` is the rollout's gold reward, measured for the log only: training
-    never sees it."""
+    """Step 6: one row of metrics.jsonl, with the names of TRL's PPO trainer (experimental in
+    TRL, removed after 1.12) where it has one, and meaning its quantities: ``objective/kl`` and
+    ``objective/entropy`` are per response (summed over its tokens, averaged over the batch);
+    ``entropy`` is per token (TRL's GRPO name). ``golds`` is the rollout's gold reward,
+    measured for the log only: training never sees it."""
     seq_kl = float(kl.sum(axis=1).mean())
-    entropy = float(-(old.logp * mask).sum() / max(mask.sum(), 1.0))  # sampled-token estimate
+    neg_logp = -(old.logp * mask)  # sampled-token estimate of the entropy, per token
+    entropy = float(neg_logp.sum() / max(mask.sum(), 1.0))
     var_ret = float(np.var(returns[mask > 0]))
     explained = 1.0 - float(np.var((returns - old.values)[mask > 0])) / max(var_ret, 1e-8)
-    return {"iteration": it, "objective/kl": seq_kl, "objective/entropy": entropy,
+    return {"iteration": it, "step": stats["step"], "learning_rate": stats["learning_rate"],
+            "grad_norm": stats["grad_norm"], "objective/kl": seq_kl,
+            "objective/entropy": float(neg_logp.sum(axis=1).mean()), "entropy": entropy,
             "objective/non_score_reward": float((-beta * kl).sum(axis=1).mean()),
             "objective/rlhf_reward": float(old.scores.mean() - beta * seq_kl),
             "objective/scores": float(old.scores.mean()),
@@ -507,8 +514,8 @@ def _health(row: dict[str, float], first: dict[str, float], warned: set[str],
                f"({row['objective/kl']:.3f}) at iteration {row['iteration']}"),
         "ratio": (row["val/ratio"] > 10, f"ppo: mean ratio {row['val/ratio']:.1f} > 10 at "
                   f"iteration {row['iteration']}"),
-        "entropy": (row["objective/entropy"] < 0.1 * first["objective/entropy"],
-                    f"ppo: entropy collapsed to {row['objective/entropy']:.3f} at iteration "
+        "entropy": (row["entropy"] < 0.1 * first["entropy"],
+                    f"ppo: entropy collapsed to {row['entropy']:.3f} nats per token at iteration "
                     f"{row['iteration']}"),
         "length": (abs(row["response_length"] - first["response_length"])
                    > 0.5 * first["response_length"],
