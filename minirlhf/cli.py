@@ -107,8 +107,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     r = run_experiment(ExperimentConfig(name=args.name, base=base, runs_dir=args.runs_dir,
                                         quick=args.quick, seed=args.seed,
                                         progress=not args.quiet))
-    shown = {k: v for k, v in r.numbers.items() if k not in ("best_of_n", "ppo")}
-    print(json.dumps(shown, indent=2, sort_keys=True, default=str)[:6000])
+    if "table" in r.numbers:  # the frontier: its table says it all
+        print(r.numbers["table"])
+    else:
+        shown = {k: v for k, v in r.numbers.items() if k not in ("best_of_n", "ppo")}
+        print(json.dumps(shown, indent=2, sort_keys=True, default=str)[:6000])
     print(f"\n{r.name}: {r.seconds:.0f} s; results: {r.out_dir}/results.json; plots: "
           f"{', '.join(r.plots)}")
     return 0
@@ -237,6 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seeds every stage")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("frontier", help="every method on one gold-vs-KL frontier (the "
+                       "'frontier' experiment; resumes point by point)",
+                       description=cmd_experiment.__doc__)
+    p.add_argument("--base", help="the run to start from (default: default, or tiny with "
+                                  "--quick)")
+    p.add_argument("--runs-dir", default="runs", help="where pipeline runs live")
+    p.add_argument("--quick", action="store_true", help="one strength per method, small "
+                                                        "budgets, on the tiny run")
+    p.add_argument("--seed", type=int, default=0, help="seeds every stage")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    p.set_defaults(func=cmd_experiment, name="frontier")
 
     p = sub.add_parser("export", help="save a checkpoint as a Hugging Face GPT-2 folder",
                        description=cmd_export.__doc__)

@@ -29,6 +29,10 @@ STAGE_MODULES = (
 
 COMMAND_MODULES = (  # a command each, outside the default pipeline
     "grpo",
+    "kto",
+    "orpo",
+    "simpo",
+    "rft",
 )
 
 

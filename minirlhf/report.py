@@ -10,6 +10,7 @@ there are comes from the registry.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ def write_report(root: str | Path, summary: dict[str, Any], records: dict[str, d
         lines.append(f"| {names[key]} | {p['gold_reward']:.3f} | {p['win_rate_vs_sft']:.1%} | "
                      f"{p['kl_to_ref']:.2f} | {p['mean_length']:.1f} | {p['valid_rate']:.1%} |")
     lines += ["", f"![gold reward against KL]({frontier.name})", ""]
+    lines += _every_method(root)
     for name, stage in STAGES.items():  # each stage's own section, in pipeline order
         if stage.report is not None:
             lines += stage.report(records[name]["numbers"])
@@ -92,6 +94,20 @@ def write_report(root: str | Path, summary: dict[str, Any], records: dict[str, d
     text = ("\n".join(lines) + "\n").encode()
     atomic_write(path, lambda f: f.write(text))  # a kill never leaves half a report
     return path
+
+
+def _every_method(root: Path) -> list[str]:
+    """The frontier experiment's table and plot, when it has run on this run folder
+    (``python -m minirlhf frontier``; run the pipeline again afterwards to add them here)."""
+    path = root / "experiments" / "frontier" / "results.json"
+    if not path.exists():
+        return []
+    numbers = json.loads(path.read_text())
+    return ["## Every method on one frontier", "",
+            f"From `python -m minirlhf frontier` ({numbers.get('seconds', 0):.0f} s of training "
+            "and evaluation when it ran; each point reads back its cached folder): every method "
+            "trained from this run's SFT policy, at a few strengths.", "",
+            numbers["table"], "", "![every method](experiments/frontier/frontier.png)", ""]
 
 
 def _environment_line(env: dict[str, Any] | None) -> str:

@@ -26,6 +26,7 @@ F, SEQ, PPO, DPO, RM = ("autograd/functional.py", "lm/sequences.py", "stages/ppo
                         "stages/dpo.py", "stages/reward.py")
 PG, AI, GAO = "lm/policy_gradient.py", "world/ai_labelers.py", "experiments/overoptimization.py"
 DA = "lm/direct_alignment.py"
+BPE, HF = "lm/bpe.py", "lm/pretrained.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     # ------------------------------------------------------------------ chapter 1
@@ -319,4 +320,46 @@ MUTANTS: tuple[Mutant, ...] = (
            "k3 of the reverse ratio", "k3 per token"),
     Mutant("kl-in-the-loss", PG, "        return ops.neg(log_r)\n", "        return log_r\n",
            "k1 with the sign flipped", "k1 per token"),
+    # ------------------------------------------------------------------ chapter 10
+    Mutant("bpe-merge", BPE,
+           'best = min(pairs, key=lambda p: self.ranks.get(p, float("inf")))',
+           'best = max(pairs, key=lambda p: self.ranks.get(p, -1))',
+           "the highest rank merged first", "lowest rank wins"),
+    Mutant("bpe-merge", BPE,
+           'best = min(pairs, key=lambda p: self.ranks.get(p, float("inf")))',
+           'best = next((p for p in zip(symbols, symbols[1:], strict=False) '
+           'if p in self.ranks), None) or next(iter(pairs))',
+           "the first ranked pair from the left, not the lowest rank", "lowest rank wins"),
+    Mutant("bpe-merge", BPE, "            if best not in self.ranks:\n                break\n",
+           "", "unranked pairs merged too", "never merge an unranked pair"),
+    Mutant("bpe-merge", BPE, "        while len(symbols) > 1:\n            # the adjacent pair",
+           "        for _ in range(1 if len(symbols) > 1 else 0):\n            # the adjacent pair",
+           "one merge, not a loop", "bpe("),
+    Mutant("hf-names", HF,
+           "short = name[len(PREFIX):] if name.startswith(PREFIX) else name",
+           "short = name.lstrip(PREFIX)", "str.lstrip strips characters, not a prefix",
+           "lstrip"),
+    Mutant("hf-names", HF, "short = name[len(PREFIX):] if name.startswith(PREFIX) else name",
+           "short = name", "the prefix kept", "did not map"),
+    Mutant("hf-names", HF, "        if short.endswith(BUFFERS):\n            continue\n", "",
+           "the causal-mask buffers kept", "did not map"),
+    Mutant("hf-names", HF,
+           '        if short.startswith(("wte.", "wpe.", "h.", "ln_f.")):\n'
+           '            state[short] = value\n        else:\n            other[short] = value\n',
+           "        state[short] = value\n", "everything put in the trunk", "did not map"),
+    Mutant("reward-export", HF,
+           "score = (rm.gain * head.weight.data[:, 0])[None, :].astype(np.float32)  # (1, C)",
+           "score = head.weight.data[:, 0][None, :].astype(np.float32)  # (1, C)",
+           "the gain not folded into the weight", "gain folded into score"),
+    Mutant("reward-export", HF,
+           "score = (rm.gain * head.weight.data[:, 0])[None, :].astype(np.float32)  # (1, C)",
+           "score = (rm.gain * head.weight.data).astype(np.float32)  # (1, C)",
+           "our (C, 1) column kept", "a row, not our (C, 1) column"),
+    Mutant("reward-export", HF,
+           "offset = float(rm.gain * float(head.bias.data[0]) + rm.bias)",
+           "offset = float(rm.bias)", "the head's bias dropped", "the offset"),
+    Mutant("reward-export", HF,
+           "offset = float(rm.gain * float(head.bias.data[0]) + rm.bias)",
+           "offset = float(float(head.bias.data[0]) + rm.bias)", "the gain not applied to the "
+           "head's bias", "the offset"),
 )

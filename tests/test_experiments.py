@@ -110,3 +110,21 @@ def test_critic_free_runs_quick_from_a_scratchpad_run(tiny_scratchpad_sft, tmp_p
         assert set(runs[0]["by_difficulty"]) == {"2", "3", "4", "5"}  # keys as JSON keeps them
     assert set(saved["sft_weights"]) == {"group", "none", "zero_std", "accuracy"}
     assert open(r.plots[0], "rb").read(4) == b"\x89PNG"
+
+
+def test_the_frontier_puts_every_method_on_one_plot_and_resumes(tiny_run):
+    from minirlhf.experiments.frontier import QUICK_POINTS
+
+    runs, _ = tiny_run
+    r = run_experiment(ExperimentConfig(name="frontier", base="tiny", runs_dir=str(runs),
+                                        quick=True))
+    labels = [p["label"] for p in r.numbers["points"]]
+    assert labels == [p[0] for p in QUICK_POINTS]
+    for p in r.numbers["points"]:
+        assert p["kl_to_ref"] >= 0 and 0 <= p["win_rate_vs_sft"] <= 1 and p["seconds"] > 0
+        assert f"| {p['label']} |" in r.numbers["table"]
+    assert "best-of-n" in r.numbers["fits"] and r.numbers["best_of_n"]["kl"][0] == 0.0
+    assert open(r.plots[0], "rb").read(4) == b"\x89PNG"
+    again = run_experiment(ExperimentConfig(name="frontier", base="tiny", runs_dir=str(runs),
+                                            quick=True))  # every point read back, not retrained
+    assert again.numbers["points"] == r.numbers["points"] and again.seconds < 10

@@ -30,3 +30,50 @@ def test_notebook_runs(path, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+
+
+@pytest.mark.notebooks  # about 25 s
+def test_chapter_10_runs_its_gpt2_cells_when_the_files_exist(tmp_path, monkeypatch):
+    """Chapter 10's GPT-2 cells, on a GPT-2 folder at toy size written here in the Hugging Face
+    layout (OpenAI's names, the causal-mask buffers, vocab.json and merges.txt): the real 124M
+    files are never downloaded, and the same cells run on them."""
+    import json
+
+    import numpy as np
+
+    from minirlhf.lm.bpe import bytes_to_unicode
+    from minirlhf.lm.model import GPT, GPTConfig
+    from minirlhf.lm.safetensors import save_file
+
+    table = bytes_to_unicode()
+    G = table[32]
+    merges = [("t", "h"), ("th", "e"), (G, "the"), ("i", "s"), (G, "is"), ("a", "n")]
+    vocab = {c: i for i, c in enumerate(table.values())}
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    folder = tmp_path / "gpt2"
+    folder.mkdir()
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    config = GPTConfig(vocab_size=len(vocab), block_size=128, n_layer=2, n_head=2, n_embd=16)
+    tensors = GPT(config).state_dict()
+    for i in range(config.n_layer):
+        tensors[f"h.{i}.attn.bias"] = np.tril(np.ones((128, 128), np.float32))[None, None]
+    save_file(folder / "model.safetensors", tensors)
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "gpt2", "vocab_size": len(vocab), "n_positions": 128, "n_ctx": 128,
+        "n_embd": 16, "n_layer": 2, "n_head": 2, "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5, "bos_token_id": len(vocab) - 1,
+        "eos_token_id": len(vocab) - 1}))
+    monkeypatch.setenv("MINIRLHF_GPT2_DIR", str(folder))
+    monkeypatch.setenv("MINIRLHF_FAST", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    path = next(p for p in NOTEBOOKS if p.name.startswith("10_"))
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+    assert "found" in printed and "skipped" not in printed
+    assert "tokens/s on this CPU" in printed and "log p(' Paris.'" in printed

@@ -636,6 +636,101 @@ def _kl_in_the_loss() -> str:
     return _grad(lambda a: kl_estimate(a, ref, "k3"), [_t(logp)])
 
 
+# ------------------------------------------------------- chapter 10: from toy to real (GPT-2)
+def _bpe_merge() -> str:
+    from minirlhf.lm.bpe import BPETokenizer, bytes_to_unicode
+
+    G = bytes_to_unicode()[32]  # the symbol of a leading space
+    merges = [("t", "h"), ("a", "t"), ("th", "e"), (G, "the"), (G, "th"), ("e", "r")]
+    vocab = {c: i for i, c in enumerate(bytes_to_unicode().values())}
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    tok = BPETokenizer(vocab, merges)
+    # expected by hand, merge by merge (lowest rank first, every occurrence)
+    cases = [
+        (G + "the", [G + "the"], "t+h (rank 0), then th+e (rank 2) before Ġ+th (rank 4), then "
+         "Ġ+the (rank 3): the lowest rank wins, not the first pair found nor the highest rank"),
+        ("bat", ["b", "at"], "after a+t no pair has a rank: stop there, never merge an unranked "
+         "pair"),
+        ("other", ["o", "the", "r"], "t+h (rank 0), then th+e (rank 2) before e+r (rank 5), "
+         "which then no longer exists: keep merging by rank until no ranked pair is left"),
+        ("her", ["h", "er"], "only e+r has a rank"),
+        ("thth", ["th", "th"], "both occurrences of t+h merge"),
+        ("x", ["x"], "one symbol: nothing to merge"),
+    ]
+    for text, want, why in cases:
+        tok.cache.clear()
+        got = tok.bpe(text)
+        if list(got) != want:
+            raise CheckFailed(f"bpe({text!r}) gave {list(got)}, expected {want}: {why}")
+    return f"{len(cases)} chunks merged as GPT-2 does"
+
+
+def _hf_names() -> str:
+    from minirlhf.lm.model import GPT, GPTConfig
+    from minirlhf.lm.pretrained import PretrainedError, state_from_hf
+
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=4)
+    ours = GPT(config).state_dict()
+    for prefix in ("transformer.", ""):
+        tensors = {prefix + k: v for k, v in ours.items()}
+        tensors[f"{prefix}h.0.attn.bias"] = np.tril(np.ones((8, 8), np.float32))[None, None]
+        tensors[f"{prefix}h.0.attn.masked_bias"] = np.array(-1e4, np.float32)
+        tensors["score.weight"] = np.ones((1, 4), np.float32)
+        kind = "with the 'transformer.' prefix" if prefix else "without a prefix"
+        try:
+            state, other = state_from_hf(tensors, config, "check")
+        except PretrainedError as e:
+            raise CheckFailed(f"a GPT-2 checkpoint {kind} (and the causal-mask buffers "
+                              f"h.0.attn.bias, h.0.attn.masked_bias) did not map: {e}") from None
+        if sorted(state) != sorted(ours):
+            raise CheckFailed(f"state ({kind}) has {sorted(set(state) ^ set(ours))[:4]} where "
+                              "it should hold exactly our parameter names")
+        for k, v in ours.items():
+            if not np.array_equal(state[k], v):
+                raise CheckFailed(f"state[{k!r}] ({kind}) is not the tensor stored under "
+                                  f"{prefix + k!r}")
+        if sorted(other) != ["score.weight"]:
+            raise CheckFailed(f"other ({kind}) is {sorted(other)}; expected ['score.weight'] "
+                              "(buffers skipped, names not in the trunk kept whole: note that "
+                              "str.lstrip removes characters, not a prefix)")
+    return "prefixed and bare names map; buffers skipped; the rest kept aside"
+
+
+def _reward_export() -> str:
+    import tempfile
+
+    from minirlhf.lm.model import GPT, GPTConfig
+    from minirlhf.lm.pretrained import save_reward_model
+    from minirlhf.lm.reward_model import RewardModel
+    from minirlhf.lm.safetensors import load_file
+    from minirlhf.lm.tokenizer import CharTokenizer
+
+    tok = CharTokenizer()
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2,
+                          n_embd=8, seed=1))
+    model.add_scalar_head("reward", std=0.3)
+    model.reward_head.bias.data[:] = 0.7
+    rm = RewardModel(model, tok, gain=1.9, bias=-0.25)
+    with tempfile.TemporaryDirectory() as d:
+        save_reward_model(rm, d)
+        score = load_file(f"{d}/model.safetensors")["score.weight"]
+        offset = __import__("json").loads(open(f"{d}/config.json").read())[
+            "minirlhf_reward_offset"]
+    if score.shape != (1, 8):
+        raise CheckFailed(f"score has shape {score.shape}; GPT2ForSequenceClassification's "
+                          "score weight is (num_labels, C) = (1, 8): a row, not our (C, 1) column")
+    prompts, responses = ["the film was"] * 3, [" great.", " dull and bad.", " ok"]
+    tokens, _ = rm.encode(prompts, responses)
+    h = model.hidden(tokens).data.astype(np.float64)  # (B, T, C)
+    last = (tokens != tok.pad_id).sum(axis=1) - 1  # the last non-padding token: our EOS
+    theirs = h[np.arange(3), last] @ score[0].astype(np.float64)
+    _close("h . score at the last token (the gain folded into score)", theirs,
+           rm.score(prompts, responses) - 1.9 * 0.7 + 0.25, tol=1e-5)
+    _close("the offset gain * head bias + bias", offset, 1.9 * 0.7 - 0.25, tol=1e-6)
+    return "transformers' score plus the offset equals our normalised reward"
+
+
 EXERCISES: tuple[Exercise, ...] = (
     Exercise(1, "softmax-backward", "autograd.functional.softmax",
              "the backward pass of softmax", _softmax_backward),
@@ -697,6 +792,12 @@ EXERCISES: tuple[Exercise, ...] = (
              "the clipped surrogate per token with clip-higher", _clipped_token_losses),
     Exercise(9, "kl-in-the-loss", "lm.policy_gradient.kl_estimate",
              "k1, k2, k3 and their expected gradients", _kl_in_the_loss),
+    Exercise(10, "bpe-merge", "lm.bpe.BPETokenizer.bpe",
+             "GPT-2's merge loop: lowest rank first, every occurrence", _bpe_merge),
+    Exercise(10, "hf-names", "lm.pretrained.state_from_hf",
+             "map a GPT-2 checkpoint's tensor names onto ours", _hf_names),
+    Exercise(10, "reward-export", "lm.pretrained.save_reward_model",
+             "fold the reward model's normalisation into GPT-2's score head", _reward_export),
 )
 
 
@@ -711,7 +812,7 @@ def _raised_at(error: BaseException) -> str:
 
 
 CHAPTERS = {1: "autograd", 2: "gpt", 3: "sft", 4: "reward", 5: "ppo", 6: "dpo", 7: "rlaif",
-            8: "failures", 9: "critic-free"}  # what ``classroom check NAME`` accepts
+            8: "failures", 9: "critic-free", 10: "gpt2"}  # what ``classroom check NAME`` accepts
 
 
 def select(target: str | int | None) -> list[Exercise]:

@@ -1,4 +1,4 @@
-"""Where RLHF goes wrong, measured: four experiments, one command each.
+"""Where RLHF goes wrong, measured, and every method compared: one command per experiment.
 
 Experiments, as minGPT keeps its projects: separate programs over the library, one file each.
 ``python -m minirlhf experiment NAME`` with NAME one of
@@ -18,6 +18,9 @@ Experiments, as minGPT keeps its projects: separate programs over the library, o
 - ``critic-free``: on the scratchpad world (its own base run, ``runs/scratchpad``), GRPO, Dr.
   GRPO, RLOO, REINFORCE++, ReMax and PPO with a critic at equal samples over seeds, with
   intervals; GRPO's pitfalls as switches; the length lab; the std's weighting by difficulty.
+- ``frontier``: every method (best-of-n, PPO, DPO / IPO / cDPO / hinge, online DPO, KTO, ORPO,
+  SimPO, rejection-sampling fine-tuning) at a few strengths on one gold-vs-KL plot, with Gao et
+  al.'s forms fitted and a table; each point cached in its folder, so the command resumes.
 
 Every experiment but ``critic-free`` starts from a finished pipeline run (``runs/<base>``: its
 SFT policy, its preference data and its reward model), writes ``results.json`` and its plots to
@@ -31,7 +34,14 @@ import json
 import time
 from types import ModuleType
 
-from minirlhf.experiments import critic_free, length_bias, overoptimization, rlaif, sycophancy
+from minirlhf.experiments import (
+    critic_free,
+    frontier,
+    length_bias,
+    overoptimization,
+    rlaif,
+    sycophancy,
+)
 from minirlhf.experiments.common import Context, ExperimentConfig, ExperimentResult
 
 # The registry: an experiment is one file with a ``run(ctx)`` and one line here. A module may
@@ -43,6 +53,7 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "length-bias": length_bias,
     "overoptimization": overoptimization,
     "critic-free": critic_free,
+    "frontier": frontier,
 }
 
 

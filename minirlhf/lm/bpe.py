@@ -154,6 +154,10 @@ class BPETokenizer:
         if chunk in self.cache:
             return self.cache[chunk]
         symbols = list(chunk)
+        # exercise: merge ``symbols`` (a list of str): while two or more remain, find the adjacent
+        # pair with the lowest rank in self.ranks (stop if none has a rank) and merge every
+        # occurrence of it, left to right; leave the merged list in ``symbols``
+        ### BEGIN SOLUTION
         while len(symbols) > 1:
             # the adjacent pair that training merged first
             pairs = set(zip(symbols, symbols[1:], strict=False))
@@ -169,6 +173,7 @@ class BPETokenizer:
                     merged.append(symbols[i])
                     i += 1
             symbols = merged
+        ### END SOLUTION
         self.cache[chunk] = symbols
         return symbols
 

@@ -45,12 +45,13 @@ from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
 from minirlhf.lm.optim import AdamW, cosine_lr, optimizer_step
 from minirlhf.lm.sampling import generate_text
-from minirlhf.lm.sequences import encode_pairs, sequence_logps
+from minirlhf.lm.sequences import sequence_logps
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_series
 from minirlhf.world import TASK_NAMES, get_task
 from minirlhf.world.preference_data import (
     PreferencePair,
+    encode_chosen_rejected,
     label_pairs,
     length_buckets,
     load_jsonl,
@@ -112,14 +113,6 @@ def _array(x: Tensor | np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- stage
-def _encode(tokenizer: CharTokenizer, pairs: list[PreferencePair]
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Chosen responses in the first half of the batch, rejected in the second. (2B, T)"""
-    prompts = [p.prompt for p in pairs] * 2
-    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    return encode_pairs(tokenizer, prompts, responses)
-
-
 @dataclass
 class DPOConfig(StageConfig):
     task: str = setting("reviews", "which world", choices=TASK_NAMES)
@@ -188,7 +181,7 @@ def _reference_logps(reference: GPT, tokenizer: CharTokenizer, pairs: list[Prefe
     out = np.zeros((len(pairs), 2), dtype=np.float32)
     with no_grad():
         for idx in batches:
-            tokens, mask = _encode(tokenizer, [pairs[i] for i in idx])
+            tokens, mask = encode_chosen_rejected(tokenizer, [pairs[i] for i in idx])
             lp = sequence_logps(reference, tokens, mask, mean).data
             out[idx, 0], out[idx, 1] = lp[: len(idx)], lp[len(idx):]
     return out
@@ -247,7 +240,7 @@ def train_dpo(config: DPOConfig) -> DPOResult:
         for _ in range(config.epochs):
             for b in rng.permutation(len(batches)):
                 idx = batches[b]
-                tokens, mask = _encode(tokenizer, [pairs[i] for i in idx])
+                tokens, mask = encode_chosen_rejected(tokenizer, [pairs[i] for i in idx])
                 lp = sequence_logps(policy, tokens, mask, config.mean_logps)  # (2B,)
                 B = len(idx)
                 losses, r_c, r_r = dpo_loss(lp[:B], lp[B:], ref_logps[idx, 0],

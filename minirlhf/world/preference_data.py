@@ -23,6 +23,7 @@ import numpy as np
 
 from minirlhf.config import InputError, missing_input, stage_command
 from minirlhf.lm.checkpoint import atomic_write
+from minirlhf.lm.sequences import encode_pairs
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.world import Task
 from minirlhf.world.raters import Panel, ceiling, expected_gold_agreement
@@ -233,6 +234,25 @@ def length_buckets(pairs: list[PreferencePair], batch_size: int, rng: np.random.
     order = rng.permutation(len(pairs))
     order = order[np.argsort(lengths[order], kind="stable")]
     return [order[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
+
+
+def encode_chosen_rejected(tokenizer: CharTokenizer, pairs: list[PreferencePair]
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """One batch for a pairwise loss: the chosen responses in its first half, the rejected in
+    its second, each after its prompt and ended by EOS. -> tokens, response_mask (2B, T)"""
+    prompts = [p.prompt for p in pairs] * 2
+    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    return encode_pairs(tokenizer, prompts, responses)
+
+
+def unpaired_buckets(examples: list[UnpairedExample], batch_size: int,
+                     rng: np.random.Generator) -> list[np.ndarray]:
+    """``length_buckets`` for unpaired examples: shuffled, sorted by length, cut into batches
+    (the last one smaller when ``batch_size`` does not divide the count; none dropped)."""
+    lengths = np.array([len(e.prompt) + len(e.completion) for e in examples])
+    order = rng.permutation(len(examples))
+    order = order[np.argsort(lengths[order], kind="stable")]
+    return [order[i:i + batch_size] for i in range(0, len(examples), batch_size)]
 
 
 def pair_key(pair: PreferencePair) -> tuple[str, str, str]:

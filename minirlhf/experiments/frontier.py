@@ -1,0 +1,165 @@
+"""One frontier: every method on the same gold-reward vs KL axes of the reviews world.
+
+Each method trades reward for distance from the SFT policy; the question a practitioner asks is
+which buys more *gold* reward per nat of KL, at this scale. Every point is a policy trained from
+the pipeline run's SFT policy on its preference data (or its reward model), then judged like
+every policy: gold reward, KL to SFT per response, win-rate vs SFT, valid rate, mean length,
+and its wall time. Methods run at a few strengths (beta, lam, rounds), and two fitted curves
+from Gao et al. (2022) summarise them: best-of-n's ``d (alpha - beta d)`` on its analytic KL and
+RL's ``d (alpha - beta log d)`` on PPO's points (d = sqrt(KL)).
+
+Every point is one stage run through the registry (``COMMANDS[stage].run`` with the point's
+settings), kept in its own folder with the settings it ran with (``point.json``): run the
+command again and finished points are read back instead of trained (delete a folder to redo
+it). ``--quick`` runs one strength per method on the tiny run, with small budgets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from minirlhf.experiments.common import Context
+from minirlhf.experiments.overoptimization import fit_gao, gao_curve
+from minirlhf.registry import COMMANDS
+
+NEEDS = ("sft", "preferences", "reward", "best_of_n")
+
+# (label, stage, settings): the points of the full frontier. Strengths bracket each method's
+# default: beta for the reference-based losses, lam for ORPO, beta for SimPO, rounds for RFT.
+POINTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("PPO b=0.02", "ppo", {"beta": 0.02}),
+    ("PPO b=0.05", "ppo", {"beta": 0.05}),
+    ("PPO b=0.2", "ppo", {"beta": 0.2}),
+    ("DPO b=0.1", "dpo", {"beta": 0.1}),
+    ("DPO b=0.5", "dpo", {"beta": 0.5}),
+    ("DPO b=2", "dpo", {"beta": 2.0}),
+    ("IPO b=0.5", "dpo", {"beta": 0.5, "loss_type": "ipo"}),
+    ("cDPO b=0.5", "dpo", {"beta": 0.5, "label_smoothing": 0.1}),
+    ("hinge b=0.5", "dpo", {"beta": 0.5, "loss_type": "hinge"}),
+    ("online DPO b=0.5", "dpo", {"beta": 0.5, "online_rounds": 4}),
+    ("KTO b=0.1", "kto", {"beta": 0.1}),
+    ("KTO b=0.5", "kto", {"beta": 0.5}),
+    ("KTO b=2", "kto", {"beta": 2.0}),
+    ("ORPO l=0.1", "orpo", {"lam": 0.1}),
+    ("ORPO l=0.5", "orpo", {"lam": 0.5}),
+    ("SimPO b=2", "simpo", {"beta": 2.0}),
+    ("SimPO b=10", "simpo", {"beta": 10.0}),
+    ("RFT best", "rft", {"select": "best"}),
+    ("RFT random", "rft", {"select": "random"}),
+)
+QUICK_POINTS = tuple(p for p in POINTS if p[0] in (
+    "PPO b=0.05", "DPO b=0.5", "KTO b=0.5", "ORPO l=0.1", "SimPO b=2", "RFT best"))
+# what the quick run shrinks, per stage (on top of the tiny preset's settings)
+QUICK = {"ppo": dict(iterations=3, rollout_size=16, minibatch_size=8),
+         "dpo": dict(max_pairs=256, online_pairs=128), "kto": dict(max_examples=256),
+         "orpo": dict(max_pairs=256), "simpo": dict(max_pairs=256),
+         "rft": dict(rounds=2, prompts_per_round=16, n=4, batch_size=8, epochs=1)}
+
+
+def point_settings(ctx: Context, stage: str, settings: dict[str, Any], folder: Path
+                   ) -> dict[str, Any]:
+    """A point's full settings: the base run's inputs, the experiment's seed, the quick
+    budgets when quick, and the point's own."""
+    inputs = {"init": ctx.sft, "preferences": ctx.preferences, "reward_model": ctx.reward_path}
+    fields = {f.name for f in dataclasses.fields(COMMANDS[stage].config)}
+    out = {k: v for k, v in inputs.items() if k in fields}
+    out.update(out_dir=str(folder), seed=ctx.config.seed, progress=ctx.config.progress)
+    if ctx.config.quick:
+        out.update(COMMANDS[stage].presets.get("tiny", {}), **QUICK[stage])
+    out.update(settings)
+    return out
+
+
+def run_point(ctx: Context, label: str, stage: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Train one point (or read it back when its folder holds the same settings)."""
+    folder = ctx.out / label.replace(" ", "_").replace("=", "")
+    full = point_settings(ctx, stage, settings, folder)
+    saved = folder / "point.json"
+    if saved.exists():
+        kept = json.loads(saved.read_text())
+        if kept.get("settings") == full:
+            return kept
+    t0 = time.time()
+    spec = COMMANDS[stage]
+    result = spec.run(spec.config(**full))
+    rep = result.report.to_dict()
+    row = {"label": label, "stage": stage, "settings": full, "seconds": time.time() - t0,
+           **{k: rep[k] for k in ("gold_reward", "sft_gold_reward", "kl_to_ref",
+                                  "win_rate_vs_sft", "valid_rate", "mean_length")}}
+    if stage == "rft":  # one point per round: the rounds are strengths too
+        row["rounds"] = [{k: r[k] for k in ("round", "gold", "kl", "win_rate")}
+                         for r in result.rounds]
+    saved.write_text(json.dumps(row, indent=2) + "\n")
+    return row
+
+
+def best_of_n_curve(ctx: Context) -> dict[str, list[float]]:
+    """Best-of-n from the base run (its gold against the analytic KL, n = 1 .. n_max)."""
+    summary = json.loads((ctx.base / "best_of_n" / "summary.json").read_text())
+    ns = sorted(summary["table"], key=int)
+    return {"n": [int(n) for n in ns], "kl": [summary["table"][n]["kl"] for n in ns],
+            "gold": [summary["table"][n]["gold"] for n in ns]}
+
+
+def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
+    points = QUICK_POINTS if ctx.config.quick else POINTS
+    rows = [run_point(ctx, *p) for p in points]
+    bon = best_of_n_curve(ctx)
+    sft_gold = rows[0]["sft_gold_reward"]
+    fits = {}
+    d_bon = np.sqrt(np.asarray(bon["kl"]))
+    fits["best-of-n"] = fit_gao(d_bon, np.asarray(bon["gold"]) - bon["gold"][0], "bon")
+    ppo = [r for r in rows if r["stage"] == "ppo"]
+    if len(ppo) >= 2:
+        fits["PPO"] = fit_gao(np.sqrt([r["kl_to_ref"] for r in ppo]),
+                              np.array([r["gold_reward"] for r in ppo]) - sft_gold, "rl")
+    plot = _plot(ctx.out / "frontier.png", rows, bon, fits, sft_gold)
+    return {"points": rows, "best_of_n": bon, "fits": fits, "sft_gold": sft_gold,
+            "table": table(rows, sft_gold)}, [plot]
+
+
+def table(rows: list[dict[str, Any]], sft_gold: float) -> str:
+    """The frontier as a Markdown table, one row per point (and per RFT round)."""
+    lines = ["| method | gold | KL (nats) | win-rate vs SFT | valid | length | time (s) |",
+             "|---|---:|---:|---:|---:|---:|---:|",
+             f"| SFT | {sft_gold:.3f} | 0.00 | 50.0% | | | |"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['gold_reward']:.3f} | {r['kl_to_ref']:.2f} | "
+                     f"{r['win_rate_vs_sft']:.1%} | {r['valid_rate']:.1%} | "
+                     f"{r['mean_length']:.1f} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def _plot(path: Path, rows: list[dict[str, Any]], bon: dict[str, list[float]],
+          fits: dict[str, dict[str, float]], sft_gold: float) -> str:
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    ax.plot(bon["kl"], bon["gold"], "k.-", label="best-of-n (analytic KL)")
+    top = max([r["kl_to_ref"] for r in rows] + bon["kl"])
+    d = np.linspace(1e-3, np.sqrt(top), 200)
+    for name, style in (("best-of-n", "k:"), ("PPO", "C0:")):
+        if name in fits:
+            f = fits[name]
+            curve = gao_curve("bon" if name == "best-of-n" else "rl", f["alpha"], f["beta"])
+            base = bon["gold"][0] if name == "best-of-n" else sft_gold
+            ax.plot(d * d, base + curve(d), style, lw=1, label=f"{name}: Gao fit")
+    markers = {"ppo": "o", "dpo": "s", "kto": "^", "orpo": "v", "simpo": "D", "rft": "P"}
+    for k, r in enumerate(rows):
+        ax.scatter([r["kl_to_ref"]], [r["gold_reward"]], marker=markers[r["stage"]],
+                   color=f"C{k % 10}", label=r["label"], zorder=3)
+        for rd in r.get("rounds", [])[:-1]:  # RFT's earlier rounds, smaller
+            ax.scatter([rd["kl"]], [rd["gold"]], marker="P", color=f"C{k % 10}", s=15)
+    ax.axhline(sft_gold, color="gray", lw=0.8, ls="--", label="SFT")
+    ax.set(xlabel="KL to the SFT policy (nats per response)", ylabel="gold reward",
+           title="One frontier: gold reward against KL, every method")
+    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return str(path)

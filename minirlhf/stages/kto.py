@@ -1,0 +1,226 @@
+"""KTO: alignment from thumbs-up and thumbs-down on single responses (Ethayarajh et al., 2024).
+
+Pairs are expensive to collect; a thumbs-up or -down on one response is what most products
+already log. KTO learns from such unpaired labels. With r = log pi(y|x) - log pi_ref(y|x) (the
+implicit reward of DPO) and a reference point z0 = max(KL(pi || pi_ref), 0) estimated on the
+batch and detached,
+
+    desirable y:    w_d (1 - sigmoid(beta (r - z0)))
+    undesirable y:  w_u (1 - sigmoid(beta (z0 - r)))
+
+a desirable response is pushed above the reference point, an undesirable one below it (the
+prospect-theory value function of Kahneman and Tversky, hence the name). z0 is estimated as
+the paper does, from *mismatched* pairs: each prompt of the batch with the next example's
+completion, where the policy has no reason to differ from the reference except by drifting.
+
+Data: the preference file's pairs split into a thumbs-up for each chosen response and a
+thumbs-down for each rejected one (as the KTO paper does), an unpaired file used as it is, or
+``thumbs = n``: n fresh samples of the SFT policy, each given a thumbs-up or -down by the
+raters (``Rater.p_thumbs_up``: the response against a neutral one, with the raters' noise).
+
+One iteration, step by step: 1. a length-bucketed batch of labelled responses; 2. the reference
+point z0 from mismatched pairs; 3. the policy's log-probs (the reference's are computed once);
+4. the loss (``kto_loss``); 5. a step; 6. metrics under TRL's KTO names.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from minirlhf.autograd.tensor import no_grad
+from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting, stream
+from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
+from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.direct_alignment import kto_loss
+from minirlhf.lm.model import GPT
+from minirlhf.lm.optim import AdamW, cosine_lr, optimizer_step
+from minirlhf.lm.sampling import generate_text
+from minirlhf.lm.sequences import encode_pairs, sequence_logps
+from minirlhf.lm.tokenizer import CharTokenizer
+from minirlhf.plots import plot_series
+from minirlhf.world import TASK_NAMES, get_task
+from minirlhf.world.preference_data import (
+    PreferencePair,
+    UnpairedExample,
+    label_thumbs,
+    load_jsonl,
+    pairs_to_unpaired,
+    unpaired_buckets,
+)
+from minirlhf.world.raters import PRESETS as RATER_PRESETS
+from minirlhf.world.raters import get_panel
+
+log = logging.getLogger("minirlhf.stages.kto")
+
+
+@dataclass
+class KTOConfig(StageConfig):
+    task: str = setting("reviews", "which world", choices=TASK_NAMES)
+    preferences: str = setting(
+        run_path("preferences", "preferences.jsonl"),
+        "pairs (split into a thumbs-up and a thumbs-down each) or unpaired labels (JSON Lines)")
+    init: str = setting(run_path("sft", "model.npz"),
+                        "the SFT policy: start point and frozen reference")
+    out_dir: str = setting(run_path("kto"), "where the checkpoint, metrics and plots go")
+    thumbs: int = setting(0, "0: learn from the preference file; n > 0: from n fresh SFT "
+                          "samples, each given a thumbs-up or -down by the raters",
+                          "[0, 10_000_000]")
+    raters: str = setting("default", "thumbs > 0: the rater preset that labels the samples",
+                          choices=RATER_PRESETS)
+    beta: float = setting(0.5, "strength of the implicit KL penalty, as DPO's beta", "(0, inf)")
+    desirable_weight: float = setting(1.0, "w_d, the weight of thumbs-up examples", "(0, inf)")
+    undesirable_weight: float = setting(1.0, "w_u, the weight of thumbs-down examples; the paper "
+                                        "keeps w_d n_d / (w_u n_u) in [1, 4/3]", "(0, inf)")
+    max_examples: int = setting(0, "use at most this many labelled responses (0: all)",
+                                "[0, 10_000_000]")
+    epochs: int = setting(1, "passes over the labels", "[1, 1000]")
+    batch_size: int = setting(64, "labelled responses per step (a pair gives two)", "[2, 4096]")
+    lr: float = setting(1e-4, "peak learning rate", "(0, inf)")
+    warmup_steps: int = setting(20, "linear warmup", "[0, 1_000_000]")
+    grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
+    eval_samples_per_prompt: int = setting(4, "samples per evaluation prompt", "[1, 1000]")
+    max_new_tokens: int = setting(80, "response budget when sampling", "[1, 126]")
+
+
+@dataclass
+class KTOResult:
+    config: KTOConfig
+    checkpoint: str
+    report: PolicyReport | None = None  # gold, win-rate vs SFT, KL
+    metrics: list[dict[str, float]] = field(default_factory=list)  # one dict per step
+    data: dict[str, float] = field(default_factory=dict)  # what the labels were
+    plots: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def unpaired_data(config: KTOConfig, policy: GPT, tokenizer: CharTokenizer,
+                  rng: np.random.Generator) -> list[UnpairedExample]:
+    """The labelled responses KTO trains on (see the module docstring for the three sources)."""
+    if config.thumbs:
+        task, panel = get_task(config.task), get_panel(config.raters)
+        prompts = task.sample_prompts(config.thumbs, rng)
+        done = generate_text(policy, tokenizer, prompts, config.max_new_tokens, rng)
+        kept = [(p, t) for p, (t, finished) in zip(prompts, done, strict=True) if finished and t]
+        return label_thumbs(task, panel, [p for p, _ in kept], [t for _, t in kept], rng)
+    records = load_jsonl(config.preferences, tokenizer, policy.config.block_size)
+    if records and isinstance(records[0], PreferencePair):
+        return pairs_to_unpaired(records)
+    return records
+
+
+def _logps(model: GPT, tokenizer: CharTokenizer, prompts: list[str], completions: list[str]):
+    tokens, mask = encode_pairs(tokenizer, prompts, completions)
+    return sequence_logps(model, tokens, mask)  # (B,)
+
+
+def reference_point(policy: GPT, reference: GPT, tokenizer: CharTokenizer,
+                    batch: list[UnpairedExample]) -> float:
+    """Step 2: the batch's estimate of KL(pi || pi_ref), from mismatched pairs (each prompt with
+    the next example's completion), without gradient; kto_loss clamps it at 0."""
+    prompts = [e.prompt for e in batch]
+    shifted = [batch[(i + 1) % len(batch)].completion for i in range(len(batch))]
+    with no_grad():
+        pol = _logps(policy, tokenizer, prompts, shifted).data
+        ref = _logps(reference, tokenizer, prompts, shifted).data
+    return float(np.mean(pol - ref))
+
+
+def train_kto(config: KTOConfig) -> KTOResult:
+    """KTO from the SFT policy (also the frozen reference) on thumbs-up / thumbs-down labels."""
+    STAGE.begin(config, unused=("preferences",) if config.thumbs else ())
+    t0 = time.time()
+    rng = stream(config.seed, "train")
+    policy, tokenizer, _ = load_model(config.init)
+    reference, _, _ = load_model(config.init)
+    examples = unpaired_data(config, policy, tokenizer, rng)
+    if config.max_examples:
+        examples = [examples[i] for i in rng.permutation(len(examples))[: config.max_examples]]
+    check_fits(config, "batch_size", len(examples), f"the {len(examples)} labelled responses")
+    desirable = np.array([e.label for e in examples])
+    result = KTOResult(config=config, checkpoint="", data={
+        "examples": len(examples), "desirable_share": float(desirable.mean()),
+        "source": f"{config.thumbs} thumbs" if config.thumbs else config.preferences})
+    log.info("kto: %d labelled responses, %.0f%% thumbs-up", len(examples),
+             100 * desirable.mean())
+    # 1. batches of similar lengths; the reference's log-probs once (it never changes)
+    batches = unpaired_buckets(examples, config.batch_size, rng)
+    ref_logps = np.zeros(len(examples), np.float32)
+    with no_grad():
+        for idx in batches:
+            ref_logps[idx] = _logps(reference, tokenizer, [examples[i].prompt for i in idx],
+                                    [examples[i].completion for i in idx]).data
+    opt = AdamW(policy.named_parameters(), lr=config.lr)
+    total = len(batches) * config.epochs
+    bar = tqdm(total=total, desc="kto", disable=not config.progress)
+    for _ in range(config.epochs):
+        for b in rng.permutation(len(batches)):
+            step = len(result.metrics)
+            idx = batches[b]
+            batch = [examples[i] for i in idx]
+            # 2. the reference point
+            z0 = reference_point(policy, reference, tokenizer, batch)
+            # 3. the policy's log-probs
+            lp = _logps(policy, tokenizer, [e.prompt for e in batch],
+                        [e.completion for e in batch])  # (B,)
+            # 4. the loss
+            up = desirable[idx]
+            losses, rewards = kto_loss(lp, ref_logps[idx], up, z0, config.beta,
+                                       config.desirable_weight, config.undesirable_weight)
+            loss = losses.mean()
+            # 5. a step
+            opt.lr = cosine_lr(step, total, config.lr, config.warmup_steps, config.lr * 0.1)
+            optimizer_step(opt, loss, policy.parameters(), config.grad_clip, f"kto: step {step}")
+            # 6. metrics, TRL's KTO names (chosen: the thumbs-up rows, rejected: the others)
+            row = {"step": step + 1, "loss": loss.item(), "grad_norm": opt.grad_norm,
+                   "learning_rate": opt.lr, "kl": max(z0, 0.0)}
+            for name, sel in (("chosen", up), ("rejected", ~up)):
+                if sel.any():
+                    row[f"rewards/{name}"] = float(rewards[sel].mean())
+                    row[f"logps/{name}"] = float(lp.data[sel].mean())
+            if up.any() and (~up).any():
+                row["rewards/margins"] = row["rewards/chosen"] - row["rewards/rejected"]
+            result.metrics.append(row)
+            bar.update(1)
+    bar.close()
+    out = Path(config.out_dir)
+    result.checkpoint, result.report = finish_policy_stage(
+        "kto", out, config, policy, reference, tokenizer, get_task(config.task), result.metrics,
+        config.seed, config.eval_samples_per_prompt, config.max_new_tokens)
+    steps = [m["step"] for m in result.metrics]
+    result.plots = [str(plot_series(
+        out / "metrics.png", {k: [(s, m[k]) for s, m in zip(steps, result.metrics, strict=True)
+                                  if k in m]
+                              for k in ("kl", "rewards/chosen", "rewards/rejected")},
+        title=f"KTO (beta {config.beta})", ylabel="value"))]
+    result.seconds = time.time() - t0
+    return result
+
+
+def record(r: KTOResult, config: KTOConfig) -> dict:
+    """What a run keeps (its record's numbers)."""
+    return {**policy_numbers(r.report, config.eval_samples_per_prompt), "data": r.data,
+            "plots": r.plots}
+
+
+def show(r: KTOResult, config: KTOConfig) -> str:
+    """What ``python -m minirlhf kto`` prints after training."""
+    last = r.metrics[-1]
+    return (f"data: {r.data['examples']} labelled responses from {r.data['source']}, "
+            f"{r.data['desirable_share']:.0%} thumbs-up\n"
+            + "last step: " + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "step")
+            + "\n" + r.report.describe("KTO", config.eval_samples_per_prompt)
+            + f"\n{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {', '.join(r.plots)}")
+
+
+STAGE = Stage(
+    name="kto", title="KTO", help="KTO: alignment from thumbs-up / thumbs-down labels",
+    config=KTOConfig, run=train_kto, record=record, show=show, policy=True,
+    inputs={"preferences": "preferences", "init": "sft"},
+    presets={"tiny": dict(max_examples=1024, eval_samples_per_prompt=1, max_new_tokens=60)},
+)

@@ -1,0 +1,158 @@
+"""SimPO: the length-normalised log-prob as the implicit reward, no reference model (Meng et
+al., 2024).
+
+DPO's implicit reward is beta log(pi / pi_ref), summed over the response. SimPO replaces it with
+the *mean* per-token log-prob, so a response is not rewarded for being short or long, and asks
+the chosen response to win by a target margin gamma:
+
+    L_SimPO = -log sigmoid( beta/|y_w| log pi(y_w|x) - beta/|y_l| log pi(y_l|x) - gamma )
+
+No reference model enters the loss (and no SFT term, unlike ORPO): nothing ties the policy to
+where it started. The stage loads the SFT policy only to *measure* the KL it drifts. TRL runs
+SimPO as ``CPOTrainer(loss_type="simpo", cpo_alpha=0)`` and logs per-token mean log-probs as
+``logps/chosen``; so do we here.
+
+One iteration, step by step: 1. a length-bucketed batch of pairs; 2. summed log-probs and
+lengths of the chosen and rejected responses; 3. the loss (``simpo_loss``); 4. a step; 5. metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting, stream
+from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
+from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.direct_alignment import simpo_loss
+from minirlhf.lm.optim import AdamW, cosine_lr, optimizer_step
+from minirlhf.lm.sequences import sequence_logps
+from minirlhf.plots import plot_series
+from minirlhf.world import TASK_NAMES, get_task
+from minirlhf.world.preference_data import (
+    encode_chosen_rejected,
+    length_buckets,
+    load_jsonl,
+    require_pairs,
+)
+
+log = logging.getLogger("minirlhf.stages.simpo")
+
+
+@dataclass
+class SimPOConfig(StageConfig):
+    task: str = setting("reviews", "which world", choices=TASK_NAMES)
+    preferences: str = setting(
+        run_path("preferences", "preferences.jsonl"), "labelled pairs (JSON Lines)")
+    init: str = setting(run_path("sft", "model.npz"),
+                        "the start point (and the reference the KL is measured against; the "
+                        "loss uses none)")
+    out_dir: str = setting(run_path("simpo"), "where the checkpoint, metrics and plots go")
+    beta: float = setting(2.0, "scale of the length-normalised reward (the paper's default)",
+                          "(0, inf)")
+    gamma: float = setting(0.5, "target margin between chosen and rejected rewards", "[0, inf)")
+    max_pairs: int = setting(0, "use at most this many pairs (0: all)", "[0, 10_000_000]")
+    epochs: int = setting(1, "passes over the pairs", "[1, 1000]")
+    batch_size: int = setting(32, "pairs per step", "[1, 4096]")
+    lr: float = setting(1e-4, "peak learning rate", "(0, inf)")
+    warmup_steps: int = setting(20, "linear warmup", "[0, 1_000_000]")
+    grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
+    eval_samples_per_prompt: int = setting(4, "samples per evaluation prompt", "[1, 1000]")
+    max_new_tokens: int = setting(80, "response budget when sampling", "[1, 126]")
+
+
+@dataclass
+class SimPOResult:
+    config: SimPOConfig
+    checkpoint: str
+    report: PolicyReport | None = None  # gold, win-rate vs SFT, KL
+    metrics: list[dict[str, float]] = field(default_factory=list)  # one dict per step
+    plots: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train_simpo(config: SimPOConfig) -> SimPOResult:
+    """SimPO from the SFT policy on the preference pairs: a margin between length-normalised
+    log-probs. No reference model in the loss."""
+    STAGE.begin(config)
+    t0 = time.time()
+    rng = stream(config.seed, "train")
+    policy, tokenizer, _ = load_model(config.init)
+    reference, _, _ = load_model(config.init)  # for the evaluation's KL only
+    pairs = require_pairs(load_jsonl(config.preferences, tokenizer, policy.config.block_size),
+                          config.preferences, "SimPO")
+    if config.max_pairs:
+        pairs = [pairs[i] for i in rng.permutation(len(pairs))[: config.max_pairs]]
+    check_fits(config, "batch_size", len(pairs), f"the {len(pairs)} pairs")
+    opt = AdamW(policy.named_parameters(), lr=config.lr)
+    # 1. batches of pairs of similar lengths (none dropped)
+    batches = length_buckets(pairs, config.batch_size, rng)
+    total = len(batches) * config.epochs
+    result = SimPOResult(config=config, checkpoint="")
+    bar = tqdm(total=total, desc="simpo", disable=not config.progress)
+    for _ in range(config.epochs):
+        for b in rng.permutation(len(batches)):
+            step = len(result.metrics)
+            chunk = [pairs[i] for i in batches[b]]
+            B = len(chunk)
+            # 2. summed log-probs and lengths, chosen in the first half, rejected in the second
+            tokens, mask = encode_chosen_rejected(tokenizer, chunk)  # (2B, T)
+            lp = sequence_logps(policy, tokens, mask)  # (2B,)
+            lengths = mask.sum(axis=1)  # (2B,)
+            # 3. the loss
+            losses = simpo_loss(lp[:B], lp[B:], lengths[:B], lengths[B:], config.beta,
+                                config.gamma)
+            loss = losses.mean()
+            # 4. a step
+            opt.lr = cosine_lr(step, total, config.lr, config.warmup_steps, config.lr * 0.1)
+            optimizer_step(opt, loss, policy.parameters(), config.grad_clip, f"simpo: step {step}")
+            # 5. metrics, TRL's CPO/SimPO names (rewards beta x per-token mean log-probs)
+            mean_c, mean_r = lp.data[:B] / lengths[:B], lp.data[B:] / lengths[B:]
+            result.metrics.append({
+                "step": step + 1, "loss": loss.item(), "grad_norm": opt.grad_norm,
+                "learning_rate": opt.lr,
+                "rewards/chosen": float(config.beta * mean_c.mean()),
+                "rewards/rejected": float(config.beta * mean_r.mean()),
+                "rewards/accuracies": float(np.mean(mean_c > mean_r)),
+                "rewards/margins": float(config.beta * (mean_c - mean_r).mean()),
+                "logps/chosen": float(mean_c.mean()), "logps/rejected": float(mean_r.mean())})
+            bar.update(1)
+    bar.close()
+    out = Path(config.out_dir)
+    result.checkpoint, result.report = finish_policy_stage(
+        "simpo", out, config, policy, reference, tokenizer, get_task(config.task), result.metrics,
+        config.seed, config.eval_samples_per_prompt, config.max_new_tokens)
+    steps = [m["step"] for m in result.metrics]
+    result.plots = [str(plot_series(
+        out / "metrics.png", {k: list(zip(steps, [m[k] for m in result.metrics], strict=True))
+                              for k in ("rewards/margins", "rewards/accuracies", "logps/chosen",
+                                        "logps/rejected")},
+        title=f"SimPO (beta {config.beta}, gamma {config.gamma})", ylabel="value"))]
+    result.seconds = time.time() - t0
+    return result
+
+
+def record(r: SimPOResult, config: SimPOConfig) -> dict:
+    """What a run keeps (its record's numbers)."""
+    return {**policy_numbers(r.report, config.eval_samples_per_prompt), "plots": r.plots}
+
+
+def show(r: SimPOResult, config: SimPOConfig) -> str:
+    """What ``python -m minirlhf simpo`` prints after training."""
+    last = r.metrics[-1]
+    return ("last step: " + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "step")
+            + "\n" + r.report.describe("SimPO", config.eval_samples_per_prompt)
+            + f"\n{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {', '.join(r.plots)}")
+
+
+STAGE = Stage(
+    name="simpo", title="SimPO", help="SimPO: a length-normalised margin loss, no reference",
+    config=SimPOConfig, run=train_simpo, record=record, show=show, policy=True,
+    inputs={"preferences": "preferences", "init": "sft"},
+    presets={"tiny": dict(max_pairs=512, eval_samples_per_prompt=1, max_new_tokens=60)},
+)
