@@ -1,7 +1,7 @@
 """The house's rules, checked on the code itself (every module's imports, read with ast):
 
 - a module imports only from its own floor or from floors below it:
-  foundations (config, plots) -> autograd -> lm -> world -> evaluation -> stages ->
+  foundations (config, plots) -> autograd -> lm -> world -> evaluation, training -> stages ->
   experiments / pipeline / report / registry -> course -> cli;
 - no stage imports another stage (what two stages share lives on a lower floor);
 - no module imports from the package root (``from minirlhf import X``): the root re-exports for
@@ -26,7 +26,7 @@ PACKAGE = ROOT / "minirlhf"
 # top of the package.
 FLOORS = {
     "config": 0, "plots": 0,  # foundations: they import nothing from the package
-    "autograd": 1, "lm": 2, "world": 3, "evaluation": 4, "stages": 5,
+    "autograd": 1, "lm": 2, "world": 3, "evaluation": 4, "training": 4, "stages": 5,
     "experiments": 6, "pipeline": 6, "report": 6, "registry": 6,
     "course": 7, "cli": 8, "__main__": 8, "__init__": 8,
 }

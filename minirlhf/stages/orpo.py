@@ -11,8 +11,9 @@ started: the stage still loads the SFT policy, only to *measure* the KL it drift
 frontier. TRL's ORPOTrainer calls ``lam`` beta, and logs per-token mean log-probs as
 ``logps/chosen``; so do we here.
 
-One iteration, step by step: 1. a length-bucketed batch of pairs; 2. summed log-probs and
-lengths of the chosen and rejected responses; 3. the loss (``orpo_loss``); 4. a step; 5. metrics.
+Each step (``minirlhf.training.pairwise_training``): 1. a length-bucketed batch of pairs; 2. summed
+log-probs and lengths of the chosen and rejected responses; 3. the loss below (``orpo_loss``) and
+its metrics; 4. an AdamW step.
 """
 
 from __future__ import annotations
@@ -23,22 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from minirlhf.autograd.tensor import Tensor
 from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting, stream
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.direct_alignment import orpo_loss
-from minirlhf.lm.optim import AdamW, cosine_lr, optimizer_step
-from minirlhf.lm.sequences import sequence_logps
 from minirlhf.plots import plot_series
+from minirlhf.training import pairwise_training
 from minirlhf.world import TASK_NAMES, get_task
-from minirlhf.world.preference_data import (
-    encode_chosen_rejected,
-    length_buckets,
-    load_jsonl,
-    require_pairs,
-)
+from minirlhf.world.preference_data import load_jsonl, require_pairs
 
 log = logging.getLogger("minirlhf.stages.orpo")
 
@@ -87,40 +82,21 @@ def train_orpo(config: ORPOConfig) -> ORPOResult:
     if config.max_pairs:
         pairs = [pairs[i] for i in rng.permutation(len(pairs))[: config.max_pairs]]
     check_fits(config, "batch_size", len(pairs), f"the {len(pairs)} pairs")
-    opt = AdamW(policy.named_parameters(), lr=config.lr)
-    # 1. batches of pairs of similar lengths (none dropped)
-    batches = length_buckets(pairs, config.batch_size, rng)
-    total = len(batches) * config.epochs
     result = ORPOResult(config=config, checkpoint="")
-    bar = tqdm(total=total, desc="orpo", disable=not config.progress)
-    for _ in range(config.epochs):
-        for b in rng.permutation(len(batches)):
-            step = len(result.metrics)
-            chunk = [pairs[i] for i in batches[b]]
-            B = len(chunk)
-            # 2. summed log-probs and lengths, chosen in the first half, rejected in the second
-            tokens, mask = encode_chosen_rejected(tokenizer, chunk)  # (2B, T)
-            lp = sequence_logps(policy, tokens, mask)  # (2B,)
-            lengths = mask.sum(axis=1)  # (2B,)
-            # 3. the loss
-            losses, log_odds = orpo_loss(lp[:B], lp[B:], lengths[:B], lengths[B:], config.lam)
-            loss = losses.mean()
-            # 4. a step
-            opt.lr = cosine_lr(step, total, config.lr, config.warmup_steps, config.lr * 0.1)
-            optimizer_step(opt, loss, policy.parameters(), config.grad_clip, f"orpo: step {step}")
-            # 5. metrics, TRL's ORPO names (log-probs as per-token means, as TRL logs them)
-            mean_c, mean_r = lp.data[:B] / lengths[:B], lp.data[B:] / lengths[B:]
-            result.metrics.append({
-                "step": step + 1, "loss": loss.item(), "grad_norm": opt.grad_norm,
-                "learning_rate": opt.lr, "nll_loss": float(-mean_c.mean()),
-                "log_odds_ratio": float(log_odds.mean()),
-                "rewards/chosen": float(config.lam * mean_c.mean()),
-                "rewards/rejected": float(config.lam * mean_r.mean()),
-                "rewards/accuracies": float(np.mean(mean_c > mean_r)),
-                "rewards/margins": float(config.lam * (mean_c - mean_r).mean()),
-                "logps/chosen": float(mean_c.mean()), "logps/rejected": float(mean_r.mean())})
-            bar.update(1)
-    bar.close()
+
+    def loss(lp: Tensor, lengths: np.ndarray, B: int) -> tuple[Tensor, dict[str, float]]:
+        """ORPO's loss on a batch, and TRL's ORPO metrics (log-probs as per-token means)."""
+        losses, log_odds = orpo_loss(lp[:B], lp[B:], lengths[:B], lengths[B:], config.lam)
+        mean_c, mean_r = lp.data[:B] / lengths[:B], lp.data[B:] / lengths[B:]
+        return losses.mean(), {
+            "nll_loss": float(-mean_c.mean()), "log_odds_ratio": float(log_odds.mean()),
+            "rewards/chosen": float(config.lam * mean_c.mean()),
+            "rewards/rejected": float(config.lam * mean_r.mean()),
+            "rewards/accuracies": float(np.mean(mean_c > mean_r)),
+            "rewards/margins": float(config.lam * (mean_c - mean_r).mean()),
+            "logps/chosen": float(mean_c.mean()), "logps/rejected": float(mean_r.mean())}
+
+    result.metrics = pairwise_training(policy, tokenizer, pairs, config, rng, loss, "orpo")
     out = Path(config.out_dir)
     result.checkpoint, result.report = finish_policy_stage(
         "orpo", out, config, policy, reference, tokenizer, get_task(config.task), result.metrics,

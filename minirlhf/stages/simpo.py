@@ -12,8 +12,9 @@ where it started. The stage loads the SFT policy only to *measure* the KL it dri
 SimPO as ``CPOTrainer(loss_type="simpo", cpo_alpha=0)`` and logs per-token mean log-probs as
 ``logps/chosen``; so do we here.
 
-One iteration, step by step: 1. a length-bucketed batch of pairs; 2. summed log-probs and
-lengths of the chosen and rejected responses; 3. the loss (``simpo_loss``); 4. a step; 5. metrics.
+Each step (``minirlhf.training.pairwise_training``): 1. a length-bucketed batch of pairs; 2. summed
+log-probs and lengths of the chosen and rejected responses; 3. the loss below (``simpo_loss``) and
+its metrics; 4. an AdamW step.
 """
 
 from __future__ import annotations
@@ -24,22 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from minirlhf.autograd.tensor import Tensor
 from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting, stream
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.direct_alignment import simpo_loss
-from minirlhf.lm.optim import AdamW, cosine_lr, optimizer_step
-from minirlhf.lm.sequences import sequence_logps
 from minirlhf.plots import plot_series
+from minirlhf.training import pairwise_training
 from minirlhf.world import TASK_NAMES, get_task
-from minirlhf.world.preference_data import (
-    encode_chosen_rejected,
-    length_buckets,
-    load_jsonl,
-    require_pairs,
-)
+from minirlhf.world.preference_data import load_jsonl, require_pairs
 
 log = logging.getLogger("minirlhf.stages.simpo")
 
@@ -89,40 +84,21 @@ def train_simpo(config: SimPOConfig) -> SimPOResult:
     if config.max_pairs:
         pairs = [pairs[i] for i in rng.permutation(len(pairs))[: config.max_pairs]]
     check_fits(config, "batch_size", len(pairs), f"the {len(pairs)} pairs")
-    opt = AdamW(policy.named_parameters(), lr=config.lr)
-    # 1. batches of pairs of similar lengths (none dropped)
-    batches = length_buckets(pairs, config.batch_size, rng)
-    total = len(batches) * config.epochs
     result = SimPOResult(config=config, checkpoint="")
-    bar = tqdm(total=total, desc="simpo", disable=not config.progress)
-    for _ in range(config.epochs):
-        for b in rng.permutation(len(batches)):
-            step = len(result.metrics)
-            chunk = [pairs[i] for i in batches[b]]
-            B = len(chunk)
-            # 2. summed log-probs and lengths, chosen in the first half, rejected in the second
-            tokens, mask = encode_chosen_rejected(tokenizer, chunk)  # (2B, T)
-            lp = sequence_logps(policy, tokens, mask)  # (2B,)
-            lengths = mask.sum(axis=1)  # (2B,)
-            # 3. the loss
-            losses = simpo_loss(lp[:B], lp[B:], lengths[:B], lengths[B:], config.beta,
-                                config.gamma)
-            loss = losses.mean()
-            # 4. a step
-            opt.lr = cosine_lr(step, total, config.lr, config.warmup_steps, config.lr * 0.1)
-            optimizer_step(opt, loss, policy.parameters(), config.grad_clip, f"simpo: step {step}")
-            # 5. metrics, TRL's CPO/SimPO names (rewards beta x per-token mean log-probs)
-            mean_c, mean_r = lp.data[:B] / lengths[:B], lp.data[B:] / lengths[B:]
-            result.metrics.append({
-                "step": step + 1, "loss": loss.item(), "grad_norm": opt.grad_norm,
-                "learning_rate": opt.lr,
-                "rewards/chosen": float(config.beta * mean_c.mean()),
-                "rewards/rejected": float(config.beta * mean_r.mean()),
-                "rewards/accuracies": float(np.mean(mean_c > mean_r)),
-                "rewards/margins": float(config.beta * (mean_c - mean_r).mean()),
-                "logps/chosen": float(mean_c.mean()), "logps/rejected": float(mean_r.mean())})
-            bar.update(1)
-    bar.close()
+
+    def loss(lp: Tensor, lengths: np.ndarray, B: int) -> tuple[Tensor, dict[str, float]]:
+        """SimPO's loss on a batch, and TRL's CPO/SimPO metrics (rewards beta x per-token
+        mean log-probs)."""
+        losses = simpo_loss(lp[:B], lp[B:], lengths[:B], lengths[B:], config.beta, config.gamma)
+        mean_c, mean_r = lp.data[:B] / lengths[:B], lp.data[B:] / lengths[B:]
+        return losses.mean(), {
+            "rewards/chosen": float(config.beta * mean_c.mean()),
+            "rewards/rejected": float(config.beta * mean_r.mean()),
+            "rewards/accuracies": float(np.mean(mean_c > mean_r)),
+            "rewards/margins": float(config.beta * (mean_c - mean_r).mean()),
+            "logps/chosen": float(mean_c.mean()), "logps/rejected": float(mean_r.mean())}
+
+    result.metrics = pairwise_training(policy, tokenizer, pairs, config, rng, loss, "simpo")
     out = Path(config.out_dir)
     result.checkpoint, result.report = finish_policy_stage(
         "simpo", out, config, policy, reference, tokenizer, get_task(config.task), result.metrics,

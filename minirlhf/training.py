@@ -1,0 +1,63 @@
+"""What the offline pairwise stages share: passes over labelled pairs, a loss on each batch's
+summed log-probs and lengths, an AdamW step. (ORPO and SimPO use it; each supplies only its loss
+and its metrics, so each stage file reads as its idea.)"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from minirlhf.autograd.tensor import Tensor
+from minirlhf.lm.model import GPT
+from minirlhf.lm.optim import AdamW, cosine_lr, optimizer_step
+from minirlhf.lm.sequences import sequence_logps
+from minirlhf.lm.tokenizer import CharTokenizer
+from minirlhf.world.preference_data import (
+    PreferencePair,
+    encode_chosen_rejected,
+    length_buckets,
+)
+
+# (summed log-probs (2B,) Tensor, lengths (2B,), B) -> (the batch's loss, metrics to log):
+# the chosen responses are rows :B, the rejected ones B:
+PairwiseLoss = Callable[[Tensor, np.ndarray, int], tuple[Tensor, dict[str, float]]]
+
+
+def pairwise_training(policy: GPT, tokenizer: CharTokenizer, pairs: list[PreferencePair],
+                      config: Any, rng: np.random.Generator, loss: PairwiseLoss, name: str
+                      ) -> list[dict[str, float]]:
+    """``config.epochs`` passes over ``pairs``, in batches of ``config.batch_size`` pairs of
+    similar lengths taken in a random order, each step:
+
+      1. the batch's chosen responses, then its rejected ones, after their prompts (2B, T);
+      2. their summed log-probs and lengths in tokens (EOS included), (2B,) each;
+      3. ``loss(logps, lengths, B)``: the batch's loss and its metrics;
+      4. an AdamW step (``config.lr`` after a linear warmup of ``config.warmup_steps``, cosine
+         decay to a tenth; gradients clipped to ``config.grad_clip``).
+
+    Returns one metrics row per step: ``step`` (from 1), ``loss``, ``grad_norm``,
+    ``learning_rate`` and the loss's own metrics."""
+    opt = AdamW(policy.named_parameters(), lr=config.lr)
+    batches = length_buckets(pairs, config.batch_size, rng)
+    total = len(batches) * config.epochs
+    metrics: list[dict[str, float]] = []
+    bar = tqdm(total=total, desc=name, disable=not config.progress)
+    for _ in range(config.epochs):
+        for b in rng.permutation(len(batches)):
+            step = len(metrics)
+            chunk = [pairs[i] for i in batches[b]]
+            tokens, mask = encode_chosen_rejected(tokenizer, chunk)  # 1. (2B, T)
+            logps = sequence_logps(policy, tokens, mask)  # 2. (2B,)
+            lengths = mask.sum(axis=1)  # (2B,)
+            value, logged = loss(logps, lengths, len(chunk))  # 3.
+            opt.lr = cosine_lr(step, total, config.lr, config.warmup_steps, config.lr * 0.1)
+            optimizer_step(opt, value, policy.parameters(), config.grad_clip,  # 4.
+                           f"{name}: step {step}")
+            metrics.append({"step": step + 1, "loss": value.item(), "grad_norm": opt.grad_norm,
+                            "learning_rate": opt.lr, **logged})
+            bar.update(1)
+    bar.close()
+    return metrics
