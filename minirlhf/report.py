@@ -104,9 +104,10 @@ def _every_method(root: Path) -> list[str]:
         return []
     numbers = json.loads(path.read_text())
     return ["## Every method on one frontier", "",
-            f"From `python -m minirlhf frontier` ({numbers.get('seconds', 0):.0f} s of training "
-            "and evaluation when it ran; each point reads back its cached folder): every method "
-            "trained from this run's SFT policy, at a few strengths.", "",
+            f"From `python -m minirlhf frontier` ({numbers.get('points_seconds', 0):.0f} s of "
+            "training and evaluation over its points; each point is kept in its own folder with "
+            "its settings): every method trained from this run's SFT policy, at a few "
+            "strengths. One seed per point.", "",
             numbers["table"], "", "![every method](experiments/frontier/frontier.png)", ""]
 
 

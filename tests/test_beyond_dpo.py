@@ -116,3 +116,31 @@ def test_rft_runs_its_rounds_and_its_control(tiny_run, tmp_path):
     assert best.rounds[0]["score_kept"] > rand.rounds[0]["score_kept"]
     _check_rows(best.metrics, ["loss", "grad_norm"])
     assert (tmp_path / "best" / "reward_vs_kl.png").exists()
+
+
+def test_online_dpo_can_be_labelled_by_the_reward_model(tiny_run, tmp_path):
+    from minirlhf.lm.reward_model import RewardModel
+    from minirlhf.stages.dpo import DPOConfig, rm_label_pairs, train_dpo
+    from minirlhf.world import get_task
+
+    sft, _, rm_path = _paths(tiny_run)
+    rm = RewardModel.load(rm_path)
+    task = get_task("reviews")
+    prompts = ["the movie was"] * 3
+    first, second = [" great and fun.", " dull.", " ok."], [" dull.", " great and fun.", " ok."]
+    pairs = rm_label_pairs(rm, task, prompts, first, second)
+    s1, s2 = rm.score(prompts, first), rm.score(prompts, second)
+    for pair, a, b, x, y in zip(pairs, first, second, s1, s2, strict=True):
+        assert pair.chosen == (a if x >= y else b)  # the higher score wins; a tie: the first
+        assert pair.p_chosen == pytest.approx(1 / (1 + np.exp(-abs(x - y))))
+        assert pair.chosen_gold == task.gold(pair.prompt, pair.chosen, True)
+    r = train_dpo(DPOConfig(init=sft, preferences="/nonexistent.jsonl", online_rounds=2,
+                            online_pairs=64, labeler="reward_model", reward_model=rm_path,
+                            out_dir=str(tmp_path / "dpo"), **FAST))
+    assert len(r.metrics) == 2  # 32 fresh pairs a round, one batch of 32 each, 2 rounds
+    with pytest.raises(Exception, match="labeler = reward_model needs reward_model"):
+        DPOConfig(online_rounds=1, online_pairs=32, labeler="reward_model").check()
+    with pytest.raises(Exception, match="missing.npz"):
+        train_dpo(DPOConfig(init=sft, online_rounds=1, online_pairs=32,
+                            labeler="reward_model", reward_model=str(tmp_path / "missing.npz"),
+                            out_dir=str(tmp_path / "x"), **FAST))

@@ -766,12 +766,6 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise(6, "dpo-sigmoid", "stages.dpo.dpo_loss",
              "the DPO loss (with label smoothing)", _dpo_sigmoid),
     Exercise(6, "ipo", "stages.dpo.dpo_loss", "the IPO loss", _ipo),
-    Exercise(6, "kto", "lm.direct_alignment.kto_loss",
-             "KTO's loss on unpaired thumbs-up / thumbs-down", _kto),
-    Exercise(6, "orpo", "lm.direct_alignment.orpo_loss",
-             "ORPO's odds-ratio loss, without a reference model", _orpo),
-    Exercise(6, "simpo", "lm.direct_alignment.simpo_loss",
-             "SimPO's length-normalised loss with a target margin", _simpo),
     Exercise(7, "constitution-score", "world.ai_labelers.Constitution.score",
              "the constitution's word count", _constitution_score),
     Exercise(7, "constitution-choice", "world.ai_labelers.Constitution.prefers_first",
@@ -798,6 +792,12 @@ EXERCISES: tuple[Exercise, ...] = (
              "map a GPT-2 checkpoint's tensor names onto ours", _hf_names),
     Exercise(10, "reward-export", "lm.pretrained.save_reward_model",
              "fold the reward model's normalisation into GPT-2's score head", _reward_export),
+    Exercise(11, "kto", "lm.direct_alignment.kto_loss",
+             "KTO's loss on unpaired thumbs-up / thumbs-down", _kto),
+    Exercise(11, "orpo", "lm.direct_alignment.orpo_loss",
+             "ORPO's odds-ratio loss, without a reference model", _orpo),
+    Exercise(11, "simpo", "lm.direct_alignment.simpo_loss",
+             "SimPO's length-normalised loss with a target margin", _simpo),
 )
 
 
@@ -812,7 +812,8 @@ def _raised_at(error: BaseException) -> str:
 
 
 CHAPTERS = {1: "autograd", 2: "gpt", 3: "sft", 4: "reward", 5: "ppo", 6: "dpo", 7: "rlaif",
-            8: "failures", 9: "critic-free", 10: "gpt2"}  # what ``classroom check NAME`` accepts
+            8: "failures", 9: "critic-free", 10: "gpt2",
+            11: "beyond-dpo"}  # what ``classroom check NAME`` accepts
 
 
 def select(target: str | int | None) -> list[Exercise]:

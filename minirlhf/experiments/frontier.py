@@ -16,7 +16,6 @@ it). ``--quick`` runs one strength per method on the tiny run, with small budget
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -44,6 +43,8 @@ POINTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("cDPO b=0.5", "dpo", {"beta": 0.5, "label_smoothing": 0.1}),
     ("hinge b=0.5", "dpo", {"beta": 0.5, "loss_type": "hinge"}),
     ("online DPO b=0.5", "dpo", {"beta": 0.5, "online_rounds": 4}),
+    ("online DPO, RM labels", "dpo", {"beta": 0.5, "online_rounds": 4,
+                                      "labeler": "reward_model", "reward_model": "<reward>"}),
     ("KTO b=0.1", "kto", {"beta": 0.1}),
     ("KTO b=0.5", "kto", {"beta": 0.5}),
     ("KTO b=2", "kto", {"beta": 2.0}),
@@ -65,15 +66,15 @@ QUICK = {"ppo": dict(iterations=3, rollout_size=16, minibatch_size=8),
 
 def point_settings(ctx: Context, stage: str, settings: dict[str, Any], folder: Path
                    ) -> dict[str, Any]:
-    """A point's full settings: the base run's inputs, the experiment's seed, the quick
-    budgets when quick, and the point's own."""
-    inputs = {"init": ctx.sft, "preferences": ctx.preferences, "reward_model": ctx.reward_path}
-    fields = {f.name for f in dataclasses.fields(COMMANDS[stage].config)}
-    out = {k: v for k, v in inputs.items() if k in fields}
+    """A point's full settings: the base run's files for the inputs the stage declares, the
+    experiment's seed, the quick budgets when quick, and the point's own (where "<reward>"
+    stands for the base run's reward model)."""
+    paths = {"sft": ctx.sft, "preferences": ctx.preferences, "reward": ctx.reward_path}
+    out = {field: paths[made_by] for field, made_by in COMMANDS[stage].inputs.items()}
     out.update(out_dir=str(folder), seed=ctx.config.seed, progress=ctx.config.progress)
     if ctx.config.quick:
         out.update(COMMANDS[stage].presets.get("tiny", {}), **QUICK[stage])
-    out.update(settings)
+    out.update({k: paths["reward"] if v == "<reward>" else v for k, v in settings.items()})
     return out
 
 
@@ -82,9 +83,9 @@ def run_point(ctx: Context, label: str, stage: str, settings: dict[str, Any]) ->
     folder = ctx.out / label.replace(" ", "_").replace("=", "")
     full = point_settings(ctx, stage, settings, folder)
     saved = folder / "point.json"
-    if saved.exists():
+    if saved.exists():  # the same settings (progress bars aside, they change no result)
         kept = json.loads(saved.read_text())
-        if kept.get("settings") == full:
+        if _results_settings(kept.get("settings", {})) == _results_settings(full):
             return kept
     t0 = time.time()
     spec = COMMANDS[stage]
@@ -98,6 +99,10 @@ def run_point(ctx: Context, label: str, stage: str, settings: dict[str, Any]) ->
                          for r in result.rounds]
     saved.write_text(json.dumps(row, indent=2) + "\n")
     return row
+
+
+def _results_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k != "progress"}
 
 
 def best_of_n_curve(ctx: Context) -> dict[str, list[float]]:
@@ -122,7 +127,10 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
                               np.array([r["gold_reward"] for r in ppo]) - sft_gold, "rl")
     plot = _plot(ctx.out / "frontier.png", rows, bon, fits, sft_gold)
     return {"points": rows, "best_of_n": bon, "fits": fits, "sft_gold": sft_gold,
-            "table": table(rows, sft_gold)}, [plot]
+            "table": table(rows, sft_gold),
+            # what training and judging every point took, whenever each ran ("seconds" is
+            # this call's, which reads finished points back)
+            "points_seconds": round(sum(r["seconds"] for r in rows), 1)}, [plot]
 
 
 def table(rows: list[dict[str, Any]], sft_gold: float) -> str:

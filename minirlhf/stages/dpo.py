@@ -39,16 +39,26 @@ from tqdm import tqdm
 from minirlhf.autograd import functional as F
 from minirlhf.autograd import ops
 from minirlhf.autograd.tensor import Tensor, no_grad
-from minirlhf.config import ConfigError, Stage, StageConfig, check_fits, run_path, setting, stream
+from minirlhf.config import (
+    ConfigError,
+    Stage,
+    StageConfig,
+    check_fits,
+    require_inputs,
+    run_path,
+    setting,
+    stream,
+)
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
 from minirlhf.lm.optim import AdamW, cosine_lr, optimizer_step
+from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import generate_text
 from minirlhf.lm.sequences import sequence_logps
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_series
-from minirlhf.world import TASK_NAMES, get_task
+from minirlhf.world import TASK_NAMES, Task, get_task
 from minirlhf.world.preference_data import (
     PreferencePair,
     encode_chosen_rejected,
@@ -132,6 +142,11 @@ class DPOConfig(StageConfig):
         0, "0: offline; k > 0: online DPO in k rounds of fresh labels", "[0, 1000]")
     online_pairs: int = setting(10_000, "online: labels across all rounds (the offline set's size)",
                                 "[1, 10_000_000]")
+    labeler: str = setting("raters", "online: who labels the fresh pairs: the raters, or the "
+                           "reward model (the higher score is chosen)",
+                           choices=("raters", "reward_model"))
+    reward_model: str = setting("", "online with labeler = reward_model: the reward model's "
+                                "model.npz (e.g. runs/default/reward/model.npz)")
     raters: str = setting("default", "online: the rater preset that labels fresh pairs",
                           choices=RATER_PRESETS)
     epochs: int = setting(1, "passes over the pairs", "[1, 1000]")
@@ -147,6 +162,7 @@ class DPOConfig(StageConfig):
         (offline: checked here when the preference stage's config is at hand, as in the
         pipeline, and again by ``train_dpo`` on the file it reads)."""
         super().check(upstream)
+        self.check_labeler()
         if self.online_rounds:
             if self.online_pairs < self.online_rounds:
                 raise ConfigError(f"DPOConfig: online_rounds = {self.online_rounds} is more "
@@ -155,6 +171,12 @@ class DPOConfig(StageConfig):
             self.check_data(self.online_pairs // self.online_rounds)
         elif (upstream or {}).get("preferences") is not None:
             self.check_data(upstream["preferences"].n_pairs)
+
+    def check_labeler(self) -> None:
+        """A reward model named when it labels."""
+        if self.online_rounds and self.labeler == "reward_model" and not self.reward_model:
+            raise ConfigError("DPOConfig: labeler = reward_model needs reward_model, the reward "
+                              "model's model.npz (e.g. runs/default/reward/model.npz)")
 
     def check_data(self, n_pairs: int) -> None:
         """A batch that a round of ``n_pairs`` pairs (after ``max_pairs``) can fill."""
@@ -189,9 +211,12 @@ def _reference_logps(reference: GPT, tokenizer: CharTokenizer, pairs: list[Prefe
 
 def _online_pairs(policy: GPT, tokenizer: CharTokenizer, config: DPOConfig, n: int,
                   rng: np.random.Generator) -> list[PreferencePair]:
-    """``n`` fresh pairs: two samples of the current policy per prompt, labelled by the raters.
-    Pairs with an unfinished or identical response are skipped (and resampled)."""
+    """``n`` fresh pairs: two samples of the current policy per prompt, labelled by the raters
+    (or by the reward model: the higher score is chosen, and ``p_chosen`` is the model's
+    Bradley-Terry probability). Pairs with an unfinished or identical response are skipped
+    (and resampled)."""
     task, panel = get_task(config.task), get_panel(config.raters)
+    rm = RewardModel.load(config.reward_model) if config.labeler == "reward_model" else None
     pairs: list[PreferencePair] = []
     while len(pairs) < n:
         prompts = task.sample_prompts(n - len(pairs) + 16, rng)
@@ -199,9 +224,26 @@ def _online_pairs(policy: GPT, tokenizer: CharTokenizer, config: DPOConfig, n: i
         b = generate_text(policy, tokenizer, prompts, config.max_new_tokens, rng)
         keep = [(p, ta, tb) for p, (ta, fa), (tb, fb) in zip(prompts, a, b, strict=True)
                 if fa and fb and ta and tb and ta != tb][: n - len(pairs)]
-        if keep:
+        if keep and rm is not None:
+            pairs += rm_label_pairs(rm, task, *map(list, zip(*keep, strict=True)))
+        elif keep:
             pairs += label_pairs(task, panel, *map(list, zip(*keep, strict=True)), rng)
     return pairs
+
+
+def rm_label_pairs(rm: RewardModel, task: Task, prompts: list[str], first: list[str],
+                   second: list[str]) -> list[PreferencePair]:
+    """Pairs labelled by a reward model: the higher-scored response is chosen (ties: the
+    first); ``p_chosen`` is sigmoid(score difference), the model's own Bradley-Terry
+    probability. Gold is recorded for the analysis, as for raters."""
+    sa, sb = rm.score(prompts, first), rm.score(prompts, second)
+    out = []
+    for p, a, b, x, y in zip(prompts, first, second, sa, sb, strict=True):
+        chosen, rejected = (a, b) if x >= y else (b, a)
+        out.append(PreferencePair(p, chosen, rejected, task.gold(p, chosen, True),
+                                  task.gold(p, rejected, True),
+                                  float(1.0 / (1.0 + np.exp(-abs(x - y))))))
+    return out
 
 
 def train_dpo(config: DPOConfig) -> DPOResult:
@@ -212,6 +254,8 @@ def train_dpo(config: DPOConfig) -> DPOResult:
     and trains on them: the same label budget, spent on the policy's own current answers.
     """
     STAGE.begin(config, unused=("preferences",) if config.online_rounds else ())
+    if config.online_rounds and config.labeler == "reward_model":
+        require_inputs(config, {"reward_model": "reward"})
     t0 = time.time()
     rng = stream(config.seed, "train")
     policy, tokenizer, _ = load_model(config.init)
