@@ -1,20 +1,25 @@
 """What the offline pairwise stages share: passes over labelled pairs, a loss on each batch's
-summed log-probs and lengths, an AdamW step. (ORPO and SimPO use it; each supplies only its loss
-and its metrics, so each stage file reads as its idea.)"""
+summed log-probs and lengths, an AdamW step; then the end every policy stage has (evaluation,
+checkpoint, a metrics plot) and what their commands keep and print. (ORPO and SimPO use it;
+each supplies only its loss and its metrics, so each stage file reads as its idea.)"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from minirlhf.autograd.tensor import Tensor
+from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.model import GPT
 from minirlhf.lm.optim import AdamW, cosine_lr, optimizer_step
 from minirlhf.lm.sequences import sequence_logps
 from minirlhf.lm.tokenizer import CharTokenizer
+from minirlhf.plots import plot_series
+from minirlhf.world import get_task
 from minirlhf.world.preference_data import (
     PreferencePair,
     encode_chosen_rejected,
@@ -61,3 +66,33 @@ def pairwise_training(policy: GPT, tokenizer: CharTokenizer, pairs: list[Prefere
             bar.update(1)
     bar.close()
     return metrics
+
+
+def finish_pairwise(name: str, title: str, config: Any, policy: GPT, reference: GPT,
+                    tokenizer: CharTokenizer, metrics: list[dict[str, float]],
+                    plot_keys: tuple[str, ...]) -> tuple[str, PolicyReport, list[str]]:
+    """The end of a pairwise stage: its metrics, checkpoint and evaluation against the reference
+    (``finish_policy_stage``), and ``metrics.png`` of ``plot_keys`` over the steps.
+    Returns (checkpoint, report, plots)."""
+    out = Path(config.out_dir)
+    checkpoint, report = finish_policy_stage(
+        name, out, config, policy, reference, tokenizer, get_task(config.task), metrics,
+        config.seed, config.eval_samples_per_prompt, config.max_new_tokens)
+    steps = [m["step"] for m in metrics]
+    plots = [str(plot_series(
+        out / "metrics.png", {k: list(zip(steps, [m[k] for m in metrics], strict=True))
+                              for k in plot_keys}, title=title, ylabel="value"))]
+    return checkpoint, report, plots
+
+
+def pairwise_record(r: Any, config: Any) -> dict:
+    """What a pairwise stage's run keeps (its record's numbers)."""
+    return {**policy_numbers(r.report, config.eval_samples_per_prompt), "plots": r.plots}
+
+
+def pairwise_show(r: Any, config: Any, title: str) -> str:
+    """What a pairwise stage's command prints after training."""
+    last = r.metrics[-1]
+    return ("last step: " + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "step")
+            + "\n" + r.report.describe(title, config.eval_samples_per_prompt)
+            + f"\n{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {', '.join(r.plots)}")

@@ -22,18 +22,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from minirlhf.autograd.tensor import Tensor
 from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting, stream
-from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
+from minirlhf.evaluation import PolicyReport
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.direct_alignment import simpo_loss
-from minirlhf.plots import plot_series
-from minirlhf.training import pairwise_training
-from minirlhf.world import TASK_NAMES, get_task
+from minirlhf.training import (
+    finish_pairwise,
+    pairwise_record,
+    pairwise_show,
+    pairwise_training,
+)
+from minirlhf.world import TASK_NAMES
 from minirlhf.world.preference_data import load_jsonl, require_pairs
 
 log = logging.getLogger("minirlhf.stages.simpo")
@@ -99,36 +102,22 @@ def train_simpo(config: SimPOConfig) -> SimPOResult:
             "logps/chosen": float(mean_c.mean()), "logps/rejected": float(mean_r.mean())}
 
     result.metrics = pairwise_training(policy, tokenizer, pairs, config, rng, loss, "simpo")
-    out = Path(config.out_dir)
-    result.checkpoint, result.report = finish_policy_stage(
-        "simpo", out, config, policy, reference, tokenizer, get_task(config.task), result.metrics,
-        config.seed, config.eval_samples_per_prompt, config.max_new_tokens)
-    steps = [m["step"] for m in result.metrics]
-    result.plots = [str(plot_series(
-        out / "metrics.png", {k: list(zip(steps, [m[k] for m in result.metrics], strict=True))
-                              for k in ("rewards/margins", "rewards/accuracies", "logps/chosen",
-                                        "logps/rejected")},
-        title=f"SimPO (beta {config.beta}, gamma {config.gamma})", ylabel="value"))]
+    result.checkpoint, result.report, result.plots = finish_pairwise(
+        "simpo", f"SimPO (beta {config.beta}, gamma {config.gamma})", config, policy,
+        reference, tokenizer, result.metrics,
+        ("rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"))
     result.seconds = time.time() - t0
     return result
 
 
-def record(r: SimPOResult, config: SimPOConfig) -> dict:
-    """What a run keeps (its record's numbers)."""
-    return {**policy_numbers(r.report, config.eval_samples_per_prompt), "plots": r.plots}
-
-
 def show(r: SimPOResult, config: SimPOConfig) -> str:
     """What ``python -m minirlhf simpo`` prints after training."""
-    last = r.metrics[-1]
-    return ("last step: " + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "step")
-            + "\n" + r.report.describe("SimPO", config.eval_samples_per_prompt)
-            + f"\n{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {', '.join(r.plots)}")
+    return pairwise_show(r, config, "SimPO")
 
 
 STAGE = Stage(
     name="simpo", title="SimPO", help="SimPO: a length-normalised margin loss, no reference",
-    config=SimPOConfig, run=train_simpo, record=record, show=show, policy=True,
+    config=SimPOConfig, run=train_simpo, record=pairwise_record, show=show, policy=True,
     inputs={"preferences": "preferences", "init": "sft"},
     presets={"tiny": dict(max_pairs=512, eval_samples_per_prompt=1, max_new_tokens=60)},
 )
