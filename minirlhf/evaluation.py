@@ -7,6 +7,11 @@ Every trained policy (best-of-n aside) is judged the same way, on the task's eva
   (the SFT policy), judged by gold; a tie counts one half;
 - KL to the reference, in nats per response: the mean over the policy's samples of
   sum_t [log pi(y_t) - log pi_ref(y_t)], an unbiased estimate of KL(pi || pi_ref) per sequence.
+
+Each figure carries a 95% percentile-bootstrap interval over the evaluation prompts (a prompt's
+samples resampled together, since they are not independent): ``PolicyReport.intervals``, written
+as ``ci95`` beside the figures. It measures the noise of judging one policy on these prompts, not
+the noise of training it again (that takes seeds).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,20 +42,43 @@ class PolicyReport:
     mean_length: float  # mean response length in characters
     samples: list[tuple[str, str, float]] = field(default_factory=list)  # prompt, response, gold
     reference_samples: list[tuple[str, str, float]] = field(default_factory=list)  # the same
+    # 95% bootstrap intervals over the evaluation prompts, keyed like to_dict's figures
+    # (gold_reward, win_rate_vs_sft, and kl_to_ref when KL was measured per sample)
+    intervals: dict[str, list[float]] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, Any]:
         """The headline figures under the names every file uses (summary.json, the stages'
-        summaries, the experiments' results): the one source of these key names."""
-        return {"gold_reward": self.gold, "sft_gold_reward": self.reference_gold,
-                "win_rate_vs_sft": self.win_rate, "kl_to_ref": self.kl,
-                "valid_rate": self.valid_rate, "mean_length": self.mean_length}
+        summaries, the experiments' results): the one source of these key names. ``ci95``
+        holds their intervals (when measured)."""
+        out: dict[str, Any] = {
+            "gold_reward": self.gold, "sft_gold_reward": self.reference_gold,
+            "win_rate_vs_sft": self.win_rate, "kl_to_ref": self.kl,
+            "valid_rate": self.valid_rate, "mean_length": self.mean_length}
+        if self.intervals:
+            out["ci95"] = dict(self.intervals)
+        return out
 
     def describe(self, name: str, samples_per_prompt: int) -> str:
         """A trained policy's samples (one per evaluation prompt) and its headline figures."""
+        ci = self.intervals
         return (f"samples after {name}:\n{sample_table(self.samples[::samples_per_prompt])}\n"
-                f"\ngold {self.gold:.3f} (SFT {self.reference_gold:.3f}); win-rate vs SFT "
-                f"{self.win_rate:.1%}; KL to SFT {self.kl:.2f} nats/response; valid "
-                f"{self.valid_rate:.1%}; length {self.mean_length:.1f}")
+                f"\ngold {with_interval(self.gold, ci.get('gold_reward'))} (SFT "
+                f"{self.reference_gold:.3f}); win-rate vs SFT "
+                f"{with_interval(self.win_rate, ci.get('win_rate_vs_sft'), '.1%')}; KL to SFT "
+                f"{with_interval(self.kl, ci.get('kl_to_ref'), '.2f')} nats/response; valid "
+                f"{self.valid_rate:.1%}; length {self.mean_length:.1f}"
+                + (" (± half-widths of 95% intervals over the evaluation prompts)" if ci else ""))
+
+
+def with_interval(x: float, ci: list[float] | None, spec: str = ".3f") -> str:
+    """``x`` formatted, with ± the half-width of its interval when there is one. For a
+    percentage spec the half-width is in points (``77.3% ± 5.1``)."""
+    if not ci:
+        return format(x, spec)
+    half = (ci[1] - ci[0]) / 2
+    if spec.endswith("%"):
+        return f"{x:{spec}} ± {100 * half:.{spec[1:-1].lstrip('.') or '1'}f}"
+    return f"{x:{spec}} ± {half:{spec}}"
 
 
 POLICY_KEYS = ("gold_reward", "win_rate_vs_sft", "kl_to_ref", "mean_length", "valid_rate")
@@ -94,7 +123,7 @@ def policy_report(policy: GPT, reference: GPT, tokenizer: CharTokenizer, task: T
     g = roll.generation
     with no_grad():
         ref_lp = token_logprobs(reference, g.tokens, g.response_mask).data
-    kl = float(np.mean((g.logprobs - ref_lp).sum(axis=1)))
+    kl = (g.logprobs - ref_lp).sum(axis=1)  # (N,) one estimate per sample
     return report_from_samples(prompts, roll.texts, roll.finished, kl, reference, tokenizer,
                                task, seed, max_new_tokens)
 
@@ -104,13 +133,13 @@ def evaluation_prompts(task: Task, samples_per_prompt: int) -> list[str]:
     return [p for p in task.eval_prompts for _ in range(samples_per_prompt)]
 
 
-def report_from_samples(prompts: list[str], texts: list[str], finished: list[bool], kl: float,
-                        reference: GPT, tokenizer: CharTokenizer, task: Task, seed: int,
-                        max_new_tokens: int) -> PolicyReport:
+def report_from_samples(prompts: list[str], texts: list[str], finished: list[bool],
+                        kl: float | np.ndarray, reference: GPT, tokenizer: CharTokenizer,
+                        task: Task, seed: int, max_new_tokens: int) -> PolicyReport:
     """Judge a policy's samples (one per entry of ``prompts``, as ``evaluation_prompts`` lays
     them out) against the reference's samples for the same prompts, drawn from the seeded
-    generator every report shares. ``kl`` is the policy's KL to the reference, measured or
-    known."""
+    generator every report shares. ``kl`` is the policy's KL to the reference: known (a float)
+    or measured, one estimate per sample ((N,), then its interval is reported too)."""
     ref = rollout(reference, tokenizer, prompts, max_new_tokens,
                   stream(seed, "eval_reference"))
     gold = np.array([task.gold(p, t, f) for p, t, f in zip(prompts, texts, finished,
@@ -123,9 +152,26 @@ def report_from_samples(prompts: list[str], texts: list[str], finished: list[boo
             for p, t, f, s in zip(prompts, texts, finished, gold, strict=True)]
     ref_rows = [(p, t + ("" if f else "~"), float(s))
                 for p, t, f, s in zip(prompts, ref.texts, ref.finished, ref_gold, strict=True)]
+    per_sample = {"gold_reward": gold, "win_rate_vs_sft": wins}
+    if isinstance(kl, np.ndarray):
+        per_sample["kl_to_ref"] = kl.astype(np.float64)
+        kl = float(kl.mean())
+    intervals = {}
+    if len(set(prompts)) >= 2:
+        intervals = {k: list(bootstrap_interval(by_prompt(prompts, v), seed=seed))
+                     for k, v in per_sample.items()}
     return PolicyReport(float(gold.mean()), float(ref_gold.mean()), float(wins.mean()), kl,
                         float(np.mean(valid)), float(np.mean([len(t) for t in texts])), rows,
-                        ref_rows)
+                        ref_rows, intervals)
+
+
+def by_prompt(prompts: list[str], values: np.ndarray) -> np.ndarray:
+    """Per-prompt means of per-sample values, in the order prompts first appear. prompts: N
+    entries (any layout), values: (N,) -> (P,), P the number of distinct prompts."""
+    index = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
+    which = np.array([index[p] for p in prompts])
+    sums = np.bincount(which, weights=np.asarray(values, dtype=np.float64), minlength=len(index))
+    return sums / np.bincount(which, minlength=len(index))
 
 
 @dataclass
@@ -203,6 +249,26 @@ def bootstrap_interval(per_prompt: np.ndarray, level: float = 0.95, n_boot: int 
     means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)  # (n_boot,)
     lo, hi = np.quantile(means, [(1.0 - level) / 2, (1.0 + level) / 2])
     return float(lo), float(hi)
+
+
+# Student's t quantile t_{0.975, df} for df = 1..30 (beyond 30 the normal's 1.96 is within 4%)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def seed_interval(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95% interval over independent runs (seeds): mean +- t_{0.975, n-1} s / sqrt(n),
+    Student's t since n is small. values: (n,) one figure per seed, n >= 2 -> (mean, low,
+    high)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"seed_interval: need (n,) values from n >= 2 seeds, got shape "
+                         f"{np.shape(values)}")
+    df = len(x) - 1
+    half = (_T975[df - 1] if df <= len(_T975) else 1.96) * x.std(ddof=1) / np.sqrt(len(x))
+    m = float(x.mean())
+    return m, m - float(half), m + float(half)
 
 
 def per_prompt_gold(samples: list[tuple[str, str, float]]) -> np.ndarray:

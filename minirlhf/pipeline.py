@@ -396,6 +396,15 @@ def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
             into[key] = value
 
 
+def policy_figures(numbers: dict[str, Any]) -> dict[str, Any]:
+    """A policy's headline figures for summary.json, with their 95% intervals over the
+    evaluation prompts (``ci95``) when its record has them."""
+    out = {k: numbers[k] for k in POLICY_KEYS}
+    if "ci95" in numbers:
+        out["ci95"] = numbers["ci95"]
+    return out
+
+
 def build_summary(config: PipelineConfig, records: dict[str, dict[str, Any]],
                   sft_numbers: dict[str, Any]) -> dict[str, Any]:
     """The report's table numbers, machine-readable: each policy's headline figures and
@@ -405,12 +414,12 @@ def build_summary(config: PipelineConfig, records: dict[str, dict[str, Any]],
     summary: dict[str, Any] = {
         "name": config.name, "preset": config.preset, "seed": config.seed,
         "environment": environment(),
-        "policies": {"sft": {k: sft_numbers[k] for k in POLICY_KEYS}},
+        "policies": {"sft": policy_figures(sft_numbers)},
         "samples": {"sft": sft_numbers["samples"]}}
     for name, stage in STAGES.items():
         numbers = records[name]["numbers"]
         if stage.policy:
-            summary["policies"][name] = {k: numbers[k] for k in POLICY_KEYS}
+            summary["policies"][name] = policy_figures(numbers)
             summary["samples"][name] = numbers["samples"]
         if stage.summary is not None:
             _merge(summary, stage.summary(numbers))

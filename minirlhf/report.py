@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from minirlhf.evaluation import with_interval
 from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.plots import plot_reward_vs_kl
 from minirlhf.registry import STAGES, policy_stages
@@ -54,7 +55,9 @@ def write_report(root: str | Path, summary: dict[str, Any], records: dict[str, d
         "Each policy answers the task's evaluation prompts; its samples are judged by gold and "
         "compared, prompt by prompt, with the SFT policy's samples (win-rate; a tie counts one "
         "half). KL is to the SFT policy, in nats per response (best-of-n: the analytic "
-        "log n − (n−1)/n).",
+        "log n − (n−1)/n, an upper bound). ± is the half-width of a 95% bootstrap interval over "
+        "the evaluation prompts: the noise of judging each policy on these prompts, not of "
+        "training it again (one seed).",
         "",
         "| policy | gold reward | win-rate vs SFT | KL to SFT | mean length | valid |",
         "|---|---:|---:|---:|---:|---:|",
@@ -62,8 +65,11 @@ def write_report(root: str | Path, summary: dict[str, Any], records: dict[str, d
     names = {"sft": "SFT", **{s.name: records[s.name]["numbers"].get("label", s.title)
                               for s in policy_stages()}}
     for key, p in pol.items():
-        lines.append(f"| {names[key]} | {p['gold_reward']:.3f} | {p['win_rate_vs_sft']:.1%} | "
-                     f"{p['kl_to_ref']:.2f} | {p['mean_length']:.1f} | {p['valid_rate']:.1%} |")
+        ci = p.get("ci95", {})
+        lines.append(f"| {names[key]} | {with_interval(p['gold_reward'], ci.get('gold_reward'))} "
+                     f"| {with_interval(p['win_rate_vs_sft'], ci.get('win_rate_vs_sft'), '.1%')} "
+                     f"| {with_interval(p['kl_to_ref'], ci.get('kl_to_ref'), '.2f')} | "
+                     f"{p['mean_length']:.1f} | {p['valid_rate']:.1%} |")
     lines += ["", f"![gold reward against KL]({frontier.name})", ""]
     lines += _every_method(root)
     for name, stage in STAGES.items():  # each stage's own section, in pipeline order

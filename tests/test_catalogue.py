@@ -229,7 +229,9 @@ def test_a_preference_file_that_is_not_utf8_names_the_line(finished, work):
 
 
 @pytest.mark.parametrize("stage, line, kind", [
-    ("reward", '{"prompt": "the plot was", "ranked": [" good.", " bad."]}', "rankings"),
+    ("reward", '{"prompt": "the plot was", "completion": " good.", "label": true}',
+     "unpaired thumbs-up/down examples"),
+    ("dpo", '{"prompt": "the plot was", "ranked": [" good.", " bad."]}', "rankings"),
     ("dpo", '{"prompt": "the plot was", "completion": " good.", "label": true}',
      "unpaired thumbs-up/down examples"),
 ])
@@ -240,8 +242,9 @@ def test_a_file_of_another_kind_given_to_a_pair_stage_is_one_line(finished, work
     path.write_text(line + "\n")
     proc = run([stage, "-q", "--set", f"preferences={path}",
                 f"init={runs / 'tiny' / 'sft' / 'model.npz'}", f"out_dir={work / 'out'}"], work)
-    who = "reward training" if stage == "reward" else "DPO"
-    one_line_error(proc, f"{path}: {who} needs chosen/rejected pairs; this file holds {kind}")
+    needs = "reward training needs chosen/rejected pairs or rankings" if stage == "reward" \
+        else "DPO needs chosen/rejected pairs"
+    one_line_error(proc, f"{path}: {needs}; this file holds {kind}")
 
 
 def test_duplicate_pairs_never_reach_both_sides_of_the_split(finished, work):

@@ -128,3 +128,14 @@ def test_the_frontier_puts_every_method_on_one_plot_and_resumes(tiny_run):
     again = run_experiment(ExperimentConfig(name="frontier", base="tiny", runs_dir=str(runs),
                                             quick=True))  # every point read back, not retrained
     assert again.numbers["points"] == r.numbers["points"] and again.seconds < 10
+    # a point saved before points kept intervals is judged again from its saved policy: the
+    # same samples (same seed, same machine), so the same figures, now with their intervals
+    ppo = runs / "tiny" / "experiments" / "frontier" / "PPO_b0.05" / "point.json"
+    old = json.loads(ppo.read_text())
+    assert set(old["ci95"]) == {"gold_reward", "win_rate_vs_sft", "kl_to_ref"}
+    ppo.write_text(json.dumps({k: v for k, v in old.items() if k != "ci95"}))
+    third = run_experiment(ExperimentConfig(name="frontier", base="tiny", runs_dir=str(runs),
+                                            quick=True))
+    row = third.numbers["points"][0]
+    assert row["rejudged"] == "the same figures" and row["ci95"] == old["ci95"]
+    assert {k: v for k, v in row.items() if k != "rejudged"} == old

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from minirlhf.evaluation import bootstrap_interval, paired_bootstrap_interval, per_prompt_gold
+from minirlhf.evaluation import (
+    PolicyReport,
+    bootstrap_interval,
+    by_prompt,
+    paired_bootstrap_interval,
+    per_prompt_gold,
+    with_interval,
+)
 
 
 def test_bootstrap_matches_the_normal_approximation_for_a_mean():
@@ -51,3 +58,21 @@ def test_paired_bootstrap_cancels_what_the_prompts_share():
     assert hi < 1.0
     with pytest.raises(ValueError, match="same P"):
         paired_bootstrap_interval(x, x[:10])
+
+
+def test_by_prompt_means_whatever_the_layout():
+    prompts = ["a", "b", "a", "c", "b", "a"]
+    values = np.array([1.0, 2.0, 3.0, 4.0, 6.0, 5.0])
+    assert by_prompt(prompts, values).tolist() == [3.0, 4.0, 4.0]  # a, b, c in first order
+
+
+def test_policy_figures_carry_their_intervals():
+    rep = PolicyReport(1.5, 0.2, 0.75, 2.0, 1.0, 30.0,
+                       intervals={"gold_reward": [1.2, 1.8], "win_rate_vs_sft": [0.7, 0.8]})
+    d = rep.to_dict()
+    assert d["gold_reward"] == 1.5 and d["ci95"]["gold_reward"] == [1.2, 1.8]
+    assert "ci95" not in PolicyReport(1.5, 0.2, 0.75, 2.0, 1.0, 30.0).to_dict()
+    text = rep.describe("PPO", 1)
+    assert "gold 1.500 ± 0.300" in text and "win-rate vs SFT 75.0% ± 5.0" in text
+    assert "KL to SFT 2.00 nats" in text  # no interval given, none printed
+    assert with_interval(0.5, None, ".1%") == "50.0%"

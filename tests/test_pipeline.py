@@ -48,9 +48,18 @@ def test_report_and_summary(finished):
         for key in ("gold_reward", "win_rate_vs_sft", "kl_to_ref", "mean_length", "valid_rate"):
             assert isinstance(summary["policies"][policy][key], float), (policy, key)
     assert summary["policies"]["sft"]["kl_to_ref"] == pytest.approx(0.0, abs=1e-4)
+    for policy, p in summary["policies"].items():  # 95% intervals over the evaluation prompts
+        ci = p["ci95"]
+        measured = {"gold_reward", "win_rate_vs_sft"} | ({"kl_to_ref"} if policy != "best_of_n"
+                                                        else set())  # best-of-n: analytic KL
+        assert set(ci) == measured, policy
+        for key, (lo, hi) in ci.items():
+            assert lo <= p[key] <= hi and lo < hi or (policy == "sft" and key == "kl_to_ref")
     assert 0.5 <= summary["reward_model"]["ceiling"] <= 1.0
     assert 0.0 <= summary["reward_model"]["accuracy"] <= 1.0
     report = (runs / "tiny" / "report.md").read_text()
+    ppo_row = next(line for line in report.splitlines() if line.startswith("| PPO |"))
+    assert ppo_row.count(" ± ") == 3  # gold, win-rate and KL with their half-widths
     for needle in ("| PPO |", "| DPO |", "| SFT |", "best-of-n (n=8)", "ceiling",
                    "frontier.png", "## Samples for the same prompts"):
         assert needle in report, needle

@@ -21,6 +21,9 @@ Experiments, as minGPT keeps its projects: separate programs over the library, o
 - ``frontier``: every method (best-of-n, PPO, DPO / IPO / cDPO / hinge, online DPO, KTO, ORPO,
   SimPO, rejection-sampling fine-tuning) at a few strengths on one gold-vs-KL plot, with Gao et
   al.'s forms fitted and a table; each point cached in its folder, so the command resumes.
+- ``rankings``: the same labelling effort (responses read) spent on pairs or on rankings of 4
+  (Plackett-Luce raters); reward models trained with Bradley-Terry, Plackett-Luce and the
+  all-pairs loss, judged against gold over seeds with intervals.
 
 Every experiment but ``critic-free`` starts from a finished pipeline run (``runs/<base>``: its
 SFT policy, its preference data and its reward model), writes ``results.json`` and its plots to
@@ -39,6 +42,7 @@ from minirlhf.experiments import (
     frontier,
     length_bias,
     overoptimization,
+    rankings,
     rlaif,
     sycophancy,
 )
@@ -54,6 +58,7 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "overoptimization": overoptimization,
     "critic-free": critic_free,
     "frontier": frontier,
+    "rankings": rankings,
 }
 
 

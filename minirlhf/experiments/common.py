@@ -19,7 +19,7 @@ from minirlhf.stages.dpo import DPOConfig, train_dpo
 from minirlhf.stages.ppo import PPOConfig, train_ppo
 from minirlhf.stages.preferences import PreferenceConfig, build_preference_data
 from minirlhf.stages.reward import RewardConfig, train_reward
-from minirlhf.world.preference_data import PreferencePair, load_jsonl, save_jsonl
+from minirlhf.world.preference_data import PreferencePair, Ranking, load_jsonl, save_jsonl
 
 ARITHMETIC_TOKENS = 32  # " you are right, it is 38." and its EOS fit with room to spare
 
@@ -77,16 +77,21 @@ class Context:
         return stream_seed(self.config.seed, f"{self.config.name}/{name}")
 
     def prefs(self, name: str, n_pairs: int, raters: str = "default", samples: str | None = None,
-              policy: str | None = None, task: str = "reviews") -> list[PreferencePair]:
+              policy: str | None = None, task: str = "reviews", ranking_size: int = 2
+              ) -> list[PreferencePair] | list[Ranking]:
         out = self.out / f"prefs_{name}"
         cfg = PreferenceConfig(task=task, policy=policy or self.sft, raters=raters,
-                               n_pairs=n_pairs, out_dir=str(out), **self.common())
+                               n_pairs=n_pairs, out_dir=str(out), ranking_size=ranking_size,
+                               **self.common())
         cfg = replace(cfg, seed=self.seed_for(samples or name),
                       max_new_tokens=self.n(80, 60) if task == "reviews" else ARITHMETIC_TOKENS)
         return load_jsonl(build_preference_data(cfg).path)
 
-    def reward(self, name: str, pairs: list[PreferencePair], init: str | None = None,
-               task: str = "reviews", epochs: int = 2) -> RewardModel:
+    def reward(self, name: str, pairs: list[PreferencePair] | list[Ranking],
+               init: str | None = None, task: str = "reviews", epochs: int = 2,
+               batch_size: int = 32, **kw: Any) -> RewardModel:
+        """A reward model trained on ``pairs`` (or rankings) by the reward stage; ``kw``
+        overrides its other settings (e.g. ranking_loss)."""
         path = self.out / f"{name}.jsonl"
         save_jsonl(path, pairs)
         cfg = RewardConfig(task=task, preferences=str(path), init=init or self.sft,
@@ -94,7 +99,7 @@ class Context:
                            val_fraction=0.05, norm_samples=self.n(256, 64),
                            corr_samples=self.n(128, 32), **self.common())
         cfg = replace(cfg, seed=self.seed_for(f"reward/{name}"),
-                      batch_size=min(32, int(len(pairs) * 0.95)))
+                      batch_size=min(batch_size, int(len(pairs) * 0.95)), **kw)
         return RewardModel.load(train_reward(cfg).checkpoint)
 
     def dpo(self, name: str, pairs: list[PreferencePair], init: str | None = None,

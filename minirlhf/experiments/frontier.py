@@ -24,9 +24,12 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from minirlhf.evaluation import policy_report, with_interval
 from minirlhf.experiments.common import Context
 from minirlhf.experiments.overoptimization import fit_gao, gao_curve
+from minirlhf.lm.checkpoint import load_model
 from minirlhf.registry import COMMANDS
+from minirlhf.world import get_task
 
 NEEDS = ("sft", "preferences", "reward", "best_of_n")
 
@@ -86,6 +89,9 @@ def run_point(ctx: Context, label: str, stage: str, settings: dict[str, Any]) ->
     if saved.exists():  # the same settings (progress bars aside, they change no result)
         kept = json.loads(saved.read_text())
         if _results_settings(kept.get("settings", {})) == _results_settings(full):
+            if "ci95" not in kept:  # judged before intervals were kept
+                kept = rejudge(kept, stage, full, folder)
+                saved.write_text(json.dumps(kept, indent=2) + "\n")
             return kept
     t0 = time.time()
     spec = COMMANDS[stage]
@@ -93,12 +99,30 @@ def run_point(ctx: Context, label: str, stage: str, settings: dict[str, Any]) ->
     rep = result.report.to_dict()
     row = {"label": label, "stage": stage, "settings": full, "seconds": time.time() - t0,
            **{k: rep[k] for k in ("gold_reward", "sft_gold_reward", "kl_to_ref",
-                                  "win_rate_vs_sft", "valid_rate", "mean_length")}}
+                                  "win_rate_vs_sft", "valid_rate", "mean_length", "ci95")}}
     if stage == "rft":  # one point per round: the rounds are strengths too
         row["rounds"] = [{k: r[k] for k in ("round", "gold", "kl", "win_rate")}
                          for r in result.rounds]
     saved.write_text(json.dumps(row, indent=2) + "\n")
     return row
+
+
+def rejudge(kept: dict[str, Any], stage: str, full: dict[str, Any], folder: Path
+            ) -> dict[str, Any]:
+    """A point saved before points kept their intervals: its saved policy judged again with its
+    own evaluation settings and seed (the same samples, so the same figures on the machine that
+    trained it), now with ``ci95``. Figures that came out different (another machine or thread
+    count) replace the saved ones, and ``rejudged`` says so."""
+    cfg = COMMANDS[stage].config(**full)
+    policy, tokenizer, _ = load_model(str(folder / "model.npz"))
+    reference, _, _ = load_model(cfg.init)
+    rep = policy_report(policy, reference, tokenizer, get_task(cfg.task), cfg.seed,
+                        cfg.eval_samples_per_prompt, cfg.max_new_tokens).to_dict()
+    same = all(rep[k] == kept[k] for k in ("gold_reward", "kl_to_ref", "win_rate_vs_sft"))
+    return {**kept, **{k: rep[k] for k in ("gold_reward", "sft_gold_reward", "kl_to_ref",
+                                           "win_rate_vs_sft", "valid_rate", "mean_length",
+                                           "ci95")},
+            "rejudged": "the same figures" if same else "figures changed on re-judging"}
 
 
 def _results_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -134,14 +158,17 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
 
 
 def table(rows: list[dict[str, Any]], sft_gold: float) -> str:
-    """The frontier as a Markdown table, one row per point (and per RFT round)."""
+    """The frontier as a Markdown table, one row per point (± the half-width of a 95%
+    bootstrap interval over the evaluation prompts, where measured)."""
     lines = ["| method | gold | KL (nats) | win-rate vs SFT | valid | length | time (s) |",
              "|---|---:|---:|---:|---:|---:|---:|",
              f"| SFT | {sft_gold:.3f} | 0.00 | 50.0% | | | |"]
     for r in rows:
-        lines.append(f"| {r['label']} | {r['gold_reward']:.3f} | {r['kl_to_ref']:.2f} | "
-                     f"{r['win_rate_vs_sft']:.1%} | {r['valid_rate']:.1%} | "
-                     f"{r['mean_length']:.1f} | {r['seconds']:.0f} |")
+        ci = r.get("ci95", {})
+        lines.append(f"| {r['label']} | {with_interval(r['gold_reward'], ci.get('gold_reward'))} "
+                     f"| {with_interval(r['kl_to_ref'], ci.get('kl_to_ref'), '.2f')} | "
+                     f"{with_interval(r['win_rate_vs_sft'], ci.get('win_rate_vs_sft'), '.1%')} "
+                     f"| {r['valid_rate']:.1%} | {r['mean_length']:.1f} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -162,6 +189,12 @@ def _plot(path: Path, rows: list[dict[str, Any]], bon: dict[str, list[float]],
     for k, r in enumerate(rows):
         ax.scatter([r["kl_to_ref"]], [r["gold_reward"]], marker=markers[r["stage"]],
                    color=f"C{k % 10}", label=r["label"], zorder=3)
+        ci = r.get("ci95", {})
+        if "gold_reward" in ci and "kl_to_ref" in ci:  # 95% intervals over evaluation prompts
+            (g0, g1), (k0, k1) = ci["gold_reward"], ci["kl_to_ref"]
+            ax.errorbar([r["kl_to_ref"]], [r["gold_reward"]], fmt="none", ecolor=f"C{k % 10}",
+                        yerr=[[r["gold_reward"] - g0], [g1 - r["gold_reward"]]],
+                        xerr=[[r["kl_to_ref"] - k0], [k1 - r["kl_to_ref"]]], lw=0.8, zorder=2)
         for rd in r.get("rounds", [])[:-1]:  # RFT's earlier rounds, smaller
             ax.scatter([rd["kl"]], [rd["gold"]], marker="P", color=f"C{k % 10}", s=15)
     ax.axhline(sft_gold, color="gray", lw=0.8, ls="--", label="SFT")

@@ -170,7 +170,12 @@ class DPOConfig(StageConfig):
                                   f"[0, {self.online_pairs}]")
             self.check_data(self.online_pairs // self.online_rounds)
         elif (upstream or {}).get("preferences") is not None:
-            self.check_data(upstream["preferences"].n_pairs)
+            prefs = upstream["preferences"]
+            if prefs.ranking_size > 2:
+                raise ConfigError(f"DPOConfig: offline DPO trains on chosen/rejected pairs, and "
+                                  f"preferences.ranking_size = {prefs.ranking_size} makes "
+                                  "rankings; set it to 2 (or train DPO online)")
+            self.check_data(prefs.n_pairs)
 
     def check_labeler(self) -> None:
         """A reward model named when it labels."""

@@ -1,5 +1,7 @@
 """Stage: a preference dataset. Two responses of the SFT policy per prompt, labelled by simulated
-raters, written as JSON Lines in TRL's format (see ``minirlhf.world.preference_data``).
+raters, written as JSON Lines in TRL's format (see ``minirlhf.world.preference_data``). With
+``ranking_size`` K > 2, K responses per prompt ranked by the raters (Plackett-Luce), as
+InstructGPT collected its labels; the reward stage trains on either.
 
 Entry point: ``build_preference_data(config) -> PreferenceResult``.
 """
@@ -17,7 +19,15 @@ from minirlhf.config import Stage, StageConfig, run_path, setting, stream
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.sampling import generate_text
 from minirlhf.world import TASK_NAMES, get_task
-from minirlhf.world.preference_data import PreferencePair, dataset_stats, label_pairs, save_jsonl
+from minirlhf.world.preference_data import (
+    PreferencePair,
+    Ranking,
+    dataset_stats,
+    label_pairs,
+    label_rankings,
+    ranking_stats,
+    save_jsonl,
+)
 from minirlhf.world.raters import PRESETS as RATER_PRESETS
 from minirlhf.world.raters import get_panel
 
@@ -31,7 +41,10 @@ class PreferenceConfig(StageConfig):
     policy: str = setting(run_path("sft", "model.npz"), "the model whose samples are compared")
     raters: str = setting("default", "who labels: a preset of world.raters.PRESETS",
                           choices=RATER_PRESETS)
-    n_pairs: int = setting(10_000, "labelled pairs to make", "[1, 10_000_000]")
+    n_pairs: int = setting(10_000, "labelled pairs (or rankings) to make", "[1, 10_000_000]")
+    ranking_size: int = setting(
+        2, "responses per prompt the raters compare: 2 writes chosen/rejected pairs, K > 2 "
+        "K-way rankings (best first)", "[2, 16]")
     temperature: float = setting(1.0, "sampling temperature of the policy", "(0, inf)")
     max_new_tokens: int = setting(
         80, "response budget; unfinished responses are dropped", "[1, 126]")
@@ -43,19 +56,22 @@ class PreferenceResult:
     config: PreferenceConfig
     path: str
     stats: dict[str, float] = field(default_factory=dict)
-    dropped_unfinished: int = 0  # sampled pairs dropped because a response had no EOS
-    dropped_identical: int = 0  # sampled pairs dropped because both responses were equal
+    dropped_unfinished: int = 0  # sampled pairs (rankings) dropped: a response had no EOS
+    dropped_identical: int = 0  # sampled pairs (rankings) dropped: two responses were equal
     seconds: float = 0.0
 
 
 def build_preference_data(config: PreferenceConfig) -> PreferenceResult:
     """Sample two responses per prompt from the policy, label each pair with the raters, write
-    JSON Lines, and report the accuracy ceiling beside the measured rater-gold agreement."""
+    JSON Lines, and report the accuracy ceiling beside the measured rater-gold agreement. With
+    ``ranking_size`` K > 2: K responses per prompt, ranked."""
     STAGE.begin(config)
     t0 = time.time()
     task, panel = get_task(config.task), get_panel(config.raters)
     model, tokenizer, _ = load_model(config.policy)
     rng = stream(config.seed, "preferences")
+    if config.ranking_size > 2:
+        return _build_rankings(config, task, panel, model, tokenizer, rng, t0)
     pairs: list[PreferencePair] = []
     result = PreferenceResult(config=config, path=str(Path(config.out_dir) / STAGE.output))
     bar = tqdm(total=config.n_pairs, desc="preferences", disable=not config.progress)
@@ -87,6 +103,41 @@ def build_preference_data(config: PreferenceConfig) -> PreferenceResult:
     return result
 
 
+def _build_rankings(config, task, panel, model, tokenizer, rng, t0) -> PreferenceResult:
+    """``build_preference_data`` for K > 2: K samples per prompt, kept when all K finished and
+    differ, ranked by the raters."""
+    K = config.ranking_size
+    rankings: list[Ranking] = []
+    result = PreferenceResult(config=config, path=str(Path(config.out_dir) / STAGE.output))
+    bar = tqdm(total=config.n_pairs, desc="rankings", disable=not config.progress)
+    while len(rankings) < config.n_pairs:
+        need = config.n_pairs - len(rankings)
+        prompts = task.sample_prompts(min(max(need, 64), 1024), rng)
+        samples = [generate_text(model, tokenizer, prompts, config.max_new_tokens, rng,
+                                 config.temperature) for _ in range(K)]
+        keep_prompts, keep_texts = [], []
+        for i, prompt in enumerate(prompts):
+            outs = [s[i] for s in samples]
+            texts = [t for t, _ in outs]
+            if not all(f and t for t, f in outs):
+                result.dropped_unfinished += 1
+            elif len(set(texts)) < K:
+                result.dropped_identical += 1
+            else:
+                keep_prompts.append(prompt)
+                keep_texts.append(texts)
+        new = label_rankings(task, panel, keep_prompts[:need], keep_texts[:need], rng)
+        rankings.extend(new)
+        bar.update(len(new))
+    bar.close()
+    save_jsonl(result.path, rankings)
+    result.stats = ranking_stats(rankings)
+    result.seconds = time.time() - t0
+    log.info("%d rankings of %d: implied pairs agree with gold %.3f", len(rankings), K,
+             result.stats["measured_gold_agreement"])
+    return result
+
+
 # ------------------------------------------------------------------ the stage's record
 def record(r: PreferenceResult, config: PreferenceConfig) -> dict:
     """What the pipeline keeps of a run (its record's numbers)."""
@@ -96,6 +147,12 @@ def record(r: PreferenceResult, config: PreferenceConfig) -> dict:
 def show(r: PreferenceResult, config: PreferenceConfig) -> str:
     """What ``python -m minirlhf preferences`` prints."""
     s = r.stats
+    if "rankings" in s:
+        return (f"{s['rankings']} rankings of {s['ranking_size']} written to {r.path} "
+                f"({r.dropped_unfinished} with an unfinished response and {r.dropped_identical} "
+                f"with two equal responses dropped), {r.seconds:.0f} s\n"
+                f"the {s['implied_pairs']} pairs they imply agree with gold "
+                f"{s['measured_gold_agreement']:.2%} (gold ties: {s['gold_ties']:.1%})")
     return (f"{s['pairs']} pairs written to {r.path} ({r.dropped_unfinished} unfinished and "
             f"{r.dropped_identical} identical pairs dropped), {r.seconds:.0f} s\n"
             f"accuracy ceiling (best any reward model can do on these labels): "
@@ -109,6 +166,6 @@ STAGE = Stage(
     config=PreferenceConfig, run=build_preference_data, record=record, show=show,
     inputs={"policy": "sft"}, output="preferences.jsonl",
     presets={"tiny": dict(n_pairs=1000, max_new_tokens=60)},
-    work=lambda c, _: c.n_pairs * c.max_new_tokens,  # tokens sampled (at most)
+    work=lambda c, _: c.n_pairs * c.ranking_size / 2 * c.max_new_tokens,  # tokens sampled
     seconds={"tiny": 2.2, "default": 83.2},  # measured 2026-11-30
 )

@@ -8,9 +8,10 @@ is the negative log-likelihood of the label:
     L = -log sigmoid(r_chosen - r_rejected - margin)   (+ c (r_chosen + r_rejected)^2)
 
 The optional margin asks for a gap; the optional centering term (Eisenstein et al., 2023) keeps
-rewards near zero, since BT only fixes differences. For rankings of K responses, Plackett-Luce
-(the best is picked first, then the best of the rest, ...) and InstructGPT's average over all
-K(K-1)/2 pairs both reduce to BT at K = 2.
+rewards near zero, since BT only fixes differences. For rankings of K responses (preference
+data made with ``ranking_size`` K), ``ranking_loss`` picks Plackett-Luce (the best is picked
+first, then the best of the rest, ...) or InstructGPT's average over all K(K-1)/2 pairs; both
+reduce to BT at K = 2. Held-out rankings are measured on the pairs they imply.
 
 After training, a gain and a bias are fitted so that scores on the SFT policy's own samples have
 mean 0 and standard deviation 1 (as Ziegler et al., 2019 did); they are saved with the model and
@@ -32,7 +33,15 @@ from tqdm import tqdm
 
 from minirlhf.autograd import functional as F
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting, stream
+from minirlhf.config import (
+    ConfigError,
+    Stage,
+    StageConfig,
+    check_fits,
+    run_path,
+    setting,
+    stream,
+)
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
 from minirlhf.lm.reward_model import READOUTS, RewardModel
@@ -40,11 +49,15 @@ from minirlhf.lm.sampling import generate_text
 from minirlhf.plots import plot_calibration, plot_loss_curves
 from minirlhf.world import TASK_NAMES, get_task
 from minirlhf.world.preference_data import (
+    PreferenceDataError,
     PreferencePair,
+    Ranking,
+    UnpairedExample,
+    encode_rankings,
     length_buckets,
     load_jsonl,
     pair_key,
-    require_pairs,
+    rankings_to_pairs,
 )
 from minirlhf.world.raters import ceiling
 
@@ -90,6 +103,21 @@ def all_pairs_loss(scores: Tensor) -> Tensor:
     K = scores.shape[1]
     i, j = np.triu_indices(K, k=1)  # every (better, worse) pair of positions
     return -F.logsigmoid(scores[:, i] - scores[:, j]).mean()
+
+
+RANKING_LOSSES = {"plackett_luce": plackett_luce_loss, "all_pairs": all_pairs_loss}
+
+
+def ranking_loss(scores: Tensor, kind: str = "plackett_luce", center_coef: float = 0.0
+                 ) -> Tensor:
+    """The loss on a batch of rankings: ``RANKING_LOSSES[kind]`` plus the centering term
+    center_coef (2 mean_k s_k)^2 averaged over rankings, which is BT's (r_c + r_r)^2 at K = 2.
+    scores: (B, K), best first -> scalar"""
+    loss = RANKING_LOSSES[kind](scores)
+    if center_coef:
+        c = scores.mean(axis=-1) * 2.0  # (B,)
+        loss = loss + center_coef * (c * c).mean()
+    return loss
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -183,7 +211,10 @@ class RewardConfig(StageConfig):
     readout: str = setting(
         "eos", "score read at the EOS token ('eos') or summed over the response ('sum') "
         "", choices=READOUTS)
-    margin: float = setting(0.0, "BT margin", "[0, inf)")
+    margin: float = setting(0.0, "BT margin (pairs only)", "[0, inf)")
+    ranking_loss: str = setting(
+        "plackett_luce", "the loss on K-way rankings (unused for pairs): Plackett-Luce's "
+        "likelihood or InstructGPT's mean over the K(K-1)/2 pairs", choices=tuple(RANKING_LOSSES))
     center_coef: float = setting(0.01, "reward-centering coefficient", "[0, inf)")
     norm_samples: int = setting(
         512, "SFT samples used to fit the normalization gain and bias", "[1, 100_000]")
@@ -196,20 +227,26 @@ class RewardConfig(StageConfig):
         super().check(upstream)
         prefs = (upstream or {}).get("preferences")
         if prefs is not None:
-            self.check_data(prefs.n_pairs)
+            self.check_data(prefs.n_pairs, prefs.ranking_size > 2)
 
-    def check_data(self, n_pairs: int) -> None:
-        """A batch that the training pairs of ``n_pairs`` labelled pairs can fill."""
+    def check_data(self, n_pairs: int, rankings: bool = False) -> None:
+        """A batch that the training pairs (or rankings) of ``n_pairs`` labelled ones can fill;
+        no margin with rankings (it is a pairwise setting)."""
         used = min(n_pairs, self.max_pairs) if self.max_pairs else n_pairs
         train = used - held_out_count(n_pairs, self)  # the split train_reward makes
-        check_fits(self, "batch_size", train, f"the {train} training pairs (of {n_pairs})")
+        what = "rankings" if rankings else "pairs"
+        check_fits(self, "batch_size", train, f"the {train} training {what} (of {n_pairs})")
+        if rankings and self.margin:
+            raise ConfigError(f"RewardConfig: margin = {self.margin} is a pairwise setting; "
+                              "the preference data are rankings (set margin = 0)")
 
 
 @dataclass
 class RewardResult:
     config: RewardConfig
     checkpoint: str
-    train_pairs: int
+    train_pairs: int  # training records: pairs, or rankings when ranking_size > 2
+    ranking_size: int = 2  # 2 for pairs; K for K-way rankings
     val_metrics: dict[str, float] = field(default_factory=dict)  # held-out accuracy etc.
     train_accuracy: float = 0.0
     gold_correlation: float = 0.0  # Pearson r of RM score and gold on fresh SFT samples
@@ -232,6 +269,14 @@ def _pair_batch(rm: RewardModel, pairs: list[PreferencePair]) -> tuple[Tensor, T
     r = rm.raw(tokens, mask)  # (2B,)
     B = len(pairs)
     return r[:B], r[B:]
+
+
+def _ranking_batch(rm: RewardModel, rankings: list[Ranking]) -> Tensor:
+    """Raw scores of a batch of B rankings of K, in one forward pass -> (B, K), best first."""
+    tokens, mask = encode_rankings(rm.tokenizer, rankings)  # (K * B, T), position-major
+    r = rm.raw(tokens, mask)  # (K * B,)
+    K, B = len(rankings[0].ranked), len(rankings)
+    return r.reshape(K, B).transpose(1, 0)  # (B, K)
 
 
 def fit_normalization(rm: RewardModel, prompts: list[str], responses: list[str],
@@ -264,9 +309,11 @@ def warn_if_at_chance(accuracy: float, n: int) -> str:
     return message
 
 
-def split_pairs(pairs: list[PreferencePair], config: RewardConfig,
-                rng: np.random.Generator | None = None
-                ) -> tuple[list[PreferencePair], list[PreferencePair]]:
+Records = list[PreferencePair] | list[Ranking]
+
+
+def split_pairs(pairs: Records, config: RewardConfig, rng: np.random.Generator | None = None
+                ) -> tuple[Records, Records]:
     """The (train, held-out) split ``train_reward`` makes: a shuffle by ``config.seed``, at most
     ``max_pairs`` kept, the first ``val_fraction`` of them held out, and with them every later
     copy of a held-out comparison (the same prompt and responses, see ``pair_key``), so that no
@@ -293,9 +340,13 @@ def train_reward(config: RewardConfig) -> RewardResult:
     t0 = time.time()
     task = get_task(config.task)
     model, tokenizer, _ = load_model(config.init)
-    pairs = require_pairs(load_jsonl(config.preferences, tokenizer, model.config.block_size),
-                          config.preferences, "reward training")
-    config.check_data(len(pairs))
+    pairs = load_jsonl(config.preferences, tokenizer, model.config.block_size)
+    if isinstance(pairs[0], UnpairedExample):
+        raise PreferenceDataError(f"{config.preferences}: reward training needs chosen/rejected "
+                                  "pairs or rankings; this file holds unpaired thumbs-up/down "
+                                  "examples")
+    ranked = isinstance(pairs[0], Ranking)
+    config.check_data(len(pairs), ranked)
     rng = stream(config.seed, "train")
     train, val = split_pairs(pairs, config, rng)
 
@@ -304,15 +355,20 @@ def train_reward(config: RewardConfig) -> RewardResult:
                 decay=decayed_parameter_names(model))
     batches = length_buckets(train, config.batch_size, rng)
     total = len(batches) * config.epochs
-    result = RewardResult(config=config, checkpoint="", train_pairs=len(train))
+    result = RewardResult(config=config, checkpoint="", train_pairs=len(train),
+                          ranking_size=len(pairs[0].ranked) if ranked else 2)
     bar = tqdm(total=total, desc="reward", disable=not config.progress)
     step = 0
     for _ in range(config.epochs):
         for b in rng.permutation(len(batches)):
             batch = [train[i] for i in batches[b]]
             opt.lr = cosine_lr(step, total, config.lr, config.warmup_steps, config.lr * 0.1)
-            rc, rr = _pair_batch(rm, batch)
-            loss = bradley_terry_loss(rc, rr, config.margin, config.center_coef)
+            if ranked:
+                loss = ranking_loss(_ranking_batch(rm, batch), config.ranking_loss,
+                                    config.center_coef)
+            else:
+                rc, rr = _pair_batch(rm, batch)
+                loss = bradley_terry_loss(rc, rr, config.margin, config.center_coef)
             optimizer_step(opt, loss, model.parameters(), config.grad_clip,
                            f"reward: step {step}")
             result.loss_curve.append((step, loss.item()))
@@ -334,6 +390,8 @@ def train_reward(config: RewardConfig) -> RewardResult:
     golds = np.array([task.gold(p, r, f) for p, (r, f) in zip(prompts[fresh], outs[fresh],
                                                                strict=True)])
     result.gold_correlation = _pearson(scores, golds)
+    if ranked:  # measured on the pairs the rankings imply
+        train, val = rankings_to_pairs(train), rankings_to_pairs(val)
     result.val_metrics = pair_metrics(rm, val)
     result.warnings = [w for w in [warn_if_at_chance(result.val_metrics["accuracy"], len(val))]
                        if w]
@@ -370,7 +428,7 @@ def record(r: RewardResult, config: RewardConfig) -> dict:
             "expected_accuracy": m.get("expected_accuracy"),
             "gold_accuracy": m.get("gold_accuracy"), "gold_correlation": r.gold_correlation,
             "ece": r.calibration["ece"][0], "train_pairs": r.train_pairs, "plots": r.plots,
-            "warnings": r.warnings}
+            "warnings": r.warnings, "ranking_size": r.ranking_size}
 
 
 def _num(x: float | None, spec: str) -> str:
@@ -380,9 +438,12 @@ def _num(x: float | None, spec: str) -> str:
 
 def report(n: dict) -> list[str]:
     """The reward model's section of report.md."""
+    k = n.get("ranking_size", 2)
+    data = f"{n['train_pairs']} labelled pairs" if k == 2 else \
+        f"{n['train_pairs']} rankings of {k} responses (held out: the pairs they imply)"
     return [
         "## The reward model", "",
-        f"Trained on {n['train_pairs']} labelled pairs. Held-out accuracy against the raters' "
+        f"Trained on {data}. Held-out accuracy against the raters' "
         f"labels: **{_num(n['accuracy'], '.1%')}**, beside the ceiling "
         f"**{_num(n['ceiling'], '.1%')}** (the best any model can do on labels this noisy); "
         f"expected accuracy against a fresh label {_num(n.get('expected_accuracy'), '.1%')} "
@@ -400,17 +461,20 @@ def show(r: RewardResult, config: RewardConfig) -> str:
              "prompt|chosen  vs  rejected"]
     for prompt, c, rj, sc, sr, gc, gr in r.examples:
         lines.append(f"    {sc:>9.2f} {sr:>8.2f} {gc:>8.2f} {gr:>9.2f}  {prompt}|{c}  vs  {rj}")
-    lines += [f"\ntrained on {r.train_pairs} pairs in {r.seconds:.0f} s",
-              f"held-out accuracy vs rater labels: {m['accuracy']:.2%} (ceiling "
-              f"{m.get('ceiling', float('nan')):.2%}); on the training pairs: "
-              f"{r.train_accuracy:.2%}"]
+    data = f"{r.train_pairs} pairs" if r.ranking_size == 2 else \
+        f"{r.train_pairs} rankings of {r.ranking_size} (measured on the pairs they imply)"
+    lines += [f"\ntrained on {data} in {r.seconds:.0f} s",
+              f"held-out accuracy vs rater labels: {m['accuracy']:.2%}"
+              + (f" (ceiling {m['ceiling']:.2%})" if "ceiling" in m else "")
+              + f"; on the training pairs: {r.train_accuracy:.2%}"]
     if "expected_accuracy" in m:
         lines.append(f"expected accuracy vs a fresh rater label: {m['expected_accuracy']:.2%} "
                      "(the same measure without the noise of one label per pair; the ceiling "
                      "is its best)")
     if "gold_accuracy" in m:
-        lines.append(f"held-out accuracy vs gold: {m['gold_accuracy']:.2%} (a perfect label "
-                     f"predictor would get {m.get('gold_accuracy_ceiling', float('nan')):.2%})")
+        lines.append(f"held-out accuracy vs gold: {m['gold_accuracy']:.2%}" + (
+            f" (a perfect label predictor would get {m['gold_accuracy_ceiling']:.2%})"
+            if "gold_accuracy_ceiling" in m else ""))
     lines += [f"mean margin {m['mean_margin']:.3f}; RM-gold correlation on fresh SFT samples "
               f"{r.gold_correlation:.3f}; calibration ECE {r.calibration['ece'][0]:.3f}",
               f"normalization: score = {r.gain:.3f} * raw + {r.bias:.3f}",
@@ -424,6 +488,7 @@ STAGE = Stage(
     summary=lambda n: {"reward_model": {k: n.get(k) for k in SUMMARY_KEYS}},
     inputs={"preferences": "preferences", "init": "sft"},
     presets={"tiny": dict(epochs=1, norm_samples=128, corr_samples=128)},
-    work=lambda c, cfgs: c.epochs * min(c.max_pairs or math.inf, cfgs["preferences"].n_pairs),
+    work=lambda c, cfgs: c.epochs * min(c.max_pairs or math.inf, cfgs["preferences"].n_pairs)
+    * cfgs["preferences"].ranking_size / 2,
     seconds={"tiny": 2.4, "default": 163.0},  # measured 2026-11-30
 )

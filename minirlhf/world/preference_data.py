@@ -8,7 +8,10 @@ Each line is one JSON object with TRL's (and Hugging Face datasets') field names
 finished responses enter a dataset). Optional fields record what the simulation knows and a
 reward model must not see: ``chosen_gold`` and ``rejected_gold`` (gold rewards) and
 ``p_chosen`` (the probability the raters had of labelling the pair this way). A K-way ranking is
-stored as ``{"prompt": ..., "ranked": [best, ..., worst]}``.
+stored as ``{"prompt": ..., "ranked": [best, ..., worst]}``, optionally with ``ranked_gold`` (the
+gold reward of each ranked response, in the same order); every ranking of a file ranks the same
+number K of responses. Rankings are made by ``label_rankings`` (Plackett-Luce raters, see
+``minirlhf.world.raters``) and read by the reward stage.
 
 Loading validates every line and names the file, line and field of any problem.
 """
@@ -43,6 +46,7 @@ class PreferencePair:
 class Ranking:
     prompt: str
     ranked: list[str]  # best first
+    ranked_gold: list[float] | None = None  # gold of each ranked response; simulation only
 
 
 @dataclass
@@ -95,8 +99,10 @@ def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None,
 
     Every line must be a JSON object with a non-empty ``prompt`` and either two different
     non-empty strings ``chosen`` and ``rejected``, or a ``ranked`` list of at least two different
-    non-empty strings; every character must be in the tokenizer's alphabet. ``chosen_gold`` and
-    ``rejected_gold``, when present, are finite numbers; ``p_chosen`` is a probability in [0, 1].
+    non-empty strings (every ranking of a file the same length, its optional ``ranked_gold``
+    one finite number per response); every character must be in the tokenizer's alphabet.
+    ``chosen_gold`` and ``rejected_gold``, when present, are finite numbers; ``p_chosen`` is a
+    probability in [0, 1].
     With ``block_size``, every sequence BOS + prompt + response + EOS must fit in it. The first
     problem raises PreferenceDataError naming the file, the line number and the field.
     """
@@ -137,7 +143,13 @@ def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None,
                                               "twice; a ranking orders different responses")
                 for text in texts:
                     _check_fits(where, "ranked", prompt, text, block_size)
-                records.append(Ranking(prompt, texts))
+                if records and isinstance(records[0], Ranking) and \
+                        len(texts) != len(records[0].ranked):
+                    raise PreferenceDataError(
+                        f"{where}: field 'ranked' lists {len(texts)} responses, the file's first "
+                        f"ranking {len(records[0].ranked)}; every ranking of a file ranks the "
+                        "same number of responses")
+                records.append(Ranking(prompt, texts, _ranked_gold(obj, len(texts), where)))
                 continue
             chosen = _text_field(obj, "chosen", where, tokenizer)
             rejected = _text_field(obj, "rejected", where, tokenizer)
@@ -168,6 +180,22 @@ def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None,
                                 (UnpairedExample, "unpaired examples")) if k in kinds]
         raise PreferenceDataError(f"{path}: mixes {' and '.join(names)}")
     return records
+
+
+def _ranked_gold(obj: dict, k: int, where: str) -> list[float] | None:
+    """The optional ``ranked_gold`` of a ranking line: ``k`` finite numbers."""
+    if "ranked_gold" not in obj:
+        return None
+    gold = obj["ranked_gold"]
+    if not isinstance(gold, list) or len(gold) != k:
+        raise PreferenceDataError(f"{where}: field 'ranked_gold' must list {k} numbers, one per "
+                                  "ranked response")
+    for value in gold:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or \
+                not np.isfinite(value):
+            raise PreferenceDataError(f"{where}: field 'ranked_gold' holds {value!r}; each must "
+                                      "be a finite number")
+    return [float(v) for v in gold]
 
 
 def _unpaired(obj: dict, prompt: str, where: str, tokenizer: CharTokenizer,
@@ -220,17 +248,22 @@ def _check_fits(where: str, name: str, prompt: str, response: str, block_size: i
                                   "response or leave the line out)")
 
 
-def length_buckets(pairs: list[PreferencePair], batch_size: int, rng: np.random.Generator
-                   ) -> list[np.ndarray]:
-    """Batches of pair indices with similar lengths, so little compute goes to padding.
+def _responses(record: PreferencePair | Ranking) -> list[str]:
+    return record.ranked if isinstance(record, Ranking) else [record.chosen, record.rejected]
 
-    Pairs are shuffled, then sorted by their longer sequence (a stable sort keeps the shuffle
+
+def length_buckets(pairs: list[PreferencePair] | list[Ranking], batch_size: int,
+                   rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of pair (or ranking) indices with similar lengths, so little compute goes to
+    padding.
+
+    Pairs are shuffled, then sorted by their longest sequence (a stable sort keeps the shuffle
     among equal lengths), and cut into batches of ``batch_size``. Every pair is kept: when
     ``batch_size`` does not divide the number of pairs, the last batch (the longest pairs) is
     smaller. Dropping it would never train on the longest ``N mod batch_size`` pairs, a length
     bias. Callers shuffle the order of the batches.
     """
-    lengths = np.array([len(p.prompt) + max(len(p.chosen), len(p.rejected)) for p in pairs])
+    lengths = np.array([len(p.prompt) + max(map(len, _responses(p))) for p in pairs])
     order = rng.permutation(len(pairs))
     order = order[np.argsort(lengths[order], kind="stable")]
     return [order[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
@@ -255,11 +288,34 @@ def unpaired_buckets(examples: list[UnpairedExample], batch_size: int,
     return [order[i:i + batch_size] for i in range(0, len(examples), batch_size)]
 
 
-def pair_key(pair: PreferencePair) -> tuple[str, str, str]:
+def encode_rankings(tokenizer: CharTokenizer, rankings: list[Ranking]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """One batch for a ranking loss over B rankings of K: position-major, the best responses
+    of all B rankings first, then the second best, ... (so scores of shape (K * B,) reshape to
+    (K, B)). -> tokens, response_mask (K * B, T)"""
+    K = len(rankings[0].ranked)
+    prompts = [r.prompt for r in rankings] * K
+    responses = [r.ranked[k] for k in range(K) for r in rankings]
+    return encode_pairs(tokenizer, prompts, responses)
+
+
+def pair_key(pair: PreferencePair | Ranking) -> tuple[str, ...]:
     """What makes two pairs the same comparison: the prompt and the two responses, in either
-    order (the same two responses labelled the other way round are still one comparison)."""
-    a, b = sorted((pair.chosen, pair.rejected))
-    return pair.prompt, a, b
+    order (the same two responses labelled the other way round are still one comparison). For
+    a ranking: the prompt and its responses, in any order."""
+    return (pair.prompt, *sorted(_responses(pair)))
+
+
+def rankings_to_pairs(rankings: list[Ranking]) -> list[PreferencePair]:
+    """Every pair a ranking implies: K (K - 1) / 2 per ranking, the higher-ranked response
+    chosen (gold carried; no p_chosen, since the pair was never labelled on its own)."""
+    out = []
+    for r in rankings:
+        gold = r.ranked_gold or [None] * len(r.ranked)
+        for i in range(len(r.ranked)):
+            for j in range(i + 1, len(r.ranked)):
+                out.append(PreferencePair(r.prompt, r.ranked[i], r.ranked[j], gold[i], gold[j]))
+    return out
 
 
 # ------------------------------------------------------------------------ building data
@@ -274,6 +330,17 @@ def label_pairs(task: Task, panel: Panel, prompts: list[str], first: list[str],
                                     task.gold(prompt, rejected, True),
                                     p_a if a_chosen else 1.0 - p_a))
     return pairs
+
+
+def label_rankings(task: Task, panel: Panel, prompts: list[str], responses: list[list[str]],
+                   rng: np.random.Generator) -> list[Ranking]:
+    """One rater ranking per prompt of its K responses (``Panel.rank``), gold carried."""
+    out = []
+    for prompt, texts in zip(prompts, responses, strict=True):
+        order = panel.rank(task, prompt, texts, rng)
+        ranked = [texts[i] for i in order]
+        out.append(Ranking(prompt, ranked, [task.gold(prompt, t, True) for t in ranked]))
+    return out
 
 
 def pairs_to_unpaired(pairs: list[PreferencePair]) -> list[UnpairedExample]:
@@ -296,6 +363,20 @@ def label_thumbs(task: Task, panel: Panel, prompts: list[str], completions: list
         out.append(UnpairedExample(prompt, completion, up, task.gold(prompt, completion, True),
                                    p_up if up else 1.0 - p_up))
     return out
+
+
+def ranking_stats(rankings: list[Ranking]) -> dict[str, float]:
+    """For rankings: their count and size, and the measured agreement with gold of the pairs
+    they imply (ties in gold count one half). No ceiling: a pair a ranking implies was never
+    labelled on its own, so its label probability is not a simple sigmoid."""
+    pairs = rankings_to_pairs(rankings)
+    gc = np.array([p.chosen_gold for p in pairs])
+    gr = np.array([p.rejected_gold for p in pairs])
+    return {"rankings": len(rankings), "ranking_size": len(rankings[0].ranked),
+            "implied_pairs": len(pairs),
+            "measured_gold_agreement": float(np.where(gc > gr, 1.0, np.where(gc < gr, 0.0, 0.5)
+                                                      ).mean()),
+            "gold_ties": float(np.mean(gc == gr))}
 
 
 def dataset_stats(pairs: list[PreferencePair]) -> dict[str, float]:

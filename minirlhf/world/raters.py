@@ -8,6 +8,13 @@ towards. It prefers response A to B with the Bradley-Terry probability
 and then its recorded label is flipped with probability eps. tau is the rater's temperature
 (small: decisive; large: nearly random), b_pos a bias for whichever response it sees first.
 
+A ranking of K responses (as InstructGPT's labelers ranked 4 to 9) comes from the same
+utilities by Plackett-Luce: the rater picks its favourite among all K with probability
+softmax(u / tau) (the first-shown response's utility raised by b_pos), then its favourite among
+the rest, and so on; at each pick, with probability 2 eps it picks uniformly instead (its noise).
+At K = 2 this is exactly the pairwise label above: eps + (1 - 2 eps) sigmoid((u_A - u_B + b_pos)
+/ tau).
+
 Because we know every rater's exact choice probability, we know the best accuracy any reward
 model can reach against its labels: for each pair, the best guess is the likelier label, right
 with probability max(p, 1 - p). Averaged over pairs, that is the ceiling reported beside every
@@ -67,6 +74,38 @@ class Rater:
         temperature), then flipped with probability eps. No position: one response is shown."""
         return self.flip + (1.0 - 2.0 * self.flip) * _sigmoid((u - threshold) / self.temperature)
 
+    def _pick_probs(self, u_left: np.ndarray) -> np.ndarray:
+        """P(each remaining response is picked next), u_left: (M,) utilities of the M responses
+        left (position bias already added) -> (M,): Plackett-Luce's softmax(u / tau), mixed
+        with a uniform pick with probability 2 eps."""
+        z = u_left / self.temperature
+        soft = np.exp(z - z.max())
+        soft /= soft.sum()
+        return 2.0 * self.flip / len(u_left) + (1.0 - 2.0 * self.flip) * soft
+
+    def draw_ranking(self, u_shown: np.ndarray, rng: np.random.Generator) -> list[int]:
+        """A ranking of K responses, u_shown: (K,) utilities in the order shown (the first gets
+        the position bias) -> positions in u_shown, best first."""
+        u = np.asarray(u_shown, dtype=np.float64).copy()
+        u[0] += self.position_bias
+        left = list(range(len(u)))
+        order = []
+        while len(left) > 1:
+            k = int(rng.choice(len(left), p=self._pick_probs(u[left])))
+            order.append(left.pop(k))
+        return order + left
+
+    def p_ranking(self, u_shown: np.ndarray, order: Sequence[int]) -> float:
+        """P(``draw_ranking`` returns ``order``), the product of each pick's probability among
+        the responses still left. At K = 2, ``p_ranking(u, [0, 1]) == p_first(u[0], u[1])``."""
+        u = np.asarray(u_shown, dtype=np.float64).copy()
+        u[0] += self.position_bias
+        left, p = list(range(len(u))), 1.0
+        for pos in order[:-1]:
+            p *= float(self._pick_probs(u[left])[left.index(pos)])
+            left.remove(pos)
+        return p
+
 
 class Panel:
     """Several raters; each label comes from one of them, drawn in proportion to weight."""
@@ -97,6 +136,16 @@ class Panel:
         else:
             a_chosen = rng.random() >= rater.p_first(ub, ua)
         return bool(a_chosen), self.prob_prefers(task, prompt, a, b)
+
+    def rank(self, task: Task, prompt: str, responses: Sequence[str], rng: np.random.Generator
+             ) -> list[int]:
+        """One ranking of K responses -> their indices, best first. The rater is drawn in
+        proportion to weight, the order the responses are shown in uniformly (the first shown
+        gets the rater's position bias), and the ranking by ``Rater.draw_ranking``."""
+        rater = self.raters[int(rng.choice(len(self.raters), p=self.weights))]
+        shown = rng.permutation(len(responses))
+        u = np.array([rater.utility(task, prompt, responses[i]) for i in shown])
+        return [int(shown[k]) for k in rater.draw_ranking(u, rng)]
 
 
     def thumbs(self, task: Task, prompt: str, response: str, rng: np.random.Generator,
