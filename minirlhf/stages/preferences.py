@@ -64,58 +64,24 @@ class PreferenceResult:
 def build_preference_data(config: PreferenceConfig) -> PreferenceResult:
     """Sample two responses per prompt from the policy, label each pair with the raters, write
     JSON Lines, and report the accuracy ceiling beside the measured rater-gold agreement. With
-    ``ranking_size`` K > 2: K responses per prompt, ranked."""
+    ``ranking_size`` K > 2: K responses per prompt, ranked (and the pairs' agreement with gold
+    reported; a ranking has no simple ceiling)."""
     STAGE.begin(config)
     t0 = time.time()
     task, panel = get_task(config.task), get_panel(config.raters)
     model, tokenizer, _ = load_model(config.policy)
     rng = stream(config.seed, "preferences")
-    if config.ranking_size > 2:
-        return _build_rankings(config, task, panel, model, tokenizer, rng, t0)
-    pairs: list[PreferencePair] = []
-    result = PreferenceResult(config=config, path=str(Path(config.out_dir) / STAGE.output))
-    bar = tqdm(total=config.n_pairs, desc="preferences", disable=not config.progress)
-    while len(pairs) < config.n_pairs:
-        need = config.n_pairs - len(pairs)
-        prompts = task.sample_prompts(min(max(need, 64), 1024), rng)
-        a = generate_text(model, tokenizer, prompts, config.max_new_tokens, rng,
-                          config.temperature)
-        b = generate_text(model, tokenizer, prompts, config.max_new_tokens, rng,
-                          config.temperature)
-        keep = []
-        for prompt, (ta, fa), (tb, fb) in zip(prompts, a, b, strict=True):
-            if not (fa and fb) or not ta or not tb:
-                result.dropped_unfinished += 1
-            elif ta == tb:
-                result.dropped_identical += 1
-            else:
-                keep.append((prompt, ta, tb))
-        keep = keep[:need]
-        new = label_pairs(task, panel, *map(list, zip(*keep, strict=True)), rng) if keep else []
-        pairs.extend(new)
-        bar.update(len(new))
-    bar.close()
-    save_jsonl(result.path, pairs)
-    result.stats = dataset_stats(pairs)
-    result.seconds = time.time() - t0
-    log.info("%d pairs: ceiling %.3f, gold agreement %.3f", len(pairs),
-             result.stats["ceiling"], result.stats["measured_gold_agreement"])
-    return result
-
-
-def _build_rankings(config, task, panel, model, tokenizer, rng, t0) -> PreferenceResult:
-    """``build_preference_data`` for K > 2: K samples per prompt, kept when all K finished and
-    differ, ranked by the raters."""
     K = config.ranking_size
-    rankings: list[Ranking] = []
+    records: list[PreferencePair] | list[Ranking] = []
     result = PreferenceResult(config=config, path=str(Path(config.out_dir) / STAGE.output))
-    bar = tqdm(total=config.n_pairs, desc="rankings", disable=not config.progress)
-    while len(rankings) < config.n_pairs:
-        need = config.n_pairs - len(rankings)
+    bar = tqdm(total=config.n_pairs, desc="preferences" if K == 2 else "rankings",
+               disable=not config.progress)
+    while len(records) < config.n_pairs:
+        need = config.n_pairs - len(records)
         prompts = task.sample_prompts(min(max(need, 64), 1024), rng)
         samples = [generate_text(model, tokenizer, prompts, config.max_new_tokens, rng,
                                  config.temperature) for _ in range(K)]
-        keep_prompts, keep_texts = [], []
+        keep = []  # (prompt, its K different finished responses)
         for i, prompt in enumerate(prompts):
             outs = [s[i] for s in samples]
             texts = [t for t, _ in outs]
@@ -124,18 +90,32 @@ def _build_rankings(config, task, panel, model, tokenizer, rng, t0) -> Preferenc
             elif len(set(texts)) < K:
                 result.dropped_identical += 1
             else:
-                keep_prompts.append(prompt)
-                keep_texts.append(texts)
-        new = label_rankings(task, panel, keep_prompts[:need], keep_texts[:need], rng)
-        rankings.extend(new)
+                keep.append((prompt, texts))
+        keep = keep[:need]
+        new = _label(task, panel, keep, rng) if keep else []
+        records.extend(new)
         bar.update(len(new))
     bar.close()
-    save_jsonl(result.path, rankings)
-    result.stats = ranking_stats(rankings)
+    save_jsonl(result.path, records)
+    result.stats = dataset_stats(records) if K == 2 else ranking_stats(records)
     result.seconds = time.time() - t0
-    log.info("%d rankings of %d: implied pairs agree with gold %.3f", len(rankings), K,
-             result.stats["measured_gold_agreement"])
+    if K == 2:
+        log.info("%d pairs: ceiling %.3f, gold agreement %.3f", len(records),
+                 result.stats["ceiling"], result.stats["measured_gold_agreement"])
+    else:
+        log.info("%d rankings of %d: implied pairs agree with gold %.3f", len(records), K,
+                 result.stats["measured_gold_agreement"])
     return result
+
+
+def _label(task, panel, keep: list[tuple[str, list[str]]], rng
+           ) -> list[PreferencePair] | list[Ranking]:
+    """One label per kept prompt: a pair's (two responses) or a ranking's (K > 2)."""
+    prompts = [p for p, _ in keep]
+    if len(keep[0][1]) == 2:
+        return label_pairs(task, panel, prompts, [t[0] for _, t in keep],
+                           [t[1] for _, t in keep], rng)
+    return label_rankings(task, panel, prompts, [t for _, t in keep], rng)
 
 
 # ------------------------------------------------------------------ the stage's record
