@@ -59,6 +59,8 @@ def stage_command(stage):
         config.check()
         _logging(args)
         print(f"{stage.command} config:\n" + describe(config))
+        if getattr(args, "seeds", 1) != 1:
+            return _stage_seeds(stage, config, args.seeds)
         result = stage.run(config)
         if stage.show is not None:
             print("\n" + stage.show(result, config))
@@ -73,15 +75,52 @@ def stage_command(stage):
     return command
 
 
+def _stage_seeds(stage, config, n: int) -> int:
+    """A stage command with ``--seeds N``: the stage run N times (seeds config.seed ..
+    config.seed + N - 1, each in out_dir/seed<k>/), then every figure of its record over seeds
+    (mean, 95% interval, per seed) printed and written to out_dir/seeds.json."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from minirlhf.config import ConfigError
+    from minirlhf.evaluation import figures_over_seeds
+
+    if n < 2:
+        raise ConfigError(f"--seeds must be at least 2 to aggregate over seeds (1, the "
+                          f"default, is one run), got {n}")
+    seeds = [config.seed + k for k in range(n)]
+    records = []
+    for seed in seeds:
+        cfg = dataclasses.replace(config, seed=seed,
+                                  out_dir=str(Path(config.out_dir) / f"seed{seed}"))
+        result = stage.run(cfg)
+        records.append(stage.record(result, cfg))
+        print(f"seed {seed}: done ({cfg.out_dir})")
+    figures = {"seeds": seeds, **figures_over_seeds(records)}
+    path = Path(config.out_dir) / "seeds.json"
+    path.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    print(f"\n{n} seeds ({', '.join(map(str, seeds))}): mean ± 95% half-width over seeds "
+          "(Student's t)")
+    for key, (lo, hi) in figures["ci95"].items():
+        print(f"  {key:<24}{figures[key]:>12.4f} ± {(hi - lo) / 2:.4f}   per seed: "
+              + ", ".join(f"{v:.4f}" for v in figures["per_seed"][key]))
+    print(f"written to {path}")
+    return 0
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     """The whole course: pretrain, SFT, preferences, reward model, best-of-n, PPO, DPO and a
     report. Stages already done with the same config are skipped (--force redoes them)."""
     from minirlhf.pipeline import PipelineConfig, run_pipeline
 
     _logging(args)
-    config = PipelineConfig(name=args.name or args.preset, preset=args.preset, seed=args.seed,
+    name = args.name or (args.preset if args.seeds == 1 else f"{args.preset}-{args.seeds}seeds")
+    config = PipelineConfig(name=name, preset=args.preset, seed=args.seed,
                             force=args.force, runs_dir=args.runs_dir, progress=not args.quiet,
                             overrides=list(args.set or []))
+    if args.seeds != 1:
+        return _pipeline_seeds(config, args.seeds)
     r = run_pipeline(config)  # its errors are one line, exit code 2 (see main)
     print(f"\n{'policy':<12}{'gold':>8}{'win-rate vs SFT':>17}{'KL (nats)':>11}{'valid':>8}")
     for name, p in r.summary["policies"].items():
@@ -92,6 +131,29 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     print(f"\nran {', '.join(r.ran) or 'nothing'}; skipped {', '.join(r.skipped) or 'nothing'}; "
           f"{r.seconds:.0f} s")
     print(f"report: {r.report}")
+    return 0
+
+
+def _pipeline_seeds(config, n: int) -> int:
+    """``pipeline --seeds N``: the runs, then each figure's mean ± the half-width of its 95%
+    interval over seeds."""
+    from minirlhf.pipeline import run_seeds
+
+    r = run_seeds(config, n)  # a bad N is a ConfigError: one line, exit code 2
+
+    def cell(p: dict, key: str, spec: str, width: int) -> str:
+        lo, hi = p["ci95"][key]
+        half = (hi - lo) / 2
+        text = f"{p[key]:{spec}} ± " + (f"{100 * half:.1f}" if spec.endswith("%")
+                                         else f"{half:{spec}}")
+        return f"{text:>{width}}"
+
+    print(f"\n{n} seeds ({', '.join(map(str, r.seeds))}): mean ± 95% half-width over seeds")
+    print(f"{'policy':<12}{'gold':>16}{'win-rate vs SFT':>18}{'KL (nats)':>15}")
+    for name, p in r.summary["policies"].items():
+        print(f"{name:<12}{cell(p, 'gold_reward', '.3f', 16)}"
+              f"{cell(p, 'win_rate_vs_sft', '.1%', 18)}{cell(p, 'kl_to_ref', '.2f', 15)}")
+    print(f"\n{r.seconds:.0f} s; report: {r.report}")
     return 0
 
 
@@ -210,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                        help=f"override {stage.config.__name__} fields, e.g. --set seed=1 "
                             "progress=false")
+        p.add_argument("--seeds", type=int, default=1, metavar="N",
+                       help="N runs with seeds SEED .. SEED+N-1 (the stage's own randomness; "
+                            "its input files stay the same), each in OUT_DIR/seedK/, then "
+                            "each figure's mean and 95%% interval over seeds in "
+                            "OUT_DIR/seeds.json")
         p.add_argument("-q", "--quiet", action="store_true",
                        help="log warnings only, no progress bars")
         p.set_defaults(func=stage_command(stage))
@@ -220,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="the run's folder under --runs-dir (default: the preset)")
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
     p.add_argument("--seed", type=int, default=0, help="every stage's seed")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="N independent runs (seeds SEED .. SEED+N-1), each in runs/NAME/seedK/, "
+                        "then every figure's mean and 95%% interval over seeds in "
+                        "runs/NAME/summary.json and report.md (default NAME: PRESET-Nseeds)")
     p.add_argument("--force", action="store_true", help="redo stages that are already done")
     p.add_argument("--set", nargs="+", metavar="STAGE.KEY=VALUE",
                    help="override a stage's config, e.g. --set ppo.beta=0.1 sft.steps=100")

@@ -271,6 +271,23 @@ def seed_interval(values: np.ndarray) -> tuple[float, float, float]:
     return m, m - float(half), m + float(half)
 
 
+def figures_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of several runs (one dict per seed, the same keys) over seeds: every key
+    whose value is a number in each run becomes its mean (today's key, so a reader of one
+    run's figures keeps working), and beside them ``mean``, ``ci95`` (``seed_interval``) and
+    ``per_seed``. Other values (text, lists, nested dicts) are left out."""
+    per_seed = {}
+    for key in runs[0]:
+        values = [r.get(key) for r in runs]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            per_seed[key] = [float(v) for v in values]
+    means, cis = {}, {}
+    for key, values in per_seed.items():
+        m, lo, hi = seed_interval(np.array(values))
+        means[key], cis[key] = m, [lo, hi]
+    return {**means, "mean": means, "ci95": cis, "per_seed": per_seed}
+
+
 def per_prompt_gold(samples: list[tuple[str, str, float]]) -> np.ndarray:
     """A report's samples (prompt, response, gold), as ``evaluation_prompts`` lays them out
     (each prompt's samples in a row), as a (P, K) array of gold rewards."""

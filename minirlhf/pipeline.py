@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from minirlhf.config import ConfigError, apply_overrides, blas_threads, environment, run_path
-from minirlhf.evaluation import POLICY_KEYS, policy_numbers, policy_report
+from minirlhf.evaluation import POLICY_KEYS, figures_over_seeds, policy_numbers, policy_report
 from minirlhf.lm.checkpoint import atomic_write, file_digest, load_model
 from minirlhf.registry import STAGES, depends_on, output_path, policy_stages
 from minirlhf.world import get_task
@@ -424,3 +424,56 @@ def build_summary(config: PipelineConfig, records: dict[str, dict[str, Any]],
         if stage.summary is not None:
             _merge(summary, stage.summary(numbers))
     return summary
+
+
+# ------------------------------------------------------------------------------- seeds
+@dataclass
+class SeedsResult:
+    config: PipelineConfig
+    seeds: list[int]
+    runs: list[PipelineResult]  # one full pipeline run per seed
+    report: str  # path of the aggregate report.md
+    summary: dict[str, Any]  # what the aggregate summary.json holds
+    seconds: float = 0.0
+
+
+def run_seeds(config: PipelineConfig, n: int) -> SeedsResult:
+    """The pipeline ``n`` times, with seeds ``config.seed`` .. ``config.seed + n - 1`` (every
+    stage's random streams derive from the seed, so the runs are independent), each in its own
+    folder ``runs/<name>/seed<k>/`` (itself a resumable run with its report), then the figures
+    aggregated over seeds in ``runs/<name>/summary.json`` and ``report.md``."""
+    if n < 2:
+        raise ConfigError(f"pipeline: --seeds must be at least 2 to aggregate over seeds (1, "
+                          f"the default, is one run), got {n}")
+    t0 = time.time()
+    root = Path(config.runs_dir) / config.name
+    seeds = [config.seed + k for k in range(n)]
+    runs = []
+    for k, seed in enumerate(seeds):
+        log.info("seed %d of %d (seed %d): %s", k + 1, n, seed, root / f"seed{seed}")
+        runs.append(run_pipeline(dataclasses.replace(config, seed=seed, name=f"seed{seed}",
+                                                     runs_dir=str(root))))
+    summary = {"name": config.name, "preset": config.preset, "seeds": seeds,
+               "environment": runs[0].summary["environment"],
+               **aggregate_seeds([r.summary for r in runs])}
+    summary = _finite(summary)
+    _write_json(root / "summary.json", summary)
+    from minirlhf.report import write_seeds_report
+
+    seconds = time.time() - t0
+    report = write_seeds_report(root, summary, [f"seed{s}" for s in seeds], seconds)
+    return SeedsResult(config, seeds, runs, str(report), summary, seconds)
+
+
+def aggregate_seeds(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of several runs' summaries (one per seed) over seeds: for each policy and
+    the reward model, ``figures_over_seeds`` (each figure's mean under today's key, so readers
+    of a one-seed summary keep working, and beside them ``mean``, ``ci95`` and ``per_seed``).
+    Within-run intervals (over prompts) stay in each seed's own summary."""
+    out: dict[str, Any] = {}
+    if isinstance(summaries[0].get("policies"), dict):
+        out["policies"] = {name: figures_over_seeds([s["policies"][name] for s in summaries])
+                           for name in summaries[0]["policies"]}
+    if isinstance(summaries[0].get("reward_model"), dict):
+        out["reward_model"] = figures_over_seeds([s["reward_model"] for s in summaries])
+    return out

@@ -91,3 +91,22 @@ def plot_series(path: str | Path, series: dict[str, Sequence[tuple[float, float]
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
+
+
+def plot_points_with_intervals(path: str | Path, points: dict[str, dict[str, Sequence[float]]],
+                               title: str) -> Path:
+    """Gold against KL, one point per policy with its intervals as error bars. points: name ->
+    {"kl": (mean, low, high), "gold": (mean, low, high)}."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for k, (name, p) in enumerate(points.items()):
+        (x, x0, x1), (y, y0, y1) = p["kl"], p["gold"]
+        ax.errorbar([x], [y], xerr=[[x - x0], [x1 - x]], yerr=[[y - y0], [y1 - y]], fmt="o",
+                    color=f"C{k % 10}", capsize=3, label=name)
+    ax.set(xlabel="KL to the SFT policy (nats per response)", ylabel="gold reward", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path

@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from minirlhf.evaluation import with_interval
+from minirlhf.evaluation import seed_interval, with_interval
 from minirlhf.lm.checkpoint import atomic_write
-from minirlhf.plots import plot_reward_vs_kl
+from minirlhf.plots import plot_points_with_intervals, plot_reward_vs_kl
 from minirlhf.registry import STAGES, policy_stages
 
 
@@ -113,7 +113,9 @@ def _every_method(root: Path) -> list[str]:
             f"From `python -m minirlhf frontier` ({numbers.get('points_seconds', 0):.0f} s of "
             "training and evaluation over its points; each point is kept in its own folder with "
             "its settings): every method trained from this run's SFT policy, at a few "
-            "strengths. One seed per point.", "",
+            "strengths. One seed per point; ± is the half-width of a 95% bootstrap interval over "
+            "the evaluation prompts (the noise of judging the point, not of training it again).",
+            "",
             numbers["table"], "", "![every method](experiments/frontier/frontier.png)", ""]
 
 
@@ -125,3 +127,72 @@ def _environment_line(env: dict[str, Any] | None) -> str:
             f"{env['blas_threads']} thread(s), CPU {env['cpu']}. The same machine, thread count "
             "and seed reproduce every number bit for bit; anywhere else they agree within their "
             "intervals, not to the last digit.")
+
+
+def write_seeds_report(root: str | Path, summary: dict[str, Any], seed_dirs: list[str],
+                       seconds: float) -> Path:
+    """report.md of a multi-seed run (``pipeline --seeds N``): each figure as its mean over
+    seeds ± the half-width of its 95% interval, the policies on the gold-vs-KL axes with their
+    intervals, each comparison of two policies paired by seed, and a link to every seed's own
+    report. Returns the report's path."""
+    root = Path(root)
+    pol, n = summary["policies"], len(summary["seeds"])
+    names = {"sft": "SFT", **{s.name: s.title for s in policy_stages()}}
+    lines = [f"# minirlhf run `{summary['name']}`, {n} seeds", "",
+             f"Preset `{summary['preset']}`, seeds {', '.join(map(str, summary['seeds']))}: the "
+             f"whole pipeline once per seed ({seconds:.0f} s for this command; seeds already "
+             "done were skipped). Every figure is the mean over seeds ± the half-width of its "
+             f"95% interval (Student's t, {n - 1} degrees of freedom): how much a figure moves "
+             "when everything (pretraining, data, training, evaluation) is drawn again.", "",
+             _environment_line(summary.get("environment")), "",
+             "| policy | gold reward | win-rate vs SFT | KL to SFT | mean length | valid |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for key, p in pol.items():
+        cells = [with_interval(p[k], p["ci95"][k], spec) for k, spec in (
+            ("gold_reward", ".3f"), ("win_rate_vs_sft", ".1%"), ("kl_to_ref", ".2f"),
+            ("mean_length", ".1f"), ("valid_rate", ".1%"))]
+        lines.append(f"| {names.get(key, key)} | " + " | ".join(cells) + " |")
+    points = {names.get(k, k): {"kl": (p["kl_to_ref"], *p["ci95"]["kl_to_ref"]),
+                                "gold": (p["gold_reward"], *p["ci95"]["gold_reward"])}
+              for k, p in pol.items()}
+    plot = plot_points_with_intervals(root / "frontier.png", points,
+                                      f"gold reward against KL, {n} seeds (95% intervals)")
+    lines += ["", f"![gold reward against KL]({plot.name})", "",
+              "## Comparisons, paired by seed", "",
+              "Two policies of one seed share its SFT policy and data, so each comparison is "
+              "the per-seed difference, with its interval; a difference whose interval holds 0 "
+              "is not measurable at this scale.", "",
+              "| comparison | gold difference | win-rate difference | verdict |",
+              "|---|---:|---:|---|"]
+    trained = [k for k in pol if k != "sft"]
+    for i, a in enumerate(trained):
+        for b in trained[i + 1:]:
+            row = []
+            for key, spec in (("gold_reward", ".3f"), ("win_rate_vs_sft", ".1%")):
+                d = [x - y for x, y in zip(pol[a]["per_seed"][key], pol[b]["per_seed"][key],
+                                           strict=True)]
+                m, lo, hi = seed_interval(d)
+                row.append((m, lo, hi, spec))
+            m, lo, hi, _ = row[0]
+            verdict = (f"{names[a]} higher" if lo > 0 else f"{names[b]} higher" if hi < 0
+                       else "not measurable at this scale")
+            lines.append(f"| {names[a]} − {names[b]} | "
+                         + " | ".join(with_interval(m, [lo, hi], spec) for m, lo, hi, spec in row)
+                         + f" | gold: {verdict} |")
+    rm = summary.get("reward_model")
+    if rm:
+        ci = rm["ci95"]
+        lines += ["", "## The reward model", "",
+                  "| held-out accuracy | ceiling | accuracy vs gold | r with gold |",
+                  "|---:|---:|---:|---:|",
+                  "| " + " | ".join(
+                      with_interval(rm[k], ci[k], spec) if k in ci else "n/a"
+                      for k, spec in (("accuracy", ".1%"), ("ceiling", ".1%"),
+                                      ("gold_accuracy", ".1%"), ("gold_correlation", ".3f")))
+                  + " |"]
+    lines += ["", "## Each seed's own run", ""]
+    lines += [f"- [{d}]({d}/report.md)" for d in seed_dirs]
+    path = root / "report.md"
+    text = ("\n".join(lines) + "\n").encode()
+    atomic_write(path, lambda f: f.write(text))
+    return path

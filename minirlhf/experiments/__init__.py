@@ -19,7 +19,8 @@ Experiments, as minGPT keeps its projects: separate programs over the library, o
   GRPO, RLOO, REINFORCE++, ReMax and PPO with a critic at equal samples over seeds, with
   intervals; GRPO's pitfalls as switches; the length lab; the std's weighting by difficulty.
 - ``frontier``: every method (best-of-n, PPO, DPO / IPO / cDPO / hinge, online DPO, KTO, ORPO,
-  SimPO, rejection-sampling fine-tuning) at a few strengths on one gold-vs-KL plot, with Gao et
+  SimPO, rejection-sampling fine-tuning, GRPO / Dr. GRPO / RLOO on the reward model) at a few
+  strengths on one gold-vs-KL plot, with Gao et
   al.'s forms fitted and a table; each point cached in its folder, so the command resumes.
 - ``rankings``: the same labelling effort (responses read) spent on pairs or on rankings of 4
   (Plackett-Luce raters); reward models trained with Bradley-Terry, Plackett-Luce and the

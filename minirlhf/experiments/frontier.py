@@ -4,9 +4,11 @@ Each method trades reward for distance from the SFT policy; the question a pract
 which buys more *gold* reward per nat of KL, at this scale. Every point is a policy trained from
 the pipeline run's SFT policy on its preference data (or its reward model), then judged like
 every policy: gold reward, KL to SFT per response, win-rate vs SFT, valid rate, mean length,
-and its wall time. Methods run at a few strengths (beta, lam, rounds), and two fitted curves
-from Gao et al. (2022) summarise them: best-of-n's ``d (alpha - beta d)`` on its analytic KL and
-RL's ``d (alpha - beta log d)`` on PPO's points (d = sqrt(KL)).
+and its wall time, with 95% bootstrap intervals over the evaluation prompts for gold, KL and
+win-rate. The critic-free family (GRPO, Dr. GRPO, RLOO) runs here on the reviews world, scored
+by the reward model as PPO is. Methods run at a few strengths (beta, lam, rounds), and two
+fitted curves from Gao et al. (2022) summarise them: best-of-n's ``d (alpha - beta d)`` on its
+analytic KL and RL's ``d (alpha - beta log d)`` on PPO's points (d = sqrt(KL)).
 
 Every point is one stage run through the registry (``COMMANDS[stage].run`` with the point's
 settings), kept in its own folder with the settings it ran with (``point.json``): run the
@@ -33,6 +35,9 @@ from minirlhf.world import get_task
 
 NEEDS = ("sft", "preferences", "reward", "best_of_n")
 
+# GRPO's stage defaults to the scratchpad world; these put it on the reviews world's frontier
+REVIEWS = {"task": "reviews", "reward": "reward_model", "init": "<sft>",
+           "reward_model": "<reward>"}
 # (label, stage, settings): the points of the full frontier. Strengths bracket each method's
 # default: beta for the reference-based losses, lam for ORPO, beta for SimPO, rounds for RFT.
 POINTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -57,27 +62,40 @@ POINTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("SimPO b=10", "simpo", {"beta": 10.0}),
     ("RFT best", "rft", {"select": "best"}),
     ("RFT random", "rft", {"select": "random"}),
+    # the critic-free family on the reviews world, scored by the reward model
+    ("GRPO b=0.04", "grpo", {**REVIEWS}),
+    ("GRPO b=0.2", "grpo", {**REVIEWS, "beta": 0.2}),
+    ("Dr. GRPO b=0.04", "grpo", {**REVIEWS, "advantage": "dr_grpo", "loss_type": "dr_grpo"}),
+    ("RLOO b=0.04", "grpo", {**REVIEWS, "advantage": "rloo"}),
 )
 QUICK_POINTS = tuple(p for p in POINTS if p[0] in (
-    "PPO b=0.05", "DPO b=0.5", "KTO b=0.5", "ORPO l=0.1", "SimPO b=2", "RFT best"))
+    "PPO b=0.05", "DPO b=0.5", "KTO b=0.5", "ORPO l=0.1", "SimPO b=2", "RFT best",
+    "GRPO b=0.04"))
 # what the quick run shrinks, per stage (on top of the tiny preset's settings)
 QUICK = {"ppo": dict(iterations=3, rollout_size=16, minibatch_size=8),
          "dpo": dict(max_pairs=256, online_pairs=128), "kto": dict(max_examples=256),
          "orpo": dict(max_pairs=256), "simpo": dict(max_pairs=256),
-         "rft": dict(rounds=2, prompts_per_round=16, n=4, batch_size=8, epochs=1)}
+         "rft": dict(rounds=2, prompts_per_round=16, n=4, batch_size=8, epochs=1),
+         "grpo": dict(iterations=3, prompts_per_iteration=4, num_generations=4,
+                      minibatch_size=16, max_new_tokens=60, eval_samples_per_prompt=1)}
+# what the full run sets beyond a stage's defaults: GRPO judged like the reviews world's others
+FULL = {"grpo": dict(max_new_tokens=80, eval_samples_per_prompt=4)}
 
 
 def point_settings(ctx: Context, stage: str, settings: dict[str, Any], folder: Path
                    ) -> dict[str, Any]:
     """A point's full settings: the base run's files for the inputs the stage declares, the
-    experiment's seed, the quick budgets when quick, and the point's own (where "<reward>"
-    stands for the base run's reward model)."""
+    experiment's seed, the quick budgets when quick (else FULL's), and the point's own (where
+    "<reward>" and "<sft>" stand for the base run's reward model and SFT policy)."""
     paths = {"sft": ctx.sft, "preferences": ctx.preferences, "reward": ctx.reward_path}
     out = {field: paths[made_by] for field, made_by in COMMANDS[stage].inputs.items()}
     out.update(out_dir=str(folder), seed=ctx.config.seed, progress=ctx.config.progress)
     if ctx.config.quick:
         out.update(COMMANDS[stage].presets.get("tiny", {}), **QUICK[stage])
-    out.update({k: paths["reward"] if v == "<reward>" else v for k, v in settings.items()})
+    else:
+        out.update(FULL.get(stage, {}))
+    named = {"<reward>": paths["reward"], "<sft>": paths["sft"]}
+    out.update({k: named.get(v, v) if isinstance(v, str) else v for k, v in settings.items()})
     return out
 
 
@@ -185,7 +203,8 @@ def _plot(path: Path, rows: list[dict[str, Any]], bon: dict[str, list[float]],
             curve = gao_curve("bon" if name == "best-of-n" else "rl", f["alpha"], f["beta"])
             base = bon["gold"][0] if name == "best-of-n" else sft_gold
             ax.plot(d * d, base + curve(d), style, lw=1, label=f"{name}: Gao fit")
-    markers = {"ppo": "o", "dpo": "s", "kto": "^", "orpo": "v", "simpo": "D", "rft": "P"}
+    markers = {"ppo": "o", "dpo": "s", "kto": "^", "orpo": "v", "simpo": "D", "rft": "P",
+               "grpo": "X"}
     for k, r in enumerate(rows):
         ax.scatter([r["kl_to_ref"]], [r["gold_reward"]], marker=markers[r["stage"]],
                    color=f"C{k % 10}", label=r["label"], zorder=3)

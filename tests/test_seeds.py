@@ -1,0 +1,81 @@
+"""pipeline --seeds N: independent runs, each figure's mean and 95% interval over seeds."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from minirlhf.cli import main
+from minirlhf.config import ConfigError
+from minirlhf.evaluation import seed_interval
+from minirlhf.pipeline import PipelineConfig, aggregate_seeds, run_seeds
+
+
+def _summary(gold, acc):
+    return {"policies": {"ppo": {"gold_reward": gold, "kl_to_ref": 2.0, "win_rate_vs_sft": 0.8,
+                                 "ci95": {"gold_reward": [gold - 1, gold + 1]}}},
+            "reward_model": {"accuracy": acc, "ceiling": None, "train_pairs": 90},
+            "samples": {"ppo": [["a", "b", 1.0]]}}
+
+
+def test_aggregate_keeps_todays_keys_as_the_mean_beside_mean_ci95_per_seed():
+    agg = aggregate_seeds([_summary(1.0, 0.7), _summary(2.0, 0.8), _summary(4.0, 0.75)])
+    ppo = agg["policies"]["ppo"]
+    m, lo, hi = seed_interval(np.array([1.0, 2.0, 4.0]))
+    assert ppo["gold_reward"] == ppo["mean"]["gold_reward"] == pytest.approx(7 / 3)
+    assert ppo["ci95"]["gold_reward"] == [lo, hi] and ppo["per_seed"]["gold_reward"] == [1, 2, 4]
+    assert ppo["ci95"]["kl_to_ref"] == [2.0, 2.0]  # no spread, no width
+    assert "samples" not in agg and set(agg) == {"policies", "reward_model"}
+    rm = agg["reward_model"]
+    assert rm["accuracy"] == pytest.approx(0.75) and "ceiling" not in rm["per_seed"]  # None
+
+
+def test_one_seed_is_refused_with_the_setting_named(tmp_path):
+    with pytest.raises(ConfigError, match="--seeds must be at least 2"):
+        run_seeds(PipelineConfig(name="x", preset="tiny", runs_dir=str(tmp_path)), 1)
+
+
+def test_seeds_run_resume_and_aggregate(tiny_run, tmp_path, capsys):
+    """Seed 0 is the tiny run already made (copied: records are relative to their folder, so it
+    is skipped); seed 1 runs. The aggregate holds both, and its report pairs the policies."""
+    runs, first = tiny_run
+    shutil.copytree(runs / "tiny", tmp_path / "tiny-2seeds" / "seed0",
+                    ignore=shutil.ignore_patterns("experiments"))
+    code = main(["pipeline", "--preset", "tiny", "--seeds", "2", "--runs-dir", str(tmp_path),
+                 "-q"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "2 seeds (0, 1): mean ± 95% half-width over seeds" in out
+    root = tmp_path / "tiny-2seeds"
+    summary = json.loads((root / "summary.json").read_text())
+    one = json.loads((root / "seed1" / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1]
+    ppo = summary["policies"]["ppo"]
+    assert ppo["per_seed"]["gold_reward"] == [first.summary["policies"]["ppo"]["gold_reward"],
+                                              one["policies"]["ppo"]["gold_reward"]]
+    assert ppo["gold_reward"] == pytest.approx(np.mean(ppo["per_seed"]["gold_reward"]))
+    lo, hi = ppo["ci95"]["gold_reward"]
+    assert lo <= ppo["gold_reward"] <= hi
+    report = (root / "report.md").read_text()
+    assert "| PPO − DPO |" in report and "[seed1](seed1/report.md)" in report
+    assert (root / "frontier.png").stat().st_size > 1000
+    for stage in ("pretrain", "ppo"):  # seed 0 was skipped: its records are the copied ones
+        assert (root / "seed0" / "pipeline" / f"{stage}.json").read_text() == \
+            (runs / "tiny" / "pipeline" / f"{stage}.json").read_text()
+
+
+def test_a_stage_command_with_seeds_aggregates_its_record(tiny_run, tmp_path, capsys):
+    runs, _ = tiny_run
+    out = tmp_path / "rm"
+    code = main(["reward", "--seeds", "2", "-q", "--set",
+                 f"preferences={runs / 'tiny' / 'preferences' / 'preferences.jsonl'}",
+                 f"init={runs / 'tiny' / 'sft' / 'model.npz'}", f"out_dir={out}", "epochs=1",
+                 "norm_samples=16", "corr_samples=16", "seed=3"])
+    assert code == 0 and "2 seeds (3, 4): mean ± 95% half-width" in capsys.readouterr().out
+    figures = json.loads((out / "seeds.json").read_text())
+    assert figures["seeds"] == [3, 4] and (out / "seed3" / "model.npz").exists()
+    acc = figures["per_seed"]["accuracy"]
+    assert figures["accuracy"] == pytest.approx(np.mean(acc)) and len(acc) == 2
+    assert acc[0] != acc[1]  # two seeds, two different shuffles and models
+    assert main(["reward", "--seeds", "0", "-q"]) == 2  # a one-line error
