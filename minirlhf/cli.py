@@ -166,9 +166,20 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     _logging(args)
     base = args.base or default_base(args.name, args.quick)
-    r = run_experiment(ExperimentConfig(name=args.name, base=base, runs_dir=args.runs_dir,
-                                        quick=args.quick, seed=args.seed,
-                                        progress=not args.quiet))
+    config = ExperimentConfig(name=args.name, base=base, runs_dir=args.runs_dir,
+                              quick=args.quick, seed=args.seed, progress=not args.quiet)
+    if getattr(args, "seeds", 1) != 1:
+        from minirlhf.experiments import run_experiment_seeds
+
+        numbers = run_experiment_seeds(config, args.seeds)
+        seeds = numbers["run_seeds"]
+        print(f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): "
+              "mean ± 95% half-width over seeds (Student's t)")
+        for line in _intervals(numbers)[:80]:
+            print("  " + line)
+        print(f"written to {numbers['path']}")
+        return 0
+    r = run_experiment(config)
     if "table" in r.numbers:  # the frontier: its table says it all
         print(r.numbers["table"])
     else:
@@ -177,6 +188,18 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     print(f"\n{r.name}: {r.seconds:.0f} s; results: {r.out_dir}/results.json; plots: "
           f"{', '.join(r.plots)}")
     return 0
+
+
+def _intervals(numbers: dict, prefix: str = "") -> list[str]:
+    """Every figure of nested results over seeds, one line each: path, mean ± half-width."""
+    lines = []
+    for key, (lo, hi) in numbers.get("over_seeds", {}).get("ci95", {}).items():
+        if key not in ("seed", "seconds"):
+            lines.append(f"{prefix}{key}: {numbers[key]:.4g} ± {(hi - lo) / 2:.2g}")
+    for key, value in numbers.items():
+        if isinstance(value, dict) and key != "over_seeds":
+            lines += _intervals(value, f"{prefix}{key}/")
+    return lines
 
 
 def cmd_classroom(args: argparse.Namespace) -> int:
@@ -309,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default="runs", help="where pipeline runs live")
     p.add_argument("--quick", action="store_true", help="small budgets (for tests)")
     p.add_argument("--seed", type=int, default=0, help="seeds every stage")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="N runs with seeds SEED .. SEED+N-1, each in experiments/NAME/seedK/, "
+                        "then every number's mean and 95%% interval over seeds in "
+                        "experiments/NAME/seeds.json")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     p.set_defaults(func=cmd_experiment)
 

@@ -271,11 +271,9 @@ def seed_interval(values: np.ndarray) -> tuple[float, float, float]:
     return m, m - float(half), m + float(half)
 
 
-def figures_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The figures of several runs (one dict per seed, the same keys) over seeds: every key
-    whose value is a number in each run becomes its mean (today's key, so a reader of one
-    run's figures keeps working), and beside them ``mean``, ``ci95`` (``seed_interval``) and
-    ``per_seed``. Other values (text, lists, nested dicts) are left out."""
+def _over_seeds(runs: list[dict[str, Any]]) -> tuple[dict, dict, dict]:
+    """(means, 95% intervals, per-seed values) of the keys whose value is a number in every
+    run."""
     per_seed = {}
     for key in runs[0]:
         values = [r.get(key) for r in runs]
@@ -285,7 +283,30 @@ def figures_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key, values in per_seed.items():
         m, lo, hi = seed_interval(np.array(values))
         means[key], cis[key] = m, [lo, hi]
+    return means, cis, per_seed
+
+
+def figures_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of several runs (one dict per seed, the same keys) over seeds: every key
+    whose value is a number in each run becomes its mean (today's key, so a reader of one
+    run's figures keeps working), and beside them ``mean``, ``ci95`` (``seed_interval``) and
+    ``per_seed``. Other values (text, lists, nested dicts) are left out."""
+    means, cis, per_seed = _over_seeds(runs)
     return {**means, "mean": means, "ci95": cis, "per_seed": per_seed}
+
+
+def nested_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The same at every level of nested results (an experiment's results.json, whose own
+    dicts may already be named mean, ci95 or per_seed): at each level the numbers' means under
+    their keys and, beside them, ``over_seeds`` holding their ``mean``, ``ci95`` and
+    ``per_seed``; each dict that every run has, the same way."""
+    means, cis, per_seed = _over_seeds(runs)
+    out: dict[str, Any] = {**means, "over_seeds": {"mean": means, "ci95": cis,
+                                                   "per_seed": per_seed}}
+    for key, value in runs[0].items():
+        if isinstance(value, dict) and all(isinstance(r.get(key), dict) for r in runs):
+            out[key] = nested_over_seeds([r[key] for r in runs])
+    return out
 
 
 def per_prompt_gold(samples: list[tuple[str, str, float]]) -> np.ndarray:

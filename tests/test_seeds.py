@@ -79,3 +79,22 @@ def test_a_stage_command_with_seeds_aggregates_its_record(tiny_run, tmp_path, ca
     assert figures["accuracy"] == pytest.approx(np.mean(acc)) and len(acc) == 2
     assert acc[0] != acc[1]  # two seeds, two different shuffles and models
     assert main(["reward", "--seeds", "0", "-q"]) == 2  # a one-line error
+
+
+def test_an_experiment_with_seeds_aggregates_its_results(tiny_run, capsys):
+    runs, _ = tiny_run
+    code = main(["experiment", "rankings", "--quick", "--seeds", "2", "--base", "tiny",
+                 "--runs-dir", str(runs), "-q"])
+    assert code == 0
+    out = capsys.readouterr().out
+    folder = runs / "tiny" / "experiments" / "rankings"
+    agg = json.loads((folder / "seeds.json").read_text())
+    assert agg["run_seeds"] == [0, 1] and "2 seeds (0, 1)" in out
+    one = [json.loads((folder / f"seed{s}" / "results.json").read_text()) for s in (0, 1)]
+    arm = "pairs, Bradley-Terry"
+    per_seed = [r["arms"][arm]["gold_accuracy"]["mean"] for r in one]
+    nested = agg["arms"][arm]["gold_accuracy"]  # its own keys: mean, ci95 (None), per_seed
+    assert nested["over_seeds"]["per_seed"]["mean"] == per_seed
+    assert nested["mean"] == nested["over_seeds"]["mean"]["mean"] == pytest.approx(
+        np.mean(per_seed))
+    assert f"arms/{arm}/gold_accuracy/mean:" in out

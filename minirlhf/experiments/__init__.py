@@ -34,8 +34,10 @@ small budgets). Every number is against the hidden gold reward.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from pathlib import Path
 from types import ModuleType
 
 from minirlhf.experiments import (
@@ -88,3 +90,26 @@ def run_experiment(config: ExperimentConfig) -> ExperimentResult:
     numbers["quick"], numbers["seed"] = config.quick, config.seed
     ctx.save(numbers)
     return ExperimentResult(config.name, numbers, plots, str(ctx.out), time.time() - t0)
+
+
+def run_experiment_seeds(config: ExperimentConfig, n: int) -> dict:
+    """The experiment ``n`` times with seeds ``config.seed`` .. ``config.seed + n - 1``, each in
+    ``experiments/<name>/seed<k>/`` with its own results.json and plots, then every number of
+    the results over seeds (``nested_over_seeds``: the mean under each key, with ``mean``,
+    ``ci95`` and ``per_seed`` beside the numbers of each level), written to
+    ``experiments/<name>/seeds.json`` (with the seeds as ``run_seeds``) and returned."""
+    from minirlhf.config import ConfigError
+    from minirlhf.evaluation import nested_over_seeds
+
+    if n < 2:
+        raise ConfigError(f"experiment: --seeds must be at least 2 to aggregate over seeds (1, "
+                          f"the default, is one run), got {n}")
+    seeds = [config.seed + k for k in range(n)]
+    runs = [run_experiment(dataclasses.replace(config, seed=s, subdir=f"seed{s}"))
+            for s in seeds]
+    # "run_seeds": an experiment's results may have a figure of their own named "seeds"
+    numbers = {**nested_over_seeds([r.numbers for r in runs]), "run_seeds": seeds}
+    path = Path(config.runs_dir) / config.base / "experiments" / config.name / "seeds.json"
+    path.write_text(json.dumps(numbers, indent=2, sort_keys=True) + "\n")
+    numbers["path"] = str(path)
+    return numbers

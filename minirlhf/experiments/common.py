@@ -33,6 +33,7 @@ class ExperimentConfig:
     seed: int = 0  # seeds every stage the experiment runs
     progress: bool = False  # tqdm bars of the stages
     reuse: bool = False  # return the saved results.json instead when it matches quick and seed
+    subdir: str = ""  # a sub-folder of the experiment's folder (one seed of --seeds)
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Context:
         now); ``route``: the command that makes them, when it is not the pipeline's."""
         self.config = config
         self.base = Path(config.runs_dir) / config.base
-        self.out = self.base / "experiments" / config.name
+        self.out = self.base / "experiments" / config.name / config.subdir
         self.sft = output_path("sft", self.base)
         self.preferences = output_path("preferences", self.base)
         self.reward_path = output_path("reward", self.base)
