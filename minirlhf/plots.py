@@ -56,13 +56,21 @@ def plot_calibration(path: str | Path, cal: dict) -> Path:
 def plot_reward_vs_kl(path: str | Path, curves: dict[str, dict[str, Sequence[float]]],
                       title: str = "gold and proxy reward against KL") -> Path:
     """One line per curve: x = KL to the reference, y = reward; each curve is a dict with keys
-    ``kl``, ``gold`` and optionally ``proxy`` (drawn dashed), and ``labels`` for the points."""
+    ``kl``, ``gold`` and optionally ``proxy`` (drawn dashed), ``labels`` for the points, and
+    ``gold_ci`` / ``kl_ci`` (one (low, high) per point, or None) drawn as error bars."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(6.5, 4))
     ax = fig.subplots()
     for name, c in curves.items():
         line, = ax.plot(c["kl"], c["gold"], "o-", label=f"{name}: gold")
+        for k, (x, y) in enumerate(zip(c["kl"], c["gold"], strict=True)):
+            g = (c.get("gold_ci") or [None] * len(c["kl"]))[k]
+            kx = (c.get("kl_ci") or [None] * len(c["kl"]))[k]
+            if g is not None or kx is not None:
+                ax.errorbar([x], [y], yerr=None if g is None else [[y - g[0]], [g[1] - y]],
+                            xerr=None if kx is None else [[x - kx[0]], [kx[1] - x]],
+                            fmt="none", ecolor=line.get_color(), capsize=3, lw=1)
         if "proxy" in c:
             ax.plot(c["kl"], c["proxy"], "s--", color=line.get_color(), alpha=0.6,
                     label=f"{name}: proxy (RM)")

@@ -21,15 +21,20 @@ from minirlhf.registry import STAGES, policy_stages
 
 
 def _frontier(root: Path, summary: dict[str, Any], records: dict[str, dict[str, Any]]) -> Path:
-    """frontier.png: gold reward against KL to the SFT policy, one curve or point per policy."""
+    """frontier.png: gold reward against KL to the SFT policy, one curve or point per policy,
+    each trained policy with its 95% intervals over the evaluation prompts as error bars."""
     pol = summary["policies"]
-    curves = {"SFT": {"kl": [pol["sft"]["kl_to_ref"]], "gold": [pol["sft"]["gold_reward"]],
-                      "labels": ["SFT"]}}
+
+    def point(name: str, label: str) -> dict[str, Any]:
+        ci = pol[name].get("ci95", {})
+        return {"kl": [pol[name]["kl_to_ref"]], "gold": [pol[name]["gold_reward"]],
+                "labels": [label], "gold_ci": [ci.get("gold_reward")],
+                "kl_ci": [ci.get("kl_to_ref")]}
+
+    curves = {"SFT": point("sft", "SFT")}
     for stage in policy_stages():
         numbers = records[stage.name]["numbers"]
-        curves[stage.title] = numbers.get("curve") or {
-            "kl": [pol[stage.name]["kl_to_ref"]], "gold": [pol[stage.name]["gold_reward"]],
-            "labels": [stage.title]}
+        curves[stage.title] = numbers.get("curve") or point(stage.name, stage.title)
     return plot_reward_vs_kl(root / "frontier.png", curves,
                              title="gold reward against KL to the SFT policy")
 
