@@ -137,16 +137,13 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 def _pipeline_seeds(config, n: int) -> int:
     """``pipeline --seeds N``: the runs, then each figure's mean ± the half-width of its 95%
     interval over seeds."""
+    from minirlhf.evaluation import with_interval
     from minirlhf.pipeline import run_seeds
 
     r = run_seeds(config, n)  # a bad N is a ConfigError: one line, exit code 2
 
     def cell(p: dict, key: str, spec: str, width: int) -> str:
-        lo, hi = p["ci95"][key]
-        half = (hi - lo) / 2
-        text = f"{p[key]:{spec}} ± " + (f"{100 * half:.1f}" if spec.endswith("%")
-                                         else f"{half:{spec}}")
-        return f"{text:>{width}}"
+        return f"{with_interval(p[key], p['ci95'][key], spec):>{width}}"
 
     print(f"\n{n} seeds ({', '.join(map(str, r.seeds))}): mean ± 95% half-width over seeds")
     print(f"{'policy':<12}{'gold':>16}{'win-rate vs SFT':>18}{'KL (nats)':>15}")
