@@ -370,12 +370,17 @@ def ranking_stats(rankings: list[Ranking]) -> dict[str, float]:
     they imply (ties in gold count one half). No ceiling: a pair a ranking implies was never
     labelled on its own, so its label probability is not a simple sigmoid."""
     pairs = rankings_to_pairs(rankings)
-    gc = np.array([p.chosen_gold for p in pairs])
-    gr = np.array([p.rejected_gold for p in pairs])
     return {"rankings": len(rankings), "ranking_size": len(rankings[0].ranked),
-            "implied_pairs": len(pairs),
-            "measured_gold_agreement": float(np.where(gc > gr, 1.0, np.where(gc < gr, 0.0, 0.5)
-                                                      ).mean()),
+            "implied_pairs": len(pairs), **_gold_order(pairs)}
+
+
+def _gold_order(pairs: list[PreferencePair]) -> dict[str, float]:
+    """How often the recorded order agrees with gold (gold ties count one half), and the share
+    of gold ties."""
+    gc = np.array([r.chosen_gold for r in pairs])
+    gr = np.array([r.rejected_gold for r in pairs])
+    return {"measured_gold_agreement": float(np.where(gc > gr, 1.0,
+                                                      np.where(gc < gr, 0.0, 0.5)).mean()),
             "gold_ties": float(np.mean(gc == gr))}
 
 
@@ -384,10 +389,7 @@ def dataset_stats(pairs: list[PreferencePair]) -> dict[str, float]:
     p = [r.p_chosen for r in pairs]
     gc = np.array([r.chosen_gold for r in pairs])
     gr = np.array([r.rejected_gold for r in pairs])
-    measured = np.where(gc > gr, 1.0, np.where(gc < gr, 0.0, 0.5)).mean()
     return {"pairs": len(pairs), "ceiling": ceiling(p),
-            "expected_gold_agreement": expected_gold_agreement(p, gc, gr),
-            "measured_gold_agreement": float(measured),
-            "gold_ties": float(np.mean(gc == gr))}
+            "expected_gold_agreement": expected_gold_agreement(p, gc, gr), **_gold_order(pairs)}
 
 
