@@ -1,20 +1,39 @@
-"""Speed and memory of the GPT: training tokens/s, sampling tokens/s, peak memory.
+"""Speed and memory of the GPT: training tokens/s, sampling tokens/s, model FLOPs, peak memory.
 
     python benchmarks/bench_gpt.py            # all rows; PyTorch rows when torch is installed
-    python benchmarks/bench_gpt.py --quick    # fewer repetitions
+    python benchmarks/bench_gpt.py --quick    # fewer repetitions (3 instead of 5)
 
 Training rows time forward + backward + AdamW in float32 for three model sizes. Sampling rows
 time 64 prompts of 16 tokens, 64 new tokens each, on config B, with and without the KV cache.
-When PyTorch is importable, the same run times an equivalent PyTorch eager model (same shapes,
-float32, 2 threads, plain attention written out, tied head, AdamW) and prints the ratio
-minirlhf / PyTorch for each row; without it, those columns say "skipped". The machines this
-runs on are shared and noisy, so each figure is the median of several repetitions, and ratios
-are measured within one run.
+minirlhf runs as its command line does (``runtime.configure()``: the engine's own threads, one
+per core, and freed memory kept for reuse).
+
+When PyTorch is importable, the same run times an equivalent PyTorch eager model and prints
+the speed ratio minirlhf / PyTorch for each row; without it, those columns say "skipped". The
+PyTorch model is a fair one: the same shapes, float32, 2 threads, GPT-2's layout with the head
+tied to the token embedding, tanh GELU, torch.optim.AdamW (its default implementation). It
+writes attention out (q k^T, masked softmax, times v) as minirlhf does; it does not use
+torch.compile, scaled_dot_product_attention (fused, FlashAttention-style kernels) or fused
+optimizers, which would be another comparison.
+
+The machines this runs on are shared and noisy, so the two implementations are timed in
+alternating repetitions, row by row: each repetition times one block of ours and one of
+theirs, and each ratio printed is the median of the repetitions' ratios, with their range.
+
+Training rows also print model FLOPs per second (6 per parameter per token for the weight
+products, plus 12 L T^2 d per sequence for attention's two products, forward and backward; the
+count of PaLM's MFU) and their fraction of NumPy's own float32 matrix-product peak, measured in
+the same run on a (2048, 1024) @ (1024, 1024) product: how close to this machine's limit the
+step runs, beside how it compares with PyTorch. Peak resident memory (RSS) of a config-B
+training step is measured in a fresh process that does nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import time
 import tracemalloc
 from dataclasses import dataclass
@@ -22,6 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from minirlhf.autograd import functional as F
+from minirlhf.autograd import runtime
+from minirlhf.config import peak_rss_mb
 from minirlhf.lm.model import GPT, GPTConfig
 from minirlhf.lm.optim import AdamW
 from minirlhf.lm.sampling import generate
@@ -36,6 +57,13 @@ class Shape:
     L: int
     H: int
     batch: int
+
+    def train_flops(self) -> float:
+        """Model FLOPs of one training step (forward + backward): 6 per weight per token for
+        the 12 d^2 weights of each block and the d V tied head, plus attention's q k^T and
+        P v, 4 T^2 d per sequence and layer forward, twice that backward."""
+        weights = 12 * self.L * self.d**2 + self.d * self.vocab
+        return 6.0 * weights * self.batch * self.T + 12.0 * self.L * self.T**2 * self.d * self.batch
 
 
 SHAPES = [
@@ -54,6 +82,19 @@ def _median_time(fn, repeats: int, warmup: int = 2) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return float(np.median(times))
+
+
+def matmul_peak_gflops(repeats: int = 7) -> float:
+    """NumPy's float32 matrix-product speed on this machine, now: the median GFLOP/s of a
+    (2048, 1024) @ (1024, 1024) product, as plain NumPy runs it (the BLAS's own threads)."""
+    before = runtime.threads()
+    runtime.set_threads(1)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2048, 1024), dtype=np.float32)
+    b = rng.standard_normal((1024, 1024), dtype=np.float32)
+    seconds = _median_time(lambda: a @ b, repeats)
+    runtime.set_threads(before)
+    return 2 * 2048 * 1024 * 1024 / seconds / 1e9
 
 
 # ------------------------------------------------------------------------------ minirlhf
@@ -83,6 +124,23 @@ def ours_peak_memory_mb(s: Shape) -> float:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return peak / 2**20
+
+
+def ours_peak_rss_mb(name: str) -> float:
+    """Peak resident memory (MB) of a fresh process that imports minirlhf, configures it as
+    the command line does and runs three training steps of one shape: the whole process,
+    interpreter and NumPy included, not only the arrays tracemalloc sees."""
+    out = subprocess.run([sys.executable, __file__, "--rss-of", name], capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_rss_mb"]
+
+
+def _rss_child(name: str) -> None:
+    runtime.configure()
+    step = ours_train_step(next(s for s in SHAPES if s.name == name))
+    for _ in range(3):
+        step()
+    print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 
 
 def ours_sampler(s: Shape, use_cache: bool):
@@ -192,10 +250,15 @@ def torch_jobs(shapes, sample_shape):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--quick", action="store_true", help="3 repetitions instead of 5")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+    parser.add_argument("--rss-of", help=argparse.SUPPRESS)  # the child of ours_peak_rss_mb
     args = parser.parse_args()
-    repeats = 5 if args.quick else 10
+    if args.rss_of:
+        _rss_child(args.rss_of)
+        return
+    repetitions = 3 if args.quick else 5
+    threads = runtime.configure()
 
     B = SHAPES[1]
     jobs = {("train", s.name): ours_train_step(s) for s in SHAPES}
@@ -211,25 +274,24 @@ def main() -> None:
         else:
             their_jobs = torch_jobs(SHAPES, B)
 
-    # Time the two implementations in alternating blocks, row by row, so that the machine's
-    # drift (these machines are shared) affects both alike. Between blocks we pause: both
-    # libraries' worker threads spin for a while after their last task, and would otherwise
-    # steal the cores from the next block. Each figure is the median step of its blocks.
-    ours, theirs = {}, ({} if their_jobs is not None else None)
+    peak = matmul_peak_gflops()
+    # Alternating repetitions, row by row, so that the machine's drift (these machines are
+    # shared) affects both alike. Before each block we pause: worker threads (ours, the BLAS's,
+    # PyTorch's) spin for a while after their last task and would otherwise steal the cores
+    # from the next block. A block is one warm-up step and the median of a few timed steps.
+    ours: dict[tuple[str, str], list[float]] = {}
+    theirs: dict[tuple[str, str], list[float]] = {}
     for key, job in jobs.items():
-        blocks, per_block = (2, 2) if key[1] in ("C", "no cache") else (3, max(2, repeats // 3))
+        slow = key[1] in ("C", "no cache")
+        per_block = 1 if slow else 3
+        reps = repetitions if key[1] != "no cache" else min(repetitions, 3)
         other = their_jobs[key] if their_jobs is not None else None
-        mine, their = [], []
-        for _ in range(blocks):
-            for f, times in ((job, mine), (other, their)):
+        for _ in range(reps):
+            for f, store in ((job, ours), (other, theirs)):
                 if f is None:
                     continue
                 time.sleep(0.5)
-                f()  # warm up after the pause
-                times.extend(_median_time(f, 1, 0) for _ in range(per_block))
-        ours[key] = float(np.median(mine))
-        if other is not None:
-            theirs[key] = float(np.median(their))
+                store.setdefault(key, []).append(_median_time(f, per_block, warmup=1))
 
     def tokens(key):
         if key[0] == "train":
@@ -237,18 +299,28 @@ def main() -> None:
             return s.batch * s.T
         return 64 * 64
 
-    print(f"\n{'row':<26} {'minirlhf tok/s':>15} {'PyTorch tok/s':>14} {'ratio':>7}")
-    for key, seconds in ours.items():
-        rate = tokens(key) / seconds
-        label = f"{key[0]} {key[1]}" + (" (training)" if key[0] == "train" else
-                                         " (config B, new tokens)")
-        if theirs is not None:
-            t_rate = tokens(key) / theirs[key]
-            print(f"{label:<26} {rate:>15,.0f} {t_rate:>14,.0f} {rate / t_rate:>6.2f}x")
+    print(f"\nminirlhf on {threads} thread(s); NumPy float32 matmul peak {peak:.1f} GFLOP/s "
+          f"(2048x1024 @ 1024x1024); {repetitions} alternating repetitions per row")
+    print(f"{'row':<22} {'minirlhf tok/s':>15} {'PyTorch tok/s':>14} {'ratio (range)':>20} "
+          f"{'GFLOP/s':>8} {'of peak':>8}")
+    for key, times in ours.items():
+        rate = tokens(key) / float(np.median(times))
+        label = f"{key[0]} {key[1]}" + (" (config B)" if key[0] == "sample" else "")
+        if their_jobs is not None:
+            t_rate = tokens(key) / float(np.median(theirs[key]))
+            ratios = np.array(theirs[key]) / np.array(times)  # per repetition
+            ratio = f"{np.median(ratios):.2f}x ({ratios.min():.2f}-{ratios.max():.2f})"
+            line = f"{label:<22} {rate:>15,.0f} {t_rate:>14,.0f} {ratio:>20}"
         else:
-            print(f"{label:<26} {rate:>15,.0f} {'skipped':>14} {'':>7}")
-    print(f"\npeak memory of one config-B training step (NumPy arrays, tracemalloc): "
-          f"{ours_peak_memory_mb(B):.0f} MB")
+            line = f"{label:<22} {rate:>15,.0f} {'skipped':>14} {'':>20}"
+        if key[0] == "train":
+            s = next(x for x in SHAPES if x.name == key[1])
+            gflops = s.train_flops() / float(np.median(times)) / 1e9
+            line += f" {gflops:>8.1f} {gflops / peak:>7.0%}"
+        print(line)
+    print(f"\npeak memory of one config-B training step: NumPy arrays (tracemalloc) "
+          f"{ours_peak_memory_mb(B):.0f} MB; whole process (RSS, fresh process) "
+          f"{ours_peak_rss_mb(B.name):.0f} MB")
 
 
 if __name__ == "__main__":

@@ -15,17 +15,17 @@ The package is a house with floors; a module imports only from its own floor or 
 Start with ``Tensor`` (the autograd engine), ``minirlhf.autograd.functional`` (imported as
 ``F``) and ``minirlhf.autograd.gradcheck``. The names below are re-exported here for readers and
 notebooks (``from minirlhf import Tensor, train_ppo``); the stages' names load on first use, so
-``import minirlhf`` stays light.
+``import minirlhf`` stays light, and changes nothing outside the package: the command-line
+entry points call ``configure_runtime()`` (both cores, and freed memory kept for reuse; see
+``minirlhf.autograd.runtime``), and a notebook may call it once.
 """
 
 from importlib import import_module
 from typing import Any
 
 from minirlhf.autograd import functional, ops
-from minirlhf.autograd.memory import reuse_freed_memory
+from minirlhf.autograd.runtime import configure as configure_runtime
 from minirlhf.autograd.tensor import Tensor, is_grad_enabled, no_grad, unbroadcast
-
-reuse_freed_memory()  # see minirlhf/autograd/memory.py: a large speed-up where page faults cost
 
 __version__ = "0.1.0"
 
@@ -54,6 +54,7 @@ _LAZY = {
 }
 
 __all__ = ["Tensor", "no_grad", "is_grad_enabled", "unbroadcast", "ops", "functional",
+           "configure_runtime",
            *_LAZY]
 
 

@@ -373,6 +373,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from minirlhf.pipeline import PipelineError
 
     args = build_parser().parse_args(argv)
+    # Both cores and the allocator setting (minirlhf/autograd/runtime.py); MINIRLHF_THREADS=1
+    # keeps one thread.
+    from minirlhf.autograd.runtime import configure
+
+    configure()
     # settings, input files (corpus, preference data: file and line), checkpoints, a stage
     # that stopped, and the file system (missing, permission denied, not a directory, disk
     # full: OSError names the path)

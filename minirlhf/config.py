@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,16 +58,19 @@ def stream(seed: int, name: str) -> np.random.Generator:
 
 
 def blas_threads() -> int:
-    """How many threads the BLAS under NumPy's matrix products is told to use: the first of
+    """How many threads a run's products are split over: the first of MINIRLHF_THREADS,
     OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, OMP_NUM_THREADS that is set (at most the cores this
-    process may use), else those cores (OpenBLAS's and MKL's default).
+    process may use), else those cores. The command line gives the engine this many threads
+    (``minirlhf.autograd.runtime``, which then sets the BLAS to one); a plain ``import
+    minirlhf`` leaves the BLAS at its own count, read from the same variables.
 
     Results depend on it: a matrix product split over two threads adds its partial sums in
     another order than one thread does, so float32 weights differ in the last bits after the
     first step and the runs drift apart. The pipeline records the count with each stage."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = max(1, cores or 1)
-    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+    for name in ("MINIRLHF_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                 "OMP_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
             return min(int(value), cores)
@@ -95,6 +99,25 @@ def environment() -> dict[str, Any]:
         pass
     return {"python": platform.python_version(), "numpy": np.__version__, "blas": blas,
             "blas_threads": blas_threads(), "cpu": cpu}
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far, in MB (None where it cannot be read).
+
+    Linux's VmHWM, not getrusage's ru_maxrss: the latter survives exec, so a process started
+    from a large one (a benchmark's parent that imported PyTorch) reports the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        return kb / 1024
+    except (OSError, StopIteration, ValueError):
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    scale = 2**20 if sys.platform == "darwin" else 2**10  # bytes on macOS, kB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def stream_seed(seed: int, name: str) -> int:

@@ -32,7 +32,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minirlhf.config import ConfigError, apply_overrides, blas_threads, environment, run_path
+from minirlhf.config import (
+    ConfigError,
+    apply_overrides,
+    blas_threads,
+    environment,
+    peak_rss_mb,
+    run_path,
+)
 from minirlhf.evaluation import POLICY_KEYS, figures_over_seeds, policy_numbers, policy_report
 from minirlhf.lm.checkpoint import atomic_write, file_digest, load_model
 from minirlhf.registry import STAGES, depends_on, output_path, policy_stages
@@ -372,7 +379,11 @@ def run_pipeline(config: PipelineConfig,
         _write_json(root / "summary.json", result.summary)
         result.seconds = time.time() - t0
         result.report = str(write_report(root, result.summary, records, result.seconds))
+    rss = peak_rss_mb()
+    log.info("pipeline finished in %.0f s; peak resident memory %s", result.seconds,
+             "unknown" if rss is None else f"{rss:.0f} MB")
     return result
+
 
 
 def _sft_policy_numbers(cfgs: dict[str, Any]) -> dict[str, Any]:

@@ -2,8 +2,15 @@
 
 import pytest
 
+from minirlhf.autograd import runtime
 from minirlhf.stages.pretrain import PretrainConfig, train_pretrain
 from minirlhf.world.reviews import make_corpus
+
+
+def pytest_configure(config):
+    """The tests run the engine as the command line does: split over the cores
+    (minirlhf/autograd/runtime.py; MINIRLHF_THREADS=1 runs them on one)."""
+    runtime.configure()
 
 
 @pytest.fixture(scope="session")

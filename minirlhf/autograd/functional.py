@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from minirlhf.autograd.ops import gelu  # noqa: F401  (re-exported: F.gelu)
+from minirlhf.autograd.runtime import matmul_rows, matmul_tn, parallel_rows
 from minirlhf.autograd.tensor import Tensor
 
 
@@ -132,9 +133,14 @@ def _mean_last(a: np.ndarray) -> np.ndarray:
 
 
 def _sum_leading(a: np.ndarray) -> np.ndarray:
-    """Sum over every axis but the last: (*s, C) -> (C,), as a vector-matrix product."""
-    rows = a.reshape(-1, a.shape[-1])
-    return np.ones(len(rows), dtype=a.dtype) @ rows
+    """Sum over every axis but the last: (*s, C) -> (C,), as a vector-matrix product, its
+    columns split over the threads (each sums all its rows at once)."""
+    rows = a.reshape(-1, a.shape[-1])  # (N, C)
+    ones = np.ones(len(rows), dtype=a.dtype)
+    out = np.empty(rows.shape[1], dtype=a.dtype)
+    parallel_rows(len(out), lambda lo, hi: np.matmul(ones, rows[:, lo:hi], out=out[lo:hi]),
+                  rows.size)
+    return out
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -149,7 +155,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         raise ValueError(f"linear: x {x.shape}, weight {weight.shape} and bias "
                          f"{None if bias is None else bias.shape} do not fit")
     x2 = x.data.reshape(-1, k)  # (N, k)
-    out = x2 @ weight.data  # (N, m)
+    out = matmul_rows(x2, weight.data)  # (N, m), rows split over the threads (runtime.py)
     if bias is not None:
         out += bias.data
     out = out.reshape(*x.shape[:-1], m)  # (*s, m)
@@ -157,8 +163,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
     def backward(g):
         g2 = g.reshape(-1, m)  # (N, m)
-        dx = (g2 @ weight.data.T).reshape(x.shape) if x.requires_grad else None
-        dw = x2.T @ g2 if weight.requires_grad else None
+        dx = matmul_rows(g2, weight.data.T).reshape(x.shape) if x.requires_grad else None
+        dw = matmul_tn(x2, g2) if weight.requires_grad else None  # (k, m)
         if bias is None:
             return dx, dw
         return dx, dw, _sum_leading(g2)
@@ -179,28 +185,51 @@ def layer_norm(
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and p.shape != (C,):
             raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected ({C},)")
-    xc = x.data - _mean_last(x.data)  # (*s, C)
-    rstd = 1.0 / np.sqrt(_mean_last(xc * xc) + eps)  # (*s, 1)
-    xhat = xc * rstd  # (*s, C)
-    out = xhat * weight.data if weight is not None else xhat.copy()
-    if bias is not None:
-        out += bias.data
+    x2 = x.data.reshape(-1, C)  # (N, C)
+    N = len(x2)
+    xhat_all = np.empty_like(x2)  # (N, C)
+    rstd_all = np.empty((N, 1), dtype=x2.dtype)  # (N, 1)
+    out = np.empty_like(x2)  # (N, C)
+
+    # Each row is normalised on its own, so the rows are split over the threads (runtime.py).
+    def forward(lo, hi):
+        xc = x2[lo:hi] - _mean_last(x2[lo:hi])  # (n, C)
+        rstd = rstd_all[lo:hi]
+        np.divide(1.0, np.sqrt(_mean_last(xc * xc) + eps), out=rstd)  # (n, 1)
+        xhat = np.multiply(xc, rstd, out=xhat_all[lo:hi])  # (n, C)
+        if weight is not None:
+            np.multiply(xhat, weight.data, out=out[lo:hi])
+        else:
+            out[lo:hi] = xhat
+        if bias is not None:
+            out[lo:hi] += bias.data
+
+    parallel_rows(N, forward, N * C)
+    out = out.reshape(x.shape)  # (*s, C)
     parents = tuple(p for p in (x, weight, bias) if p is not None)
 
     def backward(g):
-        # exercise: set dx (..., C), the gradient w.r.t. x, from g (..., C), weight (C,) or None,
-        #   xhat and rstd (..., 1)
-        ### BEGIN SOLUTION
-        dxhat = g * weight.data if weight is not None else g
-        dx = dxhat - _mean_last(dxhat)
-        dx -= xhat * _mean_last(dxhat * xhat)
-        dx *= rstd
-        ### END SOLUTION
-        grads = [dx]
+        g2 = g.reshape(-1, C)  # (N, C)
+        dx_all = np.empty_like(g2)
+
+        def rows(lo, hi):
+            g, xhat, rstd = g2[lo:hi], xhat_all[lo:hi], rstd_all[lo:hi]  # this thread's rows
+            # exercise: set dx (..., C), the gradient w.r.t. x, from g (..., C), weight (C,) or
+            #   None, xhat and rstd (..., 1)
+            ### BEGIN SOLUTION
+            dxhat = g * weight.data if weight is not None else g
+            dx = dxhat - _mean_last(dxhat)
+            dx -= xhat * _mean_last(dxhat * xhat)
+            dx *= rstd
+            ### END SOLUTION
+            dx_all[lo:hi] = dx
+
+        parallel_rows(N, rows, N * C)
+        grads = [dx_all.reshape(x.shape)]
         if weight is not None:
-            grads.append(_sum_leading(g * xhat))
+            grads.append(_sum_leading(g2 * xhat_all))
         if bias is not None:
-            grads.append(_sum_leading(g))
+            grads.append(_sum_leading(g2))
         return tuple(grads)
 
     return Tensor._make(out, parents, "layer_norm", backward)
@@ -298,38 +327,55 @@ def causal_self_attention(qkv: Tensor, n_head: int, cache: Any = None, layer: in
         pos = cache.pos
         k, v = cache.store(layer, k, v)  # (B, nh, pos + T, hs)
     Tk = k.shape[2]
+    q_all, k_all, v_all = q, k, v
+    out = np.empty((B, T, C), dtype=qkv.dtype)
+    out_heads = out.reshape(B, T, n_head, hs)  # a view: head h of row b at out[b, :, h]
+    saved: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # first row -> (P, y) of its range
 
-    # exercise: set att (B, nh, T, Tk), the scaled scores, from q (B, nh, T, hs), k (B, nh, Tk,
-    #   hs) and scale
-    ### BEGIN SOLUTION
-    att = q @ k.swapaxes(-1, -2)  # (B, nh, T, Tk)
-    att *= scale
-    ### END SOLUTION
-    if T > 1:  # future keys j > pos + i get -inf (with one query every cached key is visible)
-        att += causal_bias(T, Tk, pos, att.dtype)  # (T, Tk), broadcast over (B, nh)
-    att -= att.max(axis=-1, keepdims=True)
-    np.exp(att, out=att)
-    att /= att.sum(axis=-1, keepdims=True)  # P, (B, nh, T, Tk)
-    y = att @ v  # (B, nh, T, hs)
-    out = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C)
+    # Every batch row attends on its own, so the rows are split over the threads (runtime.py):
+    # each range of rows runs the whole computation, softmax included, on its own core.
+    def forward(lo, hi):
+        q, k, v = q_all[lo:hi], k_all[lo:hi], v_all[lo:hi]  # (b, nh, T or Tk, hs)
+        # exercise: set att (B, nh, T, Tk), the scaled scores, from q (B, nh, T, hs), k (B, nh,
+        #   Tk, hs) and scale (here B counts this thread's rows)
+        ### BEGIN SOLUTION
+        att = q @ k.swapaxes(-1, -2)  # (B, nh, T, Tk)
+        att *= scale
+        ### END SOLUTION
+        if T > 1:  # future keys j > pos + i get -inf (with one query every cached key is visible)
+            att += causal_bias(T, Tk, pos, att.dtype)  # (T, Tk), broadcast over (B, nh)
+        att -= att.max(axis=-1, keepdims=True)
+        np.exp(att, out=att)
+        att /= att.sum(axis=-1, keepdims=True)  # P, (b, nh, T, Tk)
+        y = att @ v  # (b, nh, T, hs)
+        out_heads[lo:hi] = y.transpose(0, 2, 1, 3)  # (b, T, nh, hs)
+        saved[lo] = (att, y)
+
+    parallel_rows(B, forward, B * n_head * T * Tk)
 
     def backward(g):
-        gh = g.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
         grad = np.empty((B, T, 3, n_head, hs), dtype=g.dtype)
-        grad_heads = grad.transpose(2, 0, 3, 1, 4)  # (3, B, nh, T, hs), a view into grad
-        # exercise: fill grad_heads[0] (dq), [1] (dk), [2] (dv), each (B, nh, T, hs), from gh, att
-        #   (the softmax, B, nh, T, T), y, q, k, v and scale
-        ### BEGIN SOLUTION
-        grad_heads[2] = att.swapaxes(-1, -2) @ gh  # dv
-        ds = gh @ v.swapaxes(-1, -2)  # dP, (B, nh, T, T)
-        # sum_j dP_ij P_ij = sum_j (G_i . v_j) P_ij = G_i . y_i: a dot product over hs
-        # instead of a sum over T (the trick FlashAttention uses)
-        ds -= (gh * y).sum(axis=-1, keepdims=True)
-        ds *= att
-        ds *= scale  # dS, the gradient of the scaled scores
-        grad_heads[0] = ds @ k  # dq
-        grad_heads[1] = ds.swapaxes(-1, -2) @ q  # dk
-        ### END SOLUTION
+
+        def rows(lo, hi):
+            att, y = saved[lo]  # the softmax P (b, nh, T, T) and y (b, nh, T, hs) of these rows
+            q, k, v = q_all[lo:hi], k_all[lo:hi], v_all[lo:hi]  # (b, nh, T, hs)
+            gh = g[lo:hi].reshape(hi - lo, T, n_head, hs).transpose(0, 2, 1, 3)  # (b, nh, T, hs)
+            grad_heads = grad[lo:hi].transpose(2, 0, 3, 1, 4)  # (3, b, nh, T, hs), a view
+            # exercise: fill grad_heads[0] (dq), [1] (dk), [2] (dv), each (B, nh, T, hs), from
+            #   gh, att (the softmax, B, nh, T, T), y, q, k, v and scale (B: this thread's rows)
+            ### BEGIN SOLUTION
+            grad_heads[2] = att.swapaxes(-1, -2) @ gh  # dv
+            ds = gh @ v.swapaxes(-1, -2)  # dP, (B, nh, T, T)
+            # sum_j dP_ij P_ij = sum_j (G_i . v_j) P_ij = G_i . y_i: a dot product over hs
+            # instead of a sum over T (the trick FlashAttention uses)
+            ds -= (gh * y).sum(axis=-1, keepdims=True)
+            ds *= att
+            ds *= scale  # dS, the gradient of the scaled scores
+            grad_heads[0] = ds @ k  # dq
+            grad_heads[1] = ds.swapaxes(-1, -2) @ q  # dk
+            ### END SOLUTION
+
+        parallel_rows(B, rows, B * n_head * T * T)
         return (grad.reshape(B, T, C3),)
 
     return Tensor._make(out, (qkv,), "causal_self_attention", backward)

@@ -7,9 +7,9 @@ particular) those page faults cost more than the arithmetic: a GELU backward mea
 with the defaults and 0.96 ms with the settings below. Raising glibc's mmap and trim thresholds
 makes freed blocks stay in the heap, where the next step's arrays reuse them.
 
-It changes only how the allocator recycles memory, never a result. It is applied once, when
-minirlhf is imported, on Linux with glibc; set MINIRLHF_DEFAULT_MALLOC=1 to leave the allocator
-alone.
+It changes only how the allocator recycles memory, never a result. The command-line entry
+points apply it (``runtime.configure``), on Linux with glibc; ``import minirlhf`` does not. Set
+MINIRLHF_DEFAULT_MALLOC=1 to leave the allocator alone.
 """
 
 from __future__ import annotations

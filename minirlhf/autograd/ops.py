@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from minirlhf.autograd.runtime import matmul_rows, matmul_tn, parallel_rows
 from minirlhf.autograd.tensor import Tensor, unbroadcast
 
 _GELU_C = float(np.sqrt(2.0 / np.pi))  # a Python float, so float32 stays float32 (NEP 50)
@@ -209,29 +210,48 @@ def gelu(a: Tensor) -> Tensor:
     """GELU with GPT-2's tanh approximation. (*s) -> (*s)
 
     gelu(x) = x/2 * (1 + tanh(u)),  u = c (x + 0.044715 x^3),  c = sqrt(2/pi)
-    gelu'(x) = (1 + tanh(u))/2 + x/2 * (1 - tanh(u)^2) * c (1 + 3 * 0.044715 x^2)
+    Evaluated as x * s with s = (1 + tanh(u))/2 = sigmoid(2u) = 1 / (1 + exp(-2u)): the same
+    function, and NumPy's exp is twice as fast as its tanh (3.5 vs 8 ns per float32 here).
+    gelu'(x) = s + x * s (1 - s) * 2 du/dx,  du/dx = c (1 + 3 * 0.044715 x^2)
+    For x -> -inf, exp(-2u) overflows to inf and s to 0, the right limit (no warning).
     """
-    x = a.data
-    t = x * x  # the formula above, evaluated in place to spare temporary arrays
-    t *= 0.044715 * _GELU_C
-    t += _GELU_C
-    t *= x
-    np.tanh(t, out=t)  # tanh(u)
-    out = t + 1.0
-    out *= x
-    out *= 0.5
+    # Elementwise work runs on one core in NumPy: split the flat array into ranges, one per
+    # thread (runtime.py); each range is evaluated in place, sparing temporary arrays.
+    x = a.data.reshape(-1)  # (n,)
+    s = np.empty_like(x)  # sigmoid(2u), kept for the backward
+    out = np.empty_like(x)
+
+    def forward(lo, hi):
+        xs, ss = x[lo:hi], s[lo:hi]
+        np.multiply(xs, xs, out=ss)
+        ss *= -2.0 * 0.044715 * _GELU_C
+        ss -= 2.0 * _GELU_C
+        ss *= xs  # -2u
+        with np.errstate(over="ignore"):
+            np.exp(ss, out=ss)
+        ss += 1.0
+        np.reciprocal(ss, out=ss)  # s
+        np.multiply(xs, ss, out=out[lo:hi])
+
+    parallel_rows(x.size, forward, x.size)
+    out = out.reshape(a.shape)
 
     def backward(g):
-        d = x * x
-        d *= 3.0 * 0.044715 * _GELU_C
-        d += _GELU_C  # du/dx
-        d *= x
-        d *= 1.0 - t * t
-        d += t
-        d += 1.0
-        d *= 0.5
-        d *= g
-        return (d,)
+        g = g.reshape(-1)
+        d = np.empty_like(x)
+
+        def rows(lo, hi):
+            xs, ss, ds = x[lo:hi], s[lo:hi], d[lo:hi]
+            np.multiply(xs, xs, out=ds)
+            ds *= 2.0 * 3.0 * 0.044715 * _GELU_C
+            ds += 2.0 * _GELU_C  # 2 du/dx
+            ds *= xs
+            ds *= ss * (1.0 - ss)
+            ds += ss
+            ds *= g[lo:hi]
+
+        parallel_rows(x.size, rows, x.size)
+        return (d.reshape(a.shape),)
 
     return Tensor._make(out, (a,), "gelu", backward)
 
@@ -263,10 +283,11 @@ def matmul(a: Any, b: Any) -> Tensor:
         raise ValueError(f"matmul: batch axes of {a.shape} and {b.shape} differ") from None
     # A weight shared by every row, (*s, k) @ (k, m), runs as one (N, k) @ (k, m) product:
     # NumPy would otherwise call BLAS once per leading index, two to three times slower here.
+    # Its rows are split over the threads (see runtime.py).
     shared = b.ndim == 2
     k, m = b.shape[-2:]
     if shared:
-        out = (a.data.reshape(-1, k) @ b.data).reshape(*a.shape[:-1], m)
+        out = matmul_rows(a.data.reshape(-1, k), b.data).reshape(*a.shape[:-1], m)
     else:
         out = a.data @ b.data
 
@@ -274,12 +295,12 @@ def matmul(a: Any, b: Any) -> Tensor:
         ga = gb = None
         if a.requires_grad:  # dL/da = g @ b^T
             if shared:
-                ga = (g.reshape(-1, m) @ b.data.T).reshape(a.shape)
+                ga = matmul_rows(g.reshape(-1, m), b.data.T).reshape(a.shape)
             else:
                 ga = unbroadcast(g @ np.swapaxes(b.data, -1, -2), a.shape)
         if b.requires_grad:  # dL/db = a^T @ g, summed over broadcast batch axes
             if shared:
-                gb = a.data.reshape(-1, k).T @ g.reshape(-1, m)
+                gb = matmul_tn(a.data.reshape(-1, k), g.reshape(-1, m))
             else:
                 gb = unbroadcast(np.swapaxes(a.data, -1, -2) @ g, b.shape)
         return ga, gb

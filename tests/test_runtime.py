@@ -1,0 +1,104 @@
+"""The engine's threads (minirlhf/autograd/runtime.py): split ops give the unsplit results,
+their gradients check, errors in a worker surface, and ``import minirlhf`` changes nothing."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minirlhf.autograd import functional as F
+from minirlhf.autograd import ops, runtime
+from minirlhf.autograd.gradcheck import gradcheck
+from minirlhf.autograd.tensor import Tensor
+
+
+@pytest.fixture
+def split_everything(monkeypatch):
+    """Two threads, and every array split however small (so that tiny float64 inputs, which
+    gradient checks can afford, go through the split code)."""
+    before = runtime.threads()
+    monkeypatch.setattr(runtime, "MIN_PARALLEL_ELEMENTS", 0)
+    if runtime.set_threads(2) != 2:
+        pytest.skip("the BLAS's thread count cannot be set here (not OpenBLAS)")
+    yield
+    runtime.set_threads(before)
+
+
+def _outputs(threads, rng_seed=0):
+    """Forward values and input gradients of the split ops, in float32, at a thread count."""
+    runtime.set_threads(threads)
+    rng = np.random.default_rng(rng_seed)
+    x = Tensor(rng.standard_normal((6, 40, 48)).astype(np.float32), requires_grad=True)
+    w = Tensor(rng.standard_normal((48, 144)).astype(np.float32) * 0.1, requires_grad=True)
+    b = Tensor(rng.standard_normal(144).astype(np.float32), requires_grad=True)
+    gain = Tensor(rng.standard_normal(48).astype(np.float32), requires_grad=True)
+    h = F.layer_norm(x, gain, b[:48])
+    qkv = F.linear(h, w, b)  # (6, 40, 144)
+    y = F.causal_self_attention(qkv, n_head=4)  # (6, 40, 48)
+    out = ops.gelu(y) @ w[:, :48]
+    out.backward(rng.standard_normal(out.shape).astype(np.float32))
+    return [out.data, x.grad, w.grad, b.grad, gain.grad]
+
+
+def test_split_ops_match_one_thread(monkeypatch):
+    monkeypatch.setattr(runtime, "MIN_PARALLEL_ELEMENTS", 0)
+    before = runtime.threads()
+    try:
+        one = _outputs(1)
+        if runtime.set_threads(2) != 2:
+            pytest.skip("the BLAS's thread count cannot be set here (not OpenBLAS)")
+        two = _outputs(2)
+        again = _outputs(2)
+    finally:
+        runtime.set_threads(before)
+    names = ["output", "dx", "dW", "db", "d gain"]
+    for name, a, b, c in zip(names, one, two, again, strict=True):
+        # the same thread count: the same bits; another count: the same up to float32 rounding
+        # (a matrix product on one BLAS thread adds in another order than on two)
+        np.testing.assert_array_equal(b, c, err_msg=f"{name} differs between two 2-thread runs")
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6 * np.abs(a).max(),
+                                   err_msg=f"{name}: 1 thread vs 2")
+
+
+@pytest.mark.parametrize("name", ["linear", "layer_norm", "gelu", "attention", "matmul"])
+def test_split_ops_gradcheck(split_everything, name):
+    rng = np.random.default_rng(1)
+    x = Tensor(rng.standard_normal((3, 5, 12)), requires_grad=True)  # float64
+    w = Tensor(rng.standard_normal((12, 12)) * 0.3, requires_grad=True)
+    b = Tensor(rng.standard_normal(12), requires_grad=True)
+    fns = {
+        "linear": (lambda x, w, b: F.linear(x, w, b), (x, w, b)),
+        "layer_norm": (lambda x, g: F.layer_norm(x, g, g * 0.5), (x, b)),
+        "gelu": (lambda x: ops.gelu(x * 3.0), (x,)),
+        "attention": (lambda x: F.causal_self_attention(x, n_head=2), (x,)),  # 12 = 3 x 2 x 2
+        "matmul": (lambda x, w: x @ w, (x, w)),
+    }
+    fn, inputs = fns[name]
+    result = gradcheck(fn, inputs)
+    assert result.passed, result.report()
+
+
+def test_worker_error_surfaces(split_everything):
+    def fn(lo, hi):
+        if lo > 0:
+            raise ValueError(f"rows {lo}:{hi}")
+
+    with pytest.raises(ValueError, match="rows"):
+        runtime.parallel_rows(10, fn, 10)
+
+
+def test_set_threads_validates():
+    with pytest.raises(ValueError, match="positive integer"):
+        runtime.set_threads(0)
+
+
+def test_import_changes_nothing():
+    """``import minirlhf`` applies neither the threads nor the allocator setting; the CLI does."""
+    code = ("import minirlhf, minirlhf.autograd.memory as m, minirlhf.autograd.runtime as r; "
+            "print(r.threads(), m._applied)")
+    env = dict(os.environ, MINIRLHF_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout.split()
+    assert out == ["1", "False"], out
