@@ -351,7 +351,7 @@ def causal_self_attention(qkv: Tensor, n_head: int, cache: Any = None, layer: in
         out_heads[lo:hi] = y.transpose(0, 2, 1, 3)  # (b, T, nh, hs)
         saved[lo] = (att, y)
 
-    parallel_rows(B, forward, B * n_head * T * Tk)
+    parallel_rows(B, forward, B * n_head * T * Tk * hs)  # the work: multiply-adds
 
     def backward(g):
         grad = np.empty((B, T, 3, n_head, hs), dtype=g.dtype)
@@ -375,7 +375,7 @@ def causal_self_attention(qkv: Tensor, n_head: int, cache: Any = None, layer: in
             grad_heads[1] = ds.swapaxes(-1, -2) @ q  # dk
             ### END SOLUTION
 
-        parallel_rows(B, rows, B * n_head * T * T)
+        parallel_rows(B, rows, B * n_head * T * T * hs)
         return (grad.reshape(B, T, C3),)
 
     return Tensor._make(out, (qkv,), "causal_self_attention", backward)

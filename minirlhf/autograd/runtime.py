@@ -32,8 +32,10 @@ import numpy as np
 from minirlhf.autograd.memory import reuse_freed_memory
 from minirlhf.config import blas_threads
 
-#: Below this many array elements an op runs in one call: handing work to a thread costs
-#: about 30 microseconds, the time of a GELU over some 60,000 float32 values.
+#: Below this much work (array elements; multiply-adds for a product) an op runs in one call:
+#: handing work to a thread costs about 30 microseconds, the time of a GELU over some 60,000
+#: float32 values. Measured against 2^13, 2^15 and 2^18 on training steps of the default and
+#: large models and on sampling (benchmarks/README.md): 2^16 was best or within noise of it.
 MIN_PARALLEL_ELEMENTS = 1 << 16
 
 _pool: ThreadPoolExecutor | None = None
@@ -117,7 +119,8 @@ def parallel_rows(n_rows: int, fn: Callable[[int, int], object], elements: int) 
     """Call ``fn(lo, hi)`` on contiguous row ranges covering [0, n_rows), one range per
     thread, and wait for all of them. ``fn`` writes its rows of preallocated outputs (it
     returns nothing), so ranges never touch the same memory. ``elements``, the size of the
-    work, decides whether splitting pays (``MIN_PARALLEL_ELEMENTS``); small work, one thread,
+    work (multiply-adds for a product), decides whether splitting pays
+    (``MIN_PARALLEL_ELEMENTS``); small work, one thread,
     and calls from inside a worker run as one ``fn(0, n_rows)``."""
     p = min(_threads, n_rows)
     if p <= 1 or _pool is None or elements < MIN_PARALLEL_ELEMENTS or getattr(
@@ -138,7 +141,7 @@ def matmul_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     The forward of a linear layer (x W) and its input gradient (g W^T)."""
     N, m = a.shape[0], b.shape[1]
     out = np.empty((N, m), np.result_type(a, b))
-    parallel_rows(N, lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), N * m)
+    parallel_rows(N, lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), N * a.shape[1] * m)
     return out
 
 
@@ -150,5 +153,6 @@ def matmul_tn(a: np.ndarray, g: np.ndarray) -> np.ndarray:
     columns of a (a strided view the BLAS reads in place), each over all N rows at once."""
     k, m = a.shape[1], g.shape[1]
     out = np.empty((k, m), np.result_type(a, g))
-    parallel_rows(k, lambda lo, hi: np.matmul(a[:, lo:hi].T, g, out=out[lo:hi]), a.shape[0] * k)
+    parallel_rows(k, lambda lo, hi: np.matmul(a[:, lo:hi].T, g, out=out[lo:hi]),
+                  a.shape[0] * k * m)
     return out
