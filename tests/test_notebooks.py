@@ -2,8 +2,8 @@
 
 MINIRLHF_FAST=1 is set for the kernel: chapters may shrink their training runs under it, so
 the suite stays quick; the committed notebooks were executed in full. Marked ``notebooks``
-(167 s in CI for the eleven chapters and the GPT-2 cells): ``pytest -m notebooks``, which CI
-runs after the default suite.
+(167 s in CI for the eleven chapters and the GPT-2 cells, before chapter 4's appendix):
+``pytest -m notebooks``, which CI runs after the default suite.
 """
 
 from pathlib import Path
@@ -19,7 +19,7 @@ def test_there_are_notebooks():
     assert NOTEBOOKS, "no notebooks found"
 
 
-@pytest.mark.notebooks  # the eleven chapters: pytest -m notebooks (CI runs it)
+@pytest.mark.notebooks  # the chapters and the appendix: pytest -m notebooks (CI runs it)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs(path, monkeypatch):
     monkeypatch.setenv("MINIRLHF_FAST", "1")
