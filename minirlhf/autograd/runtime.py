@@ -34,8 +34,9 @@ from minirlhf.config import blas_threads
 
 #: Below this much work (array elements; multiply-adds for a product) an op runs in one call:
 #: handing work to a thread costs about 30 microseconds, the time of a GELU over some 60,000
-#: float32 values. Measured against 2^13, 2^15 and 2^18 on training steps of the default and
-#: large models and on sampling (benchmarks/README.md): 2^16 was best or within noise of it.
+#: float32 values. Tried against 2^13, 2^15 and 2^18 on training steps of the default model and
+#: on sampling (benchmarks/README.md): 2^18 slowed small training steps, 2^13 and 2^15 slowed
+#: sampling; 2^13 was faster on a 16 x 90-token step in one of two runs.
 MIN_PARALLEL_ELEMENTS = 1 << 16
 
 _pool: ThreadPoolExecutor | None = None
