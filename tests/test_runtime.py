@@ -89,6 +89,33 @@ def test_worker_error_surfaces(split_everything):
         runtime.parallel_rows(10, fn, 10)
 
 
+def test_an_error_in_any_range_leaves_the_workers_in_step(split_everything):
+    """After an error in this thread's range or in a worker's, the next split still runs
+    every range exactly once and waits for all of them: no hand-off is left over."""
+    import time
+
+    def fails_first(lo, hi):
+        if lo == 0:
+            raise KeyError("first range")
+        time.sleep(0.05)  # the worker is still busy when this thread's range fails
+
+    def fails_later(lo, hi):
+        if lo > 0:
+            raise KeyError("a worker's range")
+
+    for bad in (fails_first, fails_later):
+        with pytest.raises(KeyError):
+            runtime.parallel_rows(10, bad, 10)
+        seen: list[tuple[int, int]] = []
+
+        def record(lo, hi, seen=seen):
+            time.sleep(0.02 * (lo > 0))
+            seen.append((lo, hi))
+
+        runtime.parallel_rows(10, record, 10)
+        assert sorted(seen) == [(0, 5), (5, 10)]  # both ranges, and only after both ran
+
+
 def test_set_threads_validates():
     with pytest.raises(ValueError, match="positive integer"):
         runtime.set_threads(0)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -33,13 +32,61 @@ from minirlhf.autograd.memory import reuse_freed_memory
 from minirlhf.config import blas_threads
 
 #: Below this much work (array elements; multiply-adds for a product) an op runs in one call:
-#: handing work to a thread costs about 30 microseconds, the time of a GELU over some 60,000
-#: float32 values. Tried against 2^13, 2^15 and 2^18 on training steps of the default model and
-#: on sampling (benchmarks/README.md): 2^18 slowed small training steps, 2^13 and 2^15 slowed
-#: sampling; 2^13 was faster on a 16 x 90-token step in one of two runs.
+#: handing work to a thread costs about 15-30 microseconds (``_Worker``), the time of a GELU
+#: over some 30,000-60,000 float32 values. Tried against 2^13, 2^15 and 2^18 (with the earlier,
+#: slower hand-off) on training steps of the default model and on sampling
+#: (benchmarks/README.md): 2^18 slowed small training steps, 2^13 and 2^15 slowed sampling;
+#: 2^13 was faster on a 16 x 90-token step in one of two runs.
 MIN_PARALLEL_ELEMENTS = 1 << 16
 
-_pool: ThreadPoolExecutor | None = None
+
+class _Worker:
+    """One thread that runs ranges handed to it, by two raw locks: ``go`` is released when a
+    range is ready, ``done`` when it has run. A lock hand-off costs about half of a
+    ``ThreadPoolExecutor`` submit and result (measured here: 17-24 vs 36-42 microseconds),
+    which a training step of the default model pays some 150 times."""
+
+    def __init__(self, name: str):
+        self.go, self.done = threading.Lock(), threading.Lock()
+        self.go.acquire()
+        self.done.acquire()
+        self.task: tuple[Callable[[int, int], object], int, int] | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        _inside.worker = True
+        while True:
+            self.go.acquire()
+            if self.task is None:  # stop
+                self.done.release()
+                return
+            fn, lo, hi = self.task
+            try:
+                fn(lo, hi)
+            except BaseException as e:  # noqa: BLE001 -- handed back to the caller by wait()
+                self.error = e
+            self.done.release()
+
+    def start(self, fn: Callable[[int, int], object], lo: int, hi: int) -> None:
+        self.task = (fn, lo, hi)
+        self.go.release()
+
+    def wait(self) -> None:
+        """Block until the range has run; re-raise its error here."""
+        self.done.acquire()
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+
+    def stop(self) -> None:
+        self.task = None
+        self.go.release()
+        self.thread.join()
+
+
+_pool: list[_Worker] | None = None
 _threads = 1
 _blas_set: Callable[[int], None] | None = None
 _blas_before: int | None = None
@@ -88,7 +135,8 @@ def set_threads(n: int) -> int:
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"set_threads: n must be a positive integer, got {n!r}")
     if _pool is not None:
-        _pool.shutdown(wait=True)
+        for worker in _pool:
+            worker.stop()
         _pool, _threads = None, 1
     if n == 1:
         if _blas_set is not None and _blas_before is not None:
@@ -101,8 +149,7 @@ def set_threads(n: int) -> int:
     if _blas_before is None:
         _blas_before = int(getter())
     _blas_set(1)
-    _pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="minirlhf",
-                               initializer=lambda: setattr(_inside, "worker", True))
+    _pool = [_Worker(f"minirlhf_{i}") for i in range(n - 1)]
     _threads = n
     return n
 
@@ -129,10 +176,20 @@ def parallel_rows(n_rows: int, fn: Callable[[int, int], object], elements: int) 
         fn(0, n_rows)
         return
     bounds = [n_rows * i // p for i in range(p + 1)]
-    futures = [_pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, p)]
-    fn(bounds[0], bounds[1])  # this thread takes the first range
-    for f in futures:
-        f.result()  # re-raises an error from a worker
+    workers = _pool[: p - 1]
+    for i, worker in enumerate(workers, start=1):
+        worker.start(fn, bounds[i], bounds[i + 1])
+    try:
+        fn(bounds[0], bounds[1])  # this thread takes the first range
+    finally:  # every worker is waited for, even when this range raised
+        errors = []
+        for worker in workers:
+            try:
+                worker.wait()  # re-raises an error from a worker
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+    if errors:
+        raise errors[0]
 
 
 # ------------------------------------------------------- the two products every layer makes
