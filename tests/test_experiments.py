@@ -143,3 +143,72 @@ def test_the_frontier_puts_every_method_on_one_plot_and_resumes(tiny_run):
     row = third.numbers["points"][0]
     assert row["rejudged"] == "the same figures" and row["ci95"] == old["ci95"]
     assert {k: v for k, v in row.items() if k != "rejudged"} == old
+
+
+def test_ppo_details_pairs_every_run_with_the_baseline(tiny_run):
+    """The quick run writes the sweep and the ablations; every run of a seed shares its first
+    rollout (the same stream), so the differences are paired; each ablation's differences are
+    its tail minus the baseline's."""
+    from minirlhf.experiments.ppo_details import ABLATIONS, BETAS, TAIL_KEYS
+
+    runs, _ = tiny_run
+    r = run_experiment(ExperimentConfig(name="ppo-details", base="tiny", runs_dir=str(runs),
+                                        quick=True))
+    n = r.numbers
+    assert set(n["beta_sweep"]) == {f"beta={b:g}" for b in BETAS}
+    assert set(n["ablations"]) == {"baseline", *ABLATIONS}
+    firsts = []
+    for name, folder in n["runs"].items():
+        metrics = [json.loads(line) for line in open(f"{folder}/metrics.jsonl")]
+        want = n["iterations"] if name.startswith("beta") else n["ablation_iterations"]
+        assert len(metrics) == want, name
+        firsts.append((metrics[0]["gold"], metrics[0]["response_length"]))
+    assert len(set(firsts)) == 1  # one stream: the same first rollout in every run
+    base = n["ablations"]["baseline"]
+    for name in ABLATIONS:
+        a = n["ablations"][name]
+        for k in TAIL_KEYS:
+            assert a[f"{k}_minus_baseline"] == pytest.approx(a[k] - base[k], abs=1e-12)
+    sweep = n["beta_sweep"]
+    assert sweep["beta=0"]["proxy_first"] == sweep["beta=0.2"]["proxy_first"]
+    assert open(r.plots[0], "rb").read(4) == b"\x89PNG"
+
+
+def test_tail_means_average_the_last_iterations_and_refuse_a_bad_tail():
+    from minirlhf.experiments.ppo_details import TAIL_KEYS, tail_means
+
+    metrics = [{key: float(i) for key in TAIL_KEYS.values()} for i in range(5)]
+    assert tail_means(metrics, 2) == {name: 3.5 for name in TAIL_KEYS}
+    assert tail_means(metrics, 5)["gold"] == 2.0
+    for bad in (0, 6):
+        with pytest.raises(ValueError, match="tail must be in"):
+            tail_means(metrics, bad)
+
+
+def test_dpo_details_rescales_beta_for_the_mean_and_pairs_every_run(tiny_run):
+    """The quick run trains every DPO variant; the rescaled mean-log-prob run's beta is the
+    main beta times the measured mean response length; differences are from the main run."""
+    from minirlhf.experiments.dpo_details import COMPARED, MAIN, mean_response_tokens
+    from minirlhf.lm.checkpoint import load_model
+    from minirlhf.world.preference_data import load_jsonl
+
+    runs, _ = tiny_run
+    r = run_experiment(ExperimentConfig(name="dpo-details", base="tiny", runs_dir=str(runs),
+                                        quick=True))
+    n = r.numbers
+    assert len(n["runs"]) == 6 and MAIN in n["runs"]
+    pairs = load_jsonl(str(runs / "tiny" / "preferences" / "preferences.jsonl"))[: n["pairs"]]
+    _, tok, _ = load_model(str(runs / "tiny" / "sft" / "model.npz"))
+    L = mean_response_tokens(pairs, tok)
+    assert n["mean_response_tokens"] == pytest.approx(L) and L > 2
+    # by hand: the response characters plus EOS, averaged over chosen and rejected
+    assert L == pytest.approx(np.mean([len(p.chosen) + 1 for p in pairs]
+                                      + [len(p.rejected) + 1 for p in pairs]))
+    rescaled = [v for k, v in n["runs"].items() if "L=" in k]
+    assert len(rescaled) == 1 and rescaled[0]["beta"] == pytest.approx(0.5 * L)
+    main = n["runs"][MAIN]
+    for name, row in n["runs"].items():
+        if name != MAIN:
+            for k in COMPARED:
+                assert row[f"{k}_minus_main"] == pytest.approx(row[k] - main[k], abs=1e-12)
+    assert open(r.plots[0], "rb").read(4) == b"\x89PNG"

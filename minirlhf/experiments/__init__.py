@@ -25,6 +25,12 @@ Experiments, as minGPT keeps its projects: separate programs over the library, o
 - ``rankings``: the same labelling effort (responses read) spent on pairs or on rankings of 4
   (Plackett-Luce raters); reward models trained with Bradley-Terry, Plackett-Luce and the
   all-pairs loss, judged against gold over seeds with intervals.
+- ``ppo-details``: PPO's KL coefficient swept (0, 0.05, 0.2) and four implementation details
+  (whitening, value clipping, the missing-EOS penalty, the separate critic) switched off one at
+  a time, each paired with the baseline on the same random stream (chapter 5 reads it).
+- ``dpo-details``: DPO's beta swept (0.2, 0.5, 1.0); per-token mean log-probs at the same beta
+  and at beta times the mean response length; the same label budget spent online in four
+  rounds; each paired with the main run (chapter 6 reads it).
 
 Every experiment but ``critic-free`` starts from a finished pipeline run (``runs/<base>``: its
 SFT policy, its preference data and its reward model), writes ``results.json`` and its plots to
@@ -42,9 +48,11 @@ from types import ModuleType
 
 from minirlhf.experiments import (
     critic_free,
+    dpo_details,
     frontier,
     length_bias,
     overoptimization,
+    ppo_details,
     rankings,
     rlaif,
     sycophancy,
@@ -62,6 +70,8 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "critic-free": critic_free,
     "frontier": frontier,
     "rankings": rankings,
+    "ppo-details": ppo_details,
+    "dpo-details": dpo_details,
 }
 
 

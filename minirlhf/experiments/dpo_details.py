@@ -1,0 +1,91 @@
+"""DPO's knobs, measured: beta swept (0.2, the default 0.5, 1.0); log-probabilities averaged
+per token instead of summed, at the same beta and at beta rescaled by the mean response length
+(the same strength); the same label budget spent online, in four rounds. All on the pipeline's
+SFT policy and preference pairs.
+
+With a per-token mean, h shrinks by about the response length L (tokens, EOS included), so
+beta h, the only place beta enters the loss, is about L times smaller at the same beta: the
+implicit KL price is L times lower. ``beta * L`` restores the strength, which is the comparison
+that says what averaging itself does. Every run of one seed uses the same random stream
+(``ctx.seed_for("dpo")``: batches and evaluation samples); ``--seeds N`` gives each figure and
+each difference from the main run (beta 0.5, summed) a 95% interval over seeds."""
+
+
+from __future__ import annotations
+
+from typing import Any
+
+from minirlhf.experiments.common import Context
+from minirlhf.lm.checkpoint import load_model
+from minirlhf.world.preference_data import PreferencePair, encode_chosen_rejected, load_jsonl
+
+NEEDS = ("sft", "preferences")  # the pipeline's SFT policy and preference pairs
+
+MAIN = "beta=0.5"  # the stage's default: summed log-probs, offline
+COMPARED = ("gold_reward", "kl_to_ref", "win_rate_vs_sft", "valid_rate", "mean_length")
+
+
+def mean_response_tokens(pairs: list[PreferencePair], tokenizer: Any) -> float:
+    """The mean number of response tokens (EOS included) over every chosen and rejected
+    response of ``pairs``: what a per-token mean divides each summed log-prob by."""
+    _, mask = encode_chosen_rejected(tokenizer, pairs)  # (2B, T) response positions
+    return float(mask.sum(axis=1).mean())
+
+
+def runs(mean_len: float) -> dict[str, dict[str, Any]]:
+    """name -> the DPOConfig settings of each run."""
+    return {
+        "beta=0.2": dict(beta=0.2),
+        MAIN: dict(beta=0.5),
+        "beta=1": dict(beta=1.0),
+        "mean log-probs, beta=0.5": dict(beta=0.5, mean_logps=True),
+        f"mean log-probs, beta=0.5*L={0.5 * mean_len:.1f}": dict(beta=0.5 * mean_len,
+                                                                   mean_logps=True),
+        "online, 4 rounds": dict(beta=0.5, online_rounds=4),
+    }
+
+
+def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
+    pairs = load_jsonl(ctx.preferences)
+    n = ctx.n(len(pairs), 128)
+    _, tokenizer, _ = load_model(ctx.sft)
+    mean_len = mean_response_tokens(pairs[:n], tokenizer)
+    seed = ctx.seed_for("dpo")  # one stream for every run: paired comparisons
+    numbers: dict[str, Any] = {"pairs": n, "mean_response_tokens": mean_len, "runs": {}}
+    reports = {}
+    for name, change in runs(mean_len).items():
+        folder = name.split(",")[0].replace(" ", "_").replace("=", "_")
+        if "L=" in name:
+            folder += "_rescaled"
+        r = ctx.dpo(folder, pairs[:n], seed=seed, online_pairs=n, **change)
+        rep = r.report.to_dict()
+        rep["gold_gained_per_nat"] = ((rep["gold_reward"] - rep["sft_gold_reward"])
+                                      / max(rep["kl_to_ref"], 1e-9))
+        rep["chosen_logps_fell"] = float(any("chosen log-probs fell" in w for w in r.warnings))
+        reports[name] = rep
+        numbers["runs"][name] = {**rep, "beta": change["beta"], "folder": folder}
+    for name, rep in reports.items():
+        if name != MAIN:
+            numbers["runs"][name].update({f"{k}_minus_main": rep[k] - reports[MAIN][k]
+                                          for k in COMPARED})
+    return numbers, [_plot(ctx, reports)]
+
+
+def _plot(ctx: Context, reports: dict[str, dict]) -> str:
+    """Every run on gold-vs-KL axes, the SFT policy's gold as a line."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
+    for name, rep in reports.items():
+        ax.scatter(rep["kl_to_ref"], rep["gold_reward"], s=40, label=name)
+    ax.axhline(next(iter(reports.values()))["sft_gold_reward"], color="gray", ls=":",
+               label="SFT")
+    ax.set(xscale="symlog", xlabel="KL to the SFT policy (nats per response)",
+           ylabel="gold reward", title="DPO's knobs")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = ctx.out / "dpo_details.png"
+    fig.savefig(path, dpi=100)
+    return str(path)
+
