@@ -121,17 +121,25 @@ def ranking_loss(scores: Tensor, kind: str = "plackett_luce", center_coef: float
 
 
 # ----------------------------------------------------------------------------- metrics
-def pair_metrics(rm: RewardModel, pairs: list[PreferencePair]) -> dict[str, float]:
+def pair_scores(rm: RewardModel, pairs: list[PreferencePair]) -> tuple[np.ndarray, np.ndarray]:
+    """The reward model's scores of every pair's chosen and of its rejected response.
+    -> (N,), (N,)"""
+    prompts = [p.prompt for p in pairs]
+    return (rm.score(prompts, [p.chosen for p in pairs]),
+            rm.score(prompts, [p.rejected for p in pairs]))
+
+
+def pair_metrics(rm: RewardModel, pairs: list[PreferencePair],
+                 scores: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
     """Accuracy against the rater labels and against gold, each beside its ceiling; margins.
+    ``scores``: the pairs' ``pair_scores``, when already computed.
 
     When the pairs carry the raters' choice probability p, ``expected_accuracy`` is the mean
     chance that a fresh label agrees with the RM (p where it ranks the chosen response higher,
     1 - p where lower, 1/2 on a tie): the same quantity as ``accuracy`` without the noise of
     the one label drawn per pair, and the one the ceiling bounds (the ceiling is its maximum).
     """
-    prompts = [p.prompt for p in pairs]
-    rc = rm.score(prompts, [p.chosen for p in pairs])
-    rr = rm.score(prompts, [p.rejected for p in pairs])
+    rc, rr = scores if scores is not None else pair_scores(rm, pairs)
     out = {"accuracy": float(np.mean(rc > rr)), "mean_margin": float(np.mean(rc - rr))}
     if all(p.p_chosen is not None for p in pairs):
         p = np.array([q.p_chosen for q in pairs])
@@ -160,14 +168,14 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def calibration(rm: RewardModel, pairs: list[PreferencePair], bins: int = 10,
-                seed: int = 0) -> dict[str, list[float]]:
+                seed: int = 0, scores: tuple[np.ndarray, np.ndarray] | None = None
+                ) -> dict[str, list[float]]:
     """Predicted P(A > B) = sigmoid(r_A - r_B) against how often A was in fact chosen, with each
     pair shown in a random order. Returns bin centres, mean predictions, observed frequencies,
-    counts, and the expected calibration error (ECE)."""
+    counts, and the expected calibration error (ECE). ``scores``: the pairs' ``pair_scores``,
+    when already computed."""
     rng = stream(seed, "calibration")
-    prompts = [p.prompt for p in pairs]
-    rc = rm.score(prompts, [p.chosen for p in pairs])
-    rr = rm.score(prompts, [p.rejected for p in pairs])
+    rc, rr = scores if scores is not None else pair_scores(rm, pairs)
     flip = rng.random(len(pairs)) < 0.5  # A is the rejected response for these pairs
     diff = np.where(flip, rr - rc, rc - rr) / rm.gain  # back to raw units: sigmoid(raw diff)
     pred = 1.0 / (1.0 + np.exp(-diff))
@@ -392,11 +400,12 @@ def train_reward(config: RewardConfig) -> RewardResult:
     result.gold_correlation = _pearson(scores, golds)
     if ranked:  # measured on the pairs the rankings imply
         train, val = rankings_to_pairs(train), rankings_to_pairs(val)
-    result.val_metrics = pair_metrics(rm, val)
+    val_scores = pair_scores(rm, val)  # scored once: the metrics and the calibration share them
+    result.val_metrics = pair_metrics(rm, val, val_scores)
     result.warnings = [w for w in [warn_if_at_chance(result.val_metrics["accuracy"], len(val))]
                        if w]
     result.train_accuracy = pair_metrics(rm, train[:2000])["accuracy"]
-    result.calibration = calibration(rm, val, seed=config.seed)
+    result.calibration = calibration(rm, val, seed=config.seed, scores=val_scores)
     for p in val[:8]:
         rc, rr = rm.score([p.prompt] * 2, [p.chosen, p.rejected])
         result.examples.append((p.prompt, p.chosen, p.rejected, float(rc), float(rr),
