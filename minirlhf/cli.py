@@ -155,8 +155,9 @@ def _pipeline_seeds(config, n: int) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    """Where RLHF goes wrong, measured: rlaif, sycophancy, length-bias, overoptimization or
-    critic-free. Starts from a finished run; writes results.json and plots."""
+    """Where RLHF goes wrong, measured, and every method compared: rlaif, sycophancy,
+    length-bias, overoptimization, critic-free, frontier, rankings, ppo-details or dpo-details.
+    Starts from a finished run; writes results.json and plots."""
     import json
 
     from minirlhf.experiments import ExperimentConfig, default_base, run_experiment
@@ -319,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("experiment", help="RLAIF, sycophancy, length bias, overoptimization, "
-                       "critic-free RL",
+                       "critic-free RL, rankings, PPO's and DPO's knobs",
                        description=cmd_experiment.__doc__)
     from minirlhf.experiments import EXPERIMENTS
 
