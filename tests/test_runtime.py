@@ -116,6 +116,30 @@ def test_an_error_in_any_range_leaves_the_workers_in_step(split_everything):
         assert sorted(seen) == [(0, 5), (5, 10)]  # both ranges, and only after both ran
 
 
+def test_two_callers_at_once_each_cover_their_rows_once(split_everything):
+    """Two threads of the caller's splitting at the same time: one hands ranges to the
+    workers, the other runs its rows inline; neither loses nor repeats a range."""
+    import threading
+
+    results: dict[int, list[list[tuple[int, int]]]] = {0: [], 1: []}
+
+    def caller(k):
+        for _ in range(300):
+            seen: list[tuple[int, int]] = []
+            runtime.parallel_rows(8, lambda lo, hi, seen=seen: seen.append((lo, hi)), 8)
+            results[k].append(sorted(seen))
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in (0, 1):
+        assert len(results[k]) == 300
+        for seen in results[k]:
+            assert seen in ([(0, 4), (4, 8)], [(0, 8)]), seen
+
+
 def test_set_threads_validates():
     with pytest.raises(ValueError, match="positive integer"):
         runtime.set_threads(0)
