@@ -159,7 +159,7 @@ def test_ppo_details_pairs_every_run_with_the_baseline(tiny_run):
     assert set(n["ablations"]) == {"baseline", *ABLATIONS}
     firsts = []
     for name, folder in n["runs"].items():
-        metrics = [json.loads(line) for line in open(f"{folder}/metrics.jsonl")]
+        metrics = [json.loads(line) for line in open(f"{r.out_dir}/{folder}/metrics.jsonl")]
         want = n["iterations"] if name.startswith("beta") else n["ablation_iterations"]
         assert len(metrics) == want, name
         firsts.append((metrics[0]["gold"], metrics[0]["response_length"]))

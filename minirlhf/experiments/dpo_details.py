@@ -17,6 +17,7 @@ from typing import Any
 
 from minirlhf.experiments.common import Context
 from minirlhf.lm.checkpoint import load_model
+from minirlhf.stages.dpo import chosen_logp_warning
 from minirlhf.world.preference_data import PreferencePair, encode_chosen_rejected, load_jsonl
 
 NEEDS = ("sft", "preferences")  # the pipeline's SFT policy and preference pairs
@@ -61,7 +62,7 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
         rep = r.report.to_dict()
         rep["gold_gained_per_nat"] = ((rep["gold_reward"] - rep["sft_gold_reward"])
                                       / max(rep["kl_to_ref"], 1e-9))
-        rep["chosen_logps_fell"] = float(any("chosen log-probs fell" in w for w in r.warnings))
+        rep["chosen_logps_fell"] = float(bool(chosen_logp_warning(r.metrics)))  # the stage's test
         reports[name] = rep
         numbers["runs"][name] = {**rep, "beta": change["beta"], "folder": folder}
     for name, rep in reports.items():

@@ -14,6 +14,7 @@ same run), on the rollouts of their last ``tail`` iterations (640 responses at t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,7 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
     seed = ctx.seed_for("ppo")  # one stream for every run: paired comparisons
     numbers: dict[str, Any] = {"iterations": iterations, "ablation_iterations":
                                ablation_iterations, "tail": tail, "beta_sweep": {},
-                               "ablations": {}, "runs": {}}
+                               "ablations": {}, "runs": {}}  # runs: name -> its folder
     curves = {}
     for beta in BETAS:
         name = f"beta={beta:g}"
@@ -60,7 +61,7 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
         numbers["beta_sweep"][name] = {
             **r.report.to_dict(), "proxy_first": m[0]["objective/scores"],
             "proxy_last": m[-1]["objective/scores"], "kl_last": m[-1]["objective/kl"]}
-        numbers["runs"][name] = r.config.out_dir
+        numbers["runs"][name] = Path(r.config.out_dir).name  # in the experiment's folder
         curves[name] = m
         if beta == 0.05:
             baseline = m[:ablation_iterations]
@@ -72,7 +73,7 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
         t = tail_means(r.metrics, tail)
         numbers["ablations"][name] = {**t, **{f"{k}_minus_baseline": t[k] - base_tail[k]
                                              for k in TAIL_KEYS}}
-        numbers["runs"][name] = r.config.out_dir
+        numbers["runs"][name] = Path(r.config.out_dir).name  # in the experiment's folder
         curves[name] = r.metrics
     return numbers, [_plot(ctx, curves, baseline)]
 
