@@ -81,6 +81,48 @@ def test_each_experiment_runs_quick_and_writes_its_numbers(tiny_run, name):
         assert 0 <= saved["sft"]["sycophancy_rate"] <= 1
     if name == "overoptimization":
         assert len(saved["best_of_n"]) == 4 and set(saved["ppo"]) == {"beta 0.0", "beta 0.01"}
+        for curve in saved["best_of_n"].values():
+            assert curve["n"] == [1, 2, 4, 8] and len(curve["gold_lo"]) == 4
+            assert all(lo <= g <= hi for lo, g, hi in zip(curve["gold_lo"], curve["gold"],
+                                                          curve["gold_hi"], strict=True))
+        for run in saved["ppo"].values():
+            assert len(run["valid_text"]["valid_rate"]) == len(run["gold"])
+
+
+def test_best_of_n_curve_reports_a_fall_and_a_peak_only_where_measured():
+    from minirlhf.experiments.overoptimization import bon_curve
+
+    rng = np.random.default_rng(0)
+    proxy = rng.normal(size=(40, 64))
+    # a proxy that is right up to 1 and wrong beyond: gold rises, then falls for large n
+    fooled = np.where(proxy < 1.0, proxy, 2.0 - proxy)
+    ns = [1, 2, 4, 8, 16, 32, 64]
+    c = bon_curve(proxy, fooled, ns, seed=0)
+    assert c["best_n"] in (2, 4, 8) and c["fall"]["gold_drop"] > 0
+    assert c["fall"]["ci95"][0] > 0  # the fall is outside the noise over 40 prompts
+    assert c["peak_in_range"] and c["peak"]["d"] <= c["d"][-1]
+    lo, hi = c["peak"]["ci95"]
+    assert lo <= c["peak"]["d"] <= hi
+    # a perfect proxy: gold rises at every n, no fall, and no peak inside the range
+    c = bon_curve(proxy, proxy, ns, seed=0)
+    assert c["best_n"] == 64 and c["fall"]["gold_drop"] == 0.0
+    assert np.all(np.diff(c["gold"]) > 0)
+    assert not c["peak_in_range"] and c["peak"] is None
+
+
+def test_valid_gold_fit_leaves_out_iterations_without_valid_text():
+    from minirlhf.experiments.overoptimization import valid_gold_fit
+
+    d = np.linspace(0.0, 3.0, 13)
+    gain = d * (1.0 - 0.5 * np.log(np.maximum(d, 1e-12)))  # Gao's RL form, alpha 1, beta 0.5
+    rows = [{"objective/kl": float(x * x), "gold_valid": float(g), "valid_rate": 1.0}
+            for x, g in zip(d, gain, strict=True)]
+    rows[5] = {**rows[5], "gold_valid": None, "valid_rate": 0.0}  # nothing valid: left out
+    out = valid_gold_fit(rows)
+    assert out["fitted_iterations"] == 12 and out["gold_valid"][5] is None
+    assert out["fit"]["alpha"] == pytest.approx(1.0) and out["fit"]["beta"] == pytest.approx(0.5)
+    assert out["peak_in_range"]  # e^(1/0.5 - 1) = 2.72 <= 3
+    assert out["fit"]["d_peak"] == pytest.approx(np.e)
 
 
 def test_an_experiment_without_its_pipeline_run_names_the_command(tmp_path):

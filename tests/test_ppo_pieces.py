@@ -181,7 +181,8 @@ def test_ppo_stage_runs_with_trl_metric_names(tiny_pretrained, tmp_path, critic)
     for key in ["objective/kl", "objective/entropy", "objective/non_score_reward",
                 "objective/rlhf_reward", "objective/scores", "policy/approxkl_avg",
                 "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg", "val/clipfrac_avg",
-                "val/ratio", "val/explained_variance", "gold", "response_length", "eos_rate"]:
+                "val/ratio", "val/explained_variance", "gold", "response_length", "eos_rate",
+                "valid_rate", "gold_valid"]:
         assert key in first, key
     # TRL's quantities: objective/entropy per response, entropy per token; step from 1
     assert first["objective/entropy"] == pytest.approx(first["entropy"] * first["response_length"])
@@ -315,3 +316,21 @@ def test_minibatches_cut_the_rollout_in_order_and_a_bad_cut_is_refused():
     assert [m.tolist() for m in mbs] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     with pytest.raises(ConfigError, match="minibatch_size = 3 must divide rollout_size = 8"):
         PPOConfig(rollout_size=8, minibatch_size=3).check()
+
+
+def test_iteration_metrics_gold_of_valid_text_leaves_the_floor_out():
+    from minirlhf.stages.ppo import Scored, iteration_metrics
+
+    B, T = 4, 3
+    mask = np.ones((B, T))
+    old = Scored(scores=np.zeros(B), logp=np.full((B, T), -1.0), ref_logp=np.full((B, T), -1.0),
+                 values=np.zeros((B, T)), exact_kl=0.0)
+    stats = {k: 0.0 for k in ("pg", "vf", "clipfrac", "vclipfrac", "approxkl", "ratio",
+                              "grad_norm", "learning_rate")} | {"step": 1}
+    golds = [2.0, -5.0, 1.0, -5.0]
+    args = (1, mask, np.ones(B, bool), old, np.zeros((B, T)), np.zeros((B, T)), stats, golds, 0.05)
+    row = iteration_metrics(*args, [True, False, True, False])
+    assert row["gold"] == pytest.approx(-1.75)  # the floor included
+    assert row["gold_valid"] == pytest.approx(1.5) and row["valid_rate"] == 0.5
+    assert iteration_metrics(*args, [False] * 4)["gold_valid"] is None  # no valid text: no mean
+    assert "gold_valid" not in iteration_metrics(*args)  # not asked: not recorded

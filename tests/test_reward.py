@@ -1,5 +1,7 @@
 """The reward model: losses (value, gradient, invariances), padding, metrics, best-of-n."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -7,7 +9,13 @@ from minirlhf import Tensor
 from minirlhf.autograd.gradcheck import gradcheck
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.reward_model import RewardModel
-from minirlhf.stages.best_of_n import BestOfNConfig, analytic_kl, best_of_n_table, run_best_of_n
+from minirlhf.stages.best_of_n import (
+    BestOfNConfig,
+    analytic_kl,
+    best_of_n_expected,
+    best_of_n_table,
+    run_best_of_n,
+)
 from minirlhf.stages.preferences import PreferenceConfig, build_preference_data
 from minirlhf.stages.reward import (
     RewardConfig,
@@ -146,6 +154,27 @@ def test_best_of_n_with_a_perfect_reward_never_lowers_gold():
     assert golds[0] == pytest.approx(gold.mean())
     with pytest.raises(ValueError, match="does not divide"):
         best_of_n_table(gold, gold, [3])
+
+
+def test_best_of_n_expected_averages_over_every_subset():
+    # brute force: the RM's favourite (first on ties, as argmax) in each of the C(7, n) subsets
+    proxy = np.round(RNG.normal(size=(3, 7)))  # rounded, so that ties occur
+    gold = RNG.normal(size=(3, 7))
+    for n in range(1, 8):
+        want = [np.mean([gold[k, list(c)][np.argmax(proxy[k, list(c)])]
+                         for c in itertools.combinations(range(7), n)]) for k in range(3)]
+        got_gold, got_proxy = best_of_n_expected(proxy, gold, n)
+        np.testing.assert_allclose(got_gold, want, rtol=1e-12, atol=1e-12)
+    # at n = n_max the favourite itself; at n = 1 the mean; finite where C(256, n) overflows
+    big = RNG.normal(size=(4, 256))
+    np.testing.assert_allclose(best_of_n_expected(big, big, 256)[0], big.max(axis=1))
+    np.testing.assert_allclose(best_of_n_expected(big, -big, 1)[0], -big.mean(axis=1))
+    assert np.all(np.isfinite(best_of_n_expected(big, big, 128)[0]))
+    # disjoint groups (the table) estimate the same expectation: equal at n = 1 and n = n_max
+    table = best_of_n_table(big, -big, [1, 256])
+    assert table[256][0] == pytest.approx(best_of_n_expected(big, -big, 256)[0].mean())
+    with pytest.raises(ValueError, match=r"n must be in \[1, 256\]"):
+        best_of_n_expected(big, big, 257)
 
 
 def test_split_keeps_every_copy_of_a_comparison_on_one_side():

@@ -9,7 +9,8 @@ RM's mistakes are what picks the winner, bend down: Goodhart's law in its mildes
 
 To estimate the best-of-n rewards for several n from one set of samples, each prompt's
 ``n_max`` samples are split into ``n_max / n`` disjoint groups of n, and the winners' rewards
-are averaged over groups and prompts.
+are averaged over groups and prompts (``best_of_n_table``); ``best_of_n_expected`` averages
+over every subset of n instead, which uses each sample at every n.
 
 Entry point: ``run_best_of_n(config) -> BestOfNResult``.
 """
@@ -17,6 +18,7 @@ Entry point: ``run_best_of_n(config) -> BestOfNResult``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +60,42 @@ def best_of_n_table(proxy: np.ndarray, gold: np.ndarray, ns: list[int]
         out[n] = (float(np.take_along_axis(g, pick, -1).mean()),
                   float(np.take_along_axis(p, pick, -1).mean()))
     return out
+
+
+def best_of_n_expected(proxy: np.ndarray, gold: np.ndarray, n: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Per prompt, the expected (gold, proxy) of the RM's favourite among n samples drawn
+    without replacement from the cached n_max: an average over all C(n_max, n) subsets at once,
+    so every sample counts at every n (disjoint groups leave one group per prompt at n = n_max).
+
+    proxy, gold: (P, n_max). Returns two (P,) arrays. Sort a prompt's samples by proxy,
+    ascending; the sample of rank i (1-based) wins exactly the subsets whose other n - 1
+    members rank below it, C(i - 1, n - 1) of the C(n_max, n), so its weight is their ratio
+    (zero for i < n). Ties in the proxy are broken by position, as ``argmax`` does in
+    ``best_of_n_table``. The weights are computed in log space (C(256, 128) overflows float64).
+    """
+    proxy, gold = np.asarray(proxy, np.float64), np.asarray(gold, np.float64)
+    if proxy.shape != gold.shape or proxy.ndim != 2:
+        raise ValueError(f"best-of-n: proxy and gold must be (P, n_max) of one shape, got "
+                         f"{proxy.shape} and {gold.shape}")
+    n_max = proxy.shape[1]
+    if not 1 <= n <= n_max:
+        raise ValueError(f"best-of-n: n must be in [1, {n_max}] (the samples per prompt), got {n}")
+    rank = np.arange(1, n_max + 1)  # (n_max,) 1-based ranks, ascending proxy
+    lg = np.vectorize(math.lgamma)
+
+    def log_comb(a: np.ndarray, b: int) -> np.ndarray:
+        return lg(a + 1) - math.lgamma(b + 1) - lg(a - b + 1)
+
+    w = np.zeros(n_max)
+    ok = rank >= n
+    w[ok] = np.exp(log_comb(rank[ok] - 1, n - 1) - log_comb(np.array(n_max), n))
+    # ascending proxy; among ties the earlier sample ranks higher, so it wins, as with argmax
+    order = np.lexsort((-np.arange(n_max)[None, :].repeat(len(proxy), 0), proxy), axis=-1)
+    # order: (P, n_max) sample indices
+    g = np.take_along_axis(gold, order, -1)  # (P, n_max) gold in ascending proxy order
+    p = np.take_along_axis(proxy, order, -1)
+    return g @ w, p @ w
 
 
 @dataclass

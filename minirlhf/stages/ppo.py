@@ -412,12 +412,15 @@ def ppo_update(actors: Actors, tokens: np.ndarray, mask: np.ndarray, old: Scored
 
 def iteration_metrics(it: int, mask: np.ndarray, finished: np.ndarray, old: Scored,
                       kl: np.ndarray, returns: np.ndarray, stats: dict[str, float],
-                      golds: list[float], beta: float) -> dict[str, float]:
+                      golds: list[float], beta: float, valid: list[bool] | None = None
+                      ) -> dict[str, float | None]:
     """Step 6: one row of metrics.jsonl, with the names of TRL's PPO trainer (experimental in
     TRL, removed after 1.12) where it has one, and meaning its quantities: ``objective/kl`` and
     ``objective/entropy`` are per response (summed over its tokens, averaged over the batch);
     ``entropy`` is per token (TRL's GRPO name). ``golds`` is the rollout's gold reward,
-    measured for the log only: training never sees it."""
+    measured for the log only: training never sees it. ``valid`` (when given): which responses
+    are well-formed and finished; then ``valid_rate`` and ``gold_valid``, the mean gold of the
+    valid ones (None when there are none), which leaves out the invalid text's constant floor."""
     seq_kl = float(kl.sum(axis=1).mean())
     neg_logp = -(old.logp * mask)  # sampled-token estimate of the entropy, per token
     entropy = float(neg_logp.sum() / max(mask.sum(), 1.0))
@@ -435,7 +438,11 @@ def iteration_metrics(it: int, mask: np.ndarray, finished: np.ndarray, old: Scor
             "val/explained_variance": explained, "gold": float(np.mean(golds)),
             "objective/exact_kl": old.exact_kl,
             "response_length": float(mask.sum(axis=1).mean()),
-            "eos_rate": float(finished.mean()), "beta": beta}
+            "eos_rate": float(finished.mean()), "beta": beta,
+            **({} if valid is None else {
+                "valid_rate": float(np.mean(valid)),
+                "gold_valid": float(np.mean([g for g, v in zip(golds, valid, strict=True) if v]))
+                if any(valid) else None})}
 
 
 def _log_table(it: int, prompts: list[str], roll: Rollout, old: Scored, kl: np.ndarray,
@@ -483,8 +490,10 @@ def train_ppo(config: PPOConfig) -> PPOResult:
         # 6. metrics (gold is measured for the log; training never sees it)
         golds = [task.gold(p, t, f) for p, t, f in zip(prompts, roll.texts, roll.finished,
                                                        strict=True)]
+        valid = [task.valid(p, t, f) for p, t, f in zip(prompts, roll.texts, roll.finished,
+                                                        strict=True)]
         row = iteration_metrics(it, mask, roll.generation.finished, old, kl, returns, stats,
-                                golds, beta)
+                                golds, beta, valid)
         result.metrics.append(row)
         _health(row, result.metrics[0], warned, result.warnings)
         if config.table_every and it % config.table_every == 0:
