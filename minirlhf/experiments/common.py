@@ -130,9 +130,9 @@ class Context:
 
 def bars(path: Path, groups: dict[str, dict[str, float]], ylabel: str, title: str) -> str:
     """Grouped bars: one group per key of ``groups``, one bar per inner key."""
-    fig = Figure(figsize=(7, 3.8))
-    ax = fig.subplots()
     names = list(groups)
+    fig = Figure(figsize=(max(7.0, 1.3 * len(names)), 3.8))
+    ax = fig.subplots()
     inner = list(next(iter(groups.values())))
     width = 0.8 / len(inner)
     for k, key in enumerate(inner):
