@@ -88,6 +88,11 @@ def test_each_experiment_runs_quick_and_writes_its_numbers(tiny_run, name):
             assert d["difference"] == pytest.approx(
                 saved["conditions"]["sycophantic, 30% gold-checked"][alg]["sycophancy_rate"]
                 - saved["conditions"]["sycophantic raters"][alg]["sycophancy_rate"])
+    if name == "length-bias":
+        for c in saved["conditions"].values():
+            assert set(c["dpo_sweep"]) == {"beta 0.25", "beta 0.5", "beta 1.0"}
+            assert c["dpo_sweep"]["beta 0.5"]["gold"] == c["dpo"]["gold_reward"]
+        assert set(saved["matched_kl"]) == {"ppo", "dpo"}
     if name == "overoptimization":
         assert len(saved["best_of_n"]) == 4 and set(saved["ppo"]) == {"beta 0.0", "beta 0.01"}
         for curve in saved["best_of_n"].values():
@@ -96,6 +101,21 @@ def test_each_experiment_runs_quick_and_writes_its_numbers(tiny_run, name):
                                                           curve["gold_hi"], strict=True))
         for run in saved["ppo"].values():
             assert len(run["valid_text"]["valid_rate"]) == len(run["gold"])
+
+
+def test_length_bias_compares_at_matched_kl():
+    from minirlhf.experiments.length_bias import by_kl_bin, gold_at_kl
+
+    # iterations at KL 0.5, 0.7, 0.9 (bin 0-1), 1.5, 1.6 (too few for bin 1-2), 2.1 .. 2.5
+    kls = [0.5, 0.7, 0.9, 1.5, 1.6, 2.1, 2.3, 2.5]
+    rows = [{"objective/kl": k, "gold": 10 * k, "response_length": 30 + k} for k in kls]
+    bins = by_kl_bin(rows)
+    assert set(bins) == {"0-1", "2-3"}  # bins with fewer than 3 iterations are left out
+    assert bins["0-1"]["iterations"] == 3 and bins["0-1"]["gold"] == pytest.approx(7.0)
+    assert bins["2-3"]["length"] == pytest.approx(32.3)
+    # a sweep's gold between the two runs whose KLs bracket the target, in any order
+    assert gold_at_kl([3.0, 1.0, 2.0], [0.0, 4.0, 2.0], 1.5) == pytest.approx(3.0)
+    assert gold_at_kl([3.0, 1.0, 2.0], [0.0, 4.0, 2.0], 3.5) is None  # outside: no guess
 
 
 def test_hint_wrong_table_keeps_the_rates_per_prompt():
