@@ -73,7 +73,12 @@ def test_each_experiment_runs_quick_and_writes_its_numbers(tiny_run, name):
         assert (runs / "tiny" / "experiments" / name).exists() and open(plot, "rb").read(4) \
             == b"\x89PNG"
     if name == "rlaif":
-        assert set(saved["conditions"]) == {"human", "human+AI", "AI only"}
+        assert set(saved["conditions"]) == {"human", "human+AI", "AI only",
+                                            "human, steps matched"}
+        c = saved["conditions"]  # 64 human pairs for 3 passes: as many steps as 64 + 128 once
+        assert saved["matched_steps_epochs"] == 3
+        assert c["human, steps matched"]["dpo_steps"] == c["human+AI"]["dpo_steps"] \
+            == 3 * c["human"]["dpo_steps"]
         assert 0 <= saved["labelers"]["judge (RM on the human budget)"] <= 1
     if name == "sycophancy":
         assert set(saved["conditions"]) == {"honest raters", "sycophantic raters",

@@ -1,6 +1,8 @@
 """RLAIF: a small human budget, the same budget plus AI labels, and AI labels alone; each
 labeler's agreement with gold; the reward model and the DPO policy of each; the constitution's
-blind spot, exploited."""
+blind spot, exploited. The human budget also trains for as many steps as the human + AI
+labels do (more passes over the same pairs), so that more data is not confused with more
+steps."""
 
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from minirlhf.stages.reward import pair_metrics
 from minirlhf.world import get_task
 from minirlhf.world.ai_labelers import Constitution, ai_label, gold_agreement
 from minirlhf.world.preference_data import PreferencePair
+
+MATCHED = "human, steps matched"  # the human pairs for as many steps as human + AI
 
 
 # ------------------------------------------------------------------------------- RLAIF
@@ -53,18 +57,27 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
             [_as_rule(rule, p) for p in decided if not p.prompt.endswith(" not")]),
         "conditions": {},
     }
-    conditions = {"human": human, "human+AI": human + ai_pairs, "AI only": ai_pairs}
+    conditions = {"human": human, "human+AI": human + ai_pairs, "AI only": ai_pairs,
+                  MATCHED: human}
+    # as many optimizer steps on the human pairs as one pass over the human + AI pairs takes
+    passes = max(1, round((len(human) + len(ai_pairs)) / len(human)))
+    numbers["matched_steps_epochs"] = passes
     sft, tokenizer, _ = load_model(ctx.sft)
     task = get_task("reviews")
     for name, pairs in conditions.items():
-        key = name.replace("+", "_").replace(" ", "_")
-        rm = judge if name == "human" else ctx.reward(key, pairs, epochs=1)
+        key = name.replace("+", "_").replace(" ", "_").replace(",", "")
+        if name == "human":
+            rm = judge  # 3 passes: the judge of the AI labels
+        else:
+            rm = ctx.reward(key, pairs, epochs=passes if name == MATCHED else 1)
         gold_acc = pair_metrics(rm, test).get("gold_accuracy")
         bon = _best_of_n_gold(rm, sft, tokenizer, task, ctx.n(16, 4), ctx.config.seed,
                               ctx.n(80, 60))
-        policy = ctx.dpo(key, pairs)
+        policy = ctx.dpo(key, pairs, **({"epochs": passes} if name == MATCHED else {}))
         numbers["conditions"][name] = {
             "pairs": len(pairs), "rm_gold_accuracy": gold_acc, "best_of_16_gold": bon,
+            "rm_epochs": 3 if name == "human" else passes if name == MATCHED else 1,
+            "dpo_steps": policy.metrics[-1]["step"] if policy.metrics else None,
             "dpo": {**policy.report.to_dict(), **_negated_prompt_gold(policy.report)}}
         one_each = policy.report.samples[::ctx.n(4, 1)]  # one sample per evaluation prompt
         numbers["conditions"][name]["dpo_samples"] = (
