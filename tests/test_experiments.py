@@ -168,6 +168,19 @@ def test_best_of_n_curve_reports_a_fall_and_a_peak_only_where_measured():
     assert not c["peak_in_range"] and c["peak"] is None
 
 
+def test_trajectory_peak_averages_windows_instead_of_picking_the_luckiest_iteration():
+    from minirlhf.experiments.overoptimization import trajectory_peak
+
+    x = [0.0, 1.0, 2.0, 9.0, 2.0, 1.0, 0.0, 0.0]  # one lucky iteration at 9
+    t = trajectory_peak(x, window=3)
+    assert t["peak"] == pytest.approx(13 / 3) and t["peak_iteration"] == 3  # iterations 3..5
+    assert t["last"] == pytest.approx(1 / 3) and t["fall"] == pytest.approx(4.0)
+    t = trajectory_peak([1.0, None, 3.0, None, None, None], window=2)
+    assert t["peak"] == 3.0 and t["last"] is None and t["fall"] is None
+    with pytest.raises(ValueError, match="at least window=5"):
+        trajectory_peak([1.0, 2.0])
+
+
 def test_valid_gold_fit_leaves_out_iterations_without_valid_text():
     from minirlhf.experiments.overoptimization import valid_gold_fit
 

@@ -118,6 +118,31 @@ def valid_gold_fit(metrics: list[dict[str, Any]]) -> dict[str, Any]:
             "fitted_iterations": int(keep.sum()), "peak_in_range": in_range}
 
 
+def trajectory_peak(values: list[float | None], window: int = 5) -> dict[str, Any]:
+    """A noisy per-iteration curve summarised without picking its luckiest point: the means
+    over ``window`` consecutive iterations (iterations without a value left out of their
+    window), their largest (``peak``, and the iteration where that window starts), the
+    last window's mean (``last``) and ``fall`` = peak - last. The maximum of single
+    iterations would rise with their noise; a window's mean is what a seed interval can
+    compare. None where a window holds no value."""
+    x = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    if len(x) < window:
+        raise ValueError(f"trajectory_peak: need at least window={window} iterations, got "
+                         f"{len(x)}")
+    means = []
+    for i in range(len(x) - window + 1):
+        w = x[i:i + window]
+        means.append(float(np.mean(w[np.isfinite(w)])) if np.isfinite(w).any() else np.nan)
+    m = np.array(means)
+    if not np.isfinite(m).any():
+        return {"window": window, "peak": None, "peak_iteration": None, "last": None,
+                "fall": None}
+    k = int(np.nanargmax(m))
+    last = None if np.isnan(m[-1]) else float(m[-1])
+    return {"window": window, "peak": float(m[k]), "peak_iteration": k + 1, "last": last,
+            "fall": None if last is None else float(m[k] - last)}
+
+
 def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
     task = get_task("reviews")
     all_pairs = load_jsonl(ctx.preferences)
@@ -165,8 +190,10 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
     ax1.legend(fontsize=7)
     # PPO with little KL penalty against the small RM: every iteration is a checkpoint
     small_path = str(ctx.out / "rm_few_0" / "model.npz")
+    iterations = ctx.n(80, 3)
+    window = min(5, iterations)  # iterations averaged in trajectory_peak
     for beta in (0.0, 0.01):
-        run = ctx.ppo(f"beta_{beta}", small_path, beta=beta, iterations=ctx.n(80, 3))
+        run = ctx.ppo(f"beta_{beta}", small_path, beta=beta, iterations=iterations)
         kl = np.array([max(r["objective/kl"], 0.0) for r in run.metrics])
         g = np.array([r["gold"] for r in run.metrics])
         p = np.array([r["objective/scores"] for r in run.metrics])
@@ -176,6 +203,12 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
                                           "proxy": p.tolist(), "valid_text": valid,
                                           "gold_peak": float(g.max()),
                                           "d_at_gold_peak": float(d[int(np.argmax(g))]),
+                                          "gold_smoothed": trajectory_peak(g.tolist(), window),
+                                          "gold_valid_smoothed": trajectory_peak(
+                                              valid["gold_valid"], window),
+                                          "proxy_smoothed": trajectory_peak(p.tolist(), window),
+                                          "valid_rate_last": float(np.mean(
+                                              valid["valid_rate"][-window:])),
                                           "final": run.report.to_dict()}
         line, = ax2.plot(d, g, ".", ms=3, label=f"PPO β={beta}: gold (all text)")
         gv = np.array([np.nan if v is None else v for v in valid["gold_valid"]])
