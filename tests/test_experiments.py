@@ -173,7 +173,7 @@ def test_trajectory_peak_averages_windows_instead_of_picking_the_luckiest_iterat
 
     x = [0.0, 1.0, 2.0, 9.0, 2.0, 1.0, 0.0, 0.0]  # one lucky iteration at 9
     t = trajectory_peak(x, window=3)
-    assert t["peak"] == pytest.approx(13 / 3) and t["peak_iteration"] == 3  # iterations 3..5
+    assert t["peak"] == pytest.approx(13 / 3) and t["peak_iteration"] == 2  # iterations 2..4
     assert t["last"] == pytest.approx(1 / 3) and t["fall"] == pytest.approx(4.0)
     t = trajectory_peak([1.0, None, 3.0, None, None, None], window=2)
     assert t["peak"] == 3.0 and t["last"] is None and t["fall"] is None

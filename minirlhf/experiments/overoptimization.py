@@ -121,7 +121,8 @@ def valid_gold_fit(metrics: list[dict[str, Any]]) -> dict[str, Any]:
 def trajectory_peak(values: list[float | None], window: int = 5) -> dict[str, Any]:
     """A noisy per-iteration curve summarised without picking its luckiest point: the means
     over ``window`` consecutive iterations (iterations without a value left out of their
-    window), their largest (``peak``, and the iteration where that window starts), the
+    window), their largest (``peak``, and ``peak_iteration``, where that window starts,
+    counted from 0 as metrics.jsonl counts iterations), the
     last window's mean (``last``) and ``fall`` = peak - last. The maximum of single
     iterations would rise with their noise; a window's mean is what a seed interval can
     compare. None where a window holds no value."""
@@ -139,7 +140,7 @@ def trajectory_peak(values: list[float | None], window: int = 5) -> dict[str, An
                 "fall": None}
     k = int(np.nanargmax(m))
     last = None if np.isnan(m[-1]) else float(m[-1])
-    return {"window": window, "peak": float(m[k]), "peak_iteration": k + 1, "last": last,
+    return {"window": window, "peak": float(m[k]), "peak_iteration": k, "last": last,
             "fall": None if last is None else float(m[k] - last)}
 
 
