@@ -95,7 +95,7 @@ def test_each_experiment_runs_quick_and_writes_its_numbers(tiny_run, name):
                 - saved["conditions"]["sycophantic raters"][alg]["sycophancy_rate"])
     if name == "length-bias":
         for c in saved["conditions"].values():
-            assert set(c["dpo_sweep"]) == {"beta 0.25", "beta 0.5", "beta 1.0"}
+            assert set(c["dpo_sweep"]) == {"beta 0.25", "beta 0.5", "beta 1.0", "beta 2.0"}
             assert c["dpo_sweep"]["beta 0.5"]["gold"] == c["dpo"]["gold_reward"]
         assert set(saved["matched_kl"]) == {"ppo", "dpo"}
     if name == "overoptimization":

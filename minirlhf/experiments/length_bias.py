@@ -19,7 +19,7 @@ from minirlhf.world import get_task
 from minirlhf.world.preference_data import load_jsonl
 
 KL_BINS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0)  # nats per response: PPO's iterations grouped by KL
-DPO_BETAS = (0.25, 0.5, 1.0)  # DPO's sweep; 0.5 is the stage's default (the main runs)
+DPO_BETAS = (0.25, 0.5, 1.0, 2.0)  # DPO's sweep; 0.5 is the stage's default (the main runs)
 
 
 # ------------------------------------------------------------------------- length bias
