@@ -109,7 +109,8 @@ def test_each_experiment_runs_quick_and_writes_its_numbers(tiny_run, name):
 
 
 def test_length_bias_compares_at_matched_kl():
-    from minirlhf.experiments.length_bias import by_kl_bin, gold_at_kl
+    from minirlhf.experiments.common import gold_at_kl
+    from minirlhf.experiments.length_bias import by_kl_bin
 
     # iterations at KL 0.5, 0.7, 0.9 (bin 0-1), 1.5, 1.6 (too few for bin 1-2), 2.1 .. 2.5
     kls = [0.5, 0.7, 0.9, 1.5, 1.6, 2.1, 2.3, 2.5]
@@ -324,4 +325,23 @@ def test_dpo_details_rescales_beta_for_the_mean_and_pairs_every_run(tiny_run):
         if name != MAIN:
             for k in COMPARED:
                 assert row[f"{k}_minus_main"] == pytest.approx(row[k] - main[k], abs=1e-12)
+    m = n["online_at_matched_kl"]
+    assert m["kl"] == n["runs"]["online, 4 rounds"]["kl_to_ref"]
+    if m["in_range"]:
+        assert m["gold_difference"] == pytest.approx(
+            n["runs"]["online, 4 rounds"]["gold_reward"] - m["offline_gold"])
     assert open(r.plots[0], "rb").read(4) == b"\x89PNG"
+
+
+def test_online_dpo_is_matched_on_the_offline_sweep():
+    from minirlhf.experiments.dpo_details import MAIN, ONLINE, online_at_matched_kl
+
+    def rep(kl, gold):
+        return {"kl_to_ref": kl, "gold_reward": gold}
+
+    sweep = {"beta=0.2": rep(6.0, 1.0), MAIN: rep(4.0, 2.0), "beta=1": rep(2.0, 1.5)}
+    m = online_at_matched_kl({**sweep, ONLINE: rep(3.0, 2.5)})
+    assert m["in_range"] and m["offline_gold"] == pytest.approx(1.75)  # halfway from 2 to 4
+    assert m["gold_difference"] == pytest.approx(0.75)
+    m = online_at_matched_kl({**sweep, ONLINE: rep(1.0, 2.5)})  # below the sweep: no guess
+    assert not m["in_range"] and "gold_difference" not in m

@@ -1,5 +1,5 @@
 """What the experiments share: their config and result, the context that gives each stage its
-paths and budgets (full or quick), and a bar chart."""
+paths and budgets (full or quick), gold at matched KL along a sweep, and a bar chart."""
 
 
 from __future__ import annotations
@@ -126,6 +126,16 @@ class Context:
     def save(self, numbers: dict[str, Any]) -> None:
         (self.out / "results.json").write_text(json.dumps(numbers, indent=2, sort_keys=True)
                                                + "\n")
+
+
+def gold_at_kl(kl: list[float], gold: list[float], target: float) -> float | None:
+    """Gold interpolated linearly between the two runs of a sweep whose KLs bracket
+    ``target`` (the runs sorted by KL); None when ``target`` lies outside the sweep's KLs."""
+    order = np.argsort(kl)
+    k, g = np.asarray(kl, dtype=np.float64)[order], np.asarray(gold, dtype=np.float64)[order]
+    if not k[0] <= target <= k[-1]:
+        return None
+    return float(np.interp(target, k, g))
 
 
 def bars(path: Path, groups: dict[str, dict[str, float]], ylabel: str, title: str) -> str:

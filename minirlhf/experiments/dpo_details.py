@@ -1,7 +1,8 @@
 """DPO's knobs, measured: beta swept (0.2, the default 0.5, 1.0); log-probabilities averaged
 per token instead of summed, at the same beta and at beta rescaled by the mean response length
-(the same strength); the same label budget spent online, in four rounds. All on the pipeline's
-SFT policy and preference pairs.
+(the same strength); the same label budget spent online, in four rounds, also compared with
+the offline sweep at the online run's KL. All on the pipeline's SFT policy and preference
+pairs.
 
 With a per-token mean, h shrinks by about the response length L (tokens, EOS included), so
 beta h, the only place beta enters the loss, is about L times smaller at the same beta: the
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from minirlhf.experiments.common import Context
+from minirlhf.experiments.common import Context, gold_at_kl
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.stages.dpo import chosen_logp_warning
 from minirlhf.world.preference_data import PreferencePair, encode_chosen_rejected, load_jsonl
@@ -23,6 +24,8 @@ from minirlhf.world.preference_data import PreferencePair, encode_chosen_rejecte
 NEEDS = ("sft", "preferences")  # the pipeline's SFT policy and preference pairs
 
 MAIN = "beta=0.5"  # the stage's default: summed log-probs, offline
+OFFLINE_SWEEP = ("beta=0.2", MAIN, "beta=1")  # offline, summed: the curve online is matched on
+ONLINE = "online, 4 rounds"
 COMPARED = ("gold_reward", "kl_to_ref", "win_rate_vs_sft", "valid_rate", "mean_length")
 
 
@@ -42,7 +45,7 @@ def runs(mean_len: float) -> dict[str, dict[str, Any]]:
         "mean log-probs, beta=0.5": dict(beta=0.5, mean_logps=True),
         f"mean log-probs, beta=0.5*L={0.5 * mean_len:.1f}": dict(beta=0.5 * mean_len,
                                                                    mean_logps=True),
-        "online, 4 rounds": dict(beta=0.5, online_rounds=4),
+        ONLINE: dict(beta=0.5, online_rounds=4),
     }
 
 
@@ -69,7 +72,22 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
         if name != MAIN:
             numbers["runs"][name].update({f"{k}_minus_main": rep[k] - reports[MAIN][k]
                                           for k in COMPARED})
+    numbers["online_at_matched_kl"] = online_at_matched_kl(reports)
     return numbers, [_plot(ctx, reports)]
+
+
+def online_at_matched_kl(reports: dict[str, dict]) -> dict[str, Any]:
+    """Online DPO against offline DPO at the same KL: the offline beta sweep's gold
+    interpolated at the online run's KL (``gold_at_kl``), where the sweep's KLs bracket it.
+    ``reports``: run name -> its figures (``PolicyReport.to_dict``)."""
+    online = reports[ONLINE]
+    sweep = [reports[name] for name in OFFLINE_SWEEP]
+    offline = gold_at_kl([r["kl_to_ref"] for r in sweep], [r["gold_reward"] for r in sweep],
+                         online["kl_to_ref"])
+    out: dict[str, Any] = {"kl": online["kl_to_ref"], "in_range": offline is not None}
+    if offline is not None:
+        out.update(offline_gold=offline, gold_difference=online["gold_reward"] - offline)
+    return out
 
 
 def _plot(ctx: Context, reports: dict[str, dict]) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from minirlhf.config import stream
-from minirlhf.experiments.common import Context, bars
+from minirlhf.experiments.common import Context, bars, gold_at_kl
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.sampling import generate_text
 from minirlhf.stages.reward import pair_metrics
@@ -38,16 +38,6 @@ def by_kl_bin(metrics: list[dict[str, Any]], edges: tuple[float, ...] = KL_BINS,
                                    "gold": float(np.mean([r["gold"] for r in rows])),
                                    "length": float(np.mean([r["response_length"] for r in rows]))}
     return out
-
-
-def gold_at_kl(kl: list[float], gold: list[float], target: float) -> float | None:
-    """Gold interpolated linearly between the two runs of a sweep whose KLs bracket
-    ``target`` (the runs sorted by KL); None when ``target`` lies outside the sweep's KLs."""
-    order = np.argsort(kl)
-    k, g = np.asarray(kl, dtype=np.float64)[order], np.asarray(gold, dtype=np.float64)[order]
-    if not k[0] <= target <= k[-1]:
-        return None
-    return float(np.interp(target, k, g))
 
 
 def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
