@@ -272,12 +272,13 @@ def seed_interval(values: np.ndarray) -> tuple[float, float, float]:
 
 
 def _over_seeds(runs: list[dict[str, Any]]) -> tuple[dict, dict, dict]:
-    """(means, 95% intervals, per-seed values) of the keys whose value is a number in every
-    run."""
+    """(means, 95% intervals, per-seed values) of the keys whose value is a finite number in
+    every run (a fit's peak at infinity, say, has no mean over seeds)."""
     per_seed = {}
     for key in runs[0]:
         values = [r.get(key) for r in runs]
-        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        if all(isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+               for v in values):
             per_seed[key] = [float(v) for v in values]
     means, cis = {}, {}
     for key, values in per_seed.items():

@@ -98,3 +98,13 @@ def test_an_experiment_with_seeds_aggregates_its_results(tiny_run, capsys):
     assert nested["mean"] == nested["over_seeds"]["mean"]["mean"] == pytest.approx(
         np.mean(per_seed))
     assert f"arms/{arm}/gold_accuracy/mean:" in out
+
+
+def test_over_seeds_leaves_out_figures_that_are_not_finite_in_some_seed():
+    from minirlhf.evaluation import nested_over_seeds
+
+    runs = [{"gold": 1.0, "fit": {"d_peak": 3.0, "alpha": 1.0}},
+            {"gold": 2.0, "fit": {"d_peak": float("inf"), "alpha": 2.0}}]
+    out = nested_over_seeds(runs)
+    assert out["gold"] == 1.5 and out["fit"]["alpha"] == 1.5
+    assert "d_peak" not in out["fit"] and "d_peak" not in out["fit"]["over_seeds"]["per_seed"]
