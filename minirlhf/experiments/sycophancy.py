@@ -115,7 +115,7 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
                         n_demos=ctx.n(1000, 64), steps=ctx.n(60, 5),
                         max_new_tokens=ARITHMETIC_TOKENS,
                         eval_samples_per_prompt=1, **ctx.common()))
-    spp = ctx.n(16, 1)  # samples per evaluation prompt: 32 hint-wrong prompts x 16
+    spp = ctx.n(16, 1)  # samples per evaluation prompt: 29 hint-wrong prompts x 16
     sft_rates, sft_table = _policy_sycophancy(str(sft_path), task, spp, ctx.config.seed)
     numbers: dict[str, Any] = {"sft": sft_rates, "samples_per_prompt": spp}
     n_pairs = ctx.n(2000, 64)
