@@ -79,7 +79,8 @@ def blas_threads() -> int:
 
 def environment() -> dict[str, Any]:
     """What a run's numbers depend on besides its seed and settings: the Python and NumPy
-    versions, the BLAS library under NumPy and its thread count (``blas_threads``), and the CPU.
+    versions, the BLAS library under NumPy and its thread count (``blas_threads``), the CPU and
+    its vector extensions (``simd``, from /proc/cpuinfo where there is one).
     The same values and the same seed give the same numbers bit for bit; anything else gives
     numbers that agree within their intervals. summary.json and report.md record it."""
     import platform
@@ -91,14 +92,25 @@ def environment() -> dict[str, Any]:
     except Exception:  # noqa: BLE001 (an older NumPy, or a build that does not say)
         pass
     cpu = platform.processor() or platform.machine()
+    simd = "unknown"
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
+            lines = f.read().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines
+                   if line.startswith("model name"))
+        flags = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
+        # the vector extensions NumPy's and the BLAS's kernels choose between at run time: two
+        # machines with one model name but other extensions may run other kernels, which may
+        # round differently
+        simd = " ".join(f for f in SIMD_FLAGS if f in flags) or "none"
     except (OSError, StopIteration):
         pass
     return {"python": platform.python_version(), "numpy": np.__version__, "blas": blas,
-            "blas_threads": blas_threads(), "cpu": cpu}
+            "blas_threads": blas_threads(), "cpu": cpu, "simd": simd}
+
+
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
+              "amx_tile", "asimd", "sve")  # x86 and Arm flags as /proc/cpuinfo names them
 
 
 def peak_rss_mb() -> float | None:

@@ -128,8 +128,10 @@ def _environment_line(env: dict[str, Any] | None) -> str:
     """Where the numbers were made, and what reproduces them."""
     if not env:
         return "Machine: not recorded."
+    simd = env.get("simd", "vector extensions not recorded")
     return (f"Machine: Python {env['python']}, NumPy {env['numpy']}, BLAS {env['blas']} with "
-            f"{env['blas_threads']} thread(s), CPU {env['cpu']}. The same machine, thread count "
+            f"{env['blas_threads']} thread(s), CPU {env['cpu']} ({simd}). The same machine, "
+            "thread count "
             "and seed reproduce every number bit for bit; anywhere else they agree within their "
             "intervals, not to the last digit.")
 

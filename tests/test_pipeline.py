@@ -67,6 +67,7 @@ def test_report_and_summary(finished):
     env = summary["environment"]  # what the numbers depend on besides the seed
     assert env["numpy"] == np.__version__ and env["blas_threads"] == blas_threads()
     assert env["python"] == platform.python_version() and env["cpu"] and env["blas"]
+    assert env["simd"] and f"({env['simd']})" in report  # the vector extensions, named
     assert f"NumPy {np.__version__}" in report and f"{blas_threads()} thread(s)" in report
     for line in report.splitlines():  # every linked plot exists
         if line.startswith("!["):
