@@ -160,16 +160,23 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     Starts from a finished run; writes results.json and plots."""
     import json
 
-    from minirlhf.experiments import ExperimentConfig, default_base, run_experiment
+    from minirlhf.experiments import (
+        ExperimentConfig,
+        default_base,
+        default_seeds,
+        run_experiment,
+    )
 
     _logging(args)
     base = args.base or default_base(args.name, args.quick)
     config = ExperimentConfig(name=args.name, base=base, runs_dir=args.runs_dir,
                               quick=args.quick, seed=args.seed, progress=not args.quiet)
-    if getattr(args, "seeds", 1) != 1:
+    n = getattr(args, "seeds", None)
+    n = default_seeds(args.name, args.quick) if n is None else n
+    if n != 1:
         from minirlhf.experiments import run_experiment_seeds
 
-        numbers = run_experiment_seeds(config, args.seeds)
+        numbers = run_experiment_seeds(config, n)
         seeds = numbers["run_seeds"]
         print(f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): "
               "mean ± 95% half-width over seeds (Student's t)")
@@ -322,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiment", help="RLAIF, sycophancy, length bias, overoptimization, "
                        "critic-free RL, rankings, PPO's and DPO's knobs",
                        description=cmd_experiment.__doc__)
-    from minirlhf.experiments import EXPERIMENTS
+    from minirlhf.experiments import EXPERIMENTS, default_seeds
 
     p.add_argument("name", choices=list(EXPERIMENTS))
     p.add_argument("--base", help="the run to start from (default: default, or tiny with "
@@ -330,10 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default="runs", help="where pipeline runs live")
     p.add_argument("--quick", action="store_true", help="small budgets (for tests)")
     p.add_argument("--seed", type=int, default=0, help="seeds every stage")
-    p.add_argument("--seeds", type=int, default=1, metavar="N",
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
                    help="N runs with seeds SEED .. SEED+N-1, each in experiments/NAME/seedK/, "
                         "then every number's mean and 95%% interval over seeds in "
-                        "experiments/NAME/seeds.json")
+                        "experiments/NAME/seeds.json (default: " + ", ".join(
+                            f"{default_seeds(e, False)} for {e}" for e in EXPERIMENTS
+                            if default_seeds(e, False) != 1) + "; 1, one run, for the others "
+                        "and with --quick: three seeds where three run in about 5 minutes)")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     p.set_defaults(func=cmd_experiment)
 

@@ -120,3 +120,32 @@ def test_environment_names_the_cpus_vector_extensions(tmp_path, monkeypatch):
         cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
     env = config.environment()
     assert env["cpu"] == "Some CPU" and env["simd"] == "sse4_2 avx avx2 fma avx512f"
+
+
+def test_an_experiment_runs_its_default_seeds_unless_told(monkeypatch, capsys):
+    import minirlhf.experiments as experiments
+    from minirlhf.experiments import EXPERIMENTS, default_seeds
+
+    assert default_seeds("rlaif", quick=False) == 3  # three seeds fit in about 5 minutes
+    assert default_seeds("rlaif", quick=True) == 1  # --quick is a seconds-long check
+    assert default_seeds("ppo-details", quick=False) == 1  # one seed takes 5 minutes already
+    assert all(default_seeds(name, quick=True) == 1 for name in EXPERIMENTS)
+    calls = []
+
+    def fake_seeds(config, n):
+        calls.append((config.name, n))
+        return {"run_seeds": list(range(n)), "path": "seeds.json"}
+
+    def fake_one(config):
+        calls.append((config.name, 1))
+        raise SystemExit(0)  # one run: the call is all this test needs
+
+    monkeypatch.setattr(experiments, "run_experiment_seeds", fake_seeds)
+    monkeypatch.setattr(experiments, "run_experiment", fake_one)
+    assert main(["experiment", "rlaif", "-q"]) == 0
+    assert main(["experiment", "rlaif", "--seeds", "2", "-q"]) == 0
+    with pytest.raises(SystemExit):
+        main(["experiment", "rlaif", "--quick", "-q"])
+    with pytest.raises(SystemExit):
+        main(["experiment", "sycophancy", "-q"])
+    assert calls == [("rlaif", 3), ("rlaif", 2), ("rlaif", 1), ("sycophancy", 1)]

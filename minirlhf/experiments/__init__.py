@@ -61,7 +61,8 @@ from minirlhf.experiments.common import Context, ExperimentConfig, ExperimentRes
 
 # The registry: an experiment is one file with a ``run(ctx)`` and one line here. A module may
 # say which base run it starts from (BASE, default "default"), which of that run's stages it
-# reads (NEEDS) and the command that makes them when it is not the pipeline (ROUTE).
+# reads (NEEDS), the command that makes them when it is not the pipeline (ROUTE) and how many
+# seeds its command runs by default (SEEDS, default 1; see ``default_seeds``).
 EXPERIMENTS: dict[str, ModuleType] = {
     "rlaif": rlaif,
     "sycophancy": sycophancy,
@@ -78,6 +79,15 @@ EXPERIMENTS: dict[str, ModuleType] = {
 def default_base(name: str, quick: bool) -> str:
     """The base run an experiment starts from when none is given."""
     return getattr(EXPERIMENTS[name], "BASE", "tiny" if quick else "default")
+
+
+def default_seeds(name: str, quick: bool) -> int:
+    """How many seeds ``experiment NAME`` runs without ``--seeds``: the module's SEEDS, 1 with
+    ``--quick`` (a seconds-long check). The rule behind each SEEDS: three seeds where three run
+    in about 5 minutes on 2 cores, else one. Two are not worth their time: with two seeds
+    Student's t puts the 95% interval at 12.7 standard errors either side of the mean, and a
+    single run already carries bootstrap intervals over its evaluation prompts."""
+    return 1 if quick else int(getattr(EXPERIMENTS[name], "SEEDS", 1))
 
 
 def run_experiment(config: ExperimentConfig) -> ExperimentResult:
