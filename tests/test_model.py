@@ -126,6 +126,39 @@ def test_cached_logits_equal_uncached(dtype, tol):
     assert full.dtype == dtype
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_decode_equals_the_cached_forward_to_the_last_bit(dtype, threads, monkeypatch):
+    """GPT.decode, generation's one-token step on arrays, gives the logits of the forward pass
+    (the autograd ops) at every position, bit for bit, with the ops split over threads or not
+    (every op split here, however small), and leaves the cache as the forward would."""
+    from minirlhf.autograd import runtime
+
+    monkeypatch.setattr(runtime, "MIN_PARALLEL_ELEMENTS", 0)
+    before = runtime.threads()
+    if runtime.set_threads(threads) != threads:
+        pytest.skip("the BLAS's thread count cannot be set here (not OpenBLAS)")
+    try:
+        model = _randomised(GPT(CFG).to(dtype), std=0.2)
+        idx = np.random.default_rng(4).integers(0, CFG.vocab_size, (3, 11))
+        with no_grad():
+            cache, twin = KVCache(CFG, 3, dtype), KVCache(CFG, 3, dtype)
+            model(idx[:, :4], cache)  # a prefill of 4, then one token at a time
+            model(idx[:, :4], twin)
+            for t in range(4, 11):
+                got = model.decode(idx[:, t], cache)
+                want = model(idx[:, t:t + 1], twin).data[:, 0]
+                np.testing.assert_array_equal(got, want, err_msg=f"position {t}")
+    finally:
+        runtime.set_threads(before)
+    assert got.dtype == dtype and cache.pos == twin.pos == 11
+    for layer in range(CFG.n_layer):
+        np.testing.assert_array_equal(cache.k[layer], twin.k[layer])
+        np.testing.assert_array_equal(cache.v[layer], twin.v[layer])
+    with pytest.raises(ValueError, match="2 tokens for a cache of 3 rows"):
+        model.decode(idx[:2, 0], cache)
+
+
 def test_overfits_one_batch():
     from minirlhf.lm.optim import AdamW
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from minirlhf.autograd.ops import gelu  # noqa: F401  (re-exported: F.gelu)
+from minirlhf.autograd.ops import gelu, gelu_into  # noqa: F401  (re-exported: F.gelu)
 from minirlhf.autograd.runtime import matmul_rows, matmul_tn, parallel_rows
 from minirlhf.autograd.tensor import Tensor
 
@@ -172,6 +172,22 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return Tensor._make(out, parents, "linear", backward)
 
 
+def layer_norm_into(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
+                    eps: float, xhat: np.ndarray, rstd: np.ndarray, out: np.ndarray) -> None:
+    """Layer norm's forward on arrays, written into preallocated ones. x, xhat, out: (N, C);
+    rstd: (N, 1); weight, bias: (C,) or None. ``layer_norm`` runs it on each thread's rows (and
+    keeps xhat and rstd for its backward); the decoder of ``minirlhf.lm.model`` on its buffers."""
+    xc = x - _mean_last(x)  # (N, C)
+    np.divide(1.0, np.sqrt(_mean_last(xc * xc) + eps), out=rstd)  # (N, 1)
+    np.multiply(xc, rstd, out=xhat)  # (N, C)
+    if weight is not None:
+        np.multiply(xhat, weight, out=out)
+    else:
+        out[...] = xhat
+    if bias is not None:
+        out += bias
+
+
 def layer_norm(
     x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5
 ) -> Tensor:
@@ -192,19 +208,9 @@ def layer_norm(
     out = np.empty_like(x2)  # (N, C)
 
     # Each row is normalised on its own, so the rows are split over the threads (runtime.py).
-    def forward(lo, hi):
-        xc = x2[lo:hi] - _mean_last(x2[lo:hi])  # (n, C)
-        rstd = rstd_all[lo:hi]
-        np.divide(1.0, np.sqrt(_mean_last(xc * xc) + eps), out=rstd)  # (n, 1)
-        xhat = np.multiply(xc, rstd, out=xhat_all[lo:hi])  # (n, C)
-        if weight is not None:
-            np.multiply(xhat, weight.data, out=out[lo:hi])
-        else:
-            out[lo:hi] = xhat
-        if bias is not None:
-            out[lo:hi] += bias.data
-
-    parallel_rows(N, forward, N * C)
+    w, b = (None if p is None else p.data for p in (weight, bias))
+    parallel_rows(N, lambda lo, hi: layer_norm_into(x2[lo:hi], w, b, eps, xhat_all[lo:hi],
+                                                    rstd_all[lo:hi], out[lo:hi]), N * C)
     out = out.reshape(x.shape)  # (*s, C)
     parents = tuple(p for p in (x, weight, bias) if p is not None)
 

@@ -206,6 +206,21 @@ def relu(a: Tensor) -> Tensor:
     return Tensor._make(out, (a,), "relu", backward)
 
 
+def gelu_into(x: np.ndarray, s: np.ndarray, out: np.ndarray) -> None:
+    """GELU's forward on arrays, in place: s = sigmoid(2u) (kept for the backward), out =
+    gelu(x) = x s. x, s, out: one shape. ``gelu`` runs it on each thread's range; the decoder
+    of ``minirlhf.lm.model`` on its preallocated buffers."""
+    np.multiply(x, x, out=s)
+    s *= -2.0 * 0.044715 * _GELU_C
+    s -= 2.0 * _GELU_C
+    s *= x  # -2u
+    with np.errstate(over="ignore"):
+        np.exp(s, out=s)
+    s += 1.0
+    np.reciprocal(s, out=s)  # s
+    np.multiply(x, s, out=out)
+
+
 def gelu(a: Tensor) -> Tensor:
     """GELU with GPT-2's tanh approximation. (*s) -> (*s)
 
@@ -220,20 +235,7 @@ def gelu(a: Tensor) -> Tensor:
     x = a.data.reshape(-1)  # (n,)
     s = np.empty_like(x)  # sigmoid(2u), kept for the backward
     out = np.empty_like(x)
-
-    def forward(lo, hi):
-        xs, ss = x[lo:hi], s[lo:hi]
-        np.multiply(xs, xs, out=ss)
-        ss *= -2.0 * 0.044715 * _GELU_C
-        ss -= 2.0 * _GELU_C
-        ss *= xs  # -2u
-        with np.errstate(over="ignore"):
-            np.exp(ss, out=ss)
-        ss += 1.0
-        np.reciprocal(ss, out=ss)  # s
-        np.multiply(xs, ss, out=out[lo:hi])
-
-    parallel_rows(x.size, forward, x.size)
+    parallel_rows(x.size, lambda lo, hi: gelu_into(x[lo:hi], s[lo:hi], out[lo:hi]), x.size)
     out = out.reshape(a.shape)
 
     def backward(g):

@@ -165,18 +165,28 @@ def configure(threads: int | None = None) -> int:
     return set_threads(blas_threads() if threads is None else threads)
 
 
-def parallel_rows(n_rows: int, fn: Callable[[int, int], object], elements: int) -> None:
+def parallel_rows(n_rows: int, fn: Callable[[int, int], object], elements: int,
+                  here: bool = False) -> None:
     """Call ``fn(lo, hi)`` on contiguous row ranges covering [0, n_rows), one range per
     thread, and wait for all of them. ``fn`` writes its rows of preallocated outputs (it
     returns nothing), so ranges never touch the same memory. ``elements``, the size of the
     work (multiply-adds for a product), decides whether splitting pays
     (``MIN_PARALLEL_ELEMENTS``); small work, one thread, calls from inside a worker, and a
     call made while another thread is splitting (the workers are busy; the engine itself never
-    does this) run as one ``fn(0, n_rows)``."""
+    does this) run as one ``fn(0, n_rows)``.
+
+    ``here=True``: the same ranges, run one after another on this thread. Each range is the
+    same call either way, so the numbers are those of the split; it is for work so small that a
+    hand-off (15-30 microseconds) costs more than the second core saves, such as generation's
+    one token per row (``GPT.decode``)."""
     p = min(_threads, n_rows)
     if p <= 1 or _pool is None or elements < MIN_PARALLEL_ELEMENTS or getattr(
             _inside, "worker", False):
         fn(0, n_rows)
+        return
+    if here:
+        for i in range(p):
+            fn(n_rows * i // p, n_rows * (i + 1) // p)
         return
     if not _splitting.acquire(blocking=False):  # another thread of the caller's is splitting
         fn(0, n_rows)
@@ -207,13 +217,16 @@ def _split(p: int, n_rows: int, fn: Callable[[int, int], object]) -> None:
 
 
 # ------------------------------------------------------- the two products every layer makes
-def matmul_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def matmul_rows(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
+                here: bool = False) -> np.ndarray:
     """a @ b with a's rows split over the threads. a: (N, k), b: (k, m) -> (N, m)
 
-    The forward of a linear layer (x W) and its input gradient (g W^T)."""
+    The forward of a linear layer (x W) and its input gradient (g W^T). ``out``: an (N, m)
+    array to write into; ``here``: the same row ranges, all on this thread (``parallel_rows``)."""
     N, m = a.shape[0], b.shape[1]
-    out = np.empty((N, m), np.result_type(a, b))
-    parallel_rows(N, lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), N * a.shape[1] * m)
+    out = np.empty((N, m), np.result_type(a, b)) if out is None else out
+    parallel_rows(N, lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), N * a.shape[1] * m,
+                  here)
     return out
 
 

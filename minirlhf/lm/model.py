@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from minirlhf.autograd import functional as F
+from minirlhf.autograd.runtime import matmul_rows, parallel_rows
 from minirlhf.autograd.tensor import Tensor
 from minirlhf.config import stream
 from minirlhf.lm.nn import Embedding, LayerNorm, Linear, Module, ModuleList
@@ -68,6 +69,12 @@ class KVCache:
         self.v = [np.zeros(shape, dtype) for _ in range(config.n_layer)]
         self.pos = 0  # positions filled so far
         self.block_size = config.block_size
+        # working arrays of GPT.decode (one token per row), allocated once for every step
+        C, B = config.n_embd, batch_size
+        self.work = {name: np.empty(shape, dtype) for name, shape in (
+            ("x", (B, C)), ("h", (B, C)), ("xhat", (B, C)), ("rstd", (B, 1)), ("qkv", (B, 3 * C)),
+            ("y", (B, C)), ("proj", (B, C)), ("fc", (B, 4 * C)), ("s", (B, 4 * C)),
+            ("gelu", (B, 4 * C)))}
 
     def store(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Write new keys/values (B, nh, T, hs) at [pos, pos + T); return all (B, nh, pos+T, hs)."""
@@ -172,3 +179,52 @@ class GPT(Module):
     def forward(self, idx: np.ndarray, cache: KVCache | None = None) -> Tensor:
         """idx: (B, T) int -> logits (B, T, vocab_size)"""
         return self.lm_logits(self.hidden(idx, cache))
+
+    def decode(self, tok: np.ndarray, cache: KVCache) -> np.ndarray:
+        """Logits for the next position after one more token per row: what generation calls
+        once per new token. tok: (B,) ids, read at position cache.pos -> logits (B, vocab_size)
+
+        The same computation as ``self(tok[:, None], cache).data[:, 0]``, to the last bit
+        (tests/test_model.py), written on arrays into the buffers the cache keeps
+        (``KVCache.work``) with no autograd graph: at one token per row every array is small,
+        so the time goes to NumPy calls, new arrays and thread hand-offs, not to arithmetic.
+        Layer norm and GELU run the kernels their autograd ops run (``F.layer_norm_into``,
+        ``F.gelu_into``); each product splits its rows into the ranges the forward's would, but
+        runs them on this thread (``matmul_rows(..., here=True)``): the same numbers, without
+        a hand-off that costs more than the product (benchmarks/README.md)."""
+        B, C, nh = len(tok), self.config.n_embd, self.config.n_head
+        hs, pos, w = C // nh, cache.pos, cache.work
+        if w["x"].shape[0] != B:
+            raise ValueError(f"GPT.decode: {B} tokens for a cache of {w['x'].shape[0]} rows")
+        if pos >= self.config.block_size:
+            raise ValueError(f"GPT.decode: position {pos} is past block_size "
+                             f"{self.config.block_size}")
+
+        def norm(x, ln):  # (B, C) -> w["h"], in the row ranges F.layer_norm uses
+            parallel_rows(B, lambda lo, hi: F.layer_norm_into(
+                x[lo:hi], ln.weight.data, ln.bias.data, ln.eps, w["xhat"][lo:hi],
+                w["rstd"][lo:hi], w["h"][lo:hi]), B * C, here=True)
+            return w["h"]
+
+        def linear(x, layer, out):  # x W + b, into out; the rows in the ranges F.linear uses
+            matmul_rows(x, layer.weight.data, out, here=True)
+            out += layer.bias.data
+            return out
+
+        x = np.add(self.wte.weight.data[tok], self.wpe.weight.data[pos], out=w["x"])  # (B, C)
+        for layer, block in enumerate(self.h):
+            qkv = linear(norm(x, block.ln_1), block.attn.c_attn, w["qkv"])  # (B, 3C)
+            q, k, v = qkv.reshape(B, 3, nh, 1, hs).transpose(1, 0, 2, 3, 4)  # 3 x (B, nh, 1, hs)
+            keys, values = cache.store(layer, k, v)  # (B, nh, pos + 1, hs)
+            att = q @ keys.swapaxes(-1, -2)  # (B, nh, 1, pos + 1): one query sees every key
+            att *= 1.0 / float(np.sqrt(hs))
+            att -= att.max(axis=-1, keepdims=True)
+            np.exp(att, out=att)
+            att /= att.sum(axis=-1, keepdims=True)  # P
+            np.matmul(att, values, out=w["y"].reshape(B, nh, 1, hs))  # (B, nh, 1, hs)
+            x += linear(w["y"], block.attn.c_proj, w["proj"])  # heads side by side: (B, C)
+            fc = linear(norm(x, block.ln_2), block.mlp.c_fc, w["fc"])  # (B, 4C)
+            F.gelu_into(fc, w["s"], w["gelu"])
+            x += linear(w["gelu"], block.mlp.c_proj, w["proj"])  # (B, C)
+        cache.pos += 1
+        return matmul_rows(norm(x, self.ln_f), self.wte.weight.data.T, here=True)  # (B, V)

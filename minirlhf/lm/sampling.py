@@ -116,9 +116,9 @@ def generate(model: GPT, prompts: Sequence[Sequence[int]] | np.ndarray, max_new_
             logprobs[generating, t] = lp[generating]
             mask[generating, t] = 1.0
             done |= generating & (tok == eos_id)
-            if t + 1 < total:
-                step_in = tokens[:, t:t + 1] if cache is not None else tokens[:, : t + 1]
-                logits = model(step_in, cache).data[:, -1]
+            if t + 1 < total:  # with the cache, one decode step (GPT.decode, no graph)
+                logits = (model.decode(tokens[:, t], cache) if cache is not None
+                          else model(tokens[:, : t + 1]).data[:, -1])  # (B, V)
     model.train(was_training)
     return Generation(tokens, mask, logprobs, lengths, done)
 
