@@ -189,9 +189,10 @@ class GPT(Module):
         (``KVCache.work``) with no autograd graph: at one token per row every array is small,
         so the time goes to NumPy calls, new arrays and thread hand-offs, not to arithmetic.
         Layer norm and GELU run the kernels their autograd ops run (``F.layer_norm_into``,
-        ``F.gelu_into``); each product splits its rows into the ranges the forward's would, but
-        runs them on this thread (``matmul_rows(..., here=True)``): the same numbers, without
-        a hand-off that costs more than the product (benchmarks/README.md)."""
+        ``F.gelu_into``); each projection and layer norm splits its rows into the ranges the
+        forward's would, but runs them on this thread (``matmul_rows(..., here=True)``): the
+        same numbers, without a hand-off that costs more than the product. (Attention's
+        products are one small product per row and head, the same whatever the ranges.)"""
         B, C, nh = len(tok), self.config.n_embd, self.config.n_head
         hs, pos, w = C // nh, cache.pos, cache.work
         if w["x"].shape[0] != B:
