@@ -46,6 +46,25 @@ def gelu_ref(x):
     return 0.5 * x * (1.0 + (c * (x + 0.044715 * x**3)).tanh())
 
 
+def linear_ref(x, w, b):
+    return x @ w + b
+
+
+def attention_ref(qkv, n_head):
+    """Causal self-attention from primitive ops: split q, k, v, heads as a batch axis, scaled
+    scores, the future masked to -inf, softmax, the weighted sum of values, heads side by side."""
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    hs = C // n_head
+    heads = qkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+    q, k, v = heads[0], heads[1], heads[2]
+    att = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / np.sqrt(hs))  # (B, nh, T, T)
+    future = np.triu(np.ones((T, T), bool), k=1)
+    att = att.masked_fill(np.broadcast_to(future, att.shape), -np.inf)
+    y = softmax_ref(att) @ v  # (B, nh, T, hs)
+    return y.transpose(0, 2, 1, 3).reshape(B, T, C)
+
+
 def _pair(shape):
     d = RNG.standard_normal(shape)
     return Tensor(d.copy(), requires_grad=True), Tensor(d.copy(), requires_grad=True)
@@ -106,6 +125,37 @@ def test_logsigmoid_matches_composition():
 
 def test_gelu_matches_composition():
     _compare(F.gelu, gelu_ref, (4, 5))
+
+
+def test_linear_matches_composition():
+    """The fused linear (product, bias added in place, one backward) equals x @ W + b."""
+    _compare(F.linear, linear_ref, (2, 3, 4), (4, 5), (5,))
+
+
+def test_causal_self_attention_matches_composition():
+    """The fused attention (one op, its backward written by hand) equals the same attention
+    composed from primitive ops, in value and in the gradient of the packed q, k, v."""
+    _compare(lambda qkv: F.causal_self_attention(qkv, 3), lambda qkv: attention_ref(qkv, 3),
+             (2, 5, 18))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_ops_match_composition_split_over_threads(threads, monkeypatch):
+    """The same comparisons with every op split over the engine's threads, however small."""
+    from minirlhf.autograd import runtime
+
+    before = runtime.threads()
+    monkeypatch.setattr(runtime, "MIN_PARALLEL_ELEMENTS", 0)
+    if runtime.set_threads(threads) != threads:
+        pytest.skip("the BLAS's thread count cannot be set here (not OpenBLAS)")
+    try:
+        _compare(lambda qkv: F.causal_self_attention(qkv, 2), lambda qkv: attention_ref(qkv, 2),
+                 (3, 7, 12))
+        _compare(F.linear, linear_ref, (3, 7, 4), (4, 6), (6,))
+        _compare(F.layer_norm, layer_norm_ref, (3, 7, 8), (8,), (8,))
+        _compare(F.gelu, gelu_ref, (3, 7, 5))
+    finally:
+        runtime.set_threads(before)
 
 
 # --- stability at extreme logits
