@@ -126,15 +126,19 @@ def test_cached_logits_equal_uncached(dtype, tol):
     assert full.dtype == dtype
 
 
+@pytest.mark.parametrize("handoff", [True, False])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_decode_equals_the_cached_forward_to_the_last_bit(dtype, threads, monkeypatch):
+def test_decode_equals_the_cached_forward_to_the_last_bit(dtype, threads, handoff, monkeypatch):
     """GPT.decode, generation's one-token step on arrays, gives the logits of the forward pass
     (the autograd ops) at every position, bit for bit, with the ops split over threads or not
-    (every op split here, however small), and leaves the cache as the forward would."""
+    (every op split here, however small), its row stretches handed to the threads or run here,
+    and leaves the cache as the forward would."""
     from minirlhf.autograd import runtime
+    from minirlhf.lm import model as model_module
 
     monkeypatch.setattr(runtime, "MIN_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(model_module, "DECODE_HANDOFF_MIN", 0 if handoff else 1 << 62)
     before = runtime.threads()
     if runtime.set_threads(threads) != threads:
         pytest.skip("the BLAS's thread count cannot be set here (not OpenBLAS)")
@@ -157,6 +161,31 @@ def test_decode_equals_the_cached_forward_to_the_last_bit(dtype, threads, monkey
         np.testing.assert_array_equal(cache.v[layer], twin.v[layer])
     with pytest.raises(ValueError, match="2 tokens for a cache of 3 rows"):
         model.decode(idx[:2, 0], cache)
+
+
+@pytest.mark.parametrize("rows", [64, 128])
+def test_decode_at_default_thresholds_equals_the_forward(rows):
+    """At the thresholds the command line runs with and the default model's width, where
+    128 rows hand their stretches to the threads and 64 rows do not: still the forward's
+    logits to the last bit."""
+    from minirlhf.autograd import runtime
+
+    before = runtime.threads()
+    if runtime.set_threads(2) != 2:
+        pytest.skip("the BLAS's thread count cannot be set here (not OpenBLAS)")
+    try:
+        cfg = GPTConfig(vocab_size=49, block_size=16, n_layer=2, n_head=4, n_embd=96)
+        model = _randomised(GPT(cfg), std=0.1)
+        idx = np.random.default_rng(5).integers(0, cfg.vocab_size, (rows, 7))
+        with no_grad():
+            cache, twin = KVCache(cfg, rows), KVCache(cfg, rows)
+            model(idx[:, :3], cache)
+            model(idx[:, :3], twin)
+            for t in range(3, 7):
+                np.testing.assert_array_equal(model.decode(idx[:, t], cache),
+                                              model(idx[:, t:t + 1], twin).data[:, 0])
+    finally:
+        runtime.set_threads(before)
 
 
 def test_overfits_one_batch():

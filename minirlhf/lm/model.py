@@ -13,11 +13,13 @@ Optional scalar heads (a reward or a value) read the final hidden states.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from minirlhf.autograd import functional as F
+from minirlhf.autograd import runtime
 from minirlhf.autograd.runtime import matmul_rows, parallel_rows
 from minirlhf.autograd.tensor import Tensor
 from minirlhf.config import stream
@@ -54,6 +56,15 @@ PRESETS: dict[str, dict[str, int]] = {
 }
 
 
+#: ``GPT.decode`` hands a stretch of rows to the engine's threads from this many multiply-adds
+#: in its attention stretch (4 B C^2: c_attn's 3 B C^2 and c_proj's B C^2), one hand-off for
+#: five products. Measured on 2 cores (benchmarks/README.md): sampling at 128 rows of the
+#: default model (4.7M) ran 1.10-1.14x as fast, at 256 rows 1.33-1.38x, at 64 rows of
+#: bench_gpt's config B (4.2M) 1.10-1.13x; handing off at 64 rows of the default model (2.4M)
+#: was 0.88x, so those stay on one thread.
+DECODE_HANDOFF_MIN = 1 << 22
+
+
 class KVCache:
     """Keys and values of every layer for the positions generated so far.
 
@@ -76,14 +87,16 @@ class KVCache:
             ("y", (B, C)), ("proj", (B, C)), ("fc", (B, 4 * C)), ("s", (B, 4 * C)),
             ("gelu", (B, 4 * C)))}
 
-    def store(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Write new keys/values (B, nh, T, hs) at [pos, pos + T); return all (B, nh, pos+T, hs)."""
+    def store(self, layer: int, k: np.ndarray, v: np.ndarray, rows: slice = slice(None)
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Write new keys/values (b, nh, T, hs) of ``rows`` (default: all B) at [pos, pos + T);
+        return those rows' keys and values so far, (b, nh, pos + T, hs)."""
         end = self.pos + k.shape[2]
         if end > self.block_size:
             raise ValueError(f"KVCache: position {end} exceeds block_size {self.block_size}")
-        self.k[layer][:, :, self.pos:end] = k
-        self.v[layer][:, :, self.pos:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+        self.k[layer][rows, :, self.pos:end] = k
+        self.v[layer][rows, :, self.pos:end] = v
+        return self.k[layer][rows, :, :end], self.v[layer][rows, :, :end]
 
 
 class CausalSelfAttention(Module):
@@ -189,10 +202,13 @@ class GPT(Module):
         (``KVCache.work``) with no autograd graph: at one token per row every array is small,
         so the time goes to NumPy calls, new arrays and thread hand-offs, not to arithmetic.
         Layer norm and GELU run the kernels their autograd ops run (``F.layer_norm_into``,
-        ``F.gelu_into``); each projection and layer norm splits its rows into the ranges the
-        forward's would, but runs them on this thread (``matmul_rows(..., here=True)``): the
-        same numbers, without a hand-off that costs more than the product. (Attention's
-        products are one small product per row and head, the same whatever the ranges.)"""
+        ``F.gelu_into``). A product's last bit depends on how many rows go into one call, so
+        every projection runs in the row ranges the forward's would (``parallel_rows``), and
+        the threads get whole stretches of work instead of single products: between two layer
+        norms every step is row by row (projection, attention against the row's own cache,
+        projection, residual), so each thread runs its rows through the whole stretch, one
+        hand-off for five products (``DECODE_HANDOFF_MIN``). Below that much work the ranges
+        run one after another on this thread, and attention takes all rows at once."""
         B, C, nh = len(tok), self.config.n_embd, self.config.n_head
         hs, pos, w = C // nh, cache.pos, cache.work
         if w["x"].shape[0] != B:
@@ -200,6 +216,10 @@ class GPT(Module):
         if pos >= self.config.block_size:
             raise ValueError(f"GPT.decode: position {pos} is past block_size "
                              f"{self.config.block_size}")
+        # Hand the stretches to the threads only when every projection of the forward splits
+        # its rows (so the ranges are the forward's) and the work pays for the hand-off.
+        handoff = (B * C * C >= runtime.MIN_PARALLEL_ELEMENTS
+                   and 4 * B * C * C >= DECODE_HANDOFF_MIN)
 
         def norm(x, ln):  # (B, C) -> w["h"], in the row ranges F.layer_norm uses
             parallel_rows(B, lambda lo, hi: F.layer_norm_into(
@@ -212,17 +232,45 @@ class GPT(Module):
             out += layer.bias.data
             return out
 
-        x = np.add(self.wte.weight.data[tok], self.wpe.weight.data[pos], out=w["x"])  # (B, C)
-        for layer, block in enumerate(self.h):
-            qkv = linear(norm(x, block.ln_1), block.attn.c_attn, w["qkv"])  # (B, 3C)
-            q, k, v = qkv.reshape(B, 3, nh, 1, hs).transpose(1, 0, 2, 3, 4)  # 3 x (B, nh, 1, hs)
-            keys, values = cache.store(layer, k, v)  # (B, nh, pos + 1, hs)
-            att = q @ keys.swapaxes(-1, -2)  # (B, nh, 1, pos + 1): one query sees every key
+        def attend(layer, lo, hi):  # rows lo:hi of w["qkv"]: store the new key and value, -> w["y"]
+            q, k, v = w["qkv"][lo:hi].reshape(hi - lo, 3, nh, 1, hs).transpose(1, 0, 2, 3, 4)
+            keys, values = cache.store(layer, k, v, slice(lo, hi))  # (b, nh, pos + 1, hs)
+            att = q @ keys.swapaxes(-1, -2)  # (b, nh, 1, pos + 1): one query sees every key
             att *= 1.0 / float(np.sqrt(hs))
             att -= att.max(axis=-1, keepdims=True)
             np.exp(att, out=att)
             att /= att.sum(axis=-1, keepdims=True)  # P
-            np.matmul(att, values, out=w["y"].reshape(B, nh, 1, hs))  # (B, nh, 1, hs)
+            np.matmul(att, values, out=w["y"][lo:hi].reshape(hi - lo, nh, 1, hs))  # (b, nh, 1, hs)
+
+        def rows_linear(x, layer, out, lo, hi):  # rows lo:hi of x W + b into out, one call
+            np.matmul(x[lo:hi], layer.weight.data, out=out[lo:hi])
+            out[lo:hi] += layer.bias.data
+
+        def attention_rows(layer, lo, hi):  # rows lo:hi: x += attn(w["h"]), one thread's stretch
+            attn = self.h[layer].attn
+            rows_linear(w["h"], attn.c_attn, w["qkv"], lo, hi)  # (b, 3C)
+            attend(layer, lo, hi)
+            rows_linear(w["y"], attn.c_proj, w["proj"], lo, hi)  # heads side by side: (b, C)
+            x[lo:hi] += w["proj"][lo:hi]
+
+        def mlp_rows(layer, lo, hi):  # rows lo:hi: x += mlp(w["h"]), one thread's stretch
+            mlp = self.h[layer].mlp
+            rows_linear(w["h"], mlp.c_fc, w["fc"], lo, hi)  # (b, 4C)
+            F.gelu_into(w["fc"][lo:hi], w["s"][lo:hi], w["gelu"][lo:hi])
+            rows_linear(w["gelu"], mlp.c_proj, w["proj"], lo, hi)  # (b, C)
+            x[lo:hi] += w["proj"][lo:hi]
+
+        x = np.add(self.wte.weight.data[tok], self.wpe.weight.data[pos], out=w["x"])  # (B, C)
+        for layer, block in enumerate(self.h):
+            norm(x, block.ln_1)
+            if handoff:  # each thread its rows, one hand-off per stretch
+                parallel_rows(B, partial(attention_rows, layer), B * C * C)
+                norm(x, block.ln_2)
+                parallel_rows(B, partial(mlp_rows, layer), 4 * B * C * C)
+                continue
+            # the same ranges on this thread, each op over all rows at once
+            linear(w["h"], block.attn.c_attn, w["qkv"])  # (B, 3C)
+            attend(layer, 0, B)
             x += linear(w["y"], block.attn.c_proj, w["proj"])  # heads side by side: (B, C)
             fc = linear(norm(x, block.ln_2), block.mlp.c_fc, w["fc"])  # (B, 4C)
             F.gelu_into(fc, w["s"], w["gelu"])
