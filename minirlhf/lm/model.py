@@ -59,8 +59,8 @@ PRESETS: dict[str, dict[str, int]] = {
 #: ``GPT.decode`` hands a stretch of rows to the engine's threads from this many multiply-adds
 #: in its attention stretch (4 B C^2: c_attn's 3 B C^2 and c_proj's B C^2), one hand-off for
 #: five products. Measured on 2 cores (benchmarks/README.md): sampling at 128 rows of the
-#: default model (4.7M) ran 1.10-1.14x as fast, at 256 rows 1.33-1.38x, at 64 rows of
-#: bench_gpt's config B (4.2M) 1.10-1.13x; handing off at 64 rows of the default model (2.4M)
+#: default model (4.7M) ran 1.10-1.14x as fast, at 256 rows 1.34-1.38x, at 64 rows of
+#: bench_gpt's config B (4.2M) 1.11-1.13x; handing off at 64 rows of the default model (2.4M)
 #: was 0.88x, so those stay on one thread.
 DECODE_HANDOFF_MIN = 1 << 22
 
