@@ -279,29 +279,35 @@ def log1mexp(x: Tensor) -> Tensor:
 
 _CAUSAL_BIAS: dict[tuple[int, int, int, str], np.ndarray] = {}
 
-#: Attention works through its scores in blocks of about this many bytes: whole sequences while
-#: one sequence's scores (n_head x T x Tk) fit, else groups of heads of one sequence. The
-#: softmax makes five passes over the scores and the backward three over their gradient; a
-#: block that stays in the core's cache (1 MB of L2 here) spares each pass a trip to memory.
-#: Measured on 2 cores (benchmarks/README.md): bench_gpt's config C (T = 256, 8 heads: 2 MB of
-#: scores per sequence) trains 1.09-1.10x as fast with 512 KB blocks, 1.07x with 8 MB, 1.02x
-#: unblocked but preallocated; configs A and B (64 and 256 KB per sequence) within +-3%. Every
-#: block is the same products and row-wise steps as the whole, so the numbers do not change.
-ATTENTION_BLOCK_BYTES = 1 << 19
+#: Attention works through a thread's scores in blocks of about ATTENTION_BLOCK_BYTES (whole
+#: sequences while one sequence's scores, n_head x T x Tk, fit, else groups of heads of one
+#: sequence) once they exceed ATTENTION_UNBLOCKED_BYTES. The softmax makes five passes over the
+#: scores and the backward three over their gradient; when both threads' scores outgrow the
+#: shared cache (32 MB of L3 here), a block that stays in cache spares each pass a trip to
+#: memory. Measured on 2 cores (benchmarks/README.md), five alternating repetitions in one
+#: process: bench_gpt's config C (16 MB of scores per thread) trained 1.05-1.08x as fast in
+#: 2 MB blocks (1.04-1.07x in 512 KB, 1.04-1.06x in 8 MB); config B (4 MB per thread) 0.95x
+#: in 2 MB blocks, so ranges up to 8 MB stay whole; the default model at 16-64 sequences of
+#: 90-128 tokens within +-1.5% either way. A block is the same products and row-wise steps as
+#: the whole, so the numbers do not change.
+ATTENTION_BLOCK_BYTES = 1 << 21
+ATTENTION_UNBLOCKED_BYTES = 1 << 23
 
 
 def score_blocks(lo: int, hi: int, n_head: int, seq_bytes: int):
-    """(b0, b1, h0, h1): blocks of batch rows [lo, hi) and heads [0, n_head) whose scores take
-    about ``ATTENTION_BLOCK_BYTES`` each; ``seq_bytes``: the scores of one sequence, all heads."""
-    if seq_bytes <= ATTENTION_BLOCK_BYTES:
-        step = ATTENTION_BLOCK_BYTES // seq_bytes  # whole sequences per block
+    """(b0, b1, h0, h1): blocks of batch rows [lo, hi) and heads [0, n_head) for attention to
+    work through; ``seq_bytes``: the scores of one sequence, all heads (see above)."""
+    if (hi - lo) * seq_bytes <= ATTENTION_UNBLOCKED_BYTES:  # they fit in cache as they are
+        yield lo, hi, 0, n_head
+    elif seq_bytes <= ATTENTION_BLOCK_BYTES:  # whole sequences per block
+        step = ATTENTION_BLOCK_BYTES // seq_bytes
         for b0 in range(lo, hi, step):
             yield b0, min(hi, b0 + step), 0, n_head
-        return
-    heads = max(1, n_head * ATTENTION_BLOCK_BYTES // seq_bytes)  # heads of one sequence
-    for b in range(lo, hi):
-        for h0 in range(0, n_head, heads):
-            yield b, b + 1, h0, min(n_head, h0 + heads)
+    else:  # groups of heads of one sequence
+        heads = max(1, n_head * ATTENTION_BLOCK_BYTES // seq_bytes)
+        for b in range(lo, hi):
+            for h0 in range(0, n_head, heads):
+                yield b, b + 1, h0, min(n_head, h0 + heads)
 
 
 def causal_bias(T: int, Tk: int, pos: int, dtype: np.dtype) -> np.ndarray:
