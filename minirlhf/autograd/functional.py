@@ -285,10 +285,10 @@ _CAUSAL_BIAS: dict[tuple[int, int, int, str], np.ndarray] = {}
 #: scores and the backward three over their gradient; when both threads' scores outgrow the
 #: shared cache (32 MB of L3 here), a block that stays in cache spares each pass a trip to
 #: memory. Measured on 2 cores (benchmarks/README.md), five alternating repetitions in one
-#: process: bench_gpt's config C (16 MB of scores per thread) trained 1.05-1.08x as fast in
-#: 2 MB blocks (1.04-1.07x in 512 KB, 1.04-1.06x in 8 MB); config B (4 MB per thread) 0.95x
-#: in 2 MB blocks, so ranges up to 8 MB stay whole; the default model at 16-64 sequences of
-#: 90-128 tokens within +-1.5% either way. A block is the same products and row-wise steps as
+#: process: bench_gpt's config C (16 MB of scores per thread) trained 1.07x as fast in 2 MB
+#: blocks (1.06x in 512 KB, 1.05x in 8 MB); config B (4 MB per thread) 0.95x in 2 MB blocks,
+#: so ranges up to 8 MB stay whole; the default model at 16-64 sequences of 90-128 tokens
+#: within +-1.5% either way. A block is the same products and row-wise steps as
 #: the whole, so the numbers do not change.
 ATTENTION_BLOCK_BYTES = 1 << 21
 ATTENTION_UNBLOCKED_BYTES = 1 << 23
