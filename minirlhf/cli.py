@@ -342,8 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "then every number's mean and 95%% interval over seeds in "
                         "experiments/NAME/seeds.json (default: " + ", ".join(
                             f"{default_seeds(e, False)} for {e}" for e in EXPERIMENTS
-                            if default_seeds(e, False) != 1) + "; 1, one run, for the others "
-                        "and with --quick: three seeds where three run in about 5 minutes)")
+                            if default_seeds(e, False) != 1)
+                        + "; 1 for the others and with --quick. Three seeds where three run "
+                        "in about 5 minutes on 2 cores, else one)")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     p.set_defaults(func=cmd_experiment)
 

@@ -169,7 +169,11 @@ def test_decode_at_default_thresholds_equals_the_forward(rows):
     128 rows hand their stretches to the threads and 64 rows do not: still the forward's
     logits to the last bit."""
     from minirlhf.autograd import runtime
+    from minirlhf.lm import model as model_module
 
+    work = 4 * rows * 96 * 96  # the attention stretch's multiply-adds at this width
+    assert (work >= model_module.DECODE_HANDOFF_MIN) == (rows == 128)  # the two paths, as said
+    assert rows * 96 * 96 >= runtime.MIN_PARALLEL_ELEMENTS  # every projection splits
     before = runtime.threads()
     if runtime.set_threads(2) != 2:
         pytest.skip("the BLAS's thread count cannot be set here (not OpenBLAS)")

@@ -177,8 +177,8 @@ def parallel_rows(n_rows: int, fn: Callable[[int, int], object], elements: int,
 
     ``here=True``: the same ranges, run one after another on this thread. Each range is the
     same call either way, so the numbers are those of the split; it is for work so small that a
-    hand-off (15-30 microseconds) costs more than the second core saves, such as generation's
-    one token per row (``GPT.decode``)."""
+    hand-off (13-36 microseconds measured) costs more than the second core saves, such as
+    generation's one token per row (``GPT.decode``)."""
     p = min(_threads, n_rows)
     if p <= 1 or _pool is None or elements < MIN_PARALLEL_ELEMENTS or getattr(
             _inside, "worker", False):
