@@ -2,6 +2,7 @@
 
     python benchmarks/bench_gpt.py            # all rows; PyTorch rows when torch is installed
     python benchmarks/bench_gpt.py --quick    # fewer repetitions (3 instead of 5)
+    python benchmarks/bench_gpt.py --threads 1  # both implementations on one thread each
 
 Training rows time forward + backward + AdamW in float32 for three model sizes. Sampling rows
 time 64 prompts of 16 tokens, 64 new tokens each, on config B, with and without the KV cache.
@@ -10,10 +11,11 @@ per core, and freed memory kept for reuse).
 
 When PyTorch is importable, the same run times an equivalent PyTorch eager model and prints
 the speed ratio minirlhf / PyTorch for each row; without it, those columns say "skipped". The
-PyTorch model is a fair one: the same shapes, float32, 2 threads, GPT-2's layout with the head
-tied to the token embedding, tanh GELU, torch.optim.AdamW (its default implementation). It
-writes attention out (q k^T, masked softmax, times v) as minirlhf does; it does not use
-torch.compile, scaled_dot_product_attention (fused, FlashAttention-style kernels) or fused
+PyTorch model is a fair one: the same shapes, float32, 2 threads (``--threads N``: N for
+both), GPT-2's layout with the head tied to the token embedding, tanh GELU,
+torch.optim.AdamW (its default implementation). It writes attention out (q k^T, masked
+softmax, times v) as minirlhf does; it does not use torch.compile,
+scaled_dot_product_attention (fused, FlashAttention-style kernels) or fused
 optimizers, which would be another comparison.
 
 The machines this runs on are shared and noisy, so the two implementations are timed in
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -157,12 +160,13 @@ def ours_sampler(s: Shape, use_cache: bool):
 
 
 # ------------------------------------------------------------------------------- PyTorch
-def torch_jobs(shapes, sample_shape):
-    """The same rows for an equivalent PyTorch eager model: {row key: callable}."""
+def torch_jobs(shapes, sample_shape, threads: int = 2):
+    """The same rows for an equivalent PyTorch eager model on ``threads`` threads: {row key:
+    callable}."""
     import torch
     import torch.nn as tnn
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
 
     class Block(tnn.Module):
@@ -252,13 +256,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 repetitions instead of 5")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="run both implementations on this many threads (default: one per "
+                             "core, as the command line runs minirlhf, and PyTorch on 2); "
+                             "--threads 1 compares one core with one core")
     parser.add_argument("--rss-of", help=argparse.SUPPRESS)  # the child of ours_peak_rss_mb
     args = parser.parse_args()
     if args.rss_of:
         _rss_child(args.rss_of)
         return
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be a positive integer, got {args.threads}")
+    if args.threads is not None and os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
+        # The BLAS reads its thread count when NumPy is imported, and the engine's count comes
+        # from the same variable (config.blas_threads): start again with it set.
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads),
+                   MINIRLHF_THREADS=str(args.threads))
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     repetitions = 3 if args.quick else 5
     threads = runtime.configure()
+    torch_threads = 2 if args.threads is None else args.threads
 
     B = SHAPES[1]
     jobs = {("train", s.name): ours_train_step(s) for s in SHAPES}
@@ -272,7 +289,7 @@ def main() -> None:
         except ImportError:
             print("PyTorch is not installed: its rows are skipped.")
         else:
-            their_jobs = torch_jobs(SHAPES, B)
+            their_jobs = torch_jobs(SHAPES, B, torch_threads)
 
     peak = matmul_peak_gflops()
     # Alternating repetitions, row by row, so that the machine's drift (these machines are
@@ -299,8 +316,9 @@ def main() -> None:
             return s.batch * s.T
         return 64 * 64
 
-    print(f"\nminirlhf on {threads} thread(s); NumPy float32 matmul peak {peak:.1f} GFLOP/s "
-          f"(2048x1024 @ 1024x1024); {repetitions} alternating repetitions per row")
+    print(f"\nminirlhf on {threads} thread(s), PyTorch on {torch_threads}; NumPy float32 matmul "
+          f"peak {peak:.1f} GFLOP/s (2048x1024 @ 1024x1024); {repetitions} alternating "
+          f"repetitions per row")
     print(f"{'row':<22} {'minirlhf tok/s':>15} {'PyTorch tok/s':>14} {'ratio (range)':>20} "
           f"{'GFLOP/s':>8} {'of peak':>8}")
     for key, times in ours.items():
