@@ -3,6 +3,7 @@
     python benchmarks/bench_gpt.py            # all rows; PyTorch rows when torch is installed
     python benchmarks/bench_gpt.py --quick    # fewer repetitions (3 instead of 5)
     python benchmarks/bench_gpt.py --threads 1  # both implementations on one thread each
+    python benchmarks/bench_gpt.py --scaling    # what a second thread gives each (PyTorch needed)
 
 Training rows time forward + backward + AdamW in float32 for three model sizes. Sampling rows
 time 64 prompts of 16 tokens, 64 new tokens each, on config B, with and without the KV cache.
@@ -159,6 +160,55 @@ def ours_sampler(s: Shape, use_cache: bool):
     return run
 
 
+# --------------------------------------------------------------- one thread against several
+#: The speed-up over PyTorch eager on all cores that issue 19 asks of each row.
+TARGETS = {"A": 1.3, "B": 1.2, "C": 1.1, "cache": 1.5}
+
+
+def scaling(cores: int, repetitions: int) -> None:
+    """Each implementation on one thread and on one per core, alternating in this process (the
+    BLAS started with one thread; ``runtime.set_threads`` switches ours, ``set_num_threads``
+    PyTorch's), and what the targets ask of the extra threads: a row whose target is R needs
+    ours on n threads at R x PyTorch's on n, i.e. a gain of R x (PyTorch on n) / (ours on 1)
+    over our own one-thread speed. Ratios are medians over the repetitions, ranges beside."""
+    import torch
+
+    runtime.configure(cores)
+    B = SHAPES[1]
+    rows = [(s.name, ours_train_step(s), s.batch * s.T) for s in SHAPES]
+    rows.append(("cache", ours_sampler(B, True), 64 * 64))
+    theirs = torch_jobs(SHAPES, B, cores)
+    print(f"one thread against {cores}, {repetitions} alternating repetitions per row "
+          f"(tokens/s; gains and ratios: median (range) over the repetitions)")
+    print(f"{'row':<6} {'ours 1':>8} {f'ours {cores}':>8} {'gain':>16} {'PyTorch 1':>10} "
+          f"{f'PyTorch {cores}':>10} {'gain':>16} {'1 thread':>17} {f'{cores} threads':>17} "
+          f"{'gain needed':>16}")
+    for name, ours, tokens in rows:
+        their = theirs[("train", name) if name != "cache" else ("sample", "cache")]
+        speed: dict[tuple[str, int], list[float]] = {}
+        for _ in range(repetitions):
+            for who, job in (("ours", ours), ("torch", their)):
+                for n in (1, cores):
+                    if who == "ours":
+                        runtime.set_threads(n)
+                    else:
+                        torch.set_num_threads(n)
+                    time.sleep(0.5)  # as in main(): no spinning threads left from the last block
+                    per_block = 1 if name == "C" else 3
+                    speed.setdefault((who, n), []).append(
+                        tokens / _median_time(job, per_block, warmup=1))
+        o1, on = np.array(speed["ours", 1]), np.array(speed["ours", cores])
+        t1, tn = np.array(speed["torch", 1]), np.array(speed["torch", cores])
+
+        def fmt(r):
+            return f"{np.median(r):.2f}x ({r.min():.2f}-{r.max():.2f})"
+
+        print(f"{name:<6} {np.median(o1):>8,.0f} {np.median(on):>8,.0f} {fmt(on / o1):>16} "
+              f"{np.median(t1):>10,.0f} {np.median(tn):>10,.0f} {fmt(tn / t1):>16} "
+              f"{fmt(o1 / t1):>17} {fmt(on / tn):>17} {fmt(TARGETS[name] * tn / o1):>16}")
+    runtime.set_threads(cores)
+
+
 # ------------------------------------------------------------------------------- PyTorch
 def torch_jobs(shapes, sample_shape, threads: int = 2):
     """The same rows for an equivalent PyTorch eager model on ``threads`` threads: {row key:
@@ -260,6 +310,10 @@ def main() -> None:
                         help="run both implementations on this many threads (default: one per "
                              "core, as the command line runs minirlhf, and PyTorch on 2); "
                              "--threads 1 compares one core with one core")
+    parser.add_argument("--scaling", action="store_true",
+                        help="each implementation on one thread and on one per core, "
+                             "alternating, and the gain from the extra threads that each "
+                             "row's target would need (needs PyTorch)")
     parser.add_argument("--rss-of", help=argparse.SUPPRESS)  # the child of ours_peak_rss_mb
     args = parser.parse_args()
     if args.rss_of:
@@ -274,6 +328,19 @@ def main() -> None:
                    MINIRLHF_THREADS=str(args.threads))
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     repetitions = 3 if args.quick else 5
+    if args.scaling:
+        if os.environ.get("OPENBLAS_NUM_THREADS") != "1":  # ours on one thread needs it
+            os.execve(sys.executable, [sys.executable, *sys.argv],
+                      dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print("--scaling compares with PyTorch, which is not installed: nothing to do.")
+            return
+        # The cores, as config.blas_threads counts them when no variable is set.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        scaling(max(1, cores or 1), repetitions)
+        return
     threads = runtime.configure()
     torch_threads = 2 if args.threads is None else args.threads
 
