@@ -46,7 +46,7 @@ import numpy as np
 
 from minirlhf.autograd import functional as F
 from minirlhf.autograd import runtime
-from minirlhf.config import peak_rss_mb
+from minirlhf.config import cores, peak_rss_mb
 from minirlhf.lm.model import GPT, GPTConfig
 from minirlhf.lm.optim import AdamW
 from minirlhf.lm.sampling import generate
@@ -165,7 +165,7 @@ def ours_sampler(s: Shape, use_cache: bool):
 TARGETS = {"A": 1.3, "B": 1.2, "C": 1.1, "cache": 1.5}
 
 
-def scaling(cores: int, repetitions: int) -> None:
+def scaling(n_cores: int, repetitions: int) -> None:
     """Each implementation on one thread and on one per core, alternating in this process (the
     BLAS started with one thread; ``runtime.set_threads`` switches ours, ``set_num_threads``
     PyTorch's), and what the targets ask of the extra threads: a row whose target is R needs
@@ -173,32 +173,32 @@ def scaling(cores: int, repetitions: int) -> None:
     over our own one-thread speed. Ratios are medians over the repetitions, ranges beside."""
     import torch
 
-    runtime.configure(cores)
+    runtime.configure(n_cores)
     B = SHAPES[1]
     rows = [(s.name, ours_train_step(s), s.batch * s.T) for s in SHAPES]
     rows.append(("cache", ours_sampler(B, True), 64 * 64))
-    theirs = torch_jobs(SHAPES, B, cores)
-    print(f"one thread against {cores}, {repetitions} alternating repetitions per row "
+    theirs = torch_jobs(SHAPES, B, n_cores)
+    print(f"one thread against {n_cores}, {repetitions} alternating repetitions per row "
           f"(tokens/s; gains and ratios: median (range) over the repetitions)")
-    print(f"{'row':<6} {'ours 1':>8} {f'ours {cores}':>8} {'gain':>16} {'PyTorch 1':>10} "
-          f"{f'PyTorch {cores}':>10} {'gain':>16} {'1 thread':>17} {f'{cores} threads':>17} "
+    print(f"{'row':<6} {'ours 1':>8} {f'ours {n_cores}':>8} {'gain':>16} {'PyTorch 1':>10} "
+          f"{f'PyTorch {n_cores}':>10} {'gain':>16} {'1 thread':>17} {f'{n_cores} threads':>17} "
           f"{'gain needed':>16}")
     for name, ours, tokens in rows:
         their = theirs[("train", name) if name != "cache" else ("sample", "cache")]
         speed: dict[tuple[str, int], list[float]] = {}
+        per_block = 1 if name == "C" else 3
         for _ in range(repetitions):
             for who, job in (("ours", ours), ("torch", their)):
-                for n in (1, cores):
+                for n in (1, n_cores):
                     if who == "ours":
                         runtime.set_threads(n)
                     else:
                         torch.set_num_threads(n)
                     time.sleep(0.5)  # as in main(): no spinning threads left from the last block
-                    per_block = 1 if name == "C" else 3
                     speed.setdefault((who, n), []).append(
                         tokens / _median_time(job, per_block, warmup=1))
-        o1, on = np.array(speed["ours", 1]), np.array(speed["ours", cores])
-        t1, tn = np.array(speed["torch", 1]), np.array(speed["torch", cores])
+        o1, on = np.array(speed["ours", 1]), np.array(speed["ours", n_cores])
+        t1, tn = np.array(speed["torch", 1]), np.array(speed["torch", n_cores])
 
         def fmt(r):
             return f"{np.median(r):.2f}x ({r.min():.2f}-{r.max():.2f})"
@@ -206,7 +206,7 @@ def scaling(cores: int, repetitions: int) -> None:
         print(f"{name:<6} {np.median(o1):>8,.0f} {np.median(on):>8,.0f} {fmt(on / o1):>16} "
               f"{np.median(t1):>10,.0f} {np.median(tn):>10,.0f} {fmt(tn / t1):>16} "
               f"{fmt(o1 / t1):>17} {fmt(on / tn):>17} {fmt(TARGETS[name] * tn / o1):>16}")
-    runtime.set_threads(cores)
+    runtime.set_threads(n_cores)
 
 
 # ------------------------------------------------------------------------------- PyTorch
@@ -306,11 +306,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 repetitions instead of 5")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
-    parser.add_argument("--threads", type=int, default=None,
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--threads", type=int, default=None,
                         help="run both implementations on this many threads (default: one per "
                              "core, as the command line runs minirlhf, and PyTorch on 2); "
                              "--threads 1 compares one core with one core")
-    parser.add_argument("--scaling", action="store_true",
+    mode.add_argument("--scaling", action="store_true",
                         help="each implementation on one thread and on one per core, "
                              "alternating, and the gain from the extra threads that each "
                              "row's target would need (needs PyTorch)")
@@ -337,9 +338,7 @@ def main() -> None:
         except ImportError:
             print("--scaling compares with PyTorch, which is not installed: nothing to do.")
             return
-        # The cores, as config.blas_threads counts them when no variable is set.
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        scaling(max(1, cores or 1), repetitions)
+        scaling(cores(), repetitions)
         return
     threads = runtime.configure()
     torch_threads = 2 if args.threads is None else args.threads

@@ -57,6 +57,12 @@ def stream(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
+def cores() -> int:
+    """The cores this process may use (its CPU affinity where the system tells it)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, n or 1)
+
+
 def blas_threads() -> int:
     """How many threads a run's products are split over: the first of MINIRLHF_THREADS,
     OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, OMP_NUM_THREADS that is set (at most the cores this
@@ -67,14 +73,13 @@ def blas_threads() -> int:
     Results depend on it: a matrix product split over two threads adds its partial sums in
     another order than one thread does, so float32 weights differ in the last bits after the
     first step and the runs drift apart. The pipeline records the count with each stage."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = max(1, cores or 1)
+    available = cores()
     for name in ("MINIRLHF_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                  "OMP_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
-            return min(int(value), cores)
-    return cores
+            return min(int(value), available)
+    return available
 
 
 def environment() -> dict[str, Any]:
