@@ -48,7 +48,8 @@ _LAZY = {
     **dict.fromkeys(("RewardConfig", "train_reward"), "minirlhf.stages.reward"),
     **dict.fromkeys(("BestOfNConfig", "run_best_of_n"), "minirlhf.stages.best_of_n"),
     **dict.fromkeys(("PPOConfig", "train_ppo"), "minirlhf.stages.ppo"),
-    **dict.fromkeys(("DPOConfig", "train_dpo", "dpo_loss"), "minirlhf.stages.dpo"),
+    **dict.fromkeys(("DPOConfig", "train_dpo"), "minirlhf.stages.dpo"),
+    **dict.fromkeys(("dpo_loss",), "minirlhf.objectives.preference"),
     **dict.fromkeys(("PipelineConfig", "run_pipeline"), "minirlhf.pipeline"),
     **dict.fromkeys(("ExperimentConfig", "run_experiment"), "minirlhf.experiments"),
 }

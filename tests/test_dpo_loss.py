@@ -5,7 +5,7 @@ import pytest
 
 from minirlhf import Tensor
 from minirlhf.autograd.gradcheck import gradcheck
-from minirlhf.stages.dpo import dpo_loss
+from minirlhf.objectives.preference import dpo_loss
 
 RNG = np.random.default_rng(0)
 

@@ -10,18 +10,16 @@ import numpy as np
 import pytest
 
 from minirlhf.config import ConfigError, stream
-from minirlhf.lm.checkpoint import load_model
-from minirlhf.lm.optim import AdamW
 from minirlhf.lm.sampling import rollout
 from minirlhf.stages.grpo import (
     GRPOConfig,
+    advantages,
+    make_actors,
     score,
     show,
-    token_advantages,
     train_grpo,
     update,
 )
-from minirlhf.world import get_task
 
 TINY = dict(iterations=2, prompts_per_iteration=4, num_generations=4, minibatch_size=8,
             max_new_tokens=60, eval_samples_per_prompt=2, progress=False)
@@ -63,12 +61,11 @@ def one_batch(tiny_scratchpad_sft):
     The tiny model is nearly always wrong, so its rewards are replaced by a fixed pattern with
     one group of each kind: mixed, all right, all wrong, one right."""
     config = GRPOConfig(init=tiny_scratchpad_sft, advantage="remax", **TINY)
-    policy, tok, _ = load_model(tiny_scratchpad_sft)
-    reference, _, _ = load_model(tiny_scratchpad_sft)
-    task, rng = get_task("scratchpad"), stream(0, "train")
-    prompts = [p for p in task.sample_prompts(4, rng) for _ in range(4)]
-    roll = rollout(policy, tok, prompts, 60, rng)
-    batch = score(policy, reference, tok, task, None, prompts, roll, config, rng)
+    actors = make_actors(config)
+    rng = stream(0, "train")
+    prompts = [p for p in actors.task.sample_prompts(4, rng) for _ in range(4)]
+    roll = rollout(actors.policy, actors.tokenizer, prompts, 60, rng)
+    batch = score(actors, prompts, roll, config, rng)
     batch.rewards = np.array([[1.0, 0, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 1, 0]])
     batch.greedy = np.array([1.0, 1.0, 0.0, 0.0])
     return config, batch
@@ -84,13 +81,14 @@ def one_batch(tiny_scratchpad_sft):
 def test_every_option_updates_the_policy(tiny_scratchpad_sft, one_batch, options):
     config, batch = one_batch
     config = dataclasses.replace(config, minibatch_size=16, **options)  # one step per pass
-    policy, _, _ = load_model(tiny_scratchpad_sft)
+    actors = make_actors(dataclasses.replace(config, lr=1e-3))
+    policy = actors.policy
     before = {k: v.copy() for k, v in policy.state_dict().items()}
-    adv, kl = token_advantages(batch, config)
-    mask = batch.roll.generation.response_mask
-    assert adv.shape == mask.shape and np.all(adv[mask == 0] == 0)
-    stats = update(policy, AdamW(policy.named_parameters(), lr=1e-3), batch, adv, config,
-                   np.random.default_rng(0), 0)
+    batch = dataclasses.replace(batch)
+    batch.advantages, batch.kl = advantages(batch, config)
+    mask = batch.mask
+    assert batch.advantages.shape == mask.shape and np.all(batch.advantages[mask == 0] == 0)
+    stats = update(actors, batch, config, np.random.default_rng(0), 0)
     if config.num_iterations == 1:  # the first step sees the very log-probs it sampled
         assert stats["clip_ratio/region_mean"] == 0.0
     after = policy.state_dict()

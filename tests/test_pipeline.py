@@ -221,15 +221,16 @@ def test_the_batch_check_counts_the_pairs_the_reward_stage_will_use(tmp_path):
 
 
 def test_an_example_stage_joins_with_its_file_and_one_registry_line(finished, tmp_path):
-    """tests/example_stage/reinforce.py (REINFORCE with a batch-mean baseline), copied into a
-    copy of the package with one line added to the registry, and nothing else: it appears in
-    the command line, runs in the pipeline (after the finished stages, which are skipped), and
-    enters summary.json and the report."""
+    """tests/example_stage/ (REINFORCE with a batch-mean baseline: its stage file and its
+    objective), copied into a copy of the package with one line added to the registry, and
+    nothing else: it appears in the command line, runs in the pipeline (after the finished
+    stages, which are skipped), and enters summary.json and the report."""
     project = tmp_path / "project"
     shutil.copytree(ROOT / "minirlhf", project / "minirlhf",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "tests" / "example_stage" / "reinforce.py",
-                project / "minirlhf" / "stages" / "reinforce.py")
+    for floor in ("objectives", "stages"):  # its objective, and its loop
+        shutil.copy(ROOT / "tests" / "example_stage" / floor / "reinforce.py",
+                    project / "minirlhf" / floor / "reinforce.py")
     registry = project / "minirlhf" / "registry.py"
     text = registry.read_text()
     registry.write_text(text.replace('    "dpo",\n', '    "dpo",\n    "reinforce",\n'))

@@ -7,14 +7,14 @@ import pytest
 from minirlhf.autograd import functional as F
 from minirlhf.autograd.gradcheck import gradcheck
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.lm.policy_gradient import (
+from minirlhf.objectives.group import (
     aggregate,
     clipped_token_losses,
     group_advantages,
-    kl_estimate,
     reinforce_pp_advantages,
     zero_std_groups,
 )
+from minirlhf.objectives.ppo import kl_estimate
 
 R = np.array([[1.0, 0.0, 0.0, 1.0],   # a mixed group
               [1.0, 1.0, 1.0, 1.0],   # all right: no signal
@@ -259,7 +259,7 @@ def test_sampled_kl_estimates_match_the_exact_kl_over_the_vocabulary():
     from minirlhf.lm.model import GPT, GPTConfig
     from minirlhf.lm.sampling import generate
     from minirlhf.lm.sequences import token_logprobs
-    from minirlhf.stages.ppo import exact_kl
+    from minirlhf.objectives.ppo import exact_kl
 
     cfg = dict(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16)
     pi, ref = GPT(GPTConfig(**cfg, seed=1)), GPT(GPTConfig(**cfg, seed=2))

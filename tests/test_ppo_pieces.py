@@ -6,14 +6,19 @@ import pytest
 
 from minirlhf import Tensor
 from minirlhf.autograd.gradcheck import gradcheck
-from minirlhf.stages.ppo import (
+from minirlhf.objectives.ppo import (
     AdaptiveKLController,
     clipped_policy_loss,
     clipped_value_loss,
     gae,
-    kl_per_token,
+    kl_estimate,
     whiten,
 )
+
+
+def kl_per_token(logp, ref_logp, kind):
+    """The estimate as an array (PPO puts it in the reward, without gradient)."""
+    return kl_estimate(logp, ref_logp, kind).data
 
 
 def test_gae_hand_worked():
@@ -232,7 +237,8 @@ def test_full_ppo_loss_gradcheck_on_a_tiny_model():
     Old log-probs and values come from slightly different weights, so ratios sit near 1 but
     inside the clip range (the clip's kinks are avoided; there the derivative jumps)."""
     from minirlhf.lm.model import GPT, GPTConfig
-    from minirlhf.stages.ppo import _entropy, _forward
+    from minirlhf.objectives.ppo import mean_entropy
+    from minirlhf.stages.ppo import _forward
 
     rng = np.random.default_rng(4)
     model = GPT(GPTConfig(vocab_size=11, block_size=10, n_layer=1, n_head=2, n_embd=8),
@@ -253,7 +259,7 @@ def test_full_ppo_loss_gradcheck_on_a_tiny_model():
         lp, v, logits = _forward(model, tokens, mask, 1.0)
         pg, _ = clipped_policy_loss(lp, old_logp, adv, mask, clip=0.2)
         vf, _ = clipped_value_loss(v, old_values, returns, mask, clip=0.2)
-        return pg + vf * 0.5 - _entropy(logits, mask, 1.0) * 0.01  # with the entropy bonus
+        return pg + vf * 0.5 - mean_entropy(logits, mask, 1.0) * 0.01  # with the entropy bonus
 
     names = [n for n, _ in model.named_parameters()]
     # the attention key bias has an exactly-zero gradient (see test_model), hence atol
@@ -262,7 +268,7 @@ def test_full_ppo_loss_gradcheck_on_a_tiny_model():
 
 
 def test_exact_kl_over_the_vocabulary():
-    from minirlhf.stages.ppo import exact_kl
+    from minirlhf.objectives.ppo import exact_kl
 
     rng = np.random.default_rng(5)
     a, b = rng.normal(size=(1, 2, 4)), rng.normal(size=(1, 2, 4))
@@ -276,7 +282,7 @@ def test_exact_kl_over_the_vocabulary():
 
 # ------------------------------------------------------------ the iteration's named steps
 def test_kl_penalized_rewards_put_the_score_on_the_last_response_token():
-    from minirlhf.stages.ppo import kl_penalized_rewards
+    from minirlhf.objectives.ppo import kl_penalized_rewards
 
     # row 0: prompt (2 tokens), response of 3, PAD; row 1: prompt (1), response of 2, PAD x 3
     mask = np.array([[0, 0, 1, 1, 1, 0], [0, 1, 1, 0, 0, 0]], np.float32)
@@ -292,19 +298,22 @@ def test_kl_penalized_rewards_put_the_score_on_the_last_response_token():
 
 
 def test_advantages_are_gae_then_whitening():
+    from types import SimpleNamespace
+
     from minirlhf.stages.ppo import PPOConfig, advantages
 
     rng = np.random.default_rng(3)
     rewards, values = rng.normal(size=(2, 2, 5))
     mask = np.array([[0, 1, 1, 1, 0], [0, 0, 1, 1, 1]], float)
     cfg = PPOConfig(gamma=0.9, lam=0.8)
-    adv, ret = advantages(rewards, values, mask, cfg)
+    batch = SimpleNamespace(rewards=rewards, values=values, mask=mask)  # what step 4 reads
+    adv, ret = advantages(batch, cfg)
     raw, raw_ret = gae(rewards, values, mask, 0.9, 0.8)
     np.testing.assert_allclose(adv, whiten(raw, mask))
     np.testing.assert_allclose(ret, raw_ret)
     from dataclasses import replace
 
-    adv_plain, _ = advantages(rewards, values, mask, replace(cfg, whiten_advantages=False))
+    adv_plain, _ = advantages(batch, replace(cfg, whiten_advantages=False))
     np.testing.assert_allclose(adv_plain, raw)
 
 
@@ -318,19 +327,26 @@ def test_minibatches_cut_the_rollout_in_order_and_a_bad_cut_is_refused():
         PPOConfig(rollout_size=8, minibatch_size=3).check()
 
 
-def test_iteration_metrics_gold_of_valid_text_leaves_the_floor_out():
-    from minirlhf.stages.ppo import Scored, iteration_metrics
+def test_metrics_gold_of_valid_text_leaves_the_floor_out():
+    from types import SimpleNamespace
+
+    from minirlhf.stages.ppo import Batch, metrics
 
     B, T = 4, 3
-    mask = np.ones((B, T))
-    old = Scored(scores=np.zeros(B), logp=np.full((B, T), -1.0), ref_logp=np.full((B, T), -1.0),
-                 values=np.zeros((B, T)), exact_kl=0.0)
+    golds, valid = [2.0, -5.0, 1.0, -5.0], [True, False, True, False]
+    texts = [f"response {i}" for i in range(B)]
+    task = SimpleNamespace(gold=lambda p, t, f: golds[texts.index(t)],
+                           valid=lambda p, t, f: valid[texts.index(t)])
+    gen = SimpleNamespace(tokens=np.zeros((B, T), int), response_mask=np.ones((B, T)),
+                          finished=np.ones(B, bool))
+    roll = SimpleNamespace(generation=gen, texts=texts, finished=[True] * B)
+    batch = Batch(["p"] * B, roll, scores=np.zeros(B), logp=np.full((B, T), -1.0),
+                  ref_logp=np.full((B, T), -1.0), values=np.zeros((B, T)), exact_kl=0.0,
+                  kl=np.zeros((B, T)), returns=np.zeros((B, T)))
     stats = {k: 0.0 for k in ("pg", "vf", "clipfrac", "vclipfrac", "approxkl", "ratio",
                               "grad_norm", "learning_rate")} | {"step": 1}
-    golds = [2.0, -5.0, 1.0, -5.0]
-    args = (1, mask, np.ones(B, bool), old, np.zeros((B, T)), np.zeros((B, T)), stats, golds, 0.05)
-    row = iteration_metrics(*args, [True, False, True, False])
+    row = metrics(1, batch, stats, 0.05, SimpleNamespace(task=task))
     assert row["gold"] == pytest.approx(-1.75)  # the floor included
     assert row["gold_valid"] == pytest.approx(1.5) and row["valid_rate"] == 0.5
-    assert iteration_metrics(*args, [False] * 4)["gold_valid"] is None  # no valid text: no mean
-    assert "gold_valid" not in iteration_metrics(*args)  # not asked: not recorded
+    valid[:] = [False] * B
+    assert metrics(1, batch, stats, 0.05, SimpleNamespace(task=task))["gold_valid"] is None

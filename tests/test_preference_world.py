@@ -12,8 +12,9 @@ from minirlhf.autograd.tensor import Tensor
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.sequences import encode_pairs, logprobs_from_logits
 from minirlhf.lm.tokenizer import CharTokenizer
+from minirlhf.objectives.sft import sft_loss
 from minirlhf.stages.preferences import PreferenceConfig, build_preference_data
-from minirlhf.stages.sft import SFTConfig, sft_loss, train_sft
+from minirlhf.stages.sft import SFTConfig, train_sft
 from minirlhf.world import arithmetic, get_task, reviews
 from minirlhf.world.preference_data import (
     PreferenceDataError,

@@ -12,15 +12,10 @@ from minirlhf import Tensor
 from minirlhf.autograd.gradcheck import gradcheck
 from minirlhf.config import ConfigError
 from minirlhf.evaluation import seed_interval
+from minirlhf.objectives.reward import bradley_terry_loss, plackett_luce_loss, ranking_loss
 from minirlhf.stages.dpo import DPOConfig
 from minirlhf.stages.preferences import PreferenceConfig, build_preference_data
-from minirlhf.stages.reward import (
-    RewardConfig,
-    bradley_terry_loss,
-    plackett_luce_loss,
-    ranking_loss,
-    train_reward,
-)
+from minirlhf.stages.reward import RewardConfig, train_reward
 from minirlhf.world import get_task
 from minirlhf.world.preference_data import (
     PreferenceDataError,

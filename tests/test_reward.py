@@ -9,6 +9,7 @@ from minirlhf import Tensor
 from minirlhf.autograd.gradcheck import gradcheck
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.reward_model import RewardModel
+from minirlhf.objectives.reward import all_pairs_loss, bradley_terry_loss, plackett_luce_loss
 from minirlhf.stages.best_of_n import (
     BestOfNConfig,
     analytic_kl,
@@ -19,10 +20,7 @@ from minirlhf.stages.best_of_n import (
 from minirlhf.stages.preferences import PreferenceConfig, build_preference_data
 from minirlhf.stages.reward import (
     RewardConfig,
-    all_pairs_loss,
-    bradley_terry_loss,
     pair_metrics,
-    plackett_luce_loss,
     split_pairs,
     train_reward,
     warn_if_at_chance,

@@ -14,7 +14,7 @@ from minirlhf.autograd import functional as F
 from minirlhf.course.classroom import STUB, make_student
 from minirlhf.lm.nn import Parameter
 from minirlhf.lm.optim import AdamW
-from minirlhf.stages.dpo import dpo_loss
+from minirlhf.objectives.preference import dpo_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -210,7 +210,7 @@ class _FixedLogits:
 
 
 def _sft_loss() -> str:
-    from minirlhf.stages.sft import sft_loss
+    from minirlhf.objectives.sft import sft_loss
 
     rng = np.random.default_rng(8)
     logits = rng.normal(size=(2, 4, 5))
@@ -227,7 +227,7 @@ def _sft_loss() -> str:
 
 # --------------------------------------------------------------- chapter 4: reward model
 def _bradley_terry() -> str:
-    from minirlhf.stages.reward import bradley_terry_loss
+    from minirlhf.objectives.reward import bradley_terry_loss
 
     rc, rr = np.array([2.0, -1.0, 0.5]), np.array([0.0, 1.0, 0.5])
     _close("BT loss, no margin", bradley_terry_loss(_t(rc), _t(rr)), -_logsig(rc - rr).mean())
@@ -240,7 +240,7 @@ def _bradley_terry() -> str:
 
 
 def _plackett_luce() -> str:
-    from minirlhf.stages.reward import plackett_luce_loss
+    from minirlhf.objectives.reward import plackett_luce_loss
 
     s = np.array([[2.0, 1.0, 0.0], [0.0, 0.5, -1.0]])
     nll = []
@@ -263,18 +263,18 @@ def _eos_positions() -> str:
 
 # ------------------------------------------------------------------------ chapter 5: PPO
 def _kl_estimators() -> str:
-    from minirlhf.stages.ppo import kl_per_token
+    from minirlhf.objectives.ppo import kl_estimate
 
     lp, ref = np.array([-1.0, -2.0, -0.5]), np.array([-1.5, -1.0, -0.5])
-    _close("k1 = log pi - log pi_ref", kl_per_token(lp, ref, "k1"), lp - ref, tol=1e-12)
+    _close("k1 = log pi - log pi_ref", kl_estimate(lp, ref, "k1").data, lp - ref, tol=1e-12)
     rho = np.exp(ref - lp)
-    _close("k3 = (rho - 1) - log rho, rho = pi_ref / pi", kl_per_token(lp, ref, "k3"),
+    _close("k3 = (rho - 1) - log rho, rho = pi_ref / pi", kl_estimate(lp, ref, "k3").data,
            rho - 1 - np.log(rho), tol=1e-12)
     return "k1 and k3 right on every token"
 
 
 def _gae() -> str:
-    from minirlhf.stages.ppo import gae
+    from minirlhf.objectives.ppo import gae
 
     # three response tokens after one prompt token, reward 1 at the end, V = 0.5 everywhere
     rewards = np.array([[0.0, 0.0, 0.0, 1.0]])
@@ -309,7 +309,7 @@ def _gae() -> str:
 
 
 def _clipped_objective() -> str:
-    from minirlhf.stages.ppo import clipped_policy_loss
+    from minirlhf.objectives.ppo import clipped_policy_loss
 
     old = np.log(np.full((1, 7), 0.5))
     # ratios 1.4, 1.1, 0.6, 0.9 (the clip binds on the first and third), then 0.6 with A > 0 and
@@ -335,7 +335,7 @@ def _clipped_objective() -> str:
 
 # ------------------------------------------------------------------------ chapter 6: DPO
 def _dpo_margin() -> str:
-    from minirlhf.stages.dpo import dpo_loss
+    from minirlhf.objectives.preference import dpo_loss
 
     pc, pr = np.array([-3.0, -5.0]), np.array([-4.0, -2.0])
     rc, rr = np.array([-3.5, -4.0]), np.array([-3.0, -2.5])
@@ -353,7 +353,7 @@ def _dpo_margin() -> str:
 
 
 def _dpo_sigmoid() -> str:
-    from minirlhf.stages.dpo import dpo_loss
+    from minirlhf.objectives.preference import dpo_loss
 
     pc, pr = np.array([-3.0, -5.0]), np.array([-4.0, -2.0])
     rc, rr = np.array([-3.5, -4.0]), np.array([-3.0, -2.5])
@@ -367,7 +367,7 @@ def _dpo_sigmoid() -> str:
 
 
 def _ipo() -> str:
-    from minirlhf.stages.dpo import dpo_loss
+    from minirlhf.objectives.preference import dpo_loss
 
     pc, pr = np.array([-3.0, -5.0]), np.array([-4.0, -2.0])
     rc, rr = np.array([-3.5, -4.0]), np.array([-3.0, -2.5])
@@ -379,7 +379,7 @@ def _ipo() -> str:
 
 
 def _kto() -> str:
-    from minirlhf.lm.direct_alignment import kto_loss
+    from minirlhf.objectives.preference import kto_loss
 
     pol, ref = np.array([-3.0, -5.0, -2.0, -7.0]), np.array([-4.0, -4.5, -2.5, -6.0])
     desirable = np.array([True, False, True, False])
@@ -401,7 +401,7 @@ def _kto() -> str:
 
 
 def _orpo() -> str:
-    from minirlhf.lm.direct_alignment import orpo_loss
+    from minirlhf.objectives.preference import orpo_loss
 
     c, r = np.array([-2.0, -0.3]), np.array([-6.0, -9.0])
     lc, lr = np.array([4, 10]), np.array([3, 2])
@@ -416,7 +416,7 @@ def _orpo() -> str:
 
 
 def _simpo() -> str:
-    from minirlhf.lm.direct_alignment import simpo_loss
+    from minirlhf.objectives.preference import simpo_loss
 
     c, r = np.array([-2.0, -8.0, -3.0]), np.array([-6.0, -3.0, -3.0])
     lc, lr = np.array([4, 8, 2]), np.array([3, 2, 6])
@@ -517,7 +517,7 @@ def _sycophancy_rate() -> str:
 
 # ------------------------------------------------------- chapter 9: critic-free RL
 def _group_advantage() -> str:
-    from minirlhf.lm.policy_gradient import STD_EPS, ragged_group_advantages
+    from minirlhf.objectives.group import STD_EPS, ragged_group_advantages
 
     # four groups, interleaved: a mixed one, one whose rewards are all equal, a lone sample,
     # and one with fractional rewards
@@ -556,7 +556,7 @@ def _group_advantage() -> str:
 
 
 def _loss_aggregation() -> str:
-    from minirlhf.lm.policy_gradient import aggregate
+    from minirlhf.objectives.group import aggregate
 
     # three right-padded responses of 2, 4 and 0 tokens (the last dropped), padding filled with
     # junk so that counting it shows
@@ -582,7 +582,7 @@ def _loss_aggregation() -> str:
 
 
 def _clipped_token_losses() -> str:
-    from minirlhf.lm.policy_gradient import clipped_token_losses
+    from minirlhf.objectives.group import clipped_token_losses
 
     old = np.log(np.full((1, 6), 0.5))
     # ratios 1.5 (A > 0: above 1 + epsilon_high = 1.28, clipped), 1.2 (A > 0: inside, since
@@ -610,7 +610,7 @@ def _clipped_token_losses() -> str:
 
 def _kl_in_the_loss() -> str:
     from minirlhf.autograd import functional as F
-    from minirlhf.lm.policy_gradient import kl_estimate
+    from minirlhf.objectives.ppo import kl_estimate
 
     logp, ref = np.array([[-0.2, -1.5, -3.0]]), np.array([[-0.7, -1.0, -3.0]])
     log_r = ref - logp
@@ -748,24 +748,24 @@ EXERCISES: tuple[Exercise, ...] = (
              "a rater's Bradley-Terry choice probability", _rater_probability),
     Exercise(3, "token-logprobs", "lm.sequences.logprobs_from_logits",
              "log-probs of the response tokens under a model", _token_logprobs),
-    Exercise(3, "sft-loss", "stages.sft.sft_loss",
+    Exercise(3, "sft-loss", "objectives.sft.sft_loss",
              "the SFT loss on response tokens only", _sft_loss),
-    Exercise(4, "bradley-terry", "stages.reward.bradley_terry_loss",
+    Exercise(4, "bradley-terry", "objectives.reward.bradley_terry_loss",
              "the Bradley-Terry loss with margin and centering", _bradley_terry),
-    Exercise(4, "plackett-luce", "stages.reward.plackett_luce_loss",
+    Exercise(4, "plackett-luce", "objectives.reward.plackett_luce_loss",
              "the Plackett-Luce ranking loss", _plackett_luce),
     Exercise(4, "eos-positions", "lm.sequences.eos_positions",
              "where the reward model reads its score", _eos_positions),
-    Exercise(5, "kl-estimators", "stages.ppo.kl_per_token",
+    Exercise(5, "kl-estimators", "objectives.ppo.kl_estimate",
              "the k1 and k3 per-token KL estimates", _kl_estimators),
-    Exercise(5, "gae", "stages.ppo.gae", "generalised advantage estimation", _gae),
-    Exercise(5, "clipped-objective", "stages.ppo.clipped_policy_loss",
-             "PPO's clipped surrogate loss", _clipped_objective),
-    Exercise(6, "dpo-margin", "stages.dpo.dpo_loss",
+    Exercise(5, "gae", "objectives.ppo.gae", "generalised advantage estimation", _gae),
+    Exercise(5, "clipped-objective", "objectives.group.clipped_token_losses",
+             "PPO's clipped surrogate loss (per token, then averaged)", _clipped_objective),
+    Exercise(6, "dpo-margin", "objectives.preference.dpo_loss",
              "the log-ratio margin h and the implicit rewards", _dpo_margin),
-    Exercise(6, "dpo-sigmoid", "stages.dpo.dpo_loss",
+    Exercise(6, "dpo-sigmoid", "objectives.preference.dpo_loss",
              "the DPO loss (with label smoothing)", _dpo_sigmoid),
-    Exercise(6, "ipo", "stages.dpo.dpo_loss", "the IPO loss", _ipo),
+    Exercise(6, "ipo", "objectives.preference.dpo_loss", "the IPO loss", _ipo),
     Exercise(7, "constitution-score", "world.ai_labelers.Constitution.score",
              "the constitution's word count", _constitution_score),
     Exercise(7, "constitution-choice", "world.ai_labelers.Constitution.prefers_first",
@@ -778,25 +778,25 @@ EXERCISES: tuple[Exercise, ...] = (
              "where the fitted gold reward peaks", _gao_peak),
     Exercise(8, "sycophancy-rate", "experiments.sycophancy.sycophancy_rates",
              "the sycophancy rate and accuracies", _sycophancy_rate),
-    Exercise(9, "group-advantage", "lm.policy_gradient.ragged_group_advantages",
+    Exercise(9, "group-advantage", "objectives.group.ragged_group_advantages",
              "group advantages on ragged groups, zero-spread groups at 0", _group_advantage),
-    Exercise(9, "loss-aggregation", "lm.policy_gradient.aggregate",
+    Exercise(9, "loss-aggregation", "objectives.group.aggregate",
              "per-token losses -> one scalar: grpo, dr_grpo, dapo", _loss_aggregation),
-    Exercise(9, "clipped-token-losses", "lm.policy_gradient.clipped_token_losses",
+    Exercise(9, "clipped-token-losses", "objectives.group.clipped_token_losses",
              "the clipped surrogate per token with clip-higher", _clipped_token_losses),
-    Exercise(9, "kl-in-the-loss", "lm.policy_gradient.kl_estimate",
-             "k1, k2, k3 and their expected gradients", _kl_in_the_loss),
+    Exercise(9, "kl-in-the-loss", "objectives.ppo.kl_estimate",
+             "k2, and the expected gradients of k1, k2, k3", _kl_in_the_loss),
     Exercise(10, "bpe-merge", "lm.bpe.BPETokenizer.bpe",
              "GPT-2's merge loop: lowest rank first, every occurrence", _bpe_merge),
     Exercise(10, "hf-names", "lm.pretrained.state_from_hf",
              "map a GPT-2 checkpoint's tensor names onto ours", _hf_names),
     Exercise(10, "reward-export", "lm.pretrained.save_reward_model",
              "fold the reward model's normalisation into GPT-2's score head", _reward_export),
-    Exercise(11, "kto", "lm.direct_alignment.kto_loss",
+    Exercise(11, "kto", "objectives.preference.kto_loss",
              "KTO's loss on unpaired thumbs-up / thumbs-down", _kto),
-    Exercise(11, "orpo", "lm.direct_alignment.orpo_loss",
+    Exercise(11, "orpo", "objectives.preference.orpo_loss",
              "ORPO's odds-ratio loss, without a reference model", _orpo),
-    Exercise(11, "simpo", "lm.direct_alignment.simpo_loss",
+    Exercise(11, "simpo", "objectives.preference.simpo_loss",
              "SimPO's length-normalised loss with a target margin", _simpo),
 )
 

@@ -26,8 +26,8 @@ from minirlhf.config import stream
 from minirlhf.evaluation import bootstrap_interval, per_prompt_gold
 from minirlhf.experiments.common import Context
 from minirlhf.lm.checkpoint import load_model
-from minirlhf.lm.policy_gradient import group_advantages, zero_std_groups
 from minirlhf.lm.sampling import generate_text
+from minirlhf.objectives.group import group_advantages, zero_std_groups
 from minirlhf.stages.grpo import SCRATCHPAD_ROUTE, GRPOConfig, train_grpo
 from minirlhf.stages.ppo import PPOConfig, train_ppo
 from minirlhf.world import get_task

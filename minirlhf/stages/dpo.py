@@ -1,28 +1,11 @@
-"""DPO and its family: preference optimisation without a reward model.
+"""DPO: preference optimisation without a reward model (Rafailov et al., 2023).
 
-Start from the KL-regularised objective RLHF optimises,
-
-    max_pi  E_y~pi [ r(x, y) ] - beta KL(pi(.|x) || pi_ref(.|x)),
-
-whose optimum is pi*(y|x) = pi_ref(y|x) exp(r(x, y) / beta) / Z(x). Solve for the reward:
-r(x, y) = beta log(pi*(y|x) / pi_ref(y|x)) + beta log Z(x). Put that into the Bradley-Terry
-likelihood of a labelled pair (y_w preferred to y_l): Z(x) cancels, and what is left depends on
-the policy alone (Rafailov et al., 2023):
-
-    L_DPO = -log sigmoid(beta h),
-    h = [log pi(y_w) - log pi_ref(y_w)] - [log pi(y_l) - log pi_ref(y_l)]
-
-Log-probabilities are summed over the response tokens (as in the paper and its reference code;
-a per-token mean is an explicit option of the stage, never the default). The implicit rewards
-beta (log pi - log pi_ref) of the chosen and rejected responses are what TRL logs as
+The loss and its variants (IPO, cDPO, hinge) are ``objectives.preference.dpo_loss``; this stage
+trains with it, offline on the preference file or online on fresh pairs of the current policy,
+from the SFT policy, which is also the frozen reference. Log-probabilities are summed over the
+response tokens (a per-token mean is an explicit option, never the default). The implicit
+rewards beta (log pi - log pi_ref) of the chosen and rejected responses are what TRL logs as
 ``rewards/chosen`` and ``rewards/rejected``.
-
-Variants, selected by ``loss_type``:
-- ``sigmoid``: DPO. With ``label_smoothing`` eps > 0 it is conservative DPO (labels assumed
-  flipped with probability eps): -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h).
-- ``ipo``: (h - 1/(2 beta))^2 (Azar et al., 2023): regresses h to a fixed margin, so it cannot
-  push h to infinity on deterministic preferences.
-- ``hinge``: max(0, 1 - beta h) (SLiC, Zhao et al., 2023).
 """
 
 from __future__ import annotations
@@ -31,33 +14,36 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from minirlhf.autograd import functional as F
-from minirlhf.autograd import ops
 from minirlhf.autograd.tensor import Tensor, no_grad
 from minirlhf.config import (
     ConfigError,
     Stage,
-    StageConfig,
     check_fits,
     require_inputs,
     run_path,
     setting,
     stream,
 )
-from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
+from minirlhf.evaluation import PolicyReport, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
-from minirlhf.lm.optim import AdamW, cosine_lr, optimizer_step
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import generate_text
 from minirlhf.lm.sequences import sequence_logps
 from minirlhf.lm.tokenizer import CharTokenizer
-from minirlhf.plots import plot_series
+from minirlhf.objectives.preference import LOSS_TYPES, dpo_loss
+from minirlhf.training import (
+    BatchLoss,
+    OfflineSettings,
+    PolicySettings,
+    Trainer,
+    finish_pairwise,
+    pair_logps,
+    shuffled,
+)
 from minirlhf.world import TASK_NAMES, Task, get_task
 from minirlhf.world.preference_data import (
     PreferencePair,
@@ -72,59 +58,10 @@ from minirlhf.world.raters import get_panel
 
 log = logging.getLogger("minirlhf.stages.dpo")
 
-LOSS_TYPES = ("sigmoid", "ipo", "hinge")
-
-
-def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
-             reference_chosen_logps: Tensor | np.ndarray,
-             reference_rejected_logps: Tensor | np.ndarray, beta: float,
-             loss_type: str = "sigmoid", label_smoothing: float = 0.0
-             ) -> tuple[Tensor, np.ndarray, np.ndarray]:
-    """Per-example losses and implicit rewards.
-
-    All four log-prob arguments are (B,): each response's log-prob summed over its tokens.
-    The reference log-probs carry no gradient. Returns (losses (B,) Tensor, chosen rewards (B,),
-    rejected rewards (B,)), the rewards being beta (log pi - log pi_ref), detached.
-    """
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"dpo_loss: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-    if not beta > 0:
-        raise ValueError(f"dpo_loss: beta must be > 0, got {beta}")
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"dpo_loss: label_smoothing must be in [0, 0.5), got {label_smoothing}")
-    ref_c = _array(reference_chosen_logps)
-    ref_r = _array(reference_rejected_logps)
-    # exercise: set chosen_ratio, rejected_ratio and h, each a (B,) Tensor
-    ### BEGIN SOLUTION
-    chosen_ratio = policy_chosen_logps - ref_c  # log pi(y_w) - log pi_ref(y_w), (B,)
-    rejected_ratio = policy_rejected_logps - ref_r  # (B,)
-    h = chosen_ratio - rejected_ratio  # (B,)
-    ### END SOLUTION
-    if loss_type == "sigmoid":
-        # exercise: set losses, a (B,) Tensor
-        ### BEGIN SOLUTION
-        losses = -F.logsigmoid(h * beta)
-        if label_smoothing:
-            losses = losses * (1.0 - label_smoothing) - F.logsigmoid(h * -beta) * label_smoothing
-        ### END SOLUTION
-    elif loss_type == "ipo":
-        # exercise: set losses, a (B,) Tensor
-        ### BEGIN SOLUTION
-        gap = h - 1.0 / (2.0 * beta)
-        losses = gap * gap
-        ### END SOLUTION
-    else:  # hinge
-        losses = ops.relu(1.0 - h * beta)
-    return losses, beta * chosen_ratio.data.copy(), beta * rejected_ratio.data.copy()
-
-
-def _array(x: Tensor | np.ndarray) -> np.ndarray:
-    return x.data if isinstance(x, Tensor) else np.asarray(x)
-
 
 # ------------------------------------------------------------------------------- stage
 @dataclass
-class DPOConfig(StageConfig):
+class DPOConfig(OfflineSettings, PolicySettings):
     task: str = setting("reviews", "which world", choices=TASK_NAMES)
     preferences: str = setting(
         run_path("preferences", "preferences.jsonl"), "labelled pairs (JSON Lines)")
@@ -149,13 +86,6 @@ class DPOConfig(StageConfig):
                                 "model.npz (e.g. runs/default/reward/model.npz)")
     raters: str = setting("default", "online: the rater preset that labels fresh pairs",
                           choices=RATER_PRESETS)
-    epochs: int = setting(1, "passes over the pairs", "[1, 1000]")
-    batch_size: int = setting(32, "pairs per step", "[1, 4096]")
-    lr: float = setting(1e-4, "peak learning rate", "(0, inf)")
-    warmup_steps: int = setting(20, "linear warmup", "[0, 1_000_000]")
-    grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
-    eval_samples_per_prompt: int = setting(4, "samples per evaluation prompt", "[1, 1000]")
-    max_new_tokens: int = setting(80, "response budget when sampling", "[1, 126]")
 
     def check(self, upstream: dict | None = None) -> None:
         """Every setting in its range; rounds that each get a pair; batches the pairs can fill
@@ -251,6 +181,25 @@ def rm_label_pairs(rm: RewardModel, task: Task, prompts: list[str], first: list[
     return out
 
 
+def loss_fn(policy: GPT, tokenizer: CharTokenizer, pairs: list[PreferencePair],
+               ref_logps: np.ndarray, config: DPOConfig) -> BatchLoss:
+    """DPO's loss on a batch of ``pairs`` (their indices), with the reference's log-probs
+    ``ref_logps`` (N, 2) computed once, and TRL's DPO metrics (step counted from 1, as TRL
+    does)."""
+    def loss(idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:
+        lp, _ = pair_logps(policy, tokenizer, [pairs[i] for i in idx], config.mean_logps)
+        B = len(idx)
+        losses, r_c, r_r = dpo_loss(lp[:B], lp[B:], ref_logps[idx, 0], ref_logps[idx, 1],
+                                    config.beta, config.loss_type, config.label_smoothing)
+        return losses.mean(), {
+            "rewards/chosen": float(r_c.mean()), "rewards/rejected": float(r_r.mean()),
+            "rewards/accuracies": float(np.mean(r_c > r_r)),
+            "rewards/margins": float(np.mean(r_c - r_r)),
+            "logps/chosen": float(lp.data[:B].mean()),
+            "logps/rejected": float(lp.data[B:].mean())}
+    return loss
+
+
 def train_dpo(config: DPOConfig) -> DPOResult:
     """DPO from the SFT policy, with it as the frozen reference.
 
@@ -276,54 +225,25 @@ def train_dpo(config: DPOConfig) -> DPOResult:
             pairs = [pairs[i] for i in rng.permutation(len(pairs))[: config.max_pairs]]
         per_round, rounds = len(pairs), 1
 
-    opt = AdamW(policy.named_parameters(), lr=config.lr)
     total = rounds * -(-per_round // config.batch_size) * config.epochs  # every pair is used
     result = DPOResult(config=config, checkpoint="")
-    bar = tqdm(total=total, desc="dpo", disable=not config.progress)
-    step = 0
+    trainer = Trainer("dpo", policy, config, total)
     for _ in range(rounds):
         if config.online_rounds:
             pairs = _online_pairs(policy, tokenizer, config, per_round, rng)
         batches = length_buckets(pairs, config.batch_size, rng)
         ref_logps = _reference_logps(reference, tokenizer, pairs, batches, config.mean_logps)
-        for _ in range(config.epochs):
-            for b in rng.permutation(len(batches)):
-                idx = batches[b]
-                tokens, mask = encode_chosen_rejected(tokenizer, [pairs[i] for i in idx])
-                lp = sequence_logps(policy, tokens, mask, config.mean_logps)  # (2B,)
-                B = len(idx)
-                losses, r_c, r_r = dpo_loss(lp[:B], lp[B:], ref_logps[idx, 0],
-                                            ref_logps[idx, 1], config.beta, config.loss_type,
-                                            config.label_smoothing)
-                loss = losses.mean()
-                opt.lr = cosine_lr(step, total, config.lr, config.warmup_steps, config.lr * 0.1)
-                optimizer_step(opt, loss, policy.parameters(), config.grad_clip,
-                               f"dpo: step {step}")
-                result.metrics.append({  # TRL's names; step counted from 1, as TRL does
-                    "step": step + 1, "loss": loss.item(), "grad_norm": opt.grad_norm,
-                    "learning_rate": opt.lr,
-                    "rewards/chosen": float(r_c.mean()), "rewards/rejected": float(r_r.mean()),
-                    "rewards/accuracies": float(np.mean(r_c > r_r)),
-                    "rewards/margins": float(np.mean(r_c - r_r)),
-                    "logps/chosen": float(lp.data[:B].mean()),
-                    "logps/rejected": float(lp.data[B:].mean())})
-                bar.update(1)
-                step += 1
-    bar.close()
+        trainer.epochs(shuffled(batches), loss_fn(policy, tokenizer, pairs, ref_logps, config),
+                       rng)
+    result.metrics = trainer.close()
     result.warnings = chosen_logp_warning(result.metrics)
     for w in result.warnings:
         log.warning(w)
 
-    out = Path(config.out_dir)
-    result.checkpoint, result.report = finish_policy_stage(
-        "dpo", out, config, policy, reference, tokenizer, get_task(config.task), result.metrics,
-        config.seed, config.eval_samples_per_prompt, config.max_new_tokens)
-    steps = [m["step"] for m in result.metrics]
-    result.plots = [str(plot_series(
-        out / "metrics.png", {k: list(zip(steps, [m[k] for m in result.metrics], strict=True))
-                              for k in ("rewards/chosen", "rewards/rejected",
-                                        "rewards/margins", "rewards/accuracies")},
-        title=f"DPO ({config.loss_type}, beta {config.beta})", ylabel="value"))]
+    result.checkpoint, result.report, result.plots = finish_pairwise(
+        "dpo", f"DPO ({config.loss_type}, beta {config.beta})", config, policy, reference,
+        tokenizer, result.metrics,
+        ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"))
     result.seconds = time.time() - t0
     return result
 

@@ -9,7 +9,7 @@ PPO learns a critic to tell a good token from a bad one. These methods learn non
    the old policy and of the frozen reference, without gradient;
 3. rewards: the KL penalty in the reward (k1, as PPO) when ``kl_in`` is ``reward``;
 4. advantages: one per response from its group (``advantage``: grpo, dr_grpo, rloo,
-   reinforce, remax) or per token (reinforce_pp), see ``lm.policy_gradient``;
+   reinforce, remax) or per token (reinforce_pp), see ``objectives.group``;
 5. update: the clipped surrogate per token, plus beta times a KL estimate per token when
    ``kl_in`` is ``loss``, aggregated by ``loss_type``, for ``num_iterations`` passes;
 6. metrics, under TRL's GRPO names.
@@ -37,7 +37,6 @@ from minirlhf.autograd.tensor import no_grad
 from minirlhf.config import (
     ConfigError,
     Stage,
-    StageConfig,
     missing_input,
     run_path,
     setting,
@@ -54,25 +53,23 @@ from minirlhf.evaluation import (
     policy_numbers,
 )
 from minirlhf.lm.checkpoint import load_model
-from minirlhf.lm.model import GPT
 from minirlhf.lm.optim import AdamW, optimizer_step
-from minirlhf.lm.policy_gradient import (
-    KL_ESTIMATORS,
+from minirlhf.lm.reward_model import RewardModel
+from minirlhf.lm.sampling import Rollout, generate, rollout
+from minirlhf.lm.sequences import token_logprobs
+from minirlhf.objectives.group import (
     LOSS_TYPES,
     SCALE_REWARDS,
     aggregate,
     clipped_token_losses,
     group_advantages,
-    kl_estimate,
     reinforce_pp_advantages,
     zero_std_groups,
 )
-from minirlhf.lm.reward_model import RewardModel
-from minirlhf.lm.sampling import Rollout, generate, rollout
-from minirlhf.lm.sequences import token_logprobs
-from minirlhf.lm.tokenizer import CharTokenizer
+from minirlhf.objectives.ppo import KL_ESTIMATORS, kl_estimate
 from minirlhf.plots import plot_reward_vs_kl
-from minirlhf.world import TASK_NAMES, Task, get_task
+from minirlhf.training import Actors, PolicySettings, RolloutBatch
+from minirlhf.world import TASK_NAMES, get_task
 
 log = logging.getLogger("minirlhf.stages.grpo")
 
@@ -87,7 +84,7 @@ SCRATCHPAD_ROUTE = (
 
 
 @dataclass
-class GRPOConfig(StageConfig):
+class GRPOConfig(PolicySettings):
     task: str = setting("scratchpad", "which world", choices=TASK_NAMES)
     init: str = setting(
         "runs/scratchpad/sft/model.npz", "the SFT policy of the task's world: start point and "
@@ -130,20 +127,10 @@ class GRPOConfig(StageConfig):
         False, "leave responses without EOS out of the loss")
     dynamic_sampling: bool = setting(
         False, "drop groups whose rewards are all equal (DAPO), keeping the others")
-    lr: float = setting(
-        1e-4, "learning rate. Measured on the scratchpad world, one seed each, 60 iterations "
-        "from a 300-step SFT policy at 51% exact match: 3e-5 reached 73%, 1e-4 77%, 2e-4 70% "
-        "(Adam scales every step to about lr however small the gradient, so noise grows with "
-        "lr); on an earlier version of the world 1e-3 wrecked the policy in a few iterations",
-        "(0, inf)")
     temperature: float = setting(1.0, "sampling temperature (log-probs use the same)",
                                  "(0, inf)")
-    max_new_tokens: int = setting(64, "response budget (TRL's max_completion_length)",
-                                  "[1, 126]")
-    grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
-    eval_samples_per_prompt: int = setting(
-        8, "samples per evaluation prompt at the end (the scratchpad world's 128 held-out "
-        "prompts x 8: a 95% interval of about +-4 points on the accuracy)", "[1, 1000]")
+    max_new_tokens: int = 64  # TRL's max_completion_length
+    eval_samples_per_prompt: int = 8
 
     def check(self, upstream: dict | None = None) -> None:
         """Every setting in its range; groups big enough for their baseline; minibatches that
@@ -176,26 +163,42 @@ class GRPOResult:
 
 # ------------------------------------------------------------- one iteration, step by step
 @dataclass
-class Batch:
-    """A rollout of N groups of G responses, scored. Arrays (B, T) but ``rewards`` (N, G),
-    ``finished`` (B,) and ``greedy`` (N,) (ReMax's baseline, else empty)."""
+class Batch(RolloutBatch):
+    """One iteration's rollout of N groups of G responses (``prompts``, each repeated G times in
+    consecutive rows, ``roll``, ``tokens``, ``mask``) and what each step adds to it. Arrays
+    (B, T) unless said."""
 
-    prompts: list[str]  # B prompts, each repeated G times in consecutive rows
-    roll: Rollout
-    rewards: np.ndarray
-    logp: np.ndarray  # log pi_old of each response token
-    ref_logp: np.ndarray  # log pi_ref of each response token
-    greedy: np.ndarray
+    rewards: np.ndarray  # (N, G) step 2: the reward of each response
+    logp: np.ndarray  # step 2: log pi_old of each response token
+    ref_logp: np.ndarray  # step 2: log pi_ref of each response token
+    greedy: np.ndarray  # (N,) step 2: ReMax's baseline, the greedy response's reward (else empty)
+    advantages: np.ndarray | None = None  # step 4: per token
+    kl: np.ndarray | None = None  # steps 3-4: the per-token k1 KL to the reference
 
 
-def score(policy: GPT, reference: GPT, tokenizer: CharTokenizer, task: Task,
-          rm: RewardModel | None, prompts: list[str], roll: Rollout, config: GRPOConfig,
+def make_actors(config: GRPOConfig) -> Actors:
+    """Policy and reference from the SFT checkpoint (of the task's world), the reward model
+    when it scores, no critic; an AdamW over the policy."""
+    policy, tokenizer, extra = load_model(config.init)
+    made_for = extra.get("config", {}).get("task", config.task)
+    if made_for != config.task:
+        raise ConfigError(f"GRPOConfig: init = {config.init} was trained for the {made_for!r} "
+                          f"world, and task = {config.task!r}; give an SFT policy of that world")
+    reference, _, _ = load_model(config.init)
+    rm = RewardModel.load(config.reward_model) if config.reward == "reward_model" else None
+    return Actors(policy, reference, None, rm, tokenizer,
+                  AdamW(policy.named_parameters(), lr=config.lr), policy.parameters(),
+                  get_task(config.task))
+
+
+def score(actors: Actors, prompts: list[str], roll: Rollout, config: GRPOConfig,
           rng: np.random.Generator) -> Batch:
     """Step 2: the reward of each response (the verifier or the reward model, with no EOS
     scoring as the verifier's 0 or the reward model's score of the cut text), and the old
     policy's and the reference's log-probs, without gradient, in the update's minibatch shapes
     (so that the first pass's ratio is exactly 1)."""
     N, G = config.prompts_per_iteration, config.num_generations
+    task, rm = actors.task, actors.reward_model
     tokens, mask = roll.generation.tokens, roll.generation.response_mask
     if rm is None:
         r = [task.gold(p, t, f) for p, t, f in zip(prompts, roll.texts, roll.finished,
@@ -206,15 +209,16 @@ def score(policy: GPT, reference: GPT, tokenizer: CharTokenizer, task: Task,
     logp, ref_logp = np.zeros_like(mask), np.zeros_like(mask)
     with no_grad():
         for mb in _minibatches(config):
-            logp[mb] = token_logprobs(policy, tokens[mb], mask[mb], config.temperature).data
-            ref_logp[mb] = token_logprobs(reference, tokens[mb], mask[mb],
+            logp[mb] = token_logprobs(actors.policy, tokens[mb], mask[mb],
+                                      config.temperature).data
+            ref_logp[mb] = token_logprobs(actors.reference, tokens[mb], mask[mb],
                                           config.temperature).data
     greedy = np.zeros(0)
     if config.advantage == "remax":  # one greedy response per prompt, scored the same way
         firsts = prompts[::G]
-        ids = [tokenizer.encode(p, bos=True) for p in firsts]
-        g = generate(policy, ids, config.max_new_tokens, top_k=1, rng=rng)
-        texts = [tokenizer.decode(x) for x in g.responses()]
+        ids = [actors.tokenizer.encode(p, bos=True) for p in firsts]
+        g = generate(actors.policy, ids, config.max_new_tokens, top_k=1, rng=rng)
+        texts = [actors.tokenizer.decode(x) for x in g.responses()]
         fin = [bool(f) for f in g.finished]
         greedy = np.asarray([task.gold(p, t, f) for p, t, f in zip(firsts, texts, fin,
                                                                    strict=True)]
@@ -222,11 +226,12 @@ def score(policy: GPT, reference: GPT, tokenizer: CharTokenizer, task: Task,
     return Batch(prompts, roll, rewards, logp, ref_logp, greedy)
 
 
-def token_advantages(batch: Batch, config: GRPOConfig) -> tuple[np.ndarray, np.ndarray]:
+def advantages(batch: Batch, config: GRPOConfig) -> tuple[np.ndarray, np.ndarray]:
     """Steps 3 and 4: the advantage of every response token (B, T), and the per-token k1 KL
-    (B, T) (for the reward when ``kl_in`` is ``reward``, and for the log)."""
-    mask = batch.roll.generation.response_mask
-    kl = (batch.logp - batch.ref_logp) * mask  # k1 per token
+    (B, T) (for the reward when ``kl_in`` is ``reward``, and for the log). The group is the
+    baseline; only this step (and the aggregation in the update) differs from PPO."""
+    mask = batch.mask
+    kl = kl_estimate(batch.logp, batch.ref_logp, "k1").data * mask  # k1 per token
     if config.advantage == "reinforce_pp":
         beta = config.beta if config.kl_in == "reward" else 0.0
         adv = reinforce_pp_advantages(batch.rewards.reshape(-1), kl, mask, beta)
@@ -239,42 +244,42 @@ def token_advantages(batch: Batch, config: GRPOConfig) -> tuple[np.ndarray, np.n
     return (adv.reshape(-1, 1) * mask).astype(mask.dtype), kl
 
 
-def update(policy: GPT, optimizer: AdamW, batch: Batch, adv: np.ndarray, config: GRPOConfig,
-           rng: np.random.Generator, it: int) -> dict[str, float]:
+def update(actors: Actors, batch: Batch, config: GRPOConfig, rng: np.random.Generator,
+           it: int) -> dict[str, float]:
     """Step 5: ``num_iterations`` passes over the minibatches in a random order, each a step on
     the aggregated clipped surrogate (plus beta times the KL estimate when ``kl_in`` is
     ``loss``). Rows left out (dynamic sampling, truncated completions) carry a zero mask."""
-    g = batch.roll.generation
-    tokens, mask = g.tokens, g.response_mask * _kept(batch, config)[:, None]
+    tokens, mask = batch.tokens, batch.mask * _kept(batch, config)[:, None]
+    adv, optimizer = batch.advantages, actors.optimizer
     stats: dict[str, list[float]] = {}
-    params = policy.parameters()
     minibatches = _minibatches(config)
     for _ in range(config.num_iterations):
         for b in rng.permutation(len(minibatches)):
             mb = minibatches[b]
             if not mask[mb].any():
                 continue
-            logp = token_logprobs(policy, tokens[mb], mask[mb], config.temperature)
+            logp = token_logprobs(actors.policy, tokens[mb], mask[mb], config.temperature)
             losses, s = clipped_token_losses(logp, batch.logp[mb], adv[mb], mask[mb],
                                              config.epsilon, config.epsilon_high)
             if config.kl_in == "loss" and config.beta:
                 losses = losses + kl_estimate(logp, batch.ref_logp[mb],
                                               config.kl_estimator) * config.beta
             loss = aggregate(losses, mask[mb], config.loss_type, config.max_new_tokens)
-            optimizer_step(optimizer, loss, params, config.grad_clip, f"grpo: iteration {it}")
+            optimizer_step(optimizer, loss, actors.params, config.grad_clip,
+                           f"grpo: iteration {it}")
             for k, v in {**s, "loss": loss.item(), "grad_norm": optimizer.grad_norm}.items():
                 stats.setdefault(k, []).append(v)
     return {**{k: float(np.mean(v)) for k, v in stats.items()},
             "step": optimizer.t, "learning_rate": optimizer.lr}
 
 
-def metrics(it: int, batch: Batch, kl: np.ndarray, stats: dict[str, float],
-            config: GRPOConfig, task: Task) -> dict[str, float]:
+def metrics(it: int, batch: Batch, stats: dict[str, float], config: GRPOConfig,
+            actors: Actors) -> dict[str, float]:
     """Step 6: one row of metrics.jsonl under TRL's GRPO names meaning TRL's quantities (``kl``
     and ``entropy`` per token, ``step`` the optimizer steps taken), plus ``kl_sequence`` (the KL
     per response, the frontier's axis), the gold reward (the verifier's accuracy on the
     scratchpad world) and the accuracy by difficulty."""
-    g = batch.roll.generation
+    g, task, kl = batch.roll.generation, actors.task, batch.kl
     mask = g.response_mask
     lengths = mask.sum(axis=1)
     golds = [task.gold(p, t, f) for p, t, f in zip(batch.prompts, batch.roll.texts,
@@ -327,36 +332,29 @@ def train_grpo(config: GRPOConfig) -> GRPOResult:
         raise missing_input("SFT policy", config.init, SCRATCHPAD_ROUTE
                             if config.task == "scratchpad" else stage_command("sft"))
     t0 = time.time()
-    task = get_task(config.task)
-    policy, tokenizer, extra = load_model(config.init)
-    made_for = extra.get("config", {}).get("task", config.task)
-    if made_for != config.task:
-        raise ConfigError(f"GRPOConfig: init = {config.init} was trained for the {made_for!r} "
-                          f"world, and task = {config.task!r}; give an SFT policy of that world")
-    reference, _, _ = load_model(config.init)
-    rm = RewardModel.load(config.reward_model) if config.reward == "reward_model" else None
-    optimizer = AdamW(policy.named_parameters(), lr=config.lr)
+    actors = make_actors(config)
     rng = stream(config.seed, "train")
     result = GRPOResult(config=config, checkpoint="")
     G = config.num_generations
     for it in tqdm(range(config.iterations), desc="grpo", disable=not config.progress):
         # 1. rollout: G responses to each of N prompts
-        prompts = [p for p in task.sample_prompts(config.prompts_per_iteration, rng)
+        prompts = [p for p in actors.task.sample_prompts(config.prompts_per_iteration, rng)
                    for _ in range(G)]
-        roll = rollout(policy, tokenizer, prompts, config.max_new_tokens, rng,
+        roll = rollout(actors.policy, actors.tokenizer, prompts, config.max_new_tokens, rng,
                        config.temperature)
         # 2. score: rewards, old and reference log-probs (and ReMax's greedy baseline)
-        batch = score(policy, reference, tokenizer, task, rm, prompts, roll, config, rng)
+        batch = score(actors, prompts, roll, config, rng)
         # 3.-4. rewards and advantages: the group is the baseline
-        adv, kl = token_advantages(batch, config)
+        batch.advantages, batch.kl = advantages(batch, config)
         # 5. update: the clipped surrogate (+ KL), aggregated by loss_type
-        stats = update(policy, optimizer, batch, adv, config, rng, it)
+        stats = update(actors, batch, config, rng, it)
         # 6. metrics
-        result.metrics.append(metrics(it, batch, kl, stats, config, task))
+        result.metrics.append(metrics(it, batch, stats, config, actors))
 
     result.checkpoint, result.report = finish_policy_stage(
-        "grpo", config.out_dir, config, policy, reference, tokenizer, task, result.metrics,
-        config.seed, config.eval_samples_per_prompt, config.max_new_tokens)
+        "grpo", config.out_dir, config, actors.policy, actors.reference, actors.tokenizer,
+        actors.task, result.metrics, config.seed, config.eval_samples_per_prompt,
+        config.max_new_tokens)
     if config.task == "scratchpad":
         result.accuracy, result.sft_accuracy = accuracies(result.report, config)
     if len(result.report.samples) >= 2 * config.eval_samples_per_prompt:

@@ -28,22 +28,26 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from minirlhf.autograd.tensor import no_grad
-from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting, stream
-from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
+from minirlhf.autograd.tensor import Tensor, no_grad
+from minirlhf.config import Stage, check_fits, run_path, setting, stream
+from minirlhf.evaluation import PolicyReport, policy_numbers
 from minirlhf.lm.checkpoint import load_model
-from minirlhf.lm.direct_alignment import kto_loss
 from minirlhf.lm.model import GPT
-from minirlhf.lm.optim import AdamW, cosine_lr, optimizer_step
 from minirlhf.lm.sampling import generate_text
 from minirlhf.lm.sequences import encode_pairs, sequence_logps
 from minirlhf.lm.tokenizer import CharTokenizer
-from minirlhf.plots import plot_series
+from minirlhf.objectives.preference import kto_loss
+from minirlhf.training import (
+    BatchLoss,
+    OfflineSettings,
+    PolicySettings,
+    Trainer,
+    finish_pairwise,
+    shuffled,
+)
 from minirlhf.world import TASK_NAMES, get_task
 from minirlhf.world.preference_data import (
     PreferencePair,
@@ -60,7 +64,7 @@ log = logging.getLogger("minirlhf.stages.kto")
 
 
 @dataclass
-class KTOConfig(StageConfig):
+class KTOConfig(OfflineSettings, PolicySettings):
     task: str = setting("reviews", "which world", choices=TASK_NAMES)
     preferences: str = setting(
         run_path("preferences", "preferences.jsonl"),
@@ -79,13 +83,7 @@ class KTOConfig(StageConfig):
                                         "keeps w_d n_d / (w_u n_u) in [1, 4/3]", "(0, inf)")
     max_examples: int = setting(0, "use at most this many labelled responses (0: all)",
                                 "[0, 10_000_000]")
-    epochs: int = setting(1, "passes over the labels", "[1, 1000]")
     batch_size: int = setting(64, "labelled responses per step (a pair gives two)", "[2, 4096]")
-    lr: float = setting(1e-4, "peak learning rate", "(0, inf)")
-    warmup_steps: int = setting(20, "linear warmup", "[0, 1_000_000]")
-    grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
-    eval_samples_per_prompt: int = setting(4, "samples per evaluation prompt", "[1, 1000]")
-    max_new_tokens: int = setting(80, "response budget when sampling", "[1, 126]")
 
 
 @dataclass
@@ -131,6 +129,33 @@ def reference_point(policy: GPT, reference: GPT, tokenizer: CharTokenizer,
     return float(np.mean(pol - ref))
 
 
+def loss_fn(policy: GPT, reference: GPT, tokenizer: CharTokenizer,
+               examples: list[UnpairedExample], ref_logps: np.ndarray, config: KTOConfig
+               ) -> BatchLoss:
+    """KTO's loss on a batch of ``examples`` (their indices), with the reference's log-probs
+    ``ref_logps`` (N,) computed once, and TRL's KTO metrics (chosen: the thumbs-up rows,
+    rejected: the others)."""
+    desirable = np.array([e.label for e in examples])
+
+    def loss(idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:
+        batch = [examples[i] for i in idx]
+        z0 = reference_point(policy, reference, tokenizer, batch)  # 2. the reference point
+        lp = _logps(policy, tokenizer, [e.prompt for e in batch],  # 3. the policy's log-probs
+                    [e.completion for e in batch])  # (B,)
+        up = desirable[idx]
+        losses, rewards = kto_loss(lp, ref_logps[idx], up, z0, config.beta,  # 4. the loss
+                                   config.desirable_weight, config.undesirable_weight)
+        row = {"kl": max(z0, 0.0)}
+        for name, sel in (("chosen", up), ("rejected", ~up)):
+            if sel.any():
+                row[f"rewards/{name}"] = float(rewards[sel].mean())
+                row[f"logps/{name}"] = float(lp.data[sel].mean())
+        if up.any() and (~up).any():
+            row["rewards/margins"] = row["rewards/chosen"] - row["rewards/rejected"]
+        return losses.mean(), row
+    return loss
+
+
 def train_kto(config: KTOConfig) -> KTOResult:
     """KTO from the SFT policy (also the frozen reference) on thumbs-up / thumbs-down labels."""
     STAGE.begin(config, unused=("preferences",) if config.thumbs else ())
@@ -155,49 +180,13 @@ def train_kto(config: KTOConfig) -> KTOResult:
         for idx in batches:
             ref_logps[idx] = _logps(reference, tokenizer, [examples[i].prompt for i in idx],
                                     [examples[i].completion for i in idx]).data
-    opt = AdamW(policy.named_parameters(), lr=config.lr)
-    total = len(batches) * config.epochs
-    bar = tqdm(total=total, desc="kto", disable=not config.progress)
-    for _ in range(config.epochs):
-        for b in rng.permutation(len(batches)):
-            step = len(result.metrics)
-            idx = batches[b]
-            batch = [examples[i] for i in idx]
-            # 2. the reference point
-            z0 = reference_point(policy, reference, tokenizer, batch)
-            # 3. the policy's log-probs
-            lp = _logps(policy, tokenizer, [e.prompt for e in batch],
-                        [e.completion for e in batch])  # (B,)
-            # 4. the loss
-            up = desirable[idx]
-            losses, rewards = kto_loss(lp, ref_logps[idx], up, z0, config.beta,
-                                       config.desirable_weight, config.undesirable_weight)
-            loss = losses.mean()
-            # 5. a step
-            opt.lr = cosine_lr(step, total, config.lr, config.warmup_steps, config.lr * 0.1)
-            optimizer_step(opt, loss, policy.parameters(), config.grad_clip, f"kto: step {step}")
-            # 6. metrics, TRL's KTO names (chosen: the thumbs-up rows, rejected: the others)
-            row = {"step": step + 1, "loss": loss.item(), "grad_norm": opt.grad_norm,
-                   "learning_rate": opt.lr, "kl": max(z0, 0.0)}
-            for name, sel in (("chosen", up), ("rejected", ~up)):
-                if sel.any():
-                    row[f"rewards/{name}"] = float(rewards[sel].mean())
-                    row[f"logps/{name}"] = float(lp.data[sel].mean())
-            if up.any() and (~up).any():
-                row["rewards/margins"] = row["rewards/chosen"] - row["rewards/rejected"]
-            result.metrics.append(row)
-            bar.update(1)
-    bar.close()
-    out = Path(config.out_dir)
-    result.checkpoint, result.report = finish_policy_stage(
-        "kto", out, config, policy, reference, tokenizer, get_task(config.task), result.metrics,
-        config.seed, config.eval_samples_per_prompt, config.max_new_tokens)
-    steps = [m["step"] for m in result.metrics]
-    result.plots = [str(plot_series(
-        out / "metrics.png", {k: [(s, m[k]) for s, m in zip(steps, result.metrics, strict=True)
-                                  if k in m]
-                              for k in ("kl", "rewards/chosen", "rewards/rejected")},
-        title=f"KTO (beta {config.beta})", ylabel="value"))]
+    trainer = Trainer("kto", policy, config, len(batches) * config.epochs)
+    trainer.epochs(shuffled(batches), loss_fn(policy, reference, tokenizer, examples,
+                                                 ref_logps, config), rng)
+    result.metrics = trainer.close()
+    result.checkpoint, result.report, result.plots = finish_pairwise(
+        "kto", f"KTO (beta {config.beta})", config, policy, reference, tokenizer,
+        result.metrics, ("kl", "rewards/chosen", "rewards/rejected"))
     result.seconds = time.time() - t0
     return result
 

@@ -1,9 +1,18 @@
-"""PPO with a KL penalty: per-token KL penalties, generalised advantage estimation,
-whitening, the clipped policy and value losses, the adaptive KL controller, and the stage
-``train_ppo(config) -> PPOResult``.
+"""PPO with a KL penalty (Ziegler et al. 2019; Ouyang et al. 2022), the stage
+``train_ppo(config) -> PPOResult``. One iteration, step by step:
 
-All arrays are (B, T) over the full sequences (prompt + response + PAD), with a response mask
-that is 1 on response tokens; everything outside the mask is ignored and returned as 0.
+1. rollout: a response to each of ``rollout_size`` prompts from the current policy;
+2. score: the reward model's score of each response (or the verifier's), and, without gradient,
+   the old policy's and the reference's log-probs and the critic's values;
+3. rewards: minus beta times the per-token KL to the reference on every token, plus the score on
+   the last one;
+4. advantages: GAE on the critic's values, whitened over the response tokens;
+5. update: ``ppo_epochs`` passes of clipped policy and value steps over minibatches;
+6. metrics, under TRL's PPO names.
+
+GRPO (``stages/grpo.py``) has the same steps and names; only 2 to 5 differ in what they hold. The
+objectives (KL estimators, GAE, whitening, the clipped losses, the KL controller) live in
+``objectives/ppo.py``.
 """
 
 from __future__ import annotations
@@ -16,160 +25,34 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minirlhf.autograd import functional as F
-from minirlhf.autograd import ops
 from minirlhf.autograd.tensor import Tensor, no_grad
-from minirlhf.config import ConfigError, Stage, StageConfig, run_path, setting, stream
+from minirlhf.config import ConfigError, Stage, run_path, setting, stream
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, metrics_table, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
 from minirlhf.lm.optim import AdamW, optimizer_step
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import Rollout, rollout
-from minirlhf.lm.sequences import (
-    eos_positions,
-    logprobs_from_logits,
-    masked_mean,
-    masked_mean_array,
+from minirlhf.lm.sequences import logprobs_from_logits
+from minirlhf.objectives.ppo import (
+    AdaptiveKLController,
+    clipped_policy_loss,
+    clipped_value_loss,
+    exact_kl,
+    gae,
+    kl_penalized_rewards,
+    mean_entropy,
+    whiten,
 )
-from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_reward_vs_kl
-from minirlhf.world import TASK_NAMES, Task, get_task
+from minirlhf.training import Actors, PolicySettings, RolloutBatch
+from minirlhf.world import TASK_NAMES, get_task
 
 log = logging.getLogger("minirlhf.stages.ppo")
 
 
-KL_ESTIMATORS = ("k1", "k3")
-
-
-def kl_per_token(logp: np.ndarray, ref_logp: np.ndarray, kind: str = "k1") -> np.ndarray:
-    """An estimate of KL(pi || pi_ref) from the sampled token's log-probs, per token.
-
-    k1 = log pi - log pi_ref (unbiased, can be negative on a token);
-    k3 = (rho - 1) - log rho with rho = pi_ref / pi (unbiased, never negative; Schulman 2020).
-    """
-    if kind == "k1":
-        # exercise: return the (B, T) array of k1
-        ### BEGIN SOLUTION
-        return logp - ref_logp
-        ### END SOLUTION
-    if kind == "k3":
-        # exercise: return the (B, T) array of k3
-        ### BEGIN SOLUTION
-        log_rho = ref_logp - logp
-        return np.expm1(log_rho) - log_rho
-        ### END SOLUTION
-    raise ValueError(f"kl_per_token: kind must be k1 or k3, got {kind!r}")
-
-
-def whiten(x: np.ndarray, mask: np.ndarray, shift_mean: bool = True) -> np.ndarray:
-    """Scale ``x`` to unit variance (and zero mean, unless ``shift_mean`` is False) over the
-    masked entries; entries outside the mask are 0."""
-    mean = masked_mean_array(x, mask)
-    var = masked_mean_array((x - mean) ** 2, mask)
-    out = (x - mean) / np.sqrt(var + 1e-8)
-    if not shift_mean:
-        out = out + mean
-    return (out * mask).astype(x.dtype)
-
-
-def gae(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float = 1.0,
-        lam: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Generalised advantage estimation over each row's response tokens.
-
-    rewards, values, mask: (B, T). The value after a row's last response token is 0 (the
-    episode ends). With delta_t = r_t + gamma V_{t+1} - V_t, the advantage is
-    A_t = delta_t + gamma lam A_{t+1}, computed backwards; returns = A + V.
-    Returns (advantages, returns), both (B, T) and 0 outside the mask.
-    """
-    B, T = rewards.shape
-    adv = np.zeros((B, T), dtype=np.float64)
-    next_value = np.zeros(B)
-    next_adv = np.zeros(B)
-    # exercise: fill adv (B, T) from the last position to the first, carrying next_value and
-    #   next_adv (B,)
-    ### BEGIN SOLUTION
-    for t in range(T - 1, -1, -1):  # one vectorised step per position, over all rows
-        m = mask[:, t] > 0
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        a = delta + gamma * lam * next_adv
-        adv[:, t] = np.where(m, a, 0.0)
-        next_value = np.where(m, values[:, t], next_value)
-        next_adv = np.where(m, a, next_adv)
-    ### END SOLUTION
-    adv = adv.astype(rewards.dtype)
-    returns = (adv + values) * mask
-    return adv, returns.astype(rewards.dtype)
-
-
-def _clip(x: Tensor, lo: np.ndarray | float, hi: np.ndarray | float) -> Tensor:
-    """Clamp elementwise; the gradient is zero wherever the clamp binds."""
-    return ops.where(x.data < lo, lo, ops.where(x.data > hi, hi, x))
-
-
-def _maximum(a: Tensor, b: Tensor) -> Tensor:
-    """Elementwise max; the gradient goes to the larger side."""
-    return ops.where(a.data >= b.data, a, b)
-
-
-def clipped_policy_loss(logp: Tensor, old_logp: np.ndarray, advantages: np.ndarray,
-                        mask: np.ndarray, clip: float = 0.2) -> tuple[Tensor, dict[str, float]]:
-    """PPO's clipped surrogate, as a loss to minimise. All (B, T).
-
-    ratio = exp(log pi - log pi_old);  loss = mean over response tokens of
-    max(-A ratio, -A clip(ratio, 1 - eps, 1 + eps)). Where the clipped term is the larger, its
-    gradient is exactly zero: no incentive to move the ratio further outside [1 - eps, 1 + eps].
-    Also returns the share of tokens where clipping binds and the approximate KL
-    0.5 mean (log pi - log pi_old)^2.
-    """
-    if not 0.0 < clip < 1.0:
-        raise ValueError(f"clipped_policy_loss: clip must be in (0, 1), got {clip}")
-    # exercise: set ratio (B, T) and loss, the scalar Tensor
-    ### BEGIN SOLUTION
-    ratio = ops.exp(logp - old_logp)
-    unclipped = ratio * -advantages
-    clipped = _clip(ratio, 1.0 - clip, 1.0 + clip) * -advantages
-    loss = masked_mean(_maximum(unclipped, clipped), mask)
-    ### END SOLUTION
-    stats = {
-        "clipfrac": masked_mean_array((clipped.data > unclipped.data).astype(float), mask),
-        "approxkl": 0.5 * masked_mean_array((logp.data - old_logp) ** 2, mask),
-        "ratio": masked_mean_array(ratio.data, mask),
-    }
-    return loss, stats
-
-
-def clipped_value_loss(values: Tensor, old_values: np.ndarray, returns: np.ndarray,
-                       mask: np.ndarray, clip: float = 0.2) -> tuple[Tensor, dict[str, float]]:
-    """0.5 mean over response tokens of max((V - R)^2, (clip(V, V_old +- eps) - R)^2): the value
-    head may not move more than eps from its old prediction to reduce its error."""
-    v_clipped = _clip(values, old_values - clip, old_values + clip)
-    a = (values - returns) * (values - returns)
-    b = (v_clipped - returns) * (v_clipped - returns)
-    loss = masked_mean(_maximum(a, b), mask) * 0.5
-    return loss, {"clipfrac": masked_mean_array((b.data > a.data).astype(float), mask)}
-
-
-class AdaptiveKLController:
-    """Ziegler et al. (2019): adjust beta so that the measured KL tracks a target.
-
-    error = clip(KL / target - 1, -0.2, 0.2);  beta <- beta (1 + error n_steps / horizon)
-    """
-
-    def __init__(self, init_beta: float, target: float, horizon: int):
-        if init_beta <= 0 or target <= 0 or horizon <= 0:
-            raise ValueError("AdaptiveKLController: init_beta, target and horizon must be > 0")
-        self.beta, self.target, self.horizon = init_beta, target, horizon
-
-    def update(self, kl: float, n_steps: int) -> float:
-        error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
-        self.beta *= 1.0 + error * n_steps / self.horizon
-        return self.beta
-
-
-# ------------------------------------------------------------------------------- stage
 @dataclass
-class PPOConfig(StageConfig):
+class PPOConfig(PolicySettings):
     task: str = setting("reviews", "which world", choices=TASK_NAMES)
     init: str = setting(
         run_path("sft", "model.npz"), "the SFT policy: start point and frozen reference")
@@ -183,7 +66,6 @@ class PPOConfig(StageConfig):
     rollout_size: int = setting(64, "prompts sampled per iteration", "[1, 4096]")
     minibatch_size: int = setting(16, "sequences per gradient step", "[1, 4096]")
     ppo_epochs: int = setting(2, "passes over each rollout", "[1, 100]")
-    lr: float = setting(1e-4, "learning rate of policy and value head", "(0, inf)")
     clip: float = setting(0.2, "epsilon of the clipped objective, in (0, 1)", "(0, 1)")
     value_clip: float = setting(0.2, "epsilon of the clipped value loss", "(0, inf)")
     vf_coef: float = setting(0.1, "weight of the value loss", "[0, inf)")
@@ -195,8 +77,8 @@ class PPOConfig(StageConfig):
         "better values here.", choices=("reward_model", "policy", "shared"))
     entropy_coef: float = setting(0.0, "weight of the optional entropy bonus (0: off)", "[0, inf)")
     beta: float = setting(0.05, "KL penalty coefficient (initial value when adaptive)", "[0, inf)")
-    kl_estimator: str = setting("k1", "k1 or k3, per token on the sampled token",
-                                choices=KL_ESTIMATORS)
+    kl_estimator: str = setting("k1", "the per-token KL estimate in the reward: k1 or k3",
+                                choices=("k1", "k3"))
     adaptive_kl_target: float = setting(
         0.0, "> 0: adapt beta towards this KL (nats per response)", "[0, inf)")
     adaptive_kl_horizon: int = setting(10_000, "the controller's horizon, in sequences", "[1, inf)")
@@ -206,10 +88,6 @@ class PPOConfig(StageConfig):
     missing_eos_penalty: float = setting(
         1.0, "subtracted from the score of a response with no EOS", "[0, inf)")
     temperature: float = setting(1.0, "sampling temperature (log-probs use the same)", "(0, inf)")
-    max_new_tokens: int = setting(80, "response budget", "[1, 126]")
-    grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
-    eval_samples_per_prompt: int = setting(
-        4, "samples per evaluation prompt at the end", "[1, inf)")
     table_every: int = setting(
         20, "log a few (prompt, response, proxy, gold, KL) rows this often", "[0, inf)")
 
@@ -251,51 +129,32 @@ def _forward(model: GPT, tokens: np.ndarray, mask: np.ndarray, temperature: floa
     return logp, (model.scalar("value", h) if value else None), logits
 
 
-def _entropy(logits: Tensor, mask: np.ndarray, temperature: float) -> Tensor:
-    """Mean entropy of the next-token distributions that produced response tokens. -> scalar"""
-    logp = F.log_softmax(logits * (1.0 / temperature), axis=-1)  # (B, T-1, V)
-    per_token = -(ops.exp(logp) * logp).sum(axis=-1)  # (B, T-1)
-    return masked_mean(per_token, mask[:, 1:])
-
-
-def exact_kl(logits: np.ndarray, ref_logits: np.ndarray, mask: np.ndarray,
-             temperature: float = 1.0) -> float:
-    """The exact KL(pi || pi_ref) summed over the whole vocabulary at every response position,
-    in nats per response (a diagnostic: cheap at our vocabulary size)."""
-    lp = F.log_softmax_array(logits / temperature, axis=-1)  # (B, T-1, V)
-    lq = F.log_softmax_array(ref_logits / temperature, axis=-1)
-    per_token = (np.exp(lp) * (lp - lq)).sum(axis=-1)  # (B, T-1)
-    return float((per_token * mask[:, 1:]).sum(axis=1).mean())
+def _policy_values(actors: Actors, tokens: np.ndarray, mask: np.ndarray, temperature: float
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """The policy's per-token log-probs, the critic's values (on its own trunk, or on the
+    policy's) and the policy's logits, for the rows ``tokens``."""
+    lp, v, logits = _forward(actors.policy, tokens, mask, temperature,
+                             value=actors.critic is None)
+    if actors.critic is not None:
+        v = _values(actors.critic, tokens)
+    return lp, v, logits
 
 
 # ------------------------------------------------------------- one iteration, step by step
 @dataclass
-class Actors:
-    """The models one PPO run holds: the policy being trained, the frozen reference, the critic
-    (None: the value head sits on the policy's own trunk), the reward model (None: the task's
-    verifier scores), the task, and the optimizer over the policy's (and the critic's)
-    parameters."""
+class Batch(RolloutBatch):
+    """One iteration's rollout (``prompts``, ``roll``, ``tokens``, ``mask``) and what each step
+    adds to it. Arrays (B, T) unless said."""
 
-    policy: GPT
-    reference: GPT
-    critic: GPT | None
-    reward_model: RewardModel | None
-    tokenizer: CharTokenizer
-    optimizer: AdamW
-    params: list[Tensor]
-    task: Task | None = None
-
-
-@dataclass
-class Scored:
-    """A rollout's sequences scored without gradient, before any update. All (B, T) but
-    ``scores`` (B,) and ``exact_kl`` (a float)."""
-
-    scores: np.ndarray  # the reward (model or verifier) of each response, minus the EOS penalty
-    logp: np.ndarray  # log pi_old of each response token
-    ref_logp: np.ndarray  # log pi_ref of each response token
-    values: np.ndarray  # the critic's value at each response token (0 elsewhere)
-    exact_kl: float  # the exact KL(pi || pi_ref) over the vocabulary, nats per response
+    scores: np.ndarray  # (B,) step 2: the reward of each response, minus the EOS penalty
+    logp: np.ndarray  # step 2: log pi_old of each response token
+    ref_logp: np.ndarray  # step 2: log pi_ref of each response token
+    values: np.ndarray  # step 2: the critic's value at each response token (0 elsewhere)
+    exact_kl: float  # step 2: the exact KL(pi || pi_ref) over the vocabulary, per response
+    rewards: np.ndarray | None = None  # step 3: -beta KL per token, the score on the last
+    kl: np.ndarray | None = None  # step 3: the per-token KL estimate
+    advantages: np.ndarray | None = None  # step 4
+    returns: np.ndarray | None = None  # step 4: the critic's targets
 
 
 def make_actors(config: PPOConfig) -> Actors:
@@ -324,8 +183,7 @@ def minibatch_indices(config: PPOConfig) -> list[np.ndarray]:
             for i in range(0, config.rollout_size, config.minibatch_size)]
 
 
-def score_rollout(actors: Actors, prompts: list[str], roll: Rollout,
-                  minibatches: list[np.ndarray], config: PPOConfig) -> Scored:
+def score(actors: Actors, prompts: list[str], roll: Rollout, config: PPOConfig) -> Batch:
     """Step 2: the reward model's scores (or the verifier's), and the old policy's log-probs,
     the reference's log-probs and the critic's values, all without gradient. The minibatches
     have the shapes of the updates, so the first update's ratio is exactly 1."""
@@ -341,64 +199,47 @@ def score_rollout(actors: Actors, prompts: list[str], roll: Rollout,
     logp, values, ref_logp = (np.zeros_like(mask) for _ in range(3))
     exact = 0.0
     with no_grad():
-        for mb in minibatches:
-            lp, v, logits = _forward(actors.policy, tokens[mb], mask[mb], config.temperature,
-                                     value=actors.critic is None)
-            if actors.critic is not None:
-                v = _values(actors.critic, tokens[mb])
+        for mb in minibatch_indices(config):
+            lp, v, logits = _policy_values(actors, tokens[mb], mask[mb], config.temperature)
             logp[mb], values[mb] = lp.data, v.data * mask[mb]
             rlp, _, ref_logits = _forward(actors.reference, tokens[mb], mask[mb],
                                           config.temperature, value=False)
             ref_logp[mb] = rlp.data
             exact += exact_kl(logits.data, ref_logits.data, mask[mb], config.temperature) \
                 * len(mb) / config.rollout_size
-    return Scored(scores, logp, ref_logp, values, exact)
+    return Batch(prompts, roll, scores, logp, ref_logp, values, exact)
 
 
-def kl_penalized_rewards(scores: np.ndarray, logp: np.ndarray, ref_logp: np.ndarray,
-                         mask: np.ndarray, beta: float, estimator: str = "k1"
-                         ) -> tuple[np.ndarray, np.ndarray]:
-    """Step 3: the per-token RLHF reward, r_t = -beta KL_t, plus the score on each response's
-    last token. scores: (B,); the others (B, T). Returns (rewards, per-token KL), both (B, T)
-    and 0 outside the mask."""
-    kl = kl_per_token(logp, ref_logp, estimator) * mask  # (B, T)
-    rewards = -beta * kl
-    last = eos_positions(mask)
-    rewards[np.arange(len(last)), last] += scores  # the score lands on the final token
-    return rewards, kl
-
-
-def advantages(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, config: PPOConfig
-               ) -> tuple[np.ndarray, np.ndarray]:
+def advantages(batch: Batch, config: PPOConfig) -> tuple[np.ndarray, np.ndarray]:
     """Step 4: GAE with the critic's values, then (optionally) whitened over response tokens.
-    All (B, T). A critic-free method replaces this step (and only this one)."""
-    adv, returns = gae(rewards, values, mask, config.gamma, config.lam)
+    Returns (advantages, returns), both (B, T). A critic-free method replaces this step."""
+    adv, returns = gae(batch.rewards, batch.values, batch.mask, config.gamma, config.lam)
     if config.whiten_advantages:
-        adv = whiten(adv, mask)
+        adv = whiten(adv, batch.mask)
     return adv, returns
 
 
-def ppo_update(actors: Actors, tokens: np.ndarray, mask: np.ndarray, old: Scored,
-               adv: np.ndarray, returns: np.ndarray, minibatches: list[np.ndarray],
-               config: PPOConfig, rng: np.random.Generator, it: int) -> dict[str, float]:
+def update(actors: Actors, batch: Batch, config: PPOConfig, rng: np.random.Generator,
+           it: int) -> dict[str, float]:
     """Step 5: ``ppo_epochs`` passes over the minibatches in a random order, each a clipped
     policy step and a clipped value step (plus the optional entropy bonus). Returns the mean of
     each loss and statistic over the steps, the optimizer's step count and learning rate."""
+    tokens, mask = batch.tokens, batch.mask
     stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "clipfrac", "vclipfrac",
                                                      "approxkl", "ratio", "grad_norm")}
+    minibatches = minibatch_indices(config)
     for _ in range(config.ppo_epochs):
         for b in rng.permutation(len(minibatches)):
             mb = minibatches[b]
-            lp, v, logits = _forward(actors.policy, tokens[mb], mask[mb], config.temperature,
-                                     value=actors.critic is None)
-            if actors.critic is not None:
-                v = _values(actors.critic, tokens[mb])
-            pg, ps = clipped_policy_loss(lp, old.logp[mb], adv[mb], mask[mb], config.clip)
-            vf, vs = clipped_value_loss(v, old.values[mb], returns[mb], mask[mb],
+            lp, v, logits = _policy_values(actors, tokens[mb], mask[mb], config.temperature)
+            pg, ps = clipped_policy_loss(lp, batch.logp[mb], batch.advantages[mb], mask[mb],
+                                         config.clip)
+            vf, vs = clipped_value_loss(v, batch.values[mb], batch.returns[mb], mask[mb],
                                         config.value_clip)
             loss = pg + vf * config.vf_coef
             if config.entropy_coef:  # a bonus for keeping the distributions spread
-                loss = loss - _entropy(logits, mask[mb], config.temperature) * config.entropy_coef
+                loss = loss - mean_entropy(logits, mask[mb], config.temperature) \
+                    * config.entropy_coef
             optimizer_step(actors.optimizer, loss, actors.params, config.grad_clip,
                            f"ppo: iteration {it}")
             for k, val in (("pg", pg.item()), ("vf", vf.item()), ("clipfrac", ps["clipfrac"]),
@@ -410,51 +251,41 @@ def ppo_update(actors: Actors, tokens: np.ndarray, mask: np.ndarray, old: Scored
             "step": actors.optimizer.t, "learning_rate": actors.optimizer.lr}
 
 
-def iteration_metrics(it: int, mask: np.ndarray, finished: np.ndarray, old: Scored,
-                      kl: np.ndarray, returns: np.ndarray, stats: dict[str, float],
-                      golds: list[float], beta: float, valid: list[bool] | None = None
-                      ) -> dict[str, float | None]:
+def metrics(it: int, batch: Batch, stats: dict[str, float], beta: float, actors: Actors
+            ) -> dict[str, float | None]:
     """Step 6: one row of metrics.jsonl, with the names of TRL's PPO trainer (experimental in
     TRL, removed after 1.12) where it has one, and meaning its quantities: ``objective/kl`` and
     ``objective/entropy`` are per response (summed over its tokens, averaged over the batch);
-    ``entropy`` is per token (TRL's GRPO name). ``golds`` is the rollout's gold reward,
-    measured for the log only: training never sees it. ``valid`` (when given): which responses
-    are well-formed and finished; then ``valid_rate`` and ``gold_valid``, the mean gold of the
-    valid ones (None when there are none), which leaves out the invalid text's constant floor."""
+    ``entropy`` is per token (TRL's GRPO name). ``gold`` is the rollout's gold reward, measured
+    for the log only: training never sees it; ``valid_rate`` the share of well-formed finished
+    responses and ``gold_valid`` their mean gold (None when there are none), which leaves out
+    the invalid text's constant floor."""
+    task, roll, mask, kl = actors.task, batch.roll, batch.mask, batch.kl
+    answers = list(zip(batch.prompts, roll.texts, roll.finished, strict=True))
+    golds = [task.gold(p, t, f) for p, t, f in answers]
+    valid = [task.valid(p, t, f) for p, t, f in answers]
     seq_kl = float(kl.sum(axis=1).mean())
-    neg_logp = -(old.logp * mask)  # sampled-token estimate of the entropy, per token
-    entropy = float(neg_logp.sum() / max(mask.sum(), 1.0))
-    var_ret = float(np.var(returns[mask > 0]))
-    explained = 1.0 - float(np.var((returns - old.values)[mask > 0])) / max(var_ret, 1e-8)
+    neg_logp = -(batch.logp * mask)  # sampled-token estimate of the entropy, per token
+    var_ret = float(np.var(batch.returns[mask > 0]))
+    explained = 1.0 - float(np.var((batch.returns - batch.values)[mask > 0])) / max(var_ret,
+                                                                                    1e-8)
     return {"iteration": it, "step": stats["step"], "learning_rate": stats["learning_rate"],
             "grad_norm": stats["grad_norm"], "objective/kl": seq_kl,
-            "objective/entropy": float(neg_logp.sum(axis=1).mean()), "entropy": entropy,
+            "objective/entropy": float(neg_logp.sum(axis=1).mean()),
+            "entropy": float(neg_logp.sum() / max(mask.sum(), 1.0)),
             "objective/non_score_reward": float((-beta * kl).sum(axis=1).mean()),
-            "objective/rlhf_reward": float(old.scores.mean() - beta * seq_kl),
-            "objective/scores": float(old.scores.mean()),
+            "objective/rlhf_reward": float(batch.scores.mean() - beta * seq_kl),
+            "objective/scores": float(batch.scores.mean()),
             "policy/approxkl_avg": stats["approxkl"], "policy/clipfrac_avg": stats["clipfrac"],
             "loss/policy_avg": stats["pg"], "loss/value_avg": stats["vf"],
             "val/clipfrac_avg": stats["vclipfrac"], "val/ratio": stats["ratio"],
             "val/explained_variance": explained, "gold": float(np.mean(golds)),
-            "objective/exact_kl": old.exact_kl,
+            "objective/exact_kl": batch.exact_kl,
             "response_length": float(mask.sum(axis=1).mean()),
-            "eos_rate": float(finished.mean()), "beta": beta,
-            **({} if valid is None else {
-                "valid_rate": float(np.mean(valid)),
-                "gold_valid": float(np.mean([g for g, v in zip(golds, valid, strict=True) if v]))
-                if any(valid) else None})}
-
-
-def _log_table(it: int, prompts: list[str], roll: Rollout, old: Scored, kl: np.ndarray,
-               golds: list[float]) -> None:
-    """A few (proxy, gold, KL, prompt|response) rows, so the log shows what training does."""
-    per_seq_kl = kl.sum(axis=1)
-    texts = roll.marked()
-    lines = [f"iteration {it}: {'proxy':>6} {'gold':>6} {'KL':>6}  prompt|response"]
-    for b in range(min(3, len(prompts))):
-        lines.append(f"{'':>13}{old.scores[b]:>6.2f} {golds[b]:>6.2f} {per_seq_kl[b]:>6.2f}"
-                     f"  {prompts[b]}|{texts[b]}")
-    log.info("\n".join(lines))
+            "eos_rate": float(roll.generation.finished.mean()), "beta": beta,
+            "valid_rate": float(np.mean(valid)),
+            "gold_valid": float(np.mean([g for g, v in zip(golds, valid, strict=True) if v]))
+            if any(valid) else None}
 
 
 def train_ppo(config: PPOConfig) -> PPOResult:
@@ -462,7 +293,6 @@ def train_ppo(config: PPOConfig) -> PPOResult:
     SFT reference, estimate advantages with GAE, and take clipped policy and value steps."""
     STAGE.begin(config, unused=("reward_model",) if config.reward == "verifier" else ())
     t0 = time.time()
-    task = get_task(config.task)
     actors = make_actors(config)
     kl_ctl = (AdaptiveKLController(config.beta, config.adaptive_kl_target,
                                    config.adaptive_kl_horizon)
@@ -473,37 +303,28 @@ def train_ppo(config: PPOConfig) -> PPOResult:
     warned: set[str] = set()
     for it in tqdm(range(config.iterations), desc="ppo", disable=not config.progress):
         # 1. rollout: a response to each of rollout_size prompts from the current policy
-        prompts = task.sample_prompts(config.rollout_size, rng)
+        prompts = actors.task.sample_prompts(config.rollout_size, rng)
         roll = rollout(actors.policy, actors.tokenizer, prompts, config.max_new_tokens, rng,
                        config.temperature)
-        tokens, mask = roll.generation.tokens, roll.generation.response_mask
-        minibatches = minibatch_indices(config)
         # 2. score: reward model, old policy, reference and critic, without gradient
-        old = score_rollout(actors, prompts, roll, minibatches, config)
+        batch = score(actors, prompts, roll, config)
         # 3. rewards: a KL penalty on every token, the score on the last one
-        rewards, kl = kl_penalized_rewards(old.scores, old.logp, old.ref_logp, mask, beta,
-                                           config.kl_estimator)
+        batch.rewards, batch.kl = kl_penalized_rewards(batch.scores, batch.logp, batch.ref_logp,
+                                                       batch.mask, beta, config.kl_estimator)
         # 4. advantages: GAE on the critic's values, whitened
-        adv, returns = advantages(rewards, old.values, mask, config)
+        batch.advantages, batch.returns = advantages(batch, config)
         # 5. update: clipped policy and value steps over ppo_epochs passes
-        stats = ppo_update(actors, tokens, mask, old, adv, returns, minibatches, config, rng, it)
+        stats = update(actors, batch, config, rng, it)
         # 6. metrics (gold is measured for the log; training never sees it)
-        golds = [task.gold(p, t, f) for p, t, f in zip(prompts, roll.texts, roll.finished,
-                                                       strict=True)]
-        valid = [task.valid(p, t, f) for p, t, f in zip(prompts, roll.texts, roll.finished,
-                                                        strict=True)]
-        row = iteration_metrics(it, mask, roll.generation.finished, old, kl, returns, stats,
-                                golds, beta, valid)
-        result.metrics.append(row)
-        _health(row, result.metrics[0], warned, result.warnings)
-        if config.table_every and it % config.table_every == 0:
-            _log_table(it, prompts, roll, old, kl, golds)
+        result.metrics.append(metrics(it, batch, stats, beta, actors))
+        _watch(result, batch, config, actors, warned)
         if kl_ctl is not None:
-            beta = kl_ctl.update(row["objective/kl"], config.rollout_size)
+            beta = kl_ctl.update(result.metrics[-1]["objective/kl"], config.rollout_size)
 
     result.checkpoint, result.report = finish_policy_stage(
-        "ppo", config.out_dir, config, actors.policy, actors.reference, actors.tokenizer, task,
-        result.metrics, config.seed, config.eval_samples_per_prompt, config.max_new_tokens)
+        "ppo", config.out_dir, config, actors.policy, actors.reference, actors.tokenizer,
+        actors.task, result.metrics, config.seed, config.eval_samples_per_prompt,
+        config.max_new_tokens)
     m = result.metrics
     result.plot = str(plot_reward_vs_kl(
         Path(config.out_dir) / "reward_vs_kl.png",
@@ -512,6 +333,29 @@ def train_ppo(config: PPOConfig) -> PPOResult:
         title="PPO over training: gold and proxy reward against KL"))
     result.seconds = time.time() - t0
     return result
+
+
+def _watch(result: PPOResult, batch: Batch, config: PPOConfig, actors: Actors,
+           warned: set[str]) -> None:
+    """After each iteration: the health warnings (each kind once), and a few rows of samples
+    every ``table_every`` iterations."""
+    row = result.metrics[-1]
+    _health(row, result.metrics[0], warned, result.warnings)
+    if config.table_every and row["iteration"] % config.table_every == 0:
+        _log_table(row["iteration"], batch, actors)
+
+
+def _log_table(it: int, batch: Batch, actors: Actors) -> None:
+    """A few (proxy, gold, KL, prompt|response) rows, so the log shows what training does."""
+    per_seq_kl = batch.kl.sum(axis=1)
+    texts = batch.roll.marked()
+    roll = batch.roll
+    lines = [f"iteration {it}: {'proxy':>6} {'gold':>6} {'KL':>6}  prompt|response"]
+    for b in range(min(3, len(batch.prompts))):
+        gold = actors.task.gold(batch.prompts[b], roll.texts[b], roll.finished[b])
+        lines.append(f"{'':>13}{batch.scores[b]:>6.2f} {gold:>6.2f} {per_seq_kl[b]:>6.2f}"
+                     f"  {batch.prompts[b]}|{texts[b]}")
+    log.info("\n".join(lines))
 
 
 def _health(row: dict[str, float], first: dict[str, float], warned: set[str],

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minirlhf.autograd import functional as F
 from minirlhf.autograd.tensor import no_grad
 from minirlhf.config import (
     ConfigError,
@@ -37,6 +36,7 @@ from minirlhf.lm.model import GPT, PRESETS, GPTConfig
 from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
 from minirlhf.lm.sampling import generate_text
 from minirlhf.lm.tokenizer import BOS, CharTokenizer
+from minirlhf.objectives.sft import lm_loss
 from minirlhf.plots import plot_loss_curves
 from minirlhf.world import TASK_NAMES, corpus_path, get_task
 
@@ -130,11 +130,6 @@ def _windows(stream: np.ndarray, starts: np.ndarray, T: int) -> tuple[np.ndarray
     idx = starts[:, None] + np.arange(T + 1)[None, :]  # (B, T+1)
     chunk = stream[idx]
     return chunk[:, :-1], chunk[:, 1:]
-
-
-def lm_loss(model: GPT, x: np.ndarray, y: np.ndarray):
-    """Mean next-token cross-entropy, not counting BOS targets. x, y: (B, T) -> scalar Tensor"""
-    return F.cross_entropy(model(x), y, mask=y != BOS)
 
 
 def evaluate(model: GPT, stream: np.ndarray, starts: np.ndarray, T: int, batch: int) -> float:

@@ -29,24 +29,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from minirlhf.autograd import functional as F
 from minirlhf.autograd.tensor import Tensor
 from minirlhf.config import (
     ConfigError,
     Stage,
-    StageConfig,
     check_fits,
     run_path,
     setting,
     stream,
 )
 from minirlhf.lm.checkpoint import load_model
-from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
+from minirlhf.lm.optim import AdamW, decayed_parameter_names
 from minirlhf.lm.reward_model import READOUTS, RewardModel
 from minirlhf.lm.sampling import generate_text
+from minirlhf.objectives.reward import RANKING_LOSSES, bradley_terry_loss, ranking_loss
 from minirlhf.plots import plot_calibration, plot_loss_curves
+from minirlhf.training import OfflineSettings, Trainer, shuffled
 from minirlhf.world import TASK_NAMES, get_task
 from minirlhf.world.preference_data import (
     PreferenceDataError,
@@ -62,62 +61,6 @@ from minirlhf.world.preference_data import (
 from minirlhf.world.raters import ceiling
 
 log = logging.getLogger("minirlhf.stages.reward")
-
-
-# ------------------------------------------------------------------------------- losses
-def bradley_terry_loss(r_chosen: Tensor, r_rejected: Tensor, margin: float = 0.0,
-                       center_coef: float = 0.0) -> Tensor:
-    """Mean over pairs of -log sigmoid(r_c - r_r - margin) + center_coef (r_c + r_r)^2.
-    r_chosen, r_rejected: (B,) -> scalar"""
-    # exercise: return the scalar Tensor
-    ### BEGIN SOLUTION
-    loss = -F.logsigmoid(r_chosen - r_rejected - margin).mean()
-    if center_coef:
-        s = r_chosen + r_rejected
-        loss = loss + center_coef * (s * s).mean()
-    return loss
-    ### END SOLUTION
-
-
-def plackett_luce_loss(scores: Tensor) -> Tensor:
-    """Negative log-likelihood of rankings under Plackett-Luce. scores: (B, K), best first.
-
-    P(ranking) = prod_k exp(s_k) / sum_{j >= k} exp(s_j): the best is chosen among all, the
-    second among the rest, and so on. The last factor is 1, so k runs to K - 1.
-    """
-    # exercise: return the scalar Tensor, the mean over rankings of -log P(ranking)
-    ### BEGIN SOLUTION
-    B, K = scores.shape
-    total = None
-    for k in range(K - 1):
-        rest = scores[:, k:]  # (B, K - k)
-        term = F.log_softmax(rest, axis=-1)[:, 0]  # s_k - logsumexp(s_k..s_K)
-        total = term if total is None else total + term
-    return -total.mean()
-    ### END SOLUTION
-
-
-def all_pairs_loss(scores: Tensor) -> Tensor:
-    """InstructGPT's ranking loss: the mean of -log sigmoid(s_i - s_j) over all pairs with i
-    ranked above j. scores: (B, K), best first -> scalar"""
-    K = scores.shape[1]
-    i, j = np.triu_indices(K, k=1)  # every (better, worse) pair of positions
-    return -F.logsigmoid(scores[:, i] - scores[:, j]).mean()
-
-
-RANKING_LOSSES = {"plackett_luce": plackett_luce_loss, "all_pairs": all_pairs_loss}
-
-
-def ranking_loss(scores: Tensor, kind: str = "plackett_luce", center_coef: float = 0.0
-                 ) -> Tensor:
-    """The loss on a batch of rankings: ``RANKING_LOSSES[kind]`` plus the centering term
-    center_coef (2 mean_k s_k)^2 averaged over rankings, which is BT's (r_c + r_r)^2 at K = 2.
-    scores: (B, K), best first -> scalar"""
-    loss = RANKING_LOSSES[kind](scores)
-    if center_coef:
-        c = scores.mean(axis=-1) * 2.0  # (B,)
-        loss = loss + center_coef * (c * c).mean()
-    return loss
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -199,7 +142,7 @@ def calibration(rm: RewardModel, pairs: list[PreferencePair], bins: int = 10,
 
 # ---------------------------------------------------------------------------- training
 @dataclass
-class RewardConfig(StageConfig):
+class RewardConfig(OfflineSettings):
     task: str = setting(
         "reviews", "which world: reviews or arithmetic", choices=TASK_NAMES)
     preferences: str = setting(
@@ -210,12 +153,9 @@ class RewardConfig(StageConfig):
     max_pairs: int = setting(0, "use at most this many pairs (0: all)", "[0, 10_000_000]")
     val_fraction: float = setting(
         0.1, "held-out share of pairs for accuracy and calibration", "(0, 1)")
-    epochs: int = setting(3, "passes over the training pairs", "[1, 1000]")
-    batch_size: int = setting(32, "pairs per step", "[1, 4096]")
-    lr: float = setting(1e-3, "peak learning rate", "(0, inf)")
-    warmup_steps: int = setting(20, "linear warmup", "[0, 1_000_000]")
+    epochs: int = 3
+    lr: float = 1e-3
     weight_decay: float = setting(0.0, "AdamW decay on Linear weights", "[0, inf)")
-    grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
     readout: str = setting(
         "eos", "score read at the EOS token ('eos') or summed over the response ('sum') "
         "", choices=READOUTS)
@@ -362,27 +302,21 @@ def train_reward(config: RewardConfig) -> RewardResult:
     opt = AdamW(model.named_parameters(), lr=config.lr, weight_decay=config.weight_decay,
                 decay=decayed_parameter_names(model))
     batches = length_buckets(train, config.batch_size, rng)
-    total = len(batches) * config.epochs
     result = RewardResult(config=config, checkpoint="", train_pairs=len(train),
                           ranking_size=len(pairs[0].ranked) if ranked else 2)
-    bar = tqdm(total=total, desc="reward", disable=not config.progress)
-    step = 0
-    for _ in range(config.epochs):
-        for b in rng.permutation(len(batches)):
-            batch = [train[i] for i in batches[b]]
-            opt.lr = cosine_lr(step, total, config.lr, config.warmup_steps, config.lr * 0.1)
-            if ranked:
-                loss = ranking_loss(_ranking_batch(rm, batch), config.ranking_loss,
-                                    config.center_coef)
-            else:
-                rc, rr = _pair_batch(rm, batch)
-                loss = bradley_terry_loss(rc, rr, config.margin, config.center_coef)
-            optimizer_step(opt, loss, model.parameters(), config.grad_clip,
-                           f"reward: step {step}")
-            result.loss_curve.append((step, loss.item()))
-            bar.update(1)
-            step += 1
-    bar.close()
+
+    def loss(idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:
+        """The Bradley-Terry loss on a batch of pairs (or the ranking loss on rankings)."""
+        batch = [train[i] for i in idx]
+        if ranked:
+            return ranking_loss(_ranking_batch(rm, batch), config.ranking_loss,
+                                config.center_coef), {}
+        rc, rr = _pair_batch(rm, batch)
+        return bradley_terry_loss(rc, rr, config.margin, config.center_coef), {}
+
+    trainer = Trainer("reward", model, config, len(batches) * config.epochs, optimizer=opt)
+    trainer.epochs(shuffled(batches), loss, rng)
+    result.loss_curve = [(m["step"] - 1, m["loss"]) for m in trainer.close()]
 
     # normalization on SFT samples, then metrics in normalized units
     sample_rng = stream(config.seed, "samples")

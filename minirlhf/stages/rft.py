@@ -25,23 +25,25 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minirlhf.config import Stage, StageConfig, run_path, setting, stream
+from minirlhf.autograd.tensor import Tensor
+from minirlhf.config import Stage, run_path, setting, stream
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers, policy_report
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
-from minirlhf.lm.optim import AdamW, optimizer_step
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import generate_text
-from minirlhf.lm.sequences import encode_pairs, masked_mean, token_logprobs
+from minirlhf.lm.sequences import encode_pairs
 from minirlhf.lm.tokenizer import CharTokenizer
+from minirlhf.objectives.sft import sft_loss
 from minirlhf.plots import plot_reward_vs_kl
+from minirlhf.training import PolicySettings, Trainer, shuffled_chunks
 from minirlhf.world import TASK_NAMES, Task, get_task
 
 log = logging.getLogger("minirlhf.stages.rft")
 
 
 @dataclass
-class RFTConfig(StageConfig):
+class RFTConfig(PolicySettings):
     task: str = setting("reviews", "which world", choices=TASK_NAMES)
     init: str = setting(run_path("sft", "model.npz"),
                         "the SFT policy: the first round's sampler, and the reference for KL")
@@ -59,11 +61,7 @@ class RFTConfig(StageConfig):
     n: int = setting(8, "samples per prompt; the best of them is kept", "[1, 256]")
     epochs: int = setting(2, "passes over each round's kept samples", "[1, 100]")
     batch_size: int = setting(32, "kept samples per step", "[1, 4096]")
-    lr: float = setting(1e-4, "learning rate (constant)", "(0, inf)")
-    grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
     temperature: float = setting(1.0, "sampling temperature", "(0, inf)")
-    max_new_tokens: int = setting(80, "response budget when sampling", "[1, 126]")
-    eval_samples_per_prompt: int = setting(4, "samples per evaluation prompt", "[1, 1000]")
 
 
 @dataclass
@@ -111,22 +109,15 @@ def select(scores: np.ndarray, finished: list[bool], n: int, how: str,
     return rows * n + cols
 
 
-def fine_tune(policy: GPT, opt: AdamW, tokenizer: CharTokenizer, prompts: list[str],
-              texts: list[str], config: RFTConfig, rng: np.random.Generator,
-              metrics: list[dict[str, float]]) -> None:
+def fine_tune(trainer: Trainer, tokenizer: CharTokenizer, prompts: list[str], texts: list[str],
+              config: RFTConfig, rng: np.random.Generator) -> None:
     """Step 4: the SFT loss (mean NLL of the response tokens, EOS included) on the kept
-    samples, ``epochs`` passes in random order."""
-    for _ in range(config.epochs):
-        order = rng.permutation(len(prompts))
-        for i in range(0, len(order), config.batch_size):
-            idx = order[i:i + config.batch_size]
-            tokens, mask = encode_pairs(tokenizer, [prompts[k] for k in idx],
-                                        [texts[k] for k in idx])
-            loss = masked_mean(-token_logprobs(policy, tokens, mask), mask)
-            optimizer_step(opt, loss, policy.parameters(), config.grad_clip,
-                           f"rft: step {len(metrics)}")
-            metrics.append({"step": len(metrics) + 1, "loss": loss.item(),
-                            "grad_norm": opt.grad_norm, "learning_rate": opt.lr})
+    samples, ``epochs`` passes in random order, at a constant learning rate."""
+    def loss(idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:
+        tokens, mask = encode_pairs(tokenizer, [prompts[k] for k in idx], [texts[k] for k in idx])
+        return sft_loss(trainer.model, tokens, mask), {}
+
+    trainer.epochs(shuffled_chunks(len(prompts), config.batch_size), loss, rng)
 
 
 def train_rft(config: RFTConfig) -> RFTResult:
@@ -139,7 +130,7 @@ def train_rft(config: RFTConfig) -> RFTResult:
     policy, tokenizer, _ = load_model(config.init)
     reference, _, _ = load_model(config.init)
     rm = RewardModel.load(config.reward_model) if config.reward == "reward_model" else None
-    opt = AdamW(policy.named_parameters(), lr=config.lr)
+    trainer = Trainer("rft", policy, config, 0, schedule="constant", bar=False)
     result = RFTResult(config=config, checkpoint="")
     for k in tqdm(range(config.rounds), desc="rft", disable=not config.progress):
         # 1. rollout, 2. score, 3. select
@@ -148,7 +139,7 @@ def train_rft(config: RFTConfig) -> RFTResult:
         kept = select(scores, finished, config.n, config.select, rng)
         kept_prompts, kept_texts = [prompts[i] for i in kept], [texts[i] for i in kept]
         # 4. fine-tune on the kept samples
-        fine_tune(policy, opt, tokenizer, kept_prompts, kept_texts, config, rng, result.metrics)
+        fine_tune(trainer, tokenizer, kept_prompts, kept_texts, config, rng)
         # 5. evaluate (gold is measured for the log only: training never sees it)
         rep = policy_report(policy, reference, tokenizer, task, config.seed,
                             config.eval_samples_per_prompt, config.max_new_tokens)
@@ -161,6 +152,7 @@ def train_rft(config: RFTConfig) -> RFTResult:
         result.rounds.append(row)
         log.info("rft round %d: kept %d, their score %.3f (all %.3f), gold %.3f, KL %.2f",
                  k + 1, row["kept"], row["score_kept"], row["score_all"], rep.gold, rep.kl)
+    result.metrics = trainer.close()
     out = Path(config.out_dir)
     result.checkpoint, result.report = finish_policy_stage(
         "rft", out, config, policy, reference, tokenizer, task, result.metrics, config.seed,

@@ -7,7 +7,8 @@ gradient:
 
     L = - sum_{t in response} log pi(x_t | x_<t) / (number of response tokens)
 
-computed with ``lm.sequences.token_logprobs``, the same function PPO and DPO use.
+The loss is ``objectives.sft.sft_loss``, computed with ``lm.sequences.token_logprobs``, the same
+function PPO and DPO use.
 
 Entry point: ``train_sft(config) -> SFTResult``.
 """
@@ -20,32 +21,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting, stream
+from minirlhf.config import Stage, check_fits, run_path, setting, stream
 from minirlhf.evaluation import PolicyEval, evaluate_policy, sample_table
 from minirlhf.lm.checkpoint import load_model, save_model
-from minirlhf.lm.model import GPT
-from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
-from minirlhf.lm.sequences import encode_pairs, token_logprobs
+from minirlhf.lm.optim import AdamW, decayed_parameter_names
+from minirlhf.lm.sequences import encode_pairs
+from minirlhf.objectives.sft import sft_loss
 from minirlhf.plots import plot_loss_curves
+from minirlhf.training import PolicySettings, Trainer, in_order
 from minirlhf.world import TASK_NAMES, get_task
 
 log = logging.getLogger("minirlhf.stages.sft")
 
 
-def sft_loss(model: GPT, tokens: np.ndarray, response_mask: np.ndarray) -> Tensor:
-    """Mean negative log-likelihood of the response tokens. tokens, mask: (B, T) -> scalar"""
-    # exercise: return the scalar Tensor
-    ### BEGIN SOLUTION
-    logp = token_logprobs(model, tokens, response_mask)  # (B, T), 0 off the response
-    return -logp.sum() * (1.0 / max(float(response_mask.sum()), 1.0))
-    ### END SOLUTION
-
-
 @dataclass
-class SFTConfig(StageConfig):
+class SFTConfig(PolicySettings):
     task: str = setting(
         "reviews", "which world: reviews or arithmetic", choices=TASK_NAMES)
     init: str = setting(
@@ -55,13 +47,10 @@ class SFTConfig(StageConfig):
         4000, "demonstrations drawn from the task's demonstrator", "[1, 10_000_000]")
     steps: int = setting(300, "optimizer steps", "[1, 1_000_000]")
     batch_size: int = setting(32, "demonstrations per step", "[1, 4096]")
-    lr: float = setting(1e-3, "peak learning rate", "(0, inf)")
-    warmup_steps: int = setting(20, "linear warmup", "[0, 1_000_000]")
+    warmup_steps: int = setting(20, "linear warmup of the learning rate, in steps",
+                                "[0, 1_000_000]")
     weight_decay: float = setting(0.0, "AdamW decay on Linear weights", "[0, inf)")
-    grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
-    eval_samples_per_prompt: int = setting(
-        4, "samples per evaluation prompt, before and after", "[1, 1000]")
-    max_new_tokens: int = setting(80, "response budget when sampling", "[1, 126]")
+    lr: float = 1e-3
 
     def check(self, upstream: dict | None = None) -> None:
         """Every setting in its range; a batch the demonstrations can fill."""
@@ -103,14 +92,17 @@ def train_sft(config: SFTConfig) -> SFTResult:
     opt = AdamW(model.named_parameters(), lr=config.lr, weight_decay=config.weight_decay,
                 decay=decayed_parameter_names(model))
     result = SFTResult(config=config, checkpoint="", before=before, after=before)
-    for step in tqdm(range(config.steps), desc="sft", disable=not config.progress):
-        opt.lr = cosine_lr(step, config.steps, config.lr, config.warmup_steps, config.lr * 0.1)
-        idx = rng.choice(config.n_demos, size=config.batch_size, replace=False)
+    batches = [rng.choice(config.n_demos, size=config.batch_size, replace=False)
+               for _ in range(config.steps)]  # steps batches, each drawn without replacement
+
+    def loss(idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:
         tokens, mask = encode_pairs(tokenizer, [prompts[i] for i in idx],
                                     [responses[i] for i in idx])
-        loss = sft_loss(model, tokens, mask)
-        optimizer_step(opt, loss, model.parameters(), config.grad_clip, f"sft: step {step}")
-        result.loss_curve.append((step, loss.item()))
+        return sft_loss(model, tokens, mask), {}
+
+    trainer = Trainer("sft", model, config, config.steps, optimizer=opt)
+    trainer.epochs(in_order(batches), loss, rng, epochs=1)
+    result.loss_curve = [(m["step"] - 1, m["loss"]) for m in trainer.close()]
 
     out = Path(config.out_dir)
     result.checkpoint = str(out / "model.npz")

@@ -12,7 +12,7 @@ where it started. The stage loads the SFT policy only to *measure* the KL it dri
 SimPO as ``CPOTrainer(loss_type="simpo", cpo_alpha=0)`` and logs per-token mean log-probs as
 ``logps/chosen``; so do we here.
 
-Each step (``minirlhf.training.pairwise_training``): 1. a length-bucketed batch of pairs; 2. summed
+Each step (``minirlhf.training.Trainer``): 1. a length-bucketed batch of pairs; 2. summed
 log-probs and lengths of the chosen and rejected responses; 3. the loss below (``simpo_loss``) and
 its metrics; 4. an AdamW step.
 """
@@ -26,24 +26,24 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting, stream
+from minirlhf.config import Stage, run_path, setting
 from minirlhf.evaluation import PolicyReport
-from minirlhf.lm.checkpoint import load_model
-from minirlhf.lm.direct_alignment import simpo_loss
+from minirlhf.objectives.preference import simpo_loss
 from minirlhf.training import (
+    OfflineSettings,
+    PolicySettings,
     finish_pairwise,
     pairwise_record,
     pairwise_show,
-    pairwise_training,
+    train_on_pairs,
 )
 from minirlhf.world import TASK_NAMES
-from minirlhf.world.preference_data import load_jsonl, require_pairs
 
 log = logging.getLogger("minirlhf.stages.simpo")
 
 
 @dataclass
-class SimPOConfig(StageConfig):
+class SimPOConfig(OfflineSettings, PolicySettings):
     task: str = setting("reviews", "which world", choices=TASK_NAMES)
     preferences: str = setting(
         run_path("preferences", "preferences.jsonl"), "labelled pairs (JSON Lines)")
@@ -55,13 +55,6 @@ class SimPOConfig(StageConfig):
                           "(0, inf)")
     gamma: float = setting(0.5, "target margin between chosen and rejected rewards", "[0, inf)")
     max_pairs: int = setting(0, "use at most this many pairs (0: all)", "[0, 10_000_000]")
-    epochs: int = setting(1, "passes over the pairs", "[1, 1000]")
-    batch_size: int = setting(32, "pairs per step", "[1, 4096]")
-    lr: float = setting(1e-4, "peak learning rate", "(0, inf)")
-    warmup_steps: int = setting(20, "linear warmup", "[0, 1_000_000]")
-    grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
-    eval_samples_per_prompt: int = setting(4, "samples per evaluation prompt", "[1, 1000]")
-    max_new_tokens: int = setting(80, "response budget when sampling", "[1, 126]")
 
 
 @dataclass
@@ -79,14 +72,6 @@ def train_simpo(config: SimPOConfig) -> SimPOResult:
     log-probs. No reference model in the loss."""
     STAGE.begin(config)
     t0 = time.time()
-    rng = stream(config.seed, "train")
-    policy, tokenizer, _ = load_model(config.init)
-    reference, _, _ = load_model(config.init)  # for the evaluation's KL only
-    pairs = require_pairs(load_jsonl(config.preferences, tokenizer, policy.config.block_size),
-                          config.preferences, "SimPO")
-    if config.max_pairs:
-        pairs = [pairs[i] for i in rng.permutation(len(pairs))[: config.max_pairs]]
-    check_fits(config, "batch_size", len(pairs), f"the {len(pairs)} pairs")
     result = SimPOResult(config=config, checkpoint="")
 
     def loss(lp: Tensor, lengths: np.ndarray, B: int) -> tuple[Tensor, dict[str, float]]:
@@ -101,7 +86,8 @@ def train_simpo(config: SimPOConfig) -> SimPOResult:
             "rewards/margins": float(config.beta * (mean_c - mean_r).mean()),
             "logps/chosen": float(mean_c.mean()), "logps/rejected": float(mean_r.mean())}
 
-    result.metrics = pairwise_training(policy, tokenizer, pairs, config, rng, loss, "simpo")
+    policy, reference, tokenizer, result.metrics = train_on_pairs(config, "simpo", "SimPO",
+                                                                   loss)
     result.checkpoint, result.report, result.plots = finish_pairwise(
         "simpo", f"SimPO (beta {config.beta}, gamma {config.gamma})", config, policy,
         reference, tokenizer, result.metrics,

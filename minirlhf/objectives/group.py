@@ -1,5 +1,5 @@
-"""Policy-gradient pieces shared by the RL stages: group baselines, the clipped surrogate per
-token, how per-token losses become one number, and KL estimators that carry gradient.
+"""Critic-free objectives: group baselines, the clipped surrogate per token, and how per-token
+losses become one number.
 
 Shapes: N prompts, G samples per prompt (``num_generations``), B = N * G sequences, T positions.
 Rewards of a batch are (N, G) (row i holds prompt i's group); per-token tensors are (B, T) with
@@ -8,7 +8,8 @@ the group's samples in consecutive rows; ``mask`` (B, T) is 1 on response tokens
 Names follow TRL's GRPOTrainer where it has them (``scale_rewards``, ``loss_type``,
 ``epsilon``, ``epsilon_high``, ``beta``); the formulas are written here from the papers:
 GRPO (Shao et al. 2024), Dr. GRPO (Liu et al. 2025), DAPO (Yu et al. 2025), RLOO (Ahmadian et
-al. 2024), REINFORCE++ (Hu 2025), ReMax (Li et al. 2023).
+al. 2024), REINFORCE++ (Hu 2025), ReMax (Li et al. 2023). PPO's clipped surrogate is the
+``epsilon_high = epsilon`` case of ``clipped_token_losses``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from minirlhf.autograd.tensor import Tensor
 ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce", "remax")
 SCALE_REWARDS = ("group", "batch", "none")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
-KL_ESTIMATORS = ("k1", "k2", "k3")
 STD_EPS = 1e-4  # added to a standard deviation before dividing by it (TRL's value)
 
 
@@ -142,7 +142,7 @@ def zero_std_groups(rewards: np.ndarray) -> np.ndarray:
 
 
 # -------------------------------------------------------------------- per-token losses
-def _clip(x: Tensor, lo: float, hi: float) -> Tensor:
+def clamp(x: Tensor, lo: np.ndarray | float, hi: np.ndarray | float) -> Tensor:
     """Clamp elementwise; the gradient is zero wherever the clamp binds."""
     return ops.where(x.data < lo, lo, ops.where(x.data > hi, hi, x))
 
@@ -168,7 +168,7 @@ def clipped_token_losses(logp: Tensor, old_logp: np.ndarray, advantages: np.ndar
     ### BEGIN SOLUTION
     ratio = ops.exp(logp - old_logp)  # (B, T)
     unclipped = ratio * adv
-    clipped = _clip(ratio, 1.0 - epsilon, 1.0 + hi) * adv
+    clipped = clamp(ratio, 1.0 - epsilon, 1.0 + hi) * adv
     losses = -ops.where(unclipped.data <= clipped.data, unclipped, clipped)  # -min(...)
     ### END SOLUTION
     m = mask > 0
@@ -209,29 +209,3 @@ def aggregate(losses: Tensor, mask: np.ndarray, loss_type: str = "grpo",
         return (losses * m).sum() * (1.0 / max(float(m.sum()), 1.0))
     ### END SOLUTION
     raise ValueError(f"aggregate: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-
-
-# ----------------------------------------------------------------------- KL estimators
-def kl_estimate(logp: Tensor, ref_logp: np.ndarray, kind: str = "k3") -> Tensor:
-    """A per-token estimate of KL(pi || pi_ref) from the sampled token, with gradient, for a KL
-    term in the loss. logp: (B, T) Tensor; ref_logp: (B, T). With log r = ref_logp - logp:
-
-    - k1 = -log r = log pi - log pi_ref: unbiased for the KL, but its expected gradient
-      on-policy is E[grad log pi] = 0, so in the loss it restrains nothing;
-    - k2 = (log r)^2 / 2: biased, but its expected gradient is the gradient of KL(pi || pi_ref);
-    - k3 = r - 1 - log r: unbiased and never negative, but its expected gradient on-policy is
-      that of the *reverse* KL(pi_ref || pi) (what GRPO's loss uses).
-    """
-    if kind not in KL_ESTIMATORS:
-        raise ValueError(f"kl_estimate: kind must be one of {KL_ESTIMATORS}, got {kind!r}")
-    # exercise: return the (B, T) Tensor of the estimate of the given kind
-    ### BEGIN SOLUTION
-    log_r = ops.neg(logp - ref_logp)  # log pi_ref - log pi, (B, T)
-    if kind == "k1":
-        return ops.neg(log_r)
-    if kind == "k2":
-        return log_r * log_r * 0.5
-    if kind == "k3":
-        return ops.exp(log_r) - 1.0 - log_r
-    ### END SOLUTION
-    raise ValueError(f"kl_estimate: kind must be one of {KL_ESTIMATORS}, got {kind!r}")

@@ -1,16 +1,34 @@
-"""Direct-alignment losses beyond DPO: KTO, ORPO and SimPO, as pure functions of log-probs.
+"""The direct-alignment objectives: preference optimisation without a reward model.
 
-Every log-prob argument is a response's log-prob *summed* over its tokens, (B,), as everywhere in
-minirlhf (``lm.sequences.sequence_logps``); the methods that need per-token means take the
-response lengths and divide themselves. Reference log-probs carry no gradient. Option names
-follow TRL's trainers (``beta``, ``desirable_weight``, ``undesirable_weight``, ``gamma``); the
-formulas are written here from the papers:
+DPO (Rafailov et al., 2023). Start from the KL-regularised objective RLHF optimises,
+
+    max_pi  E_y~pi [ r(x, y) ] - beta KL(pi(.|x) || pi_ref(.|x)),
+
+whose optimum is pi*(y|x) = pi_ref(y|x) exp(r(x, y) / beta) / Z(x). Solve for the reward:
+r(x, y) = beta log(pi*(y|x) / pi_ref(y|x)) + beta log Z(x). Put that into the Bradley-Terry
+likelihood of a labelled pair (y_w preferred to y_l): Z(x) cancels, and what is left depends on
+the policy alone:
+
+    L_DPO = -log sigmoid(beta h),
+    h = [log pi(y_w) - log pi_ref(y_w)] - [log pi(y_l) - log pi_ref(y_l)]
+
+Its variants (``loss_type``): ``sigmoid`` with ``label_smoothing`` eps > 0 is conservative DPO,
+-(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h); ``ipo`` is (h - 1/(2 beta))^2 (Azar
+et al., 2023), which regresses h to a fixed margin; ``hinge`` is max(0, 1 - beta h) (SLiC, Zhao
+et al., 2023).
+
+Beyond DPO, as pure functions of log-probs:
 
 - KTO (Ethayarajh et al. 2024): unpaired thumbs-up / thumbs-down, a prospect-theory value
   around a reference point z0 = KL(pi || pi_ref) estimated on the batch;
 - ORPO (Hong et al. 2024): SFT's loss plus a log-odds-ratio penalty, no reference model;
 - SimPO (Meng et al. 2024): a length-normalised log-prob as the implicit reward and a target
   margin gamma, no reference model.
+
+Every log-prob argument is a response's log-prob *summed* over its tokens, (B,), as everywhere in
+minirlhf (``lm.sequences.sequence_logps``); the methods that need per-token means take the
+response lengths and divide themselves. Reference log-probs carry no gradient. Option names
+follow TRL's trainers (``beta``, ``label_smoothing``, ``desirable_weight``, ``gamma``).
 """
 
 from __future__ import annotations
@@ -20,6 +38,8 @@ import numpy as np
 from minirlhf.autograd import functional as F
 from minirlhf.autograd import ops
 from minirlhf.autograd.tensor import Tensor
+
+LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
 
 def _array(x: Tensor | np.ndarray) -> np.ndarray:
@@ -32,6 +52,49 @@ def _lengths(lengths: np.ndarray, n: int, name: str, dtype: np.dtype) -> np.ndar
         raise ValueError(f"{name}: lengths must be (B,) = ({n},) counts >= 1, got "
                          f"{np.asarray(lengths).tolist()}")
     return out
+
+
+def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
+             reference_chosen_logps: Tensor | np.ndarray,
+             reference_rejected_logps: Tensor | np.ndarray, beta: float,
+             loss_type: str = "sigmoid", label_smoothing: float = 0.0
+             ) -> tuple[Tensor, np.ndarray, np.ndarray]:
+    """Per-example losses and implicit rewards.
+
+    All four log-prob arguments are (B,): each response's log-prob summed over its tokens.
+    The reference log-probs carry no gradient. Returns (losses (B,) Tensor, chosen rewards (B,),
+    rejected rewards (B,)), the rewards being beta (log pi - log pi_ref), detached.
+    """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"dpo_loss: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if not beta > 0:
+        raise ValueError(f"dpo_loss: beta must be > 0, got {beta}")
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"dpo_loss: label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    ref_c = _array(reference_chosen_logps)
+    ref_r = _array(reference_rejected_logps)
+    # exercise: set chosen_ratio, rejected_ratio and h, each a (B,) Tensor
+    ### BEGIN SOLUTION
+    chosen_ratio = policy_chosen_logps - ref_c  # log pi(y_w) - log pi_ref(y_w), (B,)
+    rejected_ratio = policy_rejected_logps - ref_r  # (B,)
+    h = chosen_ratio - rejected_ratio  # (B,)
+    ### END SOLUTION
+    if loss_type == "sigmoid":
+        # exercise: set losses, a (B,) Tensor
+        ### BEGIN SOLUTION
+        losses = -F.logsigmoid(h * beta)
+        if label_smoothing:
+            losses = losses * (1.0 - label_smoothing) - F.logsigmoid(h * -beta) * label_smoothing
+        ### END SOLUTION
+    elif loss_type == "ipo":
+        # exercise: set losses, a (B,) Tensor
+        ### BEGIN SOLUTION
+        gap = h - 1.0 / (2.0 * beta)
+        losses = gap * gap
+        ### END SOLUTION
+    else:  # hinge
+        losses = ops.relu(1.0 - h * beta)
+    return losses, beta * chosen_ratio.data.copy(), beta * rejected_ratio.data.copy()
 
 
 def kto_loss(policy_logps: Tensor, reference_logps: Tensor | np.ndarray, desirable: np.ndarray,
