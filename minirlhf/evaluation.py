@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from minirlhf.autograd.tensor import no_grad
-from minirlhf.config import stream
 from minirlhf.lm.model import GPT
 from minirlhf.lm.sampling import generate_text, rollout
 from minirlhf.lm.sequences import token_logprobs
 from minirlhf.lm.tokenizer import CharTokenizer
+from minirlhf.streams import stream
 from minirlhf.world import Task
 
 

@@ -32,16 +32,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minirlhf.config import (
-    ConfigError,
-    apply_overrides,
-    blas_threads,
-    environment,
-    peak_rss_mb,
-    run_path,
-)
+from minirlhf.config import ConfigError, apply_overrides, run_path
 from minirlhf.evaluation import POLICY_KEYS, figures_over_seeds, policy_numbers, policy_report
 from minirlhf.lm.checkpoint import atomic_write, file_digest, load_model
+from minirlhf.machine import blas_threads, environment, peak_rss_mb
 from minirlhf.registry import STAGES, depends_on, output_path, policy_stages
 from minirlhf.world import get_task
 

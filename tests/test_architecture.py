@@ -1,8 +1,8 @@
 """The house's rules, checked on the code itself (every module's imports, read with ast):
 
 - a module imports only from its own floor or from floors below it:
-  foundations (config, plots) -> autograd -> lm -> world -> evaluation, training -> stages ->
-  experiments / pipeline / report / registry -> course -> cli;
+  foundations (config, streams, machine, plots) -> autograd -> lm -> world -> evaluation,
+  training -> stages -> experiments / pipeline / records / report / registry -> course -> cli;
 - no stage imports another stage (what two stages share lives on a lower floor);
 - no module imports from the package root (``from minirlhf import X``): the root re-exports for
   readers, the library imports where things live;
@@ -25,9 +25,10 @@ PACKAGE = ROOT / "minirlhf"
 # The floors, lowest first. A module's floor is that of its folder, or of its own name at the
 # top of the package.
 FLOORS = {
-    "config": 0, "plots": 0,  # foundations: they import nothing from the package
+    # foundations: they import nothing from the package
+    "config": 0, "streams": 0, "machine": 0, "plots": 0,
     "autograd": 1, "lm": 2, "world": 3, "evaluation": 4, "training": 4, "stages": 5,
-    "experiments": 6, "pipeline": 6, "report": 6, "registry": 6,
+    "experiments": 6, "pipeline": 6, "records": 6, "report": 6, "registry": 6,
     "course": 7, "cli": 8, "__main__": 8, "__init__": 8,
 }
 
@@ -120,7 +121,7 @@ def test_the_house_keeps_its_floors():
 
 
 def test_the_foundations_import_nothing_from_the_package():
-    for name in ("config", "plots"):
+    for name in ("config", "streams", "machine", "plots"):
         text = (PACKAGE / f"{name}.py").read_text()
         assert "minirlhf" not in "".join(
             ast.unparse(n) for n in ast.walk(ast.parse(text))
@@ -170,9 +171,9 @@ def test_the_root_re_exports_what_readers_use_and_stays_light():
 def test_random_streams_are_named_and_seeds_never_share_one():
     """Every stream of seed 0 differs from every stream of seed 1 (with ``seed + k`` seed 1's
     training stream was seed 0's evaluation stream), and what trains and evaluates makes its
-    generators only through ``config.stream``. (The corpus generators in world/ and the
+    generators only through ``streams.stream``. (The corpus generators in world/ and the
     gradient checks keep plain fixed seeds: they make files and test inputs, not runs.)"""
-    from minirlhf.config import stream
+    from minirlhf.streams import stream
 
     names = ("init", "head_init", "train", "validation", "samples", "eval", "eval_reference",
              "preferences", "calibration")
@@ -184,7 +185,7 @@ def test_random_streams_are_named_and_seeds_never_share_one():
     for path in run_code:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "default_rng" \
-                    and "seed" in ast.unparse(node) and path.name != "config.py":
+                    and "seed" in ast.unparse(node) and path.name != "streams.py":
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert offenders == []
 

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from minirlhf.config import ConfigError, stream
+from minirlhf.config import ConfigError
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.optim import AdamW
 from minirlhf.lm.sampling import rollout
@@ -21,6 +21,7 @@ from minirlhf.stages.grpo import (
     train_grpo,
     update,
 )
+from minirlhf.streams import stream
 from minirlhf.world import get_task
 
 TINY = dict(iterations=2, prompts_per_iteration=4, num_generations=4, minibatch_size=8,

@@ -47,7 +47,6 @@ from minirlhf.config import (
     require_inputs,
     run_path,
     setting,
-    stream,
 )
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.checkpoint import load_model
@@ -58,6 +57,7 @@ from minirlhf.lm.sampling import generate_text
 from minirlhf.lm.sequences import sequence_logps
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_series
+from minirlhf.streams import stream
 from minirlhf.world import TASK_NAMES, Task, get_task
 from minirlhf.world.preference_data import (
     PreferencePair,

@@ -42,7 +42,6 @@ from minirlhf.config import (
     run_path,
     setting,
     stage_command,
-    stream,
 )
 from minirlhf.evaluation import (
     PolicyReport,
@@ -72,6 +71,7 @@ from minirlhf.lm.sampling import Rollout, generate, rollout
 from minirlhf.lm.sequences import token_logprobs
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_reward_vs_kl
+from minirlhf.streams import stream
 from minirlhf.world import TASK_NAMES, Task, get_task
 
 log = logging.getLogger("minirlhf.stages.grpo")

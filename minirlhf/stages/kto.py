@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from minirlhf.autograd.tensor import no_grad
-from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting, stream
+from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.direct_alignment import kto_loss
@@ -44,6 +44,7 @@ from minirlhf.lm.sampling import generate_text
 from minirlhf.lm.sequences import encode_pairs, sequence_logps
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_series
+from minirlhf.streams import stream
 from minirlhf.world import TASK_NAMES, get_task
 from minirlhf.world.preference_data import (
     PreferencePair,

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting, stream
+from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting
 from minirlhf.evaluation import PolicyReport
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.direct_alignment import orpo_loss
+from minirlhf.streams import stream
 from minirlhf.training import (
     finish_pairwise,
     pairwise_record,

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from minirlhf.autograd import functional as F
 from minirlhf.autograd import ops
 from minirlhf.autograd.tensor import Tensor, no_grad
-from minirlhf.config import ConfigError, Stage, StageConfig, run_path, setting, stream
+from minirlhf.config import ConfigError, Stage, StageConfig, run_path, setting
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, metrics_table, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
@@ -34,6 +34,7 @@ from minirlhf.lm.sequences import (
 )
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_reward_vs_kl
+from minirlhf.streams import stream
 from minirlhf.world import TASK_NAMES, Task, get_task
 
 log = logging.getLogger("minirlhf.stages.ppo")

@@ -33,20 +33,13 @@ from tqdm import tqdm
 
 from minirlhf.autograd import functional as F
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import (
-    ConfigError,
-    Stage,
-    StageConfig,
-    check_fits,
-    run_path,
-    setting,
-    stream,
-)
+from minirlhf.config import ConfigError, Stage, StageConfig, check_fits, run_path, setting
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
 from minirlhf.lm.reward_model import READOUTS, RewardModel
 from minirlhf.lm.sampling import generate_text
 from minirlhf.plots import plot_calibration, plot_loss_curves
+from minirlhf.streams import stream
 from minirlhf.world import TASK_NAMES, get_task
 from minirlhf.world.preference_data import (
     PreferenceDataError,

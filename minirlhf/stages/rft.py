@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minirlhf.config import Stage, StageConfig, run_path, setting, stream
+from minirlhf.config import Stage, StageConfig, run_path, setting
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers, policy_report
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
@@ -35,6 +35,7 @@ from minirlhf.lm.sampling import generate_text
 from minirlhf.lm.sequences import encode_pairs, masked_mean, token_logprobs
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_reward_vs_kl
+from minirlhf.streams import stream
 from minirlhf.world import TASK_NAMES, Task, get_task
 
 log = logging.getLogger("minirlhf.stages.rft")

@@ -23,13 +23,14 @@ import numpy as np
 from tqdm import tqdm
 
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting, stream
+from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting
 from minirlhf.evaluation import PolicyEval, evaluate_policy, sample_table
 from minirlhf.lm.checkpoint import load_model, save_model
 from minirlhf.lm.model import GPT
 from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
 from minirlhf.lm.sequences import encode_pairs, token_logprobs
 from minirlhf.plots import plot_loss_curves
+from minirlhf.streams import stream
 from minirlhf.world import TASK_NAMES, get_task
 
 log = logging.getLogger("minirlhf.stages.sft")

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minirlhf.config import Stage, StageConfig, require_inputs, run_path, setting, stream
+from minirlhf.config import Stage, StageConfig, require_inputs, run_path, setting
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.optim import AdamW, optimizer_step
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import rollout
 from minirlhf.lm.sequences import sequence_logps
+from minirlhf.streams import stream
 from minirlhf.world import get_task
 
 
