@@ -46,10 +46,10 @@ import numpy as np
 
 from minirlhf.autograd import functional as F
 from minirlhf.autograd import runtime
-from minirlhf.config import cores, peak_rss_mb
 from minirlhf.lm.model import GPT, GPTConfig
 from minirlhf.lm.optim import AdamW
 from minirlhf.lm.sampling import generate
+from minirlhf.machine import cores, peak_rss_mb
 
 
 @dataclass
@@ -324,7 +324,7 @@ def main() -> None:
         parser.error(f"--threads must be a positive integer, got {args.threads}")
     if args.threads is not None and os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
         # The BLAS reads its thread count when NumPy is imported, and the engine's count comes
-        # from the same variable (config.blas_threads): start again with it set.
+        # from the same variable (machine.blas_threads): start again with it set.
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads),
                    MINIRLHF_THREADS=str(args.threads))
         os.execve(sys.executable, [sys.executable, *sys.argv], env)

@@ -83,21 +83,17 @@ def _stage_seeds(stage, config, n: int) -> int:
     import json
     from pathlib import Path
 
-    from minirlhf.config import ConfigError
-    from minirlhf.evaluation import figures_over_seeds
+    from minirlhf.evaluation import figures_over_seeds, run_over_seeds
 
-    if n < 2:
-        raise ConfigError(f"--seeds must be at least 2 to aggregate over seeds (1, the "
-                          f"default, is one run), got {n}")
-    seeds = [config.seed + k for k in range(n)]
-    records = []
-    for seed in seeds:
+    def one(seed: int) -> dict:
         cfg = dataclasses.replace(config, seed=seed,
                                   out_dir=str(Path(config.out_dir) / f"seed{seed}"))
-        result = stage.run(cfg)
-        records.append(stage.record(result, cfg))
+        numbers = stage.record(stage.run(cfg), cfg)
         print(f"seed {seed}: done ({cfg.out_dir})")
-    figures = {"seeds": seeds, **figures_over_seeds(records)}
+        return numbers
+
+    seeds, _, over_seeds = run_over_seeds(config.seed, n, one, figures_over_seeds)
+    figures = {"seeds": seeds, **over_seeds}
     path = Path(config.out_dir) / "seeds.json"
     path.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     print(f"\n{n} seeds ({', '.join(map(str, seeds))}): mean ± 95% half-width over seeds "
@@ -382,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from minirlhf.lm.checkpoint import CheckpointError
     from minirlhf.lm.pretrained import PretrainedError
     from minirlhf.lm.safetensors import SafetensorsError
-    from minirlhf.pipeline import PipelineError
+    from minirlhf.records import PipelineError
 
     args = build_parser().parse_args(argv)
     # Both cores and the allocator setting (minirlhf/autograd/runtime.py); MINIRLHF_THREADS=1

@@ -17,18 +17,20 @@ the noise of training it again (that takes seeds).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from minirlhf.autograd.tensor import no_grad
-from minirlhf.config import stream
+from minirlhf.config import ConfigError
 from minirlhf.lm.model import GPT
 from minirlhf.lm.sampling import generate_text, rollout
 from minirlhf.lm.sequences import token_logprobs
 from minirlhf.lm.tokenizer import CharTokenizer
+from minirlhf.streams import stream
 from minirlhf.world import Task
 
 
@@ -308,6 +310,24 @@ def nested_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if isinstance(value, dict) and all(isinstance(r.get(key), dict) for r in runs):
             out[key] = nested_over_seeds([r[key] for r in runs])
     return out
+
+
+R = TypeVar("R")
+
+
+def run_over_seeds(first: int, n: int, run: Callable[[int], R],
+                   aggregate: Callable[[list[R]], dict[str, Any]], command: str = ""
+                   ) -> tuple[list[int], list[R], dict[str, Any]]:
+    """What every ``--seeds N`` does: ``run(seed)`` for the seeds ``first`` .. ``first + n - 1``
+    (every random stream derives from the seed, so the runs are independent), then
+    ``aggregate(runs)``. Returns (seeds, runs, aggregate). An ``n`` below 2 is a ConfigError,
+    prefixed with ``command`` ("pipeline", say) when there is one."""
+    if n < 2:
+        raise ConfigError(f"{command + ': ' if command else ''}--seeds must be at least 2 to "
+                          f"aggregate over seeds (1, the default, is one run), got {n}")
+    seeds = [first + k for k in range(n)]
+    runs = [run(seed) for seed in seeds]
+    return seeds, runs, aggregate(runs)
 
 
 def per_prompt_gold(samples: list[tuple[str, str, float]]) -> np.ndarray:

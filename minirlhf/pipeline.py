@@ -8,12 +8,13 @@ overrides), skips what is already done, and writes the report. It knows no stage
 reads the registry (``minirlhf.registry``).
 
 Resuming. When a stage finishes, a record ``runs/<name>/pipeline/<stage>.json`` is written
-(atomically) with a fingerprint of the stage's config and of every stage it depends on, and the
-numbers the report needs. A stage is skipped when its record's fingerprint matches and its
-outputs are there and pass their checksums; otherwise it runs again. So a changed config
-upstream (a new seed, another preset, ``--set sft.steps=10``) invalidates everything that
-depends on it, and a run killed at any point redoes only the stage it was in. Every stage is
-seeded, so the resumed run ends with the same ``summary.json`` as an uninterrupted one.
+(atomically, by ``minirlhf.records``) with a fingerprint of the stage's config and of every
+stage it depends on, and the numbers the report needs. A stage is skipped when its record's
+fingerprint matches and its outputs are there and pass their checksums; otherwise it runs
+again. So a changed config upstream (a new seed, another preset, ``--set sft.steps=10``)
+invalidates everything that depends on it, and a run killed at any point redoes only the stage
+it was in. Every stage is seeded, so the resumed run ends with the same ``summary.json`` as an
+uninterrupted one.
 
 Entry point: ``run_pipeline(config) -> PipelineResult``.
 """
@@ -24,7 +25,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -32,16 +32,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minirlhf.config import (
-    ConfigError,
-    apply_overrides,
-    blas_threads,
-    environment,
-    peak_rss_mb,
-    run_path,
+from minirlhf.config import ConfigError, apply_overrides, run_path
+from minirlhf.evaluation import (
+    POLICY_KEYS,
+    figures_over_seeds,
+    policy_numbers,
+    policy_report,
+    run_over_seeds,
 )
-from minirlhf.evaluation import POLICY_KEYS, figures_over_seeds, policy_numbers, policy_report
-from minirlhf.lm.checkpoint import atomic_write, file_digest, load_model
+from minirlhf.lm.checkpoint import load_model
+from minirlhf.machine import blas_threads, environment, peak_rss_mb
+from minirlhf.records import (
+    PipelineError,
+    RunLock,
+    digests,
+    nan_to_null,
+    read_record,
+    record_holds,
+    record_path,
+    remove_half_written,
+    write_json,
+    write_record,
+)
 from minirlhf.registry import STAGES, depends_on, output_path, policy_stages
 from minirlhf.world import get_task
 
@@ -50,10 +62,6 @@ log = logging.getLogger("minirlhf.pipeline")
 # The presets: "default" is every stage's defaults (the figures in the README); the others are
 # what each stage's record says to change, e.g. "tiny", a one-minute smoke run (the tests use it).
 PRESETS = ("default", *sorted({p for s in STAGES.values() for p in s.presets}))
-
-
-class PipelineError(RuntimeError):
-    """A stage failed; the message names the stage, what happened and what is still intact."""
 
 
 @dataclass
@@ -184,116 +192,6 @@ def _log_samples(stage: str, numbers: dict[str, Any]) -> None:
         log.info("samples\n%s", "\n".join(lines))
 
 
-def _digests(root: Path, names: list[str]) -> dict[str, str]:
-    """{file relative to the run folder: its SHA-256, or "missing"}."""
-    return {n: file_digest(root / n) if (root / n).exists() else "missing" for n in names}
-
-
-def _record_holds(root: Path, record: dict[str, Any], inputs: list[str]) -> str | None:
-    """None if the files a stage's record names are the very files it wrote and read, else
-    what differs: an output missing, truncated, altered or replaced by another file, or an
-    input that is no longer what the stage read."""
-    for kind, wanted in (("output", record.get("outputs")), ("input", record.get("inputs"))):
-        if not isinstance(wanted, dict):
-            return f"its record predates file hashes (no {kind} hashes)"
-        for name, digest in _digests(root, list(wanted)).items():
-            if digest != wanted[name]:
-                return f"{kind} {root / name} is " + (
-                    "missing" if digest == "missing" else "not the file the stage "
-                    + ("wrote" if kind == "output" else "read"))
-    if sorted(record["inputs"]) != sorted(inputs):
-        return "it read other inputs"
-    return None
-
-
-def _read_record(path: Path) -> dict[str, Any] | None:
-    """A stage's record, or None (the stage then runs again) if there is none or it is not a
-    record the pipeline wrote (unreadable, truncated, not JSON, not an object): said in a
-    warning."""
-    if not path.exists():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        log.warning("%s: unreadable record (%s); running the stage again", path, e)
-        return None
-    if not isinstance(record, dict) or not isinstance(record.get("fingerprint"), str):
-        log.warning("%s: not a stage record; running the stage again", path)
-        return None
-    if record.get("checksum") != _checksum(record):
-        log.warning("%s: the record was altered since the stage wrote it (its checksum does "
-                    "not match); running the stage again", path)
-        return None
-    return record
-
-
-def _checksum(record: dict[str, Any]) -> str:
-    """SHA-256 of a record's content, its own checksum left out."""
-    body = {k: v for k, v in record.items() if k != "checksum"}
-    text = json.dumps(_finite(body), sort_keys=True, allow_nan=False)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-class RunLock:
-    """One pipeline at a time in a run folder: ``<run>/.lock`` holds the owner's PID. A lock
-    whose process is gone (a killed run) is taken over, with a warning; a live one is an
-    error naming its PID."""
-
-    def __init__(self, root: Path):
-        self.path = root / ".lock"
-
-    def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and _alive(pid):
-                    raise PipelineError(f"the run folder {self.path.parent} is in use by process "
-                                        f"{pid} (its lock is {self.path}); wait for it to finish "
-                                        "or choose another --name") from None
-                log.warning("taking over %s: process %s that held it is gone", self.path, pid)
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            return self
-        raise PipelineError(f"could not take the lock {self.path}")
-
-    def __exit__(self, *exc: object) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def _finite(obj: Any) -> Any:
-    """JSON has no NaN: a float that is not finite becomes None (null)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    data = (json.dumps(_finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
-    atomic_write(path, lambda f: f.write(data))
-
-
 def _relative_plots(numbers: dict[str, Any], root: Path) -> None:
     """Plot paths relative to the run folder, which may move."""
     if "plot" in numbers:
@@ -309,81 +207,116 @@ def run_pipeline(config: PipelineConfig,
     t0 = time.time()
     cfgs = stage_configs(config)  # every config error surfaces here, before any work
     root = Path(config.runs_dir) / config.name
-    threads, threads_warned = blas_threads(), False
+    threads = blas_threads()
     prints = fingerprints(cfgs, root, threads)
-    records: dict[str, dict[str, Any]] = {}
     result = PipelineResult(config=config, report="", summary={})
-    rel = {s: os.path.relpath(output_path(s, root), root) for s in STAGES}  # the folder may move
+    records: dict[str, dict[str, Any]] = {}
     with RunLock(root):
         log.info("run folder %s", root.absolute())
-        for tmp in root.rglob(".*.tmp"):  # half-written files of a killed run (atomic_write's)
-            log.info("removing %s, left by a run that was killed while writing it", tmp)
-            tmp.unlink()
-        found = {name: _read_record(root / "pipeline" / f"{name}.json") for name in STAGES}
+        remove_half_written(root)
+        found = {name: read_record(record_path(root, name)) for name in STAGES}
         _announce(estimate_seconds(config, cfgs, [
             s for s in STAGES if config.force or found[s] is None
             or found[s].get("fingerprint") != prints[s]]))
-        for i, (name, stage) in enumerate(STAGES.items()):
-            inputs = [rel[d] for d in depends_on(name)]
-            record_path = root / "pipeline" / f"{name}.json"
-            record = found[name]
-            if record is not None and record.get("blas_threads", threads) != threads \
-                    and not threads_warned:
-                threads_warned = True
-                log.warning("%s: was run with %s BLAS threads, this process has %d; results "
-                            "depend on the count, so it and every later stage run again (set "
-                            "OMP_NUM_THREADS=%s to resume instead)", name,
-                            record["blas_threads"], threads, record["blas_threads"])
-            if record is not None and record.get("fingerprint") == prints[name]:
-                problem = _record_holds(root, record, inputs)
-                if problem is None and not config.force:
-                    log.info("[%d/%d] %s: done already (config %s), skipped", i + 1,
-                             len(STAGES), name, prints[name])
-                    records[name] = record
-                    result.skipped.append(name)
-                    continue
-                if problem:
-                    log.warning("%s: %s; running the stage again", name, problem)
-            log.info("[%d/%d] %s ...", i + 1, len(STAGES), name)
-            t = time.time()
-            read = _digests(root, inputs)  # what the stage reads, hashed before it reads it
-            try:
-                numbers = stage.record(stage.run(cfgs[name]), cfgs[name])
-            except FloatingPointError as e:
-                started = ", ".join(f"{k} = {getattr(cfgs[name], k)}" for k in stage.inputs)
-                raise PipelineError(
-                    f"stage {name} stopped: {e}. It started from {started or 'scratch'}, which "
-                    "is intact, as is every finished stage; fix the config and run the pipeline "
-                    "again to resume from there") from None
-            _relative_plots(numbers, root)
-            # the record is written last, holding the hashes of what the stage wrote and read:
-            # a stage killed before its record is written looks unfinished, and a file changed
-            # since (truncated, altered, another stage's copied in) makes it run again
-            record = {"stage": name, "fingerprint": prints[name], "blas_threads": threads,
-                      "outputs": _digests(root, [rel[name]]), "inputs": read,
-                      "config": asdict(cfgs[name]), "numbers": numbers,
-                      "seconds": round(time.time() - t, 1)}
-            record["checksum"] = _checksum(record)
-            _write_json(record_path, record)
-            records[name] = record
+        other_threads = _first_run_with_other_threads(found, threads)
+        for i, name in enumerate(STAGES):
+            if name == other_threads:
+                _warn_other_threads(name, found[name]["blas_threads"], threads)
+            record = _reusable(root, name, found[name], prints[name], config.force, i)
+            if record is not None:
+                records[name] = record
+                result.skipped.append(name)
+                continue
+            records[name] = _run_stage(root, name, cfgs, prints[name], threads, i)
             result.ran.append(name)
-            log.info("%s finished in %.0f s", name, time.time() - t)
-            _log_samples(name, numbers)
             if on_stage_done is not None:
                 on_stage_done(name)
-
-        from minirlhf.report import write_report
-
-        sft_numbers = _sft_policy_numbers(cfgs)
-        result.summary = _finite(build_summary(config, records, sft_numbers))
-        _write_json(root / "summary.json", result.summary)
-        result.seconds = time.time() - t0
-        result.report = str(write_report(root, result.summary, records, result.seconds))
+        _write_summary_and_report(result, cfgs, records, root, t0)
     rss = peak_rss_mb()
     log.info("pipeline finished in %.0f s; peak resident memory %s", result.seconds,
              "unknown" if rss is None else f"{rss:.0f} MB")
     return result
 
+
+def _relative_output(stage: str, root: Path) -> str:
+    """The file ``stage`` leaves for later stages, relative to the run folder (which may
+    move)."""
+    return os.path.relpath(output_path(stage, root), root)
+
+
+def _inputs(stage: str, root: Path) -> list[str]:
+    """The files ``stage`` reads, relative to the run folder."""
+    return [_relative_output(d, root) for d in depends_on(stage)]
+
+
+def _first_run_with_other_threads(found: dict[str, dict[str, Any] | None],
+                                  threads: int) -> str | None:
+    """The first stage whose record was made with another BLAS thread count, if any."""
+    return next((name for name, record in found.items() if record is not None
+                 and record.get("blas_threads", threads) != threads), None)
+
+
+def _warn_other_threads(name: str, then: int, threads: int) -> None:
+    log.warning("%s: was run with %s BLAS threads, this process has %d; results depend on the "
+                "count, so it and every later stage run again (set OMP_NUM_THREADS=%s to "
+                "resume instead)", name, then, threads, then)
+
+
+def _reusable(root: Path, name: str, record: dict[str, Any] | None, fingerprint: str,
+              force: bool, i: int) -> dict[str, Any] | None:
+    """The stage's record if the stage is done already (its fingerprint matches, the files it
+    names are the very files it wrote and read, and ``force`` is off), else None."""
+    if record is None or record.get("fingerprint") != fingerprint:
+        return None
+    problem = record_holds(root, record, _inputs(name, root))
+    if problem is None and not force:
+        log.info("[%d/%d] %s: done already (config %s), skipped", i + 1, len(STAGES), name,
+                 fingerprint)
+        return record
+    if problem:
+        log.warning("%s: %s; running the stage again", name, problem)
+    return None
+
+
+def _run_stage(root: Path, name: str, cfgs: dict[str, Any], fingerprint: str, threads: int,
+               i: int) -> dict[str, Any]:
+    """Run one stage and write its record. The record is written last, holding the hashes of
+    what the stage wrote and read: a stage killed before its record is written looks
+    unfinished, and a file changed since (truncated, altered, another stage's copied in) makes
+    it run again."""
+    stage, cfg = STAGES[name], cfgs[name]
+    log.info("[%d/%d] %s ...", i + 1, len(STAGES), name)
+    t = time.time()
+    read = digests(root, _inputs(name, root))  # what the stage reads, hashed before it reads it
+    try:
+        numbers = stage.record(stage.run(cfg), cfg)
+    except FloatingPointError as e:
+        started = ", ".join(f"{k} = {getattr(cfg, k)}" for k in stage.inputs)
+        raise PipelineError(
+            f"stage {name} stopped: {e}. It started from {started or 'scratch'}, which "
+            "is intact, as is every finished stage; fix the config and run the pipeline "
+            "again to resume from there") from None
+    _relative_plots(numbers, root)
+    record = write_record(record_path(root, name), {
+        "stage": name, "fingerprint": fingerprint, "blas_threads": threads,
+        "outputs": digests(root, [_relative_output(name, root)]), "inputs": read,
+        "config": asdict(cfg), "numbers": numbers, "seconds": round(time.time() - t, 1)})
+    log.info("%s finished in %.0f s", name, time.time() - t)
+    _log_samples(name, numbers)
+    return record
+
+
+def _write_summary_and_report(result: PipelineResult, cfgs: dict[str, Any],
+                              records: dict[str, dict[str, Any]], root: Path, t0: float) -> None:
+    """summary.json (the SFT policy judged like the others beside every stage's numbers), then
+    report.md; into ``result``."""
+    from minirlhf.report import write_report
+
+    sft_numbers = _sft_policy_numbers(cfgs)
+    result.summary = nan_to_null(build_summary(result.config, records, sft_numbers))
+    write_json(root / "summary.json", result.summary)
+    result.seconds = time.time() - t0
+    result.report = str(write_report(root, result.summary, records, result.seconds))
 
 
 def _sft_policy_numbers(cfgs: dict[str, Any]) -> dict[str, Any]:
@@ -453,22 +386,20 @@ def run_seeds(config: PipelineConfig, n: int) -> SeedsResult:
     stage's random streams derive from the seed, so the runs are independent), each in its own
     folder ``runs/<name>/seed<k>/`` (itself a resumable run with its report), then the figures
     aggregated over seeds in ``runs/<name>/summary.json`` and ``report.md``."""
-    if n < 2:
-        raise ConfigError(f"pipeline: --seeds must be at least 2 to aggregate over seeds (1, "
-                          f"the default, is one run), got {n}")
     t0 = time.time()
     root = Path(config.runs_dir) / config.name
-    seeds = [config.seed + k for k in range(n)]
-    runs = []
-    for k, seed in enumerate(seeds):
-        log.info("seed %d of %d (seed %d): %s", k + 1, n, seed, root / f"seed{seed}")
-        runs.append(run_pipeline(dataclasses.replace(config, seed=seed, name=f"seed{seed}",
-                                                     runs_dir=str(root))))
-    summary = {"name": config.name, "preset": config.preset, "seeds": seeds,
-               "environment": runs[0].summary["environment"],
-               **aggregate_seeds([r.summary for r in runs])}
-    summary = _finite(summary)
-    _write_json(root / "summary.json", summary)
+
+    def one(seed: int) -> PipelineResult:
+        log.info("seed %d of %d (seed %d): %s", seed - config.seed + 1, n, seed,
+                 root / f"seed{seed}")
+        return run_pipeline(dataclasses.replace(config, seed=seed, name=f"seed{seed}",
+                                                runs_dir=str(root)))
+
+    seeds, runs, over_seeds = run_over_seeds(
+        config.seed, n, one, lambda done: aggregate_seeds([r.summary for r in done]), "pipeline")
+    summary = nan_to_null({"name": config.name, "preset": config.preset, "seeds": seeds,
+                           "environment": runs[0].summary["environment"], **over_seeds})
+    write_json(root / "summary.json", summary)
     from minirlhf.report import write_seeds_report
 
     seconds = time.time() - t0

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import StageConfig, check_fits, setting, stream
+from minirlhf.config import StageConfig, check_fits, setting
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
@@ -38,6 +38,7 @@ from minirlhf.lm.sampling import Rollout
 from minirlhf.lm.sequences import sequence_logps
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_series
+from minirlhf.streams import stream
 from minirlhf.world import Task, get_task
 from minirlhf.world.preference_data import (
     PreferencePair,

@@ -32,6 +32,7 @@ def plant(fault: str) -> None:
     import importlib
 
     import minirlhf.pipeline as pipeline
+    import minirlhf.records as records
 
     kind, _, target = fault.partition(":")
     if kind == "none":
@@ -60,14 +61,14 @@ def plant(fault: str) -> None:
 
         pipeline._log_samples = log_samples
     elif kind == "kill-before-record":
-        real_write = pipeline._write_json
+        real_write = records.write_json
 
         def write_json(path, obj):
             if path.name == f"{target}.json" and path.parent.name == "pipeline":
                 _die()
             real_write(path, obj)
 
-        pipeline._write_json = write_json
+        records.write_json = write_json
     elif kind == "kill-writing":
         real_replace = os.replace
 

@@ -1,9 +1,10 @@
 """The house's rules, checked on the code itself (every module's imports, read with ast):
 
 - a module imports only from its own floor or from floors below it:
-  foundations (config, plots) -> autograd -> lm -> world -> objectives -> evaluation ->
-  training -> stages -> experiments / pipeline / report / registry -> course -> cli;
-  ``objectives`` imports only ``autograd`` and ``lm`` (every loss and estimator of the course);
+  foundations (config, streams, machine, plots) -> autograd -> lm -> world -> objectives ->
+  evaluation -> training -> stages -> experiments / pipeline / records / report / registry ->
+  course -> cli; ``objectives`` imports only ``autograd`` and ``lm`` (every loss and estimator
+  of the course);
 - no stage imports another stage (what two stages share lives on a lower floor);
 - no module imports from the package root (``from minirlhf import X``): the root re-exports for
   readers, the library imports where things live;
@@ -28,9 +29,10 @@ PACKAGE = ROOT / "minirlhf"
 # The floors, lowest first. A module's floor is that of its folder, or of its own name at the
 # top of the package.
 FLOORS = {
-    "config": 0, "plots": 0,  # foundations: they import nothing from the package
+    # foundations: they import nothing from the package
+    "config": 0, "streams": 0, "machine": 0, "plots": 0,
     "autograd": 1, "lm": 2, "world": 3, "objectives": 4, "evaluation": 5, "training": 6,
-    "stages": 7, "experiments": 8, "pipeline": 8, "report": 8, "registry": 8,
+    "stages": 7, "experiments": 8, "pipeline": 8, "records": 8, "report": 8, "registry": 8,
     "course": 9, "cli": 10, "__main__": 10, "__init__": 10,
 }
 
@@ -163,7 +165,7 @@ def test_the_house_keeps_its_floors():
 
 
 def test_the_foundations_import_nothing_from_the_package():
-    for name in ("config", "plots"):
+    for name in ("config", "streams", "machine", "plots"):
         text = (PACKAGE / f"{name}.py").read_text()
         assert "minirlhf" not in "".join(
             ast.unparse(n) for n in ast.walk(ast.parse(text))
@@ -213,9 +215,9 @@ def test_the_root_re_exports_what_readers_use_and_stays_light():
 def test_random_streams_are_named_and_seeds_never_share_one():
     """Every stream of seed 0 differs from every stream of seed 1 (with ``seed + k`` seed 1's
     training stream was seed 0's evaluation stream), and what trains and evaluates makes its
-    generators only through ``config.stream``. (The corpus generators in world/ and the
+    generators only through ``streams.stream``. (The corpus generators in world/ and the
     gradient checks keep plain fixed seeds: they make files and test inputs, not runs.)"""
-    from minirlhf.config import stream
+    from minirlhf.streams import stream
 
     names = ("init", "head_init", "train", "validation", "samples", "eval", "eval_reference",
              "preferences", "calibration")
@@ -227,6 +229,6 @@ def test_random_streams_are_named_and_seeds_never_share_one():
     for path in run_code:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "default_rng" \
-                    and "seed" in ast.unparse(node) and path.name != "config.py":
+                    and "seed" in ast.unparse(node) and path.name != "streams.py":
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert offenders == []

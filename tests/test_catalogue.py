@@ -502,7 +502,7 @@ def test_a_second_concurrent_run_is_refused(finished, tmp_path, work):
 
 
 def test_a_changed_thread_count_is_said_and_reruns_everything(finished, tmp_path, work):
-    from minirlhf.config import blas_threads
+    from minirlhf.machine import blas_threads
 
     runs = copy_run(finished, tmp_path)
     now = blas_threads()

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from minirlhf.config import ConfigError, stream
+from minirlhf.config import ConfigError
 from minirlhf.lm.sampling import rollout
 from minirlhf.stages.grpo import (
     GRPOConfig,
@@ -20,6 +20,7 @@ from minirlhf.stages.grpo import (
     train_grpo,
     update,
 )
+from minirlhf.streams import stream
 
 TINY = dict(iterations=2, prompts_per_iteration=4, num_generations=4, minibatch_size=8,
             max_new_tokens=60, eval_samples_per_prompt=2, progress=False)

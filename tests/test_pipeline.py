@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minirlhf.config import ConfigError, blas_threads
+from minirlhf.config import ConfigError
 from minirlhf.lm.checkpoint import CheckpointError, load_model
+from minirlhf.machine import blas_threads
 from minirlhf.pipeline import PipelineConfig, PipelineError, run_pipeline
 from minirlhf.registry import STAGES
 

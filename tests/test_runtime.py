@@ -156,19 +156,19 @@ def test_import_changes_nothing():
 
 
 def test_the_thread_count_reads_its_variables_in_order_and_never_exceeds_the_cores(monkeypatch):
-    from minirlhf import config
+    from minirlhf import machine
 
-    assert config.cores() >= 1
-    monkeypatch.setattr(config, "cores", lambda: 2)
+    assert machine.cores() >= 1
+    monkeypatch.setattr(machine, "cores", lambda: 2)
     for name in ("MINIRLHF_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                  "OMP_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
-    assert config.blas_threads() == 2  # no variable: the cores
+    assert machine.blas_threads() == 2  # no variable: the cores
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert config.blas_threads() == 1
+    assert machine.blas_threads() == 1
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "8")  # before OMP's, capped at the cores
-    assert config.blas_threads() == 2
+    assert machine.blas_threads() == 2
     monkeypatch.setenv("MINIRLHF_THREADS", "1")  # first of all
-    assert config.blas_threads() == 1
+    assert machine.blas_threads() == 1
     monkeypatch.setenv("MINIRLHF_THREADS", "two")  # not a count: the next variable decides
-    assert config.blas_threads() == 2
+    assert machine.blas_threads() == 2

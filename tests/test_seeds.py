@@ -111,14 +111,14 @@ def test_over_seeds_leaves_out_figures_that_are_not_finite_in_some_seed():
 
 
 def test_environment_names_the_cpus_vector_extensions(tmp_path, monkeypatch):
-    from minirlhf import config
+    from minirlhf import machine
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("model name\t: Some CPU\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f\n")
     real_open = open
     monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
         cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
-    env = config.environment()
+    env = machine.environment()
     assert env["cpu"] == "Some CPU" and env["simd"] == "sse4_2 avx avx2 fma avx512f"
 
 

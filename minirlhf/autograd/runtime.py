@@ -29,7 +29,7 @@ from collections.abc import Callable
 import numpy as np
 
 from minirlhf.autograd.memory import reuse_freed_memory
-from minirlhf.config import blas_threads
+from minirlhf.machine import blas_threads
 
 #: Below this much work (array elements; multiply-adds for a product) an op runs in one call:
 #: handing work to a thread costs about 15-30 microseconds (``_Worker``), the time of a GELU
@@ -159,7 +159,7 @@ def set_threads(n: int) -> int:
 def configure(threads: int | None = None) -> int:
     """What the command-line entry points do before any work, and what a notebook may call
     once: keep freed memory for reuse (``memory.reuse_freed_memory``) and split ops over
-    ``threads`` threads (default ``config.blas_threads()``: MINIRLHF_THREADS, else the BLAS's
+    ``threads`` threads (default ``machine.blas_threads()``: MINIRLHF_THREADS, else the BLAS's
     variables, else the cores). Returns the thread count in effect."""
     reuse_freed_memory()
     return set_threads(blas_threads() if threads is None else threads)

@@ -118,17 +118,14 @@ def run_experiment_seeds(config: ExperimentConfig, n: int) -> dict:
     the results over seeds (``nested_over_seeds``: the mean under each key, with ``mean``,
     ``ci95`` and ``per_seed`` beside the numbers of each level), written to
     ``experiments/<name>/seeds.json`` (with the seeds as ``run_seeds``) and returned."""
-    from minirlhf.config import ConfigError
-    from minirlhf.evaluation import nested_over_seeds
+    from minirlhf.evaluation import nested_over_seeds, run_over_seeds
 
-    if n < 2:
-        raise ConfigError(f"experiment: --seeds must be at least 2 to aggregate over seeds (1, "
-                          f"the default, is one run), got {n}")
-    seeds = [config.seed + k for k in range(n)]
-    runs = [run_experiment(dataclasses.replace(config, seed=s, subdir=f"seed{s}"))
-            for s in seeds]
+    seeds, _, over_seeds = run_over_seeds(
+        config.seed, n,
+        lambda seed: run_experiment(dataclasses.replace(config, seed=seed, subdir=f"seed{seed}")),
+        lambda runs: nested_over_seeds([r.numbers for r in runs]), "experiment")
     # "run_seeds": an experiment's results may have a figure of their own named "seeds"
-    numbers = {**nested_over_seeds([r.numbers for r in runs]), "run_seeds": seeds}
+    numbers = {**over_seeds, "run_seeds": seeds}
     path = Path(config.runs_dir) / config.base / "experiments" / config.name / "seeds.json"
     path.write_text(json.dumps(numbers, indent=2, sort_keys=True) + "\n")
     numbers["path"] = str(path)

@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from minirlhf.config import missing_input, stream_seed
+from minirlhf.config import missing_input
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.registry import output_path
 from minirlhf.stages.dpo import DPOConfig, train_dpo
 from minirlhf.stages.ppo import PPOConfig, train_ppo
 from minirlhf.stages.preferences import PreferenceConfig, build_preference_data
 from minirlhf.stages.reward import RewardConfig, train_reward
+from minirlhf.streams import stream_seed
 from minirlhf.world.preference_data import PreferencePair, Ranking, load_jsonl, save_jsonl
 
 ARITHMETIC_TOKENS = 32  # " you are right, it is 38." and its EOS fit with room to spare

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from minirlhf.config import stream
 from minirlhf.evaluation import bootstrap_interval, per_prompt_gold
 from minirlhf.experiments.common import Context
 from minirlhf.lm.checkpoint import load_model
@@ -30,6 +29,7 @@ from minirlhf.lm.sampling import generate_text
 from minirlhf.objectives.group import group_advantages, zero_std_groups
 from minirlhf.stages.grpo import SCRATCHPAD_ROUTE, GRPOConfig, train_grpo
 from minirlhf.stages.ppo import PPOConfig, train_ppo
+from minirlhf.streams import stream
 from minirlhf.world import get_task
 from minirlhf.world.scratchpad import accuracy_by_difficulty, difficulty
 

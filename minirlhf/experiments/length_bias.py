@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from minirlhf.config import stream
 from minirlhf.experiments.common import Context, bars, gold_at_kl
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.sampling import generate_text
 from minirlhf.stages.reward import pair_metrics
+from minirlhf.streams import stream
 from minirlhf.world import get_task
 from minirlhf.world.preference_data import load_jsonl
 

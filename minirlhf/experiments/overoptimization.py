@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from minirlhf.config import stream
 from minirlhf.experiments.common import Context
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import generate_text
 from minirlhf.stages.best_of_n import analytic_kl, best_of_n_expected
+from minirlhf.streams import stream
 from minirlhf.world import get_task
 from minirlhf.world.preference_data import load_jsonl
 

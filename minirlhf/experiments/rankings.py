@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from minirlhf.config import stream
 from minirlhf.evaluation import seed_interval
 from minirlhf.experiments.common import Context
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.sampling import generate_text
 from minirlhf.stages.reward import pair_metrics
+from minirlhf.streams import stream
 from minirlhf.world import get_task
 from minirlhf.world.raters import ceiling
 

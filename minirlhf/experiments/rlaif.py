@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from minirlhf.config import stream
 from minirlhf.experiments.common import Context, bars
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import generate_text
 from minirlhf.stages.best_of_n import best_of_n_table
 from minirlhf.stages.reward import pair_metrics
+from minirlhf.streams import stream
 from minirlhf.world import get_task
 from minirlhf.world.ai_labelers import Constitution, ai_label, gold_agreement
 from minirlhf.world.preference_data import PreferencePair

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from minirlhf.config import stream
 from minirlhf.evaluation import bootstrap_interval, paired_bootstrap_interval
 from minirlhf.experiments.common import ARITHMETIC_TOKENS, Context, bars
 from minirlhf.lm.checkpoint import load_model
@@ -18,6 +17,7 @@ from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import generate_text
 from minirlhf.stages.pretrain import PretrainConfig, train_pretrain
 from minirlhf.stages.sft import SFTConfig, train_sft
+from minirlhf.streams import stream
 from minirlhf.world import get_task
 from minirlhf.world.ai_labelers import gold_agreement
 from minirlhf.world.arithmetic import parse_prompt, parse_response

@@ -22,8 +22,8 @@ from minirlhf.autograd import functional as F
 from minirlhf.autograd import runtime
 from minirlhf.autograd.runtime import matmul_rows, parallel_rows
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import stream
 from minirlhf.lm.nn import Embedding, LayerNorm, Linear, Module, ModuleList
+from minirlhf.streams import stream
 
 
 @dataclass

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from minirlhf.config import ConfigError, Stage, StageConfig, run_path, setting, stream
+from minirlhf.config import ConfigError, Stage, StageConfig, run_path, setting
 from minirlhf.evaluation import PolicyReport, policy_numbers, report_from_samples, write_summary
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import generate_text
 from minirlhf.plots import plot_reward_vs_kl
+from minirlhf.streams import stream
 from minirlhf.world import TASK_NAMES, get_task
 
 log = logging.getLogger("minirlhf.stages.best_of_n")

@@ -25,7 +25,6 @@ from minirlhf.config import (
     require_inputs,
     run_path,
     setting,
-    stream,
 )
 from minirlhf.evaluation import PolicyReport, policy_numbers
 from minirlhf.lm.checkpoint import load_model
@@ -35,6 +34,7 @@ from minirlhf.lm.sampling import generate_text
 from minirlhf.lm.sequences import sequence_logps
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.objectives.preference import LOSS_TYPES, dpo_loss
+from minirlhf.streams import stream
 from minirlhf.training import (
     BatchLoss,
     OfflineSettings,

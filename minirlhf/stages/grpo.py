@@ -41,7 +41,6 @@ from minirlhf.config import (
     run_path,
     setting,
     stage_command,
-    stream,
 )
 from minirlhf.evaluation import (
     PolicyReport,
@@ -68,6 +67,7 @@ from minirlhf.objectives.group import (
 )
 from minirlhf.objectives.ppo import KL_ESTIMATORS, kl_estimate
 from minirlhf.plots import plot_reward_vs_kl
+from minirlhf.streams import stream
 from minirlhf.training import Actors, PolicySettings, RolloutBatch
 from minirlhf.world import TASK_NAMES, get_task
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from minirlhf.autograd.tensor import Tensor, no_grad
-from minirlhf.config import Stage, check_fits, run_path, setting, stream
+from minirlhf.config import Stage, check_fits, run_path, setting
 from minirlhf.evaluation import PolicyReport, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
@@ -40,6 +40,7 @@ from minirlhf.lm.sampling import generate_text
 from minirlhf.lm.sequences import encode_pairs, sequence_logps
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.objectives.preference import kto_loss
+from minirlhf.streams import stream
 from minirlhf.training import (
     BatchLoss,
     OfflineSettings,

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from minirlhf.autograd.tensor import Tensor, no_grad
-from minirlhf.config import ConfigError, Stage, run_path, setting, stream
+from minirlhf.config import ConfigError, Stage, run_path, setting
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, metrics_table, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
@@ -45,6 +45,7 @@ from minirlhf.objectives.ppo import (
     whiten,
 )
 from minirlhf.plots import plot_reward_vs_kl
+from minirlhf.streams import stream
 from minirlhf.training import Actors, PolicySettings, RolloutBatch
 from minirlhf.world import TASK_NAMES, get_task
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from minirlhf.config import Stage, StageConfig, run_path, setting, stream
+from minirlhf.config import Stage, StageConfig, run_path, setting
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.sampling import generate_text
+from minirlhf.streams import stream
 from minirlhf.world import TASK_NAMES, get_task
 from minirlhf.world.preference_data import (
     PreferencePair,

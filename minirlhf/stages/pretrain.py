@@ -29,7 +29,6 @@ from minirlhf.config import (
     missing_input,
     run_path,
     setting,
-    stream,
 )
 from minirlhf.lm.checkpoint import save_model
 from minirlhf.lm.model import GPT, PRESETS, GPTConfig
@@ -38,6 +37,7 @@ from minirlhf.lm.sampling import generate_text
 from minirlhf.lm.tokenizer import BOS, CharTokenizer
 from minirlhf.objectives.sft import lm_loss
 from minirlhf.plots import plot_loss_curves
+from minirlhf.streams import stream
 from minirlhf.world import TASK_NAMES, corpus_path, get_task
 
 log = logging.getLogger("minirlhf.stages.pretrain")

@@ -37,16 +37,17 @@ from minirlhf.config import (
     check_fits,
     run_path,
     setting,
-    stream,
 )
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.optim import AdamW, decayed_parameter_names
 from minirlhf.lm.reward_model import READOUTS, RewardModel
 from minirlhf.lm.sampling import generate_text
+from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.objectives.reward import RANKING_LOSSES, bradley_terry_loss, ranking_loss
 from minirlhf.plots import plot_calibration, plot_loss_curves
+from minirlhf.streams import stream
 from minirlhf.training import OfflineSettings, Trainer, shuffled
-from minirlhf.world import TASK_NAMES, get_task
+from minirlhf.world import TASK_NAMES, Task, get_task
 from minirlhf.world.preference_data import (
     PreferenceDataError,
     PreferencePair,
@@ -168,6 +169,8 @@ class RewardConfig(OfflineSettings):
         512, "SFT samples used to fit the normalization gain and bias", "[1, 100_000]")
     corr_samples: int = setting(
         512, "fresh SFT samples for the RM-gold correlation", "[1, 100_000]")
+    max_new_tokens: int = setting(
+        80, "response budget of those SFT samples (normalization and correlation)", "[1, 126]")
 
     def check(self, upstream: dict | None = None) -> None:
         """Every setting in its range; with the preference stage's config at hand (the
@@ -281,6 +284,13 @@ def split_pairs(pairs: Records, config: RewardConfig, rng: np.random.Generator |
     return train, [pairs[i] for i in order[:n_val]] + [pairs[i] for i in copies]
 
 
+# What the reward command shows of a run: the training accuracy is measured on at most this
+# many training pairs (a check against overfitting, not a figure the pipeline keeps), and this
+# many held-out pairs are printed as examples.
+TRAIN_ACCURACY_PAIRS = 2000
+SHOWN_EXAMPLES = 8
+
+
 def train_reward(config: RewardConfig) -> RewardResult:
     """Train a Bradley-Terry reward model on labelled pairs; measure it against the ceiling
     and against gold; fit its normalization on SFT samples; save it."""
@@ -288,13 +298,8 @@ def train_reward(config: RewardConfig) -> RewardResult:
     t0 = time.time()
     task = get_task(config.task)
     model, tokenizer, _ = load_model(config.init)
-    pairs = load_jsonl(config.preferences, tokenizer, model.config.block_size)
-    if isinstance(pairs[0], UnpairedExample):
-        raise PreferenceDataError(f"{config.preferences}: reward training needs chosen/rejected "
-                                  "pairs or rankings; this file holds unpaired thumbs-up/down "
-                                  "examples")
+    pairs = _load_comparisons(config, tokenizer, model.config.block_size)
     ranked = isinstance(pairs[0], Ranking)
-    config.check_data(len(pairs), ranked)
     rng = stream(config.seed, "train")
     train, val = split_pairs(pairs, config, rng)
 
@@ -318,32 +323,67 @@ def train_reward(config: RewardConfig) -> RewardResult:
     trainer.epochs(shuffled(batches), loss, rng)
     result.loss_curve = [(m["step"] - 1, m["loss"]) for m in trainer.close()]
 
-    # normalization on SFT samples, then metrics in normalized units
+    result.gold_correlation = _normalize_on_sft_samples(rm, task, config)
+    result.gain, result.bias = rm.gain, rm.bias
+    if ranked:  # measured on the pairs the rankings imply
+        train, val = rankings_to_pairs(train), rankings_to_pairs(val)
+    _measure(rm, train, val, config, result)
+    _save(rm, config, result)
+    result.seconds = time.time() - t0
+    log.info("reward model: held-out accuracy %.3f (ceiling %.3f), gold r %.3f",
+             result.val_metrics["accuracy"], result.val_metrics.get("ceiling", float("nan")),
+             result.gold_correlation)
+    return result
+
+
+def _load_comparisons(config: RewardConfig, tokenizer: CharTokenizer, block_size: int
+                      ) -> Records:
+    """The labelled pairs (or rankings) of ``config.preferences``, checked: unpaired examples
+    are refused, and a batch must fit in the training share."""
+    pairs = load_jsonl(config.preferences, tokenizer, block_size)
+    if isinstance(pairs[0], UnpairedExample):
+        raise PreferenceDataError(f"{config.preferences}: reward training needs chosen/rejected "
+                                  "pairs or rankings; this file holds unpaired thumbs-up/down "
+                                  "examples")
+    config.check_data(len(pairs), isinstance(pairs[0], Ranking))
+    return pairs
+
+
+def _normalize_on_sft_samples(rm: RewardModel, task: Task, config: RewardConfig) -> float:
+    """Fit the gain and bias on ``norm_samples`` SFT samples, then return the Pearson
+    correlation of the normalized scores with gold on ``corr_samples`` fresh ones."""
     sample_rng = stream(config.seed, "samples")
     sft_model, _, _ = load_model(config.init)
     prompts = task.sample_prompts(config.norm_samples + config.corr_samples, sample_rng)
-    outs = generate_text(sft_model, tokenizer, prompts, 80, sample_rng)
+    outs = generate_text(sft_model, rm.tokenizer, prompts, config.max_new_tokens, sample_rng)
     norm = slice(0, config.norm_samples)
     fresh = slice(config.norm_samples, None)
     rm.gain, rm.bias = fit_normalization(rm, prompts[norm], [r for r, _ in outs[norm]],
                                          [f for _, f in outs[norm]])
-    result.gain, result.bias = rm.gain, rm.bias
     scores = rm.score(prompts[fresh], [r for r, _ in outs[fresh]], [f for _, f in outs[fresh]])
     golds = np.array([task.gold(p, r, f) for p, (r, f) in zip(prompts[fresh], outs[fresh],
                                                                strict=True)])
-    result.gold_correlation = _pearson(scores, golds)
-    if ranked:  # measured on the pairs the rankings imply
-        train, val = rankings_to_pairs(train), rankings_to_pairs(val)
+    return _pearson(scores, golds)
+
+
+def _measure(rm: RewardModel, train: list[PreferencePair], val: list[PreferencePair],
+             config: RewardConfig, result: RewardResult) -> None:
+    """Held-out metrics (with a warning when at chance), the training accuracy, the
+    calibration and a few held-out examples, in normalized units; into ``result``."""
     val_scores = pair_scores(rm, val)  # scored once: the metrics and the calibration share them
     result.val_metrics = pair_metrics(rm, val, val_scores)
     result.warnings = [w for w in [warn_if_at_chance(result.val_metrics["accuracy"], len(val))]
                        if w]
-    result.train_accuracy = pair_metrics(rm, train[:2000])["accuracy"]
+    result.train_accuracy = pair_metrics(rm, train[:TRAIN_ACCURACY_PAIRS])["accuracy"]
     result.calibration = calibration(rm, val, seed=config.seed, scores=val_scores)
-    for p in val[:8]:
+    for p in val[:SHOWN_EXAMPLES]:
         rc, rr = rm.score([p.prompt] * 2, [p.chosen, p.rejected])
         result.examples.append((p.prompt, p.chosen, p.rejected, float(rc), float(rr),
                                 p.chosen_gold, p.rejected_gold))
+
+
+def _save(rm: RewardModel, config: RewardConfig, result: RewardResult) -> None:
+    """The checkpoint (with its config and held-out metrics) and the plots; into ``result``."""
     out = Path(config.out_dir)
     result.checkpoint = str(out / "model.npz")
     rm.save(result.checkpoint, extra={"config": asdict(config), "val": result.val_metrics})
@@ -351,12 +391,6 @@ def train_reward(config: RewardConfig) -> RewardResult:
         str(plot_loss_curves(out / "loss.png", result.loss_curve, [], title="reward model")),
         str(plot_calibration(out / "calibration.png", result.calibration)),
     ]
-    result.seconds = time.time() - t0
-    log.info("reward model: held-out accuracy %.3f (ceiling %.3f), gold r %.3f",
-             result.val_metrics["accuracy"], result.val_metrics.get("ceiling", float("nan")),
-             result.gold_correlation)
-    return result
-
 
 
 # ------------------------------------------------------------------ the stage's record

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import Stage, run_path, setting, stream
+from minirlhf.config import Stage, run_path, setting
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers, policy_report
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
@@ -36,6 +36,7 @@ from minirlhf.lm.sequences import encode_pairs
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.objectives.sft import sft_loss
 from minirlhf.plots import plot_reward_vs_kl
+from minirlhf.streams import stream
 from minirlhf.training import PolicySettings, Trainer, shuffled_chunks
 from minirlhf.world import TASK_NAMES, Task, get_task
 

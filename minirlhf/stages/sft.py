@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import Stage, check_fits, run_path, setting, stream
+from minirlhf.config import Stage, check_fits, run_path, setting
 from minirlhf.evaluation import PolicyEval, evaluate_policy, sample_table
 from minirlhf.lm.checkpoint import load_model, save_model
 from minirlhf.lm.optim import AdamW, decayed_parameter_names
 from minirlhf.lm.sequences import encode_pairs
 from minirlhf.objectives.sft import sft_loss
 from minirlhf.plots import plot_loss_curves
+from minirlhf.streams import stream
 from minirlhf.training import PolicySettings, Trainer, in_order
 from minirlhf.world import TASK_NAMES, get_task
 

@@ -4,7 +4,7 @@ the command line, summary.json and the report."""
 
 from dataclasses import dataclass
 
-from minirlhf.config import Stage, require_inputs, run_path, setting, stream
+from minirlhf.config import Stage, require_inputs, run_path, setting
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.optim import AdamW, optimizer_step
@@ -12,6 +12,7 @@ from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import rollout
 from minirlhf.lm.sequences import sequence_logps
 from minirlhf.objectives.reinforce import reinforce_loss
+from minirlhf.streams import stream
 from minirlhf.training import PolicySettings
 from minirlhf.world import get_task
 
