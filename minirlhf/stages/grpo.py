@@ -350,20 +350,27 @@ def train_grpo(config: GRPOConfig) -> GRPOResult:
         stats = update(actors, batch, config, rng, it)
         # 6. metrics
         result.metrics.append(metrics(it, batch, stats, config, actors))
+    finish(result, actors, config)
+    result.seconds = time.time() - t0
+    return result
 
+
+def finish(result: GRPOResult, actors: Actors, config: GRPOConfig) -> None:
+    """After the last iteration: save and evaluate the policy against the reference; on the
+    scratchpad world, exact match by difficulty; intervals over prompts of the gold means and
+    (with the verifier) of the error rate's ratio to SFT's; the reward-vs-KL plot."""
     result.checkpoint, result.report = finish_policy_stage(
         "grpo", config.out_dir, config, actors.policy, actors.reference, actors.tokenizer,
         actors.task, result.metrics, config.seed, config.eval_samples_per_prompt,
         config.max_new_tokens)
+    rep = result.report
     if config.task == "scratchpad":
-        result.accuracy, result.sft_accuracy = accuracies(result.report, config)
-    if len(result.report.samples) >= 2 * config.eval_samples_per_prompt:
-        result.interval = bootstrap_interval(per_prompt_gold(result.report.samples))
-        ref = per_prompt_gold(result.report.reference_samples)
-        result.sft_interval = bootstrap_interval(ref)
-        if config.reward == "verifier" and result.report.reference_gold < 1.0:
-            mine = per_prompt_gold(result.report.samples)
-            ratio = (1.0 - result.report.gold) / (1.0 - result.report.reference_gold)
+        result.accuracy, result.sft_accuracy = accuracies(rep, config)
+    if len(rep.samples) >= 2 * config.eval_samples_per_prompt:
+        mine, ref = per_prompt_gold(rep.samples), per_prompt_gold(rep.reference_samples)
+        result.interval, result.sft_interval = bootstrap_interval(mine), bootstrap_interval(ref)
+        if config.reward == "verifier" and rep.reference_gold < 1.0:
+            ratio = (1.0 - rep.gold) / (1.0 - rep.reference_gold)
             result.error_ratio = (ratio, *paired_bootstrap_interval(
                 1.0 - mine, 1.0 - ref, lambda a, b: a / np.maximum(b, 1e-12)))
     m = result.metrics
@@ -372,8 +379,6 @@ def train_grpo(config: GRPOConfig) -> GRPOResult:
         {"GRPO": {"kl": [r["kl_sequence"] for r in m], "gold": [r["gold"] for r in m],
                   "proxy": [r["reward"] for r in m]}},
         title=f"{config.advantage} over training: gold and reward against KL"))
-    result.seconds = time.time() - t0
-    return result
 
 
 def accuracies(rep: PolicyReport, config: GRPOConfig) -> tuple[dict[int, float],

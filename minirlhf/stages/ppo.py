@@ -321,7 +321,14 @@ def train_ppo(config: PPOConfig) -> PPOResult:
         _watch(result, batch, config, actors, warned)
         if kl_ctl is not None:
             beta = kl_ctl.update(result.metrics[-1]["objective/kl"], config.rollout_size)
+    finish(result, actors, config)
+    result.seconds = time.time() - t0
+    return result
 
+
+def finish(result: PPOResult, actors: Actors, config: PPOConfig) -> None:
+    """After the last iteration: save and evaluate the policy against the reference, and plot
+    gold and proxy reward against KL over the iterations."""
     result.checkpoint, result.report = finish_policy_stage(
         "ppo", config.out_dir, config, actors.policy, actors.reference, actors.tokenizer,
         actors.task, result.metrics, config.seed, config.eval_samples_per_prompt,
@@ -332,8 +339,6 @@ def train_ppo(config: PPOConfig) -> PPOResult:
         {"PPO": {"kl": [r["objective/kl"] for r in m], "gold": [r["gold"] for r in m],
                  "proxy": [r["objective/scores"] for r in m]}},
         title="PPO over training: gold and proxy reward against KL"))
-    result.seconds = time.time() - t0
-    return result
 
 
 def _watch(result: PPOResult, batch: Batch, config: PPOConfig, actors: Actors,
