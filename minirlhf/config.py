@@ -22,6 +22,7 @@ This module imports nothing from the rest of the package: every floor may use it
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -95,6 +96,26 @@ class StageConfig:
     seed: int = setting(0, "the run's seed: each random stream of the stage derives from it",
                         "[0, inf)")
     progress: bool = setting(True, "show a tqdm bar")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass changes an inherited setting's default with a plain value
+        (``lr: float = 1e-3``): its help text and range are inherited. A new setting is made
+        with ``setting``; a plain value or a bare annotation for it is an error at import."""
+        super().__init_subclass__(**kwargs)
+        inherited = {f.name: f for base in reversed(cls.__mro__[1:])
+                     for f in getattr(base, "__dataclass_fields__", {}).values()}
+        for name, kind in inspect.get_annotations(cls).items():
+            value = cls.__dict__.get(name, dataclasses.MISSING)
+            if str(kind).startswith(("ClassVar", "typing.ClassVar")) \
+                    or isinstance(value, dataclasses.Field):
+                continue
+            if value is dataclasses.MISSING:
+                raise TypeError(f"{cls.__name__}.{name} has no default: make it with setting("
+                                "default, help, range), or give an inherited one a value")
+            if name not in inherited:
+                raise TypeError(f"{cls.__name__}.{name} = {value!r} is a new setting without "
+                                "help: make it with setting(default, help, range)")
+            setattr(cls, name, field(default=value, metadata=inherited[name].metadata))
 
     def check(self, upstream: dict[str, Any] | None = None) -> None:
         """Every setting against its range, before any work. A stage with rules between its

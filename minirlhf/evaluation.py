@@ -30,6 +30,7 @@ from minirlhf.lm.model import GPT
 from minirlhf.lm.sampling import generate_text, rollout
 from minirlhf.lm.sequences import token_logprobs
 from minirlhf.lm.tokenizer import CharTokenizer
+from minirlhf.objectives.ppo import kl_estimate
 from minirlhf.streams import stream
 from minirlhf.world import Task
 
@@ -125,7 +126,7 @@ def policy_report(policy: GPT, reference: GPT, tokenizer: CharTokenizer, task: T
     g = roll.generation
     with no_grad():
         ref_lp = token_logprobs(reference, g.tokens, g.response_mask).data
-    kl = (g.logprobs - ref_lp).sum(axis=1)  # (N,) one estimate per sample
+    kl = kl_estimate(g.logprobs, ref_lp, "k1").data.sum(axis=1)  # (N,) one estimate per sample
     return report_from_samples(prompts, roll.texts, roll.finished, kl, reference, tokenizer,
                                task, seed, max_new_tokens)
 

@@ -1,6 +1,6 @@
 """What the training stages share: their common settings, declared once; the one offline training
-loop (reward model, SFT, DPO, KTO, ORPO, SimPO, RFT's fine-tuning); the models an RL run holds
-(PPO, GRPO); and the end every pairwise stage has.
+loop (reward model, SFT, DPO, KTO, ORPO, SimPO, RFT's fine-tuning); the models and the batch an
+RL run holds (PPO, GRPO); and the end every offline policy stage has.
 
 The offline loop, one step at a time (``Trainer.step``):
 
@@ -17,8 +17,6 @@ fixed list (``in_order``).
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,21 +53,11 @@ class TrainSettings(StageConfig):
     """The settings every training stage shares, declared once. A stage's config derives from
     this class (or from ``PolicySettings`` / ``OfflineSettings``) and changes a default by
     declaring the field again with a plain value, ``lr: float = 1e-3``: the help text and the
-    allowed range are inherited."""
+    allowed range are inherited (``StageConfig.__init_subclass__``)."""
 
-    lr: float = setting(1e-4, "peak learning rate", "(0, inf)")
+    lr: float = setting(1e-4, "learning rate (the peak, under a warmup-and-decay schedule)",
+                        "(0, inf)")
     grad_clip: float = setting(1.0, "max global gradient norm", "[0, inf)")
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        inherited = {f.name: f for base in reversed(cls.__mro__[1:])
-                     for f in getattr(base, "__dataclass_fields__", {}).values()}
-        for name in inspect.get_annotations(cls):
-            value = cls.__dict__.get(name, dataclasses.MISSING)
-            if name in inherited and not isinstance(value, dataclasses.Field) \
-                    and value is not dataclasses.MISSING:
-                setattr(cls, name, dataclasses.field(default=value,
-                                                     metadata=inherited[name].metadata))
 
 
 @dataclass
@@ -120,16 +108,19 @@ class Trainer:
     """The offline training loop (see the module docstring): an AdamW optimizer over a model's
     parameters, a learning-rate schedule over ``total`` steps, one progress bar, and the metrics
     rows of every step taken so far (``metrics``), across as many calls of ``epochs`` as the
-    stage makes (rounds of online DPO or RFT). ``bar = False``: no bar of its own (the stage
-    shows its rounds instead)."""
+    stage makes (rounds of online DPO or RFT). A cosine schedule reads ``config.warmup_steps``.
+    ``bar = False``: no bar of its own (the stage shows its rounds instead)."""
 
-    def __init__(self, name: str, model: GPT, config: TrainSettings, total: int,
+    def __init__(self, name: str, model: GPT, config: TrainSettings, total: int | None = None,
                  optimizer: AdamW | None = None, schedule: str = "cosine", bar: bool = True):
         if schedule not in ("cosine", "constant"):
             raise ValueError(f"Trainer: schedule must be cosine or constant, got {schedule!r}")
+        if schedule == "cosine" and total is None:
+            raise ValueError("Trainer: a cosine schedule needs the total number of steps")
         self.name, self.config, self.total, self.schedule = name, config, total, schedule
         self.model = model
-        self.optimizer = optimizer or AdamW(model.named_parameters(), lr=config.lr)
+        self.optimizer = optimizer if optimizer is not None else AdamW(
+            model.named_parameters(), lr=config.lr)
         self.metrics: list[dict[str, float]] = []
         self.bar = tqdm(total=total, desc=name, disable=not (config.progress and bar))
 
@@ -153,10 +144,10 @@ class Trainer:
         self.bar.update(1)
 
     def epochs(self, order: BatchOrder, loss: BatchLoss, rng: np.random.Generator,
-               epochs: int | None = None) -> None:
-        """``epochs`` (default ``config.epochs``) passes, each over the batches ``order``
+               passes: int | None = None) -> None:
+        """``passes`` (default ``config.epochs``) passes, each over the batches ``order``
         draws."""
-        for _ in range(self.config.epochs if epochs is None else epochs):
+        for _ in range(self.config.epochs if passes is None else passes):
             for idx in order(rng):
                 self.step(idx, loss)
 
@@ -241,9 +232,9 @@ class Actors:
 
 
 # ------------------------------------------------------------------- the end of a stage
-def finish_pairwise(name: str, title: str, config: Any, policy: GPT, reference: GPT,
-                    tokenizer: CharTokenizer, metrics: list[dict[str, float]],
-                    plot_keys: tuple[str, ...]) -> tuple[str, PolicyReport, list[str]]:
+def finish_offline(name: str, title: str, config: Any, policy: GPT, reference: GPT,
+                   tokenizer: CharTokenizer, metrics: list[dict[str, float]],
+                   plot_keys: tuple[str, ...]) -> tuple[str, PolicyReport, list[str]]:
     """The end of an offline policy stage: its metrics, checkpoint and evaluation against the
     reference (``finish_policy_stage``), and ``metrics.png`` of ``plot_keys`` over the steps
     (a key missing from a row is skipped there). Returns (checkpoint, report, plots)."""
@@ -257,12 +248,12 @@ def finish_pairwise(name: str, title: str, config: Any, policy: GPT, reference: 
     return checkpoint, report, plots
 
 
-def pairwise_record(r: Any, config: Any) -> dict:
+def offline_record(r: Any, config: Any) -> dict:
     """What an offline policy stage's run keeps (its record's numbers)."""
     return {**policy_numbers(r.report, config.eval_samples_per_prompt), "plots": r.plots}
 
 
-def pairwise_show(r: Any, config: Any, title: str) -> str:
+def offline_show(r: Any, config: Any, title: str) -> str:
     """What an offline policy stage's command prints after training."""
     last = r.metrics[-1]
     return ("last step: " + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "step")

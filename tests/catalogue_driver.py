@@ -38,17 +38,23 @@ def plant(fault: str) -> None:
     if kind == "none":
         return
     if kind in ("kill-inside", "nan"):
+        # the stage's own optimizer step, or the shared offline Trainer's (minirlhf.training)
+        # when the stage trains through it; only the target stage's steps count ("where" names
+        # the stage first: "dpo: step 3", "ppo: iteration 0")
         module = importlib.import_module(f"minirlhf.stages.{target}")
+        if not hasattr(module, "optimizer_step"):
+            module = importlib.import_module("minirlhf.training")
         real = module.optimizer_step
         calls = [0]
 
-        def step(opt, loss, *args, **kw):
-            calls[0] += 1
-            if kind == "kill-inside" and calls[0] == 3:
-                _die()
-            if kind == "nan" and calls[0] == 2:
-                loss = loss * float("nan")
-            return real(opt, loss, *args, **kw)
+        def step(opt, loss, params, grad_clip, where, *args, **kw):
+            if where.startswith(f"{target}:"):
+                calls[0] += 1
+                if kind == "kill-inside" and calls[0] == 3:
+                    _die()
+                if kind == "nan" and calls[0] == 2:
+                    loss = loss * float("nan")
+            return real(opt, loss, params, grad_clip, where, *args, **kw)
 
         module.optimizer_step = step
     elif kind == "kill-after":

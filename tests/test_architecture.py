@@ -137,9 +137,12 @@ def test_every_objective_lives_in_objectives():
 def test_objectives_import_only_autograd_and_lm():
     for path in (PACKAGE / "objectives").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("minirlhf"):
-                assert node.module.split(".")[1] in ("autograd", "lm", "objectives"), \
-                    f"{path.name}: imports {node.module}"
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                if name == "minirlhf" or name.startswith("minirlhf."):
+                    assert name.split(".")[1:2] and name.split(".")[1] in (
+                        "autograd", "lm", "objectives"), f"{path.name}: imports {name}"
 
 
 def test_an_objective_outside_objectives_is_named(tmp_path):

@@ -15,6 +15,7 @@ from minirlhf.stages.grpo import (
     GRPOConfig,
     advantages,
     make_actors,
+    rewards,
     score,
     show,
     train_grpo,
@@ -67,7 +68,7 @@ def one_batch(tiny_scratchpad_sft):
     prompts = [p for p in actors.task.sample_prompts(4, rng) for _ in range(4)]
     roll = rollout(actors.policy, actors.tokenizer, prompts, 60, rng)
     batch = score(actors, prompts, roll, config, rng)
-    batch.rewards = np.array([[1.0, 0, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 1, 0]])
+    batch.scores = np.array([[1.0, 0, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 1, 0]])
     batch.greedy = np.array([1.0, 1.0, 0.0, 0.0])
     return config, batch
 
@@ -86,7 +87,8 @@ def test_every_option_updates_the_policy(tiny_scratchpad_sft, one_batch, options
     policy = actors.policy
     before = {k: v.copy() for k, v in policy.state_dict().items()}
     batch = dataclasses.replace(batch)
-    batch.advantages, batch.kl = advantages(batch, config)
+    batch.rewards, batch.kl = rewards(batch, config)
+    batch.advantages = advantages(batch, config)
     mask = batch.mask
     assert batch.advantages.shape == mask.shape and np.all(batch.advantages[mask == 0] == 0)
     stats = update(actors, batch, config, np.random.default_rng(0), 0)
@@ -102,7 +104,7 @@ def test_dropped_groups_and_truncated_responses_get_no_gradient(one_batch):
     config, batch = one_batch
     keep = _kept(batch, dataclasses.replace(config, dynamic_sampling=True,
                                             mask_truncated_completions=True))
-    zero_spread = np.all(batch.rewards == batch.rewards[:, :1], axis=1)
+    zero_spread = np.all(batch.scores == batch.scores[:, :1], axis=1)
     expected = np.repeat(~zero_spread, 4) & batch.roll.generation.finished
     assert keep.astype(bool).tolist() == expected.tolist()
 

@@ -345,8 +345,8 @@ def test_metrics_gold_of_valid_text_leaves_the_floor_out():
                   kl=np.zeros((B, T)), returns=np.zeros((B, T)))
     stats = {k: 0.0 for k in ("pg", "vf", "clipfrac", "vclipfrac", "approxkl", "ratio",
                               "grad_norm", "learning_rate")} | {"step": 1}
-    row = metrics(1, batch, stats, 0.05, SimpleNamespace(task=task))
+    row = metrics(1, batch, stats, SimpleNamespace(task=task), 0.05)
     assert row["gold"] == pytest.approx(-1.75)  # the floor included
     assert row["gold_valid"] == pytest.approx(1.5) and row["valid_rate"] == 0.5
     valid[:] = [False] * B
-    assert metrics(1, batch, stats, 0.05, SimpleNamespace(task=task))["gold_valid"] is None
+    assert metrics(1, batch, stats, SimpleNamespace(task=task), 0.05)["gold_valid"] is None

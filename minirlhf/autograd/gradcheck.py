@@ -228,6 +228,7 @@ def op_cases() -> list[Case]:
         Case("pow", lambda x: ops.pow(x, 3), ((2, 3),)),
         Case("pow", lambda x: ops.pow(x, -1.5), ((2, 3),), low=0.5, high=2.0),
         Case("exp", ops.exp, ((2, 3),)),
+        Case("expm1", ops.expm1, ((2, 3),)),
         Case("log", ops.log, ((2, 3),), low=0.2, high=3.0),
         Case("sqrt", ops.sqrt, ((2, 3),), low=0.2, high=3.0),
         Case("tanh", ops.tanh, ((2, 3),)),

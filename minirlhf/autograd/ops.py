@@ -156,6 +156,16 @@ def exp(a: Tensor) -> Tensor:
     return Tensor._make(out, (a,), "exp", backward)
 
 
+def expm1(a: Tensor) -> Tensor:
+    """e^a - 1, exact near a = 0 where exp(a) - 1 loses its digits. (*s) -> (*s)"""
+    out = np.expm1(a.data)
+
+    def backward(g):
+        return (g * np.exp(a.data),)
+
+    return Tensor._make(out, (a,), "expm1", backward)
+
+
 def log(a: Tensor) -> Tensor:
     """Natural log. (*s) -> (*s)"""
     out = np.log(a.data)

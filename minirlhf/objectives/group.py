@@ -164,7 +164,8 @@ def clipped_token_losses(logp: Tensor, old_logp: np.ndarray, advantages: np.ndar
     """
     hi = epsilon if epsilon_high is None else epsilon_high
     adv = np.broadcast_to(np.asarray(advantages, dtype=logp.dtype), logp.shape)
-    # exercise: set ratio and losses, both (B, T) Tensors (losses not yet masked)
+    # exercise: set ratio and losses, both (B, T) Tensors (losses not yet masked); the clip
+    #   band is [1 - epsilon, 1 + hi] (hi = epsilon for PPO; clip-higher widens it)
     ### BEGIN SOLUTION
     ratio = ops.exp(logp - old_logp)  # (B, T)
     unclipped = ratio * adv

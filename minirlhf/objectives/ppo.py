@@ -47,9 +47,9 @@ def kl_estimate(logp: Tensor | np.ndarray, ref_logp: np.ndarray, kind: str = "k1
         ### BEGIN SOLUTION
         return log_r * log_r * 0.5
         ### END SOLUTION
-    # exercise: return the (B, T) Tensor of k3
+    # exercise: return the (B, T) Tensor of k3 (ops.expm1(x) is e^x - 1, exact near 0)
     ### BEGIN SOLUTION
-    return ops.exp(log_r) - 1.0 - log_r
+    return ops.expm1(log_r) - log_r
     ### END SOLUTION
 
 

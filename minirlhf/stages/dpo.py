@@ -40,7 +40,7 @@ from minirlhf.training import (
     OfflineSettings,
     PolicySettings,
     Trainer,
-    finish_pairwise,
+    finish_offline,
     pair_logps,
     shuffled,
 )
@@ -181,8 +181,8 @@ def rm_label_pairs(rm: RewardModel, task: Task, prompts: list[str], first: list[
     return out
 
 
-def loss_fn(policy: GPT, tokenizer: CharTokenizer, pairs: list[PreferencePair],
-               ref_logps: np.ndarray, config: DPOConfig) -> BatchLoss:
+def batch_loss_of(policy: GPT, tokenizer: CharTokenizer, pairs: list[PreferencePair],
+                  ref_logps: np.ndarray, config: DPOConfig) -> BatchLoss:
     """DPO's loss on a batch of ``pairs`` (their indices), with the reference's log-probs
     ``ref_logps`` (N, 2) computed once, and TRL's DPO metrics (step counted from 1, as TRL
     does)."""
@@ -233,14 +233,14 @@ def train_dpo(config: DPOConfig) -> DPOResult:
             pairs = _online_pairs(policy, tokenizer, config, per_round, rng)
         batches = length_buckets(pairs, config.batch_size, rng)
         ref_logps = _reference_logps(reference, tokenizer, pairs, batches, config.mean_logps)
-        trainer.epochs(shuffled(batches), loss_fn(policy, tokenizer, pairs, ref_logps, config),
-                       rng)
+        loss = batch_loss_of(policy, tokenizer, pairs, ref_logps, config)
+        trainer.epochs(shuffled(batches), loss, rng)
     result.metrics = trainer.close()
     result.warnings = chosen_logp_warning(result.metrics)
     for w in result.warnings:
         log.warning(w)
 
-    result.checkpoint, result.report, result.plots = finish_pairwise(
+    result.checkpoint, result.report, result.plots = finish_offline(
         "dpo", f"DPO ({config.loss_type}, beta {config.beta})", config, policy, reference,
         tokenizer, result.metrics,
         ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"))

@@ -14,8 +14,9 @@ PPO learns a critic to tell a good token from a bad one. These methods learn non
    ``kl_in`` is ``loss``, aggregated by ``loss_type``, for ``num_iterations`` passes;
 6. metrics, under TRL's GRPO names.
 
-Only steps 3 to 5 differ from PPO, and only in how the advantage is made and the loss
-aggregated.
+The steps and their names are PPO's (``stages/ppo.py``); steps 3 to 5 differ in what they
+hold: no critic, so the advantage comes from the group, and the loss is aggregated by
+``loss_type``.
 
 The loss value is logged as ``loss`` but is not a measure of progress: on the first pass the
 ratio is 1 and the surrogate is minus the mean advantage, which is about 0 by construction
@@ -129,7 +130,9 @@ class GRPOConfig(PolicySettings):
         False, "drop groups whose rewards are all equal (DAPO), keeping the others")
     temperature: float = setting(1.0, "sampling temperature (log-probs use the same)",
                                  "(0, inf)")
-    max_new_tokens: int = 64  # TRL's max_completion_length
+    lr: float = setting(1e-4, "learning rate (constant)", "(0, inf)")
+    max_new_tokens: int = setting(64, "response budget (TRL's max_completion_length)",
+                                  "[1, 126]")
     eval_samples_per_prompt: int = 8
 
     def check(self, upstream: dict | None = None) -> None:
@@ -168,12 +171,13 @@ class Batch(RolloutBatch):
     consecutive rows, ``roll``, ``tokens``, ``mask``) and what each step adds to it. Arrays
     (B, T) unless said."""
 
-    rewards: np.ndarray  # (N, G) step 2: the reward of each response
+    scores: np.ndarray  # (N, G) step 2: the verifier's (or reward model's) score of each
     logp: np.ndarray  # step 2: log pi_old of each response token
     ref_logp: np.ndarray  # step 2: log pi_ref of each response token
-    greedy: np.ndarray  # (N,) step 2: ReMax's baseline, the greedy response's reward (else empty)
+    greedy: np.ndarray  # (N,) step 2: ReMax's baseline, the greedy response's score (else empty)
+    rewards: np.ndarray | None = None  # (N, G) step 3: the scores, with the KL when in reward
+    kl: np.ndarray | None = None  # step 3: the per-token k1 KL to the reference
     advantages: np.ndarray | None = None  # step 4: per token
-    kl: np.ndarray | None = None  # steps 3-4: the per-token k1 KL to the reference
 
 
 def make_actors(config: GRPOConfig) -> Actors:
@@ -205,10 +209,10 @@ def score(actors: Actors, prompts: list[str], roll: Rollout, config: GRPOConfig,
                                                    strict=True)]
     else:
         r = list(rm.score(prompts, roll.texts, roll.finished))
-    rewards = np.asarray(r, dtype=np.float64).reshape(N, G)
+    scores = np.asarray(r, dtype=np.float64).reshape(N, G)
     logp, ref_logp = np.zeros_like(mask), np.zeros_like(mask)
     with no_grad():
-        for mb in _minibatches(config):
+        for mb in minibatch_indices(config):
             logp[mb] = token_logprobs(actors.policy, tokens[mb], mask[mb],
                                       config.temperature).data
             ref_logp[mb] = token_logprobs(actors.reference, tokens[mb], mask[mb],
@@ -223,25 +227,34 @@ def score(actors: Actors, prompts: list[str], roll: Rollout, config: GRPOConfig,
         greedy = np.asarray([task.gold(p, t, f) for p, t, f in zip(firsts, texts, fin,
                                                                    strict=True)]
                             if rm is None else rm.score(firsts, texts, fin), dtype=np.float64)
-    return Batch(prompts, roll, rewards, logp, ref_logp, greedy)
+    return Batch(prompts, roll, scores, logp, ref_logp, greedy)
 
 
-def advantages(batch: Batch, config: GRPOConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Steps 3 and 4: the advantage of every response token (B, T), and the per-token k1 KL
-    (B, T) (for the reward when ``kl_in`` is ``reward``, and for the log). The group is the
-    baseline; only this step (and the aggregation in the update) differs from PPO."""
+def rewards(batch: Batch, config: GRPOConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Step 3: the per-token k1 KL to the reference (B, T) (for the log, and for the reward
+    when ``kl_in`` is ``reward``), and each response's reward (N, G): its score, less beta times
+    its summed KL when ``kl_in`` is ``reward`` (REINFORCE++ puts that KL on each token in
+    step 4 instead)."""
+    kl = kl_estimate(batch.logp, batch.ref_logp, "k1").data * batch.mask  # k1 per token
+    r = batch.scores
+    if config.kl_in == "reward" and config.beta and config.advantage != "reinforce_pp":
+        r = r - config.beta * kl.sum(axis=1).reshape(r.shape)  # the sequence KL off each score
+    return r, kl
+
+
+def advantages(batch: Batch, config: GRPOConfig) -> np.ndarray:
+    """Step 4: the advantage of every response token (B, T). The group is the baseline: one
+    advantage per response, on each of its tokens (REINFORCE++: per token, the KL in the
+    reward, whitened over the batch). Only this step and the update's aggregation differ from
+    PPO."""
     mask = batch.mask
-    kl = kl_estimate(batch.logp, batch.ref_logp, "k1").data * mask  # k1 per token
     if config.advantage == "reinforce_pp":
         beta = config.beta if config.kl_in == "reward" else 0.0
-        adv = reinforce_pp_advantages(batch.rewards.reshape(-1), kl, mask, beta)
-        return adv.astype(mask.dtype), kl
-    rewards = batch.rewards
-    if config.kl_in == "reward" and config.beta:  # the sequence KL taken off each reward
-        rewards = rewards - config.beta * kl.sum(axis=1).reshape(rewards.shape)
-    adv = group_advantages(rewards, config.advantage, config.scale_rewards,
+        adv = reinforce_pp_advantages(batch.rewards.reshape(-1), batch.kl, mask, beta)
+        return adv.astype(mask.dtype)
+    adv = group_advantages(batch.rewards, config.advantage, config.scale_rewards,
                            baseline=batch.greedy if config.advantage == "remax" else None)
-    return (adv.reshape(-1, 1) * mask).astype(mask.dtype), kl
+    return (adv.reshape(-1, 1) * mask).astype(mask.dtype)
 
 
 def update(actors: Actors, batch: Batch, config: GRPOConfig, rng: np.random.Generator,
@@ -252,7 +265,7 @@ def update(actors: Actors, batch: Batch, config: GRPOConfig, rng: np.random.Gene
     tokens, mask = batch.tokens, batch.mask * _kept(batch, config)[:, None]
     adv, optimizer = batch.advantages, actors.optimizer
     stats: dict[str, list[float]] = {}
-    minibatches = _minibatches(config)
+    minibatches = minibatch_indices(config)
     for _ in range(config.num_iterations):
         for b in rng.permutation(len(minibatches)):
             mb = minibatches[b]
@@ -273,8 +286,8 @@ def update(actors: Actors, batch: Batch, config: GRPOConfig, rng: np.random.Gene
             "step": optimizer.t, "learning_rate": optimizer.lr}
 
 
-def metrics(it: int, batch: Batch, stats: dict[str, float], config: GRPOConfig,
-            actors: Actors) -> dict[str, float]:
+def metrics(it: int, batch: Batch, stats: dict[str, float], actors: Actors,
+            config: GRPOConfig) -> dict[str, float]:
     """Step 6: one row of metrics.jsonl under TRL's GRPO names meaning TRL's quantities (``kl``
     and ``entropy`` per token, ``step`` the optimizer steps taken), plus ``kl_sequence`` (the KL
     per response, the frontier's axis), the gold reward (the verifier's accuracy on the
@@ -284,10 +297,10 @@ def metrics(it: int, batch: Batch, stats: dict[str, float], config: GRPOConfig,
     lengths = mask.sum(axis=1)
     golds = [task.gold(p, t, f) for p, t, f in zip(batch.prompts, batch.roll.texts,
                                                    batch.roll.finished, strict=True)]
-    row = {"iteration": it, "reward": float(batch.rewards.mean()),
-           "reward_std": float(batch.rewards.std(axis=1, ddof=1).mean())
-           if batch.rewards.shape[1] > 1 else 0.0,
-           "frac_reward_zero_std": float(zero_std_groups(batch.rewards).mean()),
+    row = {"iteration": it, "reward": float(batch.scores.mean()),
+           "reward_std": float(batch.scores.std(axis=1, ddof=1).mean())
+           if batch.scores.shape[1] > 1 else 0.0,
+           "frac_reward_zero_std": float(zero_std_groups(batch.scores).mean()),
            "completions/mean_length": float(lengths.mean()),
            "completions/clipped_ratio": float(1.0 - g.finished.mean()),
            "kl": float(kl.sum() / max(mask.sum(), 1.0)),
@@ -307,7 +320,8 @@ def metrics(it: int, batch: Batch, stats: dict[str, float], config: GRPOConfig,
     return row
 
 
-def _minibatches(config: GRPOConfig) -> list[np.ndarray]:
+def minibatch_indices(config: GRPOConfig) -> list[np.ndarray]:
+    """The batch's rows cut into consecutive minibatches (a group may span two)."""
     B = config.prompts_per_iteration * config.num_generations
     return [np.arange(i, i + config.minibatch_size) for i in range(0, B, config.minibatch_size)]
 
@@ -317,7 +331,7 @@ def _kept(batch: Batch, config: GRPOConfig) -> np.ndarray:
     sampling), not truncated (when masked)."""
     keep = np.ones(len(batch.prompts), dtype=batch.roll.generation.response_mask.dtype)
     if config.dynamic_sampling:
-        keep *= np.repeat(~zero_std_groups(batch.rewards), config.num_generations)
+        keep *= np.repeat(~zero_std_groups(batch.scores), config.num_generations)
     if config.mask_truncated_completions:
         keep *= batch.roll.generation.finished
     return keep
@@ -344,12 +358,14 @@ def train_grpo(config: GRPOConfig) -> GRPOResult:
                        config.temperature)
         # 2. score: rewards, old and reference log-probs (and ReMax's greedy baseline)
         batch = score(actors, prompts, roll, config, rng)
-        # 3.-4. rewards and advantages: the group is the baseline
-        batch.advantages, batch.kl = advantages(batch, config)
+        # 3. rewards: the KL to the reference per token; with kl_in = reward, off each score
+        batch.rewards, batch.kl = rewards(batch, config)
+        # 4. advantages: the group is the baseline
+        batch.advantages = advantages(batch, config)
         # 5. update: the clipped surrogate (+ KL), aggregated by loss_type
         stats = update(actors, batch, config, rng, it)
         # 6. metrics
-        result.metrics.append(metrics(it, batch, stats, config, actors))
+        result.metrics.append(metrics(it, batch, stats, actors, config))
     finish(result, actors, config)
     result.seconds = time.time() - t0
     return result

@@ -46,7 +46,7 @@ from minirlhf.training import (
     OfflineSettings,
     PolicySettings,
     Trainer,
-    finish_pairwise,
+    finish_offline,
     shuffled,
 )
 from minirlhf.world import TASK_NAMES, get_task
@@ -130,13 +130,13 @@ def reference_point(policy: GPT, reference: GPT, tokenizer: CharTokenizer,
     return float(np.mean(pol - ref))
 
 
-def loss_fn(policy: GPT, reference: GPT, tokenizer: CharTokenizer,
-               examples: list[UnpairedExample], ref_logps: np.ndarray, config: KTOConfig
-               ) -> BatchLoss:
+def batch_loss_of(policy: GPT, reference: GPT, tokenizer: CharTokenizer,
+                  examples: list[UnpairedExample], ref_logps: np.ndarray, config: KTOConfig
+                  ) -> BatchLoss:
     """KTO's loss on a batch of ``examples`` (their indices), with the reference's log-probs
     ``ref_logps`` (N,) computed once, and TRL's KTO metrics (chosen: the thumbs-up rows,
     rejected: the others)."""
-    desirable = np.array([e.label for e in examples])
+    desirable = np.array([e.label for e in examples])  # (N,) the thumbs-up rows
 
     def loss(idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:
         batch = [examples[i] for i in idx]
@@ -182,10 +182,10 @@ def train_kto(config: KTOConfig) -> KTOResult:
             ref_logps[idx] = _logps(reference, tokenizer, [examples[i].prompt for i in idx],
                                     [examples[i].completion for i in idx]).data
     trainer = Trainer("kto", policy, config, len(batches) * config.epochs)
-    trainer.epochs(shuffled(batches), loss_fn(policy, reference, tokenizer, examples,
-                                                 ref_logps, config), rng)
+    loss = batch_loss_of(policy, reference, tokenizer, examples, ref_logps, config)
+    trainer.epochs(shuffled(batches), loss, rng)
     result.metrics = trainer.close()
-    result.checkpoint, result.report, result.plots = finish_pairwise(
+    result.checkpoint, result.report, result.plots = finish_offline(
         "kto", f"KTO (beta {config.beta})", config, policy, reference, tokenizer,
         result.metrics, ("kl", "rewards/chosen", "rewards/rejected"))
     result.seconds = time.time() - t0

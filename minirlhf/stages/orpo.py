@@ -31,9 +31,9 @@ from minirlhf.objectives.preference import orpo_loss
 from minirlhf.training import (
     OfflineSettings,
     PolicySettings,
-    finish_pairwise,
-    pairwise_record,
-    pairwise_show,
+    finish_offline,
+    offline_record,
+    offline_show,
     train_on_pairs,
 )
 from minirlhf.world import TASK_NAMES
@@ -86,7 +86,7 @@ def train_orpo(config: ORPOConfig) -> ORPOResult:
 
     policy, reference, tokenizer, result.metrics = train_on_pairs(config, "orpo", "ORPO",
                                                                   loss)
-    result.checkpoint, result.report, result.plots = finish_pairwise(
+    result.checkpoint, result.report, result.plots = finish_offline(
         "orpo", f"ORPO (lam {config.lam})", config, policy, reference, tokenizer,
         result.metrics, ("nll_loss", "log_odds_ratio", "logps/chosen", "logps/rejected"))
     result.seconds = time.time() - t0
@@ -95,12 +95,12 @@ def train_orpo(config: ORPOConfig) -> ORPOResult:
 
 def show(r: ORPOResult, config: ORPOConfig) -> str:
     """What ``python -m minirlhf orpo`` prints after training."""
-    return pairwise_show(r, config, "ORPO")
+    return offline_show(r, config, "ORPO")
 
 
 STAGE = Stage(
     name="orpo", title="ORPO", help="ORPO: SFT plus an odds-ratio preference loss, no reference",
-    config=ORPOConfig, run=train_orpo, record=pairwise_record, show=show, policy=True,
+    config=ORPOConfig, run=train_orpo, record=offline_record, show=show, policy=True,
     inputs={"preferences": "preferences", "init": "sft"},
     presets={"tiny": dict(max_pairs=512, eval_samples_per_prompt=1, max_new_tokens=60)},
 )

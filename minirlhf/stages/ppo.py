@@ -10,8 +10,8 @@
 5. update: ``ppo_epochs`` passes of clipped policy and value steps over minibatches;
 6. metrics, under TRL's PPO names.
 
-GRPO (``stages/grpo.py``) has the same steps and names; only 2 to 5 differ in what they hold. The
-objectives (KL estimators, GAE, whitening, the clipped losses, the KL controller) live in
+GRPO (``stages/grpo.py``) has the same steps and names; steps 3 to 5 differ in what they hold.
+The objectives (KL estimators, GAE, whitening, the clipped losses, the KL controller) live in
 ``objectives/ppo.py``.
 """
 
@@ -85,6 +85,8 @@ class PPOConfig(PolicySettings):
     adaptive_kl_horizon: int = setting(10_000, "the controller's horizon, in sequences", "[1, inf)")
     gamma: float = setting(1.0, "discount", "[0, 1]")
     lam: float = setting(0.95, "GAE lambda", "[0, 1]")
+    lr: float = setting(1e-4, "learning rate of the policy and the value head (constant)",
+                        "(0, inf)")
     whiten_advantages: bool = setting(True, "normalise advantages over response tokens")
     missing_eos_penalty: float = setting(
         1.0, "subtracted from the score of a response with no EOS", "[0, inf)")
@@ -211,6 +213,14 @@ def score(actors: Actors, prompts: list[str], roll: Rollout, config: PPOConfig) 
     return Batch(prompts, roll, scores, logp, ref_logp, values, exact)
 
 
+def rewards(batch: Batch, beta: float, config: PPOConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Step 3: the per-token RLHF reward, -beta KL_t on every response token plus the score on
+    the last one, and the per-token KL estimate (``config.kl_estimator``). Both (B, T). beta is
+    the controller's current value when it adapts."""
+    return kl_penalized_rewards(batch.scores, batch.logp, batch.ref_logp, batch.mask, beta,
+                                config.kl_estimator)
+
+
 def advantages(batch: Batch, config: PPOConfig) -> tuple[np.ndarray, np.ndarray]:
     """Step 4: GAE with the critic's values, then (optionally) whitened over response tokens.
     Returns (advantages, returns), both (B, T). A critic-free method replaces this step."""
@@ -252,7 +262,7 @@ def update(actors: Actors, batch: Batch, config: PPOConfig, rng: np.random.Gener
             "step": actors.optimizer.t, "learning_rate": actors.optimizer.lr}
 
 
-def metrics(it: int, batch: Batch, stats: dict[str, float], beta: float, actors: Actors
+def metrics(it: int, batch: Batch, stats: dict[str, float], actors: Actors, beta: float
             ) -> dict[str, float | None]:
     """Step 6: one row of metrics.jsonl, with the names of TRL's PPO trainer (experimental in
     TRL, removed after 1.12) where it has one, and meaning its quantities: ``objective/kl`` and
@@ -310,14 +320,13 @@ def train_ppo(config: PPOConfig) -> PPOResult:
         # 2. score: reward model, old policy, reference and critic, without gradient
         batch = score(actors, prompts, roll, config)
         # 3. rewards: a KL penalty on every token, the score on the last one
-        batch.rewards, batch.kl = kl_penalized_rewards(batch.scores, batch.logp, batch.ref_logp,
-                                                       batch.mask, beta, config.kl_estimator)
+        batch.rewards, batch.kl = rewards(batch, beta, config)
         # 4. advantages: GAE on the critic's values, whitened
         batch.advantages, batch.returns = advantages(batch, config)
         # 5. update: clipped policy and value steps over ppo_epochs passes
         stats = update(actors, batch, config, rng, it)
         # 6. metrics (gold is measured for the log; training never sees it)
-        result.metrics.append(metrics(it, batch, stats, beta, actors))
+        result.metrics.append(metrics(it, batch, stats, actors, beta))
         _watch(result, batch, config, actors, warned)
         if kl_ctl is not None:
             beta = kl_ctl.update(result.metrics[-1]["objective/kl"], config.rollout_size)

@@ -62,6 +62,7 @@ class RFTConfig(PolicySettings):
     n: int = setting(8, "samples per prompt; the best of them is kept", "[1, 256]")
     epochs: int = setting(2, "passes over each round's kept samples", "[1, 100]")
     batch_size: int = setting(32, "kept samples per step", "[1, 4096]")
+    lr: float = setting(1e-4, "learning rate (constant)", "(0, inf)")
     temperature: float = setting(1.0, "sampling temperature", "(0, inf)")
 
 
@@ -131,7 +132,7 @@ def train_rft(config: RFTConfig) -> RFTResult:
     policy, tokenizer, _ = load_model(config.init)
     reference, _, _ = load_model(config.init)
     rm = RewardModel.load(config.reward_model) if config.reward == "reward_model" else None
-    trainer = Trainer("rft", policy, config, 0, schedule="constant", bar=False)
+    trainer = Trainer("rft", policy, config, schedule="constant", bar=False)
     result = RFTResult(config=config, checkpoint="")
     for k in tqdm(range(config.rounds), desc="rft", disable=not config.progress):
         # 1. rollout, 2. score, 3. select

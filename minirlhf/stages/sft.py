@@ -52,6 +52,8 @@ class SFTConfig(PolicySettings):
                                 "[0, 1_000_000]")
     weight_decay: float = setting(0.0, "AdamW decay on Linear weights", "[0, inf)")
     lr: float = 1e-3
+    eval_samples_per_prompt: int = setting(
+        4, "samples per evaluation prompt, before and after", "[1, 1000]")
 
     def check(self, upstream: dict | None = None) -> None:
         """Every setting in its range; a batch the demonstrations can fill."""
@@ -102,7 +104,7 @@ def train_sft(config: SFTConfig) -> SFTResult:
         return sft_loss(model, tokens, mask), {}
 
     trainer = Trainer("sft", model, config, config.steps, optimizer=opt)
-    trainer.epochs(in_order(batches), loss, rng, epochs=1)
+    trainer.epochs(in_order(batches), loss, rng, passes=1)
     result.loss_curve = [(m["step"] - 1, m["loss"]) for m in trainer.close()]
 
     out = Path(config.out_dir)

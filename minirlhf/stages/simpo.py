@@ -32,9 +32,9 @@ from minirlhf.objectives.preference import simpo_loss
 from minirlhf.training import (
     OfflineSettings,
     PolicySettings,
-    finish_pairwise,
-    pairwise_record,
-    pairwise_show,
+    finish_offline,
+    offline_record,
+    offline_show,
     train_on_pairs,
 )
 from minirlhf.world import TASK_NAMES
@@ -88,7 +88,7 @@ def train_simpo(config: SimPOConfig) -> SimPOResult:
 
     policy, reference, tokenizer, result.metrics = train_on_pairs(config, "simpo", "SimPO",
                                                                    loss)
-    result.checkpoint, result.report, result.plots = finish_pairwise(
+    result.checkpoint, result.report, result.plots = finish_offline(
         "simpo", f"SimPO (beta {config.beta}, gamma {config.gamma})", config, policy,
         reference, tokenizer, result.metrics,
         ("rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"))
@@ -98,12 +98,12 @@ def train_simpo(config: SimPOConfig) -> SimPOResult:
 
 def show(r: SimPOResult, config: SimPOConfig) -> str:
     """What ``python -m minirlhf simpo`` prints after training."""
-    return pairwise_show(r, config, "SimPO")
+    return offline_show(r, config, "SimPO")
 
 
 STAGE = Stage(
     name="simpo", title="SimPO", help="SimPO: a length-normalised margin loss, no reference",
-    config=SimPOConfig, run=train_simpo, record=pairwise_record, show=show, policy=True,
+    config=SimPOConfig, run=train_simpo, record=offline_record, show=show, policy=True,
     inputs={"preferences": "preferences", "init": "sft"},
     presets={"tiny": dict(max_pairs=512, eval_samples_per_prompt=1, max_new_tokens=60)},
 )
