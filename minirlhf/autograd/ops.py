@@ -218,7 +218,7 @@ def gelu_forward(x: np.ndarray, out: tuple[np.ndarray, np.ndarray] | None = None
     with np.errstate(over="ignore"):
         np.exp(s, out=s)
     s += 1.0
-    np.reciprocal(s, out=s)  # s
+    np.reciprocal(s, out=s)  # s = 1 / (1 + exp(-2u))
     return np.multiply(x, s, out=y), s
 
 
