@@ -6,6 +6,7 @@ import pytest
 
 from minirlhf import Tensor, ops
 from minirlhf.autograd import functional as F
+from minirlhf.autograd import runtime
 from minirlhf.autograd.gradcheck import op_cases
 
 RNG = np.random.default_rng(0)
@@ -142,8 +143,6 @@ def test_causal_self_attention_matches_composition():
 @pytest.mark.parametrize("threads", [1, 2])
 def test_fused_ops_match_composition_split_over_threads(threads, monkeypatch):
     """The same comparisons with every op split over the engine's threads, however small."""
-    from minirlhf.autograd import runtime
-
     before = runtime.threads()
     monkeypatch.setattr(runtime, "MIN_PARALLEL_ELEMENTS", 0)
     if runtime.set_threads(threads) != threads:
@@ -216,8 +215,6 @@ def test_numpy_float64_scalars_do_not_upcast():
 def test_attention_in_blocks_equals_attention_whole_to_the_last_bit(threads, monkeypatch):
     """Working through the scores in cache-sized blocks (whole sequences, or groups of heads
     of one sequence) gives the unblocked attention's output and gradient bit for bit."""
-    from minirlhf.autograd import runtime
-
     before = runtime.threads()
     if runtime.set_threads(threads) != threads:
         pytest.skip("the BLAS's thread count cannot be set here (not OpenBLAS)")
@@ -229,13 +226,13 @@ def test_attention_in_blocks_equals_attention_whole_to_the_last_bit(threads, mon
     try:
         for unblocked, block in ((1 << 60, seq), (0, seq), (0, 2 * seq), (0, seq // 2),
                                  (0, seq // 4)):
-            monkeypatch.setattr(F, "ATTENTION_UNBLOCKED_BYTES", unblocked)
-            monkeypatch.setattr(F, "ATTENTION_BLOCK_BYTES", block)
+            monkeypatch.setattr(runtime, "ATTENTION_UNBLOCKED_BYTES", unblocked)
+            monkeypatch.setattr(runtime, "ATTENTION_BLOCK_BYTES", block)
             qkv = Tensor(x.copy(), requires_grad=True)
             out = F.causal_self_attention(qkv, 4)
             out.backward(g)
             results.append((out.data, qkv.grad))
-            layouts.append(list(F.score_blocks(0, 5, 4, seq)))
+            layouts.append(list(runtime.score_blocks(0, 5, 4, seq)))
     finally:
         runtime.set_threads(before)
     assert len({str(layout) for layout in layouts}) == 5  # five different ways through
@@ -246,14 +243,14 @@ def test_attention_in_blocks_equals_attention_whole_to_the_last_bit(threads, mon
 
 
 def test_score_blocks_cover_every_row_and_head_once(monkeypatch):
-    monkeypatch.setattr(F, "ATTENTION_UNBLOCKED_BYTES", 0)
-    monkeypatch.setattr(F, "ATTENTION_BLOCK_BYTES", 100)
+    monkeypatch.setattr(runtime, "ATTENTION_UNBLOCKED_BYTES", 0)
+    monkeypatch.setattr(runtime, "ATTENTION_BLOCK_BYTES", 100)
     for lo, hi, n_head, seq_bytes in ((0, 7, 4, 30), (3, 9, 4, 100), (0, 2, 8, 400),
                                       (1, 4, 3, 1000)):
         seen = np.zeros((hi, n_head), int)
-        for b0, b1, h0, h1 in F.score_blocks(lo, hi, n_head, seq_bytes):
+        for b0, b1, h0, h1 in runtime.score_blocks(lo, hi, n_head, seq_bytes):
             seen[b0:b1, h0:h1] += 1
         assert (seen[lo:] == 1).all() and (seen[:lo] == 0).all()
-    assert list(F.score_blocks(0, 7, 4, 30)) == [(0, 3, 0, 4), (3, 6, 0, 4), (6, 7, 0, 4)]
-    assert list(F.score_blocks(0, 1, 8, 400)) == [(0, 1, 0, 2), (0, 1, 2, 4), (0, 1, 4, 6),
-                                                  (0, 1, 6, 8)]
+    assert list(runtime.score_blocks(0, 7, 4, 30)) == [(0, 3, 0, 4), (3, 6, 0, 4), (6, 7, 0, 4)]
+    assert list(runtime.score_blocks(0, 1, 8, 400)) == [(0, 1, 0, 2), (0, 1, 2, 4),
+                                                        (0, 1, 4, 6), (0, 1, 6, 8)]

@@ -80,6 +80,37 @@ def test_split_ops_gradcheck(split_everything, name):
     assert result.passed, result.report()
 
 
+def test_rowwise_gives_the_plain_functions_results_whole(split_everything, monkeypatch):
+    """``rowwise`` over row ranges, and over blocks of rows and heads, returns what one call of
+    the plain function on all rows returns: written in place (``out=``), copied in, or kept
+    block by block and given back to a second call."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((7, 5))
+    w, b = rng.standard_normal(5), rng.standard_normal(5)
+    whole = F.layer_norm_forward(x, w, b, 1e-5)
+    split = runtime.rowwise(F.layer_norm_forward, [x], w, b, 1e-5, out=[(5,), (5,), (1,)])
+    for a, c in zip(whole, split, strict=True):
+        np.testing.assert_array_equal(a, c)
+    g = rng.standard_normal((7, 5))
+    np.testing.assert_array_equal(
+        runtime.rowwise(F.layer_norm_backward, [g, whole[1], whole[2]], w, out=[(5,)], copy=True),
+        F.layer_norm_backward(g, whole[1], whole[2], w))
+
+    monkeypatch.setattr(runtime, "ATTENTION_UNBLOCKED_BYTES", 0)
+    monkeypatch.setattr(runtime, "ATTENTION_BLOCK_BYTES", 8)  # one head of one row per block
+    q, k, v, dy = (rng.standard_normal((3, 2, 4, 6)) for _ in range(4))
+    bias = F.causal_bias(4, 4, 0, q.dtype)
+    y, att = F.attention_forward(q, k, v, 0.5, bias)
+    y2, kept = runtime.rowwise(F.attention_forward, [q, k, v], 0.5, bias,
+                               out=[(2, 4, 6), None], blocks=2 * 4 * 4 * 8)
+    assert isinstance(kept, runtime.Blocks) and len(kept) == 6  # 3 rows x 2 heads
+    np.testing.assert_array_equal(y2, y)
+    grads = runtime.rowwise(F.attention_backward, [dy, kept, y2, q, k, v], 0.5,
+                            out=[(2, 4, 6)] * 3, copy=True, blocks=2 * 4 * 4 * 8)
+    for a, c in zip(F.attention_backward(dy, att, y, q, k, v, 0.5), grads, strict=True):
+        np.testing.assert_array_equal(a, c)
+
+
 def test_worker_error_surfaces(split_everything):
     def fn(lo, hi):
         if lo > 0:

@@ -74,9 +74,9 @@ def test_a_wrong_solution_fails_with_its_relative_error(student, tmp_path):
     right = "        return (y * (g - np.sum(g * y, axis=axis, keepdims=True)),)\n"
     text = text.replace(f"        {STUB}\n", right, 1)  # the softmax backward, done right
     # the layer norm backward, done wrong: forgets the xhat term of the input gradient
-    start = text.index(STUB, text.index("def layer_norm("))
-    indent = "            "  # the region sits in the backward's per-thread rows function
-    wrong = (f"dxhat = g * weight.data if weight is not None else g\n"
+    start = text.index(STUB, text.index("def layer_norm_backward("))
+    indent = "    "  # the region sits in the plain function's body
+    wrong = (f"dxhat = g * weight if weight is not None else g\n"
              f"{indent}dx = (dxhat - _mean_last(dxhat)) * rstd")
     text = text[:start] + wrong + text[start + len(STUB):]
     path.write_text(text)

@@ -4,6 +4,11 @@ Each of these could be composed from the primitive ops, and the tests check that
 version matches that composition in value and gradient. Fusing buys two things: numerical
 stability (no exp of a large logit is ever formed) and speed (one backward closure instead of a
 dozen, and fewer temporary arrays).
+
+The math of linear, layer norm and attention is written as plain functions on arrays
+(``linear_forward``, ``layer_norm_forward``, ``layer_norm_backward``, ``attention_forward``,
+``attention_backward``): the Tensor-level function runs them over the threads' row ranges
+(``runtime.rowwise``) and registers the backward. ``GPT.decode`` runs the same functions.
 """
 
 from __future__ import annotations
@@ -12,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from minirlhf.autograd.ops import gelu, gelu_into  # noqa: F401  (re-exported: F.gelu)
-from minirlhf.autograd.runtime import matmul_rows, matmul_tn, parallel_rows
+from minirlhf.autograd.ops import gelu, gelu_backward, gelu_forward  # noqa: F401  (F.gelu, ...)
+from minirlhf.autograd.runtime import matmul_rows, matmul_tn, rowwise, sum_rows
 from minirlhf.autograd.tensor import Tensor
 
 
@@ -127,20 +132,20 @@ def _mean_last(a: np.ndarray) -> np.ndarray:
     """Mean over the last axis, keeping it: (*s, C) -> (*s, 1).
 
     Written as a matrix-vector product because BLAS does this several times faster than
-    NumPy's reduction along a short contiguous axis (0.009 vs 0.06 ms for (2048, 64) here)."""
+    NumPy's reduction along a short contiguous axis."""
     C = a.shape[-1]
     return a @ np.full((C, 1), 1.0 / C, dtype=a.dtype)
 
 
-def _sum_leading(a: np.ndarray) -> np.ndarray:
-    """Sum over every axis but the last: (*s, C) -> (C,), as a vector-matrix product, its
-    columns split over the threads (each sums all its rows at once)."""
-    rows = a.reshape(-1, a.shape[-1])  # (N, C)
-    ones = np.ones(len(rows), dtype=a.dtype)
-    out = np.empty(rows.shape[1], dtype=a.dtype)
-    parallel_rows(len(out), lambda lo, hi: np.matmul(ones, rows[:, lo:hi], out=out[lo:hi]),
-                  rows.size)
-    return out
+# ------------------------------------------------------------------------------ linear
+def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """y = x W + b on arrays. x: (N, k), weight: (k, m), bias: (m,) or None -> y (N, m)
+    ``out``: an (N, m) array to write y into."""
+    y = np.matmul(x, weight, out=out)  # (N, m)
+    if bias is not None:
+        y += bias
+    return y
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -155,10 +160,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         raise ValueError(f"linear: x {x.shape}, weight {weight.shape} and bias "
                          f"{None if bias is None else bias.shape} do not fit")
     x2 = x.data.reshape(-1, k)  # (N, k)
-    out = matmul_rows(x2, weight.data)  # (N, m), rows split over the threads (runtime.py)
-    if bias is not None:
-        out += bias.data
-    out = out.reshape(*x.shape[:-1], m)  # (*s, m)
+    b = None if bias is None else bias.data
+    out = rowwise(linear_forward, [x2], weight.data, b, out=[(m,)],
+                  dtype=np.result_type(x2, weight.data), elements=x2.size * m)  # (N, m)
     parents = (x, weight) if bias is None else (x, weight, bias)
 
     def backward(g):
@@ -167,25 +171,44 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         dw = matmul_tn(x2, g2) if weight.requires_grad else None  # (k, m)
         if bias is None:
             return dx, dw
-        return dx, dw, _sum_leading(g2)
+        return dx, dw, sum_rows(g2)
 
-    return Tensor._make(out, parents, "linear", backward)
+    return Tensor._make(out.reshape(*x.shape[:-1], m), parents, "linear", backward)
 
 
-def layer_norm_into(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
-                    eps: float, xhat: np.ndarray, rstd: np.ndarray, out: np.ndarray) -> None:
-    """Layer norm's forward on arrays, written into preallocated ones. x, xhat, out: (N, C);
-    rstd: (N, 1); weight, bias: (C,) or None. ``layer_norm`` runs it on each thread's rows (and
-    keeps xhat and rstd for its backward); the decoder of ``minirlhf.lm.model`` on its buffers."""
+# -------------------------------------------------------------------------- layer norm
+def layer_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
+                       eps: float, out: tuple[np.ndarray, ...] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Layer norm on arrays. x: (N, C), weight, bias: (C,) or None -> y (N, C), and for the
+    backward xhat (N, C) and rstd = 1 / sqrt(var + eps) (N, 1).
+    ``out``: (y, xhat, rstd) arrays to write into."""
+    y, xhat, rstd = (None, None, None) if out is None else out
     xc = x - _mean_last(x)  # (N, C)
-    np.divide(1.0, np.sqrt(_mean_last(xc * xc) + eps), out=rstd)  # (N, 1)
-    np.multiply(xc, rstd, out=xhat)  # (N, C)
+    rstd = np.divide(1.0, np.sqrt(_mean_last(xc * xc) + eps), out=rstd)  # (N, 1)
+    xhat = np.multiply(xc, rstd, out=xhat)  # (N, C)
     if weight is not None:
-        np.multiply(xhat, weight, out=out)
+        y = np.multiply(xhat, weight, out=y)  # (N, C)
     else:
-        out[...] = xhat
+        y = np.positive(xhat, out=y)  # a copy of xhat
     if bias is not None:
-        out += bias
+        y += bias
+    return y, xhat, rstd
+
+
+def layer_norm_backward(g: np.ndarray, xhat: np.ndarray, rstd: np.ndarray,
+                        weight: np.ndarray | None) -> np.ndarray:
+    """dL/dx of layer norm from g = dL/dy (N, C), xhat (N, C), rstd (N, 1) and weight (C,)
+    or None. -> (N, C)"""
+    # exercise: set dx (N, C), the gradient w.r.t. x, from g (N, C), weight (C,) or None, xhat
+    #   (N, C) and rstd (N, 1)
+    ### BEGIN SOLUTION
+    dxhat = g * weight if weight is not None else g
+    dx = dxhat - _mean_last(dxhat)
+    dx -= xhat * _mean_last(dxhat * xhat)
+    dx *= rstd
+    ### END SOLUTION
+    return dx
 
 
 def layer_norm(
@@ -202,43 +225,21 @@ def layer_norm(
         if p is not None and p.shape != (C,):
             raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected ({C},)")
     x2 = x.data.reshape(-1, C)  # (N, C)
-    N = len(x2)
-    xhat_all = np.empty_like(x2)  # (N, C)
-    rstd_all = np.empty((N, 1), dtype=x2.dtype)  # (N, 1)
-    out = np.empty_like(x2)  # (N, C)
-
-    # Each row is normalised on its own, so the rows are split over the threads (runtime.py).
     w, b = (None if p is None else p.data for p in (weight, bias))
-    parallel_rows(N, lambda lo, hi: layer_norm_into(x2[lo:hi], w, b, eps, xhat_all[lo:hi],
-                                                    rstd_all[lo:hi], out[lo:hi]), N * C)
-    out = out.reshape(x.shape)  # (*s, C)
+    # each row is normalised on its own: the rows are split over the threads (runtime.py)
+    y, xhat, rstd = rowwise(layer_norm_forward, [x2], w, b, eps, out=[(C,), (C,), (1,)])
     parents = tuple(p for p in (x, weight, bias) if p is not None)
 
     def backward(g):
         g2 = g.reshape(-1, C)  # (N, C)
-        dx_all = np.empty_like(g2)
-
-        def rows(lo, hi):
-            g, xhat, rstd = g2[lo:hi], xhat_all[lo:hi], rstd_all[lo:hi]  # this thread's rows
-            # exercise: set dx (..., C), the gradient w.r.t. x, from g (..., C), weight (C,) or
-            #   None, xhat and rstd (..., 1)
-            ### BEGIN SOLUTION
-            dxhat = g * weight.data if weight is not None else g
-            dx = dxhat - _mean_last(dxhat)
-            dx -= xhat * _mean_last(dxhat * xhat)
-            dx *= rstd
-            ### END SOLUTION
-            dx_all[lo:hi] = dx
-
-        parallel_rows(N, rows, N * C)
-        grads = [dx_all.reshape(x.shape)]
+        grads = [rowwise(layer_norm_backward, [g2, xhat, rstd], w, out=[(C,)], copy=True)]
         if weight is not None:
-            grads.append(_sum_leading(g2 * xhat_all))
+            grads.append(sum_rows(g2 * xhat))
         if bias is not None:
-            grads.append(_sum_leading(g2))
-        return tuple(grads)
+            grads.append(sum_rows(g2))
+        return (grads[0].reshape(x.shape), *grads[1:])
 
-    return Tensor._make(out, parents, "layer_norm", backward)
+    return Tensor._make(y.reshape(x.shape), parents, "layer_norm", backward)
 
 
 def logsigmoid(x: Tensor) -> Tensor:
@@ -277,37 +278,8 @@ def log1mexp(x: Tensor) -> Tensor:
     return Tensor._make(out.astype(d.dtype), (x,), "log1mexp", backward)
 
 
+# ---------------------------------------------------------------------------- attention
 _CAUSAL_BIAS: dict[tuple[int, int, int, str], np.ndarray] = {}
-
-#: Attention works through a thread's scores in blocks of about ATTENTION_BLOCK_BYTES (whole
-#: sequences while one sequence's scores, n_head x T x Tk, fit, else groups of heads of one
-#: sequence) once they exceed ATTENTION_UNBLOCKED_BYTES. The softmax makes five passes over the
-#: scores and the backward three over their gradient; when both threads' scores outgrow the
-#: shared cache (32 MB of L3 here), a block that stays in cache spares each pass a trip to
-#: memory. Measured on 2 cores (benchmarks/README.md), five alternating repetitions in one
-#: process: bench_gpt's config C (16 MB of scores per thread) trained 1.07x as fast in 2 MB
-#: blocks (1.06x in 512 KB, 1.05x in 8 MB); config B (4 MB per thread) 0.95x in 2 MB blocks,
-#: so ranges up to 8 MB stay whole; the default model at 16-64 sequences of 90-128 tokens
-#: within +-1.5% either way. A block is the same products and row-wise steps as
-#: the whole, so the numbers do not change.
-ATTENTION_BLOCK_BYTES = 1 << 21
-ATTENTION_UNBLOCKED_BYTES = 1 << 23
-
-
-def score_blocks(lo: int, hi: int, n_head: int, seq_bytes: int):
-    """(b0, b1, h0, h1): blocks of batch rows [lo, hi) and heads [0, n_head) for attention to
-    work through; ``seq_bytes``: the scores of one sequence, all heads (see above)."""
-    if (hi - lo) * seq_bytes <= ATTENTION_UNBLOCKED_BYTES:  # they fit in cache as they are
-        yield lo, hi, 0, n_head
-    elif seq_bytes <= ATTENTION_BLOCK_BYTES:  # whole sequences per block
-        step = ATTENTION_BLOCK_BYTES // seq_bytes
-        for b0 in range(lo, hi, step):
-            yield b0, min(hi, b0 + step), 0, n_head
-    else:  # groups of heads of one sequence
-        heads = max(1, n_head * ATTENTION_BLOCK_BYTES // seq_bytes)
-        for b in range(lo, hi):
-            for h0 in range(0, n_head, heads):
-                yield b, b + 1, h0, min(n_head, h0 + heads)
 
 
 def causal_bias(T: int, Tk: int, pos: int, dtype: np.dtype) -> np.ndarray:
@@ -326,6 +298,49 @@ def causal_bias(T: int, Tk: int, pos: int, dtype: np.dtype) -> np.ndarray:
         if len(_CAUSAL_BIAS) < 64:
             _CAUSAL_BIAS[key] = bias
     return bias
+
+
+def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
+                      bias: np.ndarray | None = None, out: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled dot-product attention on arrays, every sequence and head at once.
+    q: (B, nh, T, hs), k, v: (B, nh, Tk, hs); bias: (T, Tk), added to the scores (-inf where a
+    query may not look; ``causal_bias``), or None -> y (B, nh, T, hs), and for the backward the
+    probabilities P (B, nh, T, Tk). ``out``: a (B, nh, T, hs) array to write y into."""
+    # exercise: set att (B, nh, T, Tk), the scaled scores, from q (B, nh, T, hs), k (B, nh, Tk,
+    #   hs) and scale
+    ### BEGIN SOLUTION
+    att = q @ k.swapaxes(-1, -2)  # (B, nh, T, Tk)
+    att *= scale
+    ### END SOLUTION
+    if bias is not None:
+        att += bias  # (T, Tk), broadcast over (B, nh)
+    att -= att.max(axis=-1, keepdims=True)  # softmax over the keys, in place
+    np.exp(att, out=att)
+    att /= att.sum(axis=-1, keepdims=True)  # P
+    y = np.matmul(att, v, out=out)  # (B, nh, T, hs)
+    return y, att
+
+
+def attention_backward(dy: np.ndarray, att: np.ndarray, y: np.ndarray, q: np.ndarray,
+                       k: np.ndarray, v: np.ndarray, scale: float
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of ``attention_forward`` from dy = dL/dy (B, nh, T, hs), its probabilities
+    att (B, nh, T, T), its y, and q, k, v. -> dq, dk, dv, each (B, nh, T, hs)"""
+    # exercise: set dq, dk and dv, each (B, nh, T, hs), from dy, att (the softmax, B, nh, T, T),
+    #   y, q, k, v and scale
+    ### BEGIN SOLUTION
+    dv = att.swapaxes(-1, -2) @ dy  # (B, nh, T, hs)
+    ds = dy @ v.swapaxes(-1, -2)  # dP, (B, nh, T, T)
+    # sum_j dP_ij P_ij = sum_j (G_i . v_j) P_ij = G_i . y_i: a dot product over hs
+    # instead of a sum over T (the trick FlashAttention uses)
+    ds -= (dy * y).sum(axis=-1, keepdims=True)
+    ds *= att
+    ds *= scale  # dS, the gradient of the scaled scores
+    dq = ds @ k  # (B, nh, T, hs)
+    dk = ds.swapaxes(-1, -2) @ q  # (B, nh, T, hs)
+    ### END SOLUTION
+    return dq, dk, dv
 
 
 def causal_self_attention(qkv: Tensor, n_head: int, cache: Any = None, layer: int = 0) -> Tensor:
@@ -353,8 +368,7 @@ def causal_self_attention(qkv: Tensor, n_head: int, cache: Any = None, layer: in
                          f"{n_head} heads")
     hs = C // n_head
     scale = 1.0 / float(np.sqrt(hs))
-    heads = qkv.data.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
-    q, k, v = heads[0], heads[1], heads[2]  # each (B, nh, T, hs)
+    q, k, v = qkv.data.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)  # (B, nh, T, hs)
     pos = 0
     if cache is not None:
         if qkv.requires_grad:
@@ -363,66 +377,21 @@ def causal_self_attention(qkv: Tensor, n_head: int, cache: Any = None, layer: in
         pos = cache.pos
         k, v = cache.store(layer, k, v)  # (B, nh, pos + T, hs)
     Tk = k.shape[2]
-    q_all, k_all, v_all = q, k, v
-    out = np.empty((B, T, C), dtype=qkv.dtype)
-    out_heads = out.reshape(B, T, n_head, hs)  # a view: head h of row b at out[b, :, h]
-    saved: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (b0, h0) -> (P, y)
+    bias = causal_bias(T, Tk, pos, qkv.dtype) if T > 1 else None  # one query sees every key
+    out = np.empty((B, T, C), dtype=qkv.dtype)  # the heads side by side
+    y = out.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs), a view of out
+    # every sequence attends on its own: the rows are split over the threads, and each thread
+    # works through its scores in cache-sized blocks (runtime.py)
     seq_bytes = n_head * T * Tk * qkv.dtype.itemsize  # the scores of one sequence
-
-    # Every batch row attends on its own, so the rows are split over the threads (runtime.py):
-    # each range of rows runs the whole computation, softmax included, on its own core, one
-    # cache-sized block of rows and heads at a time (score_blocks).
-    def forward(lo, hi):
-        for b0, b1, h0, h1 in score_blocks(lo, hi, n_head, seq_bytes):
-            blk = (slice(b0, b1), slice(h0, h1))  # this block's rows and heads
-            q, k, v = q_all[blk], k_all[blk], v_all[blk]  # (b, h, T or Tk, hs)
-            # exercise: set att (B, nh, T, Tk), the scaled scores, from q (B, nh, T, hs), k (B,
-            #   nh, Tk, hs) and scale (here B and nh count this block's rows and heads)
-            ### BEGIN SOLUTION
-            att = q @ k.swapaxes(-1, -2)  # (B, nh, T, Tk)
-            att *= scale
-            ### END SOLUTION
-            if T > 1:  # future keys j > pos + i get -inf (one query sees every cached key)
-                att += causal_bias(T, Tk, pos, att.dtype)  # (T, Tk), broadcast over (b, h)
-            att -= att.max(axis=-1, keepdims=True)
-            np.exp(att, out=att)
-            att /= att.sum(axis=-1, keepdims=True)  # P, (b, h, T, Tk)
-            y = att @ v  # (b, h, T, hs)
-            out_heads[b0:b1, :, h0:h1] = y.transpose(0, 2, 1, 3)  # (b, T, h, hs)
-            saved[b0, h0] = (att, y)
-
-    parallel_rows(B, forward, B * n_head * T * Tk * hs)  # the work: multiply-adds
+    _, att = rowwise(attention_forward, [q, k, v], scale, bias, out=[y, None],
+                     elements=B * n_head * T * Tk * hs, blocks=seq_bytes)
 
     def backward(g):
         grad = np.empty((B, T, 3, n_head, hs), dtype=g.dtype)
-        g_heads = g.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs), a view
-        grad_all = grad.transpose(2, 0, 3, 1, 4)  # (3, B, nh, T, hs), a view
-
-        def rows(lo, hi):
-            for b0, b1, h0, h1 in score_blocks(lo, hi, n_head, seq_bytes):
-                backward_block(b0, b1, h0, h1)
-
-        def backward_block(b0, b1, h0, h1):
-            blk = (slice(b0, b1), slice(h0, h1))  # the forward's block of rows and heads
-            att, y = saved[b0, h0]  # the softmax P (b, h, T, T) and y (b, h, T, hs)
-            q, k, v = q_all[blk], k_all[blk], v_all[blk]  # (b, h, T, hs)
-            gh = g_heads[blk]  # (b, h, T, hs)
-            grad_heads = grad_all[:, b0:b1, h0:h1]  # (3, b, h, T, hs), a view
-            # exercise: fill grad_heads[0] (dq), [1] (dk), [2] (dv), each (B, nh, T, hs), from
-            #   gh, att (the softmax, B, nh, T, T), y, q, k, v and scale (B, nh: this block's)
-            ### BEGIN SOLUTION
-            grad_heads[2] = att.swapaxes(-1, -2) @ gh  # dv
-            ds = gh @ v.swapaxes(-1, -2)  # dP, (B, nh, T, T)
-            # sum_j dP_ij P_ij = sum_j (G_i . v_j) P_ij = G_i . y_i: a dot product over hs
-            # instead of a sum over T (the trick FlashAttention uses)
-            ds -= (gh * y).sum(axis=-1, keepdims=True)
-            ds *= att
-            ds *= scale  # dS, the gradient of the scaled scores
-            grad_heads[0] = ds @ k  # dq
-            grad_heads[1] = ds.swapaxes(-1, -2) @ q  # dk
-            ### END SOLUTION
-
-        parallel_rows(B, rows, B * n_head * T * T * hs)
+        dqkv = grad.transpose(2, 0, 3, 1, 4)  # (3, B, nh, T, hs), a view of grad
+        dy = g.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs), a view of g
+        rowwise(attention_backward, [dy, att, y, q, k, v], scale, out=list(dqkv), copy=True,
+                elements=B * n_head * T * T * hs, blocks=seq_bytes)
         return (grad.reshape(B, T, C3),)
 
     return Tensor._make(out, (qkv,), "causal_self_attention", backward)

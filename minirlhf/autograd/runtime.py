@@ -3,9 +3,8 @@
 Why. On a 2-core laptop, NumPy's matrix products run on two cores (the BLAS has its own
 threads), but every elementwise op (GELU, softmax, layer norm, the residual adds) runs on one.
 Worse, the BLAS's threads keep spinning for a while after each product, so a second Python
-thread that tries to work beside them finds its core taken. Measured here on a (4096, 128) @
-(128, 512) product followed by a GELU of its output: 17.3 ms as NumPy does it by default, 7.9 ms
-with the BLAS told to use one thread and both halves of the rows run at once in two threads.
+thread that tries to work beside them finds its core taken. With the BLAS told to use one
+thread, and the rows of each op split between two threads of our own, both cores do every op.
 
 How. ``configure(threads=2)`` tells the BLAS to use one thread and starts ``threads - 1``
 worker threads. An op then splits its rows: ``parallel_rows(n, fn)`` calls ``fn(lo, hi)`` on
@@ -14,6 +13,11 @@ interpreter lock inside a matrix product and inside a ufunc loop over a large ar
 ranges really run at once. Each range is computed by the same code as the whole, so a row's
 result never depends on timing; the split depends only on the thread count, so the same thread
 count gives the same numbers, run after run.
+
+The ops themselves are plain functions on arrays (``F.layer_norm_forward``,
+``F.attention_forward``, ``ops.gelu_forward``, ...): ``rowwise`` runs one over row ranges,
+and over cache-sized blocks of attention's scores, writing the ranges' results into whole
+arrays. Every split, block and buffer of the engine is made here.
 
 Nothing happens at ``import minirlhf``: the command-line entry points call ``configure()``, and
 a notebook may call it once (``minirlhf.configure_runtime()``). Without it every op runs its rows
@@ -24,7 +28,8 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,20 +37,23 @@ from minirlhf.autograd.memory import reuse_freed_memory
 from minirlhf.machine import blas_threads
 
 #: Below this much work (array elements; multiply-adds for a product) an op runs in one call:
-#: handing work to a thread costs about 15-30 microseconds (``_Worker``), the time of a GELU
-#: over some 30,000-60,000 float32 values. Tried against 2^13, 2^15 and 2^18 (with the earlier,
-#: slower hand-off) on training steps of the default model and on sampling
-#: (benchmarks/README.md): 2^18 slowed small training steps, 2^13 and 2^15 slowed sampling;
-#: 2^13 was faster on a 16 x 90-token step in one of two runs.
+#: handing a range to a thread costs about as much as a GELU over some 50,000 float32 values.
 MIN_PARALLEL_ELEMENTS = 1 << 16
+
+#: Attention works through a thread's scores in blocks of about ATTENTION_BLOCK_BYTES (whole
+#: sequences while one sequence's scores, n_head x T x Tk, fit, else groups of heads of one
+#: sequence) once they exceed ATTENTION_UNBLOCKED_BYTES: the softmax makes five passes over the
+#: scores and the backward three over their gradient, and a block that stays in the cache spares
+#: each pass a trip to memory. A block is the same products and row-wise steps as the whole, so
+#: the numbers do not change.
+ATTENTION_BLOCK_BYTES = 1 << 21
+ATTENTION_UNBLOCKED_BYTES = 1 << 23
 
 
 class _Worker:
     """One thread that runs ranges handed to it, by two raw locks: ``go`` is released when a
-    range is ready, ``done`` when it has run. A lock hand-off costs about half of a
-    ``ThreadPoolExecutor`` submit and result (measured here: 17-24 vs 36-42 microseconds),
-    which the reward stage pays about 70 times a step (60,771 hand-offs in its 846 steps and
-    its evaluation)."""
+    range is ready, ``done`` when it has run (about half the cost of a ``ThreadPoolExecutor``
+    submit and result, paid by every split op)."""
 
     def __init__(self, name: str):
         self.go, self.done = threading.Lock(), threading.Lock()
@@ -177,8 +185,8 @@ def parallel_rows(n_rows: int, fn: Callable[[int, int], object], elements: int,
 
     ``here=True``: the same ranges, run one after another on this thread. Each range is the
     same call either way, so the numbers are those of the split; it is for work so small that a
-    hand-off (13-36 microseconds measured) costs more than the second core saves, such as
-    generation's one token per row (``GPT.decode``)."""
+    hand-off costs more than the second core saves, such as generation's one token per row
+    (``GPT.decode``)."""
     p = min(_threads, n_rows)
     if p <= 1 or _pool is None or elements < MIN_PARALLEL_ELEMENTS or getattr(
             _inside, "worker", False):
@@ -216,12 +224,117 @@ def _split(p: int, n_rows: int, fn: Callable[[int, int], object]) -> None:
         raise errors[0]
 
 
-# ------------------------------------------------------- the two products every layer makes
+# ------------------------------------------------------------ plain functions over row ranges
+class Blocks(dict):
+    """A result ``rowwise`` kept as the function returned it, one piece per block:
+    {(first row, first head): array}. Given back to ``rowwise`` as an input, each block gets its
+    own piece (attention's probabilities, from the forward to the backward)."""
+
+
+def score_blocks(lo: int, hi: int, n_head: int, seq_bytes: int):
+    """(b0, b1, h0, h1): blocks of batch rows [lo, hi) and heads [0, n_head) for attention to
+    work through; ``seq_bytes``: the scores of one sequence, all heads (ATTENTION_BLOCK_BYTES)."""
+    if (hi - lo) * seq_bytes <= ATTENTION_UNBLOCKED_BYTES:  # they fit in cache as they are
+        yield lo, hi, 0, n_head
+    elif seq_bytes <= ATTENTION_BLOCK_BYTES:  # whole sequences per block
+        step = ATTENTION_BLOCK_BYTES // seq_bytes
+        for b0 in range(lo, hi, step):
+            yield b0, min(hi, b0 + step), 0, n_head
+    else:  # groups of heads of one sequence
+        heads = max(1, n_head * ATTENTION_BLOCK_BYTES // seq_bytes)
+        for b in range(lo, hi):
+            for h0 in range(0, n_head, heads):
+                yield b, b + 1, h0, min(n_head, h0 + heads)
+
+
+def rowwise(fn: Callable[..., Any], rows: Sequence[Any], *args: Any,
+            out: Sequence[np.ndarray | tuple[int, ...] | None], copy: bool = False,
+            dtype: Any = None, elements: int | None = None, blocks: int | None = None,
+            here: bool = False) -> Any:
+    """``fn(*rows, *args)``, a plain function on arrays, computed a range of rows per thread;
+    returns its results whole (one, or a tuple).
+
+    fn: each row of its results depends only on the same row of ``rows`` (a token's layer norm,
+        a sequence's attention). Called on each range as ``fn(*(a[lo:hi] for a in rows), *args,
+        out=...)``, it writes its results into ``out`` and returns them, as NumPy's ``out=``
+        does: the ranges of the arrays for its results that are not kept, one array or a
+        tuple.
+    rows: arrays with rows first (the first one an array), or ``Blocks`` kept by an earlier
+        call over the same rows.
+    out: one entry per result of fn: an array (rows first) to hold it; the trailing shape of
+        one to allocate here (a tuple: (C,) for an (N, C) array); or, with ``blocks``, None:
+        keep the result as fn returned it, block by block (a ``Blocks``).
+    copy: fn has no ``out=``: its results are copied into their arrays.
+    dtype: of the arrays allocated here (default rows[0]'s).
+    elements: the work (default rows[0].size; multiply-adds for a product), which decides
+        whether splitting pays (``parallel_rows``).
+    blocks: the bytes of one row's attention scores: the arrays are (B, nh, ...), and each
+        range is worked through in cache-sized blocks of rows and heads (``score_blocks``).
+    here: the ranges one after another on this thread (``parallel_rows``).
+    """
+    n = len(rows[0])
+    work = rows[0].size if elements is None else elements
+    dtype = rows[0].dtype if dtype is None else dtype
+    bufs = [np.empty((n, *o), dtype) if type(o) is tuple else o for o in out]
+    one = len(bufs) == 1
+    if blocks is not None:
+        kept = _blocks(fn, rows, args, bufs, copy, n, work, blocks, here)
+        results = [k if b is None else b for b, k in zip(bufs, kept, strict=True)]
+        return results[0] if one else tuple(results)
+    if copy:
+        def run(lo: int, hi: int) -> None:
+            res = fn(*[a[lo:hi] for a in rows], *args)
+            for b, r in zip(bufs, (res,) if one else res, strict=True):
+                b[lo:hi] = r
+    elif one:
+        (b,) = bufs
+
+        def run(lo: int, hi: int) -> None:
+            fn(*[a[lo:hi] for a in rows], *args, out=b[lo:hi])
+    else:
+        def run(lo: int, hi: int) -> None:
+            fn(*[a[lo:hi] for a in rows], *args, out=tuple([b[lo:hi] for b in bufs]))
+
+    parallel_rows(n, run, work, here)
+    return bufs[0] if one else tuple(bufs)
+
+
+def _blocks(fn: Callable[..., Any], rows: Sequence[Any], args: tuple, bufs: list,
+            copy: bool, n: int, work: int, seq_bytes: int, here: bool) -> list:
+    """``rowwise`` with blocks: each range in blocks of rows and heads (``score_blocks``).
+    Returns a Blocks for each result kept (a None in bufs), None for the others."""
+    n_head = rows[0].shape[1]
+    kept = [Blocks() if b is None else None for b in bufs]
+    given = [b for b in bufs if b is not None]  # fn's out=, unless copy
+    from_blocks = [type(a) is Blocks for a in rows]
+
+    def run(lo: int, hi: int) -> None:
+        for b0, b1, h0, h1 in score_blocks(lo, hi, n_head, seq_bytes):
+            at = (slice(b0, b1), slice(h0, h1))
+            ins = [a[b0, h0] if k else a[at] for a, k in zip(rows, from_blocks, strict=True)]
+            if copy:
+                res = fn(*ins, *args)
+            elif len(given) == 1:
+                res = fn(*ins, *args, out=given[0][at])
+            else:
+                res = fn(*ins, *args, out=tuple([b[at] for b in given]))
+            for r, b, keep in zip(res if len(bufs) > 1 else (res,), bufs, kept, strict=True):
+                if keep is not None:
+                    keep[b0, h0] = r
+                elif copy:
+                    b[at] = r
+
+    parallel_rows(n, run, work, here)
+    return kept
+
+
+# ----------------------------------------------------- the three products every layer makes
 def matmul_rows(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
                 here: bool = False) -> np.ndarray:
     """a @ b with a's rows split over the threads. a: (N, k), b: (k, m) -> (N, m)
 
-    The forward of a linear layer (x W) and its input gradient (g W^T). ``out``: an (N, m)
+    A product with a weight shared by every row (x W) and a linear layer's input gradient
+    (g W^T). ``out``: an (N, m)
     array to write into; ``here``: the same row ranges, all on this thread (``parallel_rows``)."""
     N, m = a.shape[0], b.shape[1]
     out = np.empty((N, m), np.result_type(a, b)) if out is None else out
@@ -240,4 +353,15 @@ def matmul_tn(a: np.ndarray, g: np.ndarray) -> np.ndarray:
     out = np.empty((k, m), np.result_type(a, g))
     parallel_rows(k, lambda lo, hi: np.matmul(a[:, lo:hi].T, g, out=out[lo:hi]),
                   a.shape[0] * k * m)
+    return out
+
+
+def sum_rows(a: np.ndarray) -> np.ndarray:
+    """The sum of a's rows, as a vector-matrix product, a's columns split over the threads (each
+    sums all its rows at once). a: (N, C) -> (C,)
+
+    The bias gradient of a linear layer, and layer norm's weight and bias gradients."""
+    ones = np.ones(len(a), dtype=a.dtype)
+    out = np.empty(a.shape[1], dtype=a.dtype)
+    parallel_rows(len(out), lambda lo, hi: np.matmul(ones, a[:, lo:hi], out=out[lo:hi]), a.size)
     return out

@@ -58,10 +58,8 @@ PRESETS: dict[str, dict[str, int]] = {
 
 #: ``GPT.decode`` hands a stretch of rows to the engine's threads from this many multiply-adds
 #: in its attention stretch (4 B C^2: c_attn's 3 B C^2 and c_proj's B C^2), one hand-off for
-#: five products. Measured on 2 cores (benchmarks/README.md): sampling at 128 rows of the
-#: default model (4.7M) ran 1.10-1.14x as fast, at 256 rows 1.34-1.38x, at 64 rows of
-#: bench_gpt's config B (4.2M) 1.11-1.13x; handing off at 64 rows of the default model (2.4M)
-#: was 0.88x, so those stay on one thread.
+#: five products; below it a hand-off costs more than the second core saves (with the default
+#: model, 128 rows hand off and 64 do not).
 DECODE_HANDOFF_MIN = 1 << 22
 
 
@@ -198,17 +196,17 @@ class GPT(Module):
         once per new token. tok: (B,) ids, read at position cache.pos -> logits (B, vocab_size)
 
         The same computation as ``self(tok[:, None], cache).data[:, 0]``, to the last bit
-        (tests/test_model.py), written on arrays into the buffers the cache keeps
-        (``KVCache.work``) with no autograd graph: at one token per row every array is small,
-        so the time goes to NumPy calls, new arrays and thread hand-offs, not to arithmetic.
-        Layer norm and GELU run the kernels their autograd ops run (``F.layer_norm_into``,
-        ``F.gelu_into``). A product's last bit depends on how many rows go into one call, so
-        every projection runs in the row ranges the forward's would (``parallel_rows``), and
-        the threads get whole stretches of work instead of single products: between two layer
-        norms every step is row by row (projection, attention against the row's own cache,
-        projection, residual), so each thread runs its rows through the whole stretch, one
-        hand-off for five products (``DECODE_HANDOFF_MIN``). Below that much work the ranges
-        run one after another on this thread, and attention takes all rows at once."""
+        (tests/test_model.py), by the same plain functions on arrays (``F.layer_norm_forward``,
+        ``F.linear_forward``, ``F.attention_forward``, ``F.gelu_forward``), written into the
+        buffers the cache keeps (``KVCache.work``) with no autograd graph: at one token per row
+        every array is small, so the time goes to NumPy calls, new arrays and thread hand-offs,
+        not to arithmetic. A product's last bit depends on how many rows go into one call, so
+        every projection and layer norm runs in the row ranges the forward's would
+        (``parallel_rows``). Between two layer norms every step is row by row (projection,
+        attention against the row's own cache, projection, residual), so with enough work
+        (``DECODE_HANDOFF_MIN``) each thread runs its rows through the whole stretch, one
+        hand-off for five products; below it the ranges run one after another on this thread,
+        and attention, GELU and the residual adds take all rows at once."""
         B, C, nh = len(tok), self.config.n_embd, self.config.n_head
         hs, pos, w = C // nh, cache.pos, cache.work
         if w["x"].shape[0] != B:
@@ -216,48 +214,45 @@ class GPT(Module):
         if pos >= self.config.block_size:
             raise ValueError(f"GPT.decode: position {pos} is past block_size "
                              f"{self.config.block_size}")
+        scale = 1.0 / float(np.sqrt(hs))
         # Hand the stretches to the threads only when every projection of the forward splits
         # its rows (so the ranges are the forward's) and the work pays for the hand-off.
         handoff = (B * C * C >= runtime.MIN_PARALLEL_ELEMENTS
                    and 4 * B * C * C >= DECODE_HANDOFF_MIN)
 
         def norm(x, ln):  # (B, C) -> w["h"], in the row ranges F.layer_norm uses
-            parallel_rows(B, lambda lo, hi: F.layer_norm_into(
-                x[lo:hi], ln.weight.data, ln.bias.data, ln.eps, w["xhat"][lo:hi],
-                w["rstd"][lo:hi], w["h"][lo:hi]), B * C, here=True)
+            parallel_rows(B, lambda lo, hi: F.layer_norm_forward(
+                x[lo:hi], ln.weight.data, ln.bias.data, ln.eps,
+                out=(w["h"][lo:hi], w["xhat"][lo:hi], w["rstd"][lo:hi])), B * C, here=True)
             return w["h"]
 
-        def linear(x, layer, out):  # x W + b, into out; the rows in the ranges F.linear uses
-            matmul_rows(x, layer.weight.data, out, here=True)
-            out += layer.bias.data
+        def linear(x, layer, out, lo, hi):  # rows lo:hi of x W + b, into out
+            F.linear_forward(x[lo:hi], layer.weight.data, layer.bias.data, out=out[lo:hi])
+
+        def linear_all(x, layer, out):  # x W + b into out, in the row ranges F.linear uses
+            W, b = layer.weight.data, layer.bias.data  # (k, m), (m,)
+            parallel_rows(B, lambda lo, hi: F.linear_forward(x[lo:hi], W, b, out=out[lo:hi]),
+                          B * W.size, here=True)
             return out
 
         def attend(layer, lo, hi):  # rows lo:hi of w["qkv"]: store the new key and value, -> w["y"]
             q, k, v = w["qkv"][lo:hi].reshape(hi - lo, 3, nh, 1, hs).transpose(1, 0, 2, 3, 4)
             keys, values = cache.store(layer, k, v, slice(lo, hi))  # (b, nh, pos + 1, hs)
-            att = q @ keys.swapaxes(-1, -2)  # (b, nh, 1, pos + 1): one query sees every key
-            att *= 1.0 / float(np.sqrt(hs))
-            att -= att.max(axis=-1, keepdims=True)
-            np.exp(att, out=att)
-            att /= att.sum(axis=-1, keepdims=True)  # P
-            np.matmul(att, values, out=w["y"][lo:hi].reshape(hi - lo, nh, 1, hs))  # (b, nh, 1, hs)
-
-        def rows_linear(x, layer, out, lo, hi):  # rows lo:hi of x W + b into out, one call
-            np.matmul(x[lo:hi], layer.weight.data, out=out[lo:hi])
-            out[lo:hi] += layer.bias.data
+            y = w["y"][lo:hi].reshape(hi - lo, nh, 1, hs)  # a view: heads side by side
+            F.attention_forward(q, keys, values, scale, out=y)  # one query sees every key: no mask
 
         def attention_rows(layer, lo, hi):  # rows lo:hi: x += attn(w["h"]), one thread's stretch
             attn = self.h[layer].attn
-            rows_linear(w["h"], attn.c_attn, w["qkv"], lo, hi)  # (b, 3C)
+            linear(w["h"], attn.c_attn, w["qkv"], lo, hi)  # (b, 3C)
             attend(layer, lo, hi)
-            rows_linear(w["y"], attn.c_proj, w["proj"], lo, hi)  # heads side by side: (b, C)
+            linear(w["y"], attn.c_proj, w["proj"], lo, hi)  # heads side by side: (b, C)
             x[lo:hi] += w["proj"][lo:hi]
 
         def mlp_rows(layer, lo, hi):  # rows lo:hi: x += mlp(w["h"]), one thread's stretch
             mlp = self.h[layer].mlp
-            rows_linear(w["h"], mlp.c_fc, w["fc"], lo, hi)  # (b, 4C)
-            F.gelu_into(w["fc"][lo:hi], w["s"][lo:hi], w["gelu"][lo:hi])
-            rows_linear(w["gelu"], mlp.c_proj, w["proj"], lo, hi)  # (b, C)
+            linear(w["h"], mlp.c_fc, w["fc"], lo, hi)  # (b, 4C)
+            F.gelu_forward(w["fc"][lo:hi], out=(w["gelu"][lo:hi], w["s"][lo:hi]))
+            linear(w["gelu"], mlp.c_proj, w["proj"], lo, hi)  # (b, C)
             x[lo:hi] += w["proj"][lo:hi]
 
         x = np.add(self.wte.weight.data[tok], self.wpe.weight.data[pos], out=w["x"])  # (B, C)
@@ -269,11 +264,11 @@ class GPT(Module):
                 parallel_rows(B, partial(mlp_rows, layer), 4 * B * C * C)
                 continue
             # the same ranges on this thread, each op over all rows at once
-            linear(w["h"], block.attn.c_attn, w["qkv"])  # (B, 3C)
+            linear_all(w["h"], block.attn.c_attn, w["qkv"])  # (B, 3C)
             attend(layer, 0, B)
-            x += linear(w["y"], block.attn.c_proj, w["proj"])  # heads side by side: (B, C)
-            fc = linear(norm(x, block.ln_2), block.mlp.c_fc, w["fc"])  # (B, 4C)
-            F.gelu_into(fc, w["s"], w["gelu"])
-            x += linear(w["gelu"], block.mlp.c_proj, w["proj"])  # (B, C)
+            x += linear_all(w["y"], block.attn.c_proj, w["proj"])  # heads side by side: (B, C)
+            linear_all(norm(x, block.ln_2), block.mlp.c_fc, w["fc"])  # (B, 4C)
+            F.gelu_forward(w["fc"], out=(w["gelu"], w["s"]))
+            x += linear_all(w["gelu"], block.mlp.c_proj, w["proj"])  # (B, C)
         cache.pos += 1
         return matmul_rows(norm(x, self.ln_f), self.wte.weight.data.T, here=True)  # (B, V)
