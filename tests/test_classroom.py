@@ -249,3 +249,13 @@ def test_running_times_have_one_source():
     assert "README" in time_section
     header = next(line for line in time_section.splitlines() if line.startswith("| chapter"))
     assert header == "| chapter | reading | exercises |"  # no running-time column of its own
+
+
+def test_the_teachers_table_names_each_exercise_where_it_lives():
+    """docs/teaching.md's table gives each exercise the place its ``where`` names (a function
+    with a solution region, checked above)."""
+    import re
+
+    table = dict(re.findall(r"^\| \d+ \| ([a-z0-9-]+) \| `([\w.]+)` \|",
+                            (ROOT / "docs" / "teaching.md").read_text(), re.M))
+    assert table == {ex.name: ex.where for ex in EXERCISES}

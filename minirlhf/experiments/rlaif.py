@@ -22,8 +22,8 @@ from minirlhf.world import get_task
 from minirlhf.world.ai_labelers import Constitution, ai_label, gold_agreement
 from minirlhf.world.preference_data import PreferencePair
 
-# Three seeds by default (``default_seeds``): 3 min 53 s on 2 cores (2026-12-01, a machine that
-# runs the default pipeline in 218 s), the only experiment whose three seeds fit in about 5 min.
+# Three seeds by default (``default_seeds``): the only experiment whose three seeds fit in a
+# few minutes (the README lists the experiments' times).
 SEEDS = 3
 MATCHED = "human, steps matched"  # the human pairs for as many steps as human + AI
 

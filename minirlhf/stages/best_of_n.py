@@ -239,5 +239,5 @@ STAGE = Stage(
     presets={"tiny": dict(ns="1,2,4,8", samples_per_prompt=8, prompts_per_eval=1,
                           max_new_tokens=60)},
     work=lambda c, _: c.samples_per_prompt * c.prompts_per_eval * c.max_new_tokens,
-    seconds={"tiny": 0.6, "default": 10.0},  # default measured 2026-12-01
+    seconds={"tiny": 0.6, "default": 10.0},  # on the reference 2-core laptop
 )

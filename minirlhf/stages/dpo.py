@@ -292,5 +292,5 @@ STAGE = Stage(
     work=lambda c, cfgs: c.epochs * (c.online_pairs * (1 + c.max_new_tokens / 10)
                                      if c.online_rounds else
                                      min(c.max_pairs or math.inf, cfgs["preferences"].n_pairs)),
-    seconds={"tiny": 1.0, "default": 53.0},  # default measured 2026-12-01
+    seconds={"tiny": 1.0, "default": 53.0},  # on the reference 2-core laptop
 )

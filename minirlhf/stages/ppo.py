@@ -422,5 +422,5 @@ STAGE = Stage(
     presets={"tiny": dict(iterations=10, rollout_size=32, minibatch_size=16, ppo_epochs=1,
                           max_new_tokens=60, eval_samples_per_prompt=1, table_every=0)},
     work=lambda c, _: c.iterations * c.rollout_size * c.max_new_tokens * (1 + c.ppo_epochs),
-    seconds={"tiny": 1.6, "default": 165.7},  # default measured 2026-12-01
+    seconds={"tiny": 1.6, "default": 165.7},  # on the reference 2-core laptop
 )

@@ -148,5 +148,5 @@ STAGE = Stage(
     inputs={"policy": "sft"}, output="preferences.jsonl",
     presets={"tiny": dict(n_pairs=1000, max_new_tokens=60)},
     work=lambda c, _: c.n_pairs * c.ranking_size / 2 * c.max_new_tokens,  # tokens sampled
-    seconds={"tiny": 2.2, "default": 60.1},  # default measured 2026-12-01
+    seconds={"tiny": 2.2, "default": 60.1},  # on the reference 2-core laptop
 )

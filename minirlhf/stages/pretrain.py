@@ -238,5 +238,5 @@ STAGE = Stage(
     presets={"tiny": dict(preset="tiny", steps=600, eval_every=300, eval_windows=32,
                           n_samples=32)},
     work=lambda c, _: c.steps * c.batch_size * c.seq_len,  # tokens trained on
-    seconds={"tiny": 12.0, "default": 118.0},  # default measured 2026-12-01
+    seconds={"tiny": 12.0, "default": 118.0},  # on the reference 2-core laptop
 )

@@ -467,5 +467,5 @@ STAGE = Stage(
     presets={"tiny": dict(epochs=1, norm_samples=128, corr_samples=128)},
     work=lambda c, cfgs: c.epochs * min(c.max_pairs or math.inf, cfgs["preferences"].n_pairs)
     * cfgs["preferences"].ranking_size / 2,
-    seconds={"tiny": 2.4, "default": 115.6},  # default measured 2026-12-01
+    seconds={"tiny": 2.4, "default": 115.6},  # on the reference 2-core laptop
 )

@@ -151,5 +151,5 @@ STAGE = Stage(
     presets={"tiny": dict(n_demos=1000, steps=100, eval_samples_per_prompt=1,
                           max_new_tokens=60)},
     work=lambda c, _: c.steps * c.batch_size,  # demonstrations trained on
-    seconds={"tiny": 2.8, "default": 27.7},  # default measured 2026-12-01
+    seconds={"tiny": 2.8, "default": 27.7},  # on the reference 2-core laptop
 )
