@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import StageConfig, check_fits, setting
+from minirlhf.config import StageConfig, check_fits, run_path, setting
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import GPT
@@ -37,7 +37,7 @@ from minirlhf.lm.sequences import sequence_logps
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.plots import plot_series
 from minirlhf.streams import stream
-from minirlhf.world import Task, get_task
+from minirlhf.world import TASK_NAMES, Task, get_task
 from minirlhf.world.preference_data import (
     PreferencePair,
     encode_chosen_rejected,
@@ -77,6 +77,19 @@ class OfflineSettings(TrainSettings):
     batch_size: int = setting(32, "examples per step (pairs for a pairwise loss)", "[1, 4096]")
     warmup_steps: int = setting(20, "linear warmup of the learning rate, in steps",
                                 "[0, 1_000_000]")
+
+
+@dataclass
+class PreferenceInputs(StageConfig):
+    """What a stage that learns from the preference stage's file reads: the world, the file and
+    the SFT policy it starts from (its frozen reference, where the method has one)."""
+
+    task: str = setting("reviews", "which world", choices=TASK_NAMES)
+    preferences: str = setting(run_path("preferences", "preferences.jsonl"),
+                               "labelled pairs (JSON Lines)")
+    init: str = setting(run_path("sft", "model.npz"),
+                        "the SFT policy: the start point, and the frozen reference (of the "
+                        "loss where the method has one; of the measured KL always)")
 
 
 # ------------------------------------------------------------------------ the offline loop

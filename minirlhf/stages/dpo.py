@@ -39,12 +39,14 @@ from minirlhf.training import (
     BatchLoss,
     OfflineSettings,
     PolicySettings,
+    PreferenceInputs,
     Trainer,
     finish_offline,
+    offline_show,
     pair_logps,
     shuffled,
 )
-from minirlhf.world import TASK_NAMES, Task, get_task
+from minirlhf.world import Task, get_task
 from minirlhf.world.preference_data import (
     PreferencePair,
     encode_chosen_rejected,
@@ -61,12 +63,7 @@ log = logging.getLogger("minirlhf.stages.dpo")
 
 # ------------------------------------------------------------------------------- stage
 @dataclass
-class DPOConfig(OfflineSettings, PolicySettings):
-    task: str = setting("reviews", "which world", choices=TASK_NAMES)
-    preferences: str = setting(
-        run_path("preferences", "preferences.jsonl"), "labelled pairs (JSON Lines)")
-    init: str = setting(
-        run_path("sft", "model.npz"), "the SFT policy: start point and frozen reference")
+class DPOConfig(PreferenceInputs, OfflineSettings, PolicySettings):
     out_dir: str = setting(run_path("dpo"), "where the checkpoint, metrics and plots go")
     beta: float = setting(0.5, "strength of the implicit KL penalty, > 0", "(0, inf)")
     loss_type: str = setting(
@@ -278,10 +275,7 @@ def record(r: DPOResult, config: DPOConfig) -> dict:
 
 def show(r: DPOResult, config: DPOConfig) -> str:
     """What ``python -m minirlhf dpo`` prints after training."""
-    last = r.metrics[-1]
-    return ("last step: " + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "step")
-            + "\n" + r.report.describe("DPO", config.eval_samples_per_prompt)
-            + f"\n{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {', '.join(r.plots)}")
+    return offline_show(r, config, "DPO")
 
 
 STAGE = Stage(

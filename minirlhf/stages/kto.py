@@ -45,11 +45,13 @@ from minirlhf.training import (
     BatchLoss,
     OfflineSettings,
     PolicySettings,
+    PreferenceInputs,
     Trainer,
     finish_offline,
+    offline_show,
     shuffled,
 )
-from minirlhf.world import TASK_NAMES, get_task
+from minirlhf.world import get_task
 from minirlhf.world.preference_data import (
     PreferencePair,
     UnpairedExample,
@@ -65,13 +67,10 @@ log = logging.getLogger("minirlhf.stages.kto")
 
 
 @dataclass
-class KTOConfig(OfflineSettings, PolicySettings):
-    task: str = setting("reviews", "which world", choices=TASK_NAMES)
+class KTOConfig(PreferenceInputs, OfflineSettings, PolicySettings):
     preferences: str = setting(
         run_path("preferences", "preferences.jsonl"),
         "pairs (split into a thumbs-up and a thumbs-down each) or unpaired labels (JSON Lines)")
-    init: str = setting(run_path("sft", "model.npz"),
-                        "the SFT policy: start point and frozen reference")
     out_dir: str = setting(run_path("kto"), "where the checkpoint, metrics and plots go")
     thumbs: int = setting(0, "0: learn from the preference file; n > 0: from n fresh SFT "
                           "samples, each given a thumbs-up or -down by the raters",
@@ -200,12 +199,8 @@ def record(r: KTOResult, config: KTOConfig) -> dict:
 
 def show(r: KTOResult, config: KTOConfig) -> str:
     """What ``python -m minirlhf kto`` prints after training."""
-    last = r.metrics[-1]
     return (f"data: {r.data['examples']} labelled responses from {r.data['source']}, "
-            f"{r.data['desirable_share']:.0%} thumbs-up\n"
-            + "last step: " + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "step")
-            + "\n" + r.report.describe("KTO", config.eval_samples_per_prompt)
-            + f"\n{r.seconds:.0f} s; checkpoint: {r.checkpoint}; plot: {', '.join(r.plots)}")
+            f"{r.data['desirable_share']:.0%} thumbs-up\n" + offline_show(r, config, "KTO"))
 
 
 STAGE = Stage(

@@ -31,24 +31,18 @@ from minirlhf.objectives.preference import orpo_loss
 from minirlhf.training import (
     OfflineSettings,
     PolicySettings,
+    PreferenceInputs,
     finish_offline,
     offline_record,
     offline_show,
     train_on_pairs,
 )
-from minirlhf.world import TASK_NAMES
 
 log = logging.getLogger("minirlhf.stages.orpo")
 
 
 @dataclass
-class ORPOConfig(OfflineSettings, PolicySettings):
-    task: str = setting("reviews", "which world", choices=TASK_NAMES)
-    preferences: str = setting(
-        run_path("preferences", "preferences.jsonl"), "labelled pairs (JSON Lines)")
-    init: str = setting(run_path("sft", "model.npz"),
-                        "the start point (and the reference the KL is measured against; the "
-                        "loss uses none)")
+class ORPOConfig(PreferenceInputs, OfflineSettings, PolicySettings):
     out_dir: str = setting(run_path("orpo"), "where the checkpoint, metrics and plots go")
     lam: float = setting(0.1, "weight of the odds-ratio term beside the SFT term (TRL's beta, "
                          "the paper's lambda)", "(0, inf)")

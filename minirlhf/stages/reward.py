@@ -46,8 +46,8 @@ from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.objectives.reward import RANKING_LOSSES, bradley_terry_loss, ranking_loss
 from minirlhf.plots import plot_calibration, plot_loss_curves
 from minirlhf.streams import stream
-from minirlhf.training import OfflineSettings, Trainer, shuffled
-from minirlhf.world import TASK_NAMES, Task, get_task
+from minirlhf.training import OfflineSettings, PreferenceInputs, Trainer, shuffled
+from minirlhf.world import Task, get_task
 from minirlhf.world.preference_data import (
     PreferenceDataError,
     PreferencePair,
@@ -143,11 +143,7 @@ def calibration(rm: RewardModel, pairs: list[PreferencePair], bins: int = 10,
 
 # ---------------------------------------------------------------------------- training
 @dataclass
-class RewardConfig(OfflineSettings):
-    task: str = setting(
-        "reviews", "which world: reviews or arithmetic", choices=TASK_NAMES)
-    preferences: str = setting(
-        run_path("preferences", "preferences.jsonl"), "labelled pairs (JSON Lines)")
+class RewardConfig(PreferenceInputs, OfflineSettings):
     init: str = setting(
         run_path("sft", "model.npz"), "the SFT checkpoint whose trunk we start from")
     out_dir: str = setting(run_path("reward"), "where the model and plots go")

@@ -32,24 +32,18 @@ from minirlhf.objectives.preference import simpo_loss
 from minirlhf.training import (
     OfflineSettings,
     PolicySettings,
+    PreferenceInputs,
     finish_offline,
     offline_record,
     offline_show,
     train_on_pairs,
 )
-from minirlhf.world import TASK_NAMES
 
 log = logging.getLogger("minirlhf.stages.simpo")
 
 
 @dataclass
-class SimPOConfig(OfflineSettings, PolicySettings):
-    task: str = setting("reviews", "which world", choices=TASK_NAMES)
-    preferences: str = setting(
-        run_path("preferences", "preferences.jsonl"), "labelled pairs (JSON Lines)")
-    init: str = setting(run_path("sft", "model.npz"),
-                        "the start point (and the reference the KL is measured against; the "
-                        "loss uses none)")
+class SimPOConfig(PreferenceInputs, OfflineSettings, PolicySettings):
     out_dir: str = setting(run_path("simpo"), "where the checkpoint, metrics and plots go")
     beta: float = setting(2.0, "scale of the length-normalised reward (the paper's default)",
                           "(0, inf)")
