@@ -322,6 +322,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log warnings only, no progress bars")
     p.set_defaults(func=cmd_pipeline)
 
+    p = sub.add_parser("course", help="everything the chapters read, in worker processes "
+                       "(resumable)", description=cmd_course.__doc__)
+    p.add_argument("--preset", default="default", choices=("default", "tiny"),
+                   help="default, or tiny (the tiny pipeline and quick experiments)")
+    p.add_argument("--seeds", type=int, default=3, metavar="N",
+                   help="each experiment over seeds 0 .. N-1 (default 3, what the chapters read)")
+    from minirlhf.machine import cores
+
+    p.add_argument("--workers", type=int, default=cores(), metavar="N",
+                   help="worker processes of one thread each (default: one per core)")
+    p.add_argument("--executor", default="", metavar="dask://HOST:PORT",
+                   help="run the jobs on a Dask cluster instead (pip install -e '.[cluster]')")
+    p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    p.add_argument("--plan", action="store_true", help="print the jobs and stop")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="log warnings only, no progress bars")
+    p.set_defaults(func=cmd_course)
+
     p = sub.add_parser("experiment", help="RLAIF, sycophancy, length bias, overoptimization, "
                        "critic-free RL, rankings, PPO's and DPO's knobs",
                        description=cmd_experiment.__doc__)
@@ -371,6 +389,68 @@ def build_parser() -> argparse.ArgumentParser:
                                              "number or name, or an exercise name")
     p.set_defaults(func=cmd_classroom)
     return parser
+
+
+def cmd_course(args: argparse.Namespace) -> int:
+    """Everything the chapters read, built in worker processes of one thread each: the
+    pipeline's run, the scratchpad world's route, every experiment once per seed with its
+    summary over seeds, and the frontier. It prints its plan first; finished jobs are kept, so
+    a rerun (after a failure, Ctrl-C or a kill) runs only what is left."""
+    from pathlib import Path
+
+    from minirlhf.course.build import build, estimate_minutes, plan
+
+    jobs = plan(args.preset, args.seeds, args.runs_dir)
+    executor, workers = _executor(args.executor, args.workers)
+
+    def show(to_run, reused):
+        print(f"course: {len(jobs)} jobs for --seeds {args.seeds} in "
+              f"{Path(args.runs_dir) / args.preset}: {len(reused)} done, {len(to_run)} to run "
+              f"on {workers} worker(s) of one thread, about "
+              f"{estimate_minutes(to_run, workers, args.preset == 'tiny'):.0f} min")
+        for j in jobs:
+            state = "done" if j in reused else "to run"
+            print(f"  {j.name:<28}{state:<8}" + (f"after {', '.join(j.needs)}" if j.needs
+                                                   else ""))
+
+    if args.plan:
+        from minirlhf.course.build import is_done
+
+        reused = [j for j in jobs if is_done(j, args.runs_dir, args.preset, 1)]
+        show([j for j in jobs if j not in reused], reused)
+        return 0
+    _logging(args)
+    r = build(jobs, base=args.preset, runs_dir=args.runs_dir, workers=workers,
+              executor=executor, progress=not args.quiet, on_start=show)
+    print(f"\ncourse: {len(r.done)} done now, {len(r.reused)} reused, {len(r.failed)} failed, "
+          f"{len(r.not_started)} not started")
+    for name, seconds in sorted(r.seconds.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<28}{seconds:>8.0f} s")
+    for name, message in r.failed.items():
+        print(f"  failed: {name}: {message}")
+    if r.not_started:
+        print(f"  not started (they read a failed job's output): {', '.join(r.not_started)}")
+    return 1 if r.failed or r.not_started else 0
+
+
+def _executor(spec: str, workers: int):
+    """(executor, workers): None (our own worker processes) or a Dask cluster's executor for
+    ``dask://HOST:PORT`` (with the cluster's worker count)."""
+    from minirlhf.config import ConfigError
+
+    if not spec:
+        if not 1 <= workers <= 64:
+            raise ConfigError(f"course: --workers must be in [1, 64], got {workers}")
+        return None, workers
+    if not spec.startswith("dask://"):
+        raise ConfigError(f"course: --executor must look like dask://HOST:PORT, got {spec!r}")
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ConfigError("course: --executor dask://... needs Dask: pip install -e "
+                          "'.[cluster]'") from None
+    client = Client(spec[len("dask://"):])
+    return client.get_executor(), max(1, len(client.scheduler_info()["workers"]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

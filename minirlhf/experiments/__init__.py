@@ -58,6 +58,7 @@ from minirlhf.experiments import (
     sycophancy,
 )
 from minirlhf.experiments.common import Context, ExperimentConfig, ExperimentResult
+from minirlhf.machine import blas_threads
 
 # The registry: an experiment is one file with a ``run(ctx)`` and one line here. A module may
 # say which base run it starts from (BASE, default "default"), which of that run's stages it
@@ -100,33 +101,49 @@ def run_experiment(config: ExperimentConfig) -> ExperimentResult:
     ctx = Context(config, getattr(module, "NEEDS", ("sft", "preferences", "reward")),
                   getattr(module, "ROUTE", ""))
     saved = ctx.out / "results.json"
+    threads = blas_threads()  # another count trains another model: not reused
     if config.reuse and saved.exists():
         numbers = json.loads(saved.read_text())
-        if numbers.get("quick") == config.quick and numbers.get("seed") == config.seed:
+        if (numbers.get("quick"), numbers.get("seed"), numbers.get("threads")) == \
+                (config.quick, config.seed, threads):
             plots = sorted(str(p) for p in ctx.out.glob("*.png"))
             return ExperimentResult(config.name, numbers, plots, str(ctx.out), 0.0)
     numbers, plots = module.run(ctx)
     numbers["seconds"] = round(time.time() - t0, 1)
-    numbers["quick"], numbers["seed"] = config.quick, config.seed
+    numbers["quick"], numbers["seed"], numbers["threads"] = config.quick, config.seed, threads
     ctx.save(numbers)
     return ExperimentResult(config.name, numbers, plots, str(ctx.out), time.time() - t0)
 
 
 def run_experiment_seeds(config: ExperimentConfig, n: int) -> dict:
     """The experiment ``n`` times with seeds ``config.seed`` .. ``config.seed + n - 1``, each in
-    ``experiments/<name>/seed<k>/`` with its own results.json and plots, then every number of
-    the results over seeds (``nested_over_seeds``: the mean under each key, with ``mean``,
-    ``ci95`` and ``per_seed`` beside the numbers of each level), written to
-    ``experiments/<name>/seeds.json`` (with the seeds as ``run_seeds``) and returned."""
-    from minirlhf.evaluation import nested_over_seeds, run_over_seeds
+    ``experiments/<name>/seed<k>/`` with its own results.json and plots, then
+    ``summarize_seeds``: every number over seeds in ``experiments/<name>/seeds.json``."""
+    from minirlhf.evaluation import run_over_seeds
 
-    seeds, _, over_seeds = run_over_seeds(
+    seeds, _, numbers = run_over_seeds(
         config.seed, n,
         lambda seed: run_experiment(dataclasses.replace(config, seed=seed, subdir=f"seed{seed}")),
-        lambda runs: nested_over_seeds([r.numbers for r in runs]), "experiment")
+        lambda runs: summarize_seeds(config, [r.numbers["seed"] for r in runs],
+                                     [r.numbers for r in runs]),
+        "experiment")
+    return numbers
+
+
+def summarize_seeds(config: ExperimentConfig, seeds: list[int],
+                    results: list[dict] | None = None) -> dict:
+    """Every number of the seeds' results over seeds (``nested_over_seeds``: the mean under
+    each key, with ``mean``, ``ci95`` and ``per_seed`` beside the numbers of each level),
+    written to ``experiments/<name>/seeds.json`` (with the seeds as ``run_seeds``) and
+    returned. ``results``: each seed's numbers, else read from its results.json."""
+    from minirlhf.evaluation import nested_over_seeds
+
+    folder = Path(config.runs_dir) / config.base / "experiments" / config.name
+    if results is None:
+        results = [json.loads((folder / f"seed{s}" / "results.json").read_text())
+                   for s in seeds]
     # "run_seeds": an experiment's results may have a figure of their own named "seeds"
-    numbers = {**over_seeds, "run_seeds": seeds}
-    path = Path(config.runs_dir) / config.base / "experiments" / config.name / "seeds.json"
-    path.write_text(json.dumps(numbers, indent=2, sort_keys=True) + "\n")
-    numbers["path"] = str(path)
+    numbers = {**nested_over_seeds(results), "run_seeds": seeds}
+    (folder / "seeds.json").write_text(json.dumps(numbers, indent=2, sort_keys=True) + "\n")
+    numbers["path"] = str(folder / "seeds.json")
     return numbers
