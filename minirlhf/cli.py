@@ -265,6 +265,44 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pipeline_and_course(sub: argparse._SubParsersAction) -> None:
+    """The two commands that run many stages: ``pipeline`` and ``course``."""
+    p = sub.add_parser("pipeline", help="run every stage and write a report (resumable)",
+                       description=cmd_pipeline.__doc__)
+    p.add_argument("--preset", default="default", help="default (minutes) or tiny (< 1 minute)")
+    p.add_argument("--name", help="the run's folder under --runs-dir (default: the preset)")
+    p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    p.add_argument("--seed", type=int, default=0, help="every stage's seed")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="N independent runs (seeds SEED .. SEED+N-1), each in runs/NAME/seedK/, "
+                        "then every figure's mean and 95%% interval over seeds in "
+                        "runs/NAME/summary.json and report.md (default NAME: PRESET-Nseeds)")
+    p.add_argument("--force", action="store_true", help="redo stages that are already done")
+    p.add_argument("--set", nargs="+", metavar="STAGE.KEY=VALUE",
+                   help="override a stage's config, e.g. --set ppo.beta=0.1 sft.steps=100")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="log warnings only, no progress bars")
+    p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("course", help="everything the chapters read, in worker processes "
+                       "(resumable)", description=cmd_course.__doc__)
+    p.add_argument("--preset", default="default", choices=("default", "tiny"),
+                   help="default, or tiny (the tiny pipeline and quick experiments)")
+    p.add_argument("--seeds", type=int, default=3, metavar="N",
+                   help="each experiment over seeds 0 .. N-1 (default 3, what the chapters read)")
+    from minirlhf.machine import cores
+
+    p.add_argument("--workers", type=int, default=cores(), metavar="N",
+                   help="worker processes of one thread each (default: one per core)")
+    p.add_argument("--executor", default="", metavar="dask://HOST:PORT",
+                   help="run the jobs on a Dask cluster instead (pip install -e '.[cluster]')")
+    p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    p.add_argument("--plan", action="store_true", help="print the jobs and stop")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="log warnings only, no progress bars")
+    p.set_defaults(func=cmd_course)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m minirlhf",
@@ -305,40 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="log warnings only, no progress bars")
         p.set_defaults(func=stage_command(stage))
 
-    p = sub.add_parser("pipeline", help="run every stage and write a report (resumable)",
-                       description=cmd_pipeline.__doc__)
-    p.add_argument("--preset", default="default", help="default (minutes) or tiny (< 1 minute)")
-    p.add_argument("--name", help="the run's folder under --runs-dir (default: the preset)")
-    p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
-    p.add_argument("--seed", type=int, default=0, help="every stage's seed")
-    p.add_argument("--seeds", type=int, default=1, metavar="N",
-                   help="N independent runs (seeds SEED .. SEED+N-1), each in runs/NAME/seedK/, "
-                        "then every figure's mean and 95%% interval over seeds in "
-                        "runs/NAME/summary.json and report.md (default NAME: PRESET-Nseeds)")
-    p.add_argument("--force", action="store_true", help="redo stages that are already done")
-    p.add_argument("--set", nargs="+", metavar="STAGE.KEY=VALUE",
-                   help="override a stage's config, e.g. --set ppo.beta=0.1 sft.steps=100")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="log warnings only, no progress bars")
-    p.set_defaults(func=cmd_pipeline)
-
-    p = sub.add_parser("course", help="everything the chapters read, in worker processes "
-                       "(resumable)", description=cmd_course.__doc__)
-    p.add_argument("--preset", default="default", choices=("default", "tiny"),
-                   help="default, or tiny (the tiny pipeline and quick experiments)")
-    p.add_argument("--seeds", type=int, default=3, metavar="N",
-                   help="each experiment over seeds 0 .. N-1 (default 3, what the chapters read)")
-    from minirlhf.machine import cores
-
-    p.add_argument("--workers", type=int, default=cores(), metavar="N",
-                   help="worker processes of one thread each (default: one per core)")
-    p.add_argument("--executor", default="", metavar="dask://HOST:PORT",
-                   help="run the jobs on a Dask cluster instead (pip install -e '.[cluster]')")
-    p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
-    p.add_argument("--plan", action="store_true", help="print the jobs and stop")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="log warnings only, no progress bars")
-    p.set_defaults(func=cmd_course)
+    _add_pipeline_and_course(sub)
 
     p = sub.add_parser("experiment", help="RLAIF, sycophancy, length bias, overoptimization, "
                        "critic-free RL, rankings, PPO's and DPO's knobs",
