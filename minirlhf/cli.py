@@ -6,6 +6,7 @@ import argparse
 import inspect
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def cmd_gradcheck(args: argparse.Namespace) -> int:
@@ -403,50 +404,53 @@ def cmd_course(args: argparse.Namespace) -> int:
     a rerun (after a failure, Ctrl-C or a kill) runs only what is left."""
     from pathlib import Path
 
-    from minirlhf.course.build import build, estimate_minutes, plan
+    from minirlhf.course.build import build, estimate_minutes, fingerprints, is_done, plan
 
     jobs = plan(args.preset, args.seeds, args.runs_dir)
-    executor, workers = _executor(args.executor, args.workers)
 
-    def show(to_run, reused):
+    def show(to_run, finished, workers):
         print(f"course: {len(jobs)} jobs for --seeds {args.seeds} in "
-              f"{Path(args.runs_dir) / args.preset}: {len(reused)} done, {len(to_run)} to run "
-              f"on {workers} worker(s) of one thread, about "
+              f"{Path(args.runs_dir) / args.preset}: {len(finished)} done, {len(to_run)} to "
+              f"run on {workers} worker(s) of one thread, about "
               f"{estimate_minutes(to_run, workers, args.preset == 'tiny'):.0f} min")
         for j in jobs:
-            state = "done" if j in reused else "to run"
-            print(f"  {j.name:<28}{state:<8}" + (f"after {', '.join(j.needs)}" if j.needs
-                                                   else ""))
+            print(f"  {j.name:<28}{'done' if j in finished else 'to run':<8}"
+                  + (f"after {', '.join(j.needs)}" if j.needs else ""))
 
     if args.plan:
-        from minirlhf.course.build import is_done
-
-        reused = [j for j in jobs if is_done(j, args.runs_dir, args.preset, 1)]
-        show([j for j in jobs if j not in reused], reused)
+        prints = fingerprints(jobs)
+        finished = [j for j in jobs if is_done(j, prints[j.name], args.runs_dir, args.preset)]
+        show([j for j in jobs if j not in finished], finished, args.workers)
         return 0
     _logging(args)
-    r = build(jobs, base=args.preset, runs_dir=args.runs_dir, workers=workers,
-              executor=executor, progress=not args.quiet, on_start=show)
+    client, executor, workers = _executor(args.executor, args.workers)
+    try:
+        r = build(jobs, base=args.preset, runs_dir=args.runs_dir, workers=workers,
+                  executor=executor, progress=not args.quiet,
+                  on_start=lambda to_run, finished: show(to_run, finished, workers))
+    finally:
+        if client is not None:
+            client.close()
     print(f"\ncourse: {len(r.done)} done now, {len(r.reused)} reused, {len(r.failed)} failed, "
           f"{len(r.not_started)} not started")
     for name, seconds in sorted(r.seconds.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<28}{seconds:>8.0f} s")
     for name, message in r.failed.items():
         print(f"  failed: {name}: {message}")
-    if r.not_started:
-        print(f"  not started (they read a failed job's output): {', '.join(r.not_started)}")
+    for name, why in r.not_started.items():
+        print(f"  not started: {name}: {why}")
     return 1 if r.failed or r.not_started else 0
 
 
-def _executor(spec: str, workers: int):
-    """(executor, workers): None (our own worker processes) or a Dask cluster's executor for
-    ``dask://HOST:PORT`` (with the cluster's worker count)."""
+def _executor(spec: str, workers: int) -> tuple[Any, Any, int]:
+    """(Dask client or None, executor or None, workers): our own worker processes, or a Dask
+    cluster's executor for ``dask://HOST:PORT`` (as many jobs at once as its threads)."""
     from minirlhf.config import ConfigError
 
+    if not 1 <= workers <= 64:
+        raise ConfigError(f"course: --workers must be in [1, 64], got {workers}")
     if not spec:
-        if not 1 <= workers <= 64:
-            raise ConfigError(f"course: --workers must be in [1, 64], got {workers}")
-        return None, workers
+        return None, None, workers
     if not spec.startswith("dask://"):
         raise ConfigError(f"course: --executor must look like dask://HOST:PORT, got {spec!r}")
     try:
@@ -455,7 +459,7 @@ def _executor(spec: str, workers: int):
         raise ConfigError("course: --executor dask://... needs Dask: pip install -e "
                           "'.[cluster]'") from None
     client = Client(spec[len("dask://"):])
-    return client.get_executor(), max(1, len(client.scheduler_info()["workers"]))
+    return client, client.get_executor(), max(1, min(64, sum(client.nthreads().values())))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

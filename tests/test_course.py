@@ -4,14 +4,16 @@ job, the same numbers in a worker as alone, and a Dask cluster as the executor."
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from minirlhf.config import ConfigError
-from minirlhf.course.build import EXPERIMENTS, Job, build, plan, run_job
+from minirlhf.course.build import EXPERIMENTS, Job, build, fingerprints, plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,8 +29,7 @@ def test_the_plan_holds_every_run_the_chapters_read_after_what_it_reads():
         assert all(names.index(n) < k for n in job.needs), job
     assert {j.needs for j in jobs if j.name.startswith("critic-free:seed") and not
             j.name.endswith("seeds")} == {("route",)}
-    assert len({j.fingerprint(1) for j in jobs}) == len(jobs)
-    assert jobs[0].fingerprint(1) != jobs[0].fingerprint(2)  # the thread count is recorded
+    assert len(set(fingerprints(jobs).values())) == len(jobs)
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -55,45 +56,124 @@ def test_plan_mode_prints_the_jobs_and_runs_nothing(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def _job(job, kind, needs=(), **args):
-    return Job(job, kind, tuple(args.items()), tuple(needs))
+def _job(job, call, needs=(), **kwargs):
+    return Job(job, call, tuple(kwargs.items()), tuple(needs))
+
+
+def _test_job(job, function, needs=(), **kwargs):
+    return _job(job, f"course_jobs:{function}", needs, **kwargs)
+
+
+def test_a_failure_is_one_line_its_readers_wait_and_a_rerun_runs_only_what_is_left(tmp_path):
+    """Two workers: a job that fails is one line, the job that reads it is not started, the
+    others finish; a rerun reuses every finished job, and a record cut short is not done."""
+    out = tmp_path / "out"
+    out.mkdir()
+    jobs = [_test_job("a", "write", path=str(out / "a")),
+            _test_job("b", "fail", message="no such file\nsecond line"),
+            _test_job("c", "write", ("b",), path=str(out / "c")),
+            _test_job("d", "write", ("a",), path=str(out / "d"))]
+    r = build(jobs, base="t", runs_dir=str(tmp_path), workers=2, progress=False)
+    assert sorted(r.done) == ["a", "d"] and r.failed == {"b": "ValueError: no such file"}
+    assert list(r.not_started) == ["c"] and not (out / "c").exists()
+    record = json.loads((tmp_path / "t" / "course" / "a.json").read_text())
+    assert record["threads"] == 1 and record["fingerprint"] == fingerprints(jobs)["a"]
+
+    fixed = [*jobs[:1], _test_job("b", "write", path=str(out / "b")), *jobs[2:]]
+    (tmp_path / "t" / "course" / "d.json").write_text('{"fingerprint": "')  # cut by a kill
+    again = build(fixed, base="t", runs_dir=str(tmp_path), workers=2, progress=False)
+    assert again.reused == ["a"] and sorted(again.done) == ["b", "c", "d"]
+    assert not again.failed and not again.not_started
+
+
+def test_a_fingerprint_holds_the_thread_count_and_what_the_job_read():
+    jobs = [_test_job("a", "write", path="x"), _test_job("b", "write", ("a",), path="y")]
+    other = [_test_job("a", "write", path="z"), jobs[1]]
+    assert fingerprints(jobs)["b"] != fingerprints(other)["b"]  # a's input changed
+    assert fingerprints(jobs, threads=1)["a"] != fingerprints(jobs, threads=2)["a"]
+    moved = [_test_job("a", "write", path="x", runs_dir="/elsewhere")]
+    assert fingerprints(moved)["a"] == fingerprints([_test_job("a", "write", path="x",
+                                                               runs_dir="runs")])["a"]
+
+
+def test_a_worker_killed_mid_job_is_run_again_on_a_new_pool(tmp_path):
+    """kill -9 of a worker breaks the pool; its jobs run again on a new one, and a job of the
+    other worker, broken with the pool, too; every job ends done."""
+    jobs = [_test_job("dies", "die_once", marker=str(tmp_path / "died")),
+            *[_test_job(f"w{k}", "write", path=str(tmp_path / f"w{k}")) for k in range(3)]]
+    r = build(jobs, base="t", runs_dir=str(tmp_path), workers=2, progress=False)
+    assert sorted(r.done) == ["dies", "w0", "w1", "w2"] and not r.failed, r
+    assert (tmp_path / "died").exists()
+
+
+def _pid_gone(pid: int, seconds: float = 10.0) -> bool:
+    end = time.time() + seconds
+    while time.time() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _parent(tmp_path: Path) -> subprocess.Popen:
+    """A course of two jobs in a process of its own: one finishes, one works on forever."""
+    code = ("import sys; sys.path.insert(0, 'tests'); from test_course import _test_job; "
+            "from minirlhf.course.build import build\n"
+            f"jobs = [_test_job('quick', 'write', path={str(tmp_path / 'q')!r}), "
+            f"_test_job('forever', 'wait_forever', pid_file={str(tmp_path / 'pid')!r})]\n"
+            "try:\n"
+            f"    build(jobs, base='t', runs_dir={str(tmp_path)!r}, workers=2, progress=False)\n"
+            "except KeyboardInterrupt:\n    sys.exit(130)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE,
+                            text=True)
+    end = time.time() + 60
+    while not ((tmp_path / "pid").exists() and (tmp_path / "t" / "course" /
+                                                "quick.json").exists()):
+        assert time.time() < end and proc.poll() is None, proc.stderr.read() if \
+            proc.poll() is not None else "the jobs did not start"
+        time.sleep(0.1)
+    return proc
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "kill -9"])
+def test_stopping_the_parent_stops_its_workers_and_keeps_what_finished(tmp_path, stop):
+    proc = _parent(tmp_path)
+    worker = int((tmp_path / "pid").read_text())
+    proc.send_signal(signal.SIGINT if stop == "ctrl-c" else signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == (130 if stop == "ctrl-c" else -signal.SIGKILL)
+    assert _pid_gone(worker), "the worker kept running without its parent"
+    again = build([_test_job("quick", "write", path=str(tmp_path / "q"))], base="t",
+                  runs_dir=str(tmp_path), workers=1, progress=False)
+    assert again.reused == ["quick"]
 
 
 @pytest.mark.catalogue
-def test_workers_resume_report_a_failure_and_give_the_numbers_of_a_run_alone(tmp_path):
-    """On the tiny preset, two workers: the pipeline, then a quick experiment; a job on a run
-    that does not exist fails in one line, the job that reads it is not started, the others
-    finish. A rerun reuses what finished. The experiment run alone, in a fresh process on one
-    thread, gives the same results.json to the last bit."""
+def test_a_worker_gives_the_numbers_of_the_command_run_alone_on_one_thread(tmp_path):
+    """On the tiny preset: the pipeline and a quick experiment in workers; the same experiment
+    by its own command, alone, with MINIRLHF_THREADS=1, gives the same results.json to the
+    last bit."""
     runs = tmp_path / "runs"
-    exp = dict(name="rankings", base="tiny", quick=True, seed=0, runs_dir=str(runs))
-    jobs = [_job("pipeline", "pipeline", name="tiny", preset="tiny", runs_dir=str(runs)),
-            _job("rankings:seed0", "experiment", ("pipeline",), **exp),
-            _job("broken", "experiment", (), **{**exp, "base": "nowhere"}),
-            _job("after-broken", "experiment", ("broken",), **exp)]
+    here = "minirlhf.course.build"
+    exp = dict(name="rankings", base="tiny", quick=True, runs_dir=str(runs), seed=0)
+    jobs = [_job("pipeline", f"{here}:pipeline_run", name="tiny", preset="tiny",
+                 runs_dir=str(runs)),
+            _job("rankings:seed0", f"{here}:experiment_run", ("pipeline",), **exp)]
     r = build(jobs, base="tiny", runs_dir=str(runs), workers=2, progress=False)
-    assert sorted(r.done) == ["pipeline", "rankings:seed0"]
-    assert list(r.failed) == ["broken"] and "\n" not in r.failed["broken"]
-    assert "nowhere" in r.failed["broken"] and r.not_started == ["after-broken"]
-    record = json.loads((runs / "tiny" / "course" / "rankings_seed0.json").read_text())
-    assert record["threads"] == 1
-
-    again = build(jobs[:2], base="tiny", runs_dir=str(runs), workers=2, progress=False)
-    assert sorted(again.reused) == ["pipeline", "rankings:seed0"] and again.done == []
-
-    results = runs / "tiny" / "experiments" / "rankings" / "seed0" / "results.json"
-    in_worker = json.loads(results.read_text())
+    assert sorted(r.done) == ["pipeline", "rankings:seed0"] and not r.failed
+    in_worker = json.loads((runs / "tiny" / "experiments" / "rankings" / "seed0" /
+                            "results.json").read_text())
     alone = tmp_path / "alone"
     shutil.copytree(runs, alone)
     shutil.rmtree(alone / "tiny" / "experiments")
-    code = ("import sys; from minirlhf.course.build import Job, run_job; "
-            f"run_job(Job('rankings:seed0', 'experiment', "
-            f"{tuple({**exp, 'runs_dir': str(alone)}.items())!r}))")
     env = {**os.environ, "MINIRLHF_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "minirlhf", "experiment", "rankings", "--quick",
+                           "--base", "tiny", "--runs-dir", str(alone), "-q"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    by_itself = json.loads((alone / "tiny" / "experiments" / "rankings" / "seed0" /
+    by_itself = json.loads((alone / "tiny" / "experiments" / "rankings" /
                             "results.json").read_text())
     for numbers in (in_worker, by_itself):
         numbers.pop("seconds")
@@ -102,25 +182,26 @@ def test_workers_resume_report_a_failure_and_give_the_numbers_of_a_run_alone(tmp
 
 @pytest.mark.catalogue
 def test_a_dask_cluster_runs_the_jobs(tmp_path):
-    """The same jobs through ``distributed.Client(...).get_executor()`` on a local cluster of
-    two worker processes (skipped without Dask: pip install -e '.[cluster]')."""
+    """The jobs through ``distributed.Client(...).get_executor()`` on a local cluster of two
+    one-thread worker processes (skipped without Dask: pip install -e '.[cluster]')."""
     distributed = pytest.importorskip("distributed")
     runs = tmp_path / "runs"
-    jobs = [_job("pipeline", "pipeline", name="tiny", preset="tiny", runs_dir=str(runs)),
-            _job("rankings:seed0", "experiment", ("pipeline",), name="rankings", base="tiny",
-                 quick=True, seed=0, runs_dir=str(runs))]
+    here = "minirlhf.course.build"
+    jobs = [_job("pipeline", f"{here}:pipeline_run", name="tiny", preset="tiny",
+                 runs_dir=str(runs)),
+            _job("rankings:seed0", f"{here}:experiment_run", ("pipeline",), name="rankings",
+                 base="tiny", quick=True, runs_dir=str(runs), seed=0),
+            _job("broken", f"{here}:experiment_run", (), name="rankings", base="nowhere",
+                 quick=True, runs_dir=str(runs), seed=0)]
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         r = build(jobs, base="tiny", runs_dir=str(runs), workers=2,
                   executor=client.get_executor(), progress=False)
-    assert sorted(r.done) == ["pipeline", "rankings:seed0"] and not r.failed
-    assert (runs / "tiny" / "experiments" / "rankings" / "seed0" / "results.json").exists()
-
-
-def test_run_job_refuses_an_unknown_kind():
-    with pytest.raises(ValueError, match="unknown kind 'nothing'"):
-        run_job(Job("x", "nothing", ()))
+    assert sorted(r.done) == ["pipeline", "rankings:seed0"]
+    assert list(r.failed) == ["broken"] and "nowhere" in r.failed["broken"]
+    record = json.loads((runs / "tiny" / "course" / "rankings_seed0.json").read_text())
+    assert record["threads"] == 1  # measured in the Dask worker
 
 
 def test_plan_refuses_an_unknown_preset():

@@ -7,22 +7,31 @@ their summaries over seeds, and the frontier. A job starts when the jobs it read
 
 Jobs run in ``workers`` processes of one engine thread and one BLAS thread each (two such
 processes use both cores fully, where Python threads inside one process do not), through the
-standard library's ``concurrent.futures`` with the spawn start method. A finished job leaves a
-small record in ``runs/<base>/course/``; a rerun skips every job whose record matches its
-arguments and thread count, and the pipeline and the experiments resume inside a job as they
-do on their own. A failing job is reported and the others go on (those that read its output
-are not started); Ctrl-C stops every worker and keeps what finished.
+standard library's ``concurrent.futures`` with the spawn start method, or on any other
+``Executor`` (a Dask cluster's). A job that finishes writes its record in
+``runs/<base>/course/``: its fingerprint (its call and arguments, the thread count, and the
+fingerprints of the jobs it read) and the thread count it ran on. A rerun skips every job whose
+record matches; the pipeline and the experiments also resume inside a job, as on their own.
+
+What can go wrong: a job that fails is reported in one line and the jobs that read it are not
+started, the others go on; a worker that dies (kill -9, out of memory) takes its pool with it,
+so its running jobs go back in the queue on a new pool (twice at most); Ctrl-C stops every
+worker and keeps what finished; a worker whose parent is gone stops itself.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
+import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -32,9 +41,10 @@ from tqdm import tqdm
 from minirlhf.config import ConfigError
 from minirlhf.lm.checkpoint import atomic_write
 
-KINDS = ("pipeline", "route", "experiment", "seeds")
+THREADS = 1  # every job runs on one engine thread and one BLAS thread
 THREAD_VARIABLES = ("MINIRLHF_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "OMP_NUM_THREADS")
+ATTEMPTS = 2  # a job whose worker dies is given one more
 # The experiments the chapters read over seeds (critic-free has its own base run).
 EXPERIMENTS = ("rlaif", "sycophancy", "length-bias", "overoptimization", "rankings",
                "ppo-details", "dpo-details")
@@ -47,17 +57,13 @@ SECONDS = {"pipeline": 300, "route": 420, "rlaif": 120, "sycophancy": 180, "leng
 
 @dataclass(frozen=True)
 class Job:
-    """One unit of work: ``kind`` names what ``run_job`` calls, ``args`` its arguments, and
-    ``needs`` the jobs whose outputs it reads."""
+    """One unit of work: ``call`` ("module:function") called with ``kwargs`` in a worker, after
+    the jobs named in ``needs``, whose outputs it reads."""
 
     name: str
-    kind: str  # pipeline, route, experiment, seeds
-    args: tuple[tuple[str, Any], ...]
+    call: str
+    kwargs: tuple[tuple[str, Any], ...]
     needs: tuple[str, ...] = ()
-
-    def fingerprint(self, threads: int) -> str:
-        text = json.dumps([self.kind, self.args, threads], sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -65,111 +71,138 @@ class CourseResult:
     done: list[str] = field(default_factory=list)  # run now
     reused: list[str] = field(default_factory=list)  # finished by an earlier run
     failed: dict[str, str] = field(default_factory=dict)  # job -> its one-line error
-    not_started: list[str] = field(default_factory=list)  # needed a job that failed
+    not_started: dict[str, str] = field(default_factory=dict)  # job -> why
     seconds: dict[str, float] = field(default_factory=dict)  # each job run now, by its clock
 
 
 # ---------------------------------------------------------------------------- the plan
 def plan(preset: str = "default", seeds: int = 3, runs_dir: str = "runs") -> list[Job]:
-    """The jobs that make every run the chapters read, in an order that respects ``needs``.
+    """The jobs that make every run the chapters read, each after the jobs it reads.
     ``preset`` tiny: the tiny pipeline, quick experiments and a small scratchpad route."""
     if preset not in ("default", "tiny"):
         raise ConfigError(f"course: preset must be default or tiny, got {preset!r}")
     if not 1 <= seeds <= 10:
         raise ConfigError(f"course: --seeds must be in [1, 10], got {seeds}")
-    quick = preset == "tiny"
-    base = preset
+    quick, runs = preset == "tiny", str(Path(runs_dir).absolute())
     scratch = "scratchpad-tiny" if quick else "scratchpad"
-    jobs = [Job("pipeline", "pipeline", (("name", base), ("preset", preset),
-                                         ("runs_dir", runs_dir))),
-            Job("route", "route", (("name", scratch), ("quick", quick),
-                                   ("runs_dir", runs_dir)))]
-    for name, on, n in [(e, base, seeds) for e in EXPERIMENTS] + [("critic-free", scratch,
-                                                                    seeds)]:
-        needs = ("route",) if on == scratch else ("pipeline",)
-        runs = [f"{name}:seed{k}" for k in range(n)]
-        jobs += [Job(run, "experiment", (("name", name), ("base", on), ("quick", quick),
-                                         ("seed", k), ("runs_dir", runs_dir)), needs)
-                 for k, run in enumerate(runs)]
-        if n > 1:
-            jobs.append(Job(f"{name}:seeds", "seeds", (("name", name), ("base", on),
-                                                        ("quick", quick), ("seeds", n),
-                                                        ("runs_dir", runs_dir)), tuple(runs)))
-    jobs.append(Job("frontier", "experiment", (("name", "frontier"), ("base", base),
-                                               ("quick", quick), ("seed", 0),
-                                               ("runs_dir", runs_dir)), ("pipeline",)))
+    here = "minirlhf.course.build"
+    jobs = [Job("pipeline", f"{here}:pipeline_run",
+                (("name", preset), ("preset", preset), ("runs_dir", runs))),
+            Job("route", f"{here}:scratchpad_route",
+                (("name", scratch), ("quick", quick), ("runs_dir", runs)))]
+    for name in (*EXPERIMENTS, "critic-free"):
+        base, first = (scratch, "route") if name == "critic-free" else (preset, "pipeline")
+        args = (("name", name), ("base", base), ("quick", quick), ("runs_dir", runs))
+        per_seed = [Job(f"{name}:seed{k}", f"{here}:experiment_run", (*args, ("seed", k)),
+                        (first,)) for k in range(seeds)]
+        jobs += per_seed
+        if seeds > 1:
+            jobs.append(Job(f"{name}:seeds", f"{here}:experiment_seeds", (*args, ("seeds", seeds)),
+                            tuple(j.name for j in per_seed)))
+    jobs.append(Job("frontier", f"{here}:experiment_run",
+                    (("name", "frontier"), ("base", preset), ("quick", quick),
+                     ("runs_dir", runs), ("seed", 0)), ("pipeline",)))
     return jobs
+
+
+def fingerprints(jobs: list[Job], threads: int = THREADS) -> dict[str, str]:
+    """Each job's fingerprint: its call and arguments (the runs folder aside: moving it keeps
+    the records), the thread count, and the fingerprints of the jobs it reads."""
+    out: dict[str, str] = {}
+    for job in jobs:  # in plan order: every job after what it needs
+        kwargs = [kv for kv in job.kwargs if kv[0] != "runs_dir"]
+        text = json.dumps([job.call, kwargs, threads, [out.get(n, n) for n in job.needs]],
+                          sort_keys=True, default=str)
+        out[job.name] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return out
 
 
 def estimate_minutes(jobs: list[Job], workers: int, quick: bool) -> float:
     """A rough wall-clock estimate: the jobs' one-thread times shared among the workers."""
-    scale = 0.05 if quick else 1.0
-    total = sum(SECONDS.get(_key(j), 60) for j in jobs) * scale
-    return total / max(workers, 1) / 60
+    def seconds(job: Job) -> float:
+        kind = job.call.rsplit(":", 1)[1]
+        key = dict(job.kwargs)["name"] if kind == "experiment_run" else \
+            {"pipeline_run": "pipeline", "scratchpad_route": "route"}.get(kind, "seeds")
+        return SECONDS.get(key, 60)
+    return sum(seconds(j) for j in jobs) * (0.05 if quick else 1.0) / max(workers, 1) / 60
 
 
-def _key(job: Job) -> str:
-    args = dict(job.args)
-    return args["name"] if job.kind == "experiment" else job.kind
+# ------------------------------------------------------------------ the jobs' functions
+def pipeline_run(name: str, preset: str, runs_dir: str) -> None:
+    """The pipeline's run ``runs/<name>`` (it resumes stage by stage)."""
+    from minirlhf.pipeline import PipelineConfig, run_pipeline
+
+    run_pipeline(PipelineConfig(name=name, preset=preset, runs_dir=runs_dir, progress=False))
 
 
-# --------------------------------------------------------------------------- the jobs
-def run_job(job: Job) -> float:
-    """Run one job in this process (a worker's) on one thread; returns its seconds."""
-    if job.kind not in KINDS:
-        raise ValueError(f"run_job: unknown kind {job.kind!r}; kinds: {', '.join(KINDS)}")
-    one_thread()
-    t0 = time.time()
-    a = dict(job.args)
-    if job.kind == "pipeline":
-        from minirlhf.pipeline import PipelineConfig, run_pipeline
-
-        run_pipeline(PipelineConfig(name=a["name"], preset=a["preset"], runs_dir=a["runs_dir"],
-                                    progress=False))
-    elif job.kind == "route":
-        _route(a["name"], a["quick"], a["runs_dir"])
-    elif job.kind == "experiment":
-        from minirlhf.experiments import ExperimentConfig, run_experiment
-
-        subdir = "" if a["name"] == "frontier" else f"seed{a['seed']}"
-        run_experiment(ExperimentConfig(a["name"], base=a["base"], runs_dir=a["runs_dir"],
-                                        quick=a["quick"], seed=a["seed"], subdir=subdir,
-                                        reuse=True))
-    else:  # seeds
-        from minirlhf.experiments import ExperimentConfig, summarize_seeds
-
-        summarize_seeds(ExperimentConfig(a["name"], base=a["base"], runs_dir=a["runs_dir"],
-                                         quick=a["quick"]), list(range(a["seeds"])))
-    return time.time() - t0
-
-
-def _route(name: str, quick: bool, runs_dir: str) -> None:
+def scratchpad_route(name: str, quick: bool, runs_dir: str) -> None:
     """The scratchpad world's base run: pretraining on worked sums, then SFT on right ones
     (``stages.grpo.SCRATCHPAD_ROUTE``'s two commands; small budgets when ``quick``)."""
     from minirlhf.stages.pretrain import PretrainConfig, train_pretrain
     from minirlhf.stages.sft import SFTConfig, train_sft
 
     root = Path(runs_dir) / name
-    if not (root / "pretrain" / "model.npz").exists():
-        small = dict(preset="tiny", steps=200) if quick else {}
-        train_pretrain(PretrainConfig(task="scratchpad", corpus="scratchpad",
-                                      out_dir=str(root / "pretrain"), progress=False, **small))
-    if not (root / "sft" / "model.npz").exists():
-        small = dict(steps=60, n_demos=1000, eval_samples_per_prompt=1, max_new_tokens=60) \
-            if quick else dict(steps=600, n_demos=8000)
-        train_sft(SFTConfig(task="scratchpad", init=str(root / "pretrain" / "model.npz"),
-                            out_dir=str(root / "sft"), progress=False, **small))
+    train_pretrain(PretrainConfig(task="scratchpad", corpus="scratchpad",
+                                  out_dir=str(root / "pretrain"), progress=False,
+                                  **(dict(preset="tiny", steps=200) if quick else {})))
+    small = dict(steps=60, n_demos=1000, eval_samples_per_prompt=1, max_new_tokens=60)
+    train_sft(SFTConfig(task="scratchpad", init=str(root / "pretrain" / "model.npz"),
+                        out_dir=str(root / "sft"), progress=False,
+                        **(small if quick else dict(steps=600, n_demos=8000))))
 
 
-def one_thread() -> None:
+def experiment_run(name: str, base: str, quick: bool, runs_dir: str, seed: int) -> None:
+    """One seed of an experiment, in ``experiments/<name>/seed<k>/`` (the frontier: its own
+    folder, which caches its points)."""
+    from minirlhf.experiments import ExperimentConfig, run_experiment
+
+    run_experiment(ExperimentConfig(name, base=base, runs_dir=runs_dir, quick=quick, seed=seed,
+                                    subdir="" if name == "frontier" else f"seed{seed}",
+                                    reuse=True))
+
+
+def experiment_seeds(name: str, base: str, quick: bool, runs_dir: str, seeds: int) -> None:
+    """An experiment's numbers over its seeds, in ``experiments/<name>/seeds.json``."""
+    from minirlhf.experiments import ExperimentConfig, summarize_seeds
+
+    summarize_seeds(ExperimentConfig(name, base=base, runs_dir=runs_dir, quick=quick),
+                    list(range(seeds)))
+
+
+# --------------------------------------------------------------------------- a worker
+def one_thread() -> int:
     """One engine thread and one BLAS thread in this process, and the variables that say so
-    (the pipeline's records read them): what every job runs on, in a worker of ours or of a
-    Dask cluster."""
+    (the pipeline's records read them). Returns the engine's thread count in effect."""
     from minirlhf.autograd.runtime import configure
 
-    for name in THREAD_VARIABLES:
-        os.environ[name] = "1"
-    configure(1)
+    os.environ.update({name: str(THREADS) for name in THREAD_VARIABLES})
+    return configure(THREADS)
+
+
+def run_job(job: Job, record: str, fingerprint: str) -> float:
+    """Run one job in this process (a worker's) on one thread, then write its record (its
+    fingerprint and the thread count it ran on) to ``record``; returns its seconds."""
+    module, _, function = job.call.partition(":")
+    call = getattr(importlib.import_module(module), function)
+    threads = one_thread()
+    t0 = time.time()
+    call(**dict(job.kwargs))
+    seconds = round(time.time() - t0, 1)
+    data = json.dumps({"job": job.name, "call": job.call, "kwargs": dict(job.kwargs),
+                       "fingerprint": fingerprint, "threads": threads, "seconds": seconds},
+                      indent=1, default=str).encode()
+    atomic_write(Path(record), lambda f: f.write(data))
+    return seconds
+
+
+def _watch_parent(parent: int) -> None:
+    """A worker's start: stop this process when its parent is gone (a kill -9 of ``course``
+    must not leave workers training on, holding a run's lock)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
 
 
 # ------------------------------------------------------------------------ the runner
@@ -177,80 +210,131 @@ def record_path(runs_dir: str, base: str, job: Job) -> Path:
     return Path(runs_dir) / base / "course" / f"{job.name.replace(':', '_')}.json"
 
 
-def is_done(job: Job, runs_dir: str, base: str, threads: int) -> bool:
-    path = record_path(runs_dir, base, job)
+def is_done(job: Job, fingerprint: str, runs_dir: str, base: str) -> bool:
+    """Its record is there, whole, with this fingerprint (a record cut short by a kill, or
+    written for other arguments, threads or inputs, is not done)."""
     try:
-        return json.loads(path.read_text()).get("fingerprint") == job.fingerprint(threads)
+        return json.loads(record_path(runs_dir, base, job).read_text()).get(
+            "fingerprint") == fingerprint
     except (OSError, ValueError):
-        return False  # missing, or half-written by a kill: run it again
+        return False
+
+
+@contextmanager
+def _own_pool(workers: int) -> Iterator[Callable[[], ProcessPoolExecutor]]:
+    """Worker processes of one thread: the thread variables are set while they start (their
+    BLAS reads them as NumPy loads), and restored in this process afterwards. Yields a
+    function that gives the current pool, a new one after the last one broke."""
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    pools: list[ProcessPoolExecutor] = []
+
+    def pool(new: bool = False) -> ProcessPoolExecutor:
+        if new or not pools:
+            if pools:
+                pools[-1].shutdown(wait=False, cancel_futures=True)
+            os.environ.update({name: str(THREADS) for name in THREAD_VARIABLES})
+            pools.append(ProcessPoolExecutor(max_workers=workers, initializer=_watch_parent,
+                                             initargs=(os.getpid(),),
+                                             mp_context=get_context("spawn")))
+        return pools[-1]
+    try:
+        yield pool
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def build(jobs: list[Job], base: str, runs_dir: str = "runs", workers: int = 2,
           executor: Executor | None = None, progress: bool = True,
           on_start: Callable[[list[Job], list[Job]], None] | None = None) -> CourseResult:
     """Run every job not yet done, each as soon as the jobs it needs are done, ``workers`` at
-    a time in processes of one thread each (or on ``executor``, e.g. a Dask client's).
-    ``on_start(to_run, reused)`` is called before any work (the command prints the plan)."""
-    threads = 1
+    a time in processes of one thread each (or on ``executor``, e.g. a Dask cluster's).
+    ``on_start(to_run, done)`` is called before any work (the command prints the plan)."""
+    if not 1 <= workers <= 64:
+        raise ConfigError(f"course: --workers must be in [1, 64], got {workers}")
+    prints = fingerprints(jobs)
     result = CourseResult()
-    done = {j.name for j in jobs if is_done(j, runs_dir, base, threads)}
+    done = {j.name for j in jobs if is_done(j, prints[j.name], runs_dir, base)}
     result.reused = [j.name for j in jobs if j.name in done]
     pending = [j for j in jobs if j.name not in done]
     if on_start is not None:
         on_start(pending, [j for j in jobs if j.name in done])
     if not pending:
         return result
-    own = executor is None
-    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
-    if own:  # the workers start with one thread in their environment, before NumPy loads
-        os.environ.update({name: "1" for name in THREAD_VARIABLES})
-        executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    with _own_pool(workers) as own:
+        _run(pending, done, result, prints, runs_dir, base, workers,
+             executor if executor is not None else None, own, progress)
+    return result
+
+
+def _run(pending: list[Job], done: set[str], result: CourseResult, prints: dict[str, str],
+         runs_dir: str, base: str, workers: int, executor: Executor | None,
+         own: Callable[..., ProcessPoolExecutor], progress: bool) -> None:
+    """The loop: start what is ready (at most ``workers`` at once), wait for one to end,
+    record it; a broken pool puts its running jobs back in the queue on a new pool."""
+    attempts = {j.name: 0 for j in pending}
+    running: dict[Future, Job] = {}
     bar = tqdm(total=len(pending), desc="course", disable=not progress)
-    running: dict[Any, Job] = {}
     try:
         while pending or running:
             for j in [j for j in pending if any(n in result.failed or n in result.not_started
                                                 for n in j.needs)]:
                 pending.remove(j)  # it reads what a failed job was to make
-                result.not_started.append(j.name)
+                result.not_started[j.name] = "reads the output of a job that failed"
                 bar.update(1)
             ready = [j for j in pending if all(n in done for n in j.needs)]
-            for j in ready[: max(0, workers - len(running))]:
+            for j in ready[: max(0, workers - len(running))]:  # free workers only
                 pending.remove(j)
-                running[executor.submit(run_job, j)] = j
-            if not running:  # what is left needs jobs that are not in the list
-                result.not_started += [j.name for j in pending]
+                if attempts[j.name] and is_done(j, prints[j.name], runs_dir, base):
+                    done.add(j.name)  # it finished and wrote its record before its pool broke
+                    result.done.append(j.name)
+                    bar.update(1)
+                    continue
+                attempts[j.name] += 1
+                runner = executor if executor is not None else own()
+                running[runner.submit(run_job, j, str(record_path(runs_dir, base, j)),
+                                      prints[j.name])] = j
+            if not running:
+                for j in pending:
+                    result.not_started[j.name] = "needs a job that is not in the plan"
                 break
             bar.set_postfix_str(", ".join(sorted(j.name for j in running.values())))
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            broken = False
             for future in finished:
                 job = running.pop(future)
                 try:
-                    seconds = future.result()
-                except Exception as e:  # the job's error, in one line
-                    message = (str(e).strip().splitlines() or [""])[0]
-                    result.failed[job.name] = f"{type(e).__name__}: {message}".rstrip(": ")
+                    result.seconds[job.name] = future.result()
+                except BrokenProcessPool:  # a worker died: every running job went with it
+                    broken = True
+                    if attempts[job.name] < ATTEMPTS:
+                        pending.insert(0, job)
+                        continue
+                    result.failed[job.name] = "its worker died twice (killed, or out of memory)"
+                except Exception as e:  # the job's own error, in one line
+                    lines = str(e).strip().splitlines()
+                    result.failed[job.name] = type(e).__name__ + (f": {lines[0]}" if lines
+                                                                  else "")
                 else:
                     done.add(job.name)
                     result.done.append(job.name)
-                    result.seconds[job.name] = round(seconds, 1)
-                    record = {"job": asdict(job), "fingerprint": job.fingerprint(threads),
-                              "threads": threads, "seconds": round(seconds, 1)}
-                    atomic_write(record_path(runs_dir, base, job), lambda f, r=record: f.write(
-                        json.dumps(r, default=str, indent=1).encode()))
                 bar.update(1)
+            if broken and executor is None:
+                for future, job in list(running.items()):  # they died with the pool too
+                    running.pop(future)
+                    pending.insert(0, job)
+                own(new=True)
     except KeyboardInterrupt:  # stop every worker now; what finished keeps its record
-        if own:
-            for process in list(getattr(executor, "_processes", {}).values()):
+        for future in running:
+            future.cancel()
+        if executor is None:
+            for process in list(getattr(own(), "_processes", {}).values()):  # no public way
                 process.terminate()
         raise
     finally:
         bar.close()
-        if own:
-            executor.shutdown(wait=True, cancel_futures=True)
-            for name, value in saved.items():  # this process keeps its own thread count
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-    return result
+        if executor is None:
+            own().shutdown(wait=True, cancel_futures=True)

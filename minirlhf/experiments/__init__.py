@@ -58,6 +58,7 @@ from minirlhf.experiments import (
     sycophancy,
 )
 from minirlhf.experiments.common import Context, ExperimentConfig, ExperimentResult
+from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.machine import blas_threads
 
 # The registry: an experiment is one file with a ``run(ctx)`` and one line here. A module may
@@ -103,7 +104,10 @@ def run_experiment(config: ExperimentConfig) -> ExperimentResult:
     saved = ctx.out / "results.json"
     threads = blas_threads()  # another count trains another model: not reused
     if config.reuse and saved.exists():
-        numbers = json.loads(saved.read_text())
+        try:
+            numbers = json.loads(saved.read_text())
+        except ValueError:  # cut short (written before writes were atomic): run it again
+            numbers = {}
         if (numbers.get("quick"), numbers.get("seed"), numbers.get("threads")) == \
                 (config.quick, config.seed, threads):
             plots = sorted(str(p) for p in ctx.out.glob("*.png"))
@@ -142,8 +146,16 @@ def summarize_seeds(config: ExperimentConfig, seeds: list[int],
     if results is None:
         results = [json.loads((folder / f"seed{s}" / "results.json").read_text())
                    for s in seeds]
+        for s, r in zip(seeds, results, strict=True):  # the runs asked for, on one count
+            if (r.get("seed"), r.get("quick"), r.get("threads")) != \
+                    (s, config.quick, results[0].get("threads")):
+                raise ValueError(f"{folder / f'seed{s}' / 'results.json'}: holds seed "
+                                 f"{r.get('seed')}, quick {r.get('quick')}, threads "
+                                 f"{r.get('threads')}; expected seed {s}, quick "
+                                 f"{config.quick}, the other seeds' thread count")
     # "run_seeds": an experiment's results may have a figure of their own named "seeds"
     numbers = {**nested_over_seeds(results), "run_seeds": seeds}
-    (folder / "seeds.json").write_text(json.dumps(numbers, indent=2, sort_keys=True) + "\n")
+    data = (json.dumps(numbers, indent=2, sort_keys=True) + "\n").encode()
+    atomic_write(folder / "seeds.json", lambda f: f.write(data))
     numbers["path"] = str(folder / "seeds.json")
     return numbers

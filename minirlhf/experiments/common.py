@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from minirlhf.config import missing_input
+from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.registry import output_path
 from minirlhf.stages.dpo import DPOConfig, train_dpo
@@ -125,8 +126,9 @@ class Context:
         return train_ppo(replace(cfg, **kw))
 
     def save(self, numbers: dict[str, Any]) -> None:
-        (self.out / "results.json").write_text(json.dumps(numbers, indent=2, sort_keys=True)
-                                               + "\n")
+        """results.json, written whole or not at all (a kill leaves the old file or none)."""
+        data = (json.dumps(numbers, indent=2, sort_keys=True) + "\n").encode()
+        atomic_write(self.out / "results.json", lambda f: f.write(data))
 
 
 def gold_at_kl(kl: list[float], gold: list[float], target: float) -> float | None:

@@ -29,7 +29,8 @@ from matplotlib.figure import Figure
 from minirlhf.evaluation import policy_report, with_interval
 from minirlhf.experiments.common import Context
 from minirlhf.experiments.overoptimization import fit_gao, gao_curve
-from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.checkpoint import atomic_write, load_model
+from minirlhf.machine import blas_threads
 from minirlhf.registry import COMMANDS
 from minirlhf.world import get_task
 
@@ -104,25 +105,37 @@ def run_point(ctx: Context, label: str, stage: str, settings: dict[str, Any]) ->
     folder = ctx.out / label.replace(" ", "_").replace("=", "")
     full = point_settings(ctx, stage, settings, folder)
     saved = folder / "point.json"
+    threads = blas_threads()  # another count trains another model
     if saved.exists():  # the same settings (progress bars aside, they change no result)
-        kept = json.loads(saved.read_text())
-        if _results_settings(kept.get("settings", {})) == _results_settings(full):
+        try:
+            kept = json.loads(saved.read_text())
+        except ValueError:  # cut short (written before writes were atomic): train it again
+            kept = {}
+        if _results_settings(kept.get("settings", {})) == _results_settings(full) and \
+                kept.get("threads") == threads:
             if "ci95" not in kept:  # judged before intervals were kept
                 kept = rejudge(kept, stage, full, folder)
-                saved.write_text(json.dumps(kept, indent=2) + "\n")
+                _write(saved, kept)
             return kept
     t0 = time.time()
     spec = COMMANDS[stage]
     result = spec.run(spec.config(**full))
     rep = result.report.to_dict()
     row = {"label": label, "stage": stage, "settings": full, "seconds": time.time() - t0,
+           "threads": threads,
            **{k: rep[k] for k in ("gold_reward", "sft_gold_reward", "kl_to_ref",
                                   "win_rate_vs_sft", "valid_rate", "mean_length", "ci95")}}
     if stage == "rft":  # one point per round: the rounds are strengths too
         row["rounds"] = [{k: r[k] for k in ("round", "gold", "kl", "win_rate")}
                          for r in result.rounds]
-    saved.write_text(json.dumps(row, indent=2) + "\n")
+    _write(saved, row)
     return row
+
+
+def _write(path: Path, row: dict[str, Any]) -> None:
+    """A point's JSON, written whole or not at all (a kill leaves the old file or none)."""
+    data = (json.dumps(row, indent=2) + "\n").encode()
+    atomic_write(path, lambda f: f.write(data))
 
 
 def rejudge(kept: dict[str, Any], stage: str, full: dict[str, Any], folder: Path
