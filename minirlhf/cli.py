@@ -266,7 +266,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_pipeline_and_course(sub: argparse._SubParsersAction) -> None:
+def _add_pipeline_and_course(sub: Any) -> None:
     """The two commands that run many stages: ``pipeline`` and ``course``."""
     p = sub.add_parser("pipeline", help="run every stage and write a report (resumable)",
                        description=cmd_pipeline.__doc__)
