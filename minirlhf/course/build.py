@@ -271,6 +271,18 @@ def build(jobs: list[Job], base: str, runs_dir: str = "runs", workers: int = 2,
     return result
 
 
+def _submit(executor: Executor | None, own: Callable[..., ProcessPoolExecutor], job: Job,
+            record: str, fingerprint: str) -> Future:
+    """``run_job`` on the executor given, or on our pool (a new one if the pool broke since
+    the last wait)."""
+    if executor is not None:
+        return executor.submit(run_job, job, record, fingerprint)
+    try:
+        return own().submit(run_job, job, record, fingerprint)
+    except BrokenProcessPool:
+        return own(new=True).submit(run_job, job, record, fingerprint)
+
+
 def _run(pending: list[Job], done: set[str], result: CourseResult, prints: dict[str, str],
          runs_dir: str, base: str, workers: int, executor: Executor | None,
          own: Callable[..., ProcessPoolExecutor], progress: bool) -> None:
@@ -295,9 +307,8 @@ def _run(pending: list[Job], done: set[str], result: CourseResult, prints: dict[
                     bar.update(1)
                     continue
                 attempts[j.name] += 1
-                runner = executor if executor is not None else own()
-                running[runner.submit(run_job, j, str(record_path(runs_dir, base, j)),
-                                      prints[j.name])] = j
+                running[_submit(executor, own, j, str(record_path(runs_dir, base, j)),
+                                prints[j.name])] = j
             if not running:
                 for j in pending:
                     result.not_started[j.name] = "needs a job that is not in the plan"
