@@ -193,11 +193,16 @@ def test_a_dask_cluster_runs_the_jobs(tmp_path):
                  base="tiny", quick=True, runs_dir=str(runs), seed=0),
             _job("broken", f"{here}:experiment_run", (), name="rankings", base="nowhere",
                  quick=True, runs_dir=str(runs), seed=0)]
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
-        r = build(jobs, base="tiny", runs_dir=str(runs), workers=2,
-                  executor=client.get_executor(), progress=False)
+    environment = dict(os.environ)  # Dask's nannies set thread variables in this process
+    try:
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=None) as cluster, \
+                distributed.Client(cluster) as client:
+            r = build(jobs, base="tiny", runs_dir=str(runs), workers=2,
+                      executor=client.get_executor(), progress=False)
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
     assert sorted(r.done) == ["pipeline", "rankings:seed0"]
     assert list(r.failed) == ["broken"] and "nowhere" in r.failed["broken"]
     record = json.loads((runs / "tiny" / "course" / "rankings_seed0.json").read_text())
