@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_plan_holds_every_run_the_chapters_read_after_what_it_reads():
     jobs = plan("default", seeds=3)
     names = [j.name for j in jobs]
-    assert names[:2] == ["pipeline", "route"] and names[-1] == "frontier"
+    assert names[:4] == ["pipeline", "pipeline:seed1", "pipeline:seed2", "route"]
+    assert names[-1] == "frontier"
     for e in (*EXPERIMENTS, "critic-free"):
         assert [n for n in names if n.startswith(f"{e}:")] == [
             f"{e}:seed0", f"{e}:seed1", f"{e}:seed2", f"{e}:seeds"]
@@ -51,7 +52,7 @@ def test_plan_mode_prints_the_jobs_and_runs_nothing(tmp_path):
                            "--seeds", "2", "--plan", "--runs-dir", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "27 jobs for --seeds 2" in proc.stdout and "0 done, 27 to run" in proc.stdout
+    assert "28 jobs for --seeds 2" in proc.stdout and "0 done, 28 to run" in proc.stdout
     assert "  rlaif:seeds" in proc.stdout and "after rlaif:seed0, rlaif:seed1" in proc.stdout
     assert not any(tmp_path.iterdir())
 

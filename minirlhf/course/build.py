@@ -1,7 +1,8 @@
 """Everything the chapters read, built in worker processes: ``python -m minirlhf course``.
 
 The course is a list of jobs, each a plain function call with picklable arguments: the
-pipeline's run, the scratchpad world's route (its pretraining and SFT), every experiment once
+pipeline's run (``runs/<preset>``, seed 0; the other seeds in ``runs/<preset>-seed<k>``, which
+the claims read), the scratchpad world's route (its pretraining and SFT), every experiment once
 per seed (``experiments/<name>/seed<k>/``, as ``experiment NAME --seeds N`` lays them out) and
 their summaries over seeds, and the frontier. A job starts when the jobs it reads are done.
 
@@ -49,11 +50,12 @@ ATTEMPTS = 2  # a job whose worker dies is given one more
 # The experiments the chapters read over seeds (critic-free has its own base run).
 EXPERIMENTS = ("rlaif", "sycophancy", "length-bias", "overoptimization", "rankings",
                "ppo-details", "dpo-details")
-# A rough time per job on one engine thread of a 2-core laptop, in seconds, for the plan's
-# estimate only: the default preset's single runs, about 1.5x their two-thread times.
-SECONDS = {"pipeline": 300, "route": 420, "rlaif": 120, "sycophancy": 180, "length-bias": 270,
-           "overoptimization": 200, "rankings": 190, "ppo-details": 480, "dpo-details": 210,
-           "critic-free": 300, "frontier": 1000, "seeds": 1}
+# A job's time on one engine thread of a 2-core laptop, in seconds (a worker's own clock, the
+# default preset): the plan's estimate, and the order of the ready jobs (longest first, so the
+# long ones do not end the run alone).
+SECONDS = {"pipeline": 580, "route": 160, "rlaif": 210, "sycophancy": 255, "length-bias": 430,
+           "overoptimization": 320, "rankings": 345, "ppo-details": 770, "dpo-details": 340,
+           "critic-free": 1090, "frontier": 1650, "seeds": 1}
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ def plan(preset: str = "default", seeds: int = 3, runs_dir: str = "runs") -> lis
     here = "minirlhf.course.build"
     jobs = [Job("pipeline", f"{here}:pipeline_run",
                 (("name", preset), ("preset", preset), ("runs_dir", runs))),
+            *[Job(f"pipeline:seed{k}", f"{here}:pipeline_run",
+                  (("name", f"{preset}-seed{k}"), ("preset", preset), ("runs_dir", runs),
+                   ("seed", k))) for k in range(1, seeds)],
             Job("route", f"{here}:scratchpad_route",
                 (("name", scratch), ("quick", quick), ("runs_dir", runs)))]
     for name in (*EXPERIMENTS, "critic-free"):
@@ -118,22 +123,26 @@ def fingerprints(jobs: list[Job], threads: int = THREADS) -> dict[str, str]:
     return out
 
 
+def seconds(job: Job) -> float:
+    """The job's rough one-thread time (``SECONDS``; a minute for a job it does not know)."""
+    kind = job.call.rsplit(":", 1)[1]
+    key = dict(job.kwargs)["name"] if kind == "experiment_run" else \
+        {"pipeline_run": "pipeline", "scratchpad_route": "route"}.get(kind, "seeds")
+    return SECONDS.get(key, 60)
+
+
 def estimate_minutes(jobs: list[Job], workers: int, quick: bool) -> float:
     """A rough wall-clock estimate: the jobs' one-thread times shared among the workers."""
-    def seconds(job: Job) -> float:
-        kind = job.call.rsplit(":", 1)[1]
-        key = dict(job.kwargs)["name"] if kind == "experiment_run" else \
-            {"pipeline_run": "pipeline", "scratchpad_route": "route"}.get(kind, "seeds")
-        return SECONDS.get(key, 60)
     return sum(seconds(j) for j in jobs) * (0.05 if quick else 1.0) / max(workers, 1) / 60
 
 
 # ------------------------------------------------------------------ the jobs' functions
-def pipeline_run(name: str, preset: str, runs_dir: str) -> None:
-    """The pipeline's run ``runs/<name>`` (it resumes stage by stage)."""
+def pipeline_run(name: str, preset: str, runs_dir: str, seed: int = 0) -> None:
+    """The pipeline's run ``runs/<name>`` with ``seed`` (it resumes stage by stage)."""
     from minirlhf.pipeline import PipelineConfig, run_pipeline
 
-    run_pipeline(PipelineConfig(name=name, preset=preset, runs_dir=runs_dir, progress=False))
+    run_pipeline(PipelineConfig(name=name, preset=preset, runs_dir=runs_dir, seed=seed,
+                                progress=False))
 
 
 def scratchpad_route(name: str, quick: bool, runs_dir: str) -> None:
@@ -298,7 +307,8 @@ def _run(pending: list[Job], done: set[str], result: CourseResult, prints: dict[
                 pending.remove(j)  # it reads what a failed job was to make
                 result.not_started[j.name] = "reads the output of a job that failed"
                 bar.update(1)
-            ready = [j for j in pending if all(n in done for n in j.needs)]
+            ready = sorted((j for j in pending if all(n in done for n in j.needs)),
+                           key=seconds, reverse=True)  # the longest first
             for j in ready[: max(0, workers - len(running))]:  # free workers only
                 pending.remove(j)
                 if attempts[j.name] and is_done(j, prints[j.name], runs_dir, base):
