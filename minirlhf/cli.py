@@ -303,6 +303,28 @@ def _add_pipeline_and_course(sub: Any) -> None:
                    help="log warnings only, no progress bars")
     p.set_defaults(func=cmd_course)
 
+    p = sub.add_parser("claims", help="every conclusion the course states, checked on each "
+                       "seed", description=cmd_claims.__doc__)
+    p.add_argument("--seeds", type=int, default=3, metavar="N",
+                   help="seeds 0 .. N-1 (default 3)")
+    p.add_argument("--threads", type=int, default=1, metavar="T",
+                   help="engine threads per run (default 1, what the course makes; another "
+                        "count rounds differently: another draw of training)")
+    p.add_argument("--only", default="", metavar="ID", help="one claim")
+    p.add_argument("--chapter", default="", metavar="N",
+                   help="one chapter's claims (05, 11, README)")
+    p.add_argument("--preset", default="default", choices=("default", "tiny"),
+                   help="default, or tiny (rules run, verdicts mean nothing)")
+    p.add_argument("--runs-dir", default="", metavar="DIR",
+                   help="where the runs are (default: runs, or runs/threadsT for T > 1)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="worker processes for what is missing (default: cores / threads)")
+    p.add_argument("--no-run", action="store_true",
+                   help="judge what exists; run nothing (missing seeds show as not run)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="log warnings only, no progress bars")
+    p.set_defaults(func=cmd_claims)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -440,6 +462,52 @@ def cmd_course(args: argparse.Namespace) -> int:
     for name, why in r.not_started.items():
         print(f"  not started: {name}: {why}")
     return 1 if r.failed or r.not_started else 0
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    """Every conclusion the chapters and the README state, judged on each seed's results with
+    its rule (minirlhf/course/claims.py): first the runs that are missing are made (the course's
+    jobs, resumable), then the table — each claim's figure per seed, how many seeds it holds
+    in, its verdict — is printed and written to claims.json and claims.md beside the runs.
+    Exit code 1 when a claim does not hold in every seed."""
+    import time
+    from pathlib import Path
+
+    from minirlhf.config import ConfigError
+    from minirlhf.course import claims as C
+    from minirlhf.machine import cores, environment
+
+    if not 1 <= args.seeds <= 10:
+        raise ConfigError(f"claims: --seeds must be in [1, 10], got {args.seeds}")
+    if not 1 <= args.threads <= cores():
+        raise ConfigError(f"claims: --threads must be in [1, {cores()}] (this machine's "
+                          f"cores), got {args.threads}")
+    chosen = C.select(args.only, args.chapter)
+    runs_dir = args.runs_dir or ("runs" if args.threads == 1 else f"runs/threads{args.threads}")
+    workers = args.workers or max(1, cores() // args.threads)
+    t0 = time.time()
+    if not args.no_run:
+        from minirlhf.course.build import build
+
+        _logging(args)
+        jobs = C.needed_jobs(chosen, args.preset, args.seeds, runs_dir)
+        r = build(jobs, base=args.preset, runs_dir=runs_dir, workers=workers,
+                  progress=not args.quiet, threads=args.threads,
+                  on_start=lambda to_run, done: print(
+                      f"claims: {len(chosen)} claims read {len(jobs)} runs in "
+                      f"{Path(runs_dir) / args.preset}: {len(done)} done, {len(to_run)} to run "
+                      f"on {workers} worker(s) of {args.threads} thread(s)"))
+        for name, message in r.failed.items():
+            print(f"  failed: {name}: {message}")
+    seeds = list(range(args.seeds))
+    verdicts = C.evaluate(chosen, runs_dir, args.preset, seeds, args.threads)
+    header = {"seeds": seeds, "threads": args.threads, "preset": args.preset,
+              "environment": environment(), "seconds": round(time.time() - t0, 1)}
+    json_path, md_path = C.write(verdicts, Path(runs_dir) / args.preset / "claims", header)
+    print(C.table(verdicts))
+    counts = ", ".join(f"{n} {k}" for k, n in C.counts(verdicts).items() if n)
+    print(f"claims: {counts}; {md_path}, {json_path}")
+    return 0 if all(v.verdict == "holds" for v in verdicts) else 1
 
 
 def _executor(spec: str, workers: int) -> tuple[Any, Any, int]:

@@ -59,3 +59,28 @@ def tiny_scratchpad_sft(tmp_path_factory):
                                batch_size=16, eval_samples_per_prompt=1, max_new_tokens=60,
                                out_dir=str(tmp_path_factory.mktemp("sp_sft")),
                                progress=False)).checkpoint
+
+
+@pytest.fixture(scope="session")
+def quick_experiment(tiny_run, tiny_scratchpad_sft):
+    """``quick_experiment(name)``: the experiment's quick run on the tiny pipeline run, made once
+    per session and laid out as the course lays it out (``runs/tiny/experiments/<name>/seed0/``;
+    critic-free from ``runs/scratchpad-tiny``, the frontier in its own folder), so the claims'
+    rules read the same files the experiments' tests check."""
+    import shutil
+
+    from minirlhf.experiments import ExperimentConfig, run_experiment
+
+    runs, _ = tiny_run
+    sft = runs / "scratchpad-tiny" / "sft"
+    sft.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tiny_scratchpad_sft, sft / "model.npz")
+    made = {}
+
+    def run(name):
+        if name not in made:
+            made[name] = run_experiment(ExperimentConfig(
+                name=name, base="scratchpad-tiny" if name == "critic-free" else "tiny",
+                runs_dir=str(runs), quick=True, subdir="" if name == "frontier" else "seed0"))
+        return made[name]
+    return run

@@ -1,7 +1,7 @@
 """The experiments: Gao et al.'s fits, the RLAIF labelers, and each experiment's quick run."""
 
 import json
-import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,14 +64,13 @@ def test_ai_label_uses_the_rule_where_it_decides_and_the_judge_elsewhere():
 
 
 @pytest.mark.parametrize("name", ["rlaif", "sycophancy", "length-bias", "overoptimization"])
-def test_each_experiment_runs_quick_and_writes_its_numbers(tiny_run, name):
+def test_each_experiment_runs_quick_and_writes_its_numbers(tiny_run, quick_experiment, name):
     runs, _ = tiny_run
-    r = run_experiment(ExperimentConfig(name=name, base="tiny", runs_dir=str(runs), quick=True))
-    saved = json.loads((runs / "tiny" / "experiments" / name / "results.json").read_text())
-    assert saved["quick"] is True and saved["seconds"] > 0
-    for plot in r.plots:
-        assert (runs / "tiny" / "experiments" / name).exists() and open(plot, "rb").read(4) \
-            == b"\x89PNG"
+    r = quick_experiment(name)
+    folder = runs / "tiny" / "experiments" / name / "seed0"
+    saved = json.loads((folder / "results.json").read_text())
+    assert saved["quick"] is True and saved["seconds"] > 0 and r.out_dir == str(folder)
+    assert r.plots and all(open(plot, "rb").read(4) == b"\x89PNG" for plot in r.plots)
     if name == "rlaif":
         assert set(saved["conditions"]) == {"human", "human+AI", "AI only",
                                             "human, steps matched"}
@@ -202,18 +201,14 @@ def test_an_experiment_without_its_pipeline_run_names_the_command(tmp_path):
         run_experiment(ExperimentConfig(name="nope", runs_dir=str(tmp_path)))
 
 
-def test_critic_free_runs_quick_from_a_scratchpad_run(tiny_scratchpad_sft, tmp_path):
+def test_critic_free_runs_quick_from_a_scratchpad_run(quick_experiment, tmp_path):
     """The critic-free experiment starts from a scratchpad run (runs/<base>/sft), not from the
     pipeline's, and names the route that makes one when it is missing."""
     with pytest.raises(FileNotFoundError, match="task=scratchpad corpus=scratchpad"):
         run_experiment(ExperimentConfig(name="critic-free", base="scratchpad",
                                         runs_dir=str(tmp_path), quick=True))
-    (tmp_path / "scratchpad" / "sft").mkdir(parents=True)
-    shutil.copy(tiny_scratchpad_sft, tmp_path / "scratchpad" / "sft" / "model.npz")
-    r = run_experiment(ExperimentConfig(name="critic-free", base="scratchpad",
-                                        runs_dir=str(tmp_path), quick=True))
-    saved = json.loads((tmp_path / "scratchpad" / "experiments" / "critic-free" /
-                        "results.json").read_text())
+    r = quick_experiment("critic-free")
+    saved = json.loads((Path(r.out_dir) / "results.json").read_text())
     assert set(saved["methods"]) == {"GRPO", "Dr. GRPO", "RLOO", "REINFORCE", "REINFORCE++",
                                      "ReMax", "PPO (critic)"}
     for runs in (*saved["methods"].values(), *saved["pitfalls"].values()):
@@ -224,12 +219,11 @@ def test_critic_free_runs_quick_from_a_scratchpad_run(tiny_scratchpad_sft, tmp_p
     assert open(r.plots[0], "rb").read(4) == b"\x89PNG"
 
 
-def test_the_frontier_puts_every_method_on_one_plot_and_resumes(tiny_run):
+def test_the_frontier_puts_every_method_on_one_plot_and_resumes(tiny_run, quick_experiment):
     from minirlhf.experiments.frontier import QUICK_POINTS
 
     runs, _ = tiny_run
-    r = run_experiment(ExperimentConfig(name="frontier", base="tiny", runs_dir=str(runs),
-                                        quick=True))
+    r = quick_experiment("frontier")
     labels = [p["label"] for p in r.numbers["points"]]
     assert labels == [p[0] for p in QUICK_POINTS]
     for p in r.numbers["points"]:
@@ -257,15 +251,13 @@ def test_the_frontier_puts_every_method_on_one_plot_and_resumes(tiny_run):
     assert {k: v for k, v in row.items() if k != "rejudged"} == old
 
 
-def test_ppo_details_pairs_every_run_with_the_baseline(tiny_run):
+def test_ppo_details_pairs_every_run_with_the_baseline(quick_experiment):
     """The quick run writes the sweep and the ablations; every run of a seed shares its first
     rollout (the same stream), so the differences are paired; each ablation's differences are
     its tail minus the baseline's."""
     from minirlhf.experiments.ppo_details import ABLATIONS, BETAS, TAIL_KEYS
 
-    runs, _ = tiny_run
-    r = run_experiment(ExperimentConfig(name="ppo-details", base="tiny", runs_dir=str(runs),
-                                        quick=True))
+    r = quick_experiment("ppo-details")
     n = r.numbers
     assert set(n["beta_sweep"]) == {f"beta={b:g}" for b in BETAS}
     assert set(n["ablations"]) == {"baseline", *ABLATIONS}
@@ -297,7 +289,7 @@ def test_tail_means_average_the_last_iterations_and_refuse_a_bad_tail():
             tail_means(metrics, bad)
 
 
-def test_dpo_details_rescales_beta_for_the_mean_and_pairs_every_run(tiny_run):
+def test_dpo_details_rescales_beta_for_the_mean_and_pairs_every_run(tiny_run, quick_experiment):
     """The quick run trains every DPO variant; the rescaled mean-log-prob run's beta is the
     main beta times the measured mean response length; differences are from the main run."""
     from minirlhf.experiments.dpo_details import COMPARED, MAIN, mean_response_tokens
@@ -305,8 +297,7 @@ def test_dpo_details_rescales_beta_for_the_mean_and_pairs_every_run(tiny_run):
     from minirlhf.world.preference_data import load_jsonl
 
     runs, _ = tiny_run
-    r = run_experiment(ExperimentConfig(name="dpo-details", base="tiny", runs_dir=str(runs),
-                                        quick=True))
+    r = quick_experiment("dpo-details")
     n = r.numbers
     assert len(n["runs"]) == 6 and MAIN in n["runs"]
     pairs = load_jsonl(str(runs / "tiny" / "preferences" / "preferences.jsonl"))[: n["pairs"]]

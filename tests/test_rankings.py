@@ -3,6 +3,7 @@ equal-effort experiment."""
 
 import itertools
 import json
+from pathlib import Path
 import re
 
 import numpy as np
@@ -168,13 +169,9 @@ def test_reward_stage_trains_on_rankings(tiny_pretrained, tmp_path):
         DPOConfig().check({"preferences": PreferenceConfig(ranking_size=4)})
 
 
-def test_rankings_experiment_runs_quick(tiny_run):
-    from minirlhf.experiments import ExperimentConfig, run_experiment
-
-    runs, _ = tiny_run
-    r = run_experiment(ExperimentConfig(name="rankings", base="tiny", runs_dir=str(runs),
-                                        quick=True))
-    saved = json.loads((runs / "tiny" / "experiments" / "rankings" / "results.json").read_text())
+def test_rankings_experiment_runs_quick(quick_experiment):
+    r = quick_experiment("rankings")
+    saved = json.loads((Path(r.out_dir) / "results.json").read_text())
     assert saved["pairs"] * 2 == saved["rankings"] * saved["ranking_size"]  # equal effort
     assert set(saved["arms"]) == {"pairs, Bradley-Terry", "rankings, Plackett-Luce",
                                   "rankings, all pairs"}

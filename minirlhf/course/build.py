@@ -43,7 +43,7 @@ from tqdm import tqdm
 from minirlhf.config import ConfigError
 from minirlhf.lm.checkpoint import atomic_write
 
-THREADS = 1  # every job runs on one engine thread and one BLAS thread
+THREADS = 1  # a job runs on one engine thread and one BLAS thread (``claims`` may ask more)
 THREAD_VARIABLES = ("MINIRLHF_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "OMP_NUM_THREADS")
 ATTEMPTS = 2  # a job whose worker dies is given one more
@@ -180,21 +180,21 @@ def experiment_seeds(name: str, base: str, quick: bool, runs_dir: str, seeds: in
 
 
 # --------------------------------------------------------------------------- a worker
-def one_thread() -> int:
-    """One engine thread and one BLAS thread in this process, and the variables that say so
-    (the pipeline's records read them). Returns the engine's thread count in effect."""
+def set_threads(threads: int = THREADS) -> int:
+    """``threads`` engine threads and BLAS threads in this process, and the variables that say
+    so (the pipeline's records read them). Returns the engine's thread count in effect."""
     from minirlhf.autograd.runtime import configure
 
-    os.environ.update({name: str(THREADS) for name in THREAD_VARIABLES})
-    return configure(THREADS)
+    os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
+    return configure(threads)
 
 
-def run_job(job: Job, record: str, fingerprint: str) -> float:
-    """Run one job in this process (a worker's) on one thread, then write its record (its
-    fingerprint and the thread count it ran on) to ``record``; returns its seconds."""
+def run_job(job: Job, record: str, fingerprint: str, threads: int = THREADS) -> float:
+    """Run one job in this process (a worker's) on ``threads`` threads, then write its record
+    (its fingerprint and the thread count it ran on) to ``record``; returns its seconds."""
     module, _, function = job.call.partition(":")
     call = getattr(importlib.import_module(module), function)
-    threads = one_thread()
+    threads = set_threads(threads)
     t0 = time.time()
     call(**dict(job.kwargs))
     seconds = round(time.time() - t0, 1)
@@ -231,8 +231,8 @@ def is_done(job: Job, fingerprint: str, runs_dir: str, base: str) -> bool:
 
 
 @contextmanager
-def _own_pool(workers: int) -> Iterator[Callable[[], ProcessPoolExecutor]]:
-    """Worker processes of one thread: the thread variables are set while they start (their
+def _own_pool(workers: int, threads: int) -> Iterator[Callable[[], ProcessPoolExecutor]]:
+    """Worker processes of ``threads`` threads: the thread variables are set while they start (their
     BLAS reads them as NumPy loads), and restored in this process afterwards. Yields a
     function that gives the current pool, a new one after the last one broke."""
     saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
@@ -242,7 +242,7 @@ def _own_pool(workers: int) -> Iterator[Callable[[], ProcessPoolExecutor]]:
         if new or not pools:
             if pools:
                 pools[-1].shutdown(wait=False, cancel_futures=True)
-            os.environ.update({name: str(THREADS) for name in THREAD_VARIABLES})
+            os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
             pools.append(ProcessPoolExecutor(max_workers=workers, initializer=_watch_parent,
                                              initargs=(os.getpid(),),
                                              mp_context=get_context("spawn")))
@@ -259,13 +259,15 @@ def _own_pool(workers: int) -> Iterator[Callable[[], ProcessPoolExecutor]]:
 
 def build(jobs: list[Job], base: str, runs_dir: str = "runs", workers: int = 2,
           executor: Executor | None = None, progress: bool = True,
-          on_start: Callable[[list[Job], list[Job]], None] | None = None) -> CourseResult:
+          on_start: Callable[[list[Job], list[Job]], None] | None = None,
+          threads: int = THREADS) -> CourseResult:
     """Run every job not yet done, each as soon as the jobs it needs are done, ``workers`` at
-    a time in processes of one thread each (or on ``executor``, e.g. a Dask cluster's).
-    ``on_start(to_run, done)`` is called before any work (the command prints the plan)."""
+    a time in processes of ``threads`` threads each (or on ``executor``, e.g. a Dask
+    cluster's). ``on_start(to_run, done)`` is called before any work (the command prints the
+    plan)."""
     if not 1 <= workers <= 64:
         raise ConfigError(f"course: --workers must be in [1, 64], got {workers}")
-    prints = fingerprints(jobs)
+    prints = fingerprints(jobs, threads)
     result = CourseResult()
     done = {j.name for j in jobs if is_done(j, prints[j.name], runs_dir, base)}
     result.reused = [j.name for j in jobs if j.name in done]
@@ -274,27 +276,27 @@ def build(jobs: list[Job], base: str, runs_dir: str = "runs", workers: int = 2,
         on_start(pending, [j for j in jobs if j.name in done])
     if not pending:
         return result
-    with _own_pool(workers) as own:
-        _run(pending, done, result, prints, runs_dir, base, workers,
-             executor if executor is not None else None, own, progress)
+    with _own_pool(workers, threads) as own:
+        _run(pending, done, result, prints, runs_dir, base, workers, executor, own, progress,
+             threads)
     return result
 
 
 def _submit(executor: Executor | None, own: Callable[..., ProcessPoolExecutor], job: Job,
-            record: str, fingerprint: str) -> Future:
+            record: str, fingerprint: str, threads: int) -> Future:
     """``run_job`` on the executor given, or on our pool (a new one if the pool broke since
     the last wait)."""
     if executor is not None:
-        return executor.submit(run_job, job, record, fingerprint)
+        return executor.submit(run_job, job, record, fingerprint, threads)
     try:
-        return own().submit(run_job, job, record, fingerprint)
+        return own().submit(run_job, job, record, fingerprint, threads)
     except BrokenProcessPool:
-        return own(new=True).submit(run_job, job, record, fingerprint)
+        return own(new=True).submit(run_job, job, record, fingerprint, threads)
 
 
 def _run(pending: list[Job], done: set[str], result: CourseResult, prints: dict[str, str],
          runs_dir: str, base: str, workers: int, executor: Executor | None,
-         own: Callable[..., ProcessPoolExecutor], progress: bool) -> None:
+         own: Callable[..., ProcessPoolExecutor], progress: bool, threads: int) -> None:
     """The loop: start what is ready (at most ``workers`` at once), wait for one to end,
     record it; a broken pool puts its running jobs back in the queue on a new pool."""
     attempts = {j.name: 0 for j in pending}
@@ -318,7 +320,7 @@ def _run(pending: list[Job], done: set[str], result: CourseResult, prints: dict[
                     continue
                 attempts[j.name] += 1
                 running[_submit(executor, own, j, str(record_path(runs_dir, base, j)),
-                                prints[j.name])] = j
+                                prints[j.name], threads)] = j
             if not running:
                 for j in pending:
                     result.not_started[j.name] = "needs a job that is not in the plan"

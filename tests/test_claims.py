@@ -1,0 +1,113 @@
+"""The claims registry: every conclusion names where it is stated, and that place exists; every
+rule parses and runs on the tiny preset's results (no verdict asserted there: the tiny models
+are too small for the course's conclusions); the table and the files; the command."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from minirlhf.config import ConfigError
+from minirlhf.course import claims as C
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = sorted({c.reads.split(" ", 1)[1] for c in C.CLAIMS
+                      if c.reads.startswith("experiment ")} | {"frontier"})
+
+
+def _text_of(where: str) -> str:
+    """A notebook's markdown cells, or a file's text."""
+    path = ROOT / where
+    if path.suffix == ".ipynb":
+        cells = json.loads(path.read_text())["cells"]
+        return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    return path.read_text()
+
+
+def test_the_registry_holds_the_course_s_conclusions_each_where_it_is_stated():
+    assert len(C.CLAIMS) >= 40 and len({c.id for c in C.CLAIMS}) == len(C.CLAIMS)
+    for c in C.CLAIMS:
+        assert (ROOT / c.where).is_file(), c.where
+        assert c.section in _text_of(c.where), f"{c.id}: {c.section!r} not in {c.where}"
+        assert c.statement and c.figure and c.reads.split(" ")[0] in (
+            "pipeline", "stage", "experiment", "frontier"), c.id
+        op, threshold = c.rule.split()
+        assert op in C.OPS and float(threshold) == float(threshold)
+
+
+def test_a_rule_decides_each_seed_on_its_own():
+    c = next(c for c in C.CLAIMS if c.id == "ppo-beta0-hacks")  # figure < 0
+    v = C.Verdict(c, {0: -1.0, 1: -2.0, 2: 0.5}, {})
+    assert v.held == [0, 1] and v.verdict == "holds in some seeds"
+    assert C.Verdict(c, {0: -1.0, 1: -2.0}, {}).verdict == "holds"
+    assert C.Verdict(c, {0: 1.0}, {}).verdict == "does not hold"
+    assert C.Verdict(c, {0: -1.0, 1: None}, {}).verdict == "not run"
+    assert not c.holds(float("nan"))  # a NaN figure holds nothing
+
+
+def test_a_path_finds_keys_that_hold_dots_and_list_items():
+    r = {"ppo": {"beta 0.0": {"x": [1.0, 2.0]}}, "runs": {"mean, beta=0.5*L=15.5": {"g": 3}}}
+    assert C.get(r, "ppo.beta 0.0.x.1") == 2.0
+    assert C.get(r, C.keyed("runs", "L=") + ".g") == 3
+    with pytest.raises(KeyError):
+        C.get(r, "ppo.beta 0.5.x")
+
+
+def test_select_names_the_chapters_when_nothing_matches():
+    assert {c.chapter for c in C.select(chapter="5")} == {"05"}
+    assert [c.id for c in C.select(only="ppo-raises-gold")] == ["ppo-raises-gold"]
+    with pytest.raises(ConfigError, match="claims: no claim has the chapter '99'; chapters: "):
+        C.select(chapter="99")
+
+
+def test_every_rule_runs_on_the_tiny_preset_s_results(tiny_run, quick_experiment, tmp_path):
+    """Every claim reads its figure from the tiny run's files, laid out as the course lays
+    them out, seed 0. The only figure allowed to be missing: a frontier point that the quick
+    frontier does not train (it trains 7 of the 24)."""
+    from minirlhf.experiments.frontier import QUICK_POINTS
+
+    runs, _ = tiny_run
+    for name in EXPERIMENTS:
+        quick_experiment(name)
+    verdicts = C.evaluate(C.CLAIMS, runs, "tiny", [0], threads=None)
+    quick = {p[0] for p in QUICK_POINTS}
+    for v in verdicts:
+        assert v.figures[0] is not None or v.errors, f"{v.claim.id}: its results are missing"
+        for message in v.errors.values():
+            assert "the frontier has no point" in message and not any(
+                f"'{label}'" in message for label in quick), f"{v.claim.id}: {message}"
+    ran = sum(v.figures[0] is not None for v in verdicts)
+    assert ran >= len(C.CLAIMS) - 8
+    json_path, md_path = C.write(verdicts, tmp_path, {"seeds": [0], "threads": 1})
+    data = json.loads(json_path.read_text())
+    assert len(data["claims"]) == len(C.CLAIMS) and sum(data["counts"].values()) == len(
+        C.CLAIMS)
+    text = md_path.read_text()
+    assert text.startswith("# Claims") and all(f"`{c.id}`" in text for c in C.CLAIMS)
+
+
+def test_results_of_another_thread_count_or_seed_are_missing(tmp_path):
+    c = next(c for c in C.CLAIMS if c.reads == "pipeline")
+    path = C.results_path(c, tmp_path, "tiny", 1)
+    assert path == tmp_path / "tiny-seed1" / "summary.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"seed": 1, "environment": {"blas_threads": 2}}))
+    assert C.load(c, tmp_path, "tiny", 1, threads=2) is not None
+    assert C.load(c, tmp_path, "tiny", 1, threads=1) is None
+    path.write_text(json.dumps({"seed": 0, "environment": {"blas_threads": 2}}))
+    assert C.load(c, tmp_path, "tiny", 1, threads=2) is None
+    path.write_text('{"seed": 1, "environ')  # cut short
+    assert C.load(c, tmp_path, "tiny", 1, threads=None) is None
+
+
+def test_the_command_judges_what_exists_and_refuses_bad_settings(tmp_path, capsys):
+    from minirlhf.cli import main
+
+    assert main(["claims", "--seeds", "0", "--no-run", "--runs-dir", str(tmp_path)]) == 2
+    assert "claims: --seeds must be in [1, 10], got 0" in capsys.readouterr().err
+    assert main(["claims", "--chapter", "99", "--no-run", "--runs-dir", str(tmp_path)]) == 2
+    assert main(["claims", "--chapter", "05", "--no-run", "--runs-dir", str(tmp_path),
+                 "--preset", "tiny"]) == 1  # nothing made: every claim "not run"
+    out = capsys.readouterr().out
+    assert "| `ppo-raises-gold` |" in out and "not run" in out
+    assert (tmp_path / "tiny" / "claims" / "claims.md").exists()
