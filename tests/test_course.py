@@ -21,15 +21,20 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_plan_holds_every_run_the_chapters_read_after_what_it_reads():
     jobs = plan("default", seeds=3)
     names = [j.name for j in jobs]
-    assert names[:4] == ["pipeline", "pipeline:seed1", "pipeline:seed2", "route"]
-    assert names[-1] == "frontier"
-    for e in (*EXPERIMENTS, "critic-free"):
+    for base in ("pipeline", "route", "frontier"):  # seed 0 keeps the plain name
+        assert [n for n in names if n.split(":")[0] == base] == [
+            base, f"{base}:seed1", f"{base}:seed2"]
+    for e in EXPERIMENTS:
         assert [n for n in names if n.startswith(f"{e}:")] == [
             f"{e}:seed0", f"{e}:seed1", f"{e}:seed2", f"{e}:seeds"]
     for k, job in enumerate(jobs):  # every job after the jobs it needs
         assert all(names.index(n) < k for n in job.needs), job
-    assert {j.needs for j in jobs if j.name.startswith("critic-free:seed") and not
-            j.name.endswith("seeds")} == {("route",)}
+    by_name = {j.name: j for j in jobs}
+    for k, route in enumerate(("route", "route:seed1", "route:seed2")):  # its own route
+        job = by_name[f"critic-free:seed{k}"]
+        assert job.needs == (route,) and dict(job.kwargs)["base"] == dict(
+            by_name[route].kwargs)["name"] == ("scratchpad" if k == 0 else f"scratchpad-seed{k}")
+    assert dict(by_name["pipeline:seed2"].kwargs)["name"] == "default-seed2"
     assert len(set(fingerprints(jobs).values())) == len(jobs)
 
 
@@ -52,7 +57,7 @@ def test_plan_mode_prints_the_jobs_and_runs_nothing(tmp_path):
                            "--seeds", "2", "--plan", "--runs-dir", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "28 jobs for --seeds 2" in proc.stdout and "0 done, 28 to run" in proc.stdout
+    assert "29 jobs for --seeds 2" in proc.stdout and "0 done, 29 to run" in proc.stdout
     assert "  rlaif:seeds" in proc.stdout and "after rlaif:seed0, rlaif:seed1" in proc.stdout
     assert not any(tmp_path.iterdir())
 

@@ -334,3 +334,21 @@ def test_online_dpo_is_matched_on_the_offline_sweep():
     assert m["gold_difference"] == pytest.approx(0.75)
     m = online_at_matched_kl({**sweep, ONLINE: rep(1.0, 2.5)})  # below the sweep: no guess
     assert not m["in_range"] and "gold_difference" not in m
+
+
+def test_a_saved_result_is_reused_on_its_own_thread_count_or_any_when_asked(tiny_run):
+    """A results.json made on another thread count trains another model: the course does not
+    reuse it (``reuse``), a chapter reading the course's runs does (``any_threads``)."""
+    runs, _ = tiny_run
+    folder = runs / "tiny" / "experiments" / "rankings" / "seed7"
+    folder.mkdir(parents=True)
+    saved = {"quick": True, "seed": 7, "threads": 99, "marker": "made elsewhere"}
+    (folder / "results.json").write_text(json.dumps(saved))
+    config = ExperimentConfig(name="rankings", base="tiny", runs_dir=str(runs), quick=True,
+                              seed=7, subdir="seed7", reuse=True, any_threads=True)
+    r = run_experiment(config)
+    assert r.numbers == saved and r.seconds == 0.0
+    (folder / "results.json").write_text(json.dumps({**saved, "seed": 8}))  # another seed's
+    from dataclasses import replace
+
+    assert run_experiment(replace(config, subdir="seed7")).numbers["seed"] == 7  # run again

@@ -1,10 +1,12 @@
 """Everything the chapters read, built in worker processes: ``python -m minirlhf course``.
 
-The course is a list of jobs, each a plain function call with picklable arguments: the
-pipeline's run (``runs/<preset>``, seed 0; the other seeds in ``runs/<preset>-seed<k>``, which
-the claims read), the scratchpad world's route (its pretraining and SFT), every experiment once
-per seed (``experiments/<name>/seed<k>/``, as ``experiment NAME --seeds N`` lays them out) and
-their summaries over seeds, and the frontier. A job starts when the jobs it reads are done.
+The course is a list of jobs, each a plain function call with picklable arguments, for seeds
+0 .. N-1 (a seed's run folder is ``<base>`` for seed 0, ``<base>-seed<k>`` else): the pipeline's
+run of each seed, the scratchpad world's route (its pretraining and SFT) of each seed, every
+experiment once per seed on the pipeline's seed-0 run (``experiments/<name>/seed<k>/``, as
+``experiment NAME --seeds N`` lays them out) with its summary over seeds, critic-free's seed k on
+route k, and the frontier of each seed. A job starts when the jobs it reads are done. The
+claims (``minirlhf.course.claims``) read these runs.
 
 Jobs run in ``workers`` processes of one engine thread and one BLAS thread each (two such
 processes use both cores fully, where Python threads inside one process do not), through the
@@ -89,26 +91,39 @@ def plan(preset: str = "default", seeds: int = 3, runs_dir: str = "runs") -> lis
     quick, runs = preset == "tiny", str(Path(runs_dir).absolute())
     scratch = "scratchpad-tiny" if quick else "scratchpad"
     here = "minirlhf.course.build"
-    jobs = [Job("pipeline", f"{here}:pipeline_run",
-                (("name", preset), ("preset", preset), ("runs_dir", runs))),
-            *[Job(f"pipeline:seed{k}", f"{here}:pipeline_run",
-                  (("name", f"{preset}-seed{k}"), ("preset", preset), ("runs_dir", runs),
-                   ("seed", k))) for k in range(1, seeds)],
-            Job("route", f"{here}:scratchpad_route",
-                (("name", scratch), ("quick", quick), ("runs_dir", runs)))]
-    for name in (*EXPERIMENTS, "critic-free"):
-        base, first = (scratch, "route") if name == "critic-free" else (preset, "pipeline")
-        args = (("name", name), ("base", base), ("quick", quick), ("runs_dir", runs))
+
+    def seeded(job: str, k: int) -> str:  # seed 0 keeps the plain name
+        return job if k == 0 else f"{job}:seed{k}"
+
+    jobs = [Job(seeded("pipeline", k), f"{here}:pipeline_run",
+                (("name", run_name(preset, k)), ("preset", preset), ("runs_dir", runs),
+                 *((("seed", k),) if k else ()))) for k in range(seeds)]
+    jobs += [Job(seeded("route", k), f"{here}:scratchpad_route",
+                 (("name", run_name(scratch, k)), ("quick", quick), ("runs_dir", runs),
+                  *((("seed", k),) if k else ()))) for k in range(seeds)]
+    for name in EXPERIMENTS:  # on the pipeline's seed-0 run, over the experiment's seeds
+        args = (("name", name), ("base", preset), ("quick", quick), ("runs_dir", runs))
         per_seed = [Job(f"{name}:seed{k}", f"{here}:experiment_run", (*args, ("seed", k)),
-                        (first,)) for k in range(seeds)]
+                        ("pipeline",)) for k in range(seeds)]
         jobs += per_seed
         if seeds > 1:
             jobs.append(Job(f"{name}:seeds", f"{here}:experiment_seeds", (*args, ("seeds", seeds)),
                             tuple(j.name for j in per_seed)))
-    jobs.append(Job("frontier", f"{here}:experiment_run",
-                    (("name", "frontier"), ("base", preset), ("quick", quick),
-                     ("runs_dir", runs), ("seed", 0)), ("pipeline",)))
+    # critic-free: seed k on the scratchpad route of seed k (the route is part of the draw)
+    jobs += [Job(f"critic-free:seed{k}", f"{here}:experiment_run",
+                 (("name", "critic-free"), ("base", run_name(scratch, k)), ("quick", quick),
+                  ("runs_dir", runs), ("seed", k)), (seeded("route", k),))
+             for k in range(seeds)]
+    # the frontier: seed k on the pipeline's seed-0 run, in its folder (seed 0) or seed<k>/
+    jobs += [Job(seeded("frontier", k), f"{here}:experiment_run",
+                 (("name", "frontier"), ("base", preset), ("quick", quick), ("runs_dir", runs),
+                  ("seed", k)), ("pipeline",)) for k in range(seeds)]
     return jobs
+
+
+def run_name(base: str, seed: int) -> str:
+    """The folder of a base run's seed: ``base`` for seed 0, ``base-seed<k>`` else."""
+    return base if seed == 0 else f"{base}-seed{seed}"
 
 
 def fingerprints(jobs: list[Job], threads: int = THREADS) -> dict[str, str]:
@@ -145,19 +160,20 @@ def pipeline_run(name: str, preset: str, runs_dir: str, seed: int = 0) -> None:
                                 progress=False))
 
 
-def scratchpad_route(name: str, quick: bool, runs_dir: str) -> None:
-    """The scratchpad world's base run: pretraining on worked sums, then SFT on right ones
-    (``stages.grpo.SCRATCHPAD_ROUTE``'s two commands; small budgets when ``quick``)."""
+def scratchpad_route(name: str, quick: bool, runs_dir: str, seed: int = 0) -> None:
+    """The scratchpad world's base run ``runs/<name>`` with ``seed``: pretraining on worked
+    sums, then SFT on right ones (``stages.grpo.SCRATCHPAD_ROUTE``'s two commands; small
+    budgets when ``quick``)."""
     from minirlhf.stages.pretrain import PretrainConfig, train_pretrain
     from minirlhf.stages.sft import SFTConfig, train_sft
 
     root = Path(runs_dir) / name
-    train_pretrain(PretrainConfig(task="scratchpad", corpus="scratchpad",
+    train_pretrain(PretrainConfig(task="scratchpad", corpus="scratchpad", seed=seed,
                                   out_dir=str(root / "pretrain"), progress=False,
                                   **(dict(preset="tiny", steps=200) if quick else {})))
     small = dict(steps=60, n_demos=1000, eval_samples_per_prompt=1, max_new_tokens=60)
     train_sft(SFTConfig(task="scratchpad", init=str(root / "pretrain" / "model.npz"),
-                        out_dir=str(root / "sft"), progress=False,
+                        out_dir=str(root / "sft"), progress=False, seed=seed,
                         **(small if quick else dict(steps=600, n_demos=8000))))
 
 
@@ -167,8 +183,14 @@ def experiment_run(name: str, base: str, quick: bool, runs_dir: str, seed: int) 
     from minirlhf.experiments import ExperimentConfig, run_experiment
 
     run_experiment(ExperimentConfig(name, base=base, runs_dir=runs_dir, quick=quick, seed=seed,
-                                    subdir="" if name == "frontier" else f"seed{seed}",
-                                    reuse=True))
+                                    subdir=subdir(name, seed), reuse=True))
+
+
+def subdir(name: str, seed: int) -> str:
+    """An experiment's seed's folder inside its own: ``seed<k>``, as ``--seeds`` lays them out;
+    the frontier's and critic-free's seed 0 is their folder itself, where their command (one
+    seed by default) writes and chapters 9 and 11 read."""
+    return "" if name in ("frontier", "critic-free") and seed == 0 else f"seed{seed}"
 
 
 def experiment_seeds(name: str, base: str, quick: bool, runs_dir: str, seeds: int) -> None:

@@ -15,12 +15,12 @@ threshold``, decided on each seed's results on its own. Its verdict over the see
 - does not hold: in none;
 - not run: a seed's results are missing (``claims`` runs them through the course's jobs).
 
-Where results live (as ``course`` lays them out): the pipeline's seed 0 in
-``runs/<preset>/summary.json``, seed k in ``runs/<preset>-seed<k>/summary.json``; an experiment's
-seed k in ``runs/<base>/experiments/<name>/seed<k>/results.json`` (base: the preset, or the
-scratchpad world's run for critic-free); the frontier, seed 0 only, in
-``runs/<preset>/experiments/frontier/results.json``. Every result records the thread count it
-was made with; results of another count are treated as missing.
+Where results live (as ``course`` lays them out; a seed's run folder is ``<base>`` for seed 0,
+``<base>-seed<k>`` else): the pipeline's seed k in ``runs/<preset>[-seed<k>]/summary.json`` and
+its stages' records beside it; an experiment's seed k in
+``runs/<preset>/experiments/<name>/seed<k>/results.json``, critic-free's on the scratchpad route
+of the same seed, the frontier's seed 0 in its own folder. Every result records the thread count
+it was made with; results of another count are treated as missing.
 """
 
 from __future__ import annotations
@@ -580,19 +580,18 @@ claim("frontier-ppo-fit-no-peak", N11, "## 8. What we measured",
 
 # ----------------------------------------------------------------------------- the results
 def results_path(claim: Claim, runs_dir: str | Path, preset: str, seed: int) -> Path:
-    """Where the results a claim reads for ``seed`` live (see the module's docstring)."""
+    """Where the results a claim reads for ``seed`` live, as the course lays them out."""
+    from minirlhf.course.build import run_name, subdir
+
     runs = Path(runs_dir)
-    run = runs / (preset if seed == 0 else f"{preset}-seed{seed}")
     if claim.reads == P:
-        return run / "summary.json"
+        return runs / run_name(preset, seed) / "summary.json"
     if claim.reads.startswith("stage "):
-        return run / "pipeline" / f"{claim.reads.split(' ', 1)[1]}.json"
-    if claim.reads == "frontier":
-        return runs / preset / "experiments" / "frontier" / "results.json"
-    name = claim.reads.split(" ", 1)[1]
-    base = (("scratchpad-tiny" if preset == "tiny" else "scratchpad") if name == "critic-free"
-            else preset)
-    return runs / base / "experiments" / name / f"seed{seed}" / "results.json"
+        return runs / run_name(preset, seed) / "pipeline" / f"{claim.reads.split(' ', 1)[1]}.json"
+    name = "frontier" if claim.reads == "frontier" else claim.reads.split(" ", 1)[1]
+    base = (run_name("scratchpad-tiny" if preset == "tiny" else "scratchpad", seed)
+            if name == "critic-free" else preset)
+    return runs / base / "experiments" / name / subdir(name, seed) / "results.json"
 
 
 def _threads(results: dict) -> int | None:

@@ -108,8 +108,8 @@ def run_experiment(config: ExperimentConfig) -> ExperimentResult:
             numbers = json.loads(saved.read_text())
         except ValueError:  # cut short (written before writes were atomic): run it again
             numbers = {}
-        if (numbers.get("quick"), numbers.get("seed"), numbers.get("threads")) == \
-                (config.quick, config.seed, threads):
+        if (numbers.get("quick"), numbers.get("seed")) == (config.quick, config.seed) and (
+                config.any_threads or numbers.get("threads") == threads):
             plots = sorted(str(p) for p in ctx.out.glob("*.png"))
             return ExperimentResult(config.name, numbers, plots, str(ctx.out), 0.0)
     numbers, plots = module.run(ctx)

@@ -34,7 +34,9 @@ class ExperimentConfig:
     quick: bool = False  # small budgets, for tests (use with base="tiny")
     seed: int = 0  # seeds every stage the experiment runs
     progress: bool = False  # tqdm bars of the stages
-    reuse: bool = False  # return the saved results.json instead when it matches quick and seed
+    reuse: bool = False  # return the saved results.json instead when it matches quick and seed,
+    # and the thread count of this process (another count trains another model) unless
+    any_threads: bool = False  # a chapter reading the course's runs: any count is a fair draw
     subdir: str = ""  # a sub-folder of the experiment's folder (one seed of --seeds)
 
 
