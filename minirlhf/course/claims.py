@@ -743,3 +743,33 @@ def needed_jobs(claims: list[Claim], preset: str, seeds: int, runs_dir: str) -> 
 
 def seconds_since(t0: float) -> float:
     return round(time.time() - t0, 1)
+
+
+def measured(chapter: str, runs_dir: str | Path = "runs", preset: str = "default") -> str:
+    """A chapter's "Measured" table: its claims as the last ``claims`` run judged them, from
+    ``runs_dir/<preset>/claims/claims.json`` when the reader has made one, else the table
+    committed with the course (docs/claims.json). Returns the text (a chapter prints it)."""
+    chapter = chapter if chapter == "README" else chapter.zfill(2)
+    local = Path(runs_dir) / preset / "claims" / "claims.json"
+    committed = Path(__file__).resolve().parents[2] / "docs" / "claims.json"
+    for path, whose in ((local, "your runs"), (committed, "the course's runs")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        rows = [c for c in data["claims"] if Claim(c["id"], c["where"], "", "", "", "",
+                                                   float, "> 0").chapter == chapter]
+        if rows:
+            break
+    else:
+        return ("No claims table yet: `python -m minirlhf claims` judges every conclusion on "
+                "seeds 0-2 and writes it.")
+    seeds = data["seeds"]
+    lines = [f"Judged on {whose} ({path}): seeds {', '.join(map(str, seeds))}, "
+             f"{data['threads']} engine thread(s) each; a figure is one seed's.", ""]
+    for c in rows:
+        figures = ", ".join("—" if c["figures"].get(str(s)) is None
+                            else f"{c['figures'][str(s)]:.3g}" for s in seeds)
+        lines.append(f"- {c['statement']}: {c['verdict']} ({len(c['held_in'])} of "
+                     f"{len(seeds)}; {c['figure']} {c['rule']}: {figures})")
+    return "\n".join(lines)
