@@ -502,7 +502,9 @@ def cmd_claims(args: argparse.Namespace) -> int:
     seeds = list(range(args.seeds))
     verdicts = C.evaluate(chosen, runs_dir, args.preset, seeds, args.threads)
     header = {"seeds": seeds, "threads": args.threads, "preset": args.preset,
-              "environment": environment(), "seconds": round(time.time() - t0, 1)}
+              "environment": environment(), "seconds": round(time.time() - t0, 1),
+              "date": time.strftime("%Y-%m-%d"),
+              "job_seconds": round(C.job_seconds(runs_dir, args.preset), 1)}
     json_path, md_path = C.write(verdicts, Path(runs_dir) / args.preset / "claims", header)
     print(C.table(verdicts))
     counts = ", ".join(f"{n} {k}" for k, n in C.counts(verdicts).items() if n)

@@ -3,6 +3,7 @@ rule parses and runs on the tiny preset's results (no verdict asserted there: th
 are too small for the course's conclusions); the table and the files; the command."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,44 @@ def test_the_command_judges_what_exists_and_refuses_bad_settings(tmp_path, capsy
     out = capsys.readouterr().out
     assert "| `ppo-raises-gold` |" in out and "not run" in out
     assert (tmp_path / "tiny" / "claims" / "claims.md").exists()
+
+
+# A numeric interval ("[0.42, 0.49]", "[−1.2%, +3%]") or a figure ± a figure ("4.31 ± 0.48";
+# "mean ± half-width" in words is not one). How the test decides:
+# markdown states conclusions and settings; this run's figures live in code-cell output and the
+# across-seed ones in the Measured table a code cell prints from the claims run, so any
+# interval or ± written into markdown is one run's figure typed by hand, and fails.
+INTERVAL = re.compile(r"\d%?\s*±\s*\d|\[\s*[−+-]?\d[\d.,]*%?\s*,\s*[−+-]?\d[\d.,]*%?\s*\]")
+PROSE = [*sorted((ROOT / "notebooks").glob("*.ipynb")), ROOT / "README.md",
+         *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "claims.md")]
+
+
+def _markdown(path: Path) -> list[tuple[str, str]]:
+    """(where, text) for each markdown cell of a notebook, or the whole file."""
+    if path.suffix != ".ipynb":
+        return [(path.name, path.read_text())]
+    cells = json.loads(path.read_text())["cells"]
+    return [(f"{path.name} [{i}]", "".join(c["source"])) for i, c in enumerate(cells)
+            if c["cell_type"] == "markdown"]
+
+
+@pytest.mark.parametrize("path", PROSE, ids=lambda p: p.name)
+def test_no_interval_or_plus_minus_figure_is_typed_into_prose(path):
+    found = [f"{where}: ...{text[max(0, m.start() - 40): m.end() + 10]!r}..."
+             for where, text in _markdown(path) for m in INTERVAL.finditer(text)]
+    assert not found, "\n".join(found[:10])
+
+
+def test_every_takeaway_names_a_claim_that_holds_in_every_seed():
+    """Each chapter's takeaways end with (claim: <id>): an id of the registry whose verdict in
+    the committed claims table (docs/claims.json) is "holds"."""
+    table = json.loads((ROOT / "docs" / "claims.json").read_text())
+    verdict = {c["id"]: c["verdict"] for c in table["claims"]}
+    cited = []
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for where, text in _markdown(path):
+            if text.lstrip().startswith("## Takeaways"):
+                cited += [(where, m) for m in re.findall(r"\(claim: ([\w-]+)\)", text)]
+    assert len(cited) >= 20
+    for where, claim_id in cited:
+        assert verdict.get(claim_id) == "holds", f"{where}: {claim_id}: {verdict.get(claim_id)}"

@@ -155,7 +155,7 @@ claim("sft-valid", N3, "## 4. Supervised fine-tuning",
       "After SFT nearly every response is valid and finished", P,
       "SFT's valid rate", at("policies.sft.valid_rate"), "> 0.9")
 claim("sft-raises-gold", N3, "## 4. Supervised fine-tuning",
-      "SFT raises gold (mostly by removing invalid responses)", "stage sft",
+      "SFT raises the gold reward of the policy's samples", "stage sft",
       "gold after − before SFT", diff("numbers.gold_after", "numbers.gold_before"), "> 0")
 claim("raters-at-ceiling", N3, "## 5. A preference dataset, and its ceiling measured",
       "The raters' agreement with gold matches the ceiling the rater model predicts",
@@ -710,12 +710,30 @@ def write(verdicts: list[Verdict], out_dir: str | Path, header: dict[str, Any]) 
     text = (json.dumps(data, indent=1) + "\n").encode()
     atomic_write(out / "claims.json", lambda f: f.write(text))
     summary = ", ".join(f"{n} {k}" for k, n in counts(verdicts).items() if n)
+    env = header.get("environment", {})
+    made = (f" on {env.get('cpu', 'a machine')} ({env.get('numpy', '')} NumPy, "
+            f"{env.get('blas', '')}), {header.get('date', '')}, in "
+            f"{header.get('seconds', 0) / 60:.0f} min; the runs it read took "
+            f"{header.get('job_seconds', 0) / 60:.0f} min of job time (the course's records)"
+            ) if env else ""
     md = (f"# Claims\n\nEvery conclusion the course states, checked on each seed "
           f"({', '.join(map(str, header['seeds']))}) with {header['threads']} engine "
           f"thread(s): {summary}. A figure is one seed's; the rule decides each seed on its "
-          f"own. Made by `python -m minirlhf claims`.\n\n" + table(verdicts)).encode()
+          f"own. Made by `python -m minirlhf claims --seeds {len(header['seeds'])} --threads "
+          f"{header['threads']}`{made}.\n\n" + table(verdicts)).encode()
     atomic_write(out / "claims.md", lambda f: f.write(md))
     return out / "claims.json", out / "claims.md"
+
+
+def job_seconds(runs_dir: str | Path, preset: str) -> float:
+    """The seconds the course's finished jobs took, by their own clocks (their records)."""
+    total = 0.0
+    for path in (Path(runs_dir) / preset / "course").glob("*.json"):
+        try:
+            total += float(json.loads(path.read_text()).get("seconds", 0.0))
+        except (OSError, ValueError):
+            pass
+    return total
 
 
 def needed_jobs(claims: list[Claim], preset: str, seeds: int, runs_dir: str) -> list:
