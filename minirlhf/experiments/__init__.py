@@ -5,8 +5,9 @@ Experiments, as minGPT keeps its projects: separate programs over the library, o
 
 - ``rlaif``: a small human budget, the same budget plus AI labels, AI labels alone (see
   ``minirlhf.world.ai_labelers``); each labeler's agreement with gold; the reward model and
-  the DPO policy of each; the policy exploiting the constitution's blind spot (negation in
-  the prompt).
+  the DPO policy of each; the constitution's blind spot (it cannot read negation in the
+  prompt) and each policy's gold after prompts ending in "not", beside a human-labelled policy
+  trained as long, for which those prompts are harder too.
 - ``sycophancy``: the arithmetic world with honest and with sycophantic raters; the sycophancy
   rate of the SFT policy, of each reward model's preferences and of each DPO policy, and a
   mitigation (a share of gold-checked labels).

@@ -1,8 +1,11 @@
 """RLAIF: a small human budget, the same budget plus AI labels, and AI labels alone; each
-labeler's agreement with gold; the reward model and the DPO policy of each; the constitution's
-blind spot, exploited. The human budget also trains for as many steps as the human + AI
-labels do (more passes over the same pairs), so that more data is not confused with more
-steps."""
+labeler's agreement with gold, the constitution's split by whether the prompt ends in "not" (its
+blind spot: it never reads the prompt); the reward model and the DPO policy of each, with the
+policy's gold after "not" prompts and after the others. The human budget also trains for as
+many steps as the human + AI labels do (more passes over the same pairs), so that more data is
+not confused with more steps. That human-labelled policy gains less after "not" prompts too
+("not" prompts are harder whoever labels), so the blind spot's own cost in a policy is only its
+gap beyond that policy's."""
 
 
 from __future__ import annotations
