@@ -34,7 +34,8 @@ MATCHED = "human, steps matched"  # the human pairs for as many steps as human +
 # ------------------------------------------------------------------------------- RLAIF
 def _negated_prompt_gold(rep) -> dict[str, float]:
     """Mean gold of a policy's samples on prompts ending in "not" and on the others: the
-    constitution never reads the prompt, so this is where its blind spot shows."""
+    constitution never reads the prompt, so this is where its blind spot would show (beside a
+    policy trained on human labels, for which "not" prompts are hard too)."""
     neg = [g for p, _, g in rep.samples if p.endswith(" not")]
     pos = [g for p, _, g in rep.samples if not p.endswith(" not")]
     return {"gold_on_not_prompts": float(np.mean(neg)), "gold_on_other_prompts":
