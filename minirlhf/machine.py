@@ -45,8 +45,9 @@ def environment() -> dict[str, Any]:
     """What a run's numbers depend on besides its seed and settings: the Python and NumPy
     versions, the BLAS library under NumPy and its thread count (``blas_threads``), the CPU and
     its vector extensions (``simd``, from /proc/cpuinfo where there is one).
-    The same values and the same seed give the same numbers bit for bit; anything else gives
-    numbers that agree within their intervals. summary.json and report.md record it."""
+    The same values and the same seed give the same numbers bit for bit; anything else trains
+    another draw, as another seed would (only what holds across seeds carries over).
+    summary.json and report.md record it."""
     import platform
 
     blas = "unknown"

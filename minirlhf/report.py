@@ -64,6 +64,26 @@ def write_report(root: str | Path, summary: dict[str, Any], records: dict[str, d
         "the evaluation prompts: the noise of judging each policy on these prompts, not of "
         "training it again (one seed).",
         "",
+        "How to read it:",
+        "",
+        "- **Gold reward** (reviews): a review's clauses summed, each adjective's polarity "
+        "(−2 to +2) times its adverb's weight, a repeated adjective worth half each time, −2 "
+        "for each sentence after the second, −0.5 for a clash joined by \"and\"; text that does "
+        "not parse or never ends scores −5. So −5 means \"not a review\", 0 a neutral one, and "
+        "a short enthusiastic one reaches about +5.",
+        "- **SFT's win-rate against itself**: its samples against a second, independent set of "
+        "its own samples (the reference set every row meets). With endless prompts it would be "
+        "50%; on these prompts it is 50% give or take the interval's noise.",
+        "- **KL** is estimated from the policy's own samples (the mean log-ratio), exact only "
+        "on average: SFT's is 0 (it is the reference), and a policy that barely moved may show "
+        "a small negative estimate (−0.00).",
+        "- **Best-of-n at n = 1** (the reward model's table below) is the SFT policy again, on "
+        "the best-of-n stage's own samples: its gold differs from the SFT row's by the noise "
+        "of two sets of samples.",
+        "- **Two ceilings**: the preference stage's log gives the ceiling over all the pairs it "
+        "labelled; the reward model's section gives it over the held-out pairs the model is "
+        "scored on. Both are the agreement a perfect model could reach on labels this noisy.",
+        "",
         "| policy | gold reward | win-rate vs SFT | KL to SFT | mean length | valid |",
         "|---|---:|---:|---:|---:|---:|",
     ]
@@ -131,9 +151,10 @@ def _environment_line(env: dict[str, Any] | None) -> str:
     simd = env.get("simd", "vector extensions not recorded")
     return (f"Machine: Python {env['python']}, NumPy {env['numpy']}, BLAS {env['blas']} with "
             f"{env['blas_threads']} thread(s), CPU {env['cpu']} ({simd}). The same machine, "
-            "thread count "
-            "and seed reproduce every number bit for bit; anywhere else they agree within their "
-            "intervals, not to the last digit.")
+            "thread count and seed reproduce every number bit for bit. Anywhere else training "
+            "takes another path after the first rounding difference, as another seed would: "
+            "what carries over is what holds across seeds (`python -m minirlhf claims`), not "
+            "this run's figures.")
 
 
 def write_seeds_report(root: str | Path, summary: dict[str, Any], seed_dirs: list[str],

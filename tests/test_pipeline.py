@@ -64,6 +64,11 @@ def test_report_and_summary(finished):
     for needle in ("| PPO |", "| DPO |", "| SFT |", "best-of-n (n=8)", "ceiling",
                    "frontier.png", "## Samples for the same prompts"):
         assert needle in report, needle
+    # what puzzles a newcomer, explained: the gold scale, SFT's win-rate against itself, a
+    # KL of -0.00, best-of-n at n = 1, the two ceilings; and what reproduces elsewhere
+    for needle in ("**Gold reward**", "**SFT's win-rate against itself**", "(−0.00)",
+                   "**Best-of-n at n = 1**", "**Two ceilings**", "python -m minirlhf claims"):
+        assert needle in report, needle
     assert (runs / "tiny" / "frontier.png").stat().st_size > 1000
     env = summary["environment"]  # what the numbers depend on besides the seed
     assert env["numpy"] == np.__version__ and env["blas_threads"] == blas_threads()

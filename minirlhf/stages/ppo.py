@@ -74,8 +74,8 @@ class PPOConfig(PolicySettings):
         "reward_model", "the value head on a separate copy of the reward model's trunk "
         "('reward_model'), of the SFT policy's trunk ('policy': for reward = verifier, where "
         "there is no reward model) or on the policy's own trunk ('shared'); it starts at zero "
-        "either way. Chapter 5 measures the first and last: the separate critic learns far "
-        "better values here.", choices=("reward_model", "policy", "shared"))
+        "either way. Chapter 5 compares the first and last.",
+        choices=("reward_model", "policy", "shared"))
     entropy_coef: float = setting(0.0, "weight of the optional entropy bonus (0: off)", "[0, inf)")
     beta: float = setting(0.05, "KL penalty coefficient (initial value when adaptive)", "[0, inf)")
     kl_estimator: str = setting("k1", "the per-token KL estimate in the reward: k1 or k3",
