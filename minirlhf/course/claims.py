@@ -226,17 +226,17 @@ def gap(r: dict, cond: str) -> float:
 N5, N6, N7 = ("notebooks/05_ppo.ipynb", "notebooks/06_dpo.ipynb", "notebooks/07_rlaif.ipynb")
 PD, DD, RL = "experiment ppo-details", "experiment dpo-details", "experiment rlaif"
 B0, B5, B2 = "beta_sweep.beta=0", "beta_sweep.beta=0.05", "beta_sweep.beta=0.2"
-claim("ppo-raises-gold", N5, "## 6. What we measured",
+claim("ppo-raises-gold", N5, "## 3. PPO on the reviews",
       "PPO lifts gold far above the SFT policy's samples", PD,
       "lower end of PPO's gold interval over prompts − SFT's gold",
       diff(f"{B5}.ci95.gold_reward.0", f"{B5}.sft_gold_reward"), "> 0")
-claim("ppo-wins-vs-sft", N5, "## 6. What we measured",
+claim("ppo-wins-vs-sft", N5, "## 3. PPO on the reviews",
       "PPO wins most same-prompt pairs against the SFT policy", PD,
       "lower end of PPO's win-rate interval over prompts",
       at(f"{B5}.ci95.win_rate_vs_sft.0"), "> 0.5")
-claim("ppo-valid", N5, "## 6. What we measured", "Nearly all of PPO's answers are valid", PD,
+claim("ppo-valid", N5, "## 3. PPO on the reviews", "Nearly all of PPO's answers are valid", PD,
       "PPO's valid rate", at(f"{B5}.valid_rate"), ">= 0.9")
-claim("ppo-longer", N5, "## 6. What we measured",
+claim("ppo-longer", N5, "## 3. PPO on the reviews",
       "PPO's answers grow longer than the SFT policy's", P,
       "PPO's mean length − SFT's, characters",
       diff("policies.ppo.mean_length", "policies.sft.mean_length"), "> 0", ".1f")
