@@ -17,6 +17,7 @@ the noise of training it again (that takes seeds).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,11 +75,14 @@ class PolicyReport:
 
 
 def with_interval(x: float, ci: list[float] | None, spec: str = ".3f") -> str:
-    """``x`` formatted, with ± the half-width of its interval when there is one. For a
-    percentage spec the half-width is in points (``77.3% ± 5.1``)."""
+    """``x`` formatted, with ± the half-width of its interval when there is one, centred on x;
+    else the interval itself (``59.0% [38.0%, 90.0%]``). For a percentage spec the half-width
+    is in points (``77.3% ± 5.1``)."""
     if not ci:
         return format(x, spec)
     half = (ci[1] - ci[0]) / 2
+    if abs((ci[0] + ci[1]) / 2 - x) > 1e-9 * max(1.0, abs(x)):
+        return f"{x:{spec}} [{ci[0]:{spec}}, {ci[1]:{spec}}]"
     if spec.endswith("%"):
         return f"{x:{spec}} ± {100 * half:.{spec[1:-1].lstrip('.') or '1'}f}"
     return f"{x:{spec}} ± {half:{spec}}"
@@ -260,14 +264,30 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
-def seed_interval(values: np.ndarray) -> tuple[float, float, float]:
+# A figure named like this, with every seed's value in [0, 1], is a proportion (a share of
+# samples, pairs or prompts): its interval over seeds must stay inside [0, 1].
+PROPORTION = re.compile(r"(^|_)(rate|accuracy|agreement|share|coverage|ceiling|prefer)")
+
+
+def is_proportion(key: str, values: list[float]) -> bool:
+    """Whether ``key``'s values over seeds are a proportion (not a difference of two)."""
+    return (bool(PROPORTION.search(key)) and "minus" not in key and "difference" not in key
+            and all(0.0 <= v <= 1.0 for v in values))
+
+
+def seed_interval(values: np.ndarray, proportion: bool = False) -> tuple[float, float, float]:
     """Mean and 95% interval over independent runs (seeds): mean +- t_{0.975, n-1} s / sqrt(n),
-    Student's t since n is small. values: (n,) one figure per seed, n >= 2 -> (mean, low,
-    high)."""
+    Student's t since n is small. A ``proportion`` gets a percentile bootstrap over the seeds
+    instead, which stays inside [0, 1] (and inside the seeds' own range: with few seeds it is
+    narrow, so read it with the number of seeds). values: (n,) one figure per seed, n >= 2 ->
+    (mean, low, high)."""
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1 or len(x) < 2:
         raise ValueError(f"seed_interval: need (n,) values from n >= 2 seeds, got shape "
                          f"{np.shape(values)}")
+    if proportion:
+        lo, hi = bootstrap_interval(x)
+        return float(x.mean()), lo, hi
     df = len(x) - 1
     half = (_T975[df - 1] if df <= len(_T975) else 1.96) * x.std(ddof=1) / np.sqrt(len(x))
     m = float(x.mean())
@@ -285,7 +305,7 @@ def _over_seeds(runs: list[dict[str, Any]]) -> tuple[dict, dict, dict]:
             per_seed[key] = [float(v) for v in values]
     means, cis = {}, {}
     for key, values in per_seed.items():
-        m, lo, hi = seed_interval(np.array(values))
+        m, lo, hi = seed_interval(np.array(values), is_proportion(key, values))
         means[key], cis[key] = m, [lo, hi]
     return means, cis, per_seed
 

@@ -149,3 +149,26 @@ def test_an_experiment_runs_its_default_seeds_unless_told(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["experiment", "sycophancy", "-q"])
     assert calls == [("rlaif", 3), ("rlaif", 2), ("rlaif", 1), ("sycophancy", 1)]
+
+
+def test_a_proportion_s_interval_over_seeds_stays_inside_zero_and_one():
+    """Student's t on three shares far apart reaches below 0 and above 1 ("59% ± 68"); a
+    proportion gets a bootstrap over the seeds instead, inside [0, 1], printed as an interval
+    when it is not centred on the mean."""
+    from minirlhf.evaluation import is_proportion, nested_over_seeds, with_interval
+
+    shares = [0.9, 0.38, 0.48]
+    _, lo, hi = seed_interval(np.array(shares))
+    assert lo < 0 and hi > 1  # what Student's t gives here
+    m, lo, hi = seed_interval(np.array(shares), proportion=True)
+    assert 0.38 <= lo <= m <= hi <= 0.9
+    assert is_proportion("rm_prefers_wrong_agreement", shares)
+    assert is_proportion("win_rate_vs_sft", shares) and is_proportion("valid_rate", shares)
+    assert not is_proportion("gold_reward", shares)  # not a share
+    assert not is_proportion("valid_rate_minus_main", shares)  # a difference of two
+    assert not is_proportion("valid_rate", [0.5, 1.2])  # not in [0, 1]
+    agg = nested_over_seeds([{"valid_rate": v, "gold": v} for v in shares])
+    (plo, phi), (glo, ghi) = (agg["over_seeds"]["ci95"][k] for k in ("valid_rate", "gold"))
+    assert 0 <= plo <= phi <= 1 and glo < 0  # the share bootstrapped, the gold by t
+    assert with_interval(0.5, [0.4, 0.6], ".1%") == "50.0% ± 10.0"
+    assert with_interval(0.59, [0.38, 0.9], ".1%") == "59.0% [38.0%, 90.0%]"

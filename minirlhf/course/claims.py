@@ -495,11 +495,11 @@ def first_last(values: list[float], k: int = 10) -> float:
 
 
 N9, CF = "notebooks/09_critic_free_rl.ipynb", "experiment critic-free"
-claim("grpo-lowers-error", N9, "## 8. What we measured",
+claim("grpo-lowers-error", N9, "## 5. GRPO, one iteration written out, then the stage",
       "GRPO with its defaults lowers SFT's error rate", CF,
       "upper end of the error ratio's paired interval over prompts (the worse run)",
       error_ratio_high, "< 1")
-claim("grpo-error-ratio", N9, "## 8. What we measured",
+claim("grpo-error-ratio", N9, "## Takeaways",
       "GRPO with its defaults cuts SFT's error rate by at least a third", CF,
       "the worse run's error ratio, GRPO / SFT",
       lambda r: max(error_ratio("accuracy", "sft_accuracy")(run) for run in grpo_runs(r)),
@@ -541,21 +541,21 @@ def point(r: dict, label: str) -> dict:
 
 RL_TOP = ("GRPO b=0.04", "PPO b=0.02", "Dr. GRPO b=0.04", "RLOO b=0.04", "PPO b=0.05")
 N11, FR = "notebooks/11_beyond_dpo.ipynb", "frontier"
-claim("frontier-rl-most-gold", N11, "## 8. What we measured",
-      "The most gold on the frontier comes from RL on the reward model", FR,
+claim("frontier-rl-most-gold", N11, "## Takeaways",
+      "Of the methods trained on the frontier, RL on the reward model reaches the most gold", FR,
       "RL's best gold − every other method's best",
       lambda r: max(point(r, x)["gold_reward"] for x in RL_TOP)
       - max(p["gold_reward"] for p in r["points"] if p["label"] not in RL_TOP), "> 0")
-claim("frontier-dpo-small-beta-overoptimises", N11, "## 8. What we measured",
+claim("frontier-dpo-small-beta-overoptimises", N11, "## Takeaways",
       "Offline DPO at β = 0.1 over-optimises: less gold than at β = 0.5", FR,
       "gold, β = 0.1 − β = 0.5",
       lambda r: point(r, "DPO b=0.1")["gold_reward"] - point(r, "DPO b=0.5")["gold_reward"],
       "< 0")
-claim("frontier-ipo-orpo-barely-move", N11, "## 8. What we measured",
+claim("frontier-ipo-orpo-barely-move", N11, "## Takeaways",
       "IPO at β = 0.5 and ORPO barely move from SFT", FR, "their largest KL, nats",
       lambda r: max(point(r, x)["kl_to_ref"] for x in ("IPO b=0.5", "ORPO l=0.1",
                                                         "ORPO l=0.5")), "< 1")
-claim("frontier-simpo-default-drifts", N11, "## 8. What we measured",
+claim("frontier-simpo-default-drifts", N11, "## Takeaways",
       "SimPO at its default β = 2 drifts far, with short answers", FR,
       "SimPO β = 2's mean length, characters",
       lambda r: point(r, "SimPO b=2")["mean_length"], "< 20", ".1f")
@@ -573,7 +573,7 @@ def ppo_fit_peak(r: dict) -> float:
                                                  if p["stage"] == "ppo")
 
 
-claim("frontier-ppo-fit-no-peak", N11, "## 8. What we measured",
+claim("frontier-ppo-fit-no-peak", N11, "## 6. The frontier",
       "Gao's form fitted to PPO's points has no peak inside the measured KLs", FR,
       "fitted peak's KL / the largest PPO KL", ppo_fit_peak, "> 1", ".1f")
 
