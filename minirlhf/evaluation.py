@@ -75,13 +75,13 @@ class PolicyReport:
 
 
 def with_interval(x: float, ci: list[float] | None, spec: str = ".3f") -> str:
-    """``x`` formatted, with ± the half-width of its interval when there is one, centred on x;
-    else the interval itself (``59.0% [38.0%, 90.0%]``). For a percentage spec the half-width
+    """``x`` formatted, with ± the half-width of its interval when there is one, about centred
+    on x; else the interval itself (``59.0% [38.0%, 90.0%]``). For a percentage spec the half-width
     is in points (``77.3% ± 5.1``)."""
     if not ci:
         return format(x, spec)
     half = (ci[1] - ci[0]) / 2
-    if abs((ci[0] + ci[1]) / 2 - x) > 1e-9 * max(1.0, abs(x)):
+    if abs((ci[0] + ci[1]) / 2 - x) > 0.1 * half:  # off centre: "± half" would mislead
         return f"{x:{spec}} [{ci[0]:{spec}}, {ci[1]:{spec}}]"
     if spec.endswith("%"):
         return f"{x:{spec}} ± {100 * half:.{spec[1:-1].lstrip('.') or '1'}f}"
