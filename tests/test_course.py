@@ -218,3 +218,13 @@ def test_a_dask_cluster_runs_the_jobs(tmp_path):
 def test_plan_refuses_an_unknown_preset():
     with pytest.raises(ConfigError, match="preset must be default or tiny"):
         plan("huge")
+
+
+def test_a_short_job_that_unlocks_a_long_one_starts_before_a_lone_long_one():
+    from minirlhf.course.build import critical_seconds
+
+    jobs = plan("default", seeds=2)
+    chain = critical_seconds(jobs)
+    assert chain["route"] > chain["ppo-details:seed0"]  # route + critic-free beat 770 s
+    assert chain["critic-free:seed1"] == chain["route:seed1"] - 160
+    assert chain["pipeline"] > chain["frontier"]  # every experiment waits for it

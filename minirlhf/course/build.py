@@ -146,6 +146,21 @@ def seconds(job: Job) -> float:
     return SECONDS.get(key, 60)
 
 
+def critical_seconds(jobs: list[Job]) -> dict[str, float]:
+    """Each job's time plus the longest chain of jobs that wait for it: started in this order,
+    a short job that unlocks long ones (a route, before its critic-free run) goes early."""
+    after: dict[str, list[str]] = {j.name: [] for j in jobs}
+    for j in jobs:
+        for n in j.needs:
+            after.setdefault(n, []).append(j.name)
+    by_name = {j.name: j for j in jobs}
+    out: dict[str, float] = {}
+    for j in reversed(jobs):  # the plan lists every job after what it needs
+        out[j.name] = seconds(j) + max((out[n] for n in after[j.name] if n in by_name),
+                                       default=0.0)
+    return out
+
+
 def estimate_minutes(jobs: list[Job], workers: int, quick: bool) -> float:
     """A rough wall-clock estimate: the jobs' one-thread times shared among the workers."""
     return sum(seconds(j) for j in jobs) * (0.05 if quick else 1.0) / max(workers, 1) / 60
@@ -322,6 +337,7 @@ def _run(pending: list[Job], done: set[str], result: CourseResult, prints: dict[
     """The loop: start what is ready (at most ``workers`` at once), wait for one to end,
     record it; a broken pool puts its running jobs back in the queue on a new pool."""
     attempts = {j.name: 0 for j in pending}
+    chain = critical_seconds(pending)
     running: dict[Future, Job] = {}
     bar = tqdm(total=len(pending), desc="course", disable=not progress)
     try:
@@ -332,7 +348,7 @@ def _run(pending: list[Job], done: set[str], result: CourseResult, prints: dict[
                 result.not_started[j.name] = "reads the output of a job that failed"
                 bar.update(1)
             ready = sorted((j for j in pending if all(n in done for n in j.needs)),
-                           key=seconds, reverse=True)  # the longest first
+                           key=lambda j: chain[j.name], reverse=True)  # the longest chain first
             for j in ready[: max(0, workers - len(running))]:  # free workers only
                 pending.remove(j)
                 if attempts[j.name] and is_done(j, prints[j.name], runs_dir, base):
