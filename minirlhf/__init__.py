@@ -14,16 +14,18 @@ The package is a house with floors; a module imports only from its own floor or 
 
 Start with ``Tensor`` (the autograd engine), ``minirlhf.autograd.functional`` (imported as
 ``F``) and ``minirlhf.autograd.gradcheck``. The names below are re-exported here for readers and
-notebooks (``from minirlhf import Tensor, train_ppo``); the stages' names load on first use, so
-``import minirlhf`` stays light, and changes nothing outside the package: the command-line
-entry points call ``configure_runtime()`` (both cores, and freed memory kept for reuse; see
+notebooks (``from minirlhf import Tensor, train_ppo``); the stages' names and ``functional`` load
+on first use, so ``import minirlhf`` stays light and imports no file a student writes in
+(``classroom check`` then reports a student's file that does not compile as an exercise's
+failure). It changes nothing outside the package: the command-line entry points call
+``configure_runtime()`` (both cores, and freed memory kept for reuse; see
 ``minirlhf.autograd.runtime``), and a notebook may call it once.
 """
 
 from importlib import import_module
 from typing import Any
 
-from minirlhf.autograd import functional, ops
+from minirlhf.autograd import ops
 from minirlhf.autograd.runtime import configure as configure_runtime
 from minirlhf.autograd.tensor import Tensor, is_grad_enabled, no_grad, unbroadcast
 
@@ -31,6 +33,7 @@ __version__ = "0.1.0"
 
 # name -> the module that defines it, imported when the name is first asked for
 _LAZY = {
+    **dict.fromkeys(("functional",), "minirlhf.autograd.functional"),  # a module: itself
     **dict.fromkeys(("GPT", "GPTConfig"), "minirlhf.lm.model"),
     **dict.fromkeys(("CharTokenizer",), "minirlhf.lm.tokenizer"),
     **dict.fromkeys(("load_model", "save_model"), "minirlhf.lm.checkpoint"),
@@ -54,15 +57,15 @@ _LAZY = {
     **dict.fromkeys(("ExperimentConfig", "run_experiment"), "minirlhf.experiments"),
 }
 
-__all__ = ["Tensor", "no_grad", "is_grad_enabled", "unbroadcast", "ops", "functional",
-           "configure_runtime",
+__all__ = ["Tensor", "no_grad", "is_grad_enabled", "unbroadcast", "ops", "configure_runtime",
            *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
     """``minirlhf.train_ppo`` and ``from minirlhf import train_ppo``: loaded on first use."""
     if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
+        module = import_module(_LAZY[name])
+        value = module if module.__name__.endswith(f".{name}") else getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'minirlhf' has no attribute {name!r}")

@@ -211,10 +211,6 @@ def cmd_classroom(args: argparse.Namespace) -> int:
     if args.action == "make-student":
         from minirlhf.course.classroom import MarkerError, make_student
 
-        if not args.target:
-            print("error: make-student needs the folder to write, e.g. "
-                  "python -m minirlhf classroom make-student ../student", file=sys.stderr)
-            return 2
         root = Path(__file__).resolve().parent.parent
         try:
             stripped = make_student(root, args.target)
@@ -229,21 +225,58 @@ def cmd_classroom(args: argparse.Namespace) -> int:
         return 0
 
     from minirlhf.course.exercises import run_checks
+    from minirlhf.course.grades import graded, render
 
     try:
-        results = run_checks(args.target)
+        results = run_checks(args.target, args.exercise)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"checking the exercises in {Path(__file__).resolve().parent}")
-    for r in results:
-        ex = r.exercise
-        print(f"ch{ex.chapter} {ex.name:<22} {r.status:<16} {ex.where}: {r.message}")
-    counts = {s: sum(r.status == s for r in results) for s in ("pass", "FAIL",
-                                                               "not implemented")}
-    print(f"\n{counts['pass']} pass, {counts['FAIL']} fail, {counts['not implemented']} not "
-          "implemented")
-    return 0 if counts["pass"] == len(results) else 1
+    report = render(results, args.format, str(Path(__file__).resolve().parent))
+    if args.out:
+        from minirlhf.lm.checkpoint import atomic_write
+
+        atomic_write(Path(args.out), lambda f: f.write(report.encode()))
+        total = graded(results)
+        print(f"{args.format} report written to {args.out}: {total['points']:g} of "
+              f"{total['max_points']:g} points")
+    else:
+        print(report, end="")
+    return 0 if all(r.status == "pass" for r in results) else 1
+
+
+def _classroom_arguments(p: argparse.ArgumentParser) -> None:
+    """``classroom make-student OUTDIR`` and ``classroom check [CHAPTER] [EXERCISE]``, whose help
+    lists the chapters and their exercises (from the registry)."""
+    import textwrap
+
+    from minirlhf.course.exercises import CHAPTERS, EXERCISES
+
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    m = actions.add_parser("make-student", help="write a copy with every solution region "
+                           "stripped", description="Copy the project to OUTDIR with every "
+                           "solution region replaced by a stub (see docs/teaching.md).")
+    m.add_argument("target", metavar="OUTDIR", help="the folder to write (must not exist yet)")
+    listing = "\n".join(textwrap.fill(", ".join(e.name for e in EXERCISES if e.chapter == k),
+                                      96, initial_indent=f"  {k:>2} {name:<12} ",
+                                      subsequent_indent=" " * 18)
+                        for k, name in CHAPTERS.items())
+    c = actions.add_parser("check", help="run the exercise checks",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description="Run the exercise checks against the minirlhf imported "
+                           "(the student copy, when run from its\nfolder); the exit status is 0 "
+                           "only when every selected check passes.",
+                           epilog=f"chapters (number, name) and their exercises:\n{listing}")
+    c.add_argument("target", nargs="?", metavar="CHAPTER",
+                   help="a chapter (number or name: 5 or ppo) or one exercise (gae); all if "
+                        "left out")
+    c.add_argument("exercise", nargs="?", metavar="EXERCISE", help="one exercise of CHAPTER")
+    c.add_argument("--format", default="text", choices=("text", "json", "gradescope", "junit"),
+                   help="text (default): a table; json: each exercise's status and points, and "
+                        "the totals; gradescope: Gradescope's results.json; junit: JUnit XML")
+    c.add_argument("--out", metavar="FILE", help="write the report to FILE (atomically) instead "
+                                                "of printing it")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -410,11 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("classroom", help="student copies and exercise checks",
                        description=cmd_classroom.__doc__)
-    p.add_argument("action", choices=["make-student", "check"],
-                   help="make-student OUTDIR: write a stripped copy; check [CHAPTER]: run the "
-                        "exercise checks (of a chapter: 5 or ppo; or one exercise: gae)")
-    p.add_argument("target", nargs="?", help="OUTDIR for make-student; for check, a chapter "
-                                             "number or name, or an exercise name")
+    _classroom_arguments(p)
     p.set_defaults(func=cmd_classroom)
     return parser
 
@@ -533,6 +562,19 @@ def _executor(spec: str, workers: int) -> tuple[Any, Any, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["classroom"]:
+        # before the parser of every command, which imports the whole library: a student's file
+        # that does not compile fails the exercises that import it, not the command
+        parser = argparse.ArgumentParser(prog="python -m minirlhf classroom",
+                                         description=cmd_classroom.__doc__)
+        _classroom_arguments(parser)
+        try:
+            return cmd_classroom(parser.parse_args(argv[1:]))
+        except OSError as e:  # --out or make-student's folder: the path and the reason
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
     from minirlhf.config import ConfigError, InputError
     from minirlhf.lm.checkpoint import CheckpointError
     from minirlhf.lm.pretrained import PretrainedError

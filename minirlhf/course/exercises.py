@@ -8,7 +8,10 @@ from another route than the one the student writes (a closed form, a composition
 ops, a hand-worked example), never from the function under test.
 
 ``run_checks(chapter)`` returns one ``CheckResult`` per exercise: "pass", "FAIL" or
-"not implemented".
+"not implemented". A student's file that does not compile (a SyntaxError or IndentationError)
+fails the exercises that import it, with one line naming the file and line; the others run.
+``POINTS`` gives each exercise its points (``minirlhf.course.grades`` writes them out for an
+autograder).
 """
 
 from __future__ import annotations
@@ -803,6 +806,24 @@ EXERCISES: tuple[Exercise, ...] = (
 )
 
 
+# The points of each exercise, in one table a teacher may edit (a pass earns them all, anything
+# else 0). tests/test_grades.py checks that every exercise has points and no other name does.
+POINTS: dict[str, float] = {
+    "softmax-backward": 1, "log-softmax-backward": 1, "layer-norm-backward": 1,  # 1 autograd
+    "causal-mask": 1, "attention-scores": 1, "attention-backward": 1,  # 2 gpt
+    "rater-probability": 1, "token-logprobs": 1, "sft-loss": 1,  # 3 sft
+    "bradley-terry": 1, "plackett-luce": 1, "eos-positions": 1,  # 4 reward
+    "kl-estimators": 1, "gae": 1, "clipped-objective": 1,  # 5 ppo
+    "dpo-margin": 1, "dpo-sigmoid": 1, "ipo": 1,  # 6 dpo
+    "constitution-score": 1, "constitution-choice": 1, "gold-agreement": 1,  # 7 rlaif
+    "gao-fit": 1, "gao-peak": 1, "sycophancy-rate": 1,  # 8 failures
+    "group-advantage": 1, "loss-aggregation": 1, "clipped-token-losses": 1,  # 9 critic-free
+    "kl-in-the-loss": 1,
+    "bpe-merge": 1, "hf-names": 1, "reward-export": 1,  # 10 gpt2
+    "kto": 1, "orpo": 1, "simpo": 1,  # 11 beyond-dpo
+}
+
+
 def _raised_at(error: BaseException) -> str:
     """'file.py:line in function' of the innermost frame in the library."""
     frames = [f for f in traceback.extract_tb(error.__traceback__)
@@ -813,14 +834,36 @@ def _raised_at(error: BaseException) -> str:
     return f"{Path(f.filename).name}:{f.lineno} in {f.name}"
 
 
+def _does_not_compile(error: SyntaxError) -> str:
+    """One line for a student's file that does not compile: the file (from the project's root)
+    and the line, no traceback."""
+    path = Path(error.filename or "?").resolve()
+    root = Path(__file__).resolve().parents[2]
+    where = path.relative_to(root) if path.is_relative_to(root) else path
+    return (f"{where}:{error.lineno}: {type(error).__name__}: {error.msg} (the file does not "
+            "compile, so nothing that imports it can run: fix this line first)")
+
+
 CHAPTERS = {1: "autograd", 2: "gpt", 3: "sft", 4: "reward", 5: "ppo", 6: "dpo", 7: "rlaif",
             8: "failures", 9: "critic-free", 10: "gpt2",
             11: "beyond-dpo"}  # what ``classroom check NAME`` accepts
 
 
-def select(target: str | int | None) -> list[Exercise]:
-    """The exercises ``classroom check TARGET`` means: all (None), a chapter by number or by
-    name (``5`` or ``ppo``), or one exercise by its name (``gae``)."""
+def select(target: str | int | None, exercise: str | None = None) -> list[Exercise]:
+    """The exercises ``classroom check TARGET [EXERCISE]`` means: all (None), a chapter by number
+    or by name (``5`` or ``ppo``), or one exercise by its name (``gae``); with ``exercise``, that
+    exercise of the chapter (``1 softmax-backward``)."""
+    chosen = _select(target)
+    if exercise is None:
+        return chosen
+    named = [e for e in chosen if e.name == exercise.strip().lower()]
+    if not named:
+        raise ValueError(f"{exercise!r} is not an exercise of {target!r}, which has "
+                         f"{', '.join(e.name for e in chosen)}")
+    return named
+
+
+def _select(target: str | int | None) -> list[Exercise]:
     if target is None:
         return list(EXERCISES)
     key = str(target).strip().lower()
@@ -838,13 +881,14 @@ def select(target: str | int | None) -> list[Exercise]:
         f"{', '.join(str(c) for c in sorted(CHAPTERS))}), a chapter name ("
         f"{', '.join(CHAPTERS.values())}) or an exercise name (e.g. "
         f"{', '.join(e.name for e in EXERCISES[:3])}; all are listed by "
-        f"'python -m minirlhf classroom check')")
+        f"'python -m minirlhf classroom check --help')")
 
 
-def run_checks(chapter: int | str | None = None) -> list[CheckResult]:
+def run_checks(chapter: int | str | None = None, exercise: str | None = None
+               ) -> list[CheckResult]:
     """Run every exercise's check (of one chapter or one exercise, if given: see
     ``select``)."""
-    chosen = select(chapter)
+    chosen = select(chapter, exercise)
     results = []
     for ex in chosen:
         try:
@@ -854,6 +898,8 @@ def run_checks(chapter: int | str | None = None) -> list[CheckResult]:
                                        f"not implemented yet (raised at {_raised_at(e)})"))
         except CheckFailed as e:
             results.append(CheckResult(ex, "FAIL", str(e)))
+        except SyntaxError as e:  # IndentationError too: the student's file does not compile
+            results.append(CheckResult(ex, "FAIL", _does_not_compile(e)))
         except Exception as e:  # the student's code crashed: say where
             results.append(CheckResult(ex, "FAIL", f"{type(e).__name__}: {e} (raised at "
                                                    f"{_raised_at(e)})"))

@@ -1,0 +1,170 @@
+"""Grades an autograder reads: ``classroom check --format json|gradescope|junit`` on the
+teacher's copy (full points) and on a student copy (0 points), the points table, the help's
+listing, the text table's columns, and a student's file that does not compile."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from minirlhf.course.classroom import make_student
+from minirlhf.course.exercises import CHAPTERS, EXERCISES, POINTS, run_checks, select
+from minirlhf.course.grades import render
+
+ROOT = Path(__file__).resolve().parent.parent
+TOTAL = sum(POINTS.values())
+
+
+def _check(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """``classroom check`` run against the minirlhf in ``folder``."""
+    return subprocess.run([sys.executable, "-m", "minirlhf", "classroom", "check", *args],
+                          cwd=folder, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(folder)})
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return run_checks()
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grades") / "student"
+    make_student(ROOT, out)
+    return out
+
+
+def _json_fields(report: dict, n: int) -> None:
+    assert set(report) == {"points", "max_points", "counts", "exercises"}
+    assert isinstance(report["points"], (int, float)) and report["max_points"] == TOTAL
+    assert set(report["counts"]) == {"pass", "fail", "not implemented"}
+    assert sum(report["counts"].values()) == len(report["exercises"]) == n
+    for e in report["exercises"]:
+        assert set(e) == {"id", "chapter", "status", "points", "max_points", "message"}
+        assert isinstance(e["id"], str) and isinstance(e["chapter"], int)
+        assert e["status"] in ("pass", "fail", "not implemented")
+        assert isinstance(e["points"], (int, float)) and e["max_points"] == POINTS[e["id"]]
+        assert e["points"] == (e["max_points"] if e["status"] == "pass" else 0)
+        assert isinstance(e["message"], str) and e["message"]
+    assert report["points"] == sum(e["points"] for e in report["exercises"])
+
+
+def _gradescope_fields(results: dict, n: int) -> None:
+    """Gradescope's results.json: a numeric top-level score, and each test a name, a numeric
+    score and max_score, a status "passed" or "failed" and a string output."""
+    assert isinstance(results["score"], (int, float)) and isinstance(results["output"], str)
+    assert len(results["tests"]) == n
+    for t in results["tests"]:
+        assert set(t) <= {"name", "score", "max_score", "status", "output", "visibility",
+                          "output_format", "number", "tags", "name_format", "extra_data"}
+        assert isinstance(t["name"], str) and isinstance(t["output"], str)
+        assert isinstance(t["score"], (int, float)) and isinstance(t["max_score"], (int, float))
+        assert 0 <= t["score"] <= t["max_score"]
+        assert t["status"] == ("passed" if t["score"] == t["max_score"] else "failed")
+    assert results["score"] == sum(t["score"] for t in results["tests"])
+    assert sum(t["max_score"] for t in results["tests"]) == TOTAL
+
+
+def _junit_counts(xml: str) -> tuple[int, int]:
+    """(tests, failures), parsed back with the standard library; the counts in the attributes
+    agree with the elements, and nothing is skipped (not implemented is a failure)."""
+    root = ET.fromstring(xml)
+    assert root.tag == "testsuites"
+    (suite,) = root.findall("testsuite")
+    cases = suite.findall("testcase")
+    failures = [c for c in cases if c.find("failure") is not None]
+    assert not suite.findall(".//skipped") and not suite.findall(".//error")
+    for node in (root, suite):
+        assert int(node.get("tests")) == len(cases)
+        assert int(node.get("failures")) == len(failures)
+    for c in failures:
+        assert c.find("failure").get("message")
+    assert all(c.get("name") and c.get("classname") for c in cases)
+    return len(cases), len(failures)
+
+
+def test_every_exercise_has_points_and_no_other_name_does():
+    assert sorted(POINTS) == sorted(e.name for e in EXERCISES)
+    assert all(isinstance(p, (int, float)) and p > 0 for p in POINTS.values())
+
+
+def test_the_teachers_copy_gets_full_points_in_every_format(teacher):
+    n = len(EXERCISES)
+    report = json.loads(render(teacher, "json"))
+    _json_fields(report, n)
+    assert report["points"] == TOTAL and report["counts"]["pass"] == n
+    results = json.loads(render(teacher, "gradescope"))
+    _gradescope_fields(results, n)
+    assert results["score"] == TOTAL
+    assert _junit_counts(render(teacher, "junit")) == (n, 0)
+
+
+def test_a_student_copy_gets_no_points_in_every_format(student):
+    n = len(EXERCISES)
+    run = _check(student, "--format", "json")
+    assert run.returncode == 1, run.stderr
+    report = json.loads(run.stdout)
+    _json_fields(report, n)
+    assert report["points"] == 0 and report["counts"]["not implemented"] == n
+    run = _check(student, "--format", "gradescope")
+    results = json.loads(run.stdout)
+    _gradescope_fields(results, n)
+    assert results["score"] == 0 and {t["status"] for t in results["tests"]} == {"failed"}
+    assert _junit_counts(_check(student, "--format", "junit").stdout) == (n, n)
+
+
+def test_out_writes_the_report_to_a_file(tmp_path):
+    out = tmp_path / "results" / "results.json"
+    run = _check(ROOT, "4", "--format", "gradescope", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    assert "3 of 3 points" in run.stdout and "tests" not in run.stdout
+    assert json.loads(out.read_text())["score"] == 3
+    assert [p.name for p in out.parent.iterdir()] == ["results.json"]  # no temporary file left
+
+
+def test_the_text_table_keeps_its_columns_for_every_chapter(teacher):
+    rows = render(teacher, "text", "here").splitlines()[1:len(teacher) + 1]
+    for r, row in zip(teacher, rows, strict=True):
+        assert row[5:].startswith(r.exercise.name) and row[28:].startswith(r.status), row
+
+
+def test_the_help_lists_chapters_and_exercises_and_a_chapter_takes_one_exercise():
+    run = subprocess.run([sys.executable, "-m", "minirlhf", "classroom", "check", "--help"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    for name in [*CHAPTERS.values(), *(e.name for e in EXERCISES)]:
+        assert name in run.stdout, name
+    assert [e.name for e in select("1", "softmax-backward")] == ["softmax-backward"]
+    with pytest.raises(ValueError, match="'gae' is not an exercise of '1'"):
+        select("1", "gae")
+
+
+@pytest.mark.parametrize("rel, bad, error, names", [
+    ("objectives/reward.py", "      x = 1\n", "IndentationError",
+     ["bradley-terry", "plackett-luce"]),
+    ("world/ai_labelers.py", "def broken(:\n", "SyntaxError",
+     ["constitution-score", "constitution-choice", "gold-agreement"]),
+])
+def test_a_file_that_does_not_compile_fails_its_exercises_in_one_line(student, tmp_path, rel,
+                                                                      bad, error, names):
+    """A student's file with an IndentationError or a SyntaxError: one line naming the file and
+    line for each exercise in it (no traceback), which count as failed; the others still run."""
+    work = tmp_path / "work"
+    shutil.copytree(student / "minirlhf", work / "minirlhf")
+    path = work / "minirlhf" / rel
+    text = path.read_text()
+    line = text.count("\n") + 2  # after a blank line at the end
+    path.write_text(text + "\n" + bad)
+    run = _check(work, "--format", "json")
+    assert run.returncode == 1 and "Traceback" not in run.stdout + run.stderr, run.stderr
+    by_id = {e["id"]: e for e in json.loads(run.stdout)["exercises"]}
+    for name in names:
+        assert by_id[name]["status"] == "fail" and by_id[name]["points"] == 0
+        assert by_id[name]["message"].startswith(f"minirlhf/{rel}:{line}: {error}: "), \
+            by_id[name]["message"]
+        assert "\n" not in by_id[name]["message"]
+    assert by_id["softmax-backward"]["status"] == "not implemented"  # the others ran
