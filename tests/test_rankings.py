@@ -3,8 +3,8 @@ equal-effort experiment."""
 
 import itertools
 import json
-from pathlib import Path
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest

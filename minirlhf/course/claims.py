@@ -770,7 +770,7 @@ def measured(chapter: str, runs_dir: str | Path = "runs", preset: str = "default
     chapter = chapter if chapter == "README" else chapter.zfill(2)
     local = Path(runs_dir) / preset / "claims" / "claims.json"
     committed = Path(__file__).resolve().parents[2] / "docs" / "claims.json"
-    for path, whose in ((local, "your runs"), (committed, "the course's runs")):
+    for path, source in ((local, "your runs"), (committed, "the course's runs")):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -778,6 +778,7 @@ def measured(chapter: str, runs_dir: str | Path = "runs", preset: str = "default
         rows = [c for c in data["claims"] if Claim(c["id"], c["where"], "", "", "", "",
                                                    float, "> 0").chapter == chapter]
         if rows:
+            whose = source
             break
     else:
         return ("No claims table yet: `python -m minirlhf claims` judges every conclusion on "
