@@ -183,8 +183,22 @@ def test_nothing_in_the_student_copy_gives_a_solution_away(student):
     folder, _ = student
     solutions = _solution_lines(ROOT)
     assert len(solutions) > 80
+    texts = _texts(folder)
+    common = {line for line in solutions
+              if any(line in t for t in _outside_regions(ROOT).values())}
+    leaks = [(name, line) for line in sorted(solutions - common) for name, t in texts.items()
+             if line in t]
+    assert leaks == [], leaks
+
+
+def _texts(folder: Path) -> dict[str, str]:
+    """Every text file a student copy of the project folder holds (library, notebooks with their
+    outputs, tests, docs), by its path relative to the folder."""
+    from minirlhf.course.classroom import COPIED
+
     texts = {}
-    for path in folder.rglob("*"):
+    for path in (p for name in COPIED for p in [folder / name, *(folder / name).rglob("*")]):
+        rel = str(path.relative_to(folder))
         if path.is_file() and path.suffix in (".py", ".ipynb", ".md", ".cfg", ".toml") \
                 and "corpora" not in path.parts:
             text = path.read_text()
@@ -192,12 +206,43 @@ def test_nothing_in_the_student_copy_gives_a_solution_away(student):
                 text = json.loads(text)
                 text = "\n".join("".join(c["source"]) + "\n" + json.dumps(c.get("outputs", []))
                                  .replace("\\n", "\n").replace('\\"', '"') for c in text["cells"])
-            texts[str(path.relative_to(folder))] = text
-    common = {line for line in solutions
-              if any(line in t for t in _outside_regions(ROOT).values())}
-    leaks = [(name, line) for line in sorted(solutions - common) for name, t in texts.items()
-             if line in t]
+            texts[rel] = text
+    return texts
+
+
+def test_the_student_copy_holds_no_model_answer_and_points_to_none(student):
+    """The model answers to the written questions are the teacher's (docs/teaching/answers.md):
+    the student copy leaves their folder out, holds none of their sentences anywhere else, and
+    no notebook or document in it links to them; a notebook that mentions model answers says
+    that the teacher has them, nothing more."""
+    import re
+
+    from minirlhf.course.classroom import ANSWERS
+
+    folder, _ = student
+    answers = (ROOT / ANSWERS).read_text()
+    assert answers.count("**Chapter") >= 15  # every chapter's, moved out of docs/teaching.md
+    assert "**Chapter" not in (ROOT / "docs" / "teaching.md").read_text()
+    assert not (folder / ANSWERS).exists() and not (folder / ANSWERS).parent.exists()
+    # the answers' sentences (60 characters or more), each found nowhere in the copy
+    flat = lambda text: " ".join(text.split())  # noqa: E731  (line breaks fall anywhere)
+    sentences = {s for p in answers.split("\n\n") if p.startswith("**Chapter")
+                 for s in re.split(r"(?<=[.:;])\s", flat(p.split("**", 2)[2])) if len(s) >= 60}
+    assert len(sentences) > 40
+    texts = _texts(folder)
+    leaks = [(name, s) for s in sorted(sentences) for name, t in texts.items() if s in flat(t)]
     assert leaks == [], leaks
+    # no link to the answers' folder, and no notebook that tells students where answers are
+    for name, text in texts.items():
+        for target in re.findall(r"\]\(\s*<?([^)\s>]+)", text):
+            assert "answers.md" not in target and "teaching/" not in target, (name, target)
+        if name.endswith(".ipynb"):
+            assert "answers.md" not in text and "docs/teaching" not in text \
+                and "teaching.md" not in text, name
+            said = flat(text).lower()
+            for m in re.finditer("model answer", said):
+                assert said[:m.start()].endswith("your teacher has the "), \
+                    (name, said[m.start() - 60:m.end() + 20])
 
 
 def _outside_regions(root: Path) -> dict[str, str]:

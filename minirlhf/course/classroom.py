@@ -7,11 +7,12 @@ A solution region is marked as nbgrader marks it, in library code and in noteboo
         return x * x
         ### END SOLUTION
 
-``make_student(outdir)`` copies the project and replaces each region by
-``raise NotImplementedError`` at the BEGIN marker's indentation, changing nothing else; markers
-that do not pair up (an END without a BEGIN, a BEGIN inside a region, a BEGIN never closed) are
-an error naming the file and line. The stripped text holds no markers, so stripping twice gives
-what stripping once gave.
+``make_student(outdir)`` copies the project, leaves out what is the teacher's only
+(``TEACHER_ONLY``: the model answers, the tests that spell solutions out), and replaces each
+region by ``raise NotImplementedError`` at the BEGIN marker's indentation, changing nothing
+else; markers that do not pair up (an END without a BEGIN, a BEGIN inside a region, a BEGIN
+never closed) are an error naming the file and line. The stripped text holds no markers, so
+stripping twice gives what stripping once gave.
 
 The exercises and their checks live in ``minirlhf.course.exercises``; ``python -m minirlhf classroom
 check [CHAPTER]`` runs them against whichever ``minirlhf`` is imported (the student copy, when
@@ -32,9 +33,13 @@ STUB = "raise NotImplementedError  # your code here"
 COPIED = ("minirlhf", "notebooks", "tests", "data", "benchmarks", "docs", "setup.cfg",
           "pyproject.toml", "README.md", "ruff.toml", ".ci")
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "*.egg-info")
-# the teacher's only: tests that spell out solutions (the mutants quote the right code they
-# replace; test_solutions holds tests written like an exercise's answer)
-TEACHER_ONLY = ("tests/mutants.py", "tests/test_mutation.py", "tests/test_solutions.py")
+# the teacher's only, left out of a student copy (a file, or a folder and all it holds): tests
+# that spell out solutions (the mutants quote the right code they replace; test_solutions holds
+# tests written like an exercise's answer), and docs/teaching/, the teacher's folder, with the
+# model answers to the written questions (docs/teaching/answers.md)
+TEACHER_ONLY = ("tests/mutants.py", "tests/test_mutation.py", "tests/test_solutions.py",
+                "docs/teaching")
+ANSWERS = "docs/teaching/answers.md"  # the model answers: in TEACHER_ONLY's folder
 
 
 class MarkerError(ValueError):
@@ -120,7 +125,10 @@ def make_student(root: str | Path, outdir: str | Path) -> dict[str, int]:
         elif src.exists():
             shutil.copy2(src, outdir / name)
     for name in TEACHER_ONLY:
-        (outdir / name).unlink(missing_ok=True)
+        if (outdir / name).is_dir():
+            shutil.rmtree(outdir / name)
+        else:
+            (outdir / name).unlink(missing_ok=True)
     stripped = {}
     for path in _marked_files(outdir):
         rel = str(path.relative_to(outdir))
