@@ -43,14 +43,21 @@ def test_every_chapter_has_at_least_three_exercises_and_each_has_a_region():
     assert sorted(chapters) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     assert all(len(v) >= 3 for v in chapters.values())
     for ex in EXERCISES:  # the function named by each exercise holds a solution region
-        parts = ex.where.split(".")  # e.g. autograd.functional.softmax: the longest file prefix
-        k = max(i for i in range(1, len(parts))
-                if (ROOT / "minirlhf" / Path(*parts[:i])).with_suffix(".py").exists())
-        source = (ROOT / "minirlhf" / Path(*parts[:k])).with_suffix(".py").read_text()
-        name = ".".join(parts[k:])
+        file, name = _file_and_function(ex)
+        source = (ROOT / file).read_text()
         start = source.index(f"def {name.split('.')[-1]}(")
         nxt = source.find("\ndef ", start + 1)
         assert BEGIN in source[start: nxt if nxt > 0 else None], ex.where
+
+
+def _file_and_function(ex) -> tuple[str, str]:
+    """The file (from the project's root) and the function an exercise's ``where`` names:
+    autograd.functional.softmax -> minirlhf/autograd/functional.py, softmax (the longest prefix
+    that is a file)."""
+    parts = ex.where.split(".")
+    k = max(i for i in range(1, len(parts))
+            if (ROOT / "minirlhf" / Path(*parts[:i])).with_suffix(".py").exists())
+    return "/".join(["minirlhf", *parts[:k]]) + ".py", ".".join(parts[k:])
 
 
 def test_the_full_project_passes_every_check():
@@ -266,6 +273,49 @@ def test_every_chapter_ends_with_its_exercises_and_the_check_command():
         for ex in EXERCISES:
             if ex.chapter == k:
                 assert ex.where.split(".")[-1] in text, (path.name, ex.name)
+
+
+def test_every_exercise_is_announced_where_its_chapter_teaches_it():
+    """Each exercise of the registry has one callout in a markdown cell of its chapter's notebook,
+    before the closing Exercises cell: a blockquote that gives its number (as the Exercises cell
+    numbers it) and id, the file and function to write, and the check command, which selects
+    that exercise; no callout names an exercise the registry does not have."""
+    import re
+
+    from minirlhf.course.exercises import select
+
+    found: dict[str, list[tuple[str, int, int, str]]] = {}
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        for cell in cells[:-1]:  # the last cell lists the exercises; a callout sits before it
+            if cell["cell_type"] != "markdown":
+                continue
+            for block in re.split(r"\n\s*\n", "".join(cell["source"])):
+                said = " ".join(line.removeprefix(">").strip() for line in block.splitlines())
+                if m := re.match(r"\*\*Exercise (\d+)\.(\d+) \(`([a-z0-9-]+)`\)\*\*", said):
+                    assert block.startswith("> "), (path.name, block)  # a blockquote
+                    found.setdefault(m[3], []).append((path.name, int(m[1]), int(m[2]), said))
+    assert sorted(found) == sorted(ex.name for ex in EXERCISES)  # every exercise, no other
+    for ex in EXERCISES:
+        assert len(found[ex.name]) == 1, found[ex.name]
+        ((notebook, chapter, number, said),) = found[ex.name]
+        assert notebook.startswith(f"{ex.chapter:02d}_") and chapter == ex.chapter, notebook
+        same = [e.name for e in EXERCISES if e.chapter == ex.chapter]
+        assert number == same.index(ex.name) + 1, (ex.name, number)
+        file, function = _file_and_function(ex)
+        assert f"`{file}`, `{function}`" in said, (ex.name, said)
+        command = f"python -m minirlhf classroom check {ex.chapter} {ex.name}"
+        assert f"`{command}`" in said, (ex.name, said)
+        assert select(*command.split()[-2:]) == [ex]
+
+
+def test_every_chapter_turns_on_autoreload_in_its_first_code_cell():
+    """A student edits the library and re-runs a cell: autoreload brings the edit in, no
+    kernel restart (the notebooks run in a Jupyter kernel, where the magics work)."""
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        first = next(c for c in cells if c["cell_type"] == "code")
+        assert first["source"][:2] == ["%load_ext autoreload\n", "%autoreload 2\n"], path.name
 
 
 def test_every_solution_region_says_what_to_define():
