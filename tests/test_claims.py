@@ -121,7 +121,7 @@ def test_the_command_judges_what_exists_and_refuses_bad_settings(tmp_path, capsy
 # interval or ± written into markdown is one run's figure typed by hand, and fails.
 INTERVAL = re.compile(r"\d%?\s*±\s*\d|\[\s*[−+-]?\d[\d.,]*%?\s*,\s*[−+-]?\d[\d.,]*%?\s*\]")
 PROSE = [*sorted((ROOT / "notebooks").glob("*.ipynb")), ROOT / "README.md",
-         *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "claims.md")]
+         *sorted(p for p in (ROOT / "docs").rglob("*.md") if p.name != "claims.md")]
 
 
 def _markdown(path: Path) -> list[tuple[str, str]]:
