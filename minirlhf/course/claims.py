@@ -765,12 +765,15 @@ def seconds_since(t0: float) -> float:
 
 def measured(chapter: str, runs_dir: str | Path = "runs", preset: str = "default") -> str:
     """A chapter's "Measured" table: its claims as the last ``claims`` run judged them, from
-    ``runs_dir/<preset>/claims/claims.json`` when the reader has made one, else the table
-    committed with the course (docs/claims.json). Returns the text (a chapter prints it)."""
+    ``runs_dir/<preset>/claims/claims.json`` (beside the repository's root or one folder up, as
+    a chapter runs in notebooks/) when the reader has made one, else the table committed with
+    the course (docs/claims.json). Returns the text (a chapter prints it)."""
     chapter = chapter if chapter == "README" else chapter.zfill(2)
-    local = Path(runs_dir) / preset / "claims" / "claims.json"
+    local = [Path(d) / preset / "claims" / "claims.json"  # from the repository or notebooks/
+             for d in (runs_dir, Path("..") / runs_dir)]
     committed = Path(__file__).resolve().parents[2] / "docs" / "claims.json"
-    for path, source in ((local, "your runs"), (committed, "the course's runs")):
+    for path, source in ((local[0], "your runs"), (local[1], "your runs"),
+                         (committed, "the course's runs")):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
