@@ -640,6 +640,37 @@ def test_samples_that_never_finish_are_one_line_not_a_loop(finished, work, stage
     assert files(out) == before
 
 
+def test_a_critic_free_run_that_never_takes_a_step_is_one_line(finished, work):
+    """A budget of one token: every response gets the same (invalid) gold reward, dynamic
+    sampling drops every group, and GRPO would save the SFT policy as its own."""
+    runs, _ = finished
+    proc = run(["grpo", "-q", "--set", "task=reviews", "dynamic_sampling=true",
+                "max_new_tokens=1", "iterations=2", "prompts_per_iteration=2",
+                "num_generations=2", "minibatch_size=4", f"out_dir={work / 'grpo'}",
+                f"init={runs / 'tiny' / 'sft' / 'model.npz'}"], work)
+    one_line_error(proc, "GRPOConfig: nothing to learn from: not one step in 2 iterations: the "
+                         "loss left out every response (dynamic_sampling = True: groups whose "
+                         "rewards are all equal; mask_truncated_completions = False: responses "
+                         "without EOS)")
+    assert files(work / "grpo") == {}
+
+
+def test_a_reward_model_that_learned_nothing_is_not_saved(finished, work):
+    """At a learning rate of 1e-30 the zero-initialised head stays at about 0: every SFT sample
+    gets one score, and the model was once saved with a normalisation gain of 1e6."""
+    runs, _ = finished
+    out = _stage(finished, work, "reward")
+    before = files(out)
+    proc = run(["reward", "-q", "--set", "lr=1e-30", "max_pairs=64", "norm_samples=16",
+                "corr_samples=16", "max_new_tokens=60", f"out_dir={out}",
+                f"init={runs / 'tiny' / 'sft' / 'model.npz'}",
+                f"preferences={runs / 'tiny' / 'preferences' / 'preferences.jsonl'}"], work)
+    line = one_line_error(proc, "reward: the reward model gives the 16 SFT samples one score "
+                                "(standard deviation ", "): it tells no response from another")
+    assert float(line.split("standard deviation ")[1].split(")")[0]) < 1e-6
+    assert files(out) == before
+
+
 # ---------------------------------------------------------- a checkpoint of the wrong kind
 KINDS = [  # (command, the setting, its file in the tiny run, the line after "error: ")
     ("ppo", "init", "reward", "PPOConfig: init = {path} is a reward model (made by the reward "

@@ -38,6 +38,7 @@ from minirlhf.autograd.tensor import no_grad
 from minirlhf.config import (
     ConfigError,
     Stage,
+    check_fits,
     missing_input,
     run_path,
     setting,
@@ -363,6 +364,11 @@ def train_grpo(config: GRPOConfig) -> GRPOResult:
         stats = update(actors, batch, config, rng, it)
         # 6. metrics
         result.metrics.append(metrics(it, batch, stats, actors, config))
+    check_fits(config, None, actors.optimizer.t, f"not one step in {config.iterations} "
+               "iterations: the loss left out every response (dynamic_sampling = "
+               f"{config.dynamic_sampling}: groups whose rewards are all equal; "
+               f"mask_truncated_completions = {config.mask_truncated_completions}: responses "
+               "without EOS)")
     finish(result, actors, config)
     result.seconds = time.time() - t0
     return result
