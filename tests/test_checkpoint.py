@@ -130,7 +130,9 @@ def test_held_writes_move_every_file_into_place_together_or_none(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]  # no temporary file left
     with held_writes():
         atomic_write(a, lambda f: f.write(b"new\n"))
-        atomic_write(b, lambda f: f.write(b"new\n"))
+        with held_writes():  # a stage inside another block: its own files move when it ends
+            atomic_write(b, lambda f: f.write(b"new\n"))
+        assert a.read_text() == "old\n" and b.read_text() == "new\n"
     assert a.read_text() == b.read_text() == "new\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
 

@@ -96,7 +96,7 @@ def held_writes() -> Iterator[None]:
                 os.unlink(tmp)
         raise
     finally:
-        _HELD.remove(held)
+        _HELD.pop()  # this block's own list (blocks nest: an experiment runs stages)
     for tmp, path in held:
         os.replace(tmp, path)
 
