@@ -360,8 +360,8 @@ def _training_left(config: RewardConfig, pairs: Records, train: Records, val: Re
     used = f", max_pairs = {config.max_pairs}" if config.max_pairs else ""
     distinct = len({pair_key(p) for p in pairs})
     return (f"the {len(train)} training {kind} left in {config.preferences} ({len(pairs)} rows"
-            f"{used}, {distinct} distinct comparison{'s' * (distinct != 1)}; held out: {n_val} and {len(val) - n_val} copies of "
-            "them)")
+            f"{used}, {distinct} distinct comparison{'s' * (distinct != 1)}; held out: {n_val} "
+            f"and {len(val) - n_val} copies of them)")
 
 
 def _normalize_on_sft_samples(rm: RewardModel, task: Task, config: RewardConfig) -> float:
