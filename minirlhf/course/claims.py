@@ -787,7 +787,8 @@ def measured(chapter: str, runs_dir: str | Path = "runs", preset: str = "default
         return ("No claims table yet: `python -m minirlhf claims` judges every conclusion on "
                 "seeds 0-2 and writes it.")
     seeds = data["seeds"]
-    lines = [f"Judged on {whose} ({path}): seeds {', '.join(map(str, seeds))}, "
+    shown = "docs/claims.json" if path == committed else path
+    lines = [f"Judged on {whose} ({shown}): seeds {', '.join(map(str, seeds))}, "
              f"{data['threads']} engine thread(s) each; a figure is one seed's.", ""]
     for c in rows:
         figures = ", ".join("—" if c["figures"].get(str(s)) is None
