@@ -5,10 +5,6 @@ each: we write to a temporary file in the same folder, flush it to disk, and ``o
 over the old name (an atomic rename). A JSON copy of the metadata is written beside it for people
 to read; loading never depends on it. The arrays' SHA-256 is stored in the metadata and checked
 on load, so a truncated or altered file is named, never silently loaded.
-
-A stage's files are one change too (``held_writes``): inside a stage, each file is written under
-its temporary name and all are moved into place when the stage ends; a stage that fails (a
-refused checkpoint, a NaN, Ctrl-C) leaves every file as it was.
 """
 
 from __future__ import annotations
@@ -18,8 +14,6 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +42,10 @@ def _umask() -> int:
     return mask
 
 
-# The files of the stages running now, innermost last: (temporary file, its real name) each,
-# moved into place when the stage ends (see ``held_writes``).
-_HELD: list[list[tuple[str, Path]]] = []
-
-
 def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file)`` on a temporary file, then rename it to ``path`` atomically (inside
-    ``held_writes``: when the stage ends). The file gets the permissions any new file would
-    (0644 under the usual umask), not mkstemp's 0600, so the others who read a run folder can
-    read all of it."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"cannot write {path.absolute()}: a folder has that name")
+    """Call ``write(file)`` on a temporary file, then rename it to ``path`` atomically. The file
+    gets the permissions any new file would (0644 under the usual umask), not mkstemp's 0600,
+    so the others who read a run folder can read all of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -69,36 +54,11 @@ def atomic_write(path: Path, write: Any) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        if _HELD:
-            _HELD[-1].append((tmp, path))
-        else:
-            os.replace(tmp, path)
+        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-@contextmanager
-def held_writes() -> Iterator[None]:
-    """All or nothing for the files written inside (every stage's entry point is wrapped in
-    it): each ``atomic_write`` keeps its temporary file, and they are all moved into place when
-    the block ends, after the checkpoint was accepted and every other output was made. If the
-    block fails, the temporary files are deleted and every file is as it was (a refused
-    checkpoint never leaves a new metrics.jsonl beside the old model.npz)."""
-    held: list[tuple[str, Path]] = []
-    _HELD.append(held)
-    try:
-        yield
-    except BaseException:
-        for tmp, _ in held:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        raise
-    finally:
-        _HELD.pop()  # this block's own list (blocks nest: an experiment runs stages)
-    for tmp, path in held:
-        os.replace(tmp, path)
 
 
 def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -161,33 +121,6 @@ def non_finite(arrays: dict[str, np.ndarray]) -> str:
             return (f"parameter {name} holds {int(big.sum())} values beyond {MAX_WEIGHT:.0e} "
                     f"(largest {float(np.abs(a).max()):.3g}): the run blew up")
     return ""
-
-
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's metadata alone (kind, heads, tokenizer, extra), without loading or
-    checking its arrays: what a stage reads of each input before any work. CheckpointError
-    naming the file when it cannot be read."""
-    path = Path(path)
-    try:
-        z = np.load(path, allow_pickle=False)
-        try:
-            if META_KEY not in getattr(z, "files", ()):  # a plain .npy or .npz
-                raise CheckpointError(f"checkpoint {path} has no metadata: not a minirlhf "
-                                      "checkpoint")
-            return json.loads(z[META_KEY].tobytes().decode())
-        finally:
-            if hasattr(z, "close"):
-                z.close()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupted or truncated ({e})") from None
-
-
-def model_kind(meta: dict[str, Any]) -> str:
-    """What a checkpoint's metadata says it holds: "reward model" (a GPT with a reward head),
-    "policy" (any other GPT: pretrained, SFT, or trained by a policy stage), or its own kind."""
-    if meta.get("kind") != "gpt":
-        return str(meta.get("kind"))
-    return "reward model" if "reward_head" in meta.get("scalar_heads", []) else "policy"
 
 
 def file_digest(path: str | Path) -> str:

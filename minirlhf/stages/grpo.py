@@ -38,7 +38,6 @@ from minirlhf.autograd.tensor import no_grad
 from minirlhf.config import (
     ConfigError,
     Stage,
-    check_fits,
     missing_input,
     run_path,
     setting,
@@ -53,7 +52,7 @@ from minirlhf.evaluation import (
     per_prompt_gold,
     policy_numbers,
 )
-from minirlhf.lm.checkpoint import held_writes, load_model
+from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.optim import AdamW, optimizer_step
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import Rollout, generate, rollout
@@ -182,9 +181,13 @@ class Batch(RolloutBatch):
 
 
 def make_actors(config: GRPOConfig) -> Actors:
-    """Policy and reference from the SFT checkpoint (of the task's world: ``STAGE.begin``
-    checks), the reward model when it scores, no critic; an AdamW over the policy."""
-    policy, tokenizer, _ = load_model(config.init)
+    """Policy and reference from the SFT checkpoint (of the task's world), the reward model
+    when it scores, no critic; an AdamW over the policy."""
+    policy, tokenizer, extra = load_model(config.init)
+    made_for = extra.get("config", {}).get("task", config.task)
+    if made_for != config.task:
+        raise ConfigError(f"GRPOConfig: init = {config.init} was trained for the {made_for!r} "
+                          f"world, and task = {config.task!r}; give an SFT policy of that world")
     reference, _, _ = load_model(config.init)
     rm = RewardModel.load(config.reward_model) if config.reward == "reward_model" else None
     return Actors(policy, reference, None, rm, tokenizer,
@@ -335,11 +338,10 @@ def _kept(batch: Batch, config: GRPOConfig) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------- the stage
-@held_writes()
 def train_grpo(config: GRPOConfig) -> GRPOResult:
     """Critic-free RL from the SFT policy, with it as the frozen reference: groups of samples
     per prompt, a group baseline, a clipped surrogate, a KL term in the loss or the reward."""
-    STAGE.begin(config, unused=("reward_model",) if config.reward == "verifier" else ())
+    STAGE.begin(config)
     if not Path(config.init).exists():
         raise missing_input("SFT policy", config.init, SCRATCHPAD_ROUTE
                             if config.task == "scratchpad" else stage_command("sft"))
@@ -364,11 +366,6 @@ def train_grpo(config: GRPOConfig) -> GRPOResult:
         stats = update(actors, batch, config, rng, it)
         # 6. metrics
         result.metrics.append(metrics(it, batch, stats, actors, config))
-    check_fits(config, None, actors.optimizer.t, f"not one step in {config.iterations} "
-               "iterations: the loss left out every response (dynamic_sampling = "
-               f"{config.dynamic_sampling}: groups whose rewards are all equal; "
-               f"mask_truncated_completions = {config.mask_truncated_completions}: responses "
-               "without EOS)")
     finish(result, actors, config)
     result.seconds = time.time() - t0
     return result
