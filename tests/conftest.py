@@ -65,10 +65,12 @@ def tiny_scratchpad_sft(tmp_path_factory):
 def quick_experiment(tiny_run, tiny_scratchpad_sft):
     """``quick_experiment(name)``: the experiment's quick run on the tiny pipeline run, made once
     per session and laid out as the course lays it out (``runs/tiny/experiments/<name>/seed0/``;
-    critic-free from ``runs/scratchpad-tiny``, the frontier in its own folder), so the claims'
+    critic-free from ``runs/scratchpad-tiny``; critic-free's and the frontier's seed 0 in their
+    own folder), so the claims'
     rules read the same files the experiments' tests check."""
     import shutil
 
+    from minirlhf.course.build import subdir
     from minirlhf.experiments import ExperimentConfig, run_experiment
 
     runs, _ = tiny_run
@@ -81,6 +83,6 @@ def quick_experiment(tiny_run, tiny_scratchpad_sft):
         if name not in made:
             made[name] = run_experiment(ExperimentConfig(
                 name=name, base="scratchpad-tiny" if name == "critic-free" else "tiny",
-                runs_dir=str(runs), quick=True, subdir="" if name == "frontier" else "seed0"))
+                runs_dir=str(runs), quick=True, subdir=subdir(name, 0)))
         return made[name]
     return run
