@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import operator
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -714,7 +713,8 @@ def write(verdicts: list[Verdict], out_dir: str | Path, header: dict[str, Any]) 
     made = (f" on {env.get('cpu', 'a machine')} ({env.get('numpy', '')} NumPy, "
             f"{env.get('blas', '')}), {header.get('date', '')}, in "
             f"{header.get('seconds', 0) / 60:.0f} min; the runs it read took "
-            f"{header.get('job_seconds', 0) / 60:.0f} min of job time (the course's records)"
+            f"{header.get('job_seconds', 0) / 60:.0f} min of job time in the course's records "
+            "(a job that reused a finished run counts its own seconds only)"
             ) if env else ""
     md = (f"# Claims\n\nEvery conclusion the course states, checked on each seed "
           f"({', '.join(map(str, header['seeds']))}) with {header['threads']} engine "
@@ -757,10 +757,6 @@ def needed_jobs(claims: list[Claim], preset: str, seeds: int, runs_dir: str) -> 
                 wanted.add(n)
                 stack.append(n)
     return [j for j in jobs if j.name in wanted]
-
-
-def seconds_since(t0: float) -> float:
-    return round(time.time() - t0, 1)
 
 
 def measured(chapter: str, runs_dir: str | Path = "runs", preset: str = "default") -> str:
