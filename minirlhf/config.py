@@ -16,7 +16,8 @@ its file in ``stages/`` and one line there.
 Random streams live in ``minirlhf.streams``; the machine's facts (cores, thread count,
 environment, peak memory) in ``minirlhf.machine``.
 
-This module imports nothing from the rest of the package: every floor may use it.
+This module imports only ``minirlhf.files`` (a checkpoint's metadata) from the rest of the
+package: every floor may use it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
+
+from minirlhf.files import model_kind, read_meta
 
 C = TypeVar("C")
 
@@ -124,12 +127,24 @@ class StageConfig:
         check_settings(self)
 
 
-def check_fits(config: Any, key: str, limit: int, what: str) -> None:
-    """A batch that the data cannot fill is an error now, not an hour from now."""
-    value = getattr(config, key)
-    if value > limit:
-        raise ConfigError(f"{type(config).__name__}: {key} = {value} is larger than {what}; "
-                          f"allowed range [1, {limit}]")
+def check_fits(config: Any, key: str | None, limit: int, what: str) -> None:
+    """Data to learn from, checked as soon as it is known and before any training: ``limit``
+    examples, which ``what`` names with their counts and their file. Fewer than the smallest
+    batch the setting ``key`` allows (one, without a key) is nothing to learn from; more batch
+    than examples is a batch the data cannot fill. Either is an error now, not a run that
+    trains on nothing, or an error an hour from now."""
+    name = type(config).__name__
+    least = 1
+    if key is not None:
+        spec = next(f for f in dataclasses.fields(config) if f.name == key).metadata["range"]
+        lo, _, closed, _ = _interval(spec)
+        least = max(1, math.floor(lo) + (not closed))
+    if limit < least:
+        raise ConfigError(f"{name}: nothing to learn from: {what}"
+                          + (f"; {key} needs at least {least}" if least > 1 else ""))
+    if key is not None and getattr(config, key) > limit:
+        raise ConfigError(f"{name}: {key} = {getattr(config, key)} is larger than {what}; "
+                          f"allowed range [{least}, {limit}]")
 
 
 def describe(config: Any) -> str:
@@ -219,6 +234,41 @@ def stage_command(stage: str) -> str:
     return f"python -m minirlhf {stage.replace('_', '-')}"
 
 
+# What a config field that names a checkpoint must hold, in every stage: the policy a stage
+# starts from (also its reference, and the trunk of a critic made from it) or samples, and the
+# reward model that scores (also the trunk of PPO's default critic).
+CHECKPOINT_FIELDS = {"init": "policy", "policy": "policy", "reward_model": "reward model"}
+
+
+def check_checkpoints(config: Any, unused: Sequence[str] = ()) -> None:
+    """Every checkpoint the config names (``CHECKPOINT_FIELDS``; not the ``unused`` ones, nor
+    a file that is not there: ``require_inputs`` names those) is of the kind its field needs,
+    made for the config's task (a pretrained model serves every task), and read with one
+    tokenizer: ConfigError naming the field, the file, what it holds and what was expected. Only
+    the metadata is read, before any work."""
+    name, first = type(config).__name__, None
+    for key, kind in CHECKPOINT_FIELDS.items():
+        path = getattr(config, key, "")
+        if key in unused or not path or not Path(path).is_file():
+            continue
+        meta = read_meta(path)
+        extra = meta.get("extra", {})
+        made_by = f" (made by the {extra['stage']} stage)" if extra.get("stage") else ""
+        if model_kind(meta) != kind:
+            raise ConfigError(f"{name}: {key} = {path} is a {model_kind(meta)}{made_by}, not a "
+                              f"{kind}: give a {kind}'s model.npz")
+        task = extra.get("config", {}).get("task")
+        if task and extra.get("stage") != "pretrain" and task != getattr(config, "task", task):
+            raise ConfigError(f"{name}: {key} = {path} was trained for the {task!r} world, and "
+                              f"task = {config.task!r}; give a {kind} of that world")
+        if first is None:
+            first = (key, path, meta.get("tokenizer"))
+        elif meta.get("tokenizer") != first[2]:
+            raise ConfigError(f"{name}: {key} = {path} reads text with another tokenizer than "
+                              f"{first[0]} = {first[1]}; give checkpoints made with one "
+                              "tokenizer")
+
+
 def require_inputs(config: Any, inputs: dict[str, str]) -> None:
     """Raise ``missing_input`` for the first input (config field -> the stage that writes it)
     whose file does not exist."""
@@ -256,11 +306,13 @@ class Stage:
 
     def begin(self, config: Any, unused: Sequence[str] = ()) -> None:
         """What the stage's entry point does first: check every setting, then that every input
-        file is there (naming the command that makes a missing one), except the ``unused``
-        ones (online DPO reads no preference file, say), and that its output folder can be
-        written: a run that cannot save fails now, not after training."""
+        file is there (naming the command that makes a missing one) and that every checkpoint
+        is of the kind, the task and the tokenizer it needs (``check_checkpoints``), except the
+        ``unused`` ones (online DPO reads no preference file, say), and that its output folder
+        can be written: a run that cannot save fails now, not after training."""
         config.check()
         require_inputs(config, {k: v for k, v in self.inputs.items() if k not in unused})
+        check_checkpoints(config, unused)
         if hasattr(config, "out_dir"):
             require_writable(config.out_dir)
 

@@ -208,10 +208,12 @@ def evaluate_policy(model: GPT, tokenizer: CharTokenizer, task: Task, rng: np.ra
 
 
 def write_summary(out_dir: str | Path, summary: dict) -> Path:
-    """A stage's headline numbers as ``summary.json`` in its output folder."""
+    """A stage's headline numbers as ``summary.json`` in its output folder (atomically)."""
+    from minirlhf.lm.checkpoint import atomic_write
+
     path = Path(out_dir) / "summary.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    data = (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
+    atomic_write(path, lambda f: f.write(data))
     return path
 
 
@@ -219,19 +221,19 @@ def finish_policy_stage(stage: str, out_dir: str | Path, config: object, policy:
                         reference: GPT, tokenizer: CharTokenizer, task: Task,
                         metrics: list[dict[str, float]], seed: int, samples_per_prompt: int,
                         max_new_tokens: int) -> tuple[str, PolicyReport]:
-    """What every policy-training stage (PPO, DPO) does at the end: write its per-step metrics
-    as JSON Lines, save the policy, evaluate it against the reference, and write the summary
-    the comparison tables read. Returns (checkpoint path, report)."""
+    """What every policy-training stage (PPO, DPO) does at the end: save the policy (refused
+    if its weights blew up), write its per-step metrics as JSON Lines, evaluate it against the
+    reference, and write the summary the comparison tables read. Returns (checkpoint path,
+    report). The files move into place together when the stage ends (``held_writes``)."""
     from dataclasses import asdict
 
-    from minirlhf.lm.checkpoint import save_model
+    from minirlhf.lm.checkpoint import atomic_write, save_model
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "metrics.jsonl", "w") as f:
-        f.writelines(json.dumps(m) + "\n" for m in metrics)
     checkpoint = str(out / "model.npz")
     save_model(checkpoint, policy, tokenizer, extra={"stage": stage, "config": asdict(config)})
+    rows = "".join(json.dumps(m) + "\n" for m in metrics).encode()
+    atomic_write(out / "metrics.jsonl", lambda f: f.write(rows))
     rep = policy_report(policy, reference, tokenizer, task, seed, samples_per_prompt,
                         max_new_tokens)
     write_summary(out, rep.to_dict())

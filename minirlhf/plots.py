@@ -12,6 +12,14 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from minirlhf.files import atomic_write
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """The figure as a PNG at ``path``, atomically (and held with the stage's other files, see
+    ``minirlhf.files.held_writes``)."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+
 
 def plot_loss_curves(path: str | Path, train: Sequence[tuple[int, float]],
                      val: Sequence[tuple[int, float]], floor: float | None = None,
@@ -31,7 +39,7 @@ def plot_loss_curves(path: str | Path, train: Sequence[tuple[int, float]],
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     return path
 
 
@@ -49,7 +57,7 @@ def plot_calibration(path: str | Path, cal: dict) -> Path:
            title=f"reward model calibration (ECE {cal['ece'][0]:.3f})", xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     return path
 
 
@@ -80,7 +88,7 @@ def plot_reward_vs_kl(path: str | Path, curves: dict[str, dict[str, Sequence[flo
            title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     return path
 
 
@@ -97,7 +105,7 @@ def plot_series(path: str | Path, series: dict[str, Sequence[tuple[float, float]
     ax.set(xlabel="step", ylabel=ylabel, title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     return path
 
 
@@ -116,5 +124,5 @@ def plot_points_with_intervals(path: str | Path, points: dict[str, dict[str, Seq
     ax.set(xlabel="KL to the SFT policy (nats per response)", ylabel="gold reward", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     return path

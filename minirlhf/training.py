@@ -195,9 +195,11 @@ def train_on_pairs(config: Any, name: str, title: str, loss: PairLoss
     reference, _, _ = load_model(config.init)  # for the evaluation's KL only
     pairs = require_pairs(load_jsonl(config.preferences, tokenizer, policy.config.block_size),
                           config.preferences, title)
+    source = f"{config.preferences} ({len(pairs)} rows"
     if config.max_pairs:
         pairs = [pairs[i] for i in rng.permutation(len(pairs))[: config.max_pairs]]
-    check_fits(config, "batch_size", len(pairs), f"the {len(pairs)} pairs")
+        source += f", max_pairs = {config.max_pairs}"
+    check_fits(config, "batch_size", len(pairs), f"the {len(pairs)} pairs of {source})")
     batches = length_buckets(pairs, config.batch_size, rng)
 
     def on_batch(idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:

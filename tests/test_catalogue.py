@@ -96,6 +96,12 @@ def pipeline(runs: Path, *more: str) -> list[str]:
     return ["pipeline", "--preset", "tiny", "--runs-dir", str(runs), "-q", *more]
 
 
+def files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden temporary ones too): {relative path: its bytes}."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
 def same_summary(runs: Path, finished) -> bool:
     return (runs / "tiny" / "summary.json").read_bytes() == \
         (finished[0] / "tiny" / "summary.json").read_bytes()
@@ -336,7 +342,9 @@ def test_a_policy_given_as_the_reward_model_is_one_line(finished, work):
     proc = run(["best-of-n", "-q", "--set", f"policy={sft}", f"reward_model={sft}",
                 f"out_dir={work / 'bon'}", "ns=1,2", "samples_per_prompt=2",
                 "prompts_per_eval=1"], work)
-    one_line_error(proc, f"{sft} is not a reward model (it has no reward head)")
+    one_line_error(proc, f"BestOfNConfig: reward_model = {sft} is a policy (made by the sft "
+                         "stage), not a reward model: give a reward model's model.npz")
+    assert not (work / "bon").exists()  # refused before its folder was made
 
 
 # ----------------------------------------------------------------------------- records
@@ -431,20 +439,23 @@ def test_ctrl_c_keeps_what_is_finished_and_exits_130(finished, tmp_path, work):
     runs = copy_run(finished, tmp_path)
     for stage in ("ppo", "dpo"):
         (runs / "tiny" / "pipeline" / f"{stage}.json").unlink()
+    ppo = runs / "tiny" / "ppo"
+    (ppo / "metrics.jsonl").unlink()  # an interrupted PPO must not make it either
+    before = files(ppo)
     proc = subprocess.Popen([sys.executable, "-m", "minirlhf", *pipeline(runs)], cwd=work,
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_default_sigint)
-    metrics = runs / "tiny" / "ppo" / "metrics.jsonl"
-    mtime = metrics.stat().st_mtime
     deadline = time.time() + 120
-    while metrics.stat().st_mtime == mtime and time.time() < deadline:  # PPO has started
-        time.sleep(0.05)
+    # PPO is writing its outputs: they are held under temporary names until it ends
+    while not list(ppo.glob(".*.tmp")) and time.time() < deadline:
+        time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = _finish(proc)
     assert proc.returncode == 130, err[-3000:]
     assert err.strip().splitlines()[-1] == ("interrupted: every finished stage is kept; run the "
                                             "same command again to resume")
     assert "Traceback" not in err
+    assert files(ppo) == before  # every file as it was, no temporary file left
     resumed = run(pipeline(runs), work)
     assert "ran ppo, dpo;" in resumed.stdout and same_summary(runs, finished)
 
@@ -547,3 +558,251 @@ def test_a_stage_runs_from_any_directory_with_the_shipped_corpus(work):
                 "eval_windows=2", "n_samples=2", f"out_dir={work / 'pre'}"], work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (work / "pre" / "model.npz").exists()
+
+
+# ------------------------------------------------------------- nothing to learn from
+def _stage(finished, work: Path, stage: str) -> Path:
+    """A copy of the finished run's folder of ``stage`` (its outputs, to be kept as they are)."""
+    runs, _ = finished
+    shutil.copytree(runs / "tiny" / stage, work / stage)
+    return work / stage
+
+
+def test_a_preference_file_of_one_comparison_leaves_nothing_to_train_on(finished, work):
+    """Every row the same comparison: the held-out share takes every copy of it, and the reward
+    model would train on 0 pairs (it once saved a model 'at chance', gain 1e6, and went on)."""
+    runs, _ = finished
+    line = (runs / "tiny" / "preferences" / "preferences.jsonl").read_text().splitlines()[0]
+    path = work / "same.jsonl"
+    path.write_text((line + "\n") * 40)
+    out = _stage(finished, work, "reward")
+    before = files(out)
+    proc = run(["reward", "-q", "--set", f"preferences={path}",
+                f"init={runs / 'tiny' / 'sft' / 'model.npz'}", f"out_dir={out}"], work)
+    one_line_error(proc, f"RewardConfig: nothing to learn from: the 0 training pairs left in "
+                         f"{path} (40 rows, 1 distinct comparison; held out: 4 and 36 copies "
+                         "of them)")
+    assert files(out) == before
+
+
+def test_fewer_pairs_than_a_batch_names_the_file_and_its_rows(finished, work):
+    runs, _ = finished
+    rows = (runs / "tiny" / "preferences" / "preferences.jsonl").read_text().splitlines()[:3]
+    path = work / "three.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    proc = run(["orpo", "-q", "--set", f"preferences={path}",
+                f"init={runs / 'tiny' / 'sft' / 'model.npz'}", f"out_dir={work / 'orpo'}"], work)
+    one_line_error(proc, f"ORPOConfig: batch_size = 32 is larger than the 3 pairs of {path} (3 "
+                         "rows); allowed range [1, 3]")
+    assert not list((work / "orpo").iterdir())
+
+
+def test_one_thumb_is_nothing_to_learn_from_whatever_the_batch(finished, work):
+    """KTO's smallest batch is 2: one sample can never fill it (it once offered [1, 1] and then
+    refused batch_size = 1)."""
+    runs, _ = finished
+    for batch in ("64", "2"):
+        proc = run(["kto", "-q", "--set", "thumbs=1", f"batch_size={batch}",
+                    f"init={runs / 'tiny' / 'sft' / 'model.npz'}", f"out_dir={work / 'kto'}"],
+                   work)
+        one_line_error(proc, "KTOConfig: nothing to learn from: the 1 sample thumbs = 1 labels; "
+                             "batch_size needs at least 2")
+    assert not (work / "kto").exists()
+
+
+SAMPLERS = [  # (stage, its settings, the line): a policy that never finishes a response
+    ("preferences", ["n_pairs=10"], "PreferenceConfig: nothing to learn from: none of 64 "
+     "prompts' 2 samples from {sft} are usable (64 with an unfinished or empty response within "
+     "max_new_tokens = 1, 0 with two equal responses)"),
+    ("dpo", ["online_rounds=1", "online_pairs=4", "batch_size=4"], "DPOConfig: nothing to learn "
+     "from: none of 20 pairs of fresh samples is usable (20 with an unfinished or empty response "
+     "within max_new_tokens = 1, 0 with two equal responses)"),
+    ("rft", ["rounds=1", "prompts_per_round=8", "n=2", "reward_model={rm}"], "RFTConfig: nothing "
+     "to learn from: round 1 kept none of its 8 prompts: not one of their 2 samples finished "
+     "within max_new_tokens = 1"),
+]
+
+
+@pytest.mark.parametrize("stage, settings, line", SAMPLERS, ids=[s[0] for s in SAMPLERS])
+def test_samples_that_never_finish_are_one_line_not_a_loop(finished, work, stage, settings,
+                                                         line):
+    """Sampling stages keep finished, different responses only: with none (a budget of one
+    token), preferences and online DPO once sampled forever, and RFT fine-tuned on nothing."""
+    runs, _ = finished
+    paths = dict(sft=runs / "tiny" / "sft" / "model.npz", rm=runs / "tiny" / "reward" /
+                 "model.npz")
+    out = _stage(finished, work, stage) if (runs / "tiny" / stage).exists() else work / stage
+    before = files(out) if out.exists() else {}
+    init = "policy" if stage == "preferences" else "init"
+    proc = run([stage, "-q", "--set", f"{init}={paths['sft']}", "max_new_tokens=1",
+                f"out_dir={out}", *[s.format(**paths) for s in settings]], work, timeout=120)
+    one_line_error(proc, line.format(**paths))
+    assert files(out) == before
+
+
+def test_a_critic_free_run_that_never_takes_a_step_says_so(finished, work):
+    """A budget of one token: every response gets the same (invalid) gold reward and dynamic
+    sampling drops every group, so GRPO never steps. That is a finding, not an input error
+    (critic-free's dynamic-sampling pitfall shows it on purpose): the run ends, and says in its
+    log that its policy is the SFT policy."""
+    runs, _ = finished
+    proc = run(["grpo", "-q", "--set", "task=reviews", "dynamic_sampling=true",
+                "max_new_tokens=1", "iterations=2", "prompts_per_iteration=2",
+                "num_generations=2", "minibatch_size=4", f"out_dir={work / 'grpo'}",
+                f"init={runs / 'tiny' / 'sft' / 'model.npz'}"], work)
+    assert proc.returncode == 0, proc.stderr
+    assert ("not one step in 2 iterations: the loss left out every response (dynamic_sampling "
+            "= True: groups whose rewards are all equal; mask_truncated_completions = False: "
+            "responses without EOS); the policy is the SFT policy") in proc.stderr
+
+
+def test_a_reward_model_that_learned_nothing_is_not_saved(finished, work):
+    """At a learning rate of 1e-30 the zero-initialised head stays at about 0: every SFT sample
+    gets one score, and the model was once saved with a normalisation gain of 1e6."""
+    runs, _ = finished
+    out = _stage(finished, work, "reward")
+    before = files(out)
+    proc = run(["reward", "-q", "--set", "lr=1e-30", "max_pairs=64", "norm_samples=16",
+                "corr_samples=16", "max_new_tokens=60", f"out_dir={out}",
+                f"init={runs / 'tiny' / 'sft' / 'model.npz'}",
+                f"preferences={runs / 'tiny' / 'preferences' / 'preferences.jsonl'}"], work)
+    line = one_line_error(proc, "reward: the reward model gives the 16 SFT samples one score "
+                                "(standard deviation ", "): it tells no response from another")
+    assert float(line.split("standard deviation ")[1].split(")")[0]) < 1e-6
+    assert files(out) == before
+
+
+# ---------------------------------------------------------- a checkpoint of the wrong kind
+KINDS = [  # (command, the setting, its file in the tiny run, the line after "error: ")
+    ("ppo", "init", "reward", "PPOConfig: init = {path} is a reward model (made by the reward "
+     "stage), not a policy: give a policy's model.npz"),
+    ("dpo", "init", "reward", "DPOConfig: init = {path} is a reward model (made by the reward "
+     "stage), not a policy: give a policy's model.npz"),
+    ("reward", "init", "reward", "RewardConfig: init = {path} is a reward model (made by the "
+     "reward stage), not a policy: give a policy's model.npz"),
+    ("rft", "reward_model", "pretrain", "RFTConfig: reward_model = {path} is a policy (made by "
+     "the pretrain stage), not a reward model: give a reward model's model.npz"),
+    ("ppo", "reward_model", "dpo", "PPOConfig: reward_model = {path} is a policy (made by the "
+     "dpo stage), not a reward model: give a reward model's model.npz"),
+]
+
+
+@pytest.mark.parametrize("command, key, made_by, line", KINDS,
+                         ids=[f"{c[0]} {c[1]}={c[2]}" for c in KINDS])
+def test_a_checkpoint_of_the_wrong_kind_is_refused_before_any_work(finished, work, command, key,
+                                                                   made_by, line):
+    """``ppo --set init=<the reward model>`` once trained the reward model as a policy, to
+    exit 0 with 0% valid responses."""
+    runs, _ = finished
+    path = runs / "tiny" / made_by / "model.npz"
+    out = _stage(finished, work, command) if (runs / "tiny" / command).exists() \
+        else work / command
+    before = files(out) if out.exists() else {}
+    proc = run([command, "-q", "--set", f"{key}={path}", f"out_dir={out}"]
+               + ([f"init={runs / 'tiny' / 'sft' / 'model.npz'}"] if key != "init" else [])
+               + ([f"preferences={runs / 'tiny' / 'preferences' / 'preferences.jsonl'}"]
+                  if command in ("dpo", "reward") else [])
+               + ([f"reward_model={runs / 'tiny' / 'reward' / 'model.npz'}"]
+                  if command in ("ppo", "rft") and key != "reward_model" else []), work)
+    one_line_error(proc, line.format(path=path))
+    assert files(out) == before
+
+
+def test_a_policy_of_another_world_is_refused(finished, work):
+    runs, _ = finished
+    sft = runs / "tiny" / "sft" / "model.npz"
+    out = _stage(finished, work, "ppo")
+    before = files(out)
+    proc = run(["ppo", "-q", "--set", "task=arithmetic", f"init={sft}", f"out_dir={out}",
+                f"reward_model={runs / 'tiny' / 'reward' / 'model.npz'}"], work)
+    one_line_error(proc, f"PPOConfig: init = {sft} was trained for the 'reviews' world, and "
+                         "task = 'arithmetic'; give a policy of that world")
+    assert files(out) == before
+
+
+def test_a_reward_model_with_another_tokenizer_is_refused(finished, work):
+    """The same alphabet in another order: every id would mean another character, and the
+    scores would be noise, silently."""
+    from minirlhf.lm.checkpoint import load_model, save_model
+    from minirlhf.lm.tokenizer import DEFAULT_CHARS, CharTokenizer
+
+    runs, _ = finished
+    model, _, extra = load_model(runs / "tiny" / "reward" / "model.npz")
+    other = work / "other_rm.npz"
+    save_model(other, model, CharTokenizer(DEFAULT_CHARS[::-1]), extra)
+    sft = runs / "tiny" / "sft" / "model.npz"
+    proc = run(["best-of-n", "-q", "--set", f"policy={sft}", f"reward_model={other}",
+                f"out_dir={work / 'bon'}"], work)
+    one_line_error(proc, f"BestOfNConfig: reward_model = {other} reads text with another "
+                         f"tokenizer than policy = {sft}; give checkpoints made with one "
+                         "tokenizer")
+    assert not (work / "bon").exists()
+
+
+def test_a_wrong_kind_in_the_pipeline_stops_it_with_every_file_kept(finished, tmp_path, work):
+    runs = copy_run(finished, tmp_path)
+    before = files(runs / "tiny")
+    sft = runs / "tiny" / "sft" / "model.npz"
+    proc = run(pipeline(runs, "--set", f"best_of_n.reward_model={sft}"), work)
+    one_line_error(proc, f"BestOfNConfig: reward_model = {sft} is a policy (made by the sft "
+                         "stage), not a reward model")
+    assert files(runs / "tiny") == before
+
+
+# --------------------------------------------------- a failed stage leaves no traces
+def test_a_refused_checkpoint_leaves_every_output_of_the_stage_as_it_was(finished, tmp_path,
+                                                                        work):
+    """A learning rate that blows the weights up: DPO's checkpoint is refused, and its metrics,
+    plot, summary and sidecar stay the finished run's (metrics.jsonl was once overwritten, and
+    the next run skipped DPO over the mismatch)."""
+    runs = copy_run(finished, tmp_path)
+    before = files(runs / "tiny")
+    proc = run(pipeline(runs, "--set", "dpo.lr=1e30", "dpo.max_pairs=32"), work)
+    one_line_error(proc, "stage dpo stopped", "model.npz was not written", "the run blew up")
+    assert files(runs / "tiny") == before
+    again = run(pipeline(runs), work)
+    assert "ran nothing" in again.stdout and same_summary(runs, finished)
+
+
+@pytest.mark.parametrize("command, settings", [
+    ("kto", ["max_examples=64"]), ("orpo", ["max_pairs=32"]), ("simpo", ["max_pairs=32"])])
+def test_a_blown_up_offline_stage_leaves_its_folder_as_it_was(finished, work, command,
+                                                             settings):
+    """One step at a learning rate of 5e28: the checkpoint is refused, and the outputs a
+    previous run left in the folder (here DPO's, the same five names) are all kept."""
+    runs, _ = finished
+    out = work / command
+    shutil.copytree(runs / "tiny" / "dpo", out)
+    before = files(out)
+    proc = run([command, "-q", "--set", "lr=1e30", f"out_dir={out}", *settings,
+                f"init={runs / 'tiny' / 'sft' / 'model.npz'}",
+                f"preferences={runs / 'tiny' / 'preferences' / 'preferences.jsonl'}"], work)
+    one_line_error(proc, f"{out / 'model.npz'} was not written", "the run blew up")
+    assert files(out) == before
+
+
+def test_an_output_name_taken_by_a_folder_fails_with_nothing_moved(finished, work):
+    """ORPO trains and saves, then cannot write its plot: the model, the metrics and the
+    summary it made are not moved into place either."""
+    runs, _ = finished
+    out = work / "orpo"
+    shutil.copytree(runs / "tiny" / "dpo", out)
+    (out / "metrics.png").unlink()
+    (out / "metrics.png").mkdir()
+    before = files(out)
+    proc = run(["orpo", "-q", "--set", "max_pairs=32", "eval_samples_per_prompt=1",
+                "max_new_tokens=60", f"out_dir={out}",
+                f"init={runs / 'tiny' / 'sft' / 'model.npz'}",
+                f"preferences={runs / 'tiny' / 'preferences' / 'preferences.jsonl'}"], work)
+    one_line_error(proc, f"cannot write {out / 'metrics.png'}: a folder has that name")
+    assert files(out) == before
+
+
+def test_weights_that_blow_up_keep_every_file_of_the_stage(finished, tmp_path, work):
+    runs = copy_run(finished, tmp_path)
+    (runs / "tiny" / "pipeline" / "ppo.json").unlink()
+    (runs / "tiny" / "ppo" / "metrics.jsonl").unlink()  # a refused PPO must not make it
+    before = files(runs / "tiny" / "ppo")
+    proc = run(pipeline(runs), work, fault="blow-up:ppo")
+    one_line_error(proc, "stage ppo stopped", "was not written", "the run blew up")
+    assert files(runs / "tiny" / "ppo") == before

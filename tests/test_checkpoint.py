@@ -114,3 +114,33 @@ def test_blown_up_but_finite_weights_are_never_saved(tmp_path):
         ck.save_checkpoint(path, {"w": np.array([1.0, 1e28, 2.0], np.float32)}, {})
     assert not path.exists()
     ck.save_checkpoint(path, {"w": np.array([1.0, -9.9e5], np.float32)}, {})  # big, but sane
+
+
+def test_held_writes_move_every_file_into_place_together_or_none(tmp_path):
+    from minirlhf.lm.checkpoint import atomic_write, held_writes
+
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("old\n")
+    with pytest.raises(FloatingPointError), held_writes():
+        atomic_write(a, lambda f: f.write(b"new\n"))
+        atomic_write(b, lambda f: f.write(b"new\n"))
+        assert a.read_text() == "old\n" and not b.exists()  # held under temporary names
+        raise FloatingPointError("the checkpoint was refused")
+    assert a.read_text() == "old\n" and not b.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]  # no temporary file left
+    with held_writes():
+        atomic_write(a, lambda f: f.write(b"new\n"))
+        with held_writes():  # a stage inside another block: its own files move when it ends
+            atomic_write(b, lambda f: f.write(b"new\n"))
+        assert a.read_text() == "old\n" and b.read_text() == "new\n"
+    assert a.read_text() == b.read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_every_stage_holds_its_writes():
+    import inspect
+
+    from minirlhf.registry import COMMANDS
+
+    for stage in COMMANDS.values():  # each entry point is wrapped in held_writes()
+        assert inspect.unwrap(stage.run) is not stage.run, stage.name

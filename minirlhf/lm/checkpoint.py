@@ -5,25 +5,28 @@ each: we write to a temporary file in the same folder, flush it to disk, and ``o
 over the old name (an atomic rename). A JSON copy of the metadata is written beside it for people
 to read; loading never depends on it. The arrays' SHA-256 is stored in the metadata and checked
 on load, so a truncated or altered file is named, never silently loaded.
+
+Writing whole files (``atomic_write``, ``held_writes``) lives in ``minirlhf.files``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-META_KEY = "__meta__"
-
-
-class CheckpointError(Exception):
-    """A checkpoint file is missing, truncated, or fails its checksum."""
+from minirlhf.files import (  # noqa: F401  (re-exported: where checkpoints' readers look)
+    META_KEY,
+    CheckpointError,
+    atomic_write,
+    held_writes,
+    model_kind,
+    read_meta,
+)
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> str:
@@ -34,31 +37,6 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
         h.update(str(a.dtype).encode() + str(a.shape).encode())
         h.update(a.tobytes())
     return h.hexdigest()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file)`` on a temporary file, then rename it to ``path`` atomically. The file
-    gets the permissions any new file would (0644 under the usual umask), not mkstemp's 0600,
-    so the others who read a run folder can read all of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:

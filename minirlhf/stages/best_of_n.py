@@ -27,7 +27,7 @@ import numpy as np
 
 from minirlhf.config import ConfigError, Stage, StageConfig, run_path, setting
 from minirlhf.evaluation import PolicyReport, policy_numbers, report_from_samples, write_summary
-from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.checkpoint import held_writes, load_model
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import generate_text
 from minirlhf.plots import plot_reward_vs_kl
@@ -135,6 +135,7 @@ class BestOfNResult:
     seconds: float = 0.0
 
 
+@held_writes()
 def run_best_of_n(config: BestOfNConfig) -> BestOfNResult:
     """Sample, score with the RM and with gold, and tabulate best-of-n for each n."""
     STAGE.begin(config)

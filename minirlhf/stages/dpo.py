@@ -27,7 +27,7 @@ from minirlhf.config import (
     setting,
 )
 from minirlhf.evaluation import PolicyReport, policy_numbers
-from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.checkpoint import held_writes, load_model
 from minirlhf.lm.model import GPT
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import generate_text
@@ -110,11 +110,13 @@ class DPOConfig(PreferenceInputs, OfflineSettings, PolicySettings):
             raise ConfigError("DPOConfig: labeler = reward_model needs reward_model, the reward "
                               "model's model.npz (e.g. runs/default/reward/model.npz)")
 
-    def check_data(self, n_pairs: int) -> None:
-        """A batch that a round of ``n_pairs`` pairs (after ``max_pairs``) can fill."""
+    def check_data(self, n_pairs: int, source: str = "") -> None:
+        """A batch that a round of ``n_pairs`` pairs (after ``max_pairs``) can fill; ``source``
+        names the file they come from."""
         used = min(n_pairs, self.max_pairs) if self.max_pairs and not self.online_rounds \
             else n_pairs
-        check_fits(self, "batch_size", used, f"the {used} pairs per round")
+        check_fits(self, "batch_size", used, f"the {used} pairs per round" + (
+            f" of {source} ({n_pairs} rows)" if source else ""))
 
 
 @dataclass
@@ -156,11 +158,23 @@ def _online_pairs(policy: GPT, tokenizer: CharTokenizer, config: DPOConfig, n: i
         b = generate_text(policy, tokenizer, prompts, config.max_new_tokens, rng)
         keep = [(p, ta, tb) for p, (ta, fa), (tb, fb) in zip(prompts, a, b, strict=True)
                 if fa and fb and ta and tb and ta != tb][: n - len(pairs)]
+        check_fits(config, None, len(keep), sampled_pairs(a, b, config.max_new_tokens))
         if keep and rm is not None:
             pairs += rm_label_pairs(rm, task, *map(list, zip(*keep, strict=True)))
         elif keep:
             pairs += label_pairs(task, panel, *map(list, zip(*keep, strict=True)), rng)
     return pairs
+
+
+def sampled_pairs(a: list[tuple[str, bool]], b: list[tuple[str, bool]],
+                  max_new_tokens: int) -> str:
+    """What a round of sampled pairs held, for a round that gave no pair to learn from: how
+    many had an unfinished (or empty) response, how many two equal ones."""
+    unfinished = sum(not (fa and fb and ta and tb) for (ta, fa), (tb, fb) in zip(a, b,
+                                                                               strict=True))
+    return (f"none of {len(a)} pairs of fresh samples is usable ({unfinished} with an "
+            f"unfinished or empty response within max_new_tokens = {max_new_tokens}, "
+            f"{len(a) - unfinished} with two equal responses)")
 
 
 def rm_label_pairs(rm: RewardModel, task: Task, prompts: list[str], first: list[str],
@@ -197,6 +211,7 @@ def batch_loss_of(policy: GPT, tokenizer: CharTokenizer, pairs: list[PreferenceP
     return loss
 
 
+@held_writes()
 def train_dpo(config: DPOConfig) -> DPOResult:
     """DPO from the SFT policy, with it as the frozen reference.
 
@@ -204,8 +219,10 @@ def train_dpo(config: DPOConfig) -> DPOResult:
     samples ``online_pairs / k`` fresh pairs from the current policy, has the raters label them,
     and trains on them: the same label budget, spent on the policy's own current answers.
     """
-    STAGE.begin(config, unused=("preferences",) if config.online_rounds else ())
-    if config.online_rounds and config.labeler == "reward_model":
+    rm_labels = config.online_rounds and config.labeler == "reward_model"
+    STAGE.begin(config, unused=(("preferences",) if config.online_rounds else ())
+                + (() if rm_labels else ("reward_model",)))
+    if rm_labels:
         require_inputs(config, {"reward_model": "reward"})
     t0 = time.time()
     rng = stream(config.seed, "train")
@@ -217,7 +234,7 @@ def train_dpo(config: DPOConfig) -> DPOResult:
     else:
         pairs = require_pairs(load_jsonl(config.preferences, tokenizer,
                                          policy.config.block_size), config.preferences, "DPO")
-        config.check_data(len(pairs))
+        config.check_data(len(pairs), config.preferences)
         if config.max_pairs:
             pairs = [pairs[i] for i in rng.permutation(len(pairs))[: config.max_pairs]]
         per_round, rounds = len(pairs), 1

@@ -52,7 +52,7 @@ from minirlhf.evaluation import (
     per_prompt_gold,
     policy_numbers,
 )
-from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.checkpoint import held_writes, load_model
 from minirlhf.lm.optim import AdamW, optimizer_step
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import Rollout, generate, rollout
@@ -162,6 +162,7 @@ class GRPOResult:
     # rate / SFT's, and its 95% paired bootstrap interval over prompts (low, high)
     plot: str = ""
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # for the log and the record
 
 
 # ------------------------------------------------------------- one iteration, step by step
@@ -181,13 +182,9 @@ class Batch(RolloutBatch):
 
 
 def make_actors(config: GRPOConfig) -> Actors:
-    """Policy and reference from the SFT checkpoint (of the task's world), the reward model
-    when it scores, no critic; an AdamW over the policy."""
-    policy, tokenizer, extra = load_model(config.init)
-    made_for = extra.get("config", {}).get("task", config.task)
-    if made_for != config.task:
-        raise ConfigError(f"GRPOConfig: init = {config.init} was trained for the {made_for!r} "
-                          f"world, and task = {config.task!r}; give an SFT policy of that world")
+    """Policy and reference from the SFT checkpoint (of the task's world: ``STAGE.begin``
+    checks), the reward model when it scores, no critic; an AdamW over the policy."""
+    policy, tokenizer, _ = load_model(config.init)
     reference, _, _ = load_model(config.init)
     rm = RewardModel.load(config.reward_model) if config.reward == "reward_model" else None
     return Actors(policy, reference, None, rm, tokenizer,
@@ -338,10 +335,11 @@ def _kept(batch: Batch, config: GRPOConfig) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------- the stage
+@held_writes()
 def train_grpo(config: GRPOConfig) -> GRPOResult:
     """Critic-free RL from the SFT policy, with it as the frozen reference: groups of samples
     per prompt, a group baseline, a clipped surrogate, a KL term in the loss or the reward."""
-    STAGE.begin(config)
+    STAGE.begin(config, unused=("reward_model",) if config.reward == "verifier" else ())
     if not Path(config.init).exists():
         raise missing_input("SFT policy", config.init, SCRATCHPAD_ROUTE
                             if config.task == "scratchpad" else stage_command("sft"))
@@ -366,6 +364,13 @@ def train_grpo(config: GRPOConfig) -> GRPOResult:
         stats = update(actors, batch, config, rng, it)
         # 6. metrics
         result.metrics.append(metrics(it, batch, stats, actors, config))
+    if actors.optimizer.t == 0:  # a finding (the policy is the SFT one), not an input error
+        result.warnings.append(
+            f"not one step in {config.iterations} iterations: the loss left out every response "
+            f"(dynamic_sampling = {config.dynamic_sampling}: groups whose rewards are all "
+            f"equal; mask_truncated_completions = {config.mask_truncated_completions}: "
+            "responses without EOS); the policy is the SFT policy")
+        log.warning(result.warnings[-1])
     finish(result, actors, config)
     result.seconds = time.time() - t0
     return result
@@ -416,7 +421,7 @@ def record(r: GRPOResult, config: GRPOConfig) -> dict:
     return {**policy_numbers(r.report, config.eval_samples_per_prompt), "plot": r.plot,
             "accuracy": r.accuracy, "sft_accuracy": r.sft_accuracy,
             "gold_interval": list(r.interval), "sft_gold_interval": list(r.sft_interval),
-            "error_ratio": list(r.error_ratio)}
+            "error_ratio": list(r.error_ratio), "warnings": r.warnings}
 
 
 def show(r: GRPOResult, config: GRPOConfig) -> str:

@@ -34,7 +34,7 @@ import numpy as np
 from minirlhf.autograd.tensor import Tensor, no_grad
 from minirlhf.config import Stage, check_fits, run_path, setting
 from minirlhf.evaluation import PolicyReport, policy_numbers
-from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.checkpoint import held_writes, load_model
 from minirlhf.lm.model import GPT
 from minirlhf.lm.sampling import generate_text
 from minirlhf.lm.sequences import encode_pairs, sequence_logps
@@ -85,6 +85,14 @@ class KTOConfig(PreferenceInputs, OfflineSettings, PolicySettings):
                                 "[0, 10_000_000]")
     batch_size: int = setting(64, "labelled responses per step (a pair gives two)", "[2, 4096]")
 
+    def check(self, upstream: dict | None = None) -> None:
+        """Every setting in its range; with ``thumbs``, a batch its samples can fill."""
+        super().check(upstream)
+        if self.thumbs:
+            n = min(self.thumbs, self.max_examples or self.thumbs)
+            check_fits(self, "batch_size", n, f"the {n} sample{'s' * (n != 1)} thumbs = "
+                       f"{self.thumbs} labels")
+
 
 @dataclass
 class KTOResult:
@@ -98,18 +106,22 @@ class KTOResult:
 
 
 def unpaired_data(config: KTOConfig, policy: GPT, tokenizer: CharTokenizer,
-                  rng: np.random.Generator) -> list[UnpairedExample]:
-    """The labelled responses KTO trains on (see the module docstring for the three sources)."""
+                  rng: np.random.Generator) -> tuple[list[UnpairedExample], str]:
+    """The labelled responses KTO trains on (see the module docstring for the three sources),
+    and where they come from, with their counts."""
     if config.thumbs:
         task, panel = get_task(config.task), get_panel(config.raters)
         prompts = task.sample_prompts(config.thumbs, rng)
         done = generate_text(policy, tokenizer, prompts, config.max_new_tokens, rng)
         kept = [(p, t) for p, (t, finished) in zip(prompts, done, strict=True) if finished and t]
-        return label_thumbs(task, panel, [p for p, _ in kept], [t for _, t in kept], rng)
+        return (label_thumbs(task, panel, [p for p, _ in kept], [t for _, t in kept], rng),
+                f"{config.thumbs} samples, {len(kept)} finished within max_new_tokens = "
+                f"{config.max_new_tokens}")
     records = load_jsonl(config.preferences, tokenizer, policy.config.block_size)
+    source = f"{config.preferences} ({len(records)} rows)"
     if records and isinstance(records[0], PreferencePair):
-        return pairs_to_unpaired(records)
-    return records
+        return pairs_to_unpaired(records), source
+    return records, source
 
 
 def _logps(model: GPT, tokenizer: CharTokenizer, prompts: list[str], completions: list[str]):
@@ -156,6 +168,7 @@ def batch_loss_of(policy: GPT, reference: GPT, tokenizer: CharTokenizer,
     return loss
 
 
+@held_writes()
 def train_kto(config: KTOConfig) -> KTOResult:
     """KTO from the SFT policy (also the frozen reference) on thumbs-up / thumbs-down labels."""
     STAGE.begin(config, unused=("preferences",) if config.thumbs else ())
@@ -163,10 +176,12 @@ def train_kto(config: KTOConfig) -> KTOResult:
     rng = stream(config.seed, "train")
     policy, tokenizer, _ = load_model(config.init)
     reference, _, _ = load_model(config.init)
-    examples = unpaired_data(config, policy, tokenizer, rng)
+    examples, source = unpaired_data(config, policy, tokenizer, rng)
     if config.max_examples:
         examples = [examples[i] for i in rng.permutation(len(examples))[: config.max_examples]]
-    check_fits(config, "batch_size", len(examples), f"the {len(examples)} labelled responses")
+        source += f", max_examples = {config.max_examples}"
+    check_fits(config, "batch_size", len(examples),
+               f"the {len(examples)} labelled responses of {source}")
     desirable = np.array([e.label for e in examples])
     result = KTOResult(config=config, checkpoint="", data={
         "examples": len(examples), "desirable_share": float(desirable.mean()),

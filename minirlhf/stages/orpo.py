@@ -27,6 +27,7 @@ import numpy as np
 from minirlhf.autograd.tensor import Tensor
 from minirlhf.config import Stage, run_path, setting
 from minirlhf.evaluation import PolicyReport
+from minirlhf.lm.checkpoint import held_writes
 from minirlhf.objectives.preference import orpo_loss
 from minirlhf.training import (
     OfflineSettings,
@@ -59,6 +60,7 @@ class ORPOResult:
     seconds: float = 0.0
 
 
+@held_writes()
 def train_orpo(config: ORPOConfig) -> ORPOResult:
     """ORPO from the SFT policy on the preference pairs: the chosen response's NLL plus lam
     times the odds-ratio loss. No reference model in the loss."""

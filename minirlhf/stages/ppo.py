@@ -28,7 +28,7 @@ from tqdm import tqdm
 from minirlhf.autograd.tensor import Tensor, no_grad
 from minirlhf.config import ConfigError, Stage, run_path, setting
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, metrics_table, policy_numbers
-from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.checkpoint import held_writes, load_model
 from minirlhf.lm.model import GPT
 from minirlhf.lm.optim import AdamW, optimizer_step
 from minirlhf.lm.reward_model import RewardModel
@@ -299,6 +299,7 @@ def metrics(it: int, batch: Batch, stats: dict[str, float], actors: Actors, beta
             if any(valid) else None}
 
 
+@held_writes()
 def train_ppo(config: PPOConfig) -> PPOResult:
     """RLHF with PPO: sample, score with the reward model minus a per-token KL penalty to the
     SFT reference, estimate advantages with GAE, and take clipped policy and value steps."""

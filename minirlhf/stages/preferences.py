@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from minirlhf.config import Stage, StageConfig, run_path, setting
-from minirlhf.lm.checkpoint import load_model
+from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting
+from minirlhf.lm.checkpoint import held_writes, load_model
 from minirlhf.lm.sampling import generate_text
 from minirlhf.streams import stream
 from minirlhf.world import TASK_NAMES, get_task
@@ -62,6 +62,7 @@ class PreferenceResult:
     seconds: float = 0.0
 
 
+@held_writes()
 def build_preference_data(config: PreferenceConfig) -> PreferenceResult:
     """Sample two responses per prompt from the policy, label each pair with the raters, write
     JSON Lines, and report the accuracy ceiling beside the measured rater-gold agreement. With
@@ -83,6 +84,7 @@ def build_preference_data(config: PreferenceConfig) -> PreferenceResult:
         samples = [generate_text(model, tokenizer, prompts, config.max_new_tokens, rng,
                                  config.temperature) for _ in range(K)]
         keep = []  # (prompt, its K different finished responses)
+        unfinished, identical = result.dropped_unfinished, result.dropped_identical
         for i, prompt in enumerate(prompts):
             outs = [s[i] for s in samples]
             texts = [t for t, _ in outs]
@@ -93,7 +95,12 @@ def build_preference_data(config: PreferenceConfig) -> PreferenceResult:
             else:
                 keep.append((prompt, texts))
         keep = keep[:need]
-        new = _label(task, panel, keep, rng) if keep else []
+        check_fits(config, None, len(keep), f"none of {len(prompts)} prompts' {K} samples "
+                   f"from {config.policy} are usable ({result.dropped_unfinished - unfinished} "
+                   f"with an unfinished or empty response within max_new_tokens = "
+                   f"{config.max_new_tokens}, {result.dropped_identical - identical} with two "
+                   "equal responses)")
+        new = _label(task, panel, keep, rng)
         records.extend(new)
         bar.update(len(new))
     bar.close()

@@ -30,7 +30,7 @@ from minirlhf.config import (
     run_path,
     setting,
 )
-from minirlhf.lm.checkpoint import save_model
+from minirlhf.lm.checkpoint import held_writes, save_model
 from minirlhf.lm.model import GPT, PRESETS, GPTConfig
 from minirlhf.lm.optim import AdamW, cosine_lr, decayed_parameter_names, optimizer_step
 from minirlhf.lm.sampling import generate_text
@@ -152,6 +152,7 @@ def sample_texts(model: GPT, tokenizer: CharTokenizer, n: int, rng: np.random.Ge
     return [prompt + text + ("" if finished else "~") for text, finished in samples]
 
 
+@held_writes()
 def train_pretrain(config: PretrainConfig) -> PretrainResult:
     """Pretrain a GPT on the corpus; save checkpoint and loss plot; measure samples."""
     STAGE.begin(config)

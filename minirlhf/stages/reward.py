@@ -38,7 +38,7 @@ from minirlhf.config import (
     run_path,
     setting,
 )
-from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.checkpoint import held_writes, load_model
 from minirlhf.lm.optim import AdamW, decayed_parameter_names
 from minirlhf.lm.reward_model import READOUTS, RewardModel
 from minirlhf.lm.sampling import generate_text
@@ -162,7 +162,8 @@ class RewardConfig(PreferenceInputs, OfflineSettings):
         "likelihood or InstructGPT's mean over the K(K-1)/2 pairs", choices=tuple(RANKING_LOSSES))
     center_coef: float = setting(0.01, "reward-centering coefficient", "[0, inf)")
     norm_samples: int = setting(
-        512, "SFT samples used to fit the normalization gain and bias", "[1, 100_000]")
+        512, "SFT samples used to fit the normalization gain and bias (two at the least: "
+        "a spread)", "[2, 100_000]")
     corr_samples: int = setting(
         512, "fresh SFT samples for the RM-gold correlation", "[1, 100_000]")
     max_new_tokens: int = setting(
@@ -231,7 +232,12 @@ def fit_normalization(rm: RewardModel, prompts: list[str], responses: list[str],
     """Gain and bias that give the samples' scores mean 0 and standard deviation 1."""
     rm.gain, rm.bias = 1.0, 0.0
     raw = rm.score(prompts, responses, finished)
-    gain = 1.0 / max(float(raw.std()), 1e-6)
+    if not raw.std() >= 1e-6:  # (NaN included)
+        raise FloatingPointError(
+            f"reward: the reward model gives the {len(raw)} SFT samples one score (standard "
+            f"deviation {raw.std():.3g}): it tells no response from another, and normalising "
+            "its scores would divide by zero")
+    gain = 1.0 / float(raw.std())
     return gain, -gain * float(raw.mean())
 
 
@@ -287,6 +293,7 @@ TRAIN_ACCURACY_PAIRS = 2000
 SHOWN_EXAMPLES = 8
 
 
+@held_writes()
 def train_reward(config: RewardConfig) -> RewardResult:
     """Train a Bradley-Terry reward model on labelled pairs; measure it against the ceiling
     and against gold; fit its normalization on SFT samples; save it."""
@@ -298,6 +305,7 @@ def train_reward(config: RewardConfig) -> RewardResult:
     ranked = isinstance(pairs[0], Ranking)
     rng = stream(config.seed, "train")
     train, val = split_pairs(pairs, config, rng)
+    check_fits(config, "batch_size", len(train), _training_left(config, pairs, train, val))
 
     rm = RewardModel(model, tokenizer, readout=config.readout)
     opt = AdamW(model.named_parameters(), lr=config.lr, weight_decay=config.weight_decay,
@@ -343,6 +351,17 @@ def _load_comparisons(config: RewardConfig, tokenizer: CharTokenizer, block_size
                                   "examples")
     config.check_data(len(pairs), isinstance(pairs[0], Ranking))
     return pairs
+
+
+def _training_left(config: RewardConfig, pairs: Records, train: Records, val: Records) -> str:
+    """What is left to train on after the split, with the counts that explain it."""
+    kind = "rankings" if isinstance(pairs[0], Ranking) else "pairs"
+    n_val = held_out_count(len(pairs), config)
+    used = f", max_pairs = {config.max_pairs}" if config.max_pairs else ""
+    distinct = len({pair_key(p) for p in pairs})
+    return (f"the {len(train)} training {kind} left in {config.preferences} ({len(pairs)} rows"
+            f"{used}, {distinct} distinct comparison{'s' * (distinct != 1)}; held out: {n_val} "
+            f"and {len(val) - n_val} copies of them)")
 
 
 def _normalize_on_sft_samples(rm: RewardModel, task: Task, config: RewardConfig) -> float:

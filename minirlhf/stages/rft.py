@@ -26,9 +26,9 @@ import numpy as np
 from tqdm import tqdm
 
 from minirlhf.autograd.tensor import Tensor
-from minirlhf.config import Stage, run_path, setting
+from minirlhf.config import Stage, check_fits, run_path, setting
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers, policy_report
-from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.checkpoint import held_writes, load_model
 from minirlhf.lm.model import GPT
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import generate_text
@@ -122,6 +122,7 @@ def fine_tune(trainer: Trainer, tokenizer: CharTokenizer, prompts: list[str], te
     trainer.epochs(shuffled_chunks(len(prompts), config.batch_size), loss, rng)
 
 
+@held_writes()
 def train_rft(config: RFTConfig) -> RFTResult:
     """Rejection-sampling fine-tuning from the SFT policy: ``rounds`` of sampling n per prompt,
     keeping the best by the reward model (or a random one: the control), and fine-tuning."""
@@ -139,6 +140,9 @@ def train_rft(config: RFTConfig) -> RFTResult:
         prompts, texts, finished = sample_round(policy, tokenizer, task, config, rng)
         scores = score(rm, task, prompts, texts, finished)
         kept = select(scores, finished, config.n, config.select, rng)
+        check_fits(config, None, len(kept), f"round {k + 1} kept none of its "
+                   f"{config.prompts_per_round} prompts: not one of their {config.n} samples "
+                   f"finished within max_new_tokens = {config.max_new_tokens}")
         kept_prompts, kept_texts = [prompts[i] for i in kept], [texts[i] for i in kept]
         # 4. fine-tune on the kept samples
         fine_tune(trainer, tokenizer, kept_prompts, kept_texts, config, rng)

@@ -25,7 +25,7 @@ import numpy as np
 from minirlhf.autograd.tensor import Tensor
 from minirlhf.config import Stage, check_fits, run_path, setting
 from minirlhf.evaluation import PolicyEval, evaluate_policy, sample_table
-from minirlhf.lm.checkpoint import load_model, save_model
+from minirlhf.lm.checkpoint import held_writes, load_model, save_model
 from minirlhf.lm.optim import AdamW, decayed_parameter_names
 from minirlhf.lm.sequences import encode_pairs
 from minirlhf.objectives.sft import sft_loss
@@ -72,6 +72,7 @@ class SFTResult:
     plot: str = ""
 
 
+@held_writes()
 def train_sft(config: SFTConfig) -> SFTResult:
     """Fine-tune the pretrained model on demonstrations; evaluate with gold before and after."""
     STAGE.begin(config)

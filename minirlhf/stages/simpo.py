@@ -28,6 +28,7 @@ import numpy as np
 from minirlhf.autograd.tensor import Tensor
 from minirlhf.config import Stage, run_path, setting
 from minirlhf.evaluation import PolicyReport
+from minirlhf.lm.checkpoint import held_writes
 from minirlhf.objectives.preference import simpo_loss
 from minirlhf.training import (
     OfflineSettings,
@@ -61,6 +62,7 @@ class SimPOResult:
     seconds: float = 0.0
 
 
+@held_writes()
 def train_simpo(config: SimPOConfig) -> SimPOResult:
     """SimPO from the SFT policy on the preference pairs: a margin between length-normalised
     log-probs. No reference model in the loss."""

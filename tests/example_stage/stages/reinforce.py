@@ -4,9 +4,9 @@ the command line, summary.json and the report."""
 
 from dataclasses import dataclass
 
-from minirlhf.config import Stage, require_inputs, run_path, setting
+from minirlhf.config import Stage, run_path, setting
 from minirlhf.evaluation import PolicyReport, finish_policy_stage, policy_numbers
-from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.checkpoint import held_writes, load_model
 from minirlhf.lm.optim import AdamW, optimizer_step
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.sampling import rollout
@@ -35,10 +35,10 @@ class ReinforceResult:
     report: PolicyReport
 
 
+@held_writes()  # its files move into place together when it ends, or none does
 def train_reinforce(config: ReinforceConfig) -> ReinforceResult:
     """REINFORCE against the reward model, the batch's mean score as the baseline."""
-    config.check()
-    require_inputs(config, STAGE.inputs)
+    STAGE.begin(config)  # settings, input files and their kinds, the output folder
     task, rng = get_task("reviews"), stream(config.seed, "train")
     policy, tokenizer, _ = load_model(config.init)
     reference, _, _ = load_model(config.init)
