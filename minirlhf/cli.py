@@ -219,9 +219,31 @@ def cmd_classroom(args: argparse.Namespace) -> int:
             return 2
         for rel, n in stripped.items():
             print(f"  {rel}: {n} region{'s' * (n > 1)} stripped")
-        print(f"student copy written to {args.target} ({sum(stripped.values())} solution regions); "
+        print(f"student copy written to {args.target} ({sum(stripped.values())} solution and "
+              "teacher-only regions); "
               f"students run: cd {args.target} && pip install -e . && "
               "python -m minirlhf classroom check")
+        return 0
+
+    if args.action == "record-expected":
+        from minirlhf.course.exercises import (
+            EXPECTED,
+            RecordError,
+            record_expected,
+            write_expected,
+        )
+
+        try:
+            recorded = record_expected()
+        except RecordError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        out = Path(args.out) if args.out else EXPECTED
+        changed = write_expected(recorded, out)
+        print(f"{len(recorded)} expected values recorded from the solutions into {out}: "
+              + (f"{len(changed)} new or changed ({', '.join(changed[:4])}"
+                 f"{', ...' if len(changed) > 4 else ''})" if changed else "up to date, "
+                 "file unchanged"))
         return 0
 
     from minirlhf.course.exercises import run_checks
@@ -246,8 +268,9 @@ def cmd_classroom(args: argparse.Namespace) -> int:
 
 
 def _classroom_arguments(p: argparse.ArgumentParser) -> None:
-    """``classroom make-student OUTDIR`` and ``classroom check [CHAPTER] [EXERCISE]``, whose help
-    lists the chapters and their exercises (from the registry)."""
+    """``classroom make-student OUTDIR``, ``classroom check [CHAPTER] [EXERCISE]``, whose help
+    lists the chapters and their exercises (from the registry), and ``classroom
+    record-expected``."""
     import textwrap
 
     from minirlhf.course.exercises import CHAPTERS, EXERCISES
@@ -277,6 +300,13 @@ def _classroom_arguments(p: argparse.ArgumentParser) -> None:
                         "the totals; gradescope: Gradescope's results.json; junit: JUnit XML")
     c.add_argument("--out", metavar="FILE", help="write the report to FILE (atomically) instead "
                                                 "of printing it")
+    r = actions.add_parser("record-expected", help="record the checks' expected values from "
+                           "the solutions (the teacher's copy)",
+                           description="Run every check on this copy's solutions and record the "
+                           "values the checks compare with into minirlhf/course/expected.npz "
+                           "(package data, shipped with the student copy); rewritten only when a "
+                           "value changed.")
+    r.add_argument("--out", metavar="FILE", help="write to FILE instead (an .npz)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
