@@ -246,6 +246,18 @@ def cmd_classroom(args: argparse.Namespace) -> int:
                  "file unchanged"))
         return 0
 
+    if args.action == "nbgrader":
+        from minirlhf.course.autograder import ASSIGNMENT, write_course
+
+        written = write_course(args.target)
+        for path in written:
+            print(f"  wrote {path}")
+        print(f"an nbgrader course in {args.target}: cd {args.target} && nbgrader "
+              f"generate_assignment {ASSIGNMENT}; each submission is a student copy's minirlhf/ "
+              f"and grade.ipynb in submitted/STUDENT/{ASSIGNMENT}/; then nbgrader autograde "
+              f"{ASSIGNMENT} --create (docs/teaching.md)")
+        return 0
+
     from minirlhf.course.exercises import run_checks
     from minirlhf.course.grades import graded, render
 
@@ -269,8 +281,8 @@ def cmd_classroom(args: argparse.Namespace) -> int:
 
 def _classroom_arguments(p: argparse.ArgumentParser) -> None:
     """``classroom make-student OUTDIR``, ``classroom check [CHAPTER] [EXERCISE]``, whose help
-    lists the chapters and their exercises (from the registry), and ``classroom
-    record-expected``."""
+    lists the chapters and their exercises (from the registry), ``classroom record-expected`` and
+    ``classroom nbgrader FOLDER``."""
     import textwrap
 
     from minirlhf.course.exercises import CHAPTERS, EXERCISES
@@ -307,6 +319,11 @@ def _classroom_arguments(p: argparse.ArgumentParser) -> None:
                            "(package data, shipped with the student copy); rewritten only when a "
                            "value changed.")
     r.add_argument("--out", metavar="FILE", help="write to FILE instead (an .npz)")
+    n = actions.add_parser("nbgrader", help="write an nbgrader course that grades the exercises",
+                           description="Write FOLDER/nbgrader_config.py (unless there) and "
+                           "FOLDER/source/exercises/grade.ipynb: one autograder test cell per "
+                           "exercise, worth its points (see docs/teaching.md).")
+    n.add_argument("target", metavar="FOLDER", help="the course folder (made if needed)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -492,6 +492,20 @@ def test_no_check_computes_its_expected_value(student):
         (ROOT / "minirlhf" / "course" / "expected.npz").read_bytes()
 
 
+def test_the_readme_links_the_teachers_workflow():
+    """The README's classroom row (and its list of documents) link docs/teaching.md's section on
+    grading with nbgrader, which holds the commands, from the extra to the export."""
+    readme = (ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `classroom"))
+    assert "docs/teaching.md#the-teachers-workflow-with-nbgrader" in row
+    guide = (ROOT / "docs" / "teaching.md").read_text()
+    section = guide[guide.index("## The teacher's workflow with nbgrader"):]
+    section = section[:section.index("\n## ", 1)]
+    for command in ('pip install -e ".[teaching]"', "classroom make-student", "classroom nbgrader",
+                    "nbgrader generate_assignment", "nbgrader autograde", "nbgrader export"):
+        assert command in section, command
+
+
 def _teacher_lines(root: Path) -> set[str]:
     """The distinctive lines of every teacher-only region of the notebooks (code of 16
     characters or more, comments cut; the ``# student:`` lines are the student's)."""
