@@ -506,38 +506,54 @@ def test_the_readme_links_the_teachers_workflow():
         assert command in section, command
 
 
+def _sources(root: Path) -> list[str]:
+    """The notebooks' cells and the tests, each as its source text (what may hold a
+    teacher-only region)."""
+    texts = ["".join(c["source"]) for p in sorted((root / "notebooks").glob("*.ipynb"))
+             for c in json.loads(p.read_text())["cells"]]
+    return texts + [p.read_text() for p in sorted((root / "tests").glob("*.py"))]
+
+
+def _stripped(text: str) -> str:
+    """``text`` as a student copy holds it (a test that quotes the markers in its strings, as
+    this one does, holds no region and stays as it is)."""
+    try:
+        return strip_text(text)
+    except MarkerError:
+        return text
+
+
 def _teacher_lines(root: Path) -> set[str]:
-    """The distinctive lines of every teacher-only region of the notebooks (code of 16
-    characters or more, comments cut; the ``# student:`` lines are the student's)."""
+    """The distinctive lines of every teacher-only region of the notebooks and the tests (code
+    of 16 characters or more, comments cut; the ``# student:`` lines are the student's)."""
     lines: set[str] = set()
-    for path in sorted((root / "notebooks").glob("*.ipynb")):
-        for cell in json.loads(path.read_text())["cells"]:
-            inside = False
-            for line in "".join(cell["source"]).splitlines():
-                s = line.strip()
-                if s in (TEACHER_BEGIN, TEACHER_END):
-                    inside = s == TEACHER_BEGIN
-                elif inside and len(code := s.split("#")[0].strip()) >= 16:
-                    lines.add(code)
+    for text in _sources(root):
+        inside = False
+        for line in text.splitlines():
+            s = line.strip()
+            if s in (TEACHER_BEGIN, TEACHER_END):
+                inside = s == TEACHER_BEGIN
+            elif inside and len(code := s.split("#")[0].strip()) >= 16:
+                lines.add(code)
     return lines
 
 
 def test_the_student_copy_writes_out_no_exercise_formula(student):
-    """The teacher's notebooks write the exercises' formulas out beside the library's results, in
-    teacher-only regions; the student copy holds none of their lines (sources and outputs), and
-    no code cell of its notebooks computes a value by hand (``by_hand``) or with the idioms of
-    the exercises' formulas: the causal mask (``np.triu``, ``np.tril``) or a log-sigmoid
-    (``logaddexp``, ``log1p``)."""
+    """The teacher's notebooks write the exercises' formulas out beside the library's results,
+    and some tests compute an exercise's value by a reference formula, in teacher-only regions;
+    the student copy holds none of their lines (nowhere: notebooks with their outputs, tests,
+    docs, library), and no code cell of its notebooks computes a value by hand (``by_hand``) or
+    with the idioms of the exercises' formulas: the causal mask (``np.triu``, ``np.tril``) or a
+    log-sigmoid (``logaddexp``, ``log1p``)."""
     import re
 
     folder, _ = student
     teacher = _teacher_lines(ROOT)
-    assert len(teacher) > 30
-    outside = "\n".join(strip_text("".join(c["source"])) for p in
-                        sorted((ROOT / "notebooks").glob("*.ipynb"))
-                        for c in json.loads(p.read_text())["cells"])
+    assert len(teacher) > 60
+    outside = "\n".join([*(_stripped(t) for t in _sources(ROOT)),  # what stays: an idiom
+                         *_outside_regions(ROOT).values()])
     distinctive = {line for line in teacher if line not in outside}
-    texts = {name: t for name, t in _texts(folder).items() if name.startswith("notebooks/")}
+    texts = _texts(folder)  # notebooks with their outputs, tests, library, docs
     leaks = [(name, line) for line in sorted(distinctive) for name, t in texts.items()
              if line in t]
     assert leaks == [], leaks

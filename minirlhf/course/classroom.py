@@ -9,13 +9,13 @@ A solution region is marked as nbgrader marks it, in library code and in noteboo
 
 A teacher-only region (``### BEGIN TEACHER`` ... ``### END TEACHER``) holds what the teacher's
 notebook writes out and a student's must not: an exercise's formula, worked by hand beside the
-library's result. Its lines ``# student: CODE`` are comments in the teacher's notebook and the
-student's code in its place:
+library's result; or, in a test, a reference computation of an exercise's value. Its lines
+``# student: CODE`` are comments in the teacher's notebook and the student's code in its place:
 
+    y = square(x)  # the library's, an exercise
     ### BEGIN TEACHER
-    by_hand = 1 - sigmoid(beta * (r - z0))
-    print("by hand:", by_hand, "library:", lib)
-    # student: print("library:", lib)
+    print("by hand:", x * x, " library:", y)
+    # student: print("library:", y)
     ### END TEACHER
 
 ``make_student(outdir)`` copies the project, leaves out what is the teacher's only
@@ -179,6 +179,9 @@ def make_student(root: str | Path, outdir: str | Path) -> dict[str, int]:
 
 
 def _marked_files(root: Path) -> list[Path]:
-    """Library modules and notebooks (the places solutions live), in a stable order."""
+    """Library modules and notebooks (the places solutions live), and the tests that hold a
+    teacher-only region (a reference computation of an exercise), in a stable order."""
     files = sorted((root / "minirlhf").rglob("*.py")) + sorted((root / "notebooks").glob("*.ipynb"))
-    return [f for f in files if "__pycache__" not in f.parts and f.name != "classroom.py"]
+    tests = [f for f in sorted((root / "tests").glob("*.py"))
+             if any(line.strip() == TEACHER_BEGIN for line in f.read_text().splitlines())]
+    return [f for f in files + tests if "__pycache__" not in f.parts and f.name != "classroom.py"]
