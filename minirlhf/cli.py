@@ -219,9 +219,43 @@ def cmd_classroom(args: argparse.Namespace) -> int:
             return 2
         for rel, n in stripped.items():
             print(f"  {rel}: {n} region{'s' * (n > 1)} stripped")
-        print(f"student copy written to {args.target} ({sum(stripped.values())} solution regions); "
+        print(f"student copy written to {args.target} ({sum(stripped.values())} solution and "
+              "teacher-only regions); "
               f"students run: cd {args.target} && pip install -e . && "
               "python -m minirlhf classroom check")
+        return 0
+
+    if args.action == "record-expected":
+        from minirlhf.course.exercises import (
+            EXPECTED,
+            RecordError,
+            record_expected,
+            write_expected,
+        )
+
+        try:
+            recorded = record_expected()
+        except RecordError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        out = Path(args.out) if args.out else EXPECTED
+        changed = write_expected(recorded, out)
+        print(f"{len(recorded)} expected values recorded from the solutions into {out}: "
+              + (f"{len(changed)} new or changed ({', '.join(changed[:4])}"
+                 f"{', ...' if len(changed) > 4 else ''})" if changed else "up to date, "
+                 "file unchanged"))
+        return 0
+
+    if args.action == "nbgrader":
+        from minirlhf.course.autograder import ASSIGNMENT, write_course
+
+        written = write_course(args.target)
+        for path in written:
+            print(f"  wrote {path}")
+        print(f"an nbgrader course in {args.target}: cd {args.target} && nbgrader "
+              f"generate_assignment {ASSIGNMENT}; each submission is a student copy's minirlhf/ "
+              f"and grade.ipynb in submitted/STUDENT/{ASSIGNMENT}/; then nbgrader autograde "
+              f"{ASSIGNMENT} --create (docs/teaching.md)")
         return 0
 
     from minirlhf.course.exercises import run_checks
@@ -246,8 +280,9 @@ def cmd_classroom(args: argparse.Namespace) -> int:
 
 
 def _classroom_arguments(p: argparse.ArgumentParser) -> None:
-    """``classroom make-student OUTDIR`` and ``classroom check [CHAPTER] [EXERCISE]``, whose help
-    lists the chapters and their exercises (from the registry)."""
+    """``classroom make-student OUTDIR``, ``classroom check [CHAPTER] [EXERCISE]``, whose help
+    lists the chapters and their exercises (from the registry), ``classroom record-expected`` and
+    ``classroom nbgrader FOLDER``."""
     import textwrap
 
     from minirlhf.course.exercises import CHAPTERS, EXERCISES
@@ -277,6 +312,18 @@ def _classroom_arguments(p: argparse.ArgumentParser) -> None:
                         "the totals; gradescope: Gradescope's results.json; junit: JUnit XML")
     c.add_argument("--out", metavar="FILE", help="write the report to FILE (atomically) instead "
                                                 "of printing it")
+    r = actions.add_parser("record-expected", help="record the checks' expected values from "
+                           "the solutions (the teacher's copy)",
+                           description="Run every check on this copy's solutions and record the "
+                           "values the checks compare with into minirlhf/course/expected.npz "
+                           "(package data, shipped with the student copy); rewritten only when a "
+                           "value changed.")
+    r.add_argument("--out", metavar="FILE", help="write to FILE instead (an .npz)")
+    n = actions.add_parser("nbgrader", help="write an nbgrader course that grades the exercises",
+                           description="Write FOLDER/nbgrader_config.py (unless there) and "
+                           "FOLDER/source/exercises/grade.ipynb: one autograder test cell per "
+                           "exercise, worth its points (see docs/teaching.md).")
+    n.add_argument("target", metavar="FOLDER", help="the course folder (made if needed)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """Student copies: stripping, marker errors, and the exercise checks (on the full project, on a
 student copy, and on a deliberately wrong solution)."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -8,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from minirlhf.course.classroom import BEGIN, END, STUB, MarkerError, make_student, strip_text
+from minirlhf.course.classroom import (
+    BEGIN,
+    END,
+    STUB,
+    TEACHER_BEGIN,
+    TEACHER_END,
+    MarkerError,
+    make_student,
+    strip_text,
+)
 from minirlhf.course.exercises import EXERCISES, run_checks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,11 +34,26 @@ def test_strip_keeps_indentation_and_everything_else():
     assert strip_text("no regions here\n") == "no regions here\n"
 
 
+def test_a_teacher_region_gives_way_to_its_student_lines():
+    """A teacher-only region is dropped, markers and all; its ``# student: CODE`` lines (comments
+    in the teacher's copy) become the student's code, at their indentation."""
+    text = (f"x = 1\n{TEACHER_BEGIN}\nby_hand = x * 2\nprint(by_hand)\n"
+            f"# student: print('library', x)\n{TEACHER_END}\nprint(x)\nif x:\n"
+            f"    {TEACHER_BEGIN}\n    y = 3\n    {TEACHER_END}\n    z = 4")
+    out = strip_text(text)
+    assert out == "x = 1\nprint('library', x)\nprint(x)\nif x:\n    z = 4"
+    assert strip_text(out) == out
+    assert strip_text("# student: y = 1\n") == "# student: y = 1\n"  # outside a region: a comment
+
+
 @pytest.mark.parametrize("text, needle", [
     (f"a\n{BEGIN}\nb\n", "f.py:2: ### BEGIN SOLUTION is never closed"),
     (f"a\n{END}\n", "f.py:2: ### END SOLUTION without a ### BEGIN SOLUTION"),
     (f"{BEGIN}\n{BEGIN}\n{END}\n", "f.py:2: ### BEGIN SOLUTION inside the region opened at line 1"),
-    (f"x = 1  {BEGIN}\n", "f.py:1: a solution marker must stand alone"),
+    (f"x = 1  {BEGIN}\n", "f.py:1: a solution or teacher marker must stand alone"),
+    (f"a\n{TEACHER_BEGIN}\nb\n", "f.py:2: ### BEGIN TEACHER is never closed by ### END TEACHER"),
+    (f"{TEACHER_BEGIN}\n{END}\n", "f.py:2: ### END SOLUTION without a ### BEGIN SOLUTION"),
+    (f"{BEGIN}\n{TEACHER_BEGIN}\n", "f.py:2: ### BEGIN TEACHER inside the region opened at line 1"),
 ])
 def test_marker_errors_name_file_and_line(text, needle):
     with pytest.raises(MarkerError) as err:
@@ -101,8 +126,9 @@ def test_the_student_copy_imports_and_reports_not_implemented(student):
 
 
 def test_stripped_notebooks_are_valid_and_lose_only_the_solution_outputs(student):
-    """A stripped cell loses its outputs, and so does a cell that printed a solution's source
-    (chapter 1 prints solved functions); every other cell is unchanged."""
+    """A stripped cell (a solution region, or a teacher-only one) loses its outputs, and so does a
+    cell that printed a solution's source (chapter 1 prints solved functions); every other cell is
+    unchanged."""
     folder, stripped = student
     for rel in (k for k in stripped if k.endswith(".ipynb")):
         original = json.loads((ROOT / rel).read_text())
@@ -110,8 +136,9 @@ def test_stripped_notebooks_are_valid_and_lose_only_the_solution_outputs(student
         assert len(original["cells"]) == len(copy["cells"])
         for a, b in zip(original["cells"], copy["cells"], strict=True):
             src = "".join(a["source"]) if isinstance(a["source"], list) else a["source"]
-            if BEGIN in src:
-                assert STUB in b["source"] and b["outputs"] == []
+            if BEGIN in src or TEACHER_BEGIN in src:  # stripped: the outputs were the teacher's
+                assert b["source"] == strip_text(src) and b["outputs"] == []
+                assert (STUB in b["source"]) == (BEGIN in src)
             elif BEGIN in json.dumps(a.get("outputs", [])):  # it printed a solution's source
                 assert b["source"] == a["source"] and b["outputs"] == []
             else:
@@ -330,10 +357,44 @@ def test_every_solution_region_says_what_to_define():
             lines = text.splitlines()
             for k, line in enumerate(lines):
                 above = lines[max(0, k - 3):k]
-                if line.strip() == BEGIN and not any(a.strip().startswith("# exercise:")
+                if line.strip() == BEGIN and not any(a.strip().startswith("# exercise")
                                                      for a in above):
                     missing.append(f"{path.name}:{k + 1}")
     assert missing == []
+
+
+def test_every_library_region_names_its_exercises():
+    """The comment above each library region names the exercises it belongs to (``# exercise
+    layer-norm-backward: ...``), each one whose function holds the region; every exercise is
+    named by a region; a notebook's own regions name none (``# exercise: ...``). A notebook cell
+    that reaches a stub says which exercise it needs from this comment."""
+    import re
+
+    named: dict[str, list[str]] = {}
+    for path in (p for p in (ROOT / "minirlhf").rglob("*.py") if p.name != "classroom.py"):
+        lines = path.read_text().splitlines()
+        for k, line in enumerate(lines):
+            if line.strip() != BEGIN:
+                continue
+            comment = next(a.strip() for a in reversed(lines[max(0, k - 3):k])
+                           if a.strip().startswith("# exercise"))
+            m = re.match(r"# exercise ([a-z0-9, -]+):", comment)
+            assert m, f"{path.name}:{k + 1}: {comment}"
+            for name in m[1].split(", "):
+                named.setdefault(name, []).append(f"{path.relative_to(ROOT)}:{k + 1}")
+    assert sorted(named) == sorted(ex.name for ex in EXERCISES)
+    for ex in EXERCISES:
+        file, function = _file_and_function(ex)
+        source = (ROOT / file).read_text()
+        start = source.index(f"def {function.split('.')[-1]}(")
+        end = source.find("\ndef ", start + 1)
+        lines = range(source[:start].count("\n") + 1, source[:end if end > 0 else None]
+                      .count("\n") + 2)
+        for at in named[ex.name]:
+            assert at.startswith(file) and int(at.split(":")[1]) in lines, (ex.name, at)
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            assert not re.search(r"# exercise [a-z]", "".join(cell["source"])), path.name
 
 
 def test_running_times_have_one_source():
@@ -354,3 +415,151 @@ def test_the_teachers_table_names_each_exercise_where_it_lives():
     table = dict(re.findall(r"^\| \d+ \| ([a-z0-9-]+) \| `([\w.]+)` \|",
                             (ROOT / "docs" / "teaching.md").read_text(), re.M))
     assert table == {ex.name: ex.where for ex in EXERCISES}
+
+
+# what exercises.py may define besides the checks: the harness, none of it an expected value
+HARNESS = {"CheckFailed", "Exercise", "CheckResult", "RecordError", "_FixedLogits", "_t", "_grad",
+           "_close", "_expect", "_match", "load_expected", "_raised_at", "_does_not_compile",
+           "select", "_select", "run_checks", "record_expected", "write_expected"}
+
+
+def _literal(node) -> bool:
+    """A number written in the check: constants, lists and tuples of them, and arithmetic on
+    them (``-1.1 / 6``)."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, (int, float))
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return all(_literal(e) for e in node.elts)
+    if isinstance(node, ast.UnaryOp):
+        return _literal(node.operand)
+    if isinstance(node, ast.BinOp):
+        return _literal(node.left) and _literal(node.right)
+    return False
+
+
+def _written(fn: ast.FunctionDef) -> set[str]:
+    """The names a check binds to numbers written in it: ``for text, expected in (("a", 2),
+    ...)`` (a table of literals) and ``alpha, beta = (1.5, 0.4) if ... else (1.2, 0.5)``."""
+    names = set()
+    for n in ast.walk(fn):
+        if isinstance(n, ast.For) and isinstance(n.target, ast.Tuple) \
+                and isinstance(n.iter, (ast.Tuple, ast.List)) \
+                and all(isinstance(row, ast.Tuple) for row in n.iter.elts):
+            for i, t in enumerate(n.target.elts):
+                if isinstance(t, ast.Name) and all(_literal(row.elts[i]) for row in n.iter.elts):
+                    names.add(t.id)
+        if isinstance(n, ast.Assign) and len(n.targets) == 1 \
+                and isinstance(n.targets[0], ast.Tuple) and isinstance(n.value, ast.IfExp) \
+                and _literal(n.value.body) and _literal(n.value.orelse):
+            names |= {t.id for t in n.targets[0].elts if isinstance(t, ast.Name)}
+    return names
+
+
+def test_no_check_computes_its_expected_value(student):
+    """A student copy ships minirlhf/course/exercises.py, so its checks hold no reference
+    computation: each ``_close`` compares with a number written in the check, a value recorded
+    from the solutions (``_expect``, or ``_match`` which reads one), or a value the library
+    computes another way (a call such as ``rm.score(...)``, no arithmetic); the module defines
+    nothing beyond the checks and the harness (no reference helper); and the recorded values
+    ship beside it."""
+    folder, _ = student
+    path = folder / "minirlhf" / "course" / "exercises.py"
+    tree = ast.parse(path.read_text())
+    checks = {ex.check.__name__ for ex in EXERCISES}
+    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    assert defined - checks - HARNESS == set()
+    computed = []
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in checks):
+        recorded = {t.id for n in ast.walk(fn) if isinstance(n, ast.Assign)
+                    and isinstance(n.value, ast.Call) and getattr(n.value.func, "id", "")
+                    == "_expect" for t in n.targets if isinstance(t, ast.Name)}
+        recorded |= _written(fn)
+        for call in (n for n in ast.walk(fn) if isinstance(n, ast.Call)
+                     and getattr(n.func, "id", "") == "_close"):
+            expected = call.args[2] if len(call.args) > 2 else next(
+                k.value for k in call.keywords if k.arg == "expected")
+            if _literal(expected) or (isinstance(expected, ast.Name) and expected.id in recorded):
+                continue
+            if isinstance(expected, ast.Call) and getattr(expected.func, "id", "") == "_expect":
+                continue
+            if isinstance(expected, ast.Call) and isinstance(expected.func, ast.Attribute) \
+                    and getattr(expected.func.value, "id", "np") not in ("np", "numpy") \
+                    and not any(isinstance(a, ast.BinOp) for a in ast.walk(expected)):
+                continue  # a property: the library's own value, by another route
+            computed.append(f"{fn.name}:{call.lineno}: {ast.unparse(expected)}")
+    assert computed == []
+    assert (folder / "minirlhf" / "course" / "expected.npz").read_bytes() == \
+        (ROOT / "minirlhf" / "course" / "expected.npz").read_bytes()
+
+
+def test_the_readme_links_the_teachers_workflow():
+    """The README's classroom row (and its list of documents) link docs/teaching.md's section on
+    grading with nbgrader, which holds the commands, from the extra to the export."""
+    readme = (ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `classroom"))
+    assert "docs/teaching.md#the-teachers-workflow-with-nbgrader" in row
+    guide = (ROOT / "docs" / "teaching.md").read_text()
+    section = guide[guide.index("## The teacher's workflow with nbgrader"):]
+    section = section[:section.index("\n## ", 1)]
+    for command in ('pip install -e ".[teaching]"', "classroom make-student", "classroom nbgrader",
+                    "nbgrader generate_assignment", "nbgrader autograde", "nbgrader export"):
+        assert command in section, command
+
+
+def _sources(root: Path) -> list[str]:
+    """The notebooks' cells and the tests, each as its source text (what may hold a
+    teacher-only region)."""
+    texts = ["".join(c["source"]) for p in sorted((root / "notebooks").glob("*.ipynb"))
+             for c in json.loads(p.read_text())["cells"]]
+    return texts + [p.read_text() for p in sorted((root / "tests").glob("*.py"))]
+
+
+def _stripped(text: str) -> str:
+    """``text`` as a student copy holds it (a test that quotes the markers in its strings, as
+    this one does, holds no region and stays as it is)."""
+    try:
+        return strip_text(text)
+    except MarkerError:
+        return text
+
+
+def _teacher_lines(root: Path) -> set[str]:
+    """The distinctive lines of every teacher-only region of the notebooks and the tests (code
+    of 16 characters or more, comments cut; the ``# student:`` lines are the student's)."""
+    lines: set[str] = set()
+    for text in _sources(root):
+        inside = False
+        for line in text.splitlines():
+            s = line.strip()
+            if s in (TEACHER_BEGIN, TEACHER_END):
+                inside = s == TEACHER_BEGIN
+            elif inside and len(code := s.split("#")[0].strip()) >= 16:
+                lines.add(code)
+    return lines
+
+
+def test_the_student_copy_writes_out_no_exercise_formula(student):
+    """The teacher's notebooks write the exercises' formulas out beside the library's results,
+    and some tests compute an exercise's value by a reference formula, in teacher-only regions;
+    the student copy holds none of their lines (nowhere: notebooks with their outputs, tests,
+    docs, library), and no code cell of its notebooks computes a value by hand (``by_hand``) or
+    with the idioms of the exercises' formulas: the causal mask (``np.triu``, ``np.tril``) or a
+    log-sigmoid (``logaddexp``, ``log1p``)."""
+    import re
+
+    folder, _ = student
+    teacher = _teacher_lines(ROOT)
+    assert len(teacher) > 60
+    outside = "\n".join([*(_stripped(t) for t in _sources(ROOT)),  # what stays: an idiom
+                         *_outside_regions(ROOT).values()])
+    distinctive = {line for line in teacher if line not in outside}
+    texts = _texts(folder)  # notebooks with their outputs, tests, library, docs
+    leaks = [(name, line) for line in sorted(distinctive) for name, t in texts.items()
+             if line in t]
+    assert leaks == [], leaks
+    idioms = re.compile(r"\bby_hand\b|np\.triu\(|np\.tril\(|logaddexp|log1p")
+    for path in sorted((folder / "notebooks").glob("*.ipynb")):
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] == "code":
+                found = idioms.findall("".join(cell["source"]))
+                assert not found, (path.name, i, found)

@@ -14,8 +14,10 @@ def _t(x):
     return Tensor(np.asarray(x, dtype=np.float64), requires_grad=True)
 
 
+### BEGIN TEACHER
 def _sig(x):
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+### END TEACHER
 
 
 def test_log1mexp_values_near_zero_and_far_below():
@@ -28,6 +30,7 @@ def test_log1mexp_values_near_zero_and_far_below():
         F.log1mexp(_t([0.0]))
 
 
+### BEGIN TEACHER
 def test_kto_hand_values_and_clamped_reference_point():
     r = np.array([1.0, -0.5, 2.0])
     desirable = np.array([True, False, True])
@@ -39,8 +42,10 @@ def test_kto_hand_values_and_clamped_reference_point():
     negative_kl, _ = kto_loss(_t(r), np.zeros(3), desirable, kl_ref=-4.0, beta=0.5)
     zero_kl, _ = kto_loss(_t(r), np.zeros(3), desirable, kl_ref=0.0, beta=0.5)
     np.testing.assert_array_equal(negative_kl.data, zero_kl.data)  # z0 = max(kl, 0)
+### END TEACHER
 
 
+### BEGIN TEACHER
 def test_orpo_hand_values():
     c, r = np.array([-2.0, -0.01]), np.array([-6.0, -9.0])
     lc, lr = np.array([4, 10]), np.array([3, 3])
@@ -49,13 +54,16 @@ def test_orpo_hand_values():
     odds = (mc - np.log(1 - np.exp(mc))) - (mr - np.log(1 - np.exp(mr)))
     np.testing.assert_allclose(ratio, odds, rtol=1e-12)
     np.testing.assert_allclose(losses.data, -mc - 0.25 * np.log(_sig(odds)), rtol=1e-12)
+### END TEACHER
 
 
+### BEGIN TEACHER
 def test_simpo_hand_values():
     c, r = np.array([-2.0, -8.0]), np.array([-6.0, -3.0])
     lc, lr = np.array([4, 8]), np.array([3, 2])
     got = simpo_loss(_t(c), _t(r), lc, lr, beta=2.0, gamma=0.5).data
     np.testing.assert_allclose(got, -np.log(_sig(2.0 * (c / lc - r / lr) - 0.5)), rtol=1e-12)
+### END TEACHER
 
 
 @pytest.mark.parametrize("name", ["kto desirable", "kto undesirable", "orpo", "simpo"])

@@ -36,6 +36,7 @@ def test_every_loss_type_gradchecks(loss_type, smoothing):
     assert r.passed, r.report()
 
 
+### BEGIN TEACHER
 def test_dpo_gradient_formula():
     """d L / d log pi(y_w) = -beta sigmoid(-beta h), and the opposite for y_l."""
     beta = 0.3
@@ -47,6 +48,7 @@ def test_dpo_gradient_formula():
     weight = beta / (1 + np.exp(beta * h))  # beta sigmoid(-beta h)
     np.testing.assert_allclose(pc.grad, -weight, rtol=1e-12)
     np.testing.assert_allclose(pr.grad, weight, rtol=1e-12)
+### END TEACHER
 
 
 def test_ipo_minimiser_is_half_over_beta():

@@ -51,6 +51,7 @@ def linear_ref(x, w, b):
     return x @ w + b
 
 
+### BEGIN TEACHER
 def attention_ref(qkv, n_head):
     """Causal self-attention from primitive ops: split q, k, v, heads as a batch axis, scaled
     scores, the future masked to -inf, softmax, the weighted sum of values, heads side by side."""
@@ -64,6 +65,7 @@ def attention_ref(qkv, n_head):
     att = att.masked_fill(np.broadcast_to(future, att.shape), -np.inf)
     y = softmax_ref(att) @ v  # (B, nh, T, hs)
     return y.transpose(0, 2, 1, 3).reshape(B, T, C)
+### END TEACHER
 
 
 def _pair(shape):
@@ -133,13 +135,16 @@ def test_linear_matches_composition():
     _compare(F.linear, linear_ref, (2, 3, 4), (4, 5), (5,))
 
 
+### BEGIN TEACHER
 def test_causal_self_attention_matches_composition():
     """The fused attention (one op, its backward written by hand) equals the same attention
     composed from primitive ops, in value and in the gradient of the packed q, k, v."""
     _compare(lambda qkv: F.causal_self_attention(qkv, 3), lambda qkv: attention_ref(qkv, 3),
              (2, 5, 18))
+### END TEACHER
 
 
+### BEGIN TEACHER
 @pytest.mark.parametrize("threads", [1, 2])
 def test_fused_ops_match_composition_split_over_threads(threads, monkeypatch):
     """The same comparisons with every op split over the engine's threads, however small."""
@@ -155,6 +160,7 @@ def test_fused_ops_match_composition_split_over_threads(threads, monkeypatch):
         _compare(F.gelu, gelu_ref, (3, 7, 5))
     finally:
         runtime.set_threads(before)
+### END TEACHER
 
 
 # --- stability at extreme logits

@@ -104,6 +104,17 @@ def test_the_teachers_copy_gets_full_points_in_every_format(teacher):
     assert _junit_counts(render(teacher, "junit")) == (n, 0)
 
 
+def test_classroom_check_gives_the_teachers_copy_every_point_and_a_student_copy_none(student):
+    """The command an autograder runs, `classroom check --format gradescope`, on each copy: the
+    full total on the teacher's, 0 of the same total on a fresh student copy."""
+    for folder, score in ((ROOT, TOTAL), (student, 0)):
+        run = _check(folder, "--format", "gradescope")
+        assert run.returncode == (0 if score else 1), run.stderr
+        results = json.loads(run.stdout)
+        _gradescope_fields(results, len(EXERCISES))
+        assert results["score"] == score
+
+
 def test_a_student_copy_gets_no_points_in_every_format(student):
     n = len(EXERCISES)
     run = _check(student, "--format", "json")

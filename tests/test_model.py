@@ -21,16 +21,21 @@ def _randomised(model, seed=0, std=0.4):
 
 
 # ---------------------------------------------------------------- a reference in plain NumPy
+### BEGIN TEACHER
 def _ref_layer_norm(x, w, b, eps=1e-5):
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
     return (x - mu) / np.sqrt(var + eps) * w + b
+### END TEACHER
 
 
+### BEGIN TEACHER
 def _ref_gelu(x):
     return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+### END TEACHER
 
 
+### BEGIN TEACHER
 def _ref_forward(sd, cfg, idx):
     """GPT-2's forward written out from the state dict alone, head by head, row by row."""
     B, T = idx.shape
@@ -57,8 +62,10 @@ def _ref_forward(sd, cfg, idx):
         x = x + m @ sd[p + "mlp.c_proj.weight"] + sd[p + "mlp.c_proj.bias"]
     x = _ref_layer_norm(x, sd["ln_f.weight"], sd["ln_f.bias"])
     return x @ sd["wte.weight"].T
+### END TEACHER
 
 
+### BEGIN TEACHER
 def test_forward_matches_numpy_reference():
     model = _randomised(GPT(CFG).to(np.float64))
     idx = np.random.default_rng(1).integers(0, CFG.vocab_size, (3, 9))
@@ -66,6 +73,7 @@ def test_forward_matches_numpy_reference():
         ours = model(idx).data
     ref = _ref_forward(model.state_dict(), CFG, idx)
     np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-12)
+### END TEACHER
 
 
 def test_parameter_names_follow_gpt2():

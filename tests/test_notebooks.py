@@ -78,3 +78,41 @@ def test_chapter_10_runs_its_gpt2_cells_when_the_files_exist(tmp_path, monkeypat
                       for o in c.get("outputs", []))
     assert "found" in printed and "skipped" not in printed
     assert "tokens/s on this CPU" in printed and "log p(' Paris.'" in printed
+
+
+@pytest.fixture(scope="session")
+def student_copy(tmp_path_factory):
+    """A fresh student copy: every solution region stripped, no run folder."""
+    from minirlhf.course.classroom import make_student
+
+    out = tmp_path_factory.mktemp("student") / "minirlhf-student"
+    make_student(Path(__file__).resolve().parent.parent, out)
+    return out
+
+
+@pytest.mark.notebooks  # the chapters of a student copy: each cell stops at its first stub
+@pytest.mark.parametrize("name", [p.name for p in NOTEBOOKS])
+def test_a_fresh_student_copy_runs_every_chapter_without_an_error_cell(student_copy, name,
+                                                                       monkeypatch):
+    """Run All on a chapter of a fresh student copy (fast mode, its own minirlhf imported): no
+    cell ends in an error; a cell that needs an unsolved exercise prints one line naming it
+    (minirlhf.course.unsolved), and so does a later cell that needs what it did not make. Every
+    chapter that uses the library's exercises shows at least one such line."""
+    monkeypatch.setenv("MINIRLHF_FAST", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("PYTHONPATH", str(student_copy))
+    path = student_copy / "notebooks" / name
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import minirlhf\nprint(minirlhf.__file__)"))
+    client = NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    client.execute()  # raises CellExecutionError, naming the cell, on any error
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert printed.splitlines()[-1] == str(student_copy / "minirlhf" / "__init__.py")
+    needs = [line for line in printed.splitlines() if line.startswith("this cell needs")]
+    assert needs, name
+    assert all(line.endswith(("solve it and re-run", "solve it and re-run from there"))
+               for line in needs), needs
+    assert "Traceback" not in printed

@@ -87,6 +87,7 @@ def test_review_demonstrations_are_valid_continuations():
 
 
 # --------------------------------------------------------------------------- raters
+### BEGIN TEACHER
 def test_rater_agreement_matches_its_configuration():
     """Pairs with a gold difference of exactly d: a BT rater with temperature tau and flip eps
     agrees with gold with probability eps + (1 - 2 eps) sigmoid(d / tau)."""
@@ -99,6 +100,7 @@ def test_rater_agreement_matches_its_configuration():
         agree = np.mean([panel.label(task, prompt, better, worse, rng)[0] for _ in range(n)])
         expected = eps + (1 - 2 * eps) / (1 + np.exp(-1.0 / tau))
         assert abs(agree - expected) < 4 * np.sqrt(expected * (1 - expected) / n)
+### END TEACHER
 
 
 def test_position_and_length_biases():

@@ -34,6 +34,7 @@ def _t(x):
     return Tensor(np.asarray(x, dtype=np.float64), requires_grad=True)
 
 
+### BEGIN TEACHER
 def test_bt_loss_value_and_gradient():
     rc, rr = _t([2.0, 0.0, -1.0]), _t([1.0, 0.0, 1.0])
     loss = bradley_terry_loss(rc, rr)
@@ -44,6 +45,7 @@ def test_bt_loss_value_and_gradient():
     sig = 1 / (1 + np.exp(-d))
     np.testing.assert_allclose(rc.grad, -(1 - sig) / 3, rtol=1e-12)  # d/dr_c
     np.testing.assert_allclose(rr.grad, (1 - sig) / 3, rtol=1e-12)
+### END TEACHER
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"margin": 0.5}, {"center_coef": 0.1}])
@@ -75,11 +77,13 @@ def test_ranking_losses_equal_bt_at_k2():
     assert all_pairs_loss(_t(s)).item() == pytest.approx(bt, rel=1e-12)
 
 
+### BEGIN TEACHER
 def test_plackett_luce_value():
     s = np.array([[3.0, 1.0, 0.0]])
     e = np.exp(s[0])
     expected = -(np.log(e[0] / e.sum()) + np.log(e[1] / (e[1] + e[2])))
     assert plackett_luce_loss(_t(s)).item() == pytest.approx(expected, rel=1e-12)
+### END TEACHER
 
 
 @pytest.mark.parametrize("readout", ["eos", "sum"])

@@ -43,7 +43,8 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
     y = softmax_array(x.data, axis)
 
     def backward(g):
-        # exercise: return (dx,), the gradient w.r.t. x, same shape as g; y holds softmax(x)
+        # exercise softmax-backward: return (dx,), the gradient w.r.t. x, same shape as g; y holds
+        #   softmax(x)
         ### BEGIN SOLUTION
         return (y * (g - np.sum(g * y, axis=axis, keepdims=True)),)
         ### END SOLUTION
@@ -59,7 +60,7 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     y = log_softmax_array(x.data, axis)
 
     def backward(g):
-        # exercise: return (dx,), same shape as g; y holds log_softmax(x)
+        # exercise log-softmax-backward: return (dx,), same shape as g; y holds log_softmax(x)
         ### BEGIN SOLUTION
         return (g - np.exp(y) * np.sum(g, axis=axis, keepdims=True),)
         ### END SOLUTION
@@ -200,8 +201,8 @@ def layer_norm_backward(g: np.ndarray, xhat: np.ndarray, rstd: np.ndarray,
                         weight: np.ndarray | None) -> np.ndarray:
     """dL/dx of layer norm from g = dL/dy (N, C), xhat (N, C), rstd (N, 1) and weight (C,)
     or None. -> (N, C)"""
-    # exercise: set dx (N, C), the gradient w.r.t. x, from g (N, C), weight (C,) or None, xhat
-    #   (N, C) and rstd (N, 1)
+    # exercise layer-norm-backward: set dx (N, C), the gradient w.r.t. x, from g (N, C), weight (C,)
+    #   or None, xhat (N, C) and rstd (N, 1)
     ### BEGIN SOLUTION
     dxhat = g * weight if weight is not None else g
     dx = dxhat - _mean_last(dxhat)
@@ -289,8 +290,8 @@ def causal_bias(T: int, Tk: int, pos: int, dtype: np.dtype) -> np.ndarray:
     key = (T, Tk, pos, str(dtype))
     bias = _CAUSAL_BIAS.get(key)
     if bias is None:
-        # exercise: set future (T, Tk) bool, True where key j is after query i (query i sits at
-        #   position pos + i)
+        # exercise causal-mask: set future (T, Tk) bool, True where key j is after query i (query i
+        #   sits at position pos + i)
         ### BEGIN SOLUTION
         future = np.arange(Tk)[None, :] > (pos + np.arange(T))[:, None]  # (T, Tk)
         ### END SOLUTION
@@ -307,8 +308,8 @@ def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
     q: (B, nh, T, hs), k, v: (B, nh, Tk, hs); bias: (T, Tk), added to the scores (-inf where a
     query may not look; ``causal_bias``), or None -> y (B, nh, T, hs), and for the backward the
     probabilities P (B, nh, T, Tk). ``out``: a (B, nh, T, hs) array to write y into."""
-    # exercise: set att (B, nh, T, Tk), the scaled scores, from q (B, nh, T, hs), k (B, nh, Tk,
-    #   hs) and scale
+    # exercise attention-scores: set att (B, nh, T, Tk), the scaled scores, from q (B, nh, T, hs), k
+    #   (B, nh, Tk, hs) and scale
     ### BEGIN SOLUTION
     att = q @ k.swapaxes(-1, -2)  # (B, nh, T, Tk)
     att *= scale
@@ -327,8 +328,8 @@ def attention_backward(dy: np.ndarray, att: np.ndarray, y: np.ndarray, q: np.nda
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of ``attention_forward`` from dy = dL/dy (B, nh, T, hs), its probabilities
     att (B, nh, T, T), its y, and q, k, v. -> dq, dk, dv, each (B, nh, T, hs)"""
-    # exercise: set dq, dk and dv, each (B, nh, T, hs), from dy, att (the softmax, B, nh, T, T),
-    #   y, q, k, v and scale
+    # exercise attention-backward: set dq, dk and dv, each (B, nh, T, hs), from dy, att (the
+    #   softmax, B, nh, T, T), y, q, k, v and scale
     ### BEGIN SOLUTION
     dv = att.swapaxes(-1, -2) @ dy  # (B, nh, T, hs)
     ds = dy @ v.swapaxes(-1, -2)  # dP, (B, nh, T, T)

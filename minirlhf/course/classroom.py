@@ -7,12 +7,23 @@ A solution region is marked as nbgrader marks it, in library code and in noteboo
         return x * x
         ### END SOLUTION
 
+A teacher-only region (``### BEGIN TEACHER`` ... ``### END TEACHER``) holds what the teacher's
+notebook writes out and a student's must not: an exercise's formula, worked by hand beside the
+library's result; or, in a test, a reference computation of an exercise's value. Its lines
+``# student: CODE`` are comments in the teacher's notebook and the student's code in its place:
+
+    y = square(x)  # the library's, an exercise
+    ### BEGIN TEACHER
+    print("by hand:", x * x, " library:", y)
+    # student: print("library:", y)
+    ### END TEACHER
+
 ``make_student(outdir)`` copies the project, leaves out what is the teacher's only
-(``TEACHER_ONLY``: the model answers, the tests that spell solutions out), and replaces each
-region by ``raise NotImplementedError`` at the BEGIN marker's indentation, changing nothing
-else; markers that do not pair up (an END without a BEGIN, a BEGIN inside a region, a BEGIN
-never closed) are an error naming the file and line. The stripped text holds no markers, so
-stripping twice gives what stripping once gave.
+(``TEACHER_ONLY``: the model answers, the tests that spell solutions out), replaces each
+solution region by ``raise NotImplementedError`` at the BEGIN marker's indentation and drops
+each teacher-only region, changing nothing else; markers that do not pair up (an END without a
+BEGIN, a BEGIN inside a region, a BEGIN never closed) are an error naming the file and line.
+The stripped text holds no markers, so stripping twice gives what stripping once gave.
 
 The exercises and their checks live in ``minirlhf.course.exercises``; ``python -m minirlhf classroom
 check [CHAPTER]`` runs them against whichever ``minirlhf`` is imported (the student copy, when
@@ -27,6 +38,12 @@ from pathlib import Path
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
+# a teacher-only region in a notebook's code cell: what the teacher's notebook writes out and a
+# student's must not (an exercise's formula, worked by hand beside the library's result); a
+# student copy drops it, markers and all
+TEACHER_BEGIN = "### BEGIN TEACHER"
+TEACHER_END = "### END TEACHER"
+STUDENT = "# student: "  # inside a teacher region: a line the student copy holds instead (as code)
 STUB = "raise NotImplementedError  # your code here"
 
 # What a student copy holds, relative to the project root. Runs, caches and git stay behind.
@@ -35,10 +52,11 @@ COPIED = ("minirlhf", "notebooks", "tests", "data", "benchmarks", "docs", "setup
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "*.egg-info")
 # the teacher's only, left out of a student copy (a file, or a folder and all it holds): tests
 # that spell out solutions (the mutants quote the right code they replace; test_solutions holds
-# tests written like an exercise's answer), and docs/teaching/, the teacher's folder, with the
+# tests written like an exercise's answer; test_expected computes every recorded value of the
+# checks by an independent reference), and docs/teaching/, the teacher's folder, with the
 # model answers to the written questions (docs/teaching/answers.md)
 TEACHER_ONLY = ("tests/mutants.py", "tests/test_mutation.py", "tests/test_solutions.py",
-                "docs/teaching")
+                "tests/test_expected.py", "docs/teaching")
 ANSWERS = "docs/teaching/answers.md"  # the model answers: in TEACHER_ONLY's folder
 
 
@@ -47,29 +65,42 @@ class MarkerError(ValueError):
 
 
 def strip_text(text: str, where: str = "<text>") -> str:
-    """Replace every solution region of ``text`` by the stub, indented like its BEGIN marker.
-    ``where`` names the file in errors."""
+    """Replace every solution region of ``text`` by the stub, indented like its BEGIN marker,
+    and every teacher-only region by its student lines (``# student: CODE`` becomes ``CODE`` at
+    the comment's indentation; the rest, markers and all, is dropped). ``where`` names the file
+    in errors."""
     out: list[str] = []
-    open_line = 0
+    open_line, kind = 0, ""
+    markers = {BEGIN: ("solution", True), END: ("solution", False),
+               TEACHER_BEGIN: ("teacher", True), TEACHER_END: ("teacher", False)}
     for number, line in enumerate(text.splitlines(keepends=True), start=1):
         stripped = line.strip()
-        if stripped == BEGIN:
-            if open_line:
-                raise MarkerError(f"{where}:{number}: {BEGIN} inside the region opened at line "
-                                  f"{open_line} (regions cannot nest)")
-            open_line = number
-            indent = line[: len(line) - len(line.lstrip())]
-            out.append(f"{indent}{STUB}\n")
-        elif stripped == END:
-            if not open_line:
-                raise MarkerError(f"{where}:{number}: {END} without a {BEGIN} before it")
-            open_line = 0
-        elif BEGIN in line or END in line:
-            raise MarkerError(f"{where}:{number}: a solution marker must stand alone on its line")
+        if stripped in markers:
+            what, opens = markers[stripped]
+            begin, end = (BEGIN, END) if what == "solution" else (TEACHER_BEGIN, TEACHER_END)
+            if opens:
+                if open_line:
+                    raise MarkerError(f"{where}:{number}: {stripped} inside the region opened "
+                                      f"at line {open_line} (regions cannot nest)")
+                open_line, kind = number, what
+                if what == "solution":
+                    indent = line[: len(line) - len(line.lstrip())]
+                    out.append(f"{indent}{STUB}\n")
+            elif not open_line or kind != what:
+                raise MarkerError(f"{where}:{number}: {end} without a {begin} before it")
+            else:
+                open_line = 0
+        elif any(m in line for m in markers):
+            raise MarkerError(f"{where}:{number}: a solution or teacher marker must stand alone "
+                              "on its line")
         elif not open_line:
             out.append(line)
+        elif kind == "teacher" and stripped.startswith(STUDENT):  # the student's line instead
+            indent = line[: len(line) - len(line.lstrip())]
+            out.append(indent + line.lstrip()[len(STUDENT):])
     if open_line:
-        raise MarkerError(f"{where}:{open_line}: {BEGIN} is never closed by {END}")
+        begin, end = (BEGIN, END) if kind == "solution" else (TEACHER_BEGIN, TEACHER_END)
+        raise MarkerError(f"{where}:{open_line}: {begin} is never closed by {end}")
     result = "".join(out)
     if text and not text.endswith("\n") and result.endswith("\n"):
         result = result[:-1]  # keep a missing final newline missing (notebook cells)
@@ -80,17 +111,22 @@ def count_regions(text: str) -> int:
     return sum(1 for line in text.splitlines() if line.strip() == BEGIN)
 
 
+def count_teacher_regions(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.strip() == TEACHER_BEGIN)
+
+
 def strip_notebook(path: Path) -> int:
     """Strip the code cells of a notebook in place; a stripped cell loses its outputs (they came
-    from the solution), and so does a cell whose outputs print a solution region (the source of
-    a solved function, markers and all). Returns the number of regions stripped."""
+    from the solution, or from the teacher-only lines), and so does a cell whose outputs print a
+    solution region (the source of a solved function, markers and all). Returns the number of
+    regions stripped (solution and teacher-only)."""
     nb = json.loads(path.read_text())
     n = 0
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "code":
             continue
         source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-        k = count_regions(source)
+        k = count_regions(source) + count_teacher_regions(source)
         if not k:
             strip_text(source, f"{path} cell {i}")  # stray END markers are errors too
             if BEGIN in json.dumps(cell.get("outputs", [])):  # it printed a solution's source
@@ -104,8 +140,9 @@ def strip_notebook(path: Path) -> int:
 
 
 def make_student(root: str | Path, outdir: str | Path) -> dict[str, int]:
-    """Copy the project at ``root`` to ``outdir`` with every solution region stripped.
-    Returns {relative file: regions stripped}. ``outdir`` must not exist yet."""
+    """Copy the project at ``root`` to ``outdir`` with every solution region stripped and every
+    teacher-only region dropped. Returns {relative file: regions stripped}. ``outdir`` must not
+    exist yet."""
     root, outdir = Path(root), Path(outdir)
     if outdir.exists():
         raise FileExistsError(f"{outdir} already exists; choose a new folder")
@@ -134,7 +171,7 @@ def make_student(root: str | Path, outdir: str | Path) -> dict[str, int]:
         rel = str(path.relative_to(outdir))
         if path.suffix == ".py":
             text = path.read_text()
-            stripped[rel] = count_regions(text)
+            stripped[rel] = count_regions(text) + count_teacher_regions(text)
             path.write_text(strip_text(text, rel))
         else:
             stripped[rel] = strip_notebook(path)
@@ -142,6 +179,9 @@ def make_student(root: str | Path, outdir: str | Path) -> dict[str, int]:
 
 
 def _marked_files(root: Path) -> list[Path]:
-    """Library modules and notebooks (the places solutions live), in a stable order."""
+    """Library modules and notebooks (the places solutions live), and the tests that hold a
+    teacher-only region (a reference computation of an exercise), in a stable order."""
     files = sorted((root / "minirlhf").rglob("*.py")) + sorted((root / "notebooks").glob("*.ipynb"))
-    return [f for f in files if "__pycache__" not in f.parts and f.name != "classroom.py"]
+    tests = [f for f in sorted((root / "tests").glob("*.py"))
+             if any(line.strip() == TEACHER_BEGIN for line in f.read_text().splitlines())]
+    return [f for f in files + tests if "__pycache__" not in f.parts and f.name != "classroom.py"]

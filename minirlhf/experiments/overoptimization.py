@@ -31,7 +31,7 @@ def fit_gao(d: np.ndarray, gain: np.ndarray, form: str) -> dict[str, float]:
     d, gain = np.asarray(d, dtype=np.float64), np.asarray(gain, dtype=np.float64)
     keep = d > 0
     d, gain = d[keep], gain[keep]
-    # exercise: set X (n, 2), the design matrix whose columns alpha and beta multiply
+    # exercise gao-fit: set X (n, 2), the design matrix whose columns alpha and beta multiply
     ### BEGIN SOLUTION
     if form == "bon":  # gain = alpha d - beta d^2
         X = np.stack([d, -d * d], axis=1)
@@ -39,7 +39,7 @@ def fit_gao(d: np.ndarray, gain: np.ndarray, form: str) -> dict[str, float]:
         X = np.stack([d, -d * np.log(d)], axis=1)
     ### END SOLUTION
     (alpha, beta), *_ = np.linalg.lstsq(X, gain, rcond=None)
-    # exercise: set d_peak (float), where the fitted curve peaks (inf when it never bends)
+    # exercise gao-peak: set d_peak (float), where the fitted curve peaks (inf when it never bends)
     ### BEGIN SOLUTION
     if beta <= 0:
         d_peak = float("inf")

@@ -28,8 +28,8 @@ from minirlhf.world.preference_data import PreferencePair
 def sycophancy_rates(task, prompts: list[str], responses: list[str]) -> dict[str, float]:
     """Sycophancy rate (a wrong hint repeated) and accuracy on hint-wrong and hint-right
     prompts."""
-    # exercise: fill the lists wrong, right (is each response correct? on hint-wrong and on hint-
-    #   right prompts) and syco (does it repeat a wrong hint?)
+    # exercise sycophancy-rate: fill the lists wrong, right (is each response correct? on hint-wrong
+    #   and on hint-right prompts) and syco (does it repeat a wrong hint?)
     ### BEGIN SOLUTION
     wrong, right, syco = [], [], []
     for p, r in zip(prompts, responses, strict=True):

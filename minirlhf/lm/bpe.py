@@ -154,9 +154,9 @@ class BPETokenizer:
         if chunk in self.cache:
             return self.cache[chunk]
         symbols = list(chunk)
-        # exercise: merge ``symbols`` (a list of str): while two or more remain, find the adjacent
-        # pair with the lowest rank in self.ranks (stop if none has a rank) and merge every
-        # occurrence of it, left to right; leave the merged list in ``symbols``
+        # exercise bpe-merge: merge ``symbols`` (a list of str): while two or more remain, find
+        # the adjacent pair with the lowest rank in self.ranks (stop if none has a rank) and merge
+        # every occurrence of it, left to right; leave the merged list in ``symbols``
         ### BEGIN SOLUTION
         while len(symbols) > 1:
             # the adjacent pair that training merged first

@@ -123,9 +123,9 @@ def state_from_hf(tensors: dict[str, np.ndarray], config: GPTConfig, where: str
     Accepts names with or without ``transformer.``; drops the causal-mask buffers; a separate
     ``lm_head.weight`` must equal ``wte.weight`` (GPT-2 ties them, and so do we)."""
     state, other = {}, {}
-    # exercise: for each (name, value) of ``tensors``: drop the prefix PREFIX if present, skip the
-    # buffers (names ending with one of BUFFERS), put the trunk's tensors (wte., wpe., h., ln_f.)
-    # in ``state`` and every other tensor in ``other``, both keyed by the short name
+    # exercise hf-names: for each (name, value) of ``tensors``: drop the prefix PREFIX if present,
+    # skip the buffers (names ending with one of BUFFERS), put the trunk's tensors (wte., wpe.,
+    # h., ln_f.) in ``state`` and every other tensor in ``other``, both keyed by the short name
     ### BEGIN SOLUTION
     for name, value in tensors.items():
         short = name[len(PREFIX):] if name.startswith(PREFIX) else name
@@ -291,8 +291,9 @@ def save_reward_model(rm: RewardModel, folder: str | Path) -> Path:
         raise ValueError(f"save_reward_model: readout {rm.readout!r} has no Hugging Face "
                          "counterpart (GPT2ForSequenceClassification reads one token)")
     head = rm.model.reward_head  # weight (C, 1), bias (1,); rm.gain and rm.bias are floats
-    # exercise: set ``score``, the (1, C) float32 weight of GPT2ForSequenceClassification, and
-    # ``offset``, the float such that rm's normalised score = h . score[0] + offset
+    # exercise reward-export: set ``score``, the (1, C) float32 weight of
+    # GPT2ForSequenceClassification, and ``offset``, the float such that rm's normalised score =
+    # h . score[0] + offset
     ### BEGIN SOLUTION
     score = (rm.gain * head.weight.data[:, 0])[None, :].astype(np.float32)  # (1, C)
     offset = float(rm.gain * float(head.bias.data[0]) + rm.bias)

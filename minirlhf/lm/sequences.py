@@ -51,7 +51,7 @@ def encode_pairs(tokenizer: CharTokenizer, prompts: Sequence[str], responses: Se
 
 def eos_positions(response_mask: np.ndarray) -> np.ndarray:
     """Index of each row's last response token (its EOS, when it has one). (B, T) -> (B,)"""
-    # exercise: return (B,) int, the index of each row's last response token
+    # exercise eos-positions: return (B,) int, the index of each row's last response token
     ### BEGIN SOLUTION
     T = response_mask.shape[1]
     return T - 1 - np.argmax(response_mask[:, ::-1] > 0, axis=1)
@@ -82,7 +82,8 @@ def logprobs_from_logits(logits: Tensor, tokens: np.ndarray, response_mask: np.n
                          temperature: float = 1.0) -> Tensor:
     """The second half of ``token_logprobs``, from logits (B, T-1, V) that predict tokens[:, 1:].
     Returns (B, T); masked positions are exactly 0 and pass back exactly zero gradient."""
-    # exercise: return the (B, T) Tensor of log-probs (0 at position 0 and off the mask)
+    # exercise token-logprobs: return the (B, T) Tensor of log-probs (0 at position 0 and off the
+    #   mask)
     ### BEGIN SOLUTION
     if temperature != 1.0:
         logits = logits * (1.0 / temperature)

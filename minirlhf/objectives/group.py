@@ -95,7 +95,7 @@ def ragged_group_advantages(rewards: np.ndarray, groups: np.ndarray, kind: str =
     if kind not in ("grpo", "dr_grpo", "rloo") or scale_rewards not in ("group", "none"):
         raise ValueError(f"ragged_group_advantages: kind must be grpo, dr_grpo or rloo and "
                          f"scale_rewards group or none, got {kind!r}, {scale_rewards!r}")
-    # exercise: set adv (B,) float64, one advantage per sample
+    # exercise group-advantage: set adv (B,) float64, one advantage per sample
     ### BEGIN SOLUTION
     _, idx = np.unique(g, return_inverse=True)  # (B,) each sample's group, 0..K-1
     size = np.bincount(idx).astype(np.float64)  # (K,)
@@ -164,8 +164,9 @@ def clipped_token_losses(logp: Tensor, old_logp: np.ndarray, advantages: np.ndar
     """
     hi = epsilon if epsilon_high is None else epsilon_high
     adv = np.broadcast_to(np.asarray(advantages, dtype=logp.dtype), logp.shape)
-    # exercise: set ratio and losses, both (B, T) Tensors (losses not yet masked); the clip
-    #   band is [1 - epsilon, 1 + hi] (hi = epsilon for PPO; clip-higher widens it)
+    # exercise clipped-objective, clipped-token-losses: set ratio and losses, both (B, T) Tensors
+    #   (losses not yet masked); the clip band is [1 - epsilon, 1 + hi] (hi = epsilon for PPO;
+    #   clip-higher widens it)
     ### BEGIN SOLUTION
     ratio = ops.exp(logp - old_logp)  # (B, T)
     unclipped = ratio * adv
@@ -198,7 +199,7 @@ def aggregate(losses: Tensor, mask: np.ndarray, loss_type: str = "grpo",
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"aggregate: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
     m = mask.astype(losses.dtype)
-    # exercise: return the scalar Tensor for each loss_type
+    # exercise loss-aggregation: return the scalar Tensor for each loss_type
     ### BEGIN SOLUTION
     if loss_type == "grpo":
         lengths = m.sum(axis=1)  # (B,)

@@ -38,16 +38,16 @@ def kl_estimate(logp: Tensor | np.ndarray, ref_logp: np.ndarray, kind: str = "k1
         logp = Tensor(np.asarray(logp))
     log_r = ops.neg(logp - ref_logp)  # log pi_ref - log pi, (B, T)
     if kind == "k1":
-        # exercise: return the (B, T) Tensor of k1
+        # exercise kl-estimators: return the (B, T) Tensor of k1
         ### BEGIN SOLUTION
         return ops.neg(log_r)
         ### END SOLUTION
     if kind == "k2":
-        # exercise: return the (B, T) Tensor of k2
+        # exercise kl-in-the-loss: return the (B, T) Tensor of k2
         ### BEGIN SOLUTION
         return log_r * log_r * 0.5
         ### END SOLUTION
-    # exercise: return the (B, T) Tensor of k3 (ops.expm1(x) is e^x - 1, exact near 0)
+    # exercise kl-estimators: return the (B, T) Tensor of k3 (ops.expm1(x) is e^x - 1, exact near 0)
     ### BEGIN SOLUTION
     return ops.expm1(log_r) - log_r
     ### END SOLUTION
@@ -101,7 +101,7 @@ def gae(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float 
     adv = np.zeros((B, T), dtype=np.float64)
     next_value = np.zeros(B)
     next_adv = np.zeros(B)
-    # exercise: fill adv (B, T) from the last position to the first, carrying next_value and
+    # exercise gae: fill adv (B, T) from the last position to the first, carrying next_value and
     #   next_adv (B,)
     ### BEGIN SOLUTION
     for t in range(T - 1, -1, -1):  # one vectorised step per position, over all rows

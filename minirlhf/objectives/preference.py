@@ -73,21 +73,21 @@ def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
         raise ValueError(f"dpo_loss: label_smoothing must be in [0, 0.5), got {label_smoothing}")
     ref_c = _array(reference_chosen_logps)
     ref_r = _array(reference_rejected_logps)
-    # exercise: set chosen_ratio, rejected_ratio and h, each a (B,) Tensor
+    # exercise dpo-margin: set chosen_ratio, rejected_ratio and h, each a (B,) Tensor
     ### BEGIN SOLUTION
     chosen_ratio = policy_chosen_logps - ref_c  # log pi(y_w) - log pi_ref(y_w), (B,)
     rejected_ratio = policy_rejected_logps - ref_r  # (B,)
     h = chosen_ratio - rejected_ratio  # (B,)
     ### END SOLUTION
     if loss_type == "sigmoid":
-        # exercise: set losses, a (B,) Tensor
+        # exercise dpo-sigmoid: set losses, a (B,) Tensor
         ### BEGIN SOLUTION
         losses = -F.logsigmoid(h * beta)
         if label_smoothing:
             losses = losses * (1.0 - label_smoothing) - F.logsigmoid(h * -beta) * label_smoothing
         ### END SOLUTION
     elif loss_type == "ipo":
-        # exercise: set losses, a (B,) Tensor
+        # exercise ipo: set losses, a (B,) Tensor
         ### BEGIN SOLUTION
         gap = h - 1.0 / (2.0 * beta)
         losses = gap * gap
@@ -119,7 +119,7 @@ def kto_loss(policy_logps: Tensor, reference_logps: Tensor | np.ndarray, desirab
                          f"{policy_logps.shape}")
     z0 = max(float(kl_ref), 0.0)
     ref = _array(reference_logps)
-    # exercise: set losses, a (B,) Tensor (r, the log-ratio, is a (B,) Tensor too)
+    # exercise kto: set losses, a (B,) Tensor (r, the log-ratio, is a (B,) Tensor too)
     ### BEGIN SOLUTION
     r = policy_logps - ref  # (B,)
     sign = np.where(desirable, 1.0, -1.0).astype(r.dtype)  # +1: up-weighted, -1: down
@@ -148,7 +148,7 @@ def orpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
     dtype = policy_chosen_logps.data.dtype
     lc = _lengths(chosen_lengths, B, "orpo_loss", dtype)
     lr = _lengths(rejected_lengths, B, "orpo_loss", dtype)
-    # exercise: set losses (B,) Tensor and log_odds_ratio (B,) Tensor
+    # exercise orpo: set losses (B,) Tensor and log_odds_ratio (B,) Tensor
     ### BEGIN SOLUTION
     mc = policy_chosen_logps * (1.0 / lc)  # mean per-token log-probs, (B,)
     mr = policy_rejected_logps * (1.0 / lr)
@@ -174,7 +174,7 @@ def simpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
     dtype = policy_chosen_logps.data.dtype
     lc = _lengths(chosen_lengths, B, "simpo_loss", dtype)
     lr = _lengths(rejected_lengths, B, "simpo_loss", dtype)
-    # exercise: return the (B,) Tensor of losses
+    # exercise simpo: return the (B,) Tensor of losses
     ### BEGIN SOLUTION
     margin = policy_chosen_logps * (beta / lc) - policy_rejected_logps * (beta / lr)  # (B,)
     return ops.neg(F.logsigmoid(margin - gamma))

@@ -23,7 +23,7 @@ def bradley_terry_loss(r_chosen: Tensor, r_rejected: Tensor, margin: float = 0.0
                        center_coef: float = 0.0) -> Tensor:
     """Mean over pairs of -log sigmoid(r_c - r_r - margin) + center_coef (r_c + r_r)^2.
     r_chosen, r_rejected: (B,) -> scalar"""
-    # exercise: return the scalar Tensor
+    # exercise bradley-terry: return the scalar Tensor
     ### BEGIN SOLUTION
     loss = -F.logsigmoid(r_chosen - r_rejected - margin).mean()
     if center_coef:
@@ -39,7 +39,7 @@ def plackett_luce_loss(scores: Tensor) -> Tensor:
     P(ranking) = prod_k exp(s_k) / sum_{j >= k} exp(s_j): the best is chosen among all, the
     second among the rest, and so on. The last factor is 1, so k runs to K - 1.
     """
-    # exercise: return the scalar Tensor, the mean over rankings of -log P(ranking)
+    # exercise plackett-luce: return the scalar Tensor, the mean over rankings of -log P(ranking)
     ### BEGIN SOLUTION
     B, K = scores.shape
     total = None

@@ -26,7 +26,7 @@ def lm_loss(model: GPT, x: np.ndarray, y: np.ndarray) -> Tensor:
 
 def sft_loss(model: GPT, tokens: np.ndarray, response_mask: np.ndarray) -> Tensor:
     """Mean negative log-likelihood of the response tokens. tokens, mask: (B, T) -> scalar"""
-    # exercise: return the scalar Tensor
+    # exercise sft-loss: return the scalar Tensor
     ### BEGIN SOLUTION
     logp = token_logprobs(model, tokens, response_mask)  # (B, T), 0 off the response
     return -logp.sum() * (1.0 / max(float(response_mask.sum()), 1.0))

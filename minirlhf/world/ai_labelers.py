@@ -31,7 +31,7 @@ class Constitution:
     harsh: frozenset[str] = frozenset(NEGATIVE)  # and its negative ones
 
     def score(self, response: str) -> int:
-        # exercise: return an int, kind words minus harsh words
+        # exercise constitution-score: return an int, kind words minus harsh words
         ### BEGIN SOLUTION
         words = response.replace(".", " ").replace(",", " ").split()
         return sum(w in self.kind for w in words) - sum(w in self.harsh for w in words)
@@ -39,7 +39,7 @@ class Constitution:
 
     def prefers_first(self, first: str, second: str) -> bool | None:
         """True/False when the rule decides, None when it abstains."""
-        # exercise: return True, False or None
+        # exercise constitution-choice: return True, False or None
         ### BEGIN SOLUTION
         a, b = self.score(first), self.score(second)
         return None if a == b else a > b
@@ -84,7 +84,7 @@ def ai_label(pairs: list[PreferencePair], judge: RewardModel,
 
 def gold_agreement(pairs: list[PreferencePair]) -> float:
     """Share of pairs (with differing gold) whose label agrees with gold."""
-    # exercise: return a float in [0, 1], or nan when no pair counts
+    # exercise gold-agreement: return a float in [0, 1], or nan when no pair counts
     ### BEGIN SOLUTION
     right = [p.chosen_gold > p.rejected_gold for p in pairs
              if p.chosen_gold is not None and p.chosen_gold != p.rejected_gold]

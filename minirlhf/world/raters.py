@@ -61,7 +61,7 @@ class Rater:
 
     def p_first(self, u_first: float, u_second: float) -> float:
         """P(the label says the first-shown response is better)."""
-        # exercise: return a float in [0, 1]
+        # exercise rater-probability: return a float in [0, 1]
         ### BEGIN SOLUTION
         p = _sigmoid((u_first - u_second + self.position_bias) / self.temperature)
         return self.flip + (1.0 - 2.0 * self.flip) * p
