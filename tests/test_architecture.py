@@ -1,10 +1,10 @@
 """The house's rules, checked on the code itself (every module's imports, read with ast):
 
 - a module imports only from its own floor or from floors below it:
-  foundations (files, streams, machine; config and plots, which write with files) -> autograd -> lm -> world -> objectives ->
-  evaluation -> training -> stages -> experiments / pipeline / records / report / registry ->
-  course -> cli; ``objectives`` imports only ``autograd`` and ``lm`` (every loss and estimator
-  of the course);
+  foundations (files, streams, machine; config and plots, which write with files) ->
+  autograd -> lm -> world -> objectives -> evaluation -> training -> stages -> experiments /
+  pipeline / records / report / registry -> course -> cli; ``objectives`` imports only
+  ``autograd`` and ``lm`` (every loss and estimator of the course);
 - no stage imports another stage (what two stages share lives on a lower floor);
 - no module imports from the package root (``from minirlhf import X``): the root re-exports for
   readers, the library imports where things live;

@@ -155,7 +155,7 @@ def test_a_bad_setting_is_one_line_before_any_work(override, needle, work):
 
 def test_an_unknown_preset_is_one_line(work):
     one_line_error(run(["pipeline", "--preset", "huge", "--runs-dir", "runs"], work),
-                   "pipeline: preset 'huge' is not one of default, tiny")
+                   "PipelineConfig: preset = 'huge' is not one of default, tiny")
 
 
 def test_a_missing_corpus_names_its_absolute_path(work):
@@ -311,11 +311,12 @@ def _damaged(kind: str, finished, work: Path) -> Path:
     return path
 
 
-CHECKPOINTS = [
-    ("truncated", "is corrupted or truncated"),
+CHECKPOINTS = [  # what the file is, not a guess at a cause (NumPy's speaks of allow_pickle)
+    ("truncated", "cannot be read as a checkpoint: it is a cut-off or damaged .npz archive ("),
     ("a flipped byte", ""),  # a flipped byte fails the zip's CRC or the checksum
-    ("a text file", "is corrupted or truncated"),
-    ("an empty file", "is corrupted or truncated"),
+    ("a text file", "cannot be read as a checkpoint: it is a text file of 25 bytes (its first "
+                    "line: 'this is not a checkpoint')"),
+    ("an empty file", "cannot be read as a checkpoint: it is an empty file"),
     ("a plain npz", "has no metadata: not a minirlhf checkpoint"),
 ]
 
@@ -326,7 +327,8 @@ def test_a_damaged_checkpoint_is_one_line_and_never_loaded(finished, work, kind,
     proc = run(["sft", "-q", "--set", f"init={path}", f"out_dir={work / 'sft'}", "steps=2"],
                work)
     line = one_line_error(proc, f"checkpoint {path}", needle)
-    assert "corrupted" in line or "checksum" in line or "metadata" in line
+    assert "cannot be read as a checkpoint" in line or "checksum" in line or "metadata" in line
+    assert "allow_pickle" not in line
     assert not (work / "sft" / "model.npz").exists()
 
 

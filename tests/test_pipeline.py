@@ -200,10 +200,14 @@ def test_config_errors_are_caught_before_any_work(tmp_path, override, needle):
     assert not (tmp_path / "tiny").exists()  # nothing was started
 
 
-def test_a_missing_corpus_names_the_command_that_makes_it(tmp_path):
+def test_a_missing_corpus_of_the_user_s_says_what_to_give(tmp_path):
+    """No command makes a file of the user's: the error says what a corpus is (it once named
+    data/make_corpora.py, which writes the shipped corpora only)."""
     config = tiny(tmp_path)
     config.corpus = str(tmp_path / "nope.txt")
-    with pytest.raises(FileNotFoundError, match="make_corpora.py"):
+    with pytest.raises(FileNotFoundError, match=f"corpus {tmp_path / 'nope.txt'} is missing: give "
+                       "a text file, one document per line, or a shipped corpus by name "
+                       r"\(reviews, arithmetic, scratchpad\)$"):
         run_pipeline(config)
 
 
