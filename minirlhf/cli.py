@@ -12,13 +12,16 @@ from typing import Any
 def cmd_gradcheck(args: argparse.Namespace) -> int:
     """Check every op's backward against finite differences and print a table."""
     from minirlhf.autograd.gradcheck import op_cases
+    from minirlhf.config import ConfigError, check_range
 
+    check_range("gradcheck", "--tol", args.tol, "(0, inf)")
     cases = op_cases()
     if args.only:
+        unknown = sorted(set(args.only) - {c.name for c in cases})
+        if unknown:
+            raise ConfigError(f"gradcheck: no case named {', '.join(unknown)}; the cases: "
+                              f"{', '.join(c.name for c in cases)}")
         cases = [c for c in cases if c.name in args.only]
-        if not cases:
-            print(f"gradcheck: no case named {args.only}", file=sys.stderr)
-            return 2
     print(f"{'op':<14} {'input shapes':<30} {'max rel. error':>14}  {'result':<6} note")
     failed = 0
     for case in cases:
@@ -233,9 +236,14 @@ def cmd_classroom(args: argparse.Namespace) -> int:
             return 2
         for rel, n in stripped.items():
             print(f"  {rel}: {n} region{'s' * (n > 1)} stripped")
-        print(f"student copy written to {args.target} ({sum(stripped.values())} solution regions); "
-              f"students run: cd {args.target} && pip install -e . && "
-              "python -m minirlhf classroom check")
+        from minirlhf.config import command_hint
+
+        target = Path(args.target).absolute()
+        check = command_hint(["cd", str(target)], ["python", "-m", "minirlhf", "classroom",
+                                                    "check"])
+        print(f"student copy written to {target} ({sum(stripped.values())} solution regions); "
+              f"students install it ({command_hint(['pip', 'install', '-e', str(target)])}) and "
+              f"check their work with {check}")
         return 0
 
     from minirlhf.course.exercises import run_checks
@@ -469,9 +477,11 @@ def cmd_course(args: argparse.Namespace) -> int:
     a rerun (after a failure, Ctrl-C or a kill) runs only what is left."""
     from pathlib import Path
 
+    from minirlhf.config import check_range
     from minirlhf.course.build import build, estimate_minutes, fingerprints, is_done, plan
 
     jobs = plan(args.preset, args.seeds, args.runs_dir)
+    check_range("course", "--workers", args.workers, "[1, 64]")  # --plan's estimate too
 
     def show(to_run, finished, workers):
         print(f"course: {len(jobs)} jobs for --seeds {args.seeds} in "

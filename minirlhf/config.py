@@ -138,12 +138,14 @@ class StageConfig:
         check_settings(self)
 
 
-def check_fits(config: Any, key: str | None, limit: int, what: str) -> None:
+def check_fits(config: Any, key: str | None, limit: int, what: str, fewer: str = "") -> None:
     """Data to learn from, checked as soon as it is known and before any training: ``limit``
     examples, which ``what`` names with their counts and their file. Fewer than the smallest
     batch the setting ``key`` allows (one, without a key) is nothing to learn from; more batch
     than examples is a batch the data cannot fill. Either is an error now, not a run that
-    trains on nothing, or an error an hour from now."""
+    trains on nothing, or an error an hour from now. ``fewer``: why there may be fewer than
+    ``limit`` when they are counted (samples yet to be drawn): the error then offers no range
+    the data might not meet, and the exact check follows when they are known."""
     name = type(config).__name__
     least = 1
     if key is not None:
@@ -154,8 +156,9 @@ def check_fits(config: Any, key: str | None, limit: int, what: str) -> None:
         raise ConfigError(f"{name}: nothing to learn from: {what}"
                           + (f"; {key} needs at least {least}" if least > 1 else ""))
     if key is not None and getattr(config, key) > limit:
-        raise ConfigError(f"{name}: {key} = {getattr(config, key)} is larger than {what}; "
-                          f"allowed range [{least}, {limit}]")
+        raise ConfigError(f"{name}: {key} = {getattr(config, key)} is larger than {what}"
+                          + (f" at most ({fewer}); lower {key}" if fewer else
+                             f"; allowed range [{least}, {limit}]"))
 
 
 def describe(config: Any) -> str:

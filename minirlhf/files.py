@@ -111,7 +111,10 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     try:
         z = np.load(path, allow_pickle=False)
         try:
-            if META_KEY not in getattr(z, "files", ()):  # a plain .npy or .npz
+            if not hasattr(z, "files"):  # a .npy: one array
+                raise CheckpointError(f"checkpoint {path} cannot be read as a checkpoint: it "
+                                      f"is {what_file(path)}")
+            if META_KEY not in z.files:  # a plain .npz
                 raise CheckpointError(f"checkpoint {path} has no metadata: not a minirlhf "
                                       "checkpoint")
             return json.loads(z[META_KEY].tobytes().decode())

@@ -148,7 +148,8 @@ class RunLock:
 
 def _create(path: Path, text: str) -> bool:
     """Make ``path`` holding ``text`` if no file has that name, in one step (a hard link from
-    a temporary file: no other run ever sees the lock empty); False if one is there."""
+    a temporary file: no other run ever sees the lock empty; where the file system has no hard
+    links, an exclusive create, then the text); False if one is there."""
     for _ in range(3):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
@@ -160,6 +161,14 @@ def _create(path: Path, text: str) -> bool:
             return False
         except FileNotFoundError:  # the run holding the folder removed it as half-written
             continue
+        except OSError:  # no hard links here
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            return True
         finally:
             Path(tmp).unlink(missing_ok=True)
     raise PipelineError(f"could not write the lock {path}")

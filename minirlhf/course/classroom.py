@@ -113,7 +113,7 @@ def make_student(root: str | Path, outdir: str | Path) -> dict[str, int]:
     folder the copy takes (it would copy itself into itself). The copy is made under a
     temporary name beside ``outdir`` and renamed when it is whole: a copy that fails (a full
     disk, Ctrl-C) leaves no ``outdir`` behind."""
-    root, outdir = Path(root), Path(outdir)
+    root, outdir = Path(root), Path(outdir).absolute()
     if outdir.exists():
         raise FileExistsError(f"{outdir} already exists; choose a new folder")
     for name in COPIED:
@@ -129,8 +129,8 @@ def make_student(root: str | Path, outdir: str | Path) -> dict[str, int]:
             for i, cell in enumerate(json.loads(path.read_text())["cells"]):
                 src = cell["source"]
                 strip_text("".join(src) if isinstance(src, list) else src, f"{path} cell {i}")
-    require_writable(outdir.absolute().parent)  # a file in the way: one line naming it
-    work = Path(tempfile.mkdtemp(dir=outdir.absolute().parent, prefix=f".{outdir.name}.",
+    require_writable(outdir.parent)  # a file in the way: one line naming it
+    work = Path(tempfile.mkdtemp(dir=outdir.parent, prefix=f".{outdir.name}.",
                                  suffix=".tmp"))
     try:
         stripped = _copy_stripped(root, work)

@@ -897,12 +897,14 @@ def _select(target: str | int | None) -> list[Exercise]:
     chosen = [e for e in EXERCISES if e.name == key]
     if chosen:
         return chosen
+    from minirlhf.config import minirlhf_command
+
     raise ValueError(
         f"no chapter or exercise {target!r}: give a chapter number ("
         f"{', '.join(str(c) for c in sorted(CHAPTERS))}), a chapter name ("
         f"{', '.join(CHAPTERS.values())}) or an exercise name (e.g. "
         f"{', '.join(e.name for e in EXERCISES[:3])}; all are listed by "
-        f"'python -m minirlhf classroom check --help')")
+        f"{minirlhf_command('classroom', 'check', '--help')})")
 
 
 def run_checks(chapter: int | str | None = None, exercise: str | None = None

@@ -63,7 +63,10 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not hasattr(z, "files"):  # a .npy: one array
+            raise ValueError("not an archive")
+        with z:
             arrays = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         raise CheckpointError(f"checkpoint {path} cannot be read as a checkpoint: it is "

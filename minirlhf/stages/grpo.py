@@ -353,11 +353,12 @@ def _kept(batch: Batch, config: GRPOConfig) -> np.ndarray:
 def train_grpo(config: GRPOConfig) -> GRPOResult:
     """Critic-free RL from the SFT policy, with it as the frozen reference: groups of samples
     per prompt, a group baseline, a clipped surrogate, a KL term in the loss or the reward."""
-    STAGE.begin(config, unused=("reward_model",) if config.reward == "verifier" else ())
+    config.check()  # the settings first, then the start point, then the rest (begin)
     if not Path(config.init).exists():
         raise missing_input("SFT policy", config.init, scratchpad_route(config.init)
                             if config.task == "scratchpad"
                             else output_hint("sft", config.init, task=config.task))
+    STAGE.begin(config, unused=("reward_model",) if config.reward == "verifier" else ())
     t0 = time.time()
     actors = make_actors(config)
     rng = stream(config.seed, "train")
