@@ -52,9 +52,11 @@ def stage_command(stage):
 
     def command(args: argparse.Namespace) -> int:
         import dataclasses
+        import logging
         from pathlib import Path
 
         from minirlhf.config import SEEDS_RANGE, apply_overrides, check_range, describe
+        from minirlhf.pipeline import announce, estimate_stage
         from minirlhf.registry import comparison_rows
 
         config = apply_overrides(stage.config(), args.set or [])
@@ -63,6 +65,11 @@ def stage_command(stage):
         config.check()  # every setting in its range (check_settings), before any work
         check_range(stage.command, "--seeds", args.seeds, SEEDS_RANGE)
         _logging(args)
+        seconds = estimate_stage(stage.name, config)  # the whole run: every seed
+        if seconds is not None:
+            announce({stage.name: seconds * args.seeds}, f"{args.seeds} seed"
+                     + "s" * (args.seeds > 1), logging.getLogger(f"minirlhf.stages.{stage.name}"),
+                     "every finished seed" if args.seeds > 1 else "nothing of this stage")
         print(f"{stage.command} config:\n" + describe(config))
         if getattr(args, "seeds", 1) != 1:
             return _stage_seeds(stage, config, args.seeds)

@@ -49,8 +49,9 @@ from minirlhf.evaluation import (
     policy_report,
     run_over_seeds,
 )
-from minirlhf.files import InputError, read_json
+from minirlhf.files import CheckpointError, InputError, read_json, read_meta
 from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.model import PRESETS as MODEL_PRESETS
 from minirlhf.machine import THREAD_VARIABLES, blas_threads, cores, environment, peak_rss_mb
 from minirlhf.records import (
     PipelineError,
@@ -189,6 +190,34 @@ def announce(estimate: dict[str, float], runs: str = "", logger: logging.Logger 
                        "keeping %s", _duration(total), parts, keeps)
     else:
         logger.info("estimated time: about %s on a 2-core laptop (%s)", _duration(total), parts)
+
+
+def model_preset(config: Any) -> str:
+    """The model size a stage's config trains (pretrain: its ``preset``; the others: that of
+    the checkpoint they start from, by its architecture), "default" when it cannot be told."""
+    if hasattr(config, "preset"):
+        return config.preset
+    path = getattr(config, "init", "") or getattr(config, "policy", "")
+    try:
+        arch = read_meta(path)["config"]
+    except (CheckpointError, OSError, KeyError, TypeError):
+        return "default"
+    return next((name for name, spec in MODEL_PRESETS.items()
+                 if all(arch.get(k) == v for k, v in spec.items())), "default")
+
+
+def estimate_stage(name: str, config: Any) -> float | None:
+    """A stage command's rough time on the reference 2-core laptop, as ``estimate_seconds``
+    counts a pipeline's stage: the time it took with the pipeline preset of its model's size,
+    scaled by its work (the other stages' configs that preset's); None for a stage that
+    declares no work or no time for that size (the stages beyond the pipeline)."""
+    stage = STAGES.get(name)
+    preset = model_preset(config)
+    if stage is None or stage.work is None or preset not in stage.seconds:
+        return None
+    base = stage_configs(PipelineConfig(preset=preset))
+    return stage.seconds[preset] * stage.work(config, {**base, name: config}) / max(
+        stage.work(base[name], base), 1e-12)
 
 
 def to_run(config: PipelineConfig, cfgs: dict[str, Any], found: dict[str, Any],

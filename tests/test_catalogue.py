@@ -982,6 +982,22 @@ def test_experiment_seeds_announce_the_whole_run(finished, tmp_path, work):
     assert code == 130
 
 
+def test_a_stage_command_s_seeds_announce_the_whole_run(finished, work):
+    """A stage command estimates its run as the pipeline does its stage (the model's size read
+    from the checkpoint it starts from), times its seeds."""
+    from minirlhf.pipeline import estimate_stage
+    from minirlhf.stages.pretrain import PretrainConfig
+
+    one = estimate_stage("pretrain", PretrainConfig())
+    line, code = _first_line_then_ctrl_c(["pretrain", "--seeds", "100", "-q", "--set",
+                                          f"out_dir={work / 'pre'}"], work)
+    hours = one * 100 / 3600
+    assert line.split(": ", 1)[1].rstrip() == (
+        f"this run will take about {hours:.1f} hours on a 2-core laptop (100 seeds: pretrain "
+        f"{hours:.1f} hours); Ctrl-C stops it, keeping every finished seed"), line
+    assert code == 130
+
+
 def test_a_batch_range_offered_can_be_met(finished, work):
     """The range an error offers is one a run accepts (KTO once offered [1, 1], then refused
     batch_size = 1 as outside [2, 4096]; then [2, 3] for three thumbs before sampling, of which
