@@ -1244,6 +1244,29 @@ def test_a_corpus_too_small_for_its_windows_names_the_longest_that_fits(work):
     one_line_error(run([*args, f"seq_len={most + 1}"], work), "is too small for seq_len")
 
 
+def test_a_missing_shipped_corpus_is_made_again_by_its_command(tmp_path, work):
+    """In a copy of the project whose shipped arithmetic corpus is gone: the hint names the
+    script that writes the shipped corpora, by its absolute path (it once said `python
+    data/make_corpora.py`, which runs from the project's root only); followed, the corpus is
+    back, byte for byte."""
+    copy = tmp_path / "project"
+    shutil.copytree(ROOT / "minirlhf", copy / "minirlhf",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "data", copy / "data")
+    shipped = copy / "minirlhf" / "world" / "corpora" / "arithmetic.txt"
+    shipped.unlink()
+    env = dict(ENV, PYTHONPATH=str(copy))
+    proc = run(["pretrain", "-q", "--set", "corpus=arithmetic", "task=arithmetic",
+                f"out_dir={work / 'pre'}", *TINY_PRETRAIN], work, env=env)
+    line = one_line_error(proc, f"corpus {shipped} is missing: make it with `python "
+                                f"{copy / 'data' / 'make_corpora.py'}`")
+    assert not (work / "pre").exists()
+    made = follow(line, work, env=env)
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert shipped.read_bytes() == (ROOT / "minirlhf" / "world" / "corpora" /
+                                    "arithmetic.txt").read_bytes()
+
+
 def test_the_classroom_hints_work_when_followed(tmp_path, work):
     """make-student's 'students run' and check's '--help' hint, each run as printed: the check
     runs the student copy's code (every exercise not implemented), the help lists chapters."""

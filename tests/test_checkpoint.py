@@ -165,3 +165,33 @@ def test_every_stage_holds_its_writes():
 
     for stage in COMMANDS.values():  # each entry point is wrapped in held_writes()
         assert inspect.unwrap(stage.run) is not stage.run, stage.name
+
+
+def test_the_one_json_reader_names_file_and_line(tmp_path, caplog):
+    """Records, results, cached points and course records are read by ``read_json``: a bad one
+    names the file and the line; ``read_cache`` makes that a warning and says what is done."""
+    import logging
+
+    from minirlhf.files import InputError, read_cache, read_json
+
+    path = tmp_path / "point.json"
+    path.write_text('{\n  "label": "DPO",\n  "gold": 1.')
+    with pytest.raises(InputError, match=rf"^{path}:3: malformed JSON \(column 12: Expecting ',' "
+                       r"delimiter\)$"):
+        read_json(path)
+    path.write_bytes(b'{\n\n  "label": "\xff"}')
+    with pytest.raises(InputError, match=rf"^{path}:3: not UTF-8 text \(invalid start byte at "
+                       "byte 15\\)$"):
+        read_json(path)
+    path.write_text("[1, 2]\n")
+    with pytest.raises(InputError, match=rf"^{path}:1: holds a JSON list, not an object$"):
+        read_json(path)
+    assert read_json(path, kind=list) == [1, 2]
+    path.write_text("")
+    with pytest.raises(InputError, match=rf"^{path}:1: empty$"):
+        read_json(path)
+    log = logging.getLogger("minirlhf.test")
+    with caplog.at_level("WARNING", logger="minirlhf.test"):
+        assert read_cache(path, log, "training the point again") is None
+        assert read_cache(tmp_path / "none.json", log, "x") is None  # not there: no word
+    assert caplog.messages == [f"{path}:1: empty; training the point again"]
