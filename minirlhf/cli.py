@@ -12,13 +12,16 @@ from typing import Any
 def cmd_gradcheck(args: argparse.Namespace) -> int:
     """Check every op's backward against finite differences and print a table."""
     from minirlhf.autograd.gradcheck import op_cases
+    from minirlhf.config import ConfigError, check_range
 
+    check_range("gradcheck", "--tol", args.tol, "(0, inf)")
     cases = op_cases()
     if args.only:
+        unknown = sorted(set(args.only) - {c.name for c in cases})
+        if unknown:
+            raise ConfigError(f"gradcheck: no case named {', '.join(unknown)}; the cases: "
+                              f"{', '.join(c.name for c in cases)}")
         cases = [c for c in cases if c.name in args.only]
-        if not cases:
-            print(f"gradcheck: no case named {args.only}", file=sys.stderr)
-            return 2
     print(f"{'op':<14} {'input shapes':<30} {'max rel. error':>14}  {'result':<6} note")
     failed = 0
     for case in cases:
@@ -49,16 +52,24 @@ def stage_command(stage):
 
     def command(args: argparse.Namespace) -> int:
         import dataclasses
+        import logging
         from pathlib import Path
 
-        from minirlhf.config import apply_overrides, describe
+        from minirlhf.config import SEEDS_RANGE, apply_overrides, check_range, describe
+        from minirlhf.pipeline import announce, estimate_stage
         from minirlhf.registry import comparison_rows
 
         config = apply_overrides(stage.config(), args.set or [])
         if args.quiet and hasattr(config, "progress"):
             config = dataclasses.replace(config, progress=False)
-        config.check()
+        config.check()  # every setting in its range (check_settings), before any work
+        check_range(stage.command, "--seeds", args.seeds, SEEDS_RANGE)
         _logging(args)
+        seconds = estimate_stage(stage.name, config)  # the whole run: every seed
+        if seconds is not None:
+            announce({stage.name: seconds * args.seeds}, f"{args.seeds} seed"
+                     + "s" * (args.seeds > 1), logging.getLogger(f"minirlhf.stages.{stage.name}"),
+                     "every finished seed" if args.seeds > 1 else "nothing of this stage")
         print(f"{stage.command} config:\n" + describe(config))
         if getattr(args, "seeds", 1) != 1:
             return _stage_seeds(stage, config, args.seeds)
@@ -109,13 +120,16 @@ def _stage_seeds(stage, config, n: int) -> int:
 def cmd_pipeline(args: argparse.Namespace) -> int:
     """The whole course: pretrain, SFT, preferences, reward model, best-of-n, PPO, DPO and a
     report. Stages already done with the same config are skipped (--force redoes them)."""
-    from minirlhf.pipeline import PipelineConfig, run_pipeline
+    from minirlhf.config import SEEDS_RANGE, check_range
+    from minirlhf.pipeline import PipelineConfig, run_pipeline, stage_configs
 
     _logging(args)
+    check_range("pipeline", "--seeds", args.seeds, SEEDS_RANGE)
     name = args.name or (args.preset if args.seeds == 1 else f"{args.preset}-{args.seeds}seeds")
     config = PipelineConfig(name=name, preset=args.preset, seed=args.seed,
                             force=args.force, runs_dir=args.runs_dir, progress=not args.quiet,
                             overrides=list(args.set or []))
+    stage_configs(config)  # its settings and every stage's, before any work
     if args.seeds != 1:
         return _pipeline_seeds(config, args.seeds)
     r = run_pipeline(config)  # its errors are one line, exit code 2 (see main)
@@ -156,13 +170,18 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     length-bias, overoptimization, critic-free, frontier, rankings, ppo-details or dpo-details.
     Starts from a finished run; writes results.json and plots."""
     import json
+    import logging
 
+    from minirlhf.config import SEEDS_RANGE, check_range
+    from minirlhf.course.build import experiment_seconds
     from minirlhf.experiments import (
         ExperimentConfig,
+        check_experiment,
         default_base,
         default_seeds,
         run_experiment,
     )
+    from minirlhf.pipeline import announce
 
     _logging(args)
     base = args.base or default_base(args.name, args.quick)
@@ -170,6 +189,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                               quick=args.quick, seed=args.seed, progress=not args.quiet)
     n = getattr(args, "seeds", None)
     n = default_seeds(args.name, args.quick) if n is None else n
+    check_range(f"experiment {args.name}", "--seeds", n, SEEDS_RANGE)
+    check_experiment(config)  # its settings and the base run's files, before any work
+    announce({args.name: experiment_seconds(args.name, args.quick) * n},
+             f"{n} seed{'s' * (n > 1)}", logging.getLogger("minirlhf.experiments"),
+             "every finished seed" + (" and point" if args.name == "frontier" else ""))
     if n != 1:
         from minirlhf.experiments import run_experiment_seeds
 
@@ -209,20 +233,25 @@ def cmd_classroom(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     if args.action == "make-student":
-        from minirlhf.course.classroom import MarkerError, make_student
+        from minirlhf.course.classroom import make_student
 
         root = Path(__file__).resolve().parent.parent
         try:
             stripped = make_student(root, args.target)
-        except (MarkerError, FileExistsError) as e:
+        except (ValueError, FileExistsError) as e:  # a marker, the folder
             print(f"error: {e}", file=sys.stderr)
             return 2
         for rel, n in stripped.items():
             print(f"  {rel}: {n} region{'s' * (n > 1)} stripped")
-        print(f"student copy written to {args.target} ({sum(stripped.values())} solution and "
+        from minirlhf.config import command_hint
+
+        target = Path(args.target).absolute()
+        check = command_hint(["cd", str(target)], ["python", "-m", "minirlhf", "classroom",
+                                                    "check"])
+        print(f"student copy written to {target} ({sum(stripped.values())} solution and "
               "teacher-only regions); "
-              f"students run: cd {args.target} && pip install -e . && "
-              "python -m minirlhf classroom check")
+              f"students install it ({command_hint(['pip', 'install', '-e', str(target)])}) and "
+              f"check their work with {check}")
         return 0
 
     if args.action == "record-expected":
@@ -502,9 +531,11 @@ def cmd_course(args: argparse.Namespace) -> int:
     a rerun (after a failure, Ctrl-C or a kill) runs only what is left."""
     from pathlib import Path
 
+    from minirlhf.config import check_range
     from minirlhf.course.build import build, estimate_minutes, fingerprints, is_done, plan
 
     jobs = plan(args.preset, args.seeds, args.runs_dir)
+    check_range("course", "--workers", args.workers, "[1, 64]")  # --plan's estimate too
 
     def show(to_run, finished, workers):
         print(f"course: {len(jobs)} jobs for --seeds {args.seeds} in "
@@ -549,15 +580,13 @@ def cmd_claims(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from minirlhf.config import ConfigError
+    from minirlhf.config import check_range
     from minirlhf.course import claims as C
     from minirlhf.machine import cores, environment
 
-    if not 1 <= args.seeds <= 10:
-        raise ConfigError(f"claims: --seeds must be in [1, 10], got {args.seeds}")
-    if not 1 <= args.threads <= cores():
-        raise ConfigError(f"claims: --threads must be in [1, {cores()}] (this machine's "
-                          f"cores), got {args.threads}")
+    check_range("claims", "--seeds", args.seeds, "[1, 10]")
+    check_range("claims", "--threads", args.threads, f"[1, {cores()}]")  # this machine's cores
+    check_range("claims", "--workers", args.workers, "[0, 64]")
     chosen = C.select(args.only, args.chapter)
     runs_dir = args.runs_dir or ("runs" if args.threads == 1 else f"runs/threads{args.threads}")
     workers = args.workers or max(1, cores() // args.threads)
@@ -591,10 +620,9 @@ def cmd_claims(args: argparse.Namespace) -> int:
 def _executor(spec: str, workers: int) -> tuple[Any, Any, int]:
     """(Dask client or None, executor or None, workers): our own worker processes, or a Dask
     cluster's executor for ``dask://HOST:PORT`` (as many jobs at once as its threads)."""
-    from minirlhf.config import ConfigError
+    from minirlhf.config import ConfigError, check_range
 
-    if not 1 <= workers <= 64:
-        raise ConfigError(f"course: --workers must be in [1, 64], got {workers}")
+    check_range("course", "--workers", workers, "[1, 64]")
     if not spec:
         return None, None, workers
     if not spec.startswith("dask://"):

@@ -26,12 +26,14 @@ import dataclasses
 import inspect
 import math
 import os
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
-from minirlhf.files import model_kind, read_meta
+# InputError is re-exported: the stages import it from here
+from minirlhf.files import InputError, model_kind, read_meta  # noqa: F401
 
 C = TypeVar("C")
 
@@ -40,11 +42,6 @@ DEFAULT_RUN = "runs/default"  # where a stage run on its own reads and writes by
 
 class ConfigError(ValueError):
     """A config key or value is wrong; the message names the key and what it allows."""
-
-
-class InputError(ValueError):
-    """An input file (a corpus, a preference file) is unusable; the message names the file and
-    the line, and what is wrong with it."""
 
 
 # ---------------------------------------------------------------------------- settings
@@ -74,18 +71,32 @@ def _inside(value: float, spec: str) -> bool:
     return above and below
 
 
+# How many runs ``--seeds N`` may ask of a command (the course and the claims allow fewer).
+SEEDS_RANGE = "[1, 100]"
+
+
+def check_range(owner: str, key: str, value: float, spec: str) -> None:
+    """The one test of a number against its allowed range, and its one message: ConfigError
+    "OWNER: KEY = VALUE is outside its allowed range SPEC" (a setting of a config, or a
+    command's option such as ``--seeds``)."""
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"{owner}: {key} is NaN")
+    if not _inside(value, spec):
+        raise ConfigError(f"{owner}: {key} = {value!r} is outside its allowed range {spec}")
+
+
 def check_settings(config: Any) -> None:
     """Check every field of a config against its range or choices; raise ConfigError naming the
-    config, the key, the value and what is allowed. Called before any work starts."""
+    config, the key, the value and what is allowed. The one check every command makes of its
+    settings (a stage's, the pipeline's, an experiment's) before any work starts."""
     name = type(config).__name__
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if isinstance(value, float) and math.isnan(value):
             raise ConfigError(f"{name}: {f.name} is NaN")
         spec = f.metadata.get("range")
-        if spec and isinstance(value, int | float) and not isinstance(value, bool) \
-                and not _inside(value, spec):
-            raise ConfigError(f"{name}: {f.name} = {value!r} is outside its allowed range {spec}")
+        if spec and isinstance(value, int | float) and not isinstance(value, bool):
+            check_range(name, f.name, value, spec)
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"{name}: {f.name} = {value!r} is not one of {', '.join(choices)}")
@@ -127,12 +138,14 @@ class StageConfig:
         check_settings(self)
 
 
-def check_fits(config: Any, key: str | None, limit: int, what: str) -> None:
+def check_fits(config: Any, key: str | None, limit: int, what: str, fewer: str = "") -> None:
     """Data to learn from, checked as soon as it is known and before any training: ``limit``
     examples, which ``what`` names with their counts and their file. Fewer than the smallest
     batch the setting ``key`` allows (one, without a key) is nothing to learn from; more batch
     than examples is a batch the data cannot fill. Either is an error now, not a run that
-    trains on nothing, or an error an hour from now."""
+    trains on nothing, or an error an hour from now. ``fewer``: why there may be fewer than
+    ``limit`` when they are counted (samples yet to be drawn): the error then offers no range
+    the data might not meet, and the exact check follows when they are known."""
     name = type(config).__name__
     least = 1
     if key is not None:
@@ -143,8 +156,9 @@ def check_fits(config: Any, key: str | None, limit: int, what: str) -> None:
         raise ConfigError(f"{name}: nothing to learn from: {what}"
                           + (f"; {key} needs at least {least}" if least > 1 else ""))
     if key is not None and getattr(config, key) > limit:
-        raise ConfigError(f"{name}: {key} = {getattr(config, key)} is larger than {what}; "
-                          f"allowed range [{least}, {limit}]")
+        raise ConfigError(f"{name}: {key} = {getattr(config, key)} is larger than {what}"
+                          + (f" at most ({fewer}); lower {key}" if fewer else
+                             f"; allowed range [{least}, {limit}]"))
 
 
 def describe(config: Any) -> str:
@@ -207,12 +221,47 @@ def run_path(stage: str, file: str = "", root: str | Path = DEFAULT_RUN) -> str:
     return str(Path(root) / stage / file) if file else str(Path(root) / stage)
 
 
-def missing_input(what: str, path: str | Path, command: str) -> FileNotFoundError:
+def command_hint(*commands: Sequence[str], env: dict[str, str] | None = None) -> str:
+    """The one way the program writes a command for its user to run (in an error, a warning,
+    a hint): each command's words quoted for a POSIX shell, the commands joined by ``&&``,
+    ``env``'s variables set before the first, the whole in backticks, so that it runs pasted
+    as it is. Paths in it are absolute: it works from any folder. Every hint is tested by
+    following it (tests/test_catalogue.py's ``follow``)."""
+    words = [" ".join(shlex.quote(str(w)) for w in c) for c in commands if c]
+    prefix = [f"{k}={shlex.quote(str(v))}" for k, v in (env or {}).items()]
+    return "`" + " ".join([*prefix, " && ".join(words)] if words else prefix) + "`"
+
+
+def minirlhf_command(*args: str, env: dict[str, str] | None = None) -> str:
+    """``command_hint`` of ``python -m minirlhf ARGS``."""
+    return command_hint(["python", "-m", "minirlhf", *args], env=env)
+
+
+def missing_input(what: str, path: str | Path, make: str = "") -> FileNotFoundError:
     """The one error for an input file that is not there: what it is, where it was looked for
-    (an absolute path: a relative one depends on the working directory), and the command that
-    makes it."""
-    return FileNotFoundError(f"{what} {Path(path).absolute()} is missing: make it with "
-                             f"`{command}`")
+    (an absolute path: a relative one depends on the working directory), and ``make``, how to
+    make it: a sentence holding a ``command_hint`` ("make it with `...`", ``output_hint``'s),
+    when it can be made."""
+    return FileNotFoundError(f"{what} {Path(path).absolute()} is missing"
+                             + (f": {make}" if make else ""))
+
+
+# The file each stage leaves in its folder (its Stage record's ``output``; a test checks that
+# the two agree): what ``output_hint`` knows of the stages below the registry.
+OUTPUT_NAMES = {"preferences": "preferences.jsonl", "best_of_n": "summary.json"}
+
+
+def output_hint(stage: str, path: str | Path, **settings: Any) -> str:
+    """How to make the file at ``path`` with ``stage`` (its command with ``--set out_dir=`` the
+    folder of ``path``, and ``settings``, e.g. the task): "make it with `...`" when ``path`` is
+    named as the stage names its output, else "make one with `...` (it writes DIR/NAME)"."""
+    path = Path(path).absolute()
+    name = OUTPUT_NAMES.get(stage, "model.npz")
+    command = minirlhf_command(stage.replace("_", "-"), "--set", f"out_dir={path.parent}",
+                               *(f"{k}={v}" for k, v in settings.items()))
+    if path.name == name:
+        return f"make it with {command}"
+    return f"make one with {command} (it writes {path.parent / name})"
 
 
 def require_writable(folder: str | Path) -> None:
@@ -227,11 +276,6 @@ def require_writable(folder: str | Path) -> None:
         raise type(e)(f"cannot make the output folder {path}: {e.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise PermissionError(f"cannot write in the output folder {path}: permission denied")
-
-
-def stage_command(stage: str) -> str:
-    """The command that makes a stage's output (a stage ``best_of_n`` is ``best-of-n``)."""
-    return f"python -m minirlhf {stage.replace('_', '-')}"
 
 
 # What a config field that names a checkpoint must hold, in every stage: the policy a stage
@@ -275,7 +319,9 @@ def require_inputs(config: Any, inputs: dict[str, str]) -> None:
     for key, stage in inputs.items():
         path = getattr(config, key)
         if not Path(path).exists():
-            raise missing_input(f"{key} file", path, stage_command(stage))
+            task = {"task": config.task} if getattr(config, "task", "reviews") != "reviews" \
+                else {}
+            raise missing_input(f"{key} file", path, output_hint(stage, path, **task))
 
 
 # ------------------------------------------------------------------------------ stages

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from minirlhf.autograd.tensor import no_grad
-from minirlhf.config import ConfigError
+from minirlhf.config import SEEDS_RANGE, ConfigError, check_range
 from minirlhf.lm.model import GPT
 from minirlhf.lm.sampling import generate_text, rollout
 from minirlhf.lm.sequences import token_logprobs
@@ -348,6 +348,7 @@ def run_over_seeds(first: int, n: int, run: Callable[[int], R],
     if n < 2:
         raise ConfigError(f"{command + ': ' if command else ''}--seeds must be at least 2 to "
                           f"aggregate over seeds (1, the default, is one run), got {n}")
+    check_range(command or "run_over_seeds", "--seeds", n, SEEDS_RANGE)
     seeds = [first + k for k in range(n)]
     runs = [run(seed) for seed in seeds]
     return seeds, runs, aggregate(runs)

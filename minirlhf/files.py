@@ -7,7 +7,13 @@ temporary name, and all are moved into place when the stage ends; a stage that f
 checkpoint, a NaN, Ctrl-C) leaves every file as it was.
 
 ``read_meta`` reads a checkpoint's metadata alone, which is what a stage checks of each input
-before any work (``minirlhf.config.check_checkpoints``).
+before any work (``minirlhf.config.check_checkpoints``); ``what_file`` says what a file that is
+not a checkpoint holds (a text file, an empty one, a cut-off archive), for the error.
+
+``read_json`` is the one reader of the JSON files a run keeps (records, results, caches, a
+stage's summary): a bad one is an ``InputError`` naming the file and the line. ``read_cache``
+reads a file whose content can be made again (a cached point, a finished job's record): a bad
+one is a warning naming file and line, and the work is done again.
 
 This module imports nothing from the rest of the package: every floor may use it.
 """
@@ -15,6 +21,7 @@ This module imports nothing from the rest of the package: every floor may use it
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import zipfile
@@ -30,6 +37,11 @@ META_KEY = "__meta__"
 
 class CheckpointError(Exception):
     """A checkpoint file is missing, truncated, or fails its checksum."""
+
+
+class InputError(ValueError):
+    """An input file (a corpus, a preference file, a record, a results file) is unusable; the
+    message names the file and the line, and what is wrong with it."""
 
 
 def _umask() -> int:
@@ -99,15 +111,19 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     try:
         z = np.load(path, allow_pickle=False)
         try:
-            if META_KEY not in getattr(z, "files", ()):  # a plain .npy or .npz
+            if not hasattr(z, "files"):  # a .npy: one array
+                raise CheckpointError(f"checkpoint {path} cannot be read as a checkpoint: it "
+                                      f"is {what_file(path)}")
+            if META_KEY not in z.files:  # a plain .npz
                 raise CheckpointError(f"checkpoint {path} has no metadata: not a minirlhf "
                                       "checkpoint")
             return json.loads(z[META_KEY].tobytes().decode())
         finally:
             if hasattr(z, "close"):
                 z.close()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupted or truncated ({e})") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise CheckpointError(f"checkpoint {path} cannot be read as a checkpoint: it is "
+                              f"{what_file(path)}") from None
 
 
 def model_kind(meta: dict[str, Any]) -> str:
@@ -116,3 +132,77 @@ def model_kind(meta: dict[str, Any]) -> str:
     if meta.get("kind") != "gpt":
         return str(meta.get("kind"))
     return "reward model" if "reward_head" in meta.get("scalar_heads", []) else "policy"
+
+
+def what_file(path: str | Path) -> str:
+    """What a file that does not open as a checkpoint holds, from its first bytes: "an empty
+    file", "a text file (its first line: ...)", "a cut-off or damaged .npz archive (N bytes)",
+    "a NumPy .npy array, not a .npz archive", or "N bytes that are not a .npz archive". Said in
+    the error instead of NumPy's guess at a cause (allow_pickle, a bad zip)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        return f"it cannot be read ({e.strerror})"
+    if size == 0:
+        return "an empty file"
+    if head.startswith(b"PK"):
+        return f"a cut-off or damaged .npz archive ({size:,} bytes)"
+    if head.startswith(b"\x93NUMPY"):
+        return "a NumPy .npy array, not a .npz archive"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        text = head[:e.start].decode("utf-8") if e.start > len(head) - 4 else None
+    if text is not None and text.strip() and all(c.isprintable() or c in "\t\r\n"
+                                                  for c in text):
+        first = text.strip().splitlines()[0]
+        return (f"a text file of {size:,} bytes (its first line: "
+                f"{first[:60] + ('...' if len(first) > 60 else '')!r})")
+    return f"{size:,} bytes that are not a .npz archive"
+
+
+def _line_of(text: str, pos: int) -> tuple[int, int]:
+    """(line, column), from 1, of character ``pos`` of ``text``."""
+    line = text.count("\n", 0, pos) + 1
+    return line, pos - (text.rfind("\n", 0, pos) + 1) + 1
+
+
+def read_json(path: str | Path, kind: type | None = dict) -> Any:
+    """The JSON value a file holds: the one reader of the JSON files a run keeps (records,
+    results, caches, a stage's summary). An ``InputError`` naming the file and the line when it
+    is not UTF-8, not JSON (cut off by a kill, say) or, with ``kind``, not a value of that type
+    (an object, by default); FileNotFoundError when it is not there."""
+    path = Path(path).absolute()
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})"
+                         ) from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        what = "empty" if not text.strip() else f"malformed JSON (column {e.colno}: {e.msg})"
+        raise InputError(f"{path}:{e.lineno}: {what}") from None
+    if kind is not None and not isinstance(value, kind):
+        names = {dict: "an object", list: "a list"}
+        raise InputError(f"{path}:1: holds a JSON {type(value).__name__}, not "
+                         f"{names.get(kind, kind.__name__)}")
+    return value
+
+
+def read_cache(path: str | Path, log: logging.Logger, redo: str) -> Any:
+    """A file whose content can be made again (a cached point, a finished job's record, a
+    results file): its JSON object, or None when it is not there, or when it is unusable, which
+    a warning says (the file and the line, then ``redo``: what is done instead)."""
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        return None
+    except (InputError, OSError) as e:
+        log.warning("%s; %s", e, redo)
+        return None

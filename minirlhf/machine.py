@@ -22,6 +22,11 @@ def cores() -> int:
     return max(1, n or 1)
 
 
+# The variables that set the thread count, the first one set winning (``blas_threads``).
+THREAD_VARIABLES = ("MINIRLHF_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "OMP_NUM_THREADS")
+
+
 def blas_threads() -> int:
     """How many threads a run's products are split over: the first of MINIRLHF_THREADS,
     OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, OMP_NUM_THREADS that is set (at most the cores this
@@ -33,8 +38,7 @@ def blas_threads() -> int:
     another order than one thread does, so float32 weights differ in the last bits after the
     first step and the runs drift apart. The pipeline records the count with each stage."""
     available = cores()
-    for name in ("MINIRLHF_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                 "OMP_NUM_THREADS"):
+    for name in THREAD_VARIABLES:
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
             return min(int(value), available)

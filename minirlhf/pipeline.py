@@ -32,7 +32,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minirlhf.config import ConfigError, apply_overrides, run_path
+from minirlhf.config import (
+    SEEDS_RANGE,
+    ConfigError,
+    apply_overrides,
+    check_range,
+    check_settings,
+    command_hint,
+    run_path,
+    setting,
+)
 from minirlhf.evaluation import (
     POLICY_KEYS,
     figures_over_seeds,
@@ -40,8 +49,10 @@ from minirlhf.evaluation import (
     policy_report,
     run_over_seeds,
 )
+from minirlhf.files import CheckpointError, InputError, read_json, read_meta
 from minirlhf.lm.checkpoint import load_model
-from minirlhf.machine import blas_threads, environment, peak_rss_mb
+from minirlhf.lm.model import PRESETS as MODEL_PRESETS
+from minirlhf.machine import THREAD_VARIABLES, blas_threads, cores, environment, peak_rss_mb
 from minirlhf.records import (
     PipelineError,
     RunLock,
@@ -66,13 +77,17 @@ PRESETS = ("default", *sorted({p for s in STAGES.values() for p in s.presets}))
 
 @dataclass
 class PipelineConfig:
-    name: str = "default"  # the run's folder: runs/<name>
-    preset: str = "default"  # one of PRESETS: default (about 14 minutes) or tiny (under 1)
-    runs_dir: str = "runs"  # where run folders go
-    corpus: str = "reviews"  # the pretraining corpus: a shipped one by name, or a file
-    seed: int = 0  # every stage's seed
-    force: bool = False  # redo every stage even when its record matches
-    progress: bool = True  # tqdm bars
+    """The pipeline's own settings, made with ``setting`` as a stage's are (``stage_configs``
+    checks them with ``check_settings``, then every stage's config, before any work)."""
+
+    name: str = setting("default", "the run's folder: <runs_dir>/<name>")
+    preset: str = setting("default", "default (about 14 minutes) or tiny (under 1)",
+                          choices=PRESETS)
+    runs_dir: str = setting("runs", "where run folders go")
+    corpus: str = setting("reviews", "the pretraining corpus: a shipped one by name, or a file")
+    seed: int = setting(0, "every stage's seed", "[0, inf)")
+    force: bool = setting(False, "redo every stage even when its record matches")
+    progress: bool = setting(True, "tqdm bars")
     overrides: list[str] = field(default_factory=list)  # "stage.key=value", e.g. "ppo.beta=0.1"
 
 
@@ -92,9 +107,7 @@ def stage_configs(config: PipelineConfig) -> dict[str, Any]:
     pipeline's seed, progress and corpus where the stage has such a setting, the preset and the
     overrides applied, and each checked (with the configs of the stages it reads from): every
     error is raised here, before any work starts."""
-    if config.preset not in PRESETS:
-        raise ConfigError(f"pipeline: preset {config.preset!r} is not one of "
-                          f"{', '.join(PRESETS)}")
+    check_settings(config)
     root = Path(config.runs_dir) / config.name
     per_stage: dict[str, list[str]] = {s: [] for s in STAGES}
     for item in config.overrides:
@@ -163,17 +176,72 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:,.0f} days"
 
 
-def _announce(estimate: dict[str, float]) -> None:
-    """Log the estimate; a run of over an hour is a warning (shown with -q too)."""
+def announce(estimate: dict[str, float], runs: str = "", logger: logging.Logger = log,
+             keeps: str = "every finished stage") -> None:
+    """Log the estimate of a whole run (``estimate``: its parts' seconds; ``runs``: what they
+    add up over, "3 seeds" say); a run of over an hour is a warning (shown with -q too)."""
     if not estimate:
         return
     total = sum(estimate.values())
-    parts = ", ".join(f"{name} {_duration(s)}" for name, s in estimate.items())
+    parts = (f"{runs}: " if runs else "") + ", ".join(f"{name} {_duration(s)}"
+                                                      for name, s in estimate.items())
     if total > 3600:
-        log.warning("this run will take about %s on a 2-core laptop (%s); Ctrl-C stops it, "
-                    "keeping every finished stage", _duration(total), parts)
+        logger.warning("this run will take about %s on a 2-core laptop (%s); Ctrl-C stops it, "
+                       "keeping %s", _duration(total), parts, keeps)
     else:
-        log.info("estimated time: about %s on a 2-core laptop (%s)", _duration(total), parts)
+        logger.info("estimated time: about %s on a 2-core laptop (%s)", _duration(total), parts)
+
+
+def model_preset(config: Any) -> str:
+    """The model size a stage's config trains (pretrain: its ``preset``; the others: that of
+    the checkpoint they start from, by its architecture), "default" when it cannot be told."""
+    if hasattr(config, "preset"):
+        return config.preset
+    path = getattr(config, "init", "") or getattr(config, "policy", "")
+    try:
+        arch = read_meta(path)["config"]
+    except (CheckpointError, OSError, KeyError, TypeError):
+        return "default"
+    return next((name for name, spec in MODEL_PRESETS.items()
+                 if all(arch.get(k) == v for k, v in spec.items())), "default")
+
+
+def estimate_stage(name: str, config: Any) -> float | None:
+    """A stage command's rough time on the reference 2-core laptop, as ``estimate_seconds``
+    counts a pipeline's stage: the time it took with the pipeline preset of its model's size,
+    scaled by its work (the other stages' configs that preset's); None for a stage that
+    declares no work or no time for that size (the stages beyond the pipeline)."""
+    stage = STAGES.get(name)
+    preset = model_preset(config)
+    if stage is None or stage.work is None or preset not in stage.seconds:
+        return None
+    base = stage_configs(PipelineConfig(preset=preset))
+    return stage.seconds[preset] * stage.work(config, {**base, name: config}) / max(
+        stage.work(base[name], base), 1e-12)
+
+
+def to_run(config: PipelineConfig, cfgs: dict[str, Any], found: dict[str, Any],
+           prints: dict[str, str]) -> list[str]:
+    """The stages a run will run: every one with ``force``, else those without a record of
+    this fingerprint (``found``: each stage's record or None)."""
+    return [s for s in STAGES if config.force or found[s] is None
+            or found[s].get("fingerprint") != prints[s]]
+
+
+def estimate_run(config: PipelineConfig) -> dict[str, float]:
+    """The estimate of ``run_pipeline(config)``, before it runs: its stages still to run (their
+    records read as they are, without a word: the run says what it finds), each timed by
+    ``estimate_seconds``."""
+    cfgs = stage_configs(config)
+    root = Path(config.runs_dir) / config.name
+    prints = fingerprints(cfgs, root, blas_threads())
+    found = {}
+    for name in STAGES:
+        try:
+            found[name] = read_json(record_path(root, name))
+        except (OSError, InputError):
+            found[name] = None
+    return estimate_seconds(config, cfgs, to_run(config, cfgs, found, prints))
 
 
 # ---------------------------------------------------------------------------- the stages
@@ -201,9 +269,11 @@ def _relative_plots(numbers: dict[str, Any], root: Path) -> None:
 
 
 def run_pipeline(config: PipelineConfig,
-                 on_stage_done: Callable[[str], None] | None = None) -> PipelineResult:
+                 on_stage_done: Callable[[str], None] | None = None,
+                 estimate: bool = True) -> PipelineResult:
     """Run every stage that is not already done, then write report.md and summary.json.
-    ``on_stage_done(stage)`` is called after each stage's record is written."""
+    ``on_stage_done(stage)`` is called after each stage's record is written; ``estimate``:
+    log the run's estimated time first (``run_seeds`` logs the estimate of all its seeds)."""
     t0 = time.time()
     cfgs = stage_configs(config)  # every config error surfaces here, before any work
     root = Path(config.runs_dir) / config.name
@@ -215,9 +285,8 @@ def run_pipeline(config: PipelineConfig,
         log.info("run folder %s", root.absolute())
         remove_half_written(root)
         found = {name: read_record(record_path(root, name)) for name in STAGES}
-        _announce(estimate_seconds(config, cfgs, [
-            s for s in STAGES if config.force or found[s] is None
-            or found[s].get("fingerprint") != prints[s]]))
+        if estimate:
+            announce(estimate_seconds(config, cfgs, to_run(config, cfgs, found, prints)))
         other_threads = _first_run_with_other_threads(found, threads)
         for i, name in enumerate(STAGES):
             if name == other_threads:
@@ -258,8 +327,19 @@ def _first_run_with_other_threads(found: dict[str, dict[str, Any] | None],
 
 def _warn_other_threads(name: str, then: int, threads: int) -> None:
     log.warning("%s: was run with %s BLAS threads, this process has %d; results depend on the "
-                "count, so it and every later stage run again (set OMP_NUM_THREADS=%s to "
-                "resume instead)", name, then, threads, then)
+                "count, so it and every later stage run again (to resume instead, %s)", name,
+                then, threads, threads_hint(int(then)))
+
+
+def threads_hint(count: int) -> str:
+    """How to run again with ``count`` threads (what a run or a result made with that count
+    needs to be reused): the variable that wins over the others (``THREAD_VARIABLES``' first,
+    whatever else is set), as a ``command_hint``; or why it cannot be done on this machine."""
+    if count > cores():
+        return (f"this machine lets this process use {cores()} core(s), so it cannot run with "
+                f"{count} threads")
+    return (f"run the same command with {command_hint([], env={THREAD_VARIABLES[0]: str(count)})}"
+            f" before it ({THREAD_VARIABLES[0]} wins over {', '.join(THREAD_VARIABLES[1:])})")
 
 
 def _reusable(root: Path, name: str, record: dict[str, Any] | None, fingerprint: str,
@@ -388,12 +468,21 @@ def run_seeds(config: PipelineConfig, n: int) -> SeedsResult:
     aggregated over seeds in ``runs/<name>/summary.json`` and ``report.md``."""
     t0 = time.time()
     root = Path(config.runs_dir) / config.name
+    check_range("pipeline", "--seeds", n, SEEDS_RANGE)
+
+    def seed_config(seed: int) -> PipelineConfig:
+        return dataclasses.replace(config, seed=seed, name=f"seed{seed}", runs_dir=str(root))
+
+    total: dict[str, float] = {}  # the whole run's estimate, before the first seed starts
+    for seed in range(config.seed, config.seed + n):
+        for stage, seconds in estimate_run(seed_config(seed)).items():
+            total[stage] = total.get(stage, 0.0) + seconds
+    announce(total, f"{n} seeds")
 
     def one(seed: int) -> PipelineResult:
         log.info("seed %d of %d (seed %d): %s", seed - config.seed + 1, n, seed,
                  root / f"seed{seed}")
-        return run_pipeline(dataclasses.replace(config, seed=seed, name=f"seed{seed}",
-                                                runs_dir=str(root)))
+        return run_pipeline(seed_config(seed), estimate=False)
 
     seeds, runs, over_seeds = run_over_seeds(
         config.seed, n, one, lambda done: aggregate_seeds([r.summary for r in done]), "pipeline")

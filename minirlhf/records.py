@@ -13,9 +13,15 @@ import json
 import logging
 import math
 import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from minirlhf.config import command_hint
+from minirlhf.files import InputError, read_json
 from minirlhf.lm.checkpoint import atomic_write, file_digest
 
 log = logging.getLogger("minirlhf.pipeline")  # the pipeline's log: these are its warnings
@@ -60,9 +66,9 @@ def read_record(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        log.warning("%s: unreadable record (%s); running the stage again", path, e)
+        record = read_json(path, kind=None)
+    except (OSError, InputError) as e:
+        log.warning("unreadable record %s; running the stage again", e)
         return None
     if not isinstance(record, dict) or not isinstance(record.get("fingerprint"), str):
         log.warning("%s: not a stage record; running the stage again", path)
@@ -114,37 +120,148 @@ def remove_half_written(root: Path) -> None:
 
 
 class RunLock:
-    """One pipeline at a time in a run folder: ``<run>/.lock`` holds the owner's PID. A lock
-    whose process is gone (a killed run) is taken over, with a warning; a live one is an
-    error naming its PID."""
+    """One pipeline at a time in a run folder: ``<run>/.lock`` says who holds it (``Owner``:
+    the process id, its start time as the system counts it, the machine's boot and host name).
+    A lock whose holder is gone is taken over, with a warning: a killed run's, whose process
+    has ended, or whose process id now belongs to another program (started after the lock was
+    taken), or that was taken before the machine restarted. A live holder is an error naming
+    it; a holder on another host, which this machine cannot see, too, saying how to free the
+    folder when that run is gone."""
 
     def __init__(self, root: Path):
         self.path = root / ".lock"
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and _alive(pid):
-                    raise PipelineError(f"the run folder {self.path.parent} is in use by process "
-                                        f"{pid} (its lock is {self.path}); wait for it to finish "
-                                        "or choose another --name") from None
-                log.warning("taking over %s: process %s that held it is gone", self.path, pid)
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            return self
-        raise PipelineError(f"could not take the lock {self.path}")
+        mine = json.dumps(Owner.this_process().__dict__, sort_keys=True) + "\n"
+        for _ in range(3):
+            if _create(self.path, mine):
+                return self
+            why = Owner.read(self.path).stale_because(self.path)
+            log.warning("taking over %s: %s", self.path, why)
+            self.path.unlink(missing_ok=True)
+        raise PipelineError(f"could not take the lock {self.path}: other runs keep taking it")
 
     def __exit__(self, *exc: object) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def _create(path: Path, text: str) -> bool:
+    """Make ``path`` holding ``text`` if no file has that name, in one step (a hard link from
+    a temporary file: no other run ever sees the lock empty; where the file system has no hard
+    links, an exclusive create, then the text); False if one is there."""
+    for _ in range(3):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        except FileNotFoundError:  # the run holding the folder removed it as half-written
+            continue
+        except OSError:  # no hard links here
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            return True
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    raise PipelineError(f"could not write the lock {path}")
+
+
+@dataclass
+class Owner:
+    """Who holds a lock: enough to tell its process from a later one with the same id."""
+
+    pid: int = 0
+    host: str = ""  # socket.gethostname()
+    boot: str = ""  # the boot's id (/proc/sys/kernel/random/boot_id), "" where unknown
+    started: str = ""  # the process's start, in clock ticks after boot (/proc/PID/stat)
+    since: str = ""  # when the lock was taken, for people
+
+    @classmethod
+    def this_process(cls) -> Owner:
+        return cls(os.getpid(), socket.gethostname(), _boot_id(), _start_ticks(os.getpid()),
+                   time.strftime("%Y-%m-%d %H:%M:%S"))
+
+    @classmethod
+    def read(cls, path: Path) -> Owner:
+        """The owner a lock names; a lock of the older kind holds a process id alone (its
+        ``host`` is then ""), and one that cannot be read names none (pid 0)."""
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return cls()
+        if text.isdigit():
+            return cls(pid=int(text))
+        try:
+            obj = json.loads(text)
+            fields = {k: obj[k] for k in ("pid", "host", "boot", "started", "since")}
+            return cls(int(fields.pop("pid")), **{k: str(v) for k, v in fields.items()})
+        except (ValueError, TypeError, KeyError):
+            return cls()
+
+    def stale_because(self, path: Path) -> str:
+        """Why the lock at ``path`` may be taken over; PipelineError when its holder may be
+        running."""
+        folder = path.parent
+        if self.pid <= 0:
+            return "it names no process (unreadable: cut off, or not a lock)"
+        if self.host and self.host != socket.gethostname():
+            raise PipelineError(
+                f"the run folder {folder} is in use by process {self.pid} on host {self.host} "
+                f"(since {self.since}), which this machine cannot see; wait for that run to "
+                "finish, or choose another --name; if it is gone, free the folder with "
+                f"{command_hint(['rm', str(path.absolute())])}")
+        if self.boot and _boot_id() and self.boot != _boot_id():
+            return f"process {self.pid} held it before the machine restarted"
+        if not _alive(self.pid):
+            return f"process {self.pid} that held it is gone"
+        now = _start_ticks(self.pid)
+        if self.started and now and now != self.started:
+            return (f"process {self.pid} that held it is gone: that id is now another "
+                    "program's, started after the lock was taken")
+        started = _start_time(self.pid)
+        if not self.started and started is not None and started > path.stat().st_mtime + 2:
+            return (f"process {self.pid} that held it is gone: that id is now another "
+                    "program's, started after the lock was written")
+        raise PipelineError(f"the run folder {folder} is in use by process {self.pid}"
+                            + (f" since {self.since}" if self.since else "")
+                            + f" (its lock is {path}); wait for it to finish or choose another "
+                            "--name")
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _start_ticks(pid: int) -> str:
+    """When process ``pid`` started, in clock ticks after boot ("" where /proc does not say):
+    a later process with the same id has another."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat[stat.rindex(")") + 2:].split()[19]  # field 22, starttime
+
+
+def _start_time(pid: int) -> float | None:
+    """When process ``pid`` started, in seconds since the epoch (None where unknown)."""
+    ticks = _start_ticks(pid)
+    try:
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text()
+                    .splitlines() if line.startswith("btime"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return boot + int(ticks) / os.sysconf("SC_CLK_TCK") if ticks else None
 
 
 def _alive(pid: int) -> bool:

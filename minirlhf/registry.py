@@ -12,10 +12,13 @@ the pipeline, or in ``COMMAND_MODULES`` for a command of its own that the pipeli
 from __future__ import annotations
 
 import importlib
-import json
+import logging
 from pathlib import Path
 
 from minirlhf.config import Stage, run_path
+from minirlhf.files import read_cache
+
+log = logging.getLogger("minirlhf.registry")
 
 STAGE_MODULES = (
     "pretrain",
@@ -76,8 +79,8 @@ def comparison_rows(root: str | Path) -> list[tuple[str, float, float, float]]:
     rows = []
     for stage in policy_stages(COMMANDS):
         path = Path(run_path(stage.name, "summary.json", root))
-        if path.exists():
-            s = json.loads(path.read_text())
+        s = read_cache(path, log, "it is left out of the comparison")
+        if s is not None:
             s = s.get("policy", s)  # best-of-n keeps its policy beside its table
             rows.append((stage.title, s["gold_reward"], s["win_rate_vs_sft"], s["kl_to_ref"]))
     return rows

@@ -10,14 +10,17 @@ there are comes from the registry.
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from minirlhf.evaluation import seed_interval, with_interval
+from minirlhf.files import read_cache
 from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.plots import plot_points_with_intervals, plot_reward_vs_kl
 from minirlhf.registry import STAGES, policy_stages
+
+log = logging.getLogger("minirlhf.report")
 
 
 def _frontier(root: Path, summary: dict[str, Any], records: dict[str, dict[str, Any]]) -> Path:
@@ -130,10 +133,10 @@ def write_report(root: str | Path, summary: dict[str, Any], records: dict[str, d
 def _every_method(root: Path) -> list[str]:
     """The frontier experiment's table and plot, when it has run on this run folder
     (``python -m minirlhf frontier``; run the pipeline again afterwards to add them here)."""
-    path = root / "experiments" / "frontier" / "results.json"
-    if not path.exists():
+    numbers = read_cache(root / "experiments" / "frontier" / "results.json", log,
+                         "the report leaves the frontier out")
+    if numbers is None:
         return []
-    numbers = json.loads(path.read_text())
     return ["## Every method on one frontier", "",
             f"From `python -m minirlhf frontier` ({numbers.get('points_seconds', 0):.0f} s of "
             "training and evaluation over its points; each point is kept in its own folder with "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -53,13 +54,48 @@ def _finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
         raise
 
 
-def run(args: list[str], cwd: Path, fault: str | None = None, timeout: float = 600
-        ) -> subprocess.CompletedProcess:
+def run(args: list[str], cwd: Path, fault: str | None = None, timeout: float = 600,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``python -m minirlhf ARGS`` (through the driver when a fault is planted)."""
     head = [sys.executable, str(DRIVER), fault, "--"] if fault else [sys.executable, "-m",
                                                                        "minirlhf"]
-    return subprocess.run(head + args, cwd=cwd, env=ENV, capture_output=True, text=True,
+    return subprocess.run(head + args, cwd=cwd, env=env or ENV, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def follow(hint: str, cwd: Path, same: list[str] | None = None, env: dict[str, str] | None = None,
+           more: dict[str, list[str]] | None = None) -> subprocess.CompletedProcess:
+    """Do what a printed hint says, as a user pasting its command (the one text between
+    backticks, which ``minirlhf.config.command_hint`` writes) into a shell would: its commands
+    (joined by ``&&``) one after the other, stopping at the first that fails; ``VAR=value``
+    words before a command set the variable for that command; ``cd DIR`` moves to DIR;
+    ``python`` is this interpreter. A hint that only sets variables (``MINIRLHF_THREADS=2``:
+    "run the same command with it") runs ``same``, the command that printed it, with them.
+    ``more``: words added after a minirlhf subcommand's own (a tiny budget, where the hint's
+    command would train for minutes: the hint's words still say what it makes, and where)."""
+    (text,) = re.findall(r"`([^`]+)`", hint)
+    base, proc = dict(env or ENV), None
+    for part in text.split(" && "):
+        words, cmd_env = shlex.split(part), dict(base)
+        while words and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", words[0]):
+            key, _, value = words.pop(0).partition("=")
+            cmd_env[key] = value
+        if not words:
+            assert same is not None, f"{hint!r} sets variables for the same command: give it"
+            words = ["python", "-m", "minirlhf", *same]
+        if words[0] == "cd":
+            cwd = Path(words[1])
+            continue
+        if words[0] == "python":
+            words[0] = sys.executable
+        if more and words[1:3] == ["-m", "minirlhf"] and words[3] in more:
+            words += more[words[3]]
+        proc = subprocess.run(words, cwd=cwd, env=cmd_env, capture_output=True, text=True,
+                              timeout=600)
+        if proc.returncode != 0:
+            return proc
+    assert proc is not None, hint
+    return proc
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -155,7 +191,7 @@ def test_a_bad_setting_is_one_line_before_any_work(override, needle, work):
 
 def test_an_unknown_preset_is_one_line(work):
     one_line_error(run(["pipeline", "--preset", "huge", "--runs-dir", "runs"], work),
-                   "pipeline: preset 'huge' is not one of default, tiny")
+                   "PipelineConfig: preset = 'huge' is not one of default, tiny")
 
 
 def test_a_missing_corpus_names_its_absolute_path(work):
@@ -308,15 +344,24 @@ def _damaged(kind: str, finished, work: Path) -> Path:
         path.write_bytes(b"")
     elif kind == "a plain npz":
         np.savez(path, w=np.ones(3))
+    elif kind == "its JSON sidecar":
+        path.write_bytes(good.with_suffix(".json").read_bytes())
+    elif kind == "a .npy array":
+        np.save(work / "w.npy", np.ones(3))
+        (work / "w.npy").rename(path)
     return path
 
 
-CHECKPOINTS = [
-    ("truncated", "is corrupted or truncated"),
+CHECKPOINTS = [  # what the file is, not a guess at a cause (NumPy's speaks of allow_pickle)
+    ("truncated", "cannot be read as a checkpoint: it is a cut-off or damaged .npz archive ("),
     ("a flipped byte", ""),  # a flipped byte fails the zip's CRC or the checksum
-    ("a text file", "is corrupted or truncated"),
-    ("an empty file", "is corrupted or truncated"),
+    ("a text file", "cannot be read as a checkpoint: it is a text file of 25 bytes (its first "
+                    "line: 'this is not a checkpoint')"),
+    ("an empty file", "cannot be read as a checkpoint: it is an empty file"),
     ("a plain npz", "has no metadata: not a minirlhf checkpoint"),
+    ("its JSON sidecar", " bytes (its first line: '{')"),  # "it is a text file of N bytes"
+    ("a .npy array", "cannot be read as a checkpoint: it is a NumPy .npy array, not a .npz "
+                     "archive"),
 ]
 
 
@@ -326,14 +371,17 @@ def test_a_damaged_checkpoint_is_one_line_and_never_loaded(finished, work, kind,
     proc = run(["sft", "-q", "--set", f"init={path}", f"out_dir={work / 'sft'}", "steps=2"],
                work)
     line = one_line_error(proc, f"checkpoint {path}", needle)
-    assert "corrupted" in line or "checksum" in line or "metadata" in line
+    assert "cannot be read as a checkpoint" in line or "checksum" in line or "metadata" in line
+    assert "allow_pickle" not in line
     assert not (work / "sft" / "model.npz").exists()
 
 
 def test_a_missing_checkpoint_names_the_command_that_makes_it(work):
+    """Of another name than the stage writes: the command, and the file it writes (it once
+    said `python -m minirlhf pretrain`, which writes runs/default/pretrain/model.npz)."""
     proc = run(["sft", "-q", "--set", f"init={work / 'none.npz'}"], work)
-    one_line_error(proc, f"{work / 'none.npz'} is missing: make it with `python -m minirlhf "
-                         "pretrain`")
+    one_line_error(proc, f"{work / 'none.npz'} is missing: make one with `python -m minirlhf "
+                         f"pretrain --set out_dir={work}` (it writes {work / 'model.npz'})")
 
 
 def test_a_policy_given_as_the_reward_model_is_one_line(finished, work):
@@ -512,14 +560,21 @@ def test_a_second_concurrent_run_is_refused(finished, tmp_path, work):
     assert proc.returncode == 0 and f"process {holder.pid} that held it is gone" in proc.stderr
 
 
-def test_a_changed_thread_count_is_said_and_reruns_everything(finished, tmp_path, work):
+def _other_threads() -> tuple[int, int, dict[str, str]]:
+    """(the finished run's thread count, another, an environment that sets the other in the
+    three variables of the BLAS, as a user's shell might)."""
     from minirlhf.machine import blas_threads
 
-    runs = copy_run(finished, tmp_path)
     now = blas_threads()
     other = 1 if now > 1 else 2
-    env = dict(ENV, OPENBLAS_NUM_THREADS=str(other), OMP_NUM_THREADS=str(other),
-               MKL_NUM_THREADS=str(other))
+    env = {k: v for k, v in ENV.items() if k != "MINIRLHF_THREADS"}
+    return now, other, dict(env, OPENBLAS_NUM_THREADS=str(other), OMP_NUM_THREADS=str(other),
+                            MKL_NUM_THREADS=str(other))
+
+
+def test_a_changed_thread_count_is_said_and_reruns_everything(finished, tmp_path, work):
+    runs = copy_run(finished, tmp_path)
+    now, other, env = _other_threads()
     proc = subprocess.run([sys.executable, "-m", "minirlhf", *pipeline(runs)], cwd=work,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -806,3 +861,574 @@ def test_weights_that_blow_up_keep_every_file_of_the_stage(finished, tmp_path, w
     proc = run(pipeline(runs), work, fault="blow-up:ppo")
     one_line_error(proc, "stage ppo stopped", "was not written", "the run blew up")
     assert files(runs / "tiny" / "ppo") == before
+
+
+# ------------------------------- one check for every command, before any work (class 4)
+EXPERIMENT_NAMES = ["rlaif", "sycophancy", "length-bias", "overoptimization", "critic-free",
+                    "rankings", "ppo-details", "dpo-details"]
+SEED_COMMANDS = [  # (a command with seed -5, its one line): every command, the same check
+    *[(["experiment", name, "--quick", "--seed", "-5"],
+       "ExperimentConfig: seed = -5 is outside its allowed range [0, inf)")
+      for name in EXPERIMENT_NAMES],
+    (["frontier", "--quick", "--seed", "-5"],
+     "ExperimentConfig: seed = -5 is outside its allowed range [0, inf)"),
+    (["pipeline", "--preset", "tiny", "--seed", "-5"],
+     "PipelineConfig: seed = -5 is outside its allowed range [0, inf)"),
+    (["ppo", "--set", "seed=-5", "out_dir={runs}/tiny/ppo"],
+     "PPOConfig: seed = -5 is outside its allowed range [0, inf)"),
+]
+
+
+@pytest.mark.parametrize("args, line", SEED_COMMANDS, ids=[" ".join(c[0][:2]) for c in
+                                                           SEED_COMMANDS])
+def test_a_negative_seed_is_one_line_in_every_command_before_any_work(finished, tmp_path, work,
+                                                                       args, line):
+    """``experiment overoptimization --seed -5`` once wrote a file, then ended in a 42-line
+    traceback from NumPy's seeding; sycophancy refused only when its first stage checked. Every
+    command checks its settings with the one routine (check_settings) before any work."""
+    runs = copy_run(finished, tmp_path)
+    before = files(runs)
+    proc = run([a.format(runs=runs) for a in args] + ["-q"]
+               + (["--runs-dir", str(runs)] if args[0] != "ppo" else []), work)
+    one_line_error(proc, line)
+    assert files(runs) == before
+
+
+SEEDS_OPTIONS = [  # (a command, its --seeds out of range, the one line)
+    (["pipeline", "--preset", "tiny", "--seeds", "1000"],
+     "pipeline: --seeds = 1000 is outside its allowed range [1, 100]"),
+    (["experiment", "rlaif", "--quick", "--seeds", "101"],
+     "experiment rlaif: --seeds = 101 is outside its allowed range [1, 100]"),
+    (["experiment", "critic-free", "--seeds", "-1"],
+     "experiment critic-free: --seeds = -1 is outside its allowed range [1, 100]"),
+    (["sft", "--seeds", "0"], "sft: --seeds = 0 is outside its allowed range [1, 100]"),
+    (["course", "--preset", "tiny", "--seeds", "11", "--plan"],
+     "course: --seeds = 11 is outside its allowed range [1, 10]"),
+    (["claims", "--preset", "tiny", "--seeds", "0", "--no-run"],
+     "claims: --seeds = 0 is outside its allowed range [1, 10]"),
+]
+
+
+OPTIONS = [  # (a command, an option out of its range, the one line): the same check
+    (["gradcheck", "--tol", "-1"], "gradcheck: --tol = -1.0 is outside its allowed range "
+                                   "(0, inf)"),
+    (["gradcheck", "--only", "matmul", "nope"], "gradcheck: no case named nope; the cases: "),
+    (["course", "--preset", "tiny", "--workers", "0", "--plan"],
+     "course: --workers = 0 is outside its allowed range [1, 64]"),
+    (["claims", "--preset", "tiny", "--threads", "99", "--no-run"],
+     "claims: --threads = 99 is outside its allowed range [1, "),
+]
+
+
+@pytest.mark.parametrize("args, line", OPTIONS, ids=[" ".join(c[0][:3]) for c in OPTIONS])
+def test_an_option_out_of_range_is_one_line_in_every_command(work, args, line):
+    """gradcheck said 'no case named' outside the one-line format, and took any tolerance."""
+    extra = [] if args[0] == "gradcheck" else ["--runs-dir", str(work / "runs")]
+    one_line_error(run([*args, *extra], work), line)
+    assert not any(work.iterdir())  # nothing made
+
+
+@pytest.mark.parametrize("args, line", SEEDS_OPTIONS, ids=[" ".join(c[0][:2]) for c in
+                                                           SEEDS_OPTIONS])
+def test_seeds_out_of_range_is_one_line_in_every_command(work, args, line):
+    """``--seeds 1000`` was accepted, with a one-seed time estimate; 0 and -1 reached the
+    aggregation. Every command's --seeds goes through one range check (check_range)."""
+    where = ["--set", f"out_dir={work / 'sft'}"] if args[0] == "sft" else \
+        ["--runs-dir", str(work / "runs")]
+    proc = run([*args, *where, "-q"] if args[0] != "course" else [*args, *where], work)
+    one_line_error(proc, line)
+    assert not any(work.iterdir())  # nothing made
+
+
+def _first_line_then_ctrl_c(args: list[str], cwd: Path) -> tuple[str, int]:
+    """The first line a command writes on stderr; then Ctrl-C: (that line, its exit code)."""
+    proc = subprocess.Popen([sys.executable, "-m", "minirlhf", *args], cwd=cwd, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+    line = proc.stderr.readline()
+    proc.send_signal(signal.SIGINT)
+    _finish(proc)
+    return line, proc.returncode
+
+
+def test_pipeline_seeds_announce_the_whole_run(work):
+    """``pipeline --seeds 100`` once announced one seed's time: the estimate is every seed's,
+    the stages summed over the seeds, before the first starts."""
+    from minirlhf.pipeline import PipelineConfig, estimate_run
+
+    one = estimate_run(PipelineConfig(name="seed0", runs_dir=str(work / "runs" / "r")))
+    line, code = _first_line_then_ctrl_c(["pipeline", "--seeds", "100", "--name", "r",
+                                          "--runs-dir", str(work / "runs"), "-q"], work)
+    hours = sum(one.values()) * 100 / 3600
+    assert f"this run will take about {hours:.1f} hours on a 2-core laptop (100 seeds: " \
+           f"pretrain {one['pretrain'] * 100 / 3600:.1f} hours, " in line, line
+    assert line.rstrip().endswith("Ctrl-C stops it, keeping every finished stage"), line
+    assert code == 130
+
+
+def test_experiment_seeds_announce_the_whole_run(finished, tmp_path, work):
+    """An experiment's seeds, estimated together (SECONDS per seed, as the course plans them),
+    before any work."""
+    from minirlhf.course.build import SECONDS
+
+    runs = copy_run(finished, tmp_path)
+    line, code = _first_line_then_ctrl_c(["experiment", "ppo-details", "--seeds", "20",
+                                          "--base", "tiny", "--runs-dir", str(runs), "-q"],
+                                         work)
+    hours = SECONDS["ppo-details"] * 20 / 3600
+    assert line.split(": ", 1)[1].rstrip() == (
+        f"this run will take about {hours:.1f} hours on a 2-core laptop (20 seeds: ppo-details "
+        f"{hours:.1f} hours); Ctrl-C stops it, keeping every finished seed"), line
+    assert code == 130
+
+
+def test_a_stage_command_s_seeds_announce_the_whole_run(finished, work):
+    """A stage command estimates its run as the pipeline does its stage (the model's size read
+    from the checkpoint it starts from), times its seeds."""
+    from minirlhf.pipeline import estimate_stage
+    from minirlhf.stages.pretrain import PretrainConfig
+
+    one = estimate_stage("pretrain", PretrainConfig())
+    line, code = _first_line_then_ctrl_c(["pretrain", "--seeds", "100", "-q", "--set",
+                                          f"out_dir={work / 'pre'}"], work)
+    hours = one * 100 / 3600
+    assert line.split(": ", 1)[1].rstrip() == (
+        f"this run will take about {hours:.1f} hours on a 2-core laptop (100 seeds: pretrain "
+        f"{hours:.1f} hours); Ctrl-C stops it, keeping every finished seed"), line
+    assert code == 130
+
+
+def test_a_batch_range_offered_can_be_met(finished, work):
+    """The range an error offers is one a run accepts (KTO once offered [1, 1], then refused
+    batch_size = 1 as outside [2, 4096]; then [2, 3] for three thumbs before sampling, of which
+    one did not finish): before the samples are drawn their count is a bound, and no range is
+    offered; once drawn, the range is exact, and a batch inside it trains."""
+    runs, _ = finished
+    sft = runs / "tiny" / "sft" / "model.npz"
+    common = ["-q", "--set", "thumbs=3", f"init={sft}", f"out_dir={work / 'kto'}",
+              "eval_samples_per_prompt=1", "max_new_tokens=60"]
+    proc = run(["kto", *common, "batch_size=64"], work)
+    one_line_error(proc, "KTOConfig: batch_size = 64 is larger than the 3 samples thumbs = 3 "
+                         "labels at most (fewer when a sample does not finish within "
+                         "max_new_tokens = 60: it is not labelled); lower batch_size")
+    assert not (work / "kto").exists()
+    line = one_line_error(run(["kto", *common, "batch_size=3"], work),
+                          "KTOConfig: batch_size = 3 is larger than the ")
+    lo, hi = map(int, re.search(r"allowed range \[(\d+), (\d+)\]$", line).groups())
+    assert (work / "kto").exists() and not list((work / "kto").iterdir())  # nothing written
+    proc = run(["kto", *common, f"batch_size={hi}"], work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert lo == 2 and (work / "kto" / "model.npz").exists()
+
+
+# ------------------------------------------------------- a lock that ends (class 5)
+def _holder() -> subprocess.Popen:
+    """A live process that is no run: it holds nothing."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+
+
+def _lock(runs: Path, **fields) -> Path:
+    """A lock of today's kind in the run folder: this machine's process, host and boot, with
+    ``fields`` changed."""
+    from minirlhf.records import Owner
+
+    lock = runs / "tiny" / ".lock"
+    lock.write_text(json.dumps({**Owner.this_process().__dict__, **fields}) + "\n")
+    return lock
+
+
+def test_a_lock_whose_process_id_is_now_another_program_s_is_taken_over(finished, tmp_path,
+                                                                        work):
+    """A killed run's lock (a process id alone, its older kind) whose id now belongs to an
+    unrelated live process, started after the lock was written: once 'in use by process P,
+    wait for it to finish', forever."""
+    runs = copy_run(finished, tmp_path)
+    lock = runs / "tiny" / ".lock"
+    holder = _holder()
+    try:
+        lock.write_text(f"{holder.pid}\n")
+        hour_ago = time.time() - 3600
+        os.utime(lock, (hour_ago, hour_ago))  # written an hour before the process started
+        proc = run(pipeline(runs), work)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (f"taking over {lock}: process {holder.pid} that held it is gone: that id is now "
+            "another program's, started after the lock was written") in proc.stderr
+    assert "ran nothing" in proc.stdout and not lock.exists()
+    assert same_summary(runs, finished)
+
+
+@pytest.mark.parametrize("fields, why", [
+    ({"started": "1"}, "process {pid} that held it is gone: that id is now another program's, "
+                       "started after the lock was taken"),
+    ({"boot": "00000000-0000-0000-0000-000000000000"},
+     "process {pid} held it before the machine restarted"),
+    (None, "it names no process (unreadable: cut off, or not a lock)"),
+], ids=["pid reused", "a restart", "garbage"])
+def test_a_lock_of_today_s_kind_tells_a_gone_holder(finished, tmp_path, work, fields, why):
+    """The lock records the holder's start time and the machine's boot: a live process with the
+    lock's id but another start time is not the holder, nor is any process after a restart;
+    a lock that names no one (bytes of something else) is nobody's."""
+    runs = copy_run(finished, tmp_path)
+    holder = _holder()
+    try:
+        if fields is None:
+            lock = runs / "tiny" / ".lock"
+            lock.write_bytes(b"\xff\x00not a lock")
+        else:
+            lock = _lock(runs, pid=holder.pid, **fields)
+        proc = run(pipeline(runs), work)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"taking over {lock}: {why.format(pid=holder.pid)}" in proc.stderr, proc.stderr
+    assert "ran nothing" in proc.stdout and not lock.exists()
+
+
+def test_a_live_holder_is_refused_with_every_file_kept(finished, tmp_path, work):
+    runs = copy_run(finished, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import json, sys, time; from "
+                               "minirlhf.records import Owner; print(json.dumps(Owner."
+                               "this_process().__dict__), flush=True); time.sleep(120)"],
+                              env=ENV, stdout=subprocess.PIPE, text=True)
+    try:
+        owner = json.loads(holder.stdout.readline())
+        lock = runs / "tiny" / ".lock"
+        lock.write_text(json.dumps(owner) + "\n")
+        before = files(runs)
+        proc = run(pipeline(runs), work)
+        one_line_error(proc, f"the run folder {runs / 'tiny'} is in use by process {holder.pid} "
+                             f"since {owner['since']} (its lock is {lock}); wait for it to "
+                             "finish or choose another --name")
+        assert files(runs) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_of_another_host_is_refused_with_the_command_that_frees_it(finished, tmp_path,
+                                                                          work):
+    """This machine cannot see another host's processes: the run is refused, with every file
+    as it was, and the command that frees the folder; following it, the run resumes."""
+    runs = copy_run(finished, tmp_path)
+    lock = _lock(runs, pid=4242, host="elsewhere.example", since="2026-12-01 10:00:00")
+    before = files(runs)
+    proc = run(pipeline(runs), work)
+    line = one_line_error(proc, f"the run folder {runs / 'tiny'} is in use by process 4242 on "
+                                "host elsewhere.example (since 2026-12-01 10:00:00), which this "
+                                "machine cannot see; wait for that run to finish, or choose "
+                                "another --name; if it is gone, free the folder with "
+                                f"`rm {lock}`")
+    assert files(runs) == before
+    assert follow(line, work).returncode == 0 and not lock.exists()
+    again = run(pipeline(runs), work)
+    assert "ran nothing" in again.stdout and same_summary(runs, finished)
+
+
+# ------------------------------------------------- every hint, followed (class 6)
+def test_the_thread_count_hint_resumes_when_followed(finished, tmp_path, work):
+    """With OPENBLAS_NUM_THREADS set in the shell, the hint once said 'set OMP_NUM_THREADS',
+    which OPENBLAS_NUM_THREADS overrides: every stage ran again. The hint names the variable
+    that wins; followed (after the other count's run was killed in its first stage), nothing
+    runs again."""
+    runs = copy_run(finished, tmp_path)
+    now, other, env = _other_threads()
+    killed = run(pipeline(runs), work, fault="kill-inside:pretrain", env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    (warning,) = [line for line in killed.stderr.splitlines() if "BLAS threads" in line]
+    assert warning.endswith(
+        f"pretrain: was run with {now} BLAS threads, this process has {other}; results depend "
+        "on the count, so it and every later stage run again (to resume instead, run the same "
+        f"command with `MINIRLHF_THREADS={now}` before it (MINIRLHF_THREADS wins over "
+        "OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, OMP_NUM_THREADS))"), warning
+    followed = follow(warning, work, same=pipeline(runs), env=env)
+    assert followed.returncode == 0, followed.stderr[-3000:]
+    assert "ran nothing" in followed.stdout and same_summary(runs, finished)
+
+
+TINY_PRETRAIN = ["preset=tiny", "steps=3", "eval_every=3", "eval_windows=2", "n_samples=2"]
+
+
+def test_a_missing_checkpoint_s_command_makes_that_very_file(work):
+    """The hint once said `python -m minirlhf pretrain`, which writes runs/default/pretrain/
+    under the working folder, whatever file was missing."""
+    init = work / "base" / "model.npz"
+    args = ["sft", "-q", "--set", f"init={init}", f"out_dir={work / 'sft'}", "steps=2",
+            "n_demos=16", "batch_size=4", "eval_samples_per_prompt=1", "max_new_tokens=20"]
+    line = one_line_error(run(args, work), f"init file {init} is missing: make it with `python "
+                                           f"-m minirlhf pretrain --set out_dir={init.parent}`")
+    assert not (work / "sft").exists()
+    made = follow(line, work, more={"pretrain": TINY_PRETRAIN})
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert init.exists() and not (work / "runs").exists()
+    again = run(args, work)
+    assert again.returncode == 0, again.stderr[-3000:]
+
+
+def test_a_missing_preference_file_of_another_name_says_what_the_command_writes(finished,
+                                                                               work):
+    runs, _ = finished
+    sft = runs / "tiny" / "sft" / "model.npz"
+    mine = work / "mine.jsonl"
+    proc = run(["dpo", "-q", "--set", f"preferences={mine}", f"init={sft}",
+                f"out_dir={work / 'dpo'}"], work)
+    line = one_line_error(proc, f"preferences file {mine} is missing: make one with `python -m "
+                                f"minirlhf preferences --set out_dir={work}` (it writes "
+                                f"{work / 'preferences.jsonl'})")
+    made = follow(line, work, more={"preferences": [f"policy={sft}", "n_pairs=16",
+                                                    "max_new_tokens=60"]})
+    assert made.returncode == 0, made.stderr[-3000:]
+    from minirlhf.world.preference_data import load_jsonl
+
+    assert len(load_jsonl(work / "preferences.jsonl")) == 16
+
+
+def test_an_experiment_s_missing_base_file_names_the_pipeline_that_makes_it(finished, tmp_path,
+                                                                           work):
+    """The hint once left out --runs-dir (and --name): it made another folder's run."""
+    from minirlhf.experiments import ExperimentConfig, check_experiment
+
+    runs = copy_run(finished, tmp_path)
+    model = runs / "tiny" / "reward" / "model.npz"
+    model.unlink()
+    before = files(runs)
+    proc = run(["experiment", "rlaif", "--quick", "--runs-dir", str(runs), "-q"], work)
+    line = one_line_error(proc, f"the base run's file {model} is missing: make it with `python "
+                                f"-m minirlhf pipeline --preset tiny --runs-dir {runs}`")
+    assert files(runs) == before  # refused before any work: not even its folder
+    made = follow(line, work)
+    assert made.returncode == 0, made.stderr[-3000:]
+    # the reward model is remade (its archive's times differ), and so what reads it
+    assert "ran reward, best_of_n, ppo; skipped pretrain, sft, preferences, dpo" in made.stdout
+    assert same_summary(runs, finished)
+    check_experiment(ExperimentConfig(name="rlaif", base="tiny", runs_dir=str(runs),
+                                      quick=True))  # what was missing is there
+
+
+def test_the_scratchpad_route_is_built_from_the_missing_path(work):
+    """GRPO's start point once had one route, into runs/scratchpad/ under the working folder,
+    whatever init said."""
+    from minirlhf.files import read_meta
+
+    sft = work / "sp" / "sft" / "model.npz"
+    pre = work / "sp" / "pretrain"
+    proc = run(["grpo", "-q", "--set", f"init={sft}", f"out_dir={work / 'grpo'}"], work)
+    line = one_line_error(proc, f"SFT policy {sft} is missing: make it with `python -m minirlhf "
+                                "pretrain --set task=scratchpad corpus=scratchpad out_dir="
+                                f"{pre} && python -m minirlhf sft --set task=scratchpad init="
+                                f"{pre / 'model.npz'} steps=600 n_demos=8000 out_dir="
+                                f"{sft.parent}`")
+    assert not (work / "grpo").exists()  # refused before its folder was made
+    made = follow(line, work, more={"pretrain": TINY_PRETRAIN, "sft": [
+        "steps=2", "n_demos=16", "batch_size=4", "eval_samples_per_prompt=1",
+        "max_new_tokens=20"]})
+    assert made.returncode == 0, made.stderr[-3000:]
+    extra = read_meta(sft)["extra"]
+    assert (extra["stage"], extra["config"]["task"]) == ("sft", "scratchpad")
+
+
+def test_a_corpus_too_small_for_its_windows_names_the_longest_that_fits(work):
+    path = work / "corpus.txt"
+    path.write_text("the plot was good.\nthe cast is bad.\nthe film was fine.\n")
+    args = ["pretrain", "-q", "--set", f"corpus={path}", f"out_dir={work / 'pre'}",
+            *TINY_PRETRAIN]
+    line = one_line_error(run([*args, "seq_len=64"], work), f"corpus {path} is too small for "
+                          "seq_len 64: set seq_len=")
+    most = int(line.split("set seq_len=")[1].split()[0])
+    assert line.endswith(f"set seq_len={most} or less, or give a larger corpus")
+    followed = run([*args, f"seq_len={most}"], work)
+    assert followed.returncode == 0, followed.stderr[-3000:]
+    one_line_error(run([*args, f"seq_len={most + 1}"], work), "is too small for seq_len")
+
+
+def test_a_missing_shipped_corpus_is_made_again_by_its_command(tmp_path, work):
+    """In a copy of the project whose shipped arithmetic corpus is gone: the hint names the
+    script that writes the shipped corpora, by its absolute path (it once said `python
+    data/make_corpora.py`, which runs from the project's root only); followed, the corpus is
+    back, byte for byte."""
+    copy = tmp_path / "project"
+    shutil.copytree(ROOT / "minirlhf", copy / "minirlhf",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "data", copy / "data")
+    shipped = copy / "minirlhf" / "world" / "corpora" / "arithmetic.txt"
+    shipped.unlink()
+    env = dict(ENV, PYTHONPATH=str(copy))
+    proc = run(["pretrain", "-q", "--set", "corpus=arithmetic", "task=arithmetic",
+                f"out_dir={work / 'pre'}", *TINY_PRETRAIN], work, env=env)
+    line = one_line_error(proc, f"corpus {shipped} is missing: make it with `python "
+                                f"{copy / 'data' / 'make_corpora.py'}`")
+    assert not (work / "pre").exists()
+    made = follow(line, work, env=env)
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert shipped.read_bytes() == (ROOT / "minirlhf" / "world" / "corpora" /
+                                    "arithmetic.txt").read_bytes()
+
+
+def test_the_classroom_hints_work_when_followed(tmp_path, work):
+    """make-student's 'students run' and check's '--help' hint, each run as printed: the check
+    runs the student copy's code (every exercise not implemented), the help lists chapters."""
+    from minirlhf.course.exercises import EXERCISES
+
+    target = tmp_path / "student"
+    made = run(["classroom", "make-student", str(target)], work)
+    assert made.returncode == 0, made.stderr[-3000:]
+    last = made.stdout.strip().splitlines()[-1]
+    assert last.endswith(f"check their work with `cd {target} && python -m minirlhf classroom "
+                         "check`"), last
+    check = follow(last.split("check their work with ")[1], work)
+    assert check.returncode == 1 and "Traceback" not in check.stderr, check.stderr[-3000:]
+    assert check.stdout.strip().splitlines()[-1] == \
+        f"0 pass, 0 fail, {len(EXERCISES)} not implemented"
+    line = one_line_error(run(["classroom", "check", "99"], work), "no chapter or exercise '99'")
+    assert line.endswith("all are listed by `python -m minirlhf classroom check --help`)")
+    helped = follow(line, work)
+    assert helped.returncode == 0 and "chapters (number, name) and their exercises" in \
+        helped.stdout
+
+
+# --------------------------------- the classroom tools and caches on odd input (class 7)
+@pytest.mark.parametrize("inside", ["docs/student", "minirlhf/copy", "tests/a/b"])
+def test_make_student_into_the_project_is_one_line_before_any_copying(work, inside):
+    """Into a folder inside the project, the copy once copied the project into itself 184
+    levels deep before failing with a 24 KB message."""
+    folder = ROOT / inside.split("/")[0]
+    listing = sorted(str(p) for p in folder.rglob("*"))
+    proc = run(["classroom", "make-student", inside], ROOT)
+    one_line_error(proc, f"{ROOT / inside} is inside {folder}, which the student copy takes (it "
+                         f"would copy itself into itself); choose a folder outside {folder}")
+    assert sorted(str(p) for p in folder.rglob("*")) == listing  # nothing made, nothing left
+
+
+def test_make_student_into_a_folder_that_exists_keeps_it_as_it_was(work):
+    (work / "copy").mkdir()
+    (work / "copy" / "notes.md").write_text("mine\n")
+    before = files(work)
+    proc = run(["classroom", "make-student", "copy"], work)
+    one_line_error(proc, "copy already exists; choose a new folder")
+    assert files(work) == before
+
+
+def test_make_student_under_a_file_is_one_line(work):
+    (work / "afile").write_text("x\n")
+    before = files(work)
+    proc = run(["classroom", "make-student", str(work / "afile" / "x" / "copy")], work)
+    one_line_error(proc, f"cannot make the output folder {work / 'afile' / 'x'}: Not a directory")
+    assert files(work) == before and sorted(p.name for p in work.iterdir()) == ["afile"]
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    """One student copy for the checks below (each test works on a copy of its files)."""
+    target = tmp_path_factory.mktemp("student") / "copy"
+    proc = run(["classroom", "make-student", str(target)], ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return target
+
+
+STUDENT_FILES = [  # (what the student did to objectives/reward.py, the check's line for it)
+    ("an IndentationError", lambda text: text + "\n      x = 1\n",
+     "minirlhf/objectives/reward.py:{n}: IndentationError: unexpected indent (the file does not "
+     "compile, so nothing that imports it can run: fix this line first)"),
+    ("a null byte", lambda text: text + "\nx = 1\0\n",
+     "minirlhf/objectives/reward.py:{n}: SyntaxError: source code string cannot contain null "
+     "bytes (the file does not compile, so nothing that imports it can run: fix this line "
+     "first)"),
+    ("a deleted file", None, "minirlhf/objectives/reward.py is missing: the exercise's code "
+     "imports minirlhf.objectives.reward (put the file back)"),
+]
+
+
+@pytest.mark.parametrize("what, change, line", STUDENT_FILES, ids=[c[0] for c in STUDENT_FILES])
+def test_classroom_check_on_a_broken_student_file_is_one_line_per_exercise(student, tmp_path,
+                                                                           what, change, line):
+    """Python names neither file nor line for a null byte; a deleted file was 'raised at '
+    nowhere. Each is one line naming the file (and line), and the other exercises still run."""
+    work = tmp_path / "copy"
+    shutil.copytree(student / "minirlhf", work / "minirlhf")
+    path = work / "minirlhf" / "objectives" / "reward.py"
+    n = path.read_text().count("\n") + 2  # the line after a blank one at the end
+    if change is None:
+        path.unlink()
+    else:
+        path.write_text(change(path.read_text()))
+    proc = subprocess.run([sys.executable, "-m", "minirlhf", "classroom", "check", "4",
+                           "--format", "json"], cwd=work, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    by_id = {e["id"]: e for e in json.loads(proc.stdout)["exercises"]}
+    for name in ("bradley-terry", "plackett-luce"):
+        assert by_id[name]["status"] == "fail"
+        assert by_id[name]["message"].endswith(line.format(n=n)), by_id[name]["message"]
+    assert by_id["eos-positions"]["status"] == "not implemented"  # the other one ran
+
+
+def test_a_truncated_point_of_the_frontier_is_named_and_trained_again(finished, tmp_path, work):
+    """What a kill during the point's plain write once left: a JSONDecodeError traceback
+    naming no file. It is a warning naming file and line; that point alone trains again."""
+    runs = copy_run(finished, tmp_path)
+    args = ["frontier", "--quick", "--runs-dir", str(runs), "-q"]
+    first = run(args, work)
+    assert first.returncode == 0, first.stderr[-3000:]
+    folder = runs / "tiny" / "experiments" / "frontier"
+    point = folder / "DPO_b0.5" / "point.json"
+    text = point.read_text()
+    point.write_text(text[: len(text) // 2])
+    lines = point.read_text().count("\n") + 1
+    others = {k: v for k, v in files(folder).items()
+              if k.split("/")[0] not in ("DPO_b0.5", "results.json", "frontier.png")}
+    proc = run(args, work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (warning,) = [w for w in proc.stderr.splitlines() if "point.json" in w]
+    assert re.search(rf"{re.escape(str(point))}:{lines}: malformed JSON \(column \d+: .+\); "
+                     "training the point again$", warning), warning
+    assert json.loads(point.read_text())["label"] == "DPO b=0.5"  # whole again
+    assert {k: v for k, v in files(folder).items() if k in others} == others  # read back
+
+
+def test_a_damaged_frontier_result_is_left_out_of_the_report_with_a_warning(finished, tmp_path,
+                                                                            work):
+    runs = copy_run(finished, tmp_path)
+    results = runs / "tiny" / "experiments" / "frontier" / "results.json"
+    results.parent.mkdir(parents=True)
+    results.write_bytes(b'{"points": [\n  {"label": "DPO\xff"}\n')
+    proc = run(pipeline(runs), work)
+    assert proc.returncode == 0 and "ran nothing" in proc.stdout, proc.stderr[-3000:]
+    assert f"{results}:2: not UTF-8 text (invalid start byte at byte 29); the report leaves " \
+           "the frontier out" in proc.stderr
+    assert "Every method on one frontier" not in (runs / "tiny" / "report.md").read_text()
+    assert same_summary(runs, finished)
+
+
+def test_a_damaged_summary_is_left_out_of_the_comparison_with_a_warning(finished, tmp_path,
+                                                                       work):
+    runs = copy_run(finished, tmp_path)
+    summary = runs / "tiny" / "ppo" / "summary.json"
+    summary.write_text("[1, 2]\n")
+    before = summary.read_bytes()
+    proc = run(["best-of-n", "-q", "--set", f"out_dir={runs / 'tiny' / 'best_of_n'}",
+                f"policy={runs / 'tiny' / 'sft' / 'model.npz'}",
+                f"reward_model={runs / 'tiny' / 'reward' / 'model.npz'}", "ns=1,2",
+                "samples_per_prompt=2", "prompts_per_eval=1", "max_new_tokens=60"], work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{summary}:1: holds a JSON list, not an object; it is left out of the comparison" \
+        in proc.stderr
+    assert "\nPPO " not in proc.stdout and summary.read_bytes() == before
+
+
+def test_a_course_record_cut_short_is_named_and_its_job_runs_again(tmp_path, work):
+    """The course's records of finished jobs: one cut short is a warning naming file and line
+    (it was silently 'not done')."""
+    record = tmp_path / "runs" / "tiny" / "course" / "pipeline.json"
+    record.parent.mkdir(parents=True)
+    record.write_text('{"job": "pipeline",\n "fingerprint": "ab')
+    before = files(tmp_path / "runs")
+    proc = run(["course", "--preset", "tiny", "--runs-dir", str(tmp_path / "runs"), "--plan"],
+               work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{record}:2: malformed JSON (column 17: Unterminated string starting at); the " \
+           "job runs again" in proc.stderr
+    assert re.search(r"\n  pipeline +to run", proc.stdout), proc.stdout
+    assert files(tmp_path / "runs") == before

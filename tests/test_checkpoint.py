@@ -37,8 +37,29 @@ def test_truncated_checkpoint_is_named(tmp_path):
     save_checkpoint(path, {"w": np.arange(1000.0)}, {"note": 1})
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=f"{path}.*(corrupted|truncated|checksum)"):
+    with pytest.raises(CheckpointError, match=f"{path} cannot be read as a checkpoint: it is a "
+                       r"cut-off or damaged \.npz archive \(4,296 bytes\)"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("content, said", [
+    (b"", "an empty file"),
+    (b"this is not a checkpoint\n", "a text file of 25 bytes (its first line: 'this is not a "
+                                    "checkpoint')"),
+    (b"\x93NUMPY\x01\x00v\x00", "a NumPy .npy array, not a .npz archive"),
+    (b"\x00\xff\xfe garbage", "11 bytes that are not a .npz archive"),
+])
+def test_a_file_that_is_not_a_checkpoint_is_said_to_be_what_it_is(tmp_path, content, said):
+    """What the file holds, not a guess at a cause (NumPy's own error on a text file speaks of
+    allow_pickle)."""
+    from minirlhf.files import read_meta
+
+    path = tmp_path / "model.npz"
+    path.write_bytes(content)
+    for read in (load_checkpoint, read_meta):
+        with pytest.raises(CheckpointError) as e:
+            read(path)
+        assert str(e.value) == f"checkpoint {path} cannot be read as a checkpoint: it is {said}"
 
 
 def test_altered_checkpoint_fails_checksum(tmp_path):
@@ -144,3 +165,33 @@ def test_every_stage_holds_its_writes():
 
     for stage in COMMANDS.values():  # each entry point is wrapped in held_writes()
         assert inspect.unwrap(stage.run) is not stage.run, stage.name
+
+
+def test_the_one_json_reader_names_file_and_line(tmp_path, caplog):
+    """Records, results, cached points and course records are read by ``read_json``: a bad one
+    names the file and the line; ``read_cache`` makes that a warning and says what is done."""
+    import logging
+
+    from minirlhf.files import InputError, read_cache, read_json
+
+    path = tmp_path / "point.json"
+    path.write_text('{\n  "label": "DPO",\n  "gold": 1.')
+    with pytest.raises(InputError, match=rf"^{path}:3: malformed JSON \(column 12: Expecting ',' "
+                       r"delimiter\)$"):
+        read_json(path)
+    path.write_bytes(b'{\n\n  "label": "\xff"}')
+    with pytest.raises(InputError, match=rf"^{path}:3: not UTF-8 text \(invalid start byte at "
+                       "byte 15\\)$"):
+        read_json(path)
+    path.write_text("[1, 2]\n")
+    with pytest.raises(InputError, match=rf"^{path}:1: holds a JSON list, not an object$"):
+        read_json(path)
+    assert read_json(path, kind=list) == [1, 2]
+    path.write_text("")
+    with pytest.raises(InputError, match=rf"^{path}:1: empty$"):
+        read_json(path)
+    log = logging.getLogger("minirlhf.test")
+    with caplog.at_level("WARNING", logger="minirlhf.test"):
+        assert read_cache(path, log, "training the point again") is None
+        assert read_cache(tmp_path / "none.json", log, "x") is None  # not there: no word
+    assert caplog.messages == [f"{path}:1: empty; training the point again"]

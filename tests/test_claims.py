@@ -105,7 +105,7 @@ def test_the_command_judges_what_exists_and_refuses_bad_settings(tmp_path, capsy
     from minirlhf.cli import main
 
     assert main(["claims", "--seeds", "0", "--no-run", "--runs-dir", str(tmp_path)]) == 2
-    assert "claims: --seeds must be in [1, 10], got 0" in capsys.readouterr().err
+    assert "claims: --seeds = 0 is outside its allowed range [1, 10]" in capsys.readouterr().err
     assert main(["claims", "--chapter", "99", "--no-run", "--runs-dir", str(tmp_path)]) == 2
     assert main(["claims", "--chapter", "05", "--no-run", "--runs-dir", str(tmp_path),
                  "--preset", "tiny"]) == 1  # nothing made: every claim "not run"

@@ -53,8 +53,8 @@ def test_unknown_subcommand_is_an_error(capsys):
 
 @pytest.mark.parametrize("argv, needle", [
     (["reward", "--set", "preferences=/nonexistent/p.jsonl"],
-     "preferences file /nonexistent/p.jsonl is missing: make it with `python -m minirlhf "
-     "preferences`"),
+     "preferences file /nonexistent/p.jsonl is missing: make one with `python -m minirlhf "
+     "preferences --set out_dir=/nonexistent` (it writes /nonexistent/preferences.jsonl)"),
     (["dpo", "--set", "beta=0"], "DPOConfig: beta = 0.0 is outside its allowed range (0, inf)"),
     (["ppo", "--set", "minibatch_size=7"], "minibatch_size = 7 must divide rollout_size = 64"),
     (["best-of-n", "--set", "ns=1,3"], "ns = '1,3': each n must be >= 1 and divide"),
@@ -71,3 +71,17 @@ def test_debug_shows_the_traceback():
 
     with pytest.raises(ConfigError, match="beta = 0.0"):
         main(["--debug", "dpo", "--set", "beta=0"])
+
+
+def test_the_hints_know_each_stage_s_output():
+    """``output_hint`` (config.py, below the registry) names the file each stage writes as the
+    stage's record does: the command it prints makes that very file."""
+    from minirlhf.config import OUTPUT_NAMES, output_hint
+    from minirlhf.registry import COMMANDS
+
+    for stage in COMMANDS.values():
+        assert OUTPUT_NAMES.get(stage.name, "model.npz") == stage.output, stage.name
+        path = f"/runs/x/{stage.name}/{stage.output}"
+        assert output_hint(stage.name, path) == (f"make it with `python -m minirlhf "
+                                                 f"{stage.command} --set out_dir=/runs/x/"
+                                                 f"{stage.name}`")

@@ -39,8 +39,8 @@ def test_the_plan_holds_every_run_the_chapters_read_after_what_it_reads():
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--seeds", "0"], "course: --seeds must be in [1, 10], got 0"),
-    (["--workers", "0"], "course: --workers must be in [1, 64], got 0"),
+    (["--seeds", "0"], "course: --seeds = 0 is outside its allowed range [1, 10]"),
+    (["--workers", "0"], "course: --workers = 0 is outside its allowed range [1, 64]"),
     (["--executor", "spark://x"], "course: --executor must look like dask://HOST:PORT"),
 ])
 def test_bad_settings_are_one_line_before_any_work(tmp_path, args, needle):

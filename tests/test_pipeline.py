@@ -200,10 +200,14 @@ def test_config_errors_are_caught_before_any_work(tmp_path, override, needle):
     assert not (tmp_path / "tiny").exists()  # nothing was started
 
 
-def test_a_missing_corpus_names_the_command_that_makes_it(tmp_path):
+def test_a_missing_corpus_of_the_user_s_says_what_to_give(tmp_path):
+    """No command makes a file of the user's: the error says what a corpus is (it once named
+    data/make_corpora.py, which writes the shipped corpora only)."""
     config = tiny(tmp_path)
     config.corpus = str(tmp_path / "nope.txt")
-    with pytest.raises(FileNotFoundError, match="make_corpora.py"):
+    with pytest.raises(FileNotFoundError, match=f"corpus {tmp_path / 'nope.txt'} is missing: give "
+                       "a text file, one document per line, or a shipped corpus by name "
+                       r"\(reviews, arithmetic, scratchpad\)$"):
         run_pipeline(config)
 
 
@@ -315,3 +319,22 @@ def test_files_the_pipeline_writes_are_readable_by_others(finished):
     for name in ("summary.json", "report.md", "pipeline/ppo.json", "ppo/model.npz",
                  "preferences/preferences.jsonl"):
         assert (runs / "tiny" / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_a_stage_command_is_estimated_for_its_model_s_size(finished):
+    """A stage command's estimate reads the model's size from the checkpoint it starts from:
+    the tiny pipeline's SFT settings on a tiny model take the tiny pipeline's SFT time."""
+    import dataclasses
+
+    from minirlhf.pipeline import estimate_stage, model_preset
+    from minirlhf.stages.kto import KTOConfig
+    from minirlhf.stages.sft import SFTConfig
+
+    runs, _ = finished
+    cfg = dataclasses.replace(SFTConfig(init=str(runs / "tiny" / "pretrain" / "model.npz")),
+                              **STAGES["sft"].presets["tiny"])
+    assert model_preset(cfg) == "tiny" and model_preset(SFTConfig(init="/none.npz")) == "default"
+    assert estimate_stage("sft", cfg) == pytest.approx(STAGES["sft"].seconds["tiny"])
+    assert estimate_stage("sft", dataclasses.replace(cfg, steps=cfg.steps * 3)) == \
+        pytest.approx(3 * STAGES["sft"].seconds["tiny"])
+    assert estimate_stage("kto", KTOConfig()) is None  # beyond the pipeline: no time known

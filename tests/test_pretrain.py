@@ -47,9 +47,18 @@ def test_bad_corpus_line_is_named(tmp_path):
         train_pretrain(_config(bad, tmp_path / "out"))
 
 
-def test_missing_corpus_names_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match="make_corpora.py"):
+def test_missing_corpus_names_the_fix(tmp_path, monkeypatch):
+    """A shipped corpus is made by data/make_corpora.py (its absolute path: it runs from any
+    folder); a file of the user's is theirs to give."""
+    import minirlhf.world as world
+
+    with pytest.raises(FileNotFoundError, match="give a text file, one document per line"):
         train_pretrain(_config(tmp_path / "nope.txt", tmp_path / "out"))
+    monkeypatch.setattr(world, "CORPORA", tmp_path)  # no shipped corpus there
+    script = Path(__file__).resolve().parent.parent / "data" / "make_corpora.py"
+    with pytest.raises(FileNotFoundError, match=f"corpus {tmp_path / 'reviews.txt'} is missing: "
+                       f"make it with `python {script}`$"):
+        train_pretrain(_config("reviews", tmp_path / "out"))
 
 
 def test_seq_len_longer_than_block_is_rejected(tiny_corpus, tmp_path):

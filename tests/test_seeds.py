@@ -142,6 +142,7 @@ def test_an_experiment_runs_its_default_seeds_unless_told(monkeypatch, capsys):
 
     monkeypatch.setattr(experiments, "run_experiment_seeds", fake_seeds)
     monkeypatch.setattr(experiments, "run_experiment", fake_one)
+    monkeypatch.setattr(experiments, "check_experiment", lambda config: None)  # no base run
     assert main(["experiment", "rlaif", "-q"]) == 0
     assert main(["experiment", "rlaif", "--seeds", "2", "-q"]) == 0
     with pytest.raises(SystemExit):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import os
 import signal
 import threading
@@ -42,12 +43,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from minirlhf.config import ConfigError
+from minirlhf.config import ConfigError, check_range
+from minirlhf.files import read_cache
 from minirlhf.lm.checkpoint import atomic_write
+from minirlhf.machine import THREAD_VARIABLES
+
+log = logging.getLogger("minirlhf.course.build")
 
 THREADS = 1  # a job runs on one engine thread and one BLAS thread (``claims`` may ask more)
-THREAD_VARIABLES = ("MINIRLHF_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "OMP_NUM_THREADS")
 ATTEMPTS = 2  # a job whose worker dies is given one more
 # The experiments the chapters read over seeds (critic-free has its own base run).
 EXPERIMENTS = ("rlaif", "sycophancy", "length-bias", "overoptimization", "rankings",
@@ -86,8 +89,7 @@ def plan(preset: str = "default", seeds: int = 3, runs_dir: str = "runs") -> lis
     ``preset`` tiny: the tiny pipeline, quick experiments and a small scratchpad route."""
     if preset not in ("default", "tiny"):
         raise ConfigError(f"course: preset must be default or tiny, got {preset!r}")
-    if not 1 <= seeds <= 10:
-        raise ConfigError(f"course: --seeds must be in [1, 10], got {seeds}")
+    check_range("course", "--seeds", seeds, "[1, 10]")
     quick, runs = preset == "tiny", str(Path(runs_dir).absolute())
     scratch = "scratchpad-tiny" if quick else "scratchpad"
     here = "minirlhf.course.build"
@@ -159,6 +161,12 @@ def critical_seconds(jobs: list[Job]) -> dict[str, float]:
         out[j.name] = seconds(j) + max((out[n] for n in after[j.name] if n in by_name),
                                        default=0.0)
     return out
+
+
+def experiment_seconds(name: str, quick: bool) -> float:
+    """The rough one-thread time of one seed of experiment ``name`` (``SECONDS``; its quick
+    run a twentieth of it, as ``estimate_minutes`` counts it)."""
+    return SECONDS.get(name, 60) * (0.05 if quick else 1.0)
 
 
 def estimate_minutes(jobs: list[Job], workers: int, quick: bool) -> float:
@@ -260,11 +268,8 @@ def record_path(runs_dir: str, base: str, job: Job) -> Path:
 def is_done(job: Job, fingerprint: str, runs_dir: str, base: str) -> bool:
     """Its record is there, whole, with this fingerprint (a record cut short by a kill, or
     written for other arguments, threads or inputs, is not done)."""
-    try:
-        return json.loads(record_path(runs_dir, base, job).read_text()).get(
-            "fingerprint") == fingerprint
-    except (OSError, ValueError):
-        return False
+    record = read_cache(record_path(runs_dir, base, job), log, "the job runs again")
+    return record is not None and record.get("fingerprint") == fingerprint
 
 
 @contextmanager

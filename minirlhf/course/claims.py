@@ -26,6 +26,7 @@ it was made with; results of another count are treated as missing.
 from __future__ import annotations
 
 import json
+import logging
 import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,7 +36,10 @@ from typing import Any
 import numpy as np
 
 from minirlhf.config import ConfigError
+from minirlhf.files import read_cache
 from minirlhf.lm.checkpoint import atomic_write
+
+log = logging.getLogger("minirlhf.course.claims")
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
@@ -607,9 +611,9 @@ def load(claim: Claim, runs_dir: str | Path, preset: str, seed: int,
          threads: int | None) -> dict | None:
     """One seed's results for ``claim``, or None when missing, cut short, of another seed or
     (``threads`` given) made with another thread count."""
-    try:
-        results = json.loads(results_path(claim, runs_dir, preset, seed).read_text())
-    except (OSError, ValueError):
+    results = read_cache(results_path(claim, runs_dir, preset, seed), log,
+                         "that seed counts as not run")
+    if results is None:
         return None
     if results.get("seed", results.get("config", {}).get("seed", seed)) != seed:
         return None
@@ -729,10 +733,8 @@ def job_seconds(runs_dir: str | Path, preset: str) -> float:
     """The seconds the course's finished jobs took, by their own clocks (their records)."""
     total = 0.0
     for path in (Path(runs_dir) / preset / "course").glob("*.json"):
-        try:
-            total += float(json.loads(path.read_text()).get("seconds", 0.0))
-        except (OSError, ValueError):
-            pass
+        record = read_cache(path, log, "its seconds are not counted")
+        total += float(record.get("seconds", 0.0)) if record is not None else 0.0
     return total
 
 
@@ -770,9 +772,8 @@ def measured(chapter: str, runs_dir: str | Path = "runs", preset: str = "default
     committed = Path(__file__).resolve().parents[2] / "docs" / "claims.json"
     for path, source in ((local[0], "your runs"), (local[1], "your runs"),
                          (committed, "the course's runs")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
+        data = read_cache(path, log, "it is not read")
+        if data is None:
             continue
         rows = [c for c in data["claims"] if Claim(c["id"], c["where"], "", "", "", "",
                                                    float, "> 0").chapter == chapter]

@@ -33,8 +33,12 @@ run from its folder).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
+
+from minirlhf.config import require_writable
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -142,10 +146,17 @@ def strip_notebook(path: Path) -> int:
 def make_student(root: str | Path, outdir: str | Path) -> dict[str, int]:
     """Copy the project at ``root`` to ``outdir`` with every solution region stripped and every
     teacher-only region dropped. Returns {relative file: regions stripped}. ``outdir`` must not
-    exist yet."""
-    root, outdir = Path(root), Path(outdir)
+    exist yet, nor lie inside a folder the copy takes (it would copy itself into itself). The
+    copy is made under a temporary name beside ``outdir`` and renamed when it is whole: a copy
+    that fails (a full disk, Ctrl-C) leaves no ``outdir`` behind."""
+    root, outdir = Path(root), Path(outdir).absolute()
     if outdir.exists():
         raise FileExistsError(f"{outdir} already exists; choose a new folder")
+    for name in COPIED:
+        if outdir.resolve().is_relative_to((root / name).resolve()):
+            raise ValueError(f"{outdir} is inside {root / name}, which the student copy takes "
+                             "(it would copy itself into itself); choose a folder outside "
+                             f"{root / name}")
     # check every file first, so a marker error leaves nothing half-written behind
     for path in _marked_files(root):
         if path.suffix == ".py":
@@ -154,7 +165,28 @@ def make_student(root: str | Path, outdir: str | Path) -> dict[str, int]:
             for i, cell in enumerate(json.loads(path.read_text())["cells"]):
                 src = cell["source"]
                 strip_text("".join(src) if isinstance(src, list) else src, f"{path} cell {i}")
-    outdir.mkdir(parents=True)
+    require_writable(outdir.parent)  # a file in the way: one line naming it
+    work = Path(tempfile.mkdtemp(dir=outdir.parent, prefix=f".{outdir.name}.",
+                                 suffix=".tmp"))
+    try:
+        stripped = _copy_stripped(root, work)
+        work.chmod(0o777 & ~_umask())  # mkdtemp's folder is the owner's only
+        os.rename(work, outdir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return stripped
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _copy_stripped(root: Path, outdir: Path) -> dict[str, int]:
+    """The copy itself, into the (empty) folder ``outdir``: {relative file: regions stripped},
+    the files with none left out."""
     for name in COPIED:
         src = root / name
         if src.is_dir():

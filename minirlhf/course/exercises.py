@@ -806,12 +806,33 @@ def _raised_at(error: BaseException) -> str:
 
 def _does_not_compile(error: SyntaxError) -> str:
     """One line for a student's file that does not compile: the file (from the project's root)
-    and the line, no traceback."""
-    path = Path(error.filename or "?").resolve()
+    and the line, no traceback. Python names neither for a file holding a null byte: the
+    package's first such file is named, at the null byte's line."""
     root = Path(__file__).resolve().parents[2]
+    path, line = (Path(error.filename) if error.filename else None), error.lineno
+    if path is None:
+        for candidate in sorted((root / "minirlhf").rglob("*.py")):
+            data = candidate.read_bytes()
+            if b"\0" in data:
+                path, line = candidate, data[:data.index(b"\0")].count(b"\n") + 1
+                break
+    path = (path or Path("?")).resolve()
     where = path.relative_to(root) if path.is_relative_to(root) else path
-    return (f"{where}:{error.lineno}: {type(error).__name__}: {error.msg} (the file does not "
+    return (f"{where}:{line}: {type(error).__name__}: {error.msg} (the file does not "
             "compile, so nothing that imports it can run: fix this line first)")
+
+
+def _crashed(error: Exception) -> str:
+    """One line for a student's code that raised: what it raised and where; a module of the
+    package that is not there is named as the missing file."""
+    name = getattr(error, "name", None) or ""
+    if isinstance(error, ModuleNotFoundError) and name.startswith("minirlhf."):
+        root = Path(__file__).resolve().parents[2]
+        path = root / Path(*name.split("."))
+        return (f"{path.relative_to(root)}.py is missing: the exercise's code imports "
+                f"{name} (put the file back)")
+    where = _raised_at(error)
+    return f"{type(error).__name__}: {error}" + (f" (raised at {where})" if where else "")
 
 
 CHAPTERS = {1: "autograd", 2: "gpt", 3: "sft", 4: "reward", 5: "ppo", 6: "dpo", 7: "rlaif",
@@ -846,12 +867,14 @@ def _select(target: str | int | None) -> list[Exercise]:
     chosen = [e for e in EXERCISES if e.name == key]
     if chosen:
         return chosen
+    from minirlhf.config import minirlhf_command
+
     raise ValueError(
         f"no chapter or exercise {target!r}: give a chapter number ("
         f"{', '.join(str(c) for c in sorted(CHAPTERS))}), a chapter name ("
         f"{', '.join(CHAPTERS.values())}) or an exercise name (e.g. "
         f"{', '.join(e.name for e in EXERCISES[:3])}; all are listed by "
-        f"'python -m minirlhf classroom check --help')")
+        f"{minirlhf_command('classroom', 'check', '--help')})")
 
 
 def run_checks(chapter: int | str | None = None, exercise: str | None = None
@@ -872,8 +895,7 @@ def run_checks(chapter: int | str | None = None, exercise: str | None = None
         except SyntaxError as e:  # IndentationError too: the student's file does not compile
             results.append(CheckResult(ex, "FAIL", _does_not_compile(e)))
         except Exception as e:  # the student's code crashed: say where
-            results.append(CheckResult(ex, "FAIL", f"{type(e).__name__}: {e} (raised at "
-                                                   f"{_raised_at(e)})"))
+            results.append(CheckResult(ex, "FAIL", _crashed(e)))
         finally:
             _running["exercise"] = ""
     return results

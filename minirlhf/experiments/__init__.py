@@ -43,10 +43,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 from types import ModuleType
 
+from minirlhf.config import ConfigError, check_settings
 from minirlhf.experiments import (
     critic_free,
     dpo_details,
@@ -58,7 +60,8 @@ from minirlhf.experiments import (
     rlaif,
     sycophancy,
 )
-from minirlhf.experiments.common import Context, ExperimentConfig, ExperimentResult
+from minirlhf.experiments.common import Context, ExperimentConfig, ExperimentResult, check_base
+from minirlhf.files import read_cache, read_json
 from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.machine import blas_threads
 
@@ -77,6 +80,7 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "ppo-details": ppo_details,
     "dpo-details": dpo_details,
 }
+log = logging.getLogger("minirlhf.experiments")
 
 
 def default_base(name: str, quick: bool) -> str:
@@ -93,22 +97,31 @@ def default_seeds(name: str, quick: bool) -> int:
     return 1 if quick else int(getattr(EXPERIMENTS[name], "SEEDS", 1))
 
 
+def check_experiment(config: ExperimentConfig) -> None:
+    """What every experiment checks before any work (its command, a seed of ``--seeds``, a
+    course job): a known name, every setting in its range (``check_settings``, as a stage's),
+    and the base run's files it reads (``check_base``: a missing one names the command that
+    makes it)."""
+    if config.name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {config.name!r}; experiments: "
+                          f"{', '.join(EXPERIMENTS)}")
+    check_settings(config)
+    module = EXPERIMENTS[config.name]
+    check_base(config, getattr(module, "NEEDS", ("sft", "preferences", "reward")),
+               getattr(module, "ROUTE", None))
+
+
 def run_experiment(config: ExperimentConfig) -> ExperimentResult:
     """Run one experiment; write its results.json and plots; return them."""
-    if config.name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {config.name!r}; experiments: "
-                         f"{', '.join(EXPERIMENTS)}")
+    check_experiment(config)
     t0 = time.time()
     module = EXPERIMENTS[config.name]
     ctx = Context(config, getattr(module, "NEEDS", ("sft", "preferences", "reward")),
-                  getattr(module, "ROUTE", ""))
+                  getattr(module, "ROUTE", None))
     saved = ctx.out / "results.json"
     threads = blas_threads()  # another count trains another model: not reused
-    if config.reuse and saved.exists():
-        try:
-            numbers = json.loads(saved.read_text())
-        except ValueError:  # cut short (written before writes were atomic): run it again
-            numbers = {}
+    numbers = read_cache(saved, log, "running the experiment again") if config.reuse else None
+    if numbers is not None:
         if (numbers.get("quick"), numbers.get("seed")) == (config.quick, config.seed) and (
                 config.any_threads or numbers.get("threads") == threads):
             plots = sorted(str(p) for p in ctx.out.glob("*.png"))
@@ -125,6 +138,8 @@ def run_experiment_seeds(config: ExperimentConfig, n: int) -> dict:
     ``experiments/<name>/seed<k>/`` with its own results.json and plots, then
     ``summarize_seeds``: every number over seeds in ``experiments/<name>/seeds.json``."""
     from minirlhf.evaluation import run_over_seeds
+
+    check_experiment(config)
 
     seeds, _, numbers = run_over_seeds(
         config.seed, n,
@@ -145,8 +160,7 @@ def summarize_seeds(config: ExperimentConfig, seeds: list[int],
 
     folder = Path(config.runs_dir) / config.base / "experiments" / config.name
     if results is None:
-        results = [json.loads((folder / f"seed{s}" / "results.json").read_text())
-                   for s in seeds]
+        results = [read_json(folder / f"seed{s}" / "results.json") for s in seeds]
         for s, r in zip(seeds, results, strict=True):  # the runs asked for, on one count
             if (r.get("seed"), r.get("quick"), r.get("threads")) != \
                     (s, config.quick, results[0].get("threads")):

@@ -5,6 +5,7 @@ paths and budgets (full or quick), gold at matched KL along a sweep, and a bar c
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from minirlhf.config import missing_input
+from minirlhf.config import minirlhf_command, missing_input, setting
 from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.registry import output_path
@@ -28,16 +29,21 @@ ARITHMETIC_TOKENS = 32  # " you are right, it is 38." and its EOS fit with room 
 
 @dataclass
 class ExperimentConfig:
-    name: str  # rlaif, sycophancy, length-bias or overoptimization
-    base: str = "default"  # the pipeline run to start from: runs/<base>
-    runs_dir: str = "runs"  # where pipeline runs live
-    quick: bool = False  # small budgets, for tests (use with base="tiny")
-    seed: int = 0  # seeds every stage the experiment runs
-    progress: bool = False  # tqdm bars of the stages
-    reuse: bool = False  # return the saved results.json instead when it matches quick and seed,
-    # and the thread count of this process (another count trains another model) unless
-    any_threads: bool = False  # a chapter reading the course's runs: any count is a fair draw
-    subdir: str = ""  # a sub-folder of the experiment's folder (one seed of --seeds)
+    """An experiment's settings, made with ``setting`` as a stage's are: ``check_settings``
+    checks them before any work (``minirlhf.experiments.check_experiment``)."""
+
+    name: str  # one of minirlhf.experiments.EXPERIMENTS
+    base: str = setting("default", "the pipeline run to start from: <runs_dir>/<base>")
+    runs_dir: str = setting("runs", "where pipeline runs live")
+    quick: bool = setting(False, "small budgets, for tests (use with base = tiny)")
+    seed: int = setting(0, "seeds every stage the experiment runs", "[0, inf)")
+    progress: bool = setting(False, "tqdm bars of the stages")
+    reuse: bool = setting(False, "return the saved results.json instead when it matches quick "
+                          "and seed, and the thread count of this process (another count "
+                          "trains another model) unless any_threads")
+    any_threads: bool = setting(False, "a chapter reading the course's runs: results made with "
+                                "any thread count are a fair draw")
+    subdir: str = setting("", "a sub-folder of the experiment's folder (one seed of --seeds)")
 
 
 @dataclass
@@ -49,25 +55,40 @@ class ExperimentResult:
     seconds: float = 0.0
 
 
+def check_base(config: ExperimentConfig, needs: tuple[str, ...],
+               route: Callable[[str], str] | None = None) -> None:
+    """The files of the base run the experiment reads (the outputs of the stages ``needs``)
+    are there; the first that is missing is an error with the command that makes it:
+    ``route(path)``, or the pipeline's run at ``runs_dir/base`` (the tiny preset for a quick
+    experiment, else the default one)."""
+    base = Path(config.runs_dir) / config.base
+    for stage in needs:  # the experiments start from a finished run
+        path = output_path(stage, base)
+        if not Path(path).exists():
+            preset = "tiny" if config.base == "tiny" or (
+                config.quick and config.base != "default") else "default"
+            make = route(path) if route is not None else "make it with " + minirlhf_command(
+                "pipeline", "--preset", preset, "--runs-dir", str(Path(config.runs_dir).absolute()),
+                *(["--name", config.base] if config.base != preset else []))
+            raise missing_input("the base run's file", path, make)
+
+
 class Context:
     """Paths and budgets shared by an experiment's stages."""
 
     def __init__(self, config: ExperimentConfig,
-                 needs: tuple[str, ...] = ("sft", "preferences", "reward"), route: str = ""):
+                 needs: tuple[str, ...] = ("sft", "preferences", "reward"),
+                 route: Callable[[str], str] | None = None):
         """``needs``: the stages of the base run whose outputs the experiment reads (checked
-        now); ``route``: the command that makes them, when it is not the pipeline's."""
+        now: ``check_base``); ``route(path)``: the command that makes them, when it is not the
+        pipeline's."""
         self.config = config
         self.base = Path(config.runs_dir) / config.base
         self.out = self.base / "experiments" / config.name / config.subdir
         self.sft = output_path("sft", self.base)
         self.preferences = output_path("preferences", self.base)
         self.reward_path = output_path("reward", self.base)
-        for stage in needs:  # the experiments start from a finished run
-            path = output_path(stage, self.base)
-            if not Path(path).exists():
-                raise missing_input("the base run's file", path, route or (
-                    "python -m minirlhf pipeline" + (" --preset tiny" if config.base == "tiny"
-                                                     else "")))
+        check_base(config, needs, route)
         self.out.mkdir(parents=True, exist_ok=True)
 
     def n(self, full: int, quick: int) -> int:

@@ -27,7 +27,7 @@ from minirlhf.experiments.common import Context
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.sampling import generate_text
 from minirlhf.objectives.group import group_advantages, zero_std_groups
-from minirlhf.stages.grpo import SCRATCHPAD_ROUTE, GRPOConfig, train_grpo
+from minirlhf.stages.grpo import GRPOConfig, scratchpad_route, train_grpo
 from minirlhf.stages.ppo import PPOConfig, train_ppo
 from minirlhf.streams import stream
 from minirlhf.world import get_task
@@ -127,7 +127,7 @@ def std_weights(rewards: np.ndarray, difficulty: np.ndarray) -> dict[str, dict[i
 # The scratchpad world's base run (python -m minirlhf experiment critic-free reads it).
 BASE = "scratchpad"
 NEEDS = ("sft",)
-ROUTE = SCRATCHPAD_ROUTE
+ROUTE = scratchpad_route  # the commands that make its SFT policy at a path
 # Equal samples: every method sees ITERATIONS * PROMPTS * G responses (PPO: one per prompt).
 ITERATIONS, PROMPTS, G = 60, 16, 8
 METHODS: dict[str, dict[str, Any]] = {  # name -> the grpo stage's settings ("ppo": PPO's)

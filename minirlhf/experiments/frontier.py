@@ -19,6 +19,7 @@ it). ``--quick`` runs one strength per method on the tiny run, with small budget
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,13 @@ from matplotlib.figure import Figure
 from minirlhf.evaluation import policy_report, with_interval
 from minirlhf.experiments.common import Context
 from minirlhf.experiments.overoptimization import fit_gao, gao_curve
+from minirlhf.files import read_cache, read_json
 from minirlhf.lm.checkpoint import atomic_write, load_model
 from minirlhf.machine import blas_threads
 from minirlhf.registry import COMMANDS
 from minirlhf.world import get_task
+
+log = logging.getLogger("minirlhf.experiments.frontier")
 
 NEEDS = ("sft", "preferences", "reward", "best_of_n")
 
@@ -106,11 +110,8 @@ def run_point(ctx: Context, label: str, stage: str, settings: dict[str, Any]) ->
     full = point_settings(ctx, stage, settings, folder)
     saved = folder / "point.json"
     threads = blas_threads()  # another count trains another model
-    if saved.exists():  # the same settings (progress bars aside, they change no result)
-        try:
-            kept = json.loads(saved.read_text())
-        except ValueError:  # cut short (written before writes were atomic): train it again
-            kept = {}
+    kept = read_cache(saved, log, "training the point again")
+    if kept is not None:  # the same settings (progress bars aside, they change no result)
         if _results_settings(kept.get("settings", {})) == _results_settings(full) and \
                 kept.get("threads") == threads:
             if "ci95" not in kept:  # judged before intervals were kept
@@ -162,7 +163,7 @@ def _results_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 def best_of_n_curve(ctx: Context) -> dict[str, list[float]]:
     """Best-of-n from the base run (its gold against the analytic KL, n = 1 .. n_max)."""
-    summary = json.loads((ctx.base / "best_of_n" / "summary.json").read_text())
+    summary = read_json(ctx.base / "best_of_n" / "summary.json")
     ns = sorted(summary["table"], key=int)
     return {"n": [int(n) for n in ns], "kl": [summary["table"][n]["kl"] for n in ns],
             "gold": [summary["table"][n]["gold"] for n in ns]}

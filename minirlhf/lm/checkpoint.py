@@ -26,6 +26,7 @@ from minirlhf.files import (  # noqa: F401  (re-exported: where checkpoints' rea
     held_writes,
     model_kind,
     read_meta,
+    what_file,
 )
 
 
@@ -62,10 +63,14 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not hasattr(z, "files"):  # a .npy: one array
+            raise ValueError("not an archive")
+        with z:
             arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupted or truncated ({e})") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise CheckpointError(f"checkpoint {path} cannot be read as a checkpoint: it is "
+                              f"{what_file(path)}") from None
     if META_KEY not in arrays:
         raise CheckpointError(f"checkpoint {path} has no metadata: not a minirlhf checkpoint")
     meta = json.loads(arrays.pop(META_KEY).tobytes().decode())

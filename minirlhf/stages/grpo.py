@@ -38,10 +38,11 @@ from minirlhf.autograd.tensor import no_grad
 from minirlhf.config import (
     ConfigError,
     Stage,
+    command_hint,
     missing_input,
+    output_hint,
     run_path,
     setting,
-    stage_command,
 )
 from minirlhf.evaluation import (
     PolicyReport,
@@ -77,11 +78,24 @@ log = logging.getLogger("minirlhf.stages.grpo")
 ADVANTAGE_KINDS = ("grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "remax")
 # The two commands that make the scratchpad world's SFT policy (GRPO's default start point): a
 # base model pretrained on worked sums, a third with a slip, and SFT on right ones.
-SCRATCHPAD_ROUTE = (
-    "python -m minirlhf pretrain --set task=scratchpad corpus=scratchpad "
-    "out_dir=runs/scratchpad/pretrain && python -m minirlhf sft --set task=scratchpad "
-    "init=runs/scratchpad/pretrain/model.npz steps=600 n_demos=8000 "
-    "out_dir=runs/scratchpad/sft")
+def scratchpad_route(sft: str | Path, absolute: bool = True) -> str:
+    """The two commands (``command_hint``) that make the scratchpad world's SFT policy at
+    ``sft`` (``<run>/sft/model.npz``, its base model in ``<run>/pretrain/``), in a sentence:
+    "make it with `...`" (when ``sft`` is not named model.npz, "make one with `...` (it writes
+    <run>/sft/model.npz)")."""
+    sft = Path(sft).absolute() if absolute else Path(sft)
+    made = sft.parent / "model.npz"
+    pre = sft.parent.parent / "pretrain"
+    command = command_hint(
+        ["python", "-m", "minirlhf", "pretrain", "--set", "task=scratchpad",
+         "corpus=scratchpad", f"out_dir={pre}"],
+        ["python", "-m", "minirlhf", "sft", "--set", "task=scratchpad",
+         f"init={pre / 'model.npz'}", "steps=600", "n_demos=8000", f"out_dir={sft.parent}"])
+    return f"make it with {command}" if sft == made else \
+        f"make one with {command} (it writes {made})"
+
+
+SCRATCHPAD_ROUTE = scratchpad_route("runs/scratchpad/sft/model.npz", absolute=False)
 
 
 @dataclass
@@ -339,10 +353,12 @@ def _kept(batch: Batch, config: GRPOConfig) -> np.ndarray:
 def train_grpo(config: GRPOConfig) -> GRPOResult:
     """Critic-free RL from the SFT policy, with it as the frozen reference: groups of samples
     per prompt, a group baseline, a clipped surrogate, a KL term in the loss or the reward."""
-    STAGE.begin(config, unused=("reward_model",) if config.reward == "verifier" else ())
+    config.check()  # the settings first, then the start point, then the rest (begin)
     if not Path(config.init).exists():
-        raise missing_input("SFT policy", config.init, SCRATCHPAD_ROUTE
-                            if config.task == "scratchpad" else stage_command("sft"))
+        raise missing_input("SFT policy", config.init, scratchpad_route(config.init)
+                            if config.task == "scratchpad"
+                            else output_hint("sft", config.init, task=config.task))
+    STAGE.begin(config, unused=("reward_model",) if config.reward == "verifier" else ())
     t0 = time.time()
     actors = make_actors(config)
     rng = stream(config.seed, "train")

@@ -91,7 +91,8 @@ class KTOConfig(PreferenceInputs, OfflineSettings, PolicySettings):
         if self.thumbs:
             n = min(self.thumbs, self.max_examples or self.thumbs)
             check_fits(self, "batch_size", n, f"the {n} sample{'s' * (n != 1)} thumbs = "
-                       f"{self.thumbs} labels")
+                       f"{self.thumbs} labels", "fewer when a sample does not finish within "
+                       f"max_new_tokens = {self.max_new_tokens}: it is not labelled")
 
 
 @dataclass

@@ -26,6 +26,7 @@ from minirlhf.config import (
     InputError,
     Stage,
     StageConfig,
+    command_hint,
     missing_input,
     run_path,
     setting,
@@ -38,7 +39,7 @@ from minirlhf.lm.tokenizer import BOS, CharTokenizer
 from minirlhf.objectives.sft import lm_loss
 from minirlhf.plots import plot_loss_curves
 from minirlhf.streams import stream
-from minirlhf.world import TASK_NAMES, corpus_path, get_task
+from minirlhf.world import CORPUS_NAMES, TASK_NAMES, corpus_path, get_task
 
 log = logging.getLogger("minirlhf.stages.pretrain")
 
@@ -71,7 +72,7 @@ class PretrainConfig(StageConfig):
         (it is an input no stage makes)."""
         super().check(upstream)
         if not corpus_path(self.corpus).exists():
-            raise missing_input("corpus", corpus_path(self.corpus), "python data/make_corpora.py")
+            raise missing_corpus(self.corpus)
         block = PRESETS[self.preset]["block_size"]
         if self.seq_len > block:
             raise ConfigError(f"PretrainConfig: seq_len = {self.seq_len} exceeds the "
@@ -93,12 +94,25 @@ class PretrainResult:
     plot: str = ""
 
 
+def missing_corpus(corpus: str | Path) -> FileNotFoundError:
+    """A corpus (a setting: a shipped one's name, or a file) that is not there: a shipped one
+    is made again by data/make_corpora.py (the command, when the script is beside the
+    package); a file of the user's is theirs to give."""
+    path = corpus_path(corpus)
+    script = Path(__file__).resolve().parents[2] / "data" / "make_corpora.py"
+    if str(corpus) in CORPUS_NAMES and script.exists():
+        return missing_input("corpus", path,
+                             f"make it with {command_hint(['python', str(script)])}")
+    return FileNotFoundError(f"{missing_input('corpus', path)}: give a text file, one document "
+                             f"per line, or a shipped corpus by name ({', '.join(CORPUS_NAMES)})")
+
+
 def load_corpus(path: str | Path, tokenizer: CharTokenizer) -> list[list[int]]:
     """Each line of the corpus (a file, or a shipped corpus by name) as BOS + ids + EOS. A bad
     line is an error naming file and line."""
-    path = corpus_path(path)
+    corpus, path = path, corpus_path(path)
     if not path.exists():
-        raise missing_input("corpus", path, "python data/make_corpora.py")
+        raise missing_corpus(corpus)
     docs = []
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -171,8 +185,10 @@ def train_pretrain(config: PretrainConfig) -> PretrainResult:
     train_starts = train_starts[train_starts + T + 1 <= len(train_stream)]
     val_doc_starts = val_doc_starts[val_doc_starts + T + 1 <= len(val_stream)]
     if len(train_starts) == 0 or len(val_doc_starts) == 0:
+        most = min(len(train_stream), len(val_stream)) - 1  # the longest window that fits both
         raise InputError(f"corpus {corpus_path(config.corpus)} is too small for seq_len {T}: "
-                         "lower seq_len or give a larger corpus")
+                         + (f"set seq_len={most} or less, or give a larger corpus" if most >= 1
+                            else "give a larger corpus"))
     model = GPT(model_cfg)
     log.info("model %s: %d parameters; corpus %d train / %d val tokens", config.preset,
              model.num_parameters(), len(train_stream), len(val_stream))

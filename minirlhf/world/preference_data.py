@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minirlhf.config import InputError, missing_input, stage_command
+from minirlhf.config import InputError, missing_input, output_hint
 from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.lm.sequences import encode_pairs
 from minirlhf.lm.tokenizer import CharTokenizer
@@ -108,7 +108,7 @@ def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None,
     """
     path = Path(path)
     if not path.exists():
-        raise missing_input("preference file", path, stage_command("preferences"))
+        raise missing_input("preference file", path, output_hint("preferences", path))
     tokenizer = tokenizer or CharTokenizer()
     records: list = []
     with open(path, "rb") as f:
