@@ -131,6 +131,11 @@ def test_a_stage_runs_from_a_folder_and_refuses_one_of_the_wrong_kind(tmp_path, 
     assert main(["sft", "-q", "--set", f"init={policy}", f"out_dir={out}", *budget]) == 0
     _, _, extra = load_model(out / "model.npz")
     assert extra["stage"] == "sft"
+    # a reward model's folder as reward_model= (and a policy's as policy=)
+    assert main(["best-of-n", "-q", "--set", f"policy={policy}", f"reward_model={reward}",
+                 f"out_dir={tmp_path / 'bon'}", "ns=1,2", "samples_per_prompt=2",
+                 "prompts_per_eval=1", "max_new_tokens=8"]) == 0
+    assert (tmp_path / "bon" / "summary.json").exists()
     capsys.readouterr()
     # a reward model's folder as init=: refused before any work, in one line
     assert main(["sft", "-q", "--set", f"init={reward}", f"out_dir={tmp_path / 'no'}",
