@@ -365,13 +365,48 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     model, tokenizer, extra = load_model(args.checkpoint)
     if "reward_head" in model.scalar_heads:
-        save_reward_model(RewardModel.load(args.checkpoint), args.out_dir)
+        save_reward_model(RewardModel.load(args.checkpoint), args.out_dir, extra)
         kind = "GPT2ForSequenceClassification (a reward model)"
     else:
-        save_pretrained(model, tokenizer, args.out_dir)
+        save_pretrained(model, tokenizer, args.out_dir, extra)
         kind = "GPT2LMHeadModel"
     print(f"{args.checkpoint} -> {args.out_dir}: {kind}, {model.num_parameters():,} parameters;"
           f" open it with transformers' from_pretrained({str(args.out_dir)!r})")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Read a Hugging Face GPT-2 folder (one `export` wrote, or one transformers or TRL saved
+    from it) into a minirlhf checkpoint: GPT2LMHeadModel as a policy,
+    GPT2ForSequenceClassification as a reward model, told apart by config.json's architecture.
+    OUT is the checkpoint (a .npz) or a folder that gets OUT/model.npz. Every stage's init= and
+    reward_model= also take such a folder directly."""
+    from minirlhf.lm.pretrained import import_folder
+
+    path, kind, model = import_folder(args.folder, args.out)
+    print(f"{args.folder} -> {path}: {kind}, {model.num_parameters():,} parameters")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Judge a policy (a model.npz or a Hugging Face folder) as the pipeline judges each
+    policy: on the task's evaluation prompts, its gold reward, its win-rate against a reference
+    SFT policy (gold decides each pair), its KL to that reference, its share of valid responses
+    and their length, with 95% bootstrap intervals over the prompts. With the settings of a
+    run's policy stage (its seed, eval_samples_per_prompt and max_new_tokens as
+    samples_per_prompt and max_new_tokens) it prints the row that run's report holds."""
+    import dataclasses
+
+    from minirlhf.config import apply_overrides, describe
+    from minirlhf.evaluation import EvaluateConfig, evaluate_checkpoint, policy_table
+
+    config = apply_overrides(EvaluateConfig(policy=args.policy), args.set or [])
+    if args.quiet:
+        config = dataclasses.replace(config, progress=False)
+    print("evaluate config:\n" + describe(config))
+    rep = evaluate_checkpoint(config)
+    print("\n" + rep.describe("the policy", config.samples_per_prompt))
+    print("\n" + policy_table({args.policy: rep.to_dict()}))
     return 0
 
 
@@ -516,6 +551,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a model.npz (a policy or a reward model)")
     p.add_argument("out_dir", help="the folder to write")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="read a Hugging Face GPT-2 folder into a checkpoint",
+                       description=cmd_import.__doc__)
+    p.add_argument("folder", metavar="HF_FOLDER", help="a Hugging Face model folder (a policy "
+                   "or a reward model)")
+    p.add_argument("out", metavar="OUT", help="the checkpoint to write (a .npz, or a folder "
+                   "for OUT/model.npz)")
+    p.set_defaults(func=cmd_import)
+
+    from minirlhf.evaluation import EvaluateConfig
+
+    p = sub.add_parser("evaluate", help="judge a policy: gold, win-rate vs SFT, KL, valid, "
+                       "length, with intervals", description=cmd_evaluate.__doc__,
+                       epilog=settings_help(EvaluateConfig),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("policy", metavar="POLICY", help="a policy's model.npz or Hugging Face folder")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                   help="override EvaluateConfig fields, e.g. --set task=arithmetic "
+                        "reference=runs/default/sft/model.npz seed=1 samples_per_prompt=4")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("classroom", help="student copies and exercise checks",
                        description=cmd_classroom.__doc__)

@@ -280,8 +280,10 @@ def require_writable(folder: str | Path) -> None:
 
 # What a config field that names a checkpoint must hold, in every stage: the policy a stage
 # starts from (also its reference, and the trunk of a critic made from it) or samples, and the
-# reward model that scores (also the trunk of PPO's default critic).
-CHECKPOINT_FIELDS = {"init": "policy", "policy": "policy", "reward_model": "reward model"}
+# reward model that scores (also the trunk of PPO's default critic); ``evaluate``'s reference.
+# Each may be a model.npz or a Hugging Face model folder (``export`` writes one).
+CHECKPOINT_FIELDS = {"init": "policy", "policy": "policy", "reward_model": "reward model",
+                     "reference": "policy"}
 
 
 def check_checkpoints(config: Any, unused: Sequence[str] = ()) -> None:
@@ -293,14 +295,18 @@ def check_checkpoints(config: Any, unused: Sequence[str] = ()) -> None:
     name, first = type(config).__name__, None
     for key, kind in CHECKPOINT_FIELDS.items():
         path = getattr(config, key, "")
-        if key in unused or not path or not Path(path).is_file():
+        if key in unused or not path or not Path(path).exists():
             continue
-        meta = read_meta(path)
+        meta = read_meta(path)  # a Hugging Face folder's config.json too
         extra = meta.get("extra", {})
         made_by = f" (made by the {extra['stage']} stage)" if extra.get("stage") else ""
         if model_kind(meta) != kind:
             raise ConfigError(f"{name}: {key} = {path} is a {model_kind(meta)}{made_by}, not a "
-                              f"{kind}: give a {kind}'s model.npz")
+                              f"{kind}: give a {kind}'s model.npz or Hugging Face folder")
+        if meta.get("hf_tokenizer", "char") != "char":
+            raise ConfigError(f"{name}: {key} = {path} is a Hugging Face folder with GPT-2's "
+                              "BPE tokenizer; the stages read the worlds' text as characters: "
+                              "give a folder that `export` wrote")
         task = extra.get("config", {}).get("task")
         if task and extra.get("stage") != "pretrain" and task != getattr(config, "task", task):
             raise ConfigError(f"{name}: {key} = {path} was trained for the {task!r} world, and "

@@ -26,14 +26,24 @@ from typing import Any, TypeVar
 import numpy as np
 
 from minirlhf.autograd.tensor import no_grad
-from minirlhf.config import SEEDS_RANGE, ConfigError, check_range
+from minirlhf.config import (
+    SEEDS_RANGE,
+    ConfigError,
+    StageConfig,
+    check_checkpoints,
+    check_range,
+    missing_input,
+    output_hint,
+    run_path,
+    setting,
+)
 from minirlhf.lm.model import GPT
 from minirlhf.lm.sampling import generate_text, rollout
 from minirlhf.lm.sequences import token_logprobs
 from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.objectives.ppo import kl_estimate
 from minirlhf.streams import stream
-from minirlhf.world import Task
+from minirlhf.world import TASK_NAMES, Task, get_task
 
 
 @dataclass
@@ -90,6 +100,26 @@ def with_interval(x: float, ci: list[float] | None, spec: str = ".3f") -> str:
 
 POLICY_KEYS = ("gold_reward", "win_rate_vs_sft", "kl_to_ref", "mean_length", "valid_rate")
 
+POLICY_TABLE_HEADER = [
+    "| policy | gold reward | win-rate vs SFT | KL to SFT | mean length | valid |",
+    "|---|---:|---:|---:|---:|---:|"]
+
+
+def policy_row(name: str, p: dict[str, Any]) -> str:
+    """One policy's row of the report's table (markdown): its figures as ``to_dict`` names
+    them, each with the half-width of its 95% interval (``ci95``) where it has one."""
+    ci = p.get("ci95", {})
+    return (f"| {name} | {with_interval(p['gold_reward'], ci.get('gold_reward'))} "
+            f"| {with_interval(p['win_rate_vs_sft'], ci.get('win_rate_vs_sft'), '.1%')} "
+            f"| {with_interval(p['kl_to_ref'], ci.get('kl_to_ref'), '.2f')} | "
+            f"{p['mean_length']:.1f} | {p['valid_rate']:.1%} |")
+
+
+def policy_table(policies: dict[str, dict[str, Any]]) -> str:
+    """The report's policy table (markdown) of ``policies`` (name -> figures)."""
+    return "\n".join([*POLICY_TABLE_HEADER,
+                      *(policy_row(name, p) for name, p in policies.items())])
+
 
 def policy_numbers(rep: PolicyReport, samples_per_prompt: int) -> dict:
     """A policy stage's numbers for its record: the headline figures and one sample per
@@ -133,6 +163,41 @@ def policy_report(policy: GPT, reference: GPT, tokenizer: CharTokenizer, task: T
     kl = kl_estimate(g.logprobs, ref_lp, "k1").data.sum(axis=1)  # (N,) one estimate per sample
     return report_from_samples(prompts, roll.texts, roll.finished, kl, reference, tokenizer,
                                task, seed, max_new_tokens)
+
+
+@dataclass
+class EvaluateConfig(StageConfig):
+    """What ``python -m minirlhf evaluate POLICY`` judges, and against what."""
+
+    policy: str = setting("", "the policy judged: a model.npz or a Hugging Face folder")
+    task: str = setting("reviews", "the world whose evaluation prompts and gold judge it",
+                        choices=TASK_NAMES)
+    reference: str = setting(run_path("sft", "model.npz"), "the reference SFT policy: the "
+                             "win-rate's opponent and the KL's reference (a model.npz or a "
+                             "Hugging Face folder)")
+    samples_per_prompt: int = setting(4, "samples per evaluation prompt (a policy stage's "
+                                      "eval_samples_per_prompt)", "[1, 1000]")
+    max_new_tokens: int = setting(80, "response budget when sampling", "[1, 126]")
+
+
+def evaluate_checkpoint(config: EvaluateConfig) -> PolicyReport:
+    """``policy_report`` of the checkpoint (or Hugging Face folder) ``config.policy`` against
+    ``config.reference``, after the checks every stage makes of its inputs (settings, files,
+    kinds, task, one tokenizer)."""
+    from minirlhf.lm.checkpoint import load_model
+
+    config.check()
+    if not Path(config.policy).exists():
+        raise missing_input("policy", config.policy)
+    if not Path(config.reference).exists():
+        task = {"task": config.task} if config.task != "reviews" else {}
+        raise missing_input("reference", config.reference,
+                            output_hint("sft", config.reference, **task))
+    check_checkpoints(config)
+    policy, tokenizer, _ = load_model(config.policy)
+    reference, _, _ = load_model(config.reference)
+    return policy_report(policy, reference, tokenizer, get_task(config.task), config.seed,
+                         config.samples_per_prompt, config.max_new_tokens)
 
 
 def evaluation_prompts(task: Task, samples_per_prompt: int) -> list[str]:

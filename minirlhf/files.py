@@ -6,7 +6,8 @@ stage's files are one change too (``held_writes``): inside a stage each file wai
 temporary name, and all are moved into place when the stage ends; a stage that fails (a refused
 checkpoint, a NaN, Ctrl-C) leaves every file as it was.
 
-``read_meta`` reads a checkpoint's metadata alone, which is what a stage checks of each input
+``read_meta`` reads a checkpoint's metadata alone (of a Hugging Face model folder too:
+``folder_meta``), which is what a stage checks of each input
 before any work (``minirlhf.config.check_checkpoints``); ``what_file`` says what a file that is
 not a checkpoint holds (a text file, an empty one, a cut-off archive), for the error.
 
@@ -108,6 +109,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     checking its arrays: what a stage reads of each input before any work. CheckpointError
     naming the file when it cannot be read."""
     path = Path(path)
+    if path.is_dir():
+        return folder_meta(path)
     try:
         z = np.load(path, allow_pickle=False)
         try:
@@ -124,6 +127,59 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         raise CheckpointError(f"checkpoint {path} cannot be read as a checkpoint: it is "
                               f"{what_file(path)}") from None
+
+
+# A Hugging Face GPT-2 folder's architecture (config.json) -> the scalar heads our GPT gets
+HF_ARCHITECTURES = {"GPT2LMHeadModel": [], "GPT2Model": [],
+                    "GPT2ForSequenceClassification": ["reward_head"]}
+
+
+def folder_meta(folder: str | Path) -> dict[str, Any]:
+    """A Hugging Face model folder's config.json (and tokenizer.json) read as a checkpoint's
+    metadata, without loading its weights: kind "gpt" with a reward head for
+    GPT2ForSequenceClassification (a reward model) and none for GPT2LMHeadModel (a policy);
+    another architecture's name as its kind. ``tokenizer`` is our character tokenizer's JSON
+    (as ``CharTokenizer.to_json`` writes it) for a word-level tokenizer.json of characters, so
+    that a folder and a checkpoint made with one tokenizer compare equal; ``hf_tokenizer`` says
+    which kind it is ("char" or "bpe"). ``extra`` holds what ``export`` recorded of the model's
+    making (its stage and task) under config.json's ``minirlhf``."""
+    folder = Path(folder)
+    path = folder / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {folder.absolute()} is a folder without config.json: "
+                              "neither a checkpoint file nor a Hugging Face model folder")
+    try:
+        cfg = read_json(path)
+    except InputError as e:
+        raise CheckpointError(f"checkpoint {folder}: {e}") from None
+    arch = (cfg.get("architectures") or ["GPT2LMHeadModel"])[0]
+    if cfg.get("model_type", "gpt2") != "gpt2" or arch not in HF_ARCHITECTURES:
+        return {"kind": f"Hugging Face {arch} (model_type {cfg.get('model_type')!r})"}
+    made = cfg.get("minirlhf") if isinstance(cfg.get("minirlhf"), dict) else {}
+    extra: dict[str, Any] = {"hugging_face": str(folder)}
+    if made.get("stage"):
+        extra["stage"] = made["stage"]
+    if made.get("task"):
+        extra["config"] = {"task": made["task"]}
+    config = {"vocab_size": cfg.get("vocab_size"),
+              "block_size": cfg.get("n_positions", cfg.get("n_ctx")),
+              "n_layer": cfg.get("n_layer"), "n_head": cfg.get("n_head"),
+              "n_embd": cfg.get("n_embd")}
+    tokenizer, kind = None, "bpe"
+    spec_path = folder / "tokenizer.json"
+    if spec_path.is_file():
+        try:
+            model = read_json(spec_path).get("model", {})
+        except InputError as e:
+            raise CheckpointError(f"checkpoint {folder}: {e}") from None
+        if model.get("type") == "WordLevel":
+            by_id = sorted(model.get("vocab", {}).items(), key=lambda kv: kv[1])
+            specials = [s for s, _ in by_id if s.startswith("<") and len(s) > 1]
+            chars = "".join(s for s, _ in by_id[len(specials):])
+            tokenizer = json.dumps({"type": "char", "chars": chars, "specials": specials})
+            kind = "char"
+    return {"kind": "gpt", "scalar_heads": HF_ARCHITECTURES[arch], "config": config,
+            "tokenizer": tokenizer, "hf_tokenizer": kind, "extra": extra}
 
 
 def model_kind(meta: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from minirlhf.evaluation import seed_interval, with_interval
+from minirlhf.evaluation import POLICY_TABLE_HEADER, policy_row, seed_interval, with_interval
 from minirlhf.files import read_cache
 from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.plots import plot_points_with_intervals, plot_reward_vs_kl
@@ -87,17 +87,11 @@ def write_report(root: str | Path, summary: dict[str, Any], records: dict[str, d
         "labelled; the reward model's section gives it over the held-out pairs the model is "
         "scored on. Both are the agreement a perfect model could reach on labels this noisy.",
         "",
-        "| policy | gold reward | win-rate vs SFT | KL to SFT | mean length | valid |",
-        "|---|---:|---:|---:|---:|---:|",
+        *POLICY_TABLE_HEADER,
     ]
     names = {"sft": "SFT", **{s.name: records[s.name]["numbers"].get("label", s.title)
                               for s in policy_stages()}}
-    for key, p in pol.items():
-        ci = p.get("ci95", {})
-        lines.append(f"| {names[key]} | {with_interval(p['gold_reward'], ci.get('gold_reward'))} "
-                     f"| {with_interval(p['win_rate_vs_sft'], ci.get('win_rate_vs_sft'), '.1%')} "
-                     f"| {with_interval(p['kl_to_ref'], ci.get('kl_to_ref'), '.2f')} | "
-                     f"{p['mean_length']:.1f} | {p['valid_rate']:.1%} |")
+    lines += [policy_row(names[key], p) for key, p in pol.items()]
     lines += ["", f"![gold reward against KL]({frontier.name})", ""]
     lines += _every_method(root)
     for name, stage in STAGES.items():  # each stage's own section, in pipeline order

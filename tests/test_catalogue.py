@@ -876,6 +876,8 @@ SEED_COMMANDS = [  # (a command with seed -5, its one line): every command, the 
      "PipelineConfig: seed = -5 is outside its allowed range [0, inf)"),
     (["ppo", "--set", "seed=-5", "out_dir={runs}/tiny/ppo"],
      "PPOConfig: seed = -5 is outside its allowed range [0, inf)"),
+    (["evaluate", "{runs}/tiny/dpo/model.npz", "--set", "seed=-5"],
+     "EvaluateConfig: seed = -5 is outside its allowed range [0, inf)"),
 ]
 
 
@@ -889,7 +891,8 @@ def test_a_negative_seed_is_one_line_in_every_command_before_any_work(finished, 
     runs = copy_run(finished, tmp_path)
     before = files(runs)
     proc = run([a.format(runs=runs) for a in args] + ["-q"]
-               + (["--runs-dir", str(runs)] if args[0] != "ppo" else []), work)
+               + (["--runs-dir", str(runs)] if args[0] not in ("ppo", "evaluate") else []),
+               work)
     one_line_error(proc, line)
     assert files(runs) == before
 

@@ -125,10 +125,16 @@ def save_model(path: str | Path, model: Any, tokenizer: Any, extra: dict[str, An
 
 
 def load_model(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
-    """(model, tokenizer, extra) from a checkpoint written by ``save_model``."""
+    """(model, tokenizer, extra) from a checkpoint written by ``save_model``, or from a Hugging
+    Face model folder (``minirlhf.lm.pretrained.load_folder``: GPT2LMHeadModel a policy,
+    GPT2ForSequenceClassification a reward model)."""
     from minirlhf.lm.model import GPT, GPTConfig
     from minirlhf.lm.tokenizer import CharTokenizer
 
+    if Path(path).is_dir():
+        from minirlhf.lm.pretrained import load_folder  # it imports this module
+
+        return load_folder(path)
     arrays, meta = load_checkpoint(path)
     if meta.get("kind") != "gpt":
         raise CheckpointError(f"checkpoint {path} holds {meta.get('kind')!r}, not a GPT")

@@ -6,7 +6,10 @@ A Hugging Face model folder holds
     config.json          the architecture, with GPT-2's field names (n_embd, n_layer, ...)
     model.safetensors    the weights, by GPT-2's tensor names (minirlhf.lm.safetensors)
     tokenizer.json, tokenizer_config.json, special_tokens_map.json     (our character tokenizer)
-    or vocab.json + merges.txt                                         (GPT-2's BPE)
+    or vocab.json + merges.txt, or tokenizer.json alone (transformers 5) (GPT-2's BPE)
+
+``load_folder`` reads either kind of folder as ``load_model`` reads a model.npz (what every
+stage's ``init=`` / ``reward_model=`` and the ``import`` command use).
 
 Our GPT already uses GPT-2's parameter names and layouts (Conv1D weights stored (in, out),
 the head tied to ``wte``), so the mapping is only a prefix: ``transformer.h.0.attn.c_attn.weight``
@@ -234,27 +237,67 @@ def save_tokenizer(tokenizer: CharTokenizer, folder: str | Path, max_length: int
                 {"pad_token": pad, "bos_token": bos, "eos_token": eos})
 
 
+def bpe_from_json(spec: dict[str, Any], where: str) -> BPETokenizer:
+    """GPT-2's BPE from a tokenizer.json's ``model`` (type BPE): ``vocab`` (symbol -> id) and
+    ``merges``, best first, either as "a b" strings (transformers 4) or as [a, b] pairs
+    (transformers 5, which writes no vocab.json / merges.txt beside it)."""
+    model = spec.get("model", {})
+    vocab, merges = model.get("vocab"), model.get("merges")
+    if not isinstance(vocab, dict) or not isinstance(merges, list):
+        raise PretrainedError(f"{where}: a BPE model needs model.vocab (an object) and "
+                              "model.merges (a list)")
+    pairs = []
+    for k, merge in enumerate(merges):
+        pair = merge.split(" ") if isinstance(merge, str) else merge
+        if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(x, str)
+                                                                    for x in pair):
+            raise PretrainedError(f"{where}: model.merges[{k}] = {merge!r} is not two symbols "
+                                  '("a b" or ["a", "b"])')
+        pairs.append((pair[0], pair[1]))
+    for token in spec.get("added_tokens", []):  # <|endoftext|>, when only listed there
+        vocab.setdefault(token.get("content"), token.get("id"))
+    try:
+        return BPETokenizer(vocab, pairs)
+    except ValueError as e:
+        raise PretrainedError(f"{where}: {e}") from None
+
+
 def load_tokenizer(folder: str | Path) -> CharTokenizer | BPETokenizer:
-    """Our character tokenizer (tokenizer.json of word-level kind) or GPT-2's BPE (vocab.json +
-    merges.txt) from ``folder``."""
+    """Our character tokenizer (tokenizer.json of word-level kind) or GPT-2's BPE: from
+    tokenizer.json alone (its model.vocab and model.merges, as transformers 5 writes it), else
+    from vocab.json + merges.txt."""
     folder = Path(folder)
     path = folder / "tokenizer.json"
     if path.exists():
         spec = json.loads(path.read_text(encoding="utf-8"))
-        if spec.get("model", {}).get("type") == "WordLevel":
+        kind = spec.get("model", {}).get("type")
+        if kind == "WordLevel":
             return char_tokenizer_from_json(spec, str(path))
+        if kind == "BPE":
+            return bpe_from_json(spec, str(path))
     return BPETokenizer.from_folder(folder)
 
 
 # ---------------------------------------------------------------------------------- the API
 
-def save_pretrained(model: GPT, tokenizer: CharTokenizer, folder: str | Path) -> Path:
+def provenance(extra: dict[str, Any] | None) -> dict[str, Any]:
+    """What config.json keeps (under ``minirlhf``) of a checkpoint's making: its stage and its
+    task, so that a stage given the folder checks them as it checks a model.npz's."""
+    extra = extra or {}
+    made = {"stage": extra.get("stage"), "task": (extra.get("config") or {}).get("task")}
+    return {k: v for k, v in made.items() if v}
+
+
+def save_pretrained(model: GPT, tokenizer: CharTokenizer, folder: str | Path,
+                    extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (its language model; scalar heads are not part of one) and ``tokenizer``
-    as a Hugging Face GPT2LMHeadModel folder. Returns the folder."""
+    as a Hugging Face GPT2LMHeadModel folder; ``extra`` (a checkpoint's) gives its stage and
+    task to config.json. Returns the folder."""
     folder = Path(folder)
     save_file(folder / "model.safetensors", _trunk(model),
               metadata={"format": "pt", "written_by": "minirlhf"})
-    _write_json(folder / "config.json", hf_config(model.config))
+    _write_json(folder / "config.json", {**hf_config(model.config),
+                                         "minirlhf": provenance(extra)})
     save_tokenizer(tokenizer, folder, model.config.block_size)
     return folder
 
@@ -284,7 +327,8 @@ def from_pretrained(folder: str | Path, tokenizer: bool = True
     return model, (load_tokenizer(folder) if tokenizer else None)
 
 
-def save_reward_model(rm: RewardModel, folder: str | Path) -> Path:
+def save_reward_model(rm: RewardModel, folder: str | Path,
+                      extra: dict[str, Any] | None = None) -> Path:
     """``rm`` as a GPT2ForSequenceClassification folder (num_labels 1, its score read at the
     last non-padding token, our EOS read-out). See the module docstring for the offset."""
     if rm.readout != "eos":
@@ -303,7 +347,8 @@ def save_reward_model(rm: RewardModel, folder: str | Path) -> Path:
               metadata={"format": "pt", "written_by": "minirlhf"})
     cfg = hf_config(rm.model.config, "GPT2ForSequenceClassification")
     cfg.update(num_labels=1, id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0},
-               minirlhf_reward_offset=offset)
+               minirlhf_reward_offset=offset,
+               minirlhf=provenance({"stage": "reward", **(extra or {})}))
     _write_json(folder / "config.json", cfg)
     save_tokenizer(rm.tokenizer, folder, rm.model.config.block_size)
     return folder
@@ -327,6 +372,51 @@ def reward_model_from_pretrained(folder: str | Path) -> RewardModel:
         raise PretrainedError(f"{folder}: a minirlhf reward model reads characters; this "
                               "folder's tokenizer is GPT-2's BPE")
     return RewardModel(model, tok, gain=1.0, bias=float(cfg.get("minirlhf_reward_offset", 0.0)))
+
+
+def load_folder(folder: str | Path) -> tuple[GPT, CharTokenizer | BPETokenizer, dict[str, Any]]:
+    """(model, tokenizer, extra) from a Hugging Face folder, as ``load_model`` gives them from a
+    model.npz: a GPT2ForSequenceClassification folder is a reward model (a GPT with a reward
+    head; ``extra`` holds its gain 1, bias the offset and the EOS read-out), any other GPT-2
+    folder a policy. ``extra`` also keeps the stage and task ``export`` recorded, and the
+    folder it came from (``hugging_face``)."""
+    folder = Path(folder)
+    path = folder / "config.json"
+    if not path.exists():
+        raise PretrainedError(f"{folder}: no config.json (is it a Hugging Face model folder?)")
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    made = cfg.get("minirlhf") if isinstance(cfg.get("minirlhf"), dict) else {}
+    extra: dict[str, Any] = {"hugging_face": str(folder)}
+    if made.get("stage"):
+        extra["stage"] = made["stage"]
+    if made.get("task"):
+        extra["config"] = {"task": made["task"]}
+    if "GPT2ForSequenceClassification" in (cfg.get("architectures") or []):
+        rm = reward_model_from_pretrained(folder)
+        extra.update(stage=extra.get("stage", "reward"), gain=rm.gain, bias=rm.bias,
+                     readout=rm.readout)
+        return rm.model, rm.tokenizer, extra
+    model, tokenizer = from_pretrained(folder)
+    return model, tokenizer, extra
+
+
+def import_folder(folder: str | Path, out: str | Path) -> tuple[Path, str, GPT]:
+    """A Hugging Face folder saved as a minirlhf checkpoint: ``out`` itself when it ends in .npz,
+    else ``out``/model.npz (a stage's folder). Returns (the checkpoint's path, what it holds,
+    the model). Only a folder with our character tokenizer imports: a checkpoint keeps a
+    character tokenizer (a BPE folder is read with ``from_pretrained`` in Python)."""
+    from minirlhf.lm.checkpoint import save_model
+
+    model, tokenizer, extra = load_folder(folder)
+    if not isinstance(tokenizer, CharTokenizer):
+        raise PretrainedError(f"{folder}: its tokenizer is GPT-2's BPE; a minirlhf checkpoint "
+                              "keeps a character tokenizer (read this folder in Python with "
+                              "minirlhf.lm.pretrained.from_pretrained)")
+    out = Path(out)
+    path = out if out.suffix == ".npz" else out / "model.npz"
+    save_model(path, model, tokenizer, extra)
+    kind = "a reward model" if "reward_head" in model.scalar_heads else "a policy"
+    return path, kind, model
 
 
 def describe(folder: str | Path) -> str:
