@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -357,21 +360,40 @@ def _classroom_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Save a checkpoint as a Hugging Face folder: a policy as GPT2LMHeadModel, a reward model
-    as GPT2ForSequenceClassification, each with its tokenizer (tokenizer.json), so that
-    transformers and TRL open it (see docs/trl.md)."""
+    as GPT2ForSequenceClassification (its tokenizer appends EOS, where the score is read), each
+    with its tokenizer (tokenizer.json), generation_config.json and a README.md model card
+    (task, stage, settings, and the run's figures when the checkpoint or its run folder has
+    them), so that transformers and TRL open it (see docs/trl.md). A folder that is not empty
+    is refused unless --force, which first removes the previous model's files (config.json,
+    weights and shards, tokenizer files, generation_config.json, README.md) and nothing else."""
     from minirlhf.lm.checkpoint import load_model
-    from minirlhf.lm.pretrained import save_pretrained, save_reward_model
+    from minirlhf.lm.pretrained import model_files, save_pretrained, save_reward_model
     from minirlhf.lm.reward_model import RewardModel
 
-    model, tokenizer, extra = load_model(args.checkpoint)
-    if "reward_head" in model.scalar_heads:
-        save_reward_model(RewardModel.load(args.checkpoint), args.out_dir, extra)
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        print(f"error: {out} is a file, not a folder; export writes a folder", file=sys.stderr)
+        return 2
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        print(f"error: {out} is not empty; pass --force to replace the model files in it "
+              "(its other files are kept), or export into a new folder", file=sys.stderr)
+        return 2
+    model, tokenizer, extra = load_model(args.checkpoint)  # before removing anything
+    reward = "reward_head" in model.scalar_heads
+    rm = RewardModel.load(args.checkpoint) if reward else None
+    about = _export_about(Path(args.checkpoint), extra, reward)
+    removed = model_files(out) if out.is_dir() else []
+    for path in removed:
+        path.unlink()
+    if rm is not None:
+        save_reward_model(rm, out, about, extra=extra)
         kind = "GPT2ForSequenceClassification (a reward model)"
     else:
-        save_pretrained(model, tokenizer, args.out_dir, extra)
+        save_pretrained(model, tokenizer, out, about, extra=extra)
         kind = "GPT2LMHeadModel"
-    print(f"{args.checkpoint} -> {args.out_dir}: {kind}, {model.num_parameters():,} parameters;"
-          f" open it with transformers' from_pretrained({str(args.out_dir)!r})")
+    print((f"removed the previous model's {len(removed)} files from {out}\n" if removed else "")
+          + f"{args.checkpoint} -> {out}: {kind}, {model.num_parameters():,} parameters;"
+          f" open it with transformers' from_pretrained({str(out)!r})")
     return 0
 
 
@@ -408,6 +430,85 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print("\n" + rep.describe("the policy", config.samples_per_prompt))
     print("\n" + policy_table({args.policy: rep.to_dict()}))
     return 0
+
+
+# what each task is, for an exported model's card (docs/DESIGN's world)
+TASK_NOTES = {
+    "reviews": "short movie reviews from a grammar; a hidden gold reward scores validity, "
+               "sentiment (intensifiers, negation), repeats and rambling",
+    "arithmetic": "sums with a hint that is right half the time (`12+7=? i think 20.`); gold "
+                  "rewards the correct sum",
+    "scratchpad": "sums of 2-5 terms worked step by step (` 7+12=19, 19+5=24. answer 24.`); a "
+                  "verifier checks the final answer",
+}
+# settings that are paths on the machine that trained: the card names their last two parts
+_PATH_SETTINGS = ("init", "reward_model", "preferences", "corpus", "data")
+
+
+def _export_about(checkpoint: Path, extra: dict[str, Any], reward: bool) -> dict[str, Any]:
+    """What an exported model's card says about it: the task, the stage and its settings from
+    the checkpoint's metadata, and its figures: the run's summary.json figures when the run's
+    record of the stage names this very file (same SHA-256); else a reward model's validation
+    figures from its metadata, or a policy stage's own summary.json written after it."""
+    config = dict(extra.get("config") or {})
+    stage = extra.get("stage")
+    settings = {}
+    for key, value in config.items():
+        if key in ("out_dir", "progress"):
+            continue
+        if key in _PATH_SETTINGS and isinstance(value, str) and "/" in value:
+            value = "/".join(Path(value).parts[-2:])
+        settings[key] = value
+    task = config.get("task")
+    about: dict[str, Any] = {"stage": stage, "task": task, "task_note": TASK_NOTES.get(task, ""),
+                             "settings": settings, "figures": []}
+    figures = _run_figures(checkpoint, stage, reward) if stage else None
+    if figures is not None:
+        about["figures"].append(figures)
+    elif reward and isinstance(extra.get("val"), dict):
+        about["figures"].append({"from": "the checkpoint's validation on held-out preference "
+                                         "pairs", "values": dict(extra["val"])})
+    elif stage and not reward:
+        own = checkpoint.parent / "summary.json"
+        if own.is_file() and own.stat().st_mtime >= checkpoint.stat().st_mtime:
+            about["figures"] += _figures(own, None, "the stage's summary.json (its own "
+                                         "evaluation)")
+    return about
+
+
+def _run_figures(checkpoint: Path, stage: str, reward: bool) -> dict[str, Any] | None:
+    """The figures of the run's summary.json for the model in ``checkpoint``, if the run's
+    record of ``stage`` names this very file (its path in the run and its SHA-256)."""
+    from minirlhf.lm.checkpoint import file_digest
+    from minirlhf.records import record_path
+
+    root = checkpoint.parent.parent
+    try:
+        record = json.loads(record_path(root, stage).read_text(encoding="utf-8"))
+        if record["outputs"][os.path.relpath(checkpoint, root)] != file_digest(checkpoint):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    found = _figures(root / "summary.json", ("reward_model",) if reward else ("policies", stage),
+                     "the run's summary.json (the run's own evaluation)")
+    return found[0] if found else None
+
+
+def _figures(path: Path, keys: tuple[str, ...] | None, where: str) -> list[dict[str, Any]]:
+    """[{"from": where, "values": numbers, "ci95": intervals}] from the JSON object at ``keys``
+    in ``path``; [] if it is not there."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        for key in keys or ():
+            obj = obj[key]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if not isinstance(obj, dict):
+        return []
+    values = {k: v for k, v in obj.items() if isinstance(v, int | float)
+              and not isinstance(v, bool)}
+    ci = obj.get("ci95") if isinstance(obj.get("ci95"), dict) else {}
+    return [{"from": where, "values": values, "ci95": ci}] if values else []
 
 
 def _add_pipeline_and_course(sub: Any) -> None:
@@ -549,7 +650,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="save a checkpoint as a Hugging Face GPT-2 folder",
                        description=cmd_export.__doc__)
     p.add_argument("checkpoint", help="a model.npz (a policy or a reward model)")
-    p.add_argument("out_dir", help="the folder to write")
+    p.add_argument("out_dir", help="the folder to write (new or empty, unless --force)")
+    p.add_argument("--force", action="store_true",
+                   help="write into a folder that is not empty, first removing the previous "
+                        "model's files (config.json, weights and shards, tokenizer files, "
+                        "generation_config.json, README.md); other files are kept")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("import", help="read a Hugging Face GPT-2 folder into a checkpoint",

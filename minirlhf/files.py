@@ -172,8 +172,11 @@ def folder_meta(folder: str | Path) -> dict[str, Any]:
             model = read_json(spec_path).get("model", {})
         except InputError as e:
             raise CheckpointError(f"checkpoint {folder}: {e}") from None
-        if model.get("type") == "WordLevel":
-            by_id = sorted(model.get("vocab", {}).items(), key=lambda kv: kv[1])
+        if model.get("type") in ("Unigram", "WordLevel"):  # ours (WordLevel: an older export)
+            vocab = model.get("vocab", {})
+            if model.get("type") == "Unigram":  # [[piece, score], ...] in id order
+                vocab = {p[0]: i for i, p in enumerate(vocab) if isinstance(p, list) and p}
+            by_id = sorted(vocab.items(), key=lambda kv: kv[1])
             specials = [s for s, _ in by_id if s.startswith("<") and len(s) > 1]
             chars = "".join(s for s, _ in by_id[len(specials):])
             tokenizer = json.dumps({"type": "char", "chars": chars, "specials": specials})

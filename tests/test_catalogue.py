@@ -395,6 +395,25 @@ def test_a_policy_given_as_the_reward_model_is_one_line(finished, work):
     assert not (work / "bon").exists()  # refused before its folder was made
 
 
+
+def test_export_into_a_folder_that_is_not_empty_is_one_line_and_changes_nothing(finished,
+                                                                                   work):
+    """Export refuses a folder with anything in it, naming the folder and --force, and leaves
+    it byte for byte; --force replaces the model's files and keeps the rest (the same
+    checkpoint again: the same bytes, the run's figures in its card included)."""
+    runs, _ = finished
+    reward = runs / "tiny" / "reward" / "model.npz"
+    out = work / "hf"
+    assert run(["export", str(reward), str(out)], work).returncode == 0
+    assert "From the run's summary.json" in (out / "README.md").read_text()
+    (out / "notes.txt").write_text("mine\n")
+    before = files(out)
+    one_line_error(run(["export", str(reward), str(out)], work), str(out), "--force")
+    assert files(out) == before
+    proc = run(["export", "--force", str(reward), str(out)], work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert files(out) == before
+
 # ----------------------------------------------------------------------------- records
 def _damage_record(kind: str, run_dir: Path) -> None:
     record = run_dir / "pipeline" / "reward.json"

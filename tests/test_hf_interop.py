@@ -1,5 +1,6 @@
 """Our exported folders against the real thing: transformers loads them with the same logits and
-token ids, TRL's DPOTrainer runs from them, and our BPE agrees with Hugging Face's tokenizers.
+token ids, its text-classification pipeline gives our reward (less the stated offset), TRL's
+DPOTrainer runs from them, and our BPE agrees with Hugging Face's tokenizers.
 
 Optional: skipped unless torch and transformers are installed (CI installs neither). To run:
 ``pip install torch==2.13.0 transformers trl datasets`` in a separate environment, then
@@ -69,6 +70,35 @@ def test_transformers_scores_like_our_reward_model(exported):
     with torch.no_grad():
         theirs = hf(torch.tensor(tokens)).logits.numpy()[:, 0] + offset
     np.testing.assert_allclose(theirs, rm.score(prompts, responses), rtol=0, atol=1e-4)
+
+
+def test_the_text_classification_pipeline_gives_our_reward_less_the_stated_offset(exported):
+    """Plain transformers, no minirlhf code: the pipeline tokenizes the text (its tokenizer adds
+    <bos> and <eos>), runs GPT2ForSequenceClassification and returns the raw score (problem_type
+    regression: no sigmoid); adding the offset the model card states gives our reward."""
+    _, tok, rm, pairs, out = exported
+    folder = out / "reward"
+    offset = json.loads((folder / "config.json").read_text())["minirlhf_reward_offset"]
+    assert repr(offset) in (folder / "README.md").read_text()  # the card states the offset
+    pipe = transformers.pipeline("text-classification", model=str(folder), device="cpu")
+    hf_tok = pipe.tokenizer
+    text = pairs[0].prompt + pairs[0].chosen
+    enc = hf_tok(text)
+    assert enc["input_ids"] == tok.encode(text, bos=True, eos=True)  # ends with <eos>
+    assert "token_type_ids" not in enc  # GPT-2 would add their embedding to every position
+    batch = pairs[:16]
+    prompts = [p.prompt for p in batch] + [p.prompt for p in batch]
+    responses = [p.chosen for p in batch] + [p.rejected for p in batch]
+    ours = rm.score(prompts, responses)
+
+    def scores(results):  # one {"label", "score"} per input (a list of one in some versions)
+        return np.array([(r[0] if isinstance(r, list) else r)["score"] for r in results])
+
+    whole = scores(pipe([p + r for p, r in zip(prompts, responses, strict=True)]))
+    np.testing.assert_allclose(whole + offset, ours, rtol=0, atol=1e-5)
+    as_pairs = scores(pipe([{"text": p, "text_pair": r}
+                            for p, r in zip(prompts, responses, strict=True)]))
+    np.testing.assert_allclose(as_pairs + offset, ours, rtol=0, atol=1e-5)
 
 
 def test_trl_dpo_trainer_runs_from_the_exported_folder(exported, tmp_path):

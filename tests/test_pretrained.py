@@ -25,6 +25,7 @@ from minirlhf.lm.pretrained import (
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.lm.safetensors import SafetensorsError, load_file, read_header, save_file
 from minirlhf.lm.sampling import generate
+from minirlhf.lm.sequences import encode_pairs
 from minirlhf.lm.tokenizer import CharTokenizer
 
 TOK = CharTokenizer()
@@ -225,20 +226,110 @@ def test_reward_model_exports_with_its_gain_folded_and_its_offset_recorded(tmp_p
         save_reward_model(RewardModel(model, TOK, readout="sum"), tmp_path / "sum")
 
 
+def _hf_encode(spec: dict, text: str, pair: str | None = None) -> list[int]:
+    """What Hugging Face's fast tokenizer does with ``spec`` (a tokenizer.json), written out:
+    the pre-tokenizer's regex splits the text into pieces, each piece is looked up in the
+    model's vocabulary (a Unigram model's id is the piece's position; no unknown token), and the
+    post-processor's template puts its special tokens around the sequences."""
+    import re
+
+    assert spec["pre_tokenizer"]["type"] == "Split"
+    assert spec["pre_tokenizer"]["behavior"] == "Isolated" and not spec["pre_tokenizer"]["invert"]
+    model = spec["model"]
+    vocab = ({piece: i for i, (piece, _) in enumerate(model["vocab"])}
+             if model["type"] == "Unigram" else model["vocab"])
+    pattern = spec["pre_tokenizer"]["pattern"]["Regex"]
+    seqs = {"A": [vocab[c] for c in re.findall(pattern, text)],
+            "B": [vocab[c] for c in re.findall(pattern, pair or "")]}
+    proc = spec["post_processor"]
+    assert proc["type"] == "TemplateProcessing"
+    ids: list[int] = []
+    for piece in proc["single" if pair is None else "pair"]:
+        ((kind, body),) = piece.items()
+        assert set(body) == {"id", "type_id"}
+        ids += (seqs[body["id"]] if kind == "Sequence" else
+                proc["special_tokens"][body["id"]]["ids"])
+    return ids
+
+
 def test_tokenizer_json_reproduces_our_ids_and_reads_back():
     spec = tokenizer_json(TOK)
-    vocab = spec["model"]["vocab"]
-    assert sorted(vocab.values()) == list(range(TOK.vocab_size))
+    pieces = [p for p, _ in spec["model"]["vocab"]]
+    assert len(pieces) == TOK.vocab_size and pieces[:3] == ["<pad>", "<bos>", "<eos>"]
+    assert [TOK.stoi[c] for c in pieces[3:]] == list(range(3, TOK.vocab_size))
     text = "the movie was great, 12+7=19!"
-    # what the fast tokenizer does: split into characters, look each up, prepend BOS
-    pieces = [m for m in __import__("re").findall(spec["pre_tokenizer"]["pattern"]["Regex"], text)]
-    ids = spec["post_processor"]["special_tokens"]["<bos>"]["ids"] + [vocab[p] for p in pieces]
-    assert ids == TOK.encode(text, bos=True)
+    assert _hf_encode(spec, text) == TOK.encode(text, bos=True)  # a policy's: BOS, no EOS
     assert char_tokenizer_from_json(spec, "x").chars == TOK.chars
     bad = json.loads(json.dumps(spec))
-    bad["model"]["vocab"]["<eos>"] = 7
+    bad["model"]["vocab"][2][0] = "<end>"
     with pytest.raises(PretrainedError, match="not a minirlhf character vocabulary"):
         char_tokenizer_from_json(bad, "x/tokenizer.json")
+    # an earlier minirlhf's folder (a WordLevel vocabulary) still reads back
+    old = dict(spec, model={"type": "WordLevel", "unk_token": "<unk>",
+                            "vocab": {p: i for i, p in enumerate(pieces)}})
+    assert char_tokenizer_from_json(old, "x").chars == TOK.chars
+
+
+@pytest.mark.parametrize("reward", [False, True])
+def test_tokenizer_json_names_no_missing_unknown_token_and_a_reward_model_appends_eos(
+        tmp_path, reward):
+    model = tiny_gpt(seed=3)
+    if reward:
+        model.add_scalar_head("reward")
+        save_reward_model(RewardModel(model, TOK), tmp_path)
+    else:
+        save_pretrained(model, TOK, tmp_path)
+    spec = json.loads((tmp_path / "tokenizer.json").read_text())
+    vocab = [p for p, _ in spec["model"]["vocab"]]
+    # no dangling <unk>: an unknown token, if the model names one, is in the vocabulary
+    assert spec["model"]["type"] == "Unigram" and spec["model"]["unk_id"] is None
+    assert "<unk>" not in json.dumps(spec)
+    unk = spec["model"].get("unk_token")
+    assert unk is None or unk in vocab
+    assert [t["content"] for t in spec["added_tokens"]] == vocab[:3]
+    single = [next(iter(p.values()))["id"] for p in spec["post_processor"]["single"]]
+    assert single == (["<bos>", "A", "<eos>"] if reward else ["<bos>", "A"])
+    for text in ("the movie was great.", "12+7=? i think 20. 19.", ""):
+        ids = _hf_encode(spec, text)
+        assert ids == TOK.encode(text, bos=True, eos=reward)
+        assert (ids[-1] == TOK.eos_id) == reward
+    prompt, response = "the film is", " dull, very dull."
+    tokens, _ = encode_pairs(TOK, [prompt], [response], eos=reward)
+    assert _hf_encode(spec, prompt, response) == tokens[0].tolist()  # pipeline's text_pair
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    # GPT-2 adds wte(token_type_ids) to its input: the tokenizer must not return them
+    assert cfg["model_input_names"] == ["input_ids", "attention_mask"]
+    assert (cfg["pad_token"], cfg["bos_token"], cfg["eos_token"]) == ("<pad>", "<bos>", "<eos>")
+    if reward:
+        config = json.loads((tmp_path / "config.json").read_text())
+        assert config["problem_type"] == "regression"  # the pipeline returns the raw score
+
+
+def test_generation_config_and_the_model_card(tmp_path):
+    model = tiny_gpt(seed=5)
+    about = {"stage": "dpo", "task": "reviews", "task_note": "short movie reviews",
+             "settings": {"beta": 0.5, "init": "sft/model.npz"},
+             "figures": [{"from": "the run's summary.json", "values": {"gold_reward": 1.25},
+                          "ci95": {"gold_reward": [1.0, 1.5]}}]}
+    save_pretrained(model, TOK, tmp_path / "policy", about)
+    gen = json.loads((tmp_path / "policy" / "generation_config.json").read_text())
+    assert gen == {"bos_token_id": TOK.bos_id, "eos_token_id": TOK.eos_id,
+                   "pad_token_id": TOK.pad_id}
+    card = (tmp_path / "policy" / "README.md").read_text()
+    assert "GPT2LMHeadModel" in card and "`reviews`: short movie reviews" in card
+    assert "Stage `dpo`" in card and "| `beta` | `0.5` |" in card
+    assert "| `gold_reward` | 1.25 | [1, 1.5] |" in card
+    model.add_scalar_head("reward")
+    model.reward_head.bias.data[:] = 0.3
+    rm = RewardModel(model, TOK, gain=2.0, bias=-0.1)
+    save_reward_model(rm, tmp_path / "reward")
+    assert json.loads((tmp_path / "reward" / "generation_config.json").read_text()) == gen
+    card = (tmp_path / "reward" / "README.md").read_text()
+    offset = json.loads((tmp_path / "reward" / "config.json").read_text())[
+        "minirlhf_reward_offset"]
+    assert "GPT2ForSequenceClassification" in card and 'pipeline("text-classification"' in card
+    assert repr(offset) in card and "minirlhf_reward_offset" in card
+    assert "Not recorded in the checkpoint." in card and "records no stage" in card
 
 
 # ------------------------------------------------------------------------------- GPT-2's BPE
@@ -371,3 +462,101 @@ def test_the_export_command_writes_a_policy_or_a_reward_model(tmp_path, capsys):
         "GPT2ForSequenceClassification"]
     assert main(["export", str(tmp_path / "missing.npz"), str(tmp_path / "x")]) == 2
     assert "missing.npz does not exist" in capsys.readouterr().err
+
+
+def _snapshot(folder):
+    """{relative path: bytes} of every file under ``folder`` (folders as None)."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_export_refuses_a_folder_that_is_not_empty_unless_forced(tmp_path, capsys):
+    from minirlhf.cli import main
+    from minirlhf.lm.checkpoint import save_model
+
+    save_model(tmp_path / "policy.npz", tiny_gpt(seed=4), TOK)
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    (out / "config.json").write_text("{}\n")
+    before = _snapshot(out)
+    assert main(["export", str(tmp_path / "policy.npz"), str(out)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and str(out) in lines[0] and "--force" in lines[0], lines
+    assert lines[0].startswith("error: ") and captured.out == ""
+    assert _snapshot(out) == before  # byte for byte
+    (tmp_path / "afile").write_text("x")
+    assert main(["export", str(tmp_path / "policy.npz"), str(tmp_path / "afile")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    # an empty folder is fine
+    (tmp_path / "empty").mkdir()
+    assert main(["export", str(tmp_path / "policy.npz"), str(tmp_path / "empty")]) == 0
+
+
+def test_export_force_removes_the_old_models_files_shards_included_and_nothing_else(
+        tmp_path, capsys):
+    from minirlhf.cli import main
+    from minirlhf.lm.checkpoint import save_model
+
+    model = tiny_gpt(seed=4)
+    save_model(tmp_path / "policy.npz", model, TOK)
+    out = tmp_path / "hf"
+    out.mkdir()
+    shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    (out / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "a": shards[0], "b": shards[1], "c": "extra-shard.safetensors"}}))
+    for name in [*shards, "extra-shard.safetensors", "model-00003-of-00003.safetensors",
+                 "vocab.json", "merges.txt", "README.md", "generation_config.json",
+                 "config.json", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json"]:
+        (out / name).write_text("old")
+    (out / "notes.txt").write_text("mine\n")
+    (out / "other.safetensors").write_text("not the model's")
+    (out / "sub").mkdir()
+    (out / "sub" / "config.json").write_text("kept")
+    assert main(["export", "--force", str(tmp_path / "policy.npz"), str(out)]) == 0
+    assert "removed the previous model's 13 files" in capsys.readouterr().out
+    names = {p.name for p in out.iterdir()}
+    assert names == {"notes.txt", "other.safetensors", "sub", "config.json", "model.safetensors",
+                     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                     "generation_config.json", "README.md"}
+    assert (out / "notes.txt").read_text() == "mine\n"
+    assert (out / "sub" / "config.json").read_text() == "kept"
+    assert (out / "other.safetensors").read_text() == "not the model's"
+    back, _ = from_pretrained(out)
+    idx = TOK.encode_batch(["the end."])
+    np.testing.assert_array_equal(back(idx).data, model(idx).data)
+
+
+def test_the_model_card_gives_the_runs_figures_only_for_the_very_file_the_run_made(
+        tmp_path, capsys):
+    from minirlhf.cli import main
+    from minirlhf.lm.checkpoint import file_digest, save_model
+
+    run = tmp_path / "run"
+    (run / "sft").mkdir(parents=True)
+    (run / "pipeline").mkdir()
+    ckpt = run / "sft" / "model.npz"
+    save_model(ckpt, tiny_gpt(seed=4), TOK, extra={
+        "stage": "sft", "config": {"task": "reviews", "lr": 0.001, "steps": 300,
+                                   "out_dir": "/somewhere/run/sft",
+                                   "init": "/somewhere/run/pretrain/model.npz"}})
+    (run / "pipeline" / "sft.json").write_text(json.dumps(
+        {"stage": "sft", "outputs": {"sft/model.npz": file_digest(ckpt)}}))
+    (run / "summary.json").write_text(json.dumps({"policies": {"sft": {
+        "gold_reward": -0.125, "win_rate_vs_sft": 0.5, "ci95": {"gold_reward": [-0.5, 0.25]}}},
+        "reward_model": {"accuracy": 0.75}}))
+    assert main(["export", str(ckpt), str(tmp_path / "a")]) == 0
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert "`reviews`: short movie reviews" in card and "Stage `sft`" in card
+    assert "| `lr` | `0.001` |" in card and "| `init` | `\"pretrain/model.npz\"` |" in card
+    assert "out_dir" not in card and "/somewhere" not in card
+    assert "| `gold_reward` | -0.125 | [-0.5, 0.25] |" in card
+    assert "accuracy" not in card
+    # another file at the same place (retrained since): the run's figures are not its figures
+    save_model(ckpt, tiny_gpt(seed=5), TOK, extra={"stage": "sft", "config": {"task": "reviews"}})
+    assert main(["export", str(ckpt), str(tmp_path / "b")]) == 0
+    card = (tmp_path / "b" / "README.md").read_text()
+    assert "gold_reward" not in card and "record no figures" in card
+    capsys.readouterr()

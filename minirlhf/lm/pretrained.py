@@ -7,6 +7,7 @@ A Hugging Face model folder holds
     model.safetensors    the weights, by GPT-2's tensor names (minirlhf.lm.safetensors)
     tokenizer.json, tokenizer_config.json, special_tokens_map.json     (our character tokenizer)
     or vocab.json + merges.txt, or tokenizer.json alone (transformers 5) (GPT-2's BPE)
+    generation_config.json, README.md    (ours: EOS and PAD for generate; the model card)
 
 ``load_folder`` reads either kind of folder as ``load_model`` reads a model.npz (what every
 stage's ``init=`` / ``reward_model=`` and the ``import`` command use).
@@ -18,17 +19,19 @@ prefix and carries buffers we do not use (``h.0.attn.bias``, the causal mask; ``
 both forms load.
 
 The reward model exports as ``GPT2ForSequenceClassification``: its ``score`` is a (1, C) weight
-with no bias, read at each row's last non-padding token (our EOS read-out). Our normalised
-score is gain * (h . w + b) + bias, so ``score.weight = gain * w`` and the constant
+with no bias, read at each row's last non-padding token (our EOS read-out; its tokenizer appends
+EOS to every text, so transformers' text-classification pipeline reads the right token). Our
+normalised score is gain * (h . w + b) + bias, so ``score.weight = gain * w`` and the constant
 ``gain * b + bias`` has nowhere to go: a Hugging Face reward is ours minus that constant
-(``minirlhf_reward_offset`` in config.json; our loader adds it back). A constant changes no
-comparison (Bradley-Terry, best-of-n, GRPO's group advantages, whitened PPO advantages) but does
-shift the raw reward PPO adds to the KL penalty.
+(``minirlhf_reward_offset`` in config.json, stated in the model card; our loader adds it
+back). A constant changes no comparison (Bradley-Terry, best-of-n, GRPO's group advantages,
+whitened PPO advantages) but does shift the raw reward PPO adds to the KL penalty.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -181,13 +184,33 @@ def _trunk(model: GPT) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------------------- tokenizer
 
-def tokenizer_json(tokenizer: CharTokenizer) -> dict[str, Any]:
-    """Our character tokenizer as a Hugging Face fast-tokenizer file: a word-level vocabulary
-    whose words are single characters (the pre-tokenizer splits the text into characters), BOS
-    prepended by the post-processor, ids equal to ours."""
-    vocab = {s: i for i, s in enumerate(SPECIALS)}
-    vocab.update(tokenizer.stoi)
-    bos = SPECIALS[BOS]
+def _template(eos: bool) -> dict[str, Any]:
+    """The post-processor: BOS before the text, and EOS after it when ``eos`` (a reward model,
+    whose score is read at EOS). A pair of texts (prompt, response) is joined as one."""
+    bos_tok, eos_tok = SPECIALS[BOS], SPECIALS[EOS]
+    head = [{"SpecialToken": {"id": bos_tok, "type_id": 0}},
+            {"Sequence": {"id": "A", "type_id": 0}}]
+    pair = [*head, {"Sequence": {"id": "B", "type_id": 1}}]
+    specials = {bos_tok: {"id": bos_tok, "ids": [BOS], "tokens": [bos_tok]}}
+    if eos:
+        head = [*head, {"SpecialToken": {"id": eos_tok, "type_id": 0}}]
+        pair = [*pair, {"SpecialToken": {"id": eos_tok, "type_id": 1}}]
+        specials[eos_tok] = {"id": eos_tok, "ids": [EOS], "tokens": [eos_tok]}
+    return {"type": "TemplateProcessing", "single": head, "pair": pair,
+            "special_tokens": specials}
+
+
+def tokenizer_json(tokenizer: CharTokenizer, eos: bool = False) -> dict[str, Any]:
+    """Our character tokenizer as a Hugging Face fast-tokenizer file: the pre-tokenizer splits
+    the text into characters, each looked up in a vocabulary of single characters with ids equal
+    to ours; the post-processor prepends BOS (and appends EOS when ``eos``: a reward model).
+
+    The vocabulary is a ``Unigram`` model with no unknown token (``unk_id`` null): as our own
+    tokenizer, it refuses a character outside the alphabet ("Encountered an unknown token")
+    rather than mapping it to a token the model never saw. (A ``WordLevel`` model must name an
+    unknown token, and our vocabulary has none to name.) Every piece is one character, so the
+    scores (all 0) never choose between segmentations."""
+    vocab = [*SPECIALS, *tokenizer.chars]  # id = position, as ours
     return {
         "version": "1.0", "truncation": None, "padding": None,
         "added_tokens": [{"id": i, "content": s, "single_word": False, "lstrip": False,
@@ -196,22 +219,24 @@ def tokenizer_json(tokenizer: CharTokenizer) -> dict[str, Any]:
         "normalizer": None,
         "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "."}, "behavior": "Isolated",
                           "invert": False},
-        "post_processor": {
-            "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
-                       {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": bos, "type_id": 0}},
-                     {"Sequence": {"id": "A", "type_id": 0}},
-                     {"Sequence": {"id": "B", "type_id": 1}}],
-            "special_tokens": {bos: {"id": bos, "ids": [BOS], "tokens": [bos]}}},
+        "post_processor": _template(eos),
         "decoder": {"type": "Fuse"},
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
+        "model": {"type": "Unigram", "unk_id": None, "vocab": [[s, 0.0] for s in vocab],
+                  "byte_fallback": False},
     }
 
 
 def char_tokenizer_from_json(spec: dict[str, Any], where: str) -> CharTokenizer:
-    """Read back a tokenizer.json written by ``tokenizer_json``."""
-    vocab = spec.get("model", {}).get("vocab", {})
+    """Read back a tokenizer.json written by ``tokenizer_json`` (or by an earlier minirlhf, whose
+    vocabulary was a ``WordLevel`` model)."""
+    model = spec.get("model", {})
+    if model.get("type") == "Unigram":
+        pieces = model.get("vocab", [])
+        vocab = {p[0]: i for i, p in enumerate(pieces) if isinstance(p, list) and p}
+        if len(vocab) != len(pieces):
+            vocab = {}
+    else:
+        vocab = model.get("vocab", {})
     by_id = sorted(vocab.items(), key=lambda kv: kv[1])
     if [i for _, i in by_id] != list(range(len(by_id))) or \
             tuple(s for s, _ in by_id[:len(SPECIALS)]) != SPECIALS:
@@ -220,21 +245,26 @@ def char_tokenizer_from_json(spec: dict[str, Any], where: str) -> CharTokenizer:
                               "character per id)")
     chars = [s for s, _ in by_id[len(SPECIALS):]]
     if any(len(c) != 1 for c in chars):
-        raise PretrainedError(f"{where}: word-level vocabulary with multi-character words")
+        raise PretrainedError(f"{where}: a vocabulary with multi-character words")
     return CharTokenizer("".join(chars))
 
 
-def save_tokenizer(tokenizer: CharTokenizer, folder: str | Path, max_length: int) -> None:
-    """tokenizer.json, tokenizer_config.json and special_tokens_map.json for ``folder``."""
+def save_tokenizer(tokenizer: CharTokenizer, folder: str | Path, max_length: int,
+                   eos: bool = False) -> None:
+    """tokenizer.json, tokenizer_config.json and special_tokens_map.json for ``folder``
+    (``eos``: the tokenizer appends EOS to every text, for a reward model). The tokenizer
+    returns input_ids and attention_mask only: GPT-2 adds the embedding of any token_type_ids
+    it is given to every position, which our models never saw."""
     folder = Path(folder)
-    pad, bos, eos = SPECIALS
-    _write_json(folder / "tokenizer.json", tokenizer_json(tokenizer))
+    pad, bos, eos_tok = SPECIALS
+    _write_json(folder / "tokenizer.json", tokenizer_json(tokenizer, eos))
     _write_json(folder / "tokenizer_config.json", {
         "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length,
-        "pad_token": pad, "bos_token": bos, "eos_token": eos, "padding_side": "right",
+        "pad_token": pad, "bos_token": bos, "eos_token": eos_tok, "padding_side": "right",
+        "model_input_names": ["input_ids", "attention_mask"],
         "clean_up_tokenization_spaces": False})
     _write_json(folder / "special_tokens_map.json",
-                {"pad_token": pad, "bos_token": bos, "eos_token": eos})
+                {"pad_token": pad, "bos_token": bos, "eos_token": eos_tok})
 
 
 def bpe_from_json(spec: dict[str, Any], where: str) -> BPETokenizer:
@@ -271,11 +301,87 @@ def load_tokenizer(folder: str | Path) -> CharTokenizer | BPETokenizer:
     if path.exists():
         spec = json.loads(path.read_text(encoding="utf-8"))
         kind = spec.get("model", {}).get("type")
-        if kind == "WordLevel":
+        if kind in ("Unigram", "WordLevel"):
             return char_tokenizer_from_json(spec, str(path))
         if kind == "BPE":
             return bpe_from_json(spec, str(path))
     return BPETokenizer.from_folder(folder)
+
+
+# ---------------------------------------------------------------------------------- the folder
+
+# The files a model folder of ours, or of GPT-2 in the Hugging Face layout, consists of; the
+# weights may also be shards named by model.safetensors.index.json (SHARD, their usual names).
+MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json",
+               "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+               "vocab.json", "merges.txt", "generation_config.json", "README.md")
+SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+
+
+def model_files(folder: str | Path) -> list[Path]:
+    """The files of the model in ``folder`` (see MODEL_FILES), its shards included: what
+    ``export --force`` removes before writing. Nothing else in the folder is listed."""
+    folder = Path(folder)
+    names = set(MODEL_FILES)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+            names.update(Path(v).name for v in weight_map.values() if isinstance(v, str))
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            pass  # an unreadable index: the shards are still found by their names
+    return sorted(p for p in folder.iterdir() if p.is_file() and
+                  (p.name in names or SHARD.fullmatch(p.name)))
+
+
+def generation_config(pad: int = PAD, bos: int = BOS, eos: int = EOS) -> dict[str, Any]:
+    """generation_config.json: transformers' ``generate`` stops at EOS and pads with PAD."""
+    return {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad}
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def model_card(title: str, lines: list[str], about: dict[str, Any] | None) -> str:
+    """README.md: ``title``, what the folder is and how to use it (``lines``), then what
+    ``about`` records: ``task`` and ``task_note``, the ``stage`` and its ``settings``, and
+    ``figures`` (a list of {"from": where, "values": {name: number}, "ci95": {name: [lo, hi]}}).
+    No dates or timings: the same checkpoint gives the same card."""
+    about = about or {}
+    out = [f"# {title}", "", *lines, ""]
+    task, stage = about.get("task"), about.get("stage")
+    out += ["## Task", ""]
+    out += [f"`{task}`" + (f": {about['task_note']}" if about.get("task_note") else "") + "."
+            if task else "Not recorded in the checkpoint.", ""]
+    out += ["## Training", ""]
+    if stage:
+        out += [f"Stage `{stage}` of minirlhf, with these settings:", "",
+                "| setting | value |", "|---|---|"]
+        out += [f"| `{k}` | `{json.dumps(v)}` |"
+                for k, v in sorted(about.get("settings", {}).items())]
+    else:
+        out += ["The checkpoint records no stage or settings."]
+    out += ["", "## Figures", ""]
+    figures = about.get("figures") or []
+    if not figures:
+        out += ["The checkpoint and its run folder record no figures for it."]
+    for fig in figures:
+        ci = fig.get("ci95", {})
+        out += [f"From {fig['from']}:", "", "| figure | value | 95% interval |", "|---|---:|---|"]
+        out += [f"| `{k}` | {_fmt(v)} | "
+                + (f"[{_fmt(ci[k][0])}, {_fmt(ci[k][1])}]"
+                   if isinstance(ci.get(k), list) and len(ci[k]) == 2 else "") + " |"
+                for k, v in fig["values"].items()]
+        out += [""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    data = text.encode("utf-8")
+    atomic_write(path, lambda f: f.write(data))
 
 
 # ---------------------------------------------------------------------------------- the API
@@ -289,9 +395,11 @@ def provenance(extra: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def save_pretrained(model: GPT, tokenizer: CharTokenizer, folder: str | Path,
+                    about: dict[str, Any] | None = None, *,
                     extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (its language model; scalar heads are not part of one) and ``tokenizer``
-    as a Hugging Face GPT2LMHeadModel folder; ``extra`` (a checkpoint's) gives its stage and
+    as a Hugging Face GPT2LMHeadModel folder, with generation_config.json and a README.md model
+    card (``about``: what ``model_card`` reads); ``extra`` (a checkpoint's) gives its stage and
     task to config.json. Returns the folder."""
     folder = Path(folder)
     save_file(folder / "model.safetensors", _trunk(model),
@@ -299,6 +407,26 @@ def save_pretrained(model: GPT, tokenizer: CharTokenizer, folder: str | Path,
     _write_json(folder / "config.json", {**hf_config(model.config),
                                          "minirlhf": provenance(extra)})
     save_tokenizer(tokenizer, folder, model.config.block_size)
+    _write_json(folder / "generation_config.json", generation_config())
+    c = model.config
+    _write_text(folder / "README.md", model_card("A minirlhf policy", [
+        f"A GPT-2-shaped language model trained with minirlhf (RLHF from scratch in NumPy), "
+        f"exported as `GPT2LMHeadModel`: {model.num_parameters():,} parameters, {c.n_layer} "
+        f"layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size} tokens, one token "
+        f"per character ({c.vocab_size} tokens: `<pad>` 0, `<bos>` 1, `<eos>` 2, then the "
+        "alphabet).",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        'model = AutoModelForCausalLM.from_pretrained("FOLDER")',
+        'tok = AutoTokenizer.from_pretrained("FOLDER")  # prepends <bos>',
+        'ids = tok("the movie was", return_tensors="pt")',
+        "out = model.generate(**ids, do_sample=True, max_new_tokens=80)  # stops at <eos>",
+        "print(tok.decode(out[0], skip_special_tokens=True))",
+        "```",
+        "",
+        "The tokenizer knows only the alphabet: another character is an error, as in minirlhf.",
+    ], about))
     return folder
 
 
@@ -328,9 +456,12 @@ def from_pretrained(folder: str | Path, tokenizer: bool = True
 
 
 def save_reward_model(rm: RewardModel, folder: str | Path,
+                      about: dict[str, Any] | None = None, *,
                       extra: dict[str, Any] | None = None) -> Path:
     """``rm`` as a GPT2ForSequenceClassification folder (num_labels 1, its score read at the
-    last non-padding token, our EOS read-out). See the module docstring for the offset."""
+    last non-padding token, our EOS read-out, which its tokenizer appends), with
+    generation_config.json and a README.md model card (``about``: what ``model_card`` reads).
+    See the module docstring for the offset."""
     if rm.readout != "eos":
         raise ValueError(f"save_reward_model: readout {rm.readout!r} has no Hugging Face "
                          "counterpart (GPT2ForSequenceClassification reads one token)")
@@ -346,11 +477,38 @@ def save_reward_model(rm: RewardModel, folder: str | Path,
     save_file(folder / "model.safetensors", {**_trunk(rm.model), "score.weight": score},
               metadata={"format": "pt", "written_by": "minirlhf"})
     cfg = hf_config(rm.model.config, "GPT2ForSequenceClassification")
+    # problem_type "regression": transformers' text-classification pipeline then returns the
+    # raw score (with one label and no problem type it would apply a sigmoid)
     cfg.update(num_labels=1, id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0},
-               minirlhf_reward_offset=offset,
+               problem_type="regression", minirlhf_reward_offset=offset,
                minirlhf=provenance({"stage": "reward", **(extra or {})}))
     _write_json(folder / "config.json", cfg)
-    save_tokenizer(rm.tokenizer, folder, rm.model.config.block_size)
+    save_tokenizer(rm.tokenizer, folder, rm.model.config.block_size, eos=True)
+    _write_json(folder / "generation_config.json", generation_config())
+    c = rm.model.config
+    _write_text(folder / "README.md", model_card("A minirlhf reward model", [
+        f"A reward model trained with minirlhf (RLHF from scratch in NumPy), exported as "
+        f"`GPT2ForSequenceClassification` with one label: {rm.model.num_parameters():,} "
+        f"parameters, {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context "
+        f"{c.block_size} tokens, one token per character ({c.vocab_size} tokens: `<pad>` 0, "
+        "`<bos>` 1, `<eos>` 2, then the alphabet).",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        'rm = pipeline("text-classification", model="FOLDER")',
+        'rm("the movie was great.")  # or rm({"text": prompt, "text_pair": response})',
+        "```",
+        "",
+        "The tokenizer puts `<bos>` before the text and `<eos>` after it, and the score is read "
+        "at that `<eos>`, as minirlhf reads it; the text is the prompt followed by the response. "
+        "The pipeline returns the raw score (`problem_type` is `regression`, so no sigmoid).",
+        "",
+        f"**Offset.** The score is minirlhf's reward minus a constant, {offset!r} "
+        "(`minirlhf_reward_offset` in config.json): `score` has no bias to hold it. Add it back "
+        "for minirlhf's figures; rankings, best-of-n and Bradley-Terry probabilities do not "
+        "change, PPO's raw reward does. The tokenizer knows only the alphabet: another "
+        "character is an error, as in minirlhf.",
+    ], about))
     return folder
 
 
