@@ -506,5 +506,13 @@ def aggregate_seeds(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         out["policies"] = {name: figures_over_seeds([s["policies"][name] for s in summaries])
                            for name in summaries[0]["policies"]}
     if isinstance(summaries[0].get("reward_model"), dict):
-        out["reward_model"] = figures_over_seeds([s["reward_model"] for s in summaries])
+        rms = [s["reward_model"] for s in summaries]
+        out["reward_model"] = figures_over_seeds(rms)
+        if all(rm.get(k) is None for rm in rms for k in DATA_GOLD_KEYS):  # data without gold:
+            out["reward_model"].update(dict.fromkeys(DATA_GOLD_KEYS))  # null, as in each seed's
     return out
+
+
+# The reward model's figures that need the data's gold or label probabilities (null in
+# summary.json, "not available" in report.md, when the preference file has neither).
+DATA_GOLD_KEYS = ("ceiling", "expected_accuracy", "gold_accuracy")
