@@ -113,3 +113,20 @@ def test_preferences_writes_kto_s_unpaired_file(tiny_pretrained, tmp_path):
     # a gold-free file splits too: its lines carry no gold
     plain = load_jsonl(gold_free_copy(tmp_path / "plain.jsonl", 4))
     assert [e.gold for e in pairs_to_unpaired(plain)] == [None] * 8
+
+
+def test_rankings_without_gold_say_so_and_keep_their_ceiling_n_a(tiny_pretrained, tmp_path):
+    """A ranking has no simple ceiling whatever its fields ("n/a", as ever); its missing gold
+    is said."""
+    path = tmp_path / "ranked.jsonl"
+    rows = [json.loads(line) for line in EXAMPLE.read_text().splitlines()[:64]]
+    path.write_text("".join(json.dumps({"prompt": r["prompt"], "ranked": [
+        r["chosen"], r["rejected"], r["rejected"] + " the end."]}) + "\n" for r in rows))
+    cfg = reward_stage.RewardConfig(preferences=str(path), init=tiny_pretrained,
+                                    out_dir=str(tmp_path / "rm"), epochs=1, batch_size=16,
+                                    norm_samples=32, corr_samples=32, progress=False)
+    r = reward_stage.train_reward(cfg)
+    assert r.ranking_size == 3 and not r.data_gold and r.data_label_p
+    section = "\n".join(reward_stage.report(reward_stage.record(r, cfg)))
+    assert "the ceiling **n/a**" in section and f"gold preferences: {NO_GOLD}" in section
+    assert NO_LABEL_P not in reward_stage.show(r, cfg)

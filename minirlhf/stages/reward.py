@@ -399,7 +399,8 @@ def _measure(rm: RewardModel, train: list[PreferencePair], val: list[PreferenceP
     calibration and a few held-out examples, in normalized units; into ``result``."""
     val_scores = pair_scores(rm, val)  # scored once: the metrics and the calibration share them
     result.val_metrics = pair_metrics(rm, val, val_scores)
-    result.data_gold, result.data_label_p = has_gold(val), has_label_p(val)
+    result.data_gold = has_gold(val)  # rankings: no ceiling whatever their fields (no flag)
+    result.data_label_p = has_label_p(val) or result.ranking_size > 2
     result.warnings = [w for w in [warn_if_at_chance(result.val_metrics["accuracy"], len(val))]
                        if w]
     result.train_accuracy = pair_metrics(rm, train[:TRAIN_ACCURACY_PAIRS])["accuracy"]
