@@ -125,6 +125,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     report. Stages already done with the same config are skipped (--force redoes them)."""
     from minirlhf.config import SEEDS_RANGE, check_range
     from minirlhf.pipeline import PipelineConfig, run_pipeline, stage_configs
+    from minirlhf.world.preference_data import NO_GOLD, figure
 
     _logging(args)
     check_range("pipeline", "--seeds", args.seeds, SEEDS_RANGE)
@@ -141,7 +142,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         print(f"{name:<12}{p['gold_reward']:>8.3f}{p['win_rate_vs_sft']:>17.1%}"
               f"{p['kl_to_ref']:>11.2f}{p['valid_rate']:>8.1%}")
     rm = r.summary["reward_model"]
-    print(f"reward model: held-out accuracy {rm['accuracy']:.1%} (ceiling {rm['ceiling']:.1%})")
+    bare = all(rm[k] is None for k in ("ceiling", "expected_accuracy", "gold_accuracy"))
+    print(f"reward model: held-out accuracy {rm['accuracy']:.1%} (ceiling "  # bare: a file
+          f"{figure(rm['ceiling'], '.1%', NO_GOLD if bare else 'n/a')})")  # of plain pairs
     print(f"\nran {', '.join(r.ran) or 'nothing'}; skipped {', '.join(r.skipped) or 'nothing'}; "
           f"{r.seconds:.0f} s")
     print(f"report: {r.report}")

@@ -46,15 +46,25 @@ class ConfigError(ValueError):
 
 # ---------------------------------------------------------------------------- settings
 def setting(default: Any, help: str, range: str | None = None,  # noqa: A002 (argparse's word)
-            choices: Sequence[str] | None = None) -> Any:
+            choices: Sequence[str] | None = None, added: bool = False) -> Any:
     """A config field with its help text and, optionally, its allowed range or choices.
 
     ``range`` is written as an interval: "[" and "]" are closed ends, "(" and ")" open ones, e.g.
-    "(0, 1)" or "[1, inf)". ``choices`` lists the allowed strings."""
+    "(0, 1)" or "[1, inf)". ``choices`` lists the allowed strings. ``added``: a setting added
+    after runs were made, whose default does what those runs did; at its default it is left out
+    of a run's fingerprint (``unchanged_by_default``), so those runs stay valid."""
     if range is not None:
         _interval(range)  # a malformed range is a bug in the library: fail at import
     return field(default=default, metadata={"help": help, "range": range,
-                                            "choices": tuple(choices) if choices else None})
+                                            "choices": tuple(choices) if choices else None,
+                                            "added": added})
+
+
+def unchanged_by_default(config: Any) -> set[str]:
+    """The settings of ``config`` declared ``added`` that hold their default: what a run's
+    fingerprint leaves out, as runs made before the setting existed did not have it."""
+    return {f.name for f in dataclasses.fields(config)
+            if f.metadata.get("added") and getattr(config, f.name) == f.default}
 
 
 def _interval(spec: str) -> tuple[float, float, bool, bool]:

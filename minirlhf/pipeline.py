@@ -41,6 +41,7 @@ from minirlhf.config import (
     command_hint,
     run_path,
     setting,
+    unchanged_by_default,
 )
 from minirlhf.evaluation import (
     POLICY_KEYS,
@@ -136,12 +137,14 @@ def fingerprints(cfgs: dict[str, Any], root: Path, threads: int) -> dict[str, st
     """A hash of each stage's config, of the BLAS thread count (results depend on it, see
     ``blas_threads``) and of its upstream stages' fingerprints. Paths inside the run folder
     count relative to it (a moved or copied run folder stays valid), and progress bars do not
-    change results, so they are left out."""
+    change results, so they are left out, as are settings added later at their default
+    (``unchanged_by_default``: runs made before them stay valid)."""
     prefix = str(root) + os.sep
     out: dict[str, str] = {}
     for stage in STAGES:
+        left_out = {"progress"} | unchanged_by_default(cfgs[stage])
         fields = {k: (v.replace(prefix, "<run>/") if isinstance(v, str) else v)
-                  for k, v in asdict(cfgs[stage]).items() if k != "progress"}
+                  for k, v in asdict(cfgs[stage]).items() if k not in left_out}
         text = json.dumps({"stage": stage, "config": fields, "blas_threads": threads,
                            "upstream": [out[d] for d in depends_on(stage)]}, sort_keys=True)
         out[stage] = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -506,5 +509,13 @@ def aggregate_seeds(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         out["policies"] = {name: figures_over_seeds([s["policies"][name] for s in summaries])
                            for name in summaries[0]["policies"]}
     if isinstance(summaries[0].get("reward_model"), dict):
-        out["reward_model"] = figures_over_seeds([s["reward_model"] for s in summaries])
+        rms = [s["reward_model"] for s in summaries]
+        out["reward_model"] = figures_over_seeds(rms)
+        if all(rm.get(k) is None for rm in rms for k in DATA_GOLD_KEYS):  # data without gold:
+            out["reward_model"].update(dict.fromkeys(DATA_GOLD_KEYS))  # null, as in each seed's
     return out
+
+
+# The reward model's figures that need the data's gold or label probabilities (null in
+# summary.json, "not available" in report.md, when the preference file has neither).
+DATA_GOLD_KEYS = ("ceiling", "expected_accuracy", "gold_accuracy")

@@ -19,6 +19,7 @@ from minirlhf.files import read_cache
 from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.plots import plot_points_with_intervals, plot_reward_vs_kl
 from minirlhf.registry import STAGES, policy_stages
+from minirlhf.world.preference_data import NO_GOLD
 
 log = logging.getLogger("minirlhf.report")
 
@@ -207,11 +208,14 @@ def write_seeds_report(root: str | Path, summary: dict[str, Any], seed_dirs: lis
     rm = summary.get("reward_model")
     if rm:
         ci = rm["ci95"]
+        bare = all(k in rm and rm[k] is None for k in ("ceiling", "expected_accuracy",
+                                                       "gold_accuracy"))
         lines += ["", "## The reward model", "",
                   "| held-out accuracy | ceiling | accuracy vs gold | r with gold |",
                   "|---:|---:|---:|---:|",
                   "| " + " | ".join(
-                      with_interval(rm[k], ci[k], spec) if k in ci else "n/a"
+                      with_interval(rm[k], ci[k], spec) if k in ci
+                      else NO_GOLD if bare and k != "gold_correlation" else "n/a"
                       for k, spec in (("accuracy", ".1%"), ("ceiling", ".1%"),
                                       ("gold_accuracy", ".1%"), ("gold_correlation", ".3f")))
                   + " |"]

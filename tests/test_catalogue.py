@@ -1454,3 +1454,38 @@ def test_a_course_record_cut_short_is_named_and_its_job_runs_again(tmp_path, wor
            "job runs again" in proc.stderr
     assert re.search(r"\n  pipeline +to run", proc.stdout), proc.stdout
     assert files(tmp_path / "runs") == before
+
+
+# ------------------------------------------------------------- data without gold (issue 41)
+def test_the_pipeline_on_data_without_gold_reports_it_not_available(finished, tmp_path, work):
+    """Plain prompt/chosen/rejected lines (as public datasets are) for the reward model and DPO:
+    every stage finishes (the pipeline once ended with a TypeError), the figures that need the
+    data's gold are null in summary.json and "not available" in report.md and the last line,
+    the others are there as usual."""
+    from test_gold_free import gold_free_copy
+
+    runs = copy_run(finished, tmp_path)
+    plain = gold_free_copy(tmp_path / "plain.jsonl")
+    proc = run(pipeline(runs, "--set", f"reward.preferences={plain}",
+                        f"dpo.preferences={plain}"), work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ran reward, best_of_n, ppo, dpo;" in proc.stdout  # upstream of them: kept
+    assert "(ceiling not available (the data has no gold))" in proc.stdout
+    summary = json.loads((runs / "tiny" / "summary.json").read_text())
+    rm = summary["reward_model"]
+    assert rm["ceiling"] is None and rm["expected_accuracy"] is None
+    assert rm["gold_accuracy"] is None and 0 <= rm["accuracy"] <= 1
+    assert all(p["gold_reward"] is not None for p in summary["policies"].values())
+    report = (runs / "tiny" / "report.md").read_text()
+    assert "Against gold preferences: not available (the data has no gold)." in report
+    assert "not available (the data has no label probabilities)" in report
+
+
+def test_an_unpaired_preference_file_in_the_pipeline_is_refused_before_work(finished, tmp_path,
+                                                                           work):
+    runs = copy_run(finished, tmp_path)
+    before = files(runs / "tiny")
+    proc = run(pipeline(runs, "--set", "preferences.format=unpaired"), work)
+    one_line_error(proc, "reward: RewardConfig: reward training needs chosen/rejected pairs",
+                   "preferences.format = unpaired")
+    assert files(runs / "tiny") == before

@@ -338,3 +338,20 @@ def test_a_stage_command_is_estimated_for_its_model_s_size(finished):
     assert estimate_stage("sft", dataclasses.replace(cfg, steps=cfg.steps * 3)) == \
         pytest.approx(3 * STAGES["sft"].seconds["tiny"])
     assert estimate_stage("kto", KTOConfig()) is None  # beyond the pipeline: no time known
+
+
+def test_a_setting_added_later_leaves_the_fingerprint_at_its_default(tmp_path):
+    """preferences.format came after runs were made: at its default ("pairs", what they did) it
+    is left out of the fingerprint, so those runs stay valid; another value changes it."""
+    import dataclasses
+
+    from minirlhf.config import unchanged_by_default
+    from minirlhf.pipeline import PipelineConfig, fingerprints, stage_configs
+
+    cfgs = stage_configs(PipelineConfig(preset="tiny"))
+    assert unchanged_by_default(cfgs["preferences"]) == {"format"}
+    base = fingerprints(cfgs, tmp_path, 1)
+    other = {**cfgs, "preferences": dataclasses.replace(cfgs["preferences"], format="unpaired")}
+    changed = fingerprints(other, tmp_path, 1)
+    assert changed["preferences"] != base["preferences"]
+    assert changed["pretrain"] == base["pretrain"] and changed["sft"] == base["sft"]

@@ -98,6 +98,10 @@ class DPOConfig(PreferenceInputs, OfflineSettings, PolicySettings):
             self.check_data(self.online_pairs // self.online_rounds)
         elif (upstream or {}).get("preferences") is not None:
             prefs = upstream["preferences"]
+            if getattr(prefs, "format", "pairs") == "unpaired":
+                raise ConfigError("DPOConfig: offline DPO trains on chosen/rejected pairs, and "
+                                  "preferences.format = unpaired writes thumbs-up/down lines; "
+                                  "set it to pairs (or train DPO online)")
             if prefs.ranking_size > 2:
                 raise ConfigError(f"DPOConfig: offline DPO trains on chosen/rejected pairs, and "
                                   f"preferences.ranking_size = {prefs.ranking_size} makes "

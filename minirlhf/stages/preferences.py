@@ -1,7 +1,10 @@
 """Stage: a preference dataset. Two responses of the SFT policy per prompt, labelled by simulated
 raters, written as JSON Lines in TRL's format (see ``minirlhf.world.preference_data``). With
 ``ranking_size`` K > 2, K responses per prompt ranked by the raters (Plackett-Luce), as
-InstructGPT collected its labels; the reward stage trains on either.
+InstructGPT collected its labels; the reward stage trains on either. With ``format=unpaired``
+each labelled pair is written as two unpaired lines, its chosen response a thumbs-up and its
+rejected one a thumbs-down (``pairs_to_unpaired``, as KTO's paper makes unpaired data from
+pairs; TRL's ``{"prompt", "completion", "label"}``), the file the KTO stage reads.
 
 Entry point: ``build_preference_data(config) -> PreferenceResult``.
 """
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from minirlhf.config import Stage, StageConfig, check_fits, run_path, setting
+from minirlhf.config import ConfigError, Stage, StageConfig, check_fits, run_path, setting
 from minirlhf.lm.checkpoint import held_writes, load_model
 from minirlhf.lm.sampling import generate_text
 from minirlhf.streams import stream
@@ -26,6 +29,7 @@ from minirlhf.world.preference_data import (
     dataset_stats,
     label_pairs,
     label_rankings,
+    pairs_to_unpaired,
     ranking_stats,
     save_jsonl,
 )
@@ -33,6 +37,9 @@ from minirlhf.world.raters import PRESETS as RATER_PRESETS
 from minirlhf.world.raters import get_panel
 
 log = logging.getLogger("minirlhf.stages.preferences")
+
+
+FORMATS = ("pairs", "unpaired")
 
 
 @dataclass
@@ -49,7 +56,19 @@ class PreferenceConfig(StageConfig):
     temperature: float = setting(1.0, "sampling temperature of the policy", "(0, inf)")
     max_new_tokens: int = setting(
         80, "response budget; unfinished responses are dropped", "[1, 126]")
+    format: str = setting(
+        "pairs", "what the file holds: pairs (chosen/rejected; rankings with ranking_size > 2) "
+        "or unpaired (each pair as a thumbs-up and a thumbs-down line, prompt/completion/label, "
+        "as KTO reads)", choices=FORMATS, added=True)
     out_dir: str = setting(run_path("preferences"), "where preferences.jsonl goes")
+
+    def check(self, upstream: dict | None = None) -> None:
+        """Every setting in its range; unpaired lines are made from pairs, not rankings."""
+        super().check(upstream)
+        if self.format == "unpaired" and self.ranking_size > 2:
+            raise ConfigError(f"PreferenceConfig: format = unpaired splits pairs, and "
+                              f"ranking_size = {self.ranking_size} makes rankings; set "
+                              "ranking_size = 2")
 
 
 @dataclass
@@ -104,7 +123,8 @@ def build_preference_data(config: PreferenceConfig) -> PreferenceResult:
         records.extend(new)
         bar.update(len(new))
     bar.close()
-    save_jsonl(result.path, records)
+    save_jsonl(result.path, pairs_to_unpaired(records) if config.format == "unpaired"
+               else records)
     result.stats = dataset_stats(records) if K == 2 else ranking_stats(records)
     result.seconds = time.time() - t0
     if K == 2:
@@ -141,7 +161,9 @@ def show(r: PreferenceResult, config: PreferenceConfig) -> str:
                 f"with two equal responses dropped), {r.seconds:.0f} s\n"
                 f"the {s['implied_pairs']} pairs they imply agree with gold "
                 f"{s['measured_gold_agreement']:.2%} (gold ties: {s['gold_ties']:.1%})")
-    return (f"{s['pairs']} pairs written to {r.path} ({r.dropped_unfinished} unfinished and "
+    form = (f" as {2 * s['pairs']} unpaired lines (each pair's chosen a thumbs-up, its "
+            "rejected a thumbs-down)") if config.format == "unpaired" else ""
+    return (f"{s['pairs']} pairs written to {r.path}{form} ({r.dropped_unfinished} unfinished and "
             f"{r.dropped_identical} identical pairs dropped), {r.seconds:.0f} s\n"
             f"accuracy ceiling (best any reward model can do on these labels): "
             f"{s['ceiling']:.2%}\nrater-gold agreement: expected "

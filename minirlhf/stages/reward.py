@@ -49,11 +49,16 @@ from minirlhf.streams import stream
 from minirlhf.training import OfflineSettings, PreferenceInputs, Trainer, shuffled
 from minirlhf.world import Task, get_task
 from minirlhf.world.preference_data import (
+    NO_GOLD,
+    NO_LABEL_P,
     PreferenceDataError,
     PreferencePair,
     Ranking,
     UnpairedExample,
     encode_rankings,
+    figure,
+    has_gold,
+    has_label_p,
     length_buckets,
     load_jsonl,
     pair_key,
@@ -175,6 +180,10 @@ class RewardConfig(PreferenceInputs, OfflineSettings):
         super().check(upstream)
         prefs = (upstream or {}).get("preferences")
         if prefs is not None:
+            if getattr(prefs, "format", "pairs") == "unpaired":
+                raise ConfigError("RewardConfig: reward training needs chosen/rejected pairs or "
+                                  "rankings, and preferences.format = unpaired writes "
+                                  "thumbs-up/down lines; set it to pairs")
             self.check_data(prefs.n_pairs, prefs.ranking_size > 2)
 
     def check_data(self, n_pairs: int, rankings: bool = False) -> None:
@@ -202,8 +211,10 @@ class RewardResult:
     bias: float = 0.0
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
     calibration: dict[str, list[float]] = field(default_factory=dict)
-    examples: list[tuple[str, str, str, float, float, float, float]] = field(
+    examples: list[tuple[str, str, str, float, float, float | None, float | None]] = field(
         default_factory=list)  # prompt, chosen, rejected, rm_c, rm_r, gold_c, gold_r
+    data_gold: bool = True  # the held-out pairs carry gold (a public dataset's do not)
+    data_label_p: bool = True  # ... and the raters' label probabilities p_chosen
     plots: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # for the log and the report
     seconds: float = 0.0
@@ -334,8 +345,9 @@ def train_reward(config: RewardConfig) -> RewardResult:
     _measure(rm, train, val, config, result)
     _save(rm, config, result)
     result.seconds = time.time() - t0
-    log.info("reward model: held-out accuracy %.3f (ceiling %.3f), gold r %.3f",
-             result.val_metrics["accuracy"], result.val_metrics.get("ceiling", float("nan")),
+    log.info("reward model: held-out accuracy %.3f (ceiling %s), gold r %.3f",
+             result.val_metrics["accuracy"], _ceiling_text(result.val_metrics,
+                                                           result.data_label_p, ".3f"),
              result.gold_correlation)
     return result
 
@@ -387,6 +399,8 @@ def _measure(rm: RewardModel, train: list[PreferencePair], val: list[PreferenceP
     calibration and a few held-out examples, in normalized units; into ``result``."""
     val_scores = pair_scores(rm, val)  # scored once: the metrics and the calibration share them
     result.val_metrics = pair_metrics(rm, val, val_scores)
+    result.data_gold = has_gold(val)  # rankings: no ceiling whatever their fields (no flag)
+    result.data_label_p = has_label_p(val) or result.ranking_size > 2
     result.warnings = [w for w in [warn_if_at_chance(result.val_metrics["accuracy"], len(val))]
                        if w]
     result.train_accuracy = pair_metrics(rm, train[:TRAIN_ACCURACY_PAIRS])["accuracy"]
@@ -420,27 +434,38 @@ def record(r: RewardResult, config: RewardConfig) -> dict:
             "expected_accuracy": m.get("expected_accuracy"),
             "gold_accuracy": m.get("gold_accuracy"), "gold_correlation": r.gold_correlation,
             "ece": r.calibration["ece"][0], "train_pairs": r.train_pairs, "plots": r.plots,
-            "warnings": r.warnings, "ranking_size": r.ranking_size}
+            "warnings": r.warnings, "ranking_size": r.ranking_size,
+            "data_gold": r.data_gold, "data_label_p": r.data_label_p}
 
 
-def _num(x: float | None, spec: str) -> str:
-    """A number formatted, or "n/a" when it could not be measured (e.g. no gold differences)."""
-    return "n/a" if x is None else format(x, spec)
+def _num(x: float | None, spec: str, missing: str = "n/a") -> str:
+    """A number formatted, or ``missing`` when it could not be measured: "n/a" (e.g. no gold
+    differences) unless the reason is that the data has no gold (NO_GOLD, NO_LABEL_P)."""
+    return figure(x, spec, missing)
+
+
+def _ceiling_text(m: dict, data_label_p: bool, spec: str) -> str:
+    """The ceiling of held-out metrics ``m``, or why there is none."""
+    return _num(m.get("ceiling"), spec, "n/a" if data_label_p else NO_LABEL_P)
 
 
 def report(n: dict) -> list[str]:
     """The reward model's section of report.md."""
     k = n.get("ranking_size", 2)
+    bare = all(n.get(key) is None for key in ("ceiling", "expected_accuracy", "gold_accuracy"))
+    no_p = "n/a" if n.get("data_label_p", not bare) else NO_LABEL_P  # a record written before
+    no_gold = "n/a" if n.get("data_gold", not bare) else NO_GOLD  # these flags: by its nulls
     data = f"{n['train_pairs']} labelled pairs" if k == 2 else \
         f"{n['train_pairs']} rankings of {k} responses (held out: the pairs they imply)"
     return [
         "## The reward model", "",
         f"Trained on {data}. Held-out accuracy against the raters' "
         f"labels: **{_num(n['accuracy'], '.1%')}**, beside the ceiling "
-        f"**{_num(n['ceiling'], '.1%')}** (the best any model can do on labels this noisy); "
-        f"expected accuracy against a fresh label {_num(n.get('expected_accuracy'), '.1%')} "
-        "(the same without the noise of one label per pair). Against gold preferences: "
-        f"{_num(n['gold_accuracy'], '.1%')}. Correlation with gold on fresh SFT samples: "
+        f"**{_num(n['ceiling'], '.1%', no_p)}** (the best any model can do on labels this "
+        "noisy); expected accuracy against a fresh label "
+        f"{_num(n.get('expected_accuracy'), '.1%', no_p)} (the same without the noise of one "
+        f"label per pair). Against gold preferences: {_num(n['gold_accuracy'], '.1%', no_gold)}"
+        ". Correlation with gold on fresh SFT samples: "
         f"{_num(n['gold_correlation'], '.3f')}; calibration error (ECE) "
         f"{_num(n['ece'], '.3f')}.", ""]
 
@@ -451,13 +476,17 @@ def show(r: RewardResult, config: RewardConfig) -> str:
     lines = ["example held-out pairs (RM scores normalized; gold is the hidden truth):",
              f"    {'RM chosen':>9} {'RM rej.':>8} {'gold ch.':>8} {'gold rej.':>9}  "
              "prompt|chosen  vs  rejected"]
+    if not r.data_gold:
+        lines[0] = f"example held-out pairs (RM scores normalized; gold: {NO_GOLD}):"
     for prompt, c, rj, sc, sr, gc, gr in r.examples:
-        lines.append(f"    {sc:>9.2f} {sr:>8.2f} {gc:>8.2f} {gr:>9.2f}  {prompt}|{c}  vs  {rj}")
+        lines.append(f"    {sc:>9.2f} {sr:>8.2f} {_num(gc, '.2f'):>8} {_num(gr, '.2f'):>9}  "
+                     f"{prompt}|{c}  vs  {rj}")
     data = f"{r.train_pairs} pairs" if r.ranking_size == 2 else \
         f"{r.train_pairs} rankings of {r.ranking_size} (measured on the pairs they imply)"
     lines += [f"\ntrained on {data} in {r.seconds:.0f} s",
               f"held-out accuracy vs rater labels: {m['accuracy']:.2%}"
-              + (f" (ceiling {m['ceiling']:.2%})" if "ceiling" in m else "")
+              + (f" (ceiling {m['ceiling']:.2%})" if "ceiling" in m else
+                 "" if r.data_label_p else f" (ceiling {NO_LABEL_P})")
               + f"; on the training pairs: {r.train_accuracy:.2%}"]
     if "expected_accuracy" in m:
         lines.append(f"expected accuracy vs a fresh rater label: {m['expected_accuracy']:.2%} "
@@ -467,6 +496,8 @@ def show(r: RewardResult, config: RewardConfig) -> str:
         lines.append(f"held-out accuracy vs gold: {m['gold_accuracy']:.2%}" + (
             f" (a perfect label predictor would get {m['gold_accuracy_ceiling']:.2%})"
             if "gold_accuracy_ceiling" in m else ""))
+    elif not r.data_gold:
+        lines.append(f"held-out accuracy vs gold: {NO_GOLD}")
     lines += [f"mean margin {m['mean_margin']:.3f}; RM-gold correlation on fresh SFT samples "
               f"{r.gold_correlation:.3f}; calibration ECE {r.calibration['ece'][0]:.3f}",
               f"normalization: score = {r.gain:.3f} * raw + {r.bias:.3f}",

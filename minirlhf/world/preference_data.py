@@ -61,6 +61,27 @@ class UnpairedExample:
     p_label: float | None = None  # P(the raters give this label)
 
 
+# What a report says of a figure the data cannot give: a public dataset (plain prompt / chosen /
+# rejected, as TRL's) has no gold and no label probabilities, which only a simulation knows.
+NO_GOLD = "not available (the data has no gold)"
+NO_LABEL_P = "not available (the data has no label probabilities)"
+
+
+def has_gold(pairs: list[PreferencePair]) -> bool:
+    """Whether every pair carries the gold of both responses (the simulation's files do)."""
+    return all(p.chosen_gold is not None and p.rejected_gold is not None for p in pairs)
+
+
+def has_label_p(pairs: list[PreferencePair]) -> bool:
+    """Whether every pair carries ``p_chosen``, the raters' probability of its label."""
+    return all(p.p_chosen is not None for p in pairs)
+
+
+def figure(x: float | None, spec: str, missing: str = "n/a") -> str:
+    """A number formatted, or ``missing`` when there is none (NO_GOLD, say)."""
+    return missing if x is None else format(x, spec)
+
+
 class PreferenceDataError(InputError):
     """A preference file has a malformed line; the message names file, line and field."""
 
