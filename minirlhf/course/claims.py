@@ -243,10 +243,10 @@ claim("ppo-longer", N5, "## 3. PPO on the reviews",
       "PPO's answers grow longer than the SFT policy's", P,
       "PPO's mean length − SFT's, characters",
       diff("policies.ppo.mean_length", "policies.sft.mean_length"), "> 0", ".1f")
-claim("ppo-beta0-proxy-highest", N5, "## 4. What the KL penalty buys",
-      "Without a KL penalty (β = 0) the proxy reward climbs highest", PD,
-      "proxy at the end, β = 0 − β = 0.05",
-      diff(f"{B0}.proxy_last", f"{B5}.proxy_last"), "> 0")
+claim("ppo-beta0-proxy-climbs", N5, "## 4. What the KL penalty buys",
+      "Without a KL penalty (β = 0) the proxy reward still climbs over training", PD,
+      "β = 0's proxy at the end − at the start",
+      diff(f"{B0}.proxy_last", f"{B0}.proxy_first"), "> 0")
 claim("ppo-beta0-collapses", N5, "## 4. What the KL penalty buys",
       "Without a KL penalty, gold falls to the invalid floor: every answer is invalid text the "
       "reward model likes", PD, "β = 0's valid rate", at(f"{B0}.valid_rate"), "< 0.05")
