@@ -134,6 +134,19 @@ HF_ARCHITECTURES = {"GPT2LMHeadModel": [], "GPT2Model": [],
                     "GPT2ForSequenceClassification": ["reward_head"]}
 
 
+def folder_extra(cfg: dict[str, Any], folder: str | Path) -> dict[str, Any]:
+    """A Hugging Face folder's ``extra``, as a checkpoint's metadata holds it: the folder it
+    came from (``hugging_face``), and the stage and task our ``export`` kept in config.json
+    (under ``minirlhf``) when it wrote the folder."""
+    made = cfg.get("minirlhf") if isinstance(cfg.get("minirlhf"), dict) else {}
+    extra: dict[str, Any] = {"hugging_face": str(folder)}
+    if made.get("stage"):
+        extra["stage"] = made["stage"]
+    if made.get("task"):
+        extra["config"] = {"task": made["task"]}
+    return extra
+
+
 def folder_meta(folder: str | Path) -> dict[str, Any]:
     """A Hugging Face model folder's config.json (and tokenizer.json) read as a checkpoint's
     metadata, without loading its weights: kind "gpt" with a reward head for
@@ -155,12 +168,7 @@ def folder_meta(folder: str | Path) -> dict[str, Any]:
     arch = (cfg.get("architectures") or ["GPT2LMHeadModel"])[0]
     if cfg.get("model_type", "gpt2") != "gpt2" or arch not in HF_ARCHITECTURES:
         return {"kind": f"Hugging Face {arch} (model_type {cfg.get('model_type')!r})"}
-    made = cfg.get("minirlhf") if isinstance(cfg.get("minirlhf"), dict) else {}
-    extra: dict[str, Any] = {"hugging_face": str(folder)}
-    if made.get("stage"):
-        extra["stage"] = made["stage"]
-    if made.get("task"):
-        extra["config"] = {"task": made["task"]}
+    extra = folder_extra(cfg, folder)
     config = {"vocab_size": cfg.get("vocab_size"),
               "block_size": cfg.get("n_positions", cfg.get("n_ctx")),
               "n_layer": cfg.get("n_layer"), "n_head": cfg.get("n_head"),

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from minirlhf.files import folder_extra
 from minirlhf.lm.bpe import BPETokenizer
 from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.lm.model import GPT, GPTConfig
@@ -543,12 +544,7 @@ def load_folder(folder: str | Path) -> tuple[GPT, CharTokenizer | BPETokenizer, 
     if not path.exists():
         raise PretrainedError(f"{folder}: no config.json (is it a Hugging Face model folder?)")
     cfg = json.loads(path.read_text(encoding="utf-8"))
-    made = cfg.get("minirlhf") if isinstance(cfg.get("minirlhf"), dict) else {}
-    extra: dict[str, Any] = {"hugging_face": str(folder)}
-    if made.get("stage"):
-        extra["stage"] = made["stage"]
-    if made.get("task"):
-        extra["config"] = {"task": made["task"]}
+    extra = folder_extra(cfg, folder)
     if "GPT2ForSequenceClassification" in (cfg.get("architectures") or []):
         rm = reward_model_from_pretrained(folder)
         extra.update(stage=extra.get("stage", "reward"), gain=rm.gain, bias=rm.bias,
