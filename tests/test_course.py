@@ -125,7 +125,10 @@ def _pid_gone(pid: int, seconds: float = 10.0) -> bool:
 
 def _parent(tmp_path: Path) -> subprocess.Popen:
     """A course of two jobs in a process of its own: one finishes, one works on forever."""
-    code = ("import sys; sys.path.insert(0, 'tests'); from test_course import _test_job; "
+    # Ctrl-C as a terminal delivers it, even when these tests run in a background job whose
+    # shell set SIGINT to be ignored (Python then installs no KeyboardInterrupt handler)
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "sys.path.insert(0, 'tests'); from test_course import _test_job; "
             "from minirlhf.course.build import build\n"
             f"jobs = [_test_job('quick', 'write', path={str(tmp_path / 'q')!r}), "
             f"_test_job('forever', 'wait_forever', pid_file={str(tmp_path / 'pid')!r})]\n"
