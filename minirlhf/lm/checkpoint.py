@@ -24,8 +24,6 @@ from minirlhf.files import (  # noqa: F401  (re-exported: where checkpoints' rea
     CheckpointError,
     atomic_write,
     held_writes,
-    model_kind,
-    read_meta,
     what_file,
 )
 
