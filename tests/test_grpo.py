@@ -75,7 +75,8 @@ def one_batch(tiny_scratchpad_sft):
 
 @pytest.mark.parametrize("options", [
     dict(advantage="grpo"), dict(advantage="dr_grpo", loss_type="dr_grpo"),
-    dict(advantage="rloo", loss_type="dapo"), dict(advantage="reinforce"),
+    dict(advantage="rloo", loss_type="dapo"), dict(advantage="rloo", loss_type="bnpo"),
+    dict(advantage="rloo", loss_type="rloo", kl_in="reward"), dict(advantage="reinforce"),
     dict(advantage="reinforce_pp", kl_in="reward", beta=0.1), dict(advantage="remax"),
     dict(epsilon_high=0.28, num_iterations=2, kl_estimator="k2"),
     dict(dynamic_sampling=True, mask_truncated_completions=True, scale_rewards="batch"),

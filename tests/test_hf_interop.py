@@ -1,9 +1,12 @@
 """Our exported folders against the real thing: transformers loads them with the same logits and
 token ids, its text-classification pipeline gives our reward (less the stated offset), TRL's
-DPOTrainer runs from them, and our BPE agrees with Hugging Face's tokenizers.
+DPOTrainer runs from them, a GPT-2 folder transformers 5 wrote loads here, our BPE agrees with
+Hugging Face's tokenizers, and every code block of docs/trl.md runs: export, TRL's DPO, then
+``import`` and ``evaluate`` of what TRL trained.
 
-Optional: skipped unless torch and transformers are installed (CI installs neither). To run:
-``pip install torch==2.13.0 transformers trl datasets`` in a separate environment, then
+Optional: skipped unless torch and transformers are installed (CI installs neither; the TRL
+cases also need trl and datasets). To run, in a separate environment:
+``pip install torch transformers trl datasets`` and ``pip install -e .``, then
 ``pytest tests/test_hf_interop.py``.
 """
 
@@ -146,3 +149,91 @@ def test_our_bpe_agrees_with_hugging_face_tokenizers_on_a_test_vocabulary():
         texts.append("".join(chr(int(c)) for c in cps if not 0xD800 <= c < 0xE000))
     for text in texts:
         assert tok.encode(text) == hf.encode(text).ids, repr(text)
+
+
+def test_a_gpt2_folder_transformers_5_wrote_loads_with_its_bpe(tmp_path):
+    """transformers 5 saves a GPT-2 tokenizer as tokenizer.json alone (no vocab.json or
+    merges.txt): from_pretrained reads it, with the same token ids and the same logits."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from minirlhf.lm.pretrained import from_pretrained
+
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"],
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(["the cat sat on the mat", "naïve café", "12,345 dollars"] * 20,
+                            trainer)
+    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe,
+                                                  eos_token="<|endoftext|>",
+                                                  bos_token="<|endoftext|>")
+    config = transformers.GPT2Config(vocab_size=hf_tok.vocab_size, n_positions=32, n_embd=16,
+                                     n_layer=2, n_head=2)
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    folder = tmp_path / "gpt2"
+    hf.save_pretrained(folder)
+    hf_tok.save_pretrained(folder)
+    assert (folder / "tokenizer.json").exists()
+    assert not (folder / "vocab.json").exists() and not (folder / "merges.txt").exists()
+    model, tok = from_pretrained(folder)
+    for text in ["the cat sat on the mat.", "naïve café's 12,345 dollars", "x y\nz"]:
+        ids = tok.encode(text)
+        assert ids == hf_tok(text, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            theirs = hf(torch.tensor([ids])).logits.numpy()[0]
+        ours = model(np.array([ids])).data[0]
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+
+
+def _doc_blocks(path):
+    import re
+
+    return re.findall(r"```(python|bash)\n(.*?)```", path.read_text(encoding="utf-8"), re.S)
+
+
+def test_every_code_block_of_docs_trl_runs_and_the_round_trip_comes_back(tiny_run, tmp_path,
+                                                                          monkeypatch):
+    """docs/trl.md's blocks in order, on a copy of the tiny run standing in for runs/default:
+    export, TRL's text-classification pipeline, TRL's DPO saved to a folder, then `evaluate`
+    (a gold figure), `import` (TRL's logits) and a stage started from the folder."""
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("trl")
+    pytest.importorskip("datasets")
+    runs, _ = tiny_run
+    shutil.copytree(runs / "tiny", tmp_path / "runs" / "default")
+    monkeypatch.chdir(tmp_path)
+    blocks = _doc_blocks(Path(__file__).parents[1] / "docs" / "trl.md")
+    assert [lang for lang, _ in blocks].count("bash") >= 1 and len(blocks) >= 4
+    printed = []
+    for lang, code in blocks:
+        if lang == "python":
+            exec(compile(code, "docs/trl.md", "exec"), {"__name__": "docs_trl"})
+            continue
+        for line in code.splitlines():
+            argv = shlex.split(line, comments=True)
+            assert argv[:3] == ["python", "-m", "minirlhf"], line
+            done = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True,
+                                  timeout=900)
+            assert done.returncode == 0, (line, done.stderr[-2000:])
+            printed.append(done.stdout)
+    evaluate = next(out for out in printed if "gold" in out)
+    import re
+
+    assert re.search(r"gold[^\n]*-?\d+\.\d+", evaluate), evaluate[-800:]
+    print(evaluate[evaluate.index("the policy"):])  # shown with pytest -s
+    ours, _, _ = load_model("runs/default/trl_dpo/model.npz")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained("export/trl_dpo").eval()
+    idx = np.array([[1, 5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        expected = theirs(torch.tensor(idx)).logits.numpy()
+    np.testing.assert_allclose(ours(idx).data, expected, rtol=0, atol=1e-4)
+    before, _, _ = load_model("runs/default/sft/model.npz")
+    assert not np.allclose(ours(idx).data, before(idx).data)  # TRL's DPO moved it
+    assert Path("runs/default/ppo_from_trl/model.npz").exists()

@@ -133,7 +133,7 @@ ITERATIONS, PROMPTS, G = 60, 16, 8
 METHODS: dict[str, dict[str, Any]] = {  # name -> the grpo stage's settings ("ppo": PPO's)
     "GRPO": {},
     "Dr. GRPO": dict(advantage="dr_grpo", loss_type="dr_grpo"),
-    "RLOO": dict(advantage="rloo", loss_type="dapo"),
+    "RLOO": dict(advantage="rloo", loss_type="bnpo"),
     "REINFORCE": dict(advantage="reinforce"),
     "REINFORCE++": dict(advantage="reinforce_pp", kl_in="reward", beta=0.01),
     "ReMax": dict(advantage="remax"),

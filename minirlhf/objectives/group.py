@@ -21,7 +21,8 @@ from minirlhf.autograd.tensor import Tensor
 
 ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce", "remax")
 SCALE_REWARDS = ("group", "batch", "none")
-LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
+TOKEN_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")  # aggregations of per-token losses
+LOSS_TYPES = (*TOKEN_LOSS_TYPES, "rloo")  # rloo: one clipped ratio per sequence
 STD_EPS = 1e-4  # added to a standard deviation before dividing by it (TRL's value)
 
 
@@ -183,23 +184,71 @@ def clipped_token_losses(logp: Tensor, old_logp: np.ndarray, advantages: np.ndar
     return losses * mask.astype(logp.dtype), stats
 
 
+def clipped_sequence_losses(logp: Tensor, old_logp: np.ndarray, advantages: np.ndarray,
+                            mask: np.ndarray, epsilon: float = 0.2,
+                            epsilon_high: float | None = None) -> tuple[Tensor, dict[str, float]]:
+    """The clipped surrogate with one ratio per sequence (RLOOTrainer's loss), per sequence.
+
+    logp: (B, T) Tensor; old_logp: (B, T); advantages: (B, T), one value along each response
+    (its first response token's is read); mask: (B, T). ratio_i = exp(sum_t (logp - old_logp))
+    over the response, pi(o_i) / pi_old(o_i); loss_i = -min(ratio_i A_i, clip(ratio_i,
+    1 - epsilon, 1 + epsilon_high) A_i). Returns the (B,) losses (0 on a row with no token in
+    the mask) and the clipping metrics as shares of those sequences.
+    """
+    hi = epsilon if epsilon_high is None else epsilon_high
+    m = mask.astype(logp.dtype)
+    rows = m.sum(axis=1) > 0  # (B,)
+    first = m.argmax(axis=1)  # the first response token of each row
+    adv = np.asarray(advantages, dtype=logp.dtype)[np.arange(m.shape[0]), first] * rows  # (B,)
+    ratio = ops.exp(((logp - old_logp) * m).sum(axis=1))  # (B,) pi(o) / pi_old(o)
+    unclipped = ratio * adv
+    clipped = clamp(ratio, 1.0 - epsilon, 1.0 + hi) * adv
+    losses = -ops.where(unclipped.data <= clipped.data, unclipped, clipped)  # (B,) -min(...)
+    n = max(int(rows.sum()), 1)
+    low = (ratio.data < 1.0 - epsilon) & (adv < 0) & rows
+    high = (ratio.data > 1.0 + hi) & (adv > 0) & rows
+    stats = {"clip_ratio/low_mean": float(low.sum() / n),
+             "clip_ratio/high_mean": float(high.sum() / n),
+             "clip_ratio/region_mean": float((low | high).sum() / n)}
+    return losses * rows.astype(logp.dtype), stats
+
+
+def sequence_mean(losses: Tensor, mask: np.ndarray) -> Tensor:
+    """Per-sequence losses (B,) -> their mean over the rows with any token in the mask (the
+    ``rloo`` loss type's aggregation)."""
+    return losses.sum() * (1.0 / max(float((mask.sum(axis=1) > 0).sum()), 1.0))
+
+
 def aggregate(losses: Tensor, mask: np.ndarray, loss_type: str = "grpo",
-              max_completion_length: int | None = None) -> Tensor:
-    """Per-token losses (B, T) -> one scalar, three ways (TRL's ``loss_type``):
+              max_completion_length: int | None = None,
+              dapo_tokens: float | None = None) -> Tensor:
+    """Per-token losses (B, T) of one minibatch -> one scalar (TRL's ``loss_type``):
 
     - ``grpo``: the mean over each sequence's tokens, then over the sequences (those with any
       token in the mask): a token of a short response weighs more than one of a long response
       (the length bias Dr. GRPO points out).
     - ``dr_grpo``: the sum over every token / (B * max_completion_length): a constant divisor,
       so every token weighs the same whatever its response's length.
-    - ``dapo``: the sum over every token / the number of response tokens in the batch.
+    - ``dapo``: the sum over every token / ``dapo_tokens``, one count for every minibatch of
+      the generation batch (the stage's: its response tokens per optimizer step, as TRL's
+      ``num_items_in_batch`` rescaled to one step), so every token of the batch weighs the
+      same; this minibatch's own count when not given.
+    - ``bnpo``: the sum over every token / this minibatch's own response tokens (TRL's
+      ``bnpo``): a token of a minibatch with fewer tokens weighs more. The same as ``dapo``
+      when the minibatch is the whole batch.
     """
     if loss_type == "dr_grpo" and not max_completion_length:
         raise ValueError("aggregate: dr_grpo needs max_completion_length")
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"aggregate: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if loss_type not in TOKEN_LOSS_TYPES:
+        raise ValueError(f"aggregate: loss_type must be one of {TOKEN_LOSS_TYPES}, "
+                         f"got {loss_type!r}")
     m = mask.astype(losses.dtype)
-    # exercise loss-aggregation: return the scalar Tensor for each loss_type
+    n_tokens = float(m.sum()) if dapo_tokens is None or loss_type == "bnpo" \
+        else float(dapo_tokens)  # dapo's divisor (bnpo's: this minibatch's own count)
+    if loss_type == "bnpo":
+        loss_type = "dapo"
+    # exercise loss-aggregation: return the scalar Tensor for each loss_type (dapo divides by
+    #   n_tokens)
     ### BEGIN SOLUTION
     if loss_type == "grpo":
         lengths = m.sum(axis=1)  # (B,)
@@ -208,6 +257,7 @@ def aggregate(losses: Tensor, mask: np.ndarray, loss_type: str = "grpo",
     if loss_type == "dr_grpo":
         return (losses * m).sum() * (1.0 / (m.shape[0] * max_completion_length))
     if loss_type == "dapo":
-        return (losses * m).sum() * (1.0 / max(float(m.sum()), 1.0))
+        return (losses * m).sum() * (1.0 / max(n_tokens, 1.0))
     ### END SOLUTION
-    raise ValueError(f"aggregate: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    raise ValueError(f"aggregate: loss_type must be one of {TOKEN_LOSS_TYPES}, "
+                     f"got {loss_type!r}")

@@ -62,9 +62,11 @@ from minirlhf.objectives.group import (
     LOSS_TYPES,
     SCALE_REWARDS,
     aggregate,
+    clipped_sequence_losses,
     clipped_token_losses,
     group_advantages,
     reinforce_pp_advantages,
+    sequence_mean,
     zero_std_groups,
 )
 from minirlhf.objectives.ppo import KL_ESTIMATORS, kl_estimate
@@ -125,7 +127,9 @@ class GRPOConfig(PolicySettings):
         "group", "grpo: divide by the group's std, the batch's, or none", choices=SCALE_REWARDS)
     loss_type: str = setting(
         "grpo", "grpo (mean per sequence, then over sequences), dr_grpo (sum / (B * "
-        "max_new_tokens)), dapo (sum / response tokens)", choices=LOSS_TYPES)
+        "max_new_tokens)), dapo (sum / the batch's response tokens), bnpo (sum / the "
+        "minibatch's response tokens), rloo (one clipped ratio per sequence, RLOOTrainer's)",
+        choices=LOSS_TYPES)
     epsilon: float = setting(0.2, "lower clip of the ratio: 1 - epsilon", "(0, 1)")
     epsilon_high: float = setting(0.2, "upper clip of the ratio: 1 + epsilon_high (DAPO's "
                                   "clip-higher: 0.28)", "(0, 10]")
@@ -160,6 +164,12 @@ class GRPOConfig(PolicySettings):
         if batch % self.minibatch_size:
             raise ConfigError(f"GRPOConfig: minibatch_size = {self.minibatch_size} must divide "
                               f"prompts_per_iteration * num_generations = {batch}")
+        if self.loss_type == "rloo" and self.advantage == "reinforce_pp":
+            raise ConfigError("GRPOConfig: loss_type = 'rloo' needs one advantage per response; "
+                              "advantage = 'reinforce_pp' gives one per token")
+        if self.loss_type == "rloo" and self.kl_in == "loss" and self.beta:
+            raise ConfigError("GRPOConfig: loss_type = 'rloo' takes the KL in the reward, as "
+                              "RLOOTrainer does: set kl_in=reward (or beta=0)")
 
 
 @dataclass
@@ -277,18 +287,27 @@ def update(actors: Actors, batch: Batch, config: GRPOConfig, rng: np.random.Gene
     adv, optimizer = batch.advantages, actors.optimizer
     stats: dict[str, list[float]] = {}
     minibatches = minibatch_indices(config)
+    # dapo's divisor: the response tokens the loss sees per optimizer step, over the whole batch
+    # (TRL: num_items_in_batch * gradient_accumulation_steps / steps_per_generation)
+    dapo_tokens = float(mask.sum()) / len(minibatches)
     for _ in range(config.num_iterations):
         for b in rng.permutation(len(minibatches)):
             mb = minibatches[b]
             if not mask[mb].any():
                 continue
             logp = token_logprobs(actors.policy, tokens[mb], mask[mb], config.temperature)
-            losses, s = clipped_token_losses(logp, batch.logp[mb], adv[mb], mask[mb],
-                                             config.epsilon, config.epsilon_high)
-            if config.kl_in == "loss" and config.beta:
-                losses = losses + kl_estimate(logp, batch.ref_logp[mb],
-                                              config.kl_estimator) * config.beta
-            loss = aggregate(losses, mask[mb], config.loss_type, config.max_new_tokens)
+            if config.loss_type == "rloo":  # one clipped ratio per sequence (the KL: in reward)
+                losses, s = clipped_sequence_losses(logp, batch.logp[mb], adv[mb], mask[mb],
+                                                    config.epsilon, config.epsilon_high)
+                loss = sequence_mean(losses, mask[mb])
+            else:
+                losses, s = clipped_token_losses(logp, batch.logp[mb], adv[mb], mask[mb],
+                                                 config.epsilon, config.epsilon_high)
+                if config.kl_in == "loss" and config.beta:
+                    losses = losses + kl_estimate(logp, batch.ref_logp[mb],
+                                                  config.kl_estimator) * config.beta
+                loss = aggregate(losses, mask[mb], config.loss_type, config.max_new_tokens,
+                                 dapo_tokens)
             optimizer_step(optimizer, loss, actors.params, config.grad_clip,
                            f"grpo: iteration {it}")
             for k, v in {**s, "loss": loss.item(), "grad_norm": optimizer.grad_norm}.items():
