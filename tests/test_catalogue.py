@@ -1489,3 +1489,19 @@ def test_an_unpaired_preference_file_in_the_pipeline_is_refused_before_work(fini
     one_line_error(proc, "reward: RewardConfig: reward training needs chosen/rejected pairs",
                    "preferences.format = unpaired")
     assert files(runs / "tiny") == before
+
+
+@pytest.mark.parametrize("settings, needle", [
+    (["loss_type=rloo"], "GRPOConfig: loss_type = 'rloo' takes the KL in the reward, as "
+                         "RLOOTrainer does: set kl_in=reward (or beta=0)"),
+    (["loss_type=rloo", "kl_in=reward", "advantage=reinforce_pp"],
+     "GRPOConfig: loss_type = 'rloo' needs one advantage per response"),
+    (["loss_type=token"], "GRPOConfig: loss_type = 'token' is not one of grpo, dr_grpo, dapo, "
+                          "bnpo, rloo"),
+])
+def test_a_grpo_loss_type_rloo_trainer_cannot_mean_is_one_line(settings, needle, work):
+    """RLOOTrainer's loss clips one ratio per sequence and takes the KL in the reward: a KL in
+    the loss, or per-token advantages, are refused before any work."""
+    proc = run(["grpo", "-q", "--set", *settings, f"out_dir={work / 'grpo'}"], work)
+    one_line_error(proc, needle)
+    assert not (work / "grpo").exists()
