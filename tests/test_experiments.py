@@ -251,6 +251,37 @@ def test_the_frontier_puts_every_method_on_one_plot_and_resumes(tiny_run, quick_
     assert {k: v for k, v in row.items() if k != "rejudged"} == old
 
 
+def test_a_frontier_point_at_the_base_runs_settings_is_that_run(tiny_run, monkeypatch):
+    """The same settings give the same run: a point whose settings are the tiny pipeline's PPO
+    (the quick budgets lifted) is read from the pipeline's record, not trained; trained anyway,
+    it gives the very same figures, bit for bit. Another strength is not shared."""
+    import shutil
+
+    from minirlhf.experiments import frontier
+    from minirlhf.experiments.common import Context
+    from minirlhf.machine import blas_threads
+
+    runs, _ = tiny_run
+    monkeypatch.setitem(frontier.QUICK, "ppo", {})
+    ctx = Context(ExperimentConfig(name="frontier", base="tiny", runs_dir=str(runs), quick=True,
+                                   subdir="shared-test"), needs=frontier.NEEDS)
+    try:
+        row = frontier.run_point(ctx, "PPO b=0.05", "ppo", {"beta": 0.05})
+        assert row["shared_with"] == str(ctx.base / "ppo")
+        record = json.loads((ctx.base / "pipeline" / "ppo.json").read_text())
+        assert row["seconds"] == record["seconds"]
+        assert not (ctx.out / "PPO_b0.05" / "model.npz").exists()  # nothing trained
+        other = frontier.point_settings(ctx, "ppo", {"beta": 0.2}, ctx.out / "b")
+        assert frontier.base_stage_run(ctx, "ppo", other, blas_threads()) is None
+        assert frontier.base_stage_run(ctx, "ppo", row["settings"], blas_threads() + 1) is None
+        monkeypatch.setattr(frontier, "base_stage_run", lambda *args: None)
+        trained = frontier.run_point(ctx, "PPO b=0.05 trained", "ppo", {"beta": 0.05})
+        assert "shared_with" not in trained
+        assert {k: trained[k] for k in frontier.JUDGED} == {k: row[k] for k in frontier.JUDGED}
+    finally:
+        shutil.rmtree(ctx.out)
+
+
 def test_ppo_details_pairs_every_run_with_the_baseline(quick_experiment):
     """The quick run writes the sweep and the ablations; every run of a seed shares its first
     rollout (the same stream), so the differences are paired; each ablation's differences are

@@ -13,11 +13,14 @@ analytic KL and RL's ``d (alpha - beta log d)`` on PPO's points (d = sqrt(KL)).
 Every point is one stage run through the registry (``COMMANDS[stage].run`` with the point's
 settings), kept in its own folder with the settings it ran with (``point.json``): run the
 command again and finished points are read back instead of trained (delete a folder to redo
-it). ``--quick`` runs one strength per method on the tiny run, with small budgets.
+it). A point whose settings are those of the base run's own stage (on seed 0, PPO b=0.05 and
+DPO b=0.5 are the pipeline's PPO and DPO) is that stage's run, read from its record, never
+trained twice. ``--quick`` runs one strength per method on the tiny run, with small budgets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -27,12 +30,14 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from minirlhf.config import unchanged_by_default
 from minirlhf.evaluation import policy_report, with_interval
 from minirlhf.experiments.common import Context
 from minirlhf.experiments.overoptimization import fit_gao, gao_curve
 from minirlhf.files import read_cache, read_json
 from minirlhf.lm.checkpoint import atomic_write, load_model
 from minirlhf.machine import blas_threads
+from minirlhf.records import read_record, record_holds, record_path
 from minirlhf.registry import COMMANDS
 from minirlhf.world import get_task
 
@@ -83,6 +88,8 @@ QUICK = {"ppo": dict(iterations=3, rollout_size=16, minibatch_size=8),
          "rft": dict(rounds=2, prompts_per_round=16, n=4, batch_size=8, epochs=1),
          "grpo": dict(iterations=3, prompts_per_iteration=4, num_generations=4,
                       minibatch_size=16, max_new_tokens=60, eval_samples_per_prompt=1)}
+JUDGED = ("gold_reward", "sft_gold_reward", "kl_to_ref", "win_rate_vs_sft", "valid_rate",
+          "mean_length", "ci95")  # a point's figures
 # what the full run sets beyond a stage's defaults: GRPO judged like the reviews world's others
 FULL = {"grpo": dict(max_new_tokens=80, eval_samples_per_prompt=4)}
 
@@ -118,19 +125,55 @@ def run_point(ctx: Context, label: str, stage: str, settings: dict[str, Any]) ->
                 kept = rejudge(kept, stage, full, folder)
                 _write(saved, kept)
             return kept
+    shared = base_stage_run(ctx, stage, full, threads)
+    if shared is not None:
+        row = {"label": label, "stage": stage, "settings": full, "threads": threads, **shared}
+        _write(saved, row)
+        return row
     t0 = time.time()
     spec = COMMANDS[stage]
     result = spec.run(spec.config(**full))
     rep = result.report.to_dict()
     row = {"label": label, "stage": stage, "settings": full, "seconds": time.time() - t0,
            "threads": threads,
-           **{k: rep[k] for k in ("gold_reward", "sft_gold_reward", "kl_to_ref",
-                                  "win_rate_vs_sft", "valid_rate", "mean_length", "ci95")}}
+           **{k: rep[k] for k in JUDGED}}
     if stage == "rft":  # one point per round: the rounds are strengths too
         row["rounds"] = [{k: r[k] for k in ("round", "gold", "kl", "win_rate")}
                          for r in result.rounds]
     _write(saved, row)
     return row
+
+
+def base_stage_run(ctx: Context, stage: str, full: dict[str, Any], threads: int
+                   ) -> dict[str, Any] | None:
+    """The base run's own ``stage`` when it ran with this point's very settings (its inputs the
+    same files, out_dir and progress aside) on this thread count: its figures and seconds from
+    its record, and ``shared_with`` its folder; None when there is no such run. The record must
+    be whole and its files the very files it wrote and read."""
+    record = read_record(record_path(ctx.base, stage))
+    if record is None or record.get("blas_threads") != threads \
+            or not isinstance(record.get("config"), dict) \
+            or record_holds(ctx.base, record, list(record.get("inputs") or {})) is not None:
+        return None
+    cfg = COMMANDS[stage].config(**full)
+    mine = {k: v for k, v in dataclasses.asdict(cfg).items()
+            if k not in ("out_dir", "progress") and k not in unchanged_by_default(cfg)}
+    theirs = {k: v for k, v in record["config"].items() if k not in ("out_dir", "progress")}
+    files = set(COMMANDS[stage].inputs)
+
+    def same(key: str) -> bool:
+        a, b = mine[key], theirs.get(key)
+        if key in files and isinstance(b, str):
+            return Path(a).resolve() == Path(b).resolve()
+        return a == b
+
+    if set(theirs) - set(mine) - set(unchanged_by_default(cfg)) or not all(map(same, mine)):
+        return None
+    numbers = record.get("numbers") or {}
+    if not all(k in numbers for k in JUDGED):
+        return None
+    return {**{k: numbers[k] for k in JUDGED}, "seconds": record.get("seconds", 0.0),
+            "shared_with": str(ctx.base / stage)}
 
 
 def _write(path: Path, row: dict[str, Any]) -> None:
@@ -151,9 +194,7 @@ def rejudge(kept: dict[str, Any], stage: str, full: dict[str, Any], folder: Path
     rep = policy_report(policy, reference, tokenizer, get_task(cfg.task), cfg.seed,
                         cfg.eval_samples_per_prompt, cfg.max_new_tokens).to_dict()
     same = all(rep[k] == kept[k] for k in ("gold_reward", "kl_to_ref", "win_rate_vs_sft"))
-    return {**kept, **{k: rep[k] for k in ("gold_reward", "sft_gold_reward", "kl_to_ref",
-                                           "win_rate_vs_sft", "valid_rate", "mean_length",
-                                           "ci95")},
+    return {**kept, **{k: rep[k] for k in JUDGED},
             "rejudged": "the same figures" if same else "figures changed on re-judging"}
 
 
