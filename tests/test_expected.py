@@ -170,7 +170,8 @@ def _references() -> dict[str, np.ndarray]:
                 "loss-aggregation:dapo": tokens.sum() / 6,
                 "loss-aggregation:grpo-weights": mask * np.array([[1 / 4], [1 / 8], [0.0]]),
                 "loss-aggregation:dr_grpo-weights": mask / 24,
-                "loss-aggregation:dapo-weights": mask / 6})
+                "loss-aggregation:dapo-weights": mask / 6,
+                "loss-aggregation:dapo-12": tokens.sum() / 12})
 
     old = np.log(np.full((1, 6), 0.5))
     r = np.exp(np.log(np.array([[0.75, 0.6, 0.35, 0.35, 0.75, 0.9]])) - old)

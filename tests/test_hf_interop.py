@@ -196,7 +196,7 @@ def _doc_blocks(path):
 def test_every_code_block_of_docs_trl_runs_and_the_round_trip_comes_back(tiny_run, tmp_path,
                                                                           monkeypatch):
     """docs/trl.md's blocks in order, on a copy of the tiny run standing in for runs/default:
-    export, TRL's text-classification pipeline, TRL's DPO saved to a folder, then `evaluate`
+    export, transformers' text-classification pipeline, TRL's DPO saved to a folder, then `evaluate`
     (a gold figure), `import` (TRL's logits) and a stage started from the folder."""
     import shlex
     import shutil

@@ -1,8 +1,9 @@
-"""The loss options mapped to TRL, checked in float64 against TRL's formulas written out here
-(not against our own code): ``bnpo`` (each minibatch over its own tokens), ``dapo`` (over the
-whole generation batch's tokens, TRL's ``num_items_in_batch``) and ``rloo`` (RLOOTrainer: one
-clipped ratio per sequence, the mean over sequences); and the GRPO stage hands ``dapo`` the
-generation batch's token count."""
+"""The loss options mapped to TRL, checked in float64 against TRL 1.16's formulas written out
+here (not against our own code): ``grpo`` (the mean over sequences), ``bnpo`` (each minibatch
+over its own tokens), ``dapo`` (over the batch's tokens per optimizer step, TRL's
+``num_items_in_batch`` rescaled) and ``rloo`` (RLOOTrainer: one clipped ratio per sequence, the
+mean over sequences), with the one deliberate difference docs/trl.md states (rows left out of
+the loss are left out of the mean); and the GRPO stage hands ``dapo`` its count."""
 
 import dataclasses
 
@@ -23,6 +24,16 @@ B, T = 8, 6
 LOSSES = RNG.normal(size=(B, T))  # per-token losses of one generation batch
 MASK = (np.arange(T)[None, :] < RNG.integers(1, T + 1, size=(B, 1))).astype(float)
 MINIBATCHES = [np.arange(0, 4), np.arange(4, 8)]
+
+
+def test_grpo_is_the_mean_over_sequences_of_their_token_means():
+    trl = ((LOSSES * MASK).sum(-1) / np.maximum(MASK.sum(-1), 1.0)).mean()  # TRL's grpo
+    assert aggregate(Tensor(LOSSES), MASK, "grpo").item() == pytest.approx(trl, rel=1e-14)
+    left_out = MASK.copy()
+    left_out[2] = 0.0  # a row out of the loss (dynamic sampling, a masked truncation)
+    trl = ((LOSSES * left_out).sum(-1) / np.maximum(left_out.sum(-1), 1.0)).mean()  # over B
+    ours = aggregate(Tensor(LOSSES), left_out, "grpo").item()  # over the B - 1 rows with tokens
+    assert ours == pytest.approx(trl * B / (B - 1), rel=1e-14)
 
 
 def trl_dapo(l, m, num_items_in_batch, gradient_accumulation_steps, steps_per_generation):
@@ -92,6 +103,22 @@ def test_rloo_is_rloo_trainers_loss(spread):
     assert stats["clip_ratio/region_mean"] == pytest.approx(clipped.mean())
     if spread > 0.1:
         assert clipped.any()  # the case exercises the clip
+
+
+def test_rloo_with_a_row_left_out_is_rloo_trainers_gradient_over_the_rows_kept():
+    """RLOOTrainer keeps a masked row in its mean (ratio 1, its advantage kept, no gradient);
+    ours leaves it out: the same gradient, times B over the rows kept."""
+    rng = np.random.default_rng(4)
+    old = rng.normal(-1.5, 0.3, size=(B, T))
+    logp = old + rng.uniform(-0.15, 0.15, size=(B, T))
+    adv = rng.normal(size=B)
+    mask = MASK.copy()
+    mask[5] = 0.0
+    _, trl_grad = _rloo_trl(logp, old, adv, mask, 0.2, 0.28)
+    x = Tensor(logp.copy(), requires_grad=True)
+    sequence_mean(clipped_sequence_losses(x, old, adv[:, None] * MASK, mask, 0.2, 0.28)[0],
+                  mask).backward()
+    np.testing.assert_allclose(x.grad, trl_grad * B / (B - 1), rtol=1e-12, atol=1e-15)
 
 
 def test_rloo_gradcheck_float64():

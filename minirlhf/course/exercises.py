@@ -552,8 +552,14 @@ def _loss_aggregation() -> str:
         _match(f"{loss_type}: the weight of each token (the gradient of the scalar with respect "
                f"to the per-token losses; padding must get 0)", x.grad, f"{loss_type}-weights",
                tol=1e-12)
+    # the same minibatch as one of two of a batch with 24 response tokens: the stage hands dapo
+    # 24 / 2 = 12, which it divides by instead of this minibatch's own 6 (that is bnpo)
+    out = aggregate(_t(losses), mask, "dapo", 8, dapo_tokens=12.0)
+    _match("dapo with dapo_tokens = 12 (divide by the count the stage hands it, not by this "
+           "minibatch's own 6 tokens, which is bnpo)", out, "dapo-12", tol=1e-12)
     return ("grpo, dr_grpo and dapo right on a right-padded batch (a token of the 2-token "
-            "response weighs twice one of the 4-token response under grpo only)")
+            "response weighs twice one of the 4-token response under grpo only), and dapo "
+            "divides by the count it is handed")
 
 
 def _clipped_token_losses() -> str:

@@ -127,8 +127,9 @@ class GRPOConfig(PolicySettings):
         "group", "grpo: divide by the group's std, the batch's, or none", choices=SCALE_REWARDS)
     loss_type: str = setting(
         "grpo", "grpo (mean per sequence, then over sequences), dr_grpo (sum / (B * "
-        "max_new_tokens)), dapo (sum / the batch's response tokens), bnpo (sum / the "
-        "minibatch's response tokens), rloo (one clipped ratio per sequence, RLOOTrainer's)",
+        "max_new_tokens)), dapo (sum / the batch's response tokens per optimizer step, as "
+        "TRL), bnpo (sum / the minibatch's response tokens), rloo (one clipped ratio per "
+        "response, RLOOTrainer's; the KL in the reward)",
         choices=LOSS_TYPES)
     epsilon: float = setting(0.2, "lower clip of the ratio: 1 - epsilon", "(0, 1)")
     epsilon_high: float = setting(0.2, "upper clip of the ratio: 1 + epsilon_high (DAPO's "
