@@ -4,10 +4,9 @@ DPOTrainer runs from them, a GPT-2 folder transformers 5 wrote loads here, our B
 Hugging Face's tokenizers, and every code block of docs/trl.md runs: export, TRL's DPO, then
 ``import`` and ``evaluate`` of what TRL trained.
 
-Optional: skipped unless torch and transformers are installed (CI installs neither; the TRL
-cases also need trl and datasets). To run, in a separate environment:
-``pip install torch transformers trl datasets`` and ``pip install -e .``, then
-``pytest tests/test_hf_interop.py``.
+Optional: skipped unless torch and transformers are installed (the TRL cases also need trl and
+datasets); ``.ci/run`` installs them at its end and runs this file. To run it yourself:
+``pip install -e ".[hf]"`` (torch's CPU build is enough), then ``pytest tests/test_hf_interop.py``.
 """
 
 from __future__ import annotations
