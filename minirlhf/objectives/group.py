@@ -195,22 +195,15 @@ def clipped_sequence_losses(logp: Tensor, old_logp: np.ndarray, advantages: np.n
     1 - epsilon, 1 + epsilon_high) A_i). Returns the (B,) losses (0 on a row with no token in
     the mask) and the clipping metrics as shares of those sequences.
     """
-    hi = epsilon if epsilon_high is None else epsilon_high
     m = mask.astype(logp.dtype)
-    rows = m.sum(axis=1) > 0  # (B,)
+    rows = (m.sum(axis=1, keepdims=True) > 0).astype(logp.dtype)  # (B, 1)
     first = m.argmax(axis=1)  # the first response token of each row
-    adv = np.asarray(advantages, dtype=logp.dtype)[np.arange(m.shape[0]), first] * rows  # (B,)
-    ratio = ops.exp(((logp - old_logp) * m).sum(axis=1))  # (B,) pi(o) / pi_old(o)
-    unclipped = ratio * adv
-    clipped = clamp(ratio, 1.0 - epsilon, 1.0 + hi) * adv
-    losses = -ops.where(unclipped.data <= clipped.data, unclipped, clipped)  # (B,) -min(...)
-    n = max(int(rows.sum()), 1)
-    low = (ratio.data < 1.0 - epsilon) & (adv < 0) & rows
-    high = (ratio.data > 1.0 + hi) & (adv > 0) & rows
-    stats = {"clip_ratio/low_mean": float(low.sum() / n),
-             "clip_ratio/high_mean": float(high.sum() / n),
-             "clip_ratio/region_mean": float((low | high).sum() / n)}
-    return losses * rows.astype(logp.dtype), stats
+    adv = np.asarray(advantages, dtype=logp.dtype)[np.arange(m.shape[0]), first][:, None] * rows
+    seq_logp = (logp * m).sum(axis=1, keepdims=True)  # (B, 1) log pi(o)
+    seq_old = (np.asarray(old_logp) * m).sum(axis=1, keepdims=True)  # (B, 1) log pi_old(o)
+    # the per-token surrogate on one "token" per row: the whole response
+    losses, stats = clipped_token_losses(seq_logp, seq_old, adv, rows, epsilon, epsilon_high)
+    return losses.reshape(-1), stats
 
 
 def sequence_mean(losses: Tensor, mask: np.ndarray) -> Tensor:
