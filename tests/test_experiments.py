@@ -254,7 +254,8 @@ def test_the_frontier_puts_every_method_on_one_plot_and_resumes(tiny_run, quick_
 def test_a_frontier_point_at_the_base_runs_settings_is_that_run(tiny_run, monkeypatch):
     """The same settings give the same run: a point whose settings are the tiny pipeline's PPO
     (the quick budgets lifted) is read from the pipeline's record, not trained; trained anyway,
-    it gives the very same figures, bit for bit. Another strength is not shared."""
+    logging a table every iteration, it gives the very same figures, bit for bit. Another
+    strength, or another thread count, is not shared."""
     import shutil
 
     from minirlhf.experiments import frontier
@@ -274,8 +275,11 @@ def test_a_frontier_point_at_the_base_runs_settings_is_that_run(tiny_run, monkey
         other = frontier.point_settings(ctx, "ppo", {"beta": 0.2}, ctx.out / "b")
         assert frontier.base_stage_run(ctx, "ppo", other, blas_threads()) is None
         assert frontier.base_stage_run(ctx, "ppo", row["settings"], blas_threads() + 1) is None
+        shown = {**row["settings"], "table_every": 1}  # what the log shows changes no figure
+        assert frontier.base_stage_run(ctx, "ppo", shown, blas_threads()) is not None
         monkeypatch.setattr(frontier, "base_stage_run", lambda *args: None)
-        trained = frontier.run_point(ctx, "PPO b=0.05 trained", "ppo", {"beta": 0.05})
+        trained = frontier.run_point(ctx, "PPO b=0.05 trained", "ppo",
+                                     {"beta": 0.05, "table_every": 1})
         assert "shared_with" not in trained
         assert {k: trained[k] for k in frontier.JUDGED} == {k: row[k] for k in frontier.JUDGED}
     finally:

@@ -88,6 +88,7 @@ QUICK = {"ppo": dict(iterations=3, rollout_size=16, minibatch_size=8),
          "rft": dict(rounds=2, prompts_per_round=16, n=4, batch_size=8, epochs=1),
          "grpo": dict(iterations=3, prompts_per_iteration=4, num_generations=4,
                       minibatch_size=16, max_new_tokens=60, eval_samples_per_prompt=1)}
+DISPLAY = ("out_dir", "progress", "table_every")  # where a run writes, what it shows: no figure
 JUDGED = ("gold_reward", "sft_gold_reward", "kl_to_ref", "win_rate_vs_sft", "valid_rate",
           "mean_length", "ci95")  # a point's figures
 # what the full run sets beyond a stage's defaults: GRPO judged like the reviews world's others
@@ -147,9 +148,9 @@ def run_point(ctx: Context, label: str, stage: str, settings: dict[str, Any]) ->
 def base_stage_run(ctx: Context, stage: str, full: dict[str, Any], threads: int
                    ) -> dict[str, Any] | None:
     """The base run's own ``stage`` when it ran with this point's very settings (its inputs the
-    same files, out_dir and progress aside) on this thread count: its figures and seconds from
-    its record, and ``shared_with`` its folder; None when there is no such run. The record must
-    be whole and its files the very files it wrote and read."""
+    same files; where it writes and what it shows aside: ``DISPLAY``) on this thread count: its
+    figures and seconds from its record, and ``shared_with`` its folder; None when there is no
+    such run. The record must be whole and its files the very files it wrote and read."""
     record = read_record(record_path(ctx.base, stage))
     if record is None or record.get("blas_threads") != threads \
             or not isinstance(record.get("config"), dict) \
@@ -157,8 +158,8 @@ def base_stage_run(ctx: Context, stage: str, full: dict[str, Any], threads: int
         return None
     cfg = COMMANDS[stage].config(**full)
     mine = {k: v for k, v in dataclasses.asdict(cfg).items()
-            if k not in ("out_dir", "progress") and k not in unchanged_by_default(cfg)}
-    theirs = {k: v for k, v in record["config"].items() if k not in ("out_dir", "progress")}
+            if k not in DISPLAY and k not in unchanged_by_default(cfg)}
+    theirs = {k: v for k, v in record["config"].items() if k not in DISPLAY}
     files = set(COMMANDS[stage].inputs)
 
     def same(key: str) -> bool:
