@@ -194,17 +194,9 @@ def _references() -> dict[str, np.ndarray]:
 def _reward_export() -> dict[str, np.ndarray]:
     """The reward model of the reward-export check, read through our own RewardModel.score: the
     exported score is the normalised reward less the offset gain * head bias + bias."""
-    from minirlhf.lm.model import GPT, GPTConfig
-    from minirlhf.lm.reward_model import RewardModel
-    from minirlhf.lm.tokenizer import CharTokenizer
+    from minirlhf.course.exercises import REWARD_EXPORT_TEXTS, reward_export_model
 
-    tok = CharTokenizer()
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2,
-                          n_embd=8, seed=1))
-    model.add_scalar_head("reward", std=0.3)
-    model.reward_head.bias.data[:] = 0.7
-    rm = RewardModel(model, tok, gain=1.9, bias=-0.25)
-    score = rm.score(["the film was"] * 3, [" great.", " dull and bad.", " ok"])
+    score = reward_export_model().score(*REWARD_EXPORT_TEXTS)
     return {"reward-export:readout": score - 1.9 * 0.7 + 0.25,
             "reward-export:offset": 1.9 * 0.7 - 0.25}
 

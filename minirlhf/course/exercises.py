@@ -675,13 +675,15 @@ def _hf_names() -> str:
     return "prefixed and bare names map; buffers skipped; the rest kept aside"
 
 
-def _reward_export() -> str:
-    import tempfile
+REWARD_EXPORT_TEXTS = (["the film was"] * 3, [" great.", " dull and bad.", " ok"])
 
+
+def reward_export_model():
+    """The reward model the reward-export check exports: a 1-layer GPT (C = 8) with a reward
+    head of bias 0.7, normalised with gain 1.9 and bias -0.25 (so the offset is
+    1.9 * 0.7 - 0.25)."""
     from minirlhf.lm.model import GPT, GPTConfig
-    from minirlhf.lm.pretrained import save_reward_model
     from minirlhf.lm.reward_model import RewardModel
-    from minirlhf.lm.safetensors import load_file
     from minirlhf.lm.tokenizer import CharTokenizer
 
     tok = CharTokenizer()
@@ -689,7 +691,17 @@ def _reward_export() -> str:
                           n_embd=8, seed=1))
     model.add_scalar_head("reward", std=0.3)
     model.reward_head.bias.data[:] = 0.7
-    rm = RewardModel(model, tok, gain=1.9, bias=-0.25)
+    return RewardModel(model, tok, gain=1.9, bias=-0.25)
+
+
+def _reward_export() -> str:
+    import tempfile
+
+    from minirlhf.lm.pretrained import save_reward_model
+    from minirlhf.lm.safetensors import load_file
+
+    rm = reward_export_model()
+    model, tok = rm.model, rm.tokenizer
     with tempfile.TemporaryDirectory() as d:
         save_reward_model(rm, d)
         score = load_file(f"{d}/model.safetensors")["score.weight"]
@@ -698,7 +710,7 @@ def _reward_export() -> str:
     if score.shape != (1, 8):
         raise CheckFailed(f"score has shape {score.shape}; GPT2ForSequenceClassification's "
                           "score weight is (num_labels, C) = (1, 8): a row, not our (C, 1) column")
-    prompts, responses = ["the film was"] * 3, [" great.", " dull and bad.", " ok"]
+    prompts, responses = REWARD_EXPORT_TEXTS
     tokens, _ = rm.encode(prompts, responses)
     h = model.hidden(tokens).data.astype(np.float64)  # (B, T, C)
     last = (tokens != tok.pad_id).sum(axis=1) - 1  # the last non-padding token: our EOS
