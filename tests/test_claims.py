@@ -63,8 +63,9 @@ def test_select_names_the_chapters_when_nothing_matches():
 
 def test_every_rule_runs_on_the_tiny_preset_s_results(tiny_run, quick_experiment, tmp_path):
     """Every claim reads its figure from the tiny run's files, laid out as the course lays
-    them out, seed 0. The only figure allowed to be missing: a frontier point that the quick
-    frontier does not train (it trains 7 of the 24)."""
+    them out, seed 0. The only figures allowed to be missing: a frontier point that the quick
+    frontier does not train (it trains 7 of the 24), and dpo-details' gold at matched KL when
+    the quick β sweep's KLs do not bracket online's (its message says so)."""
     from minirlhf.experiments.frontier import QUICK_POINTS
 
     runs, _ = tiny_run
@@ -75,6 +76,9 @@ def test_every_rule_runs_on_the_tiny_preset_s_results(tiny_run, quick_experiment
     for v in verdicts:
         assert v.figures[0] is not None or v.errors, f"{v.claim.id}: its results are missing"
         for message in v.errors.values():
+            if v.claim.id == "dpo-online-wins-at-matched-kl":
+                assert "outside the offline β sweep's" in message, message
+                continue
             assert "the frontier has no point" in message and not any(
                 f"'{label}'" in message for label in quick), f"{v.claim.id}: {message}"
     ran = sum(v.figures[0] is not None for v in verdicts)

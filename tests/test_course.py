@@ -224,10 +224,12 @@ def test_plan_refuses_an_unknown_preset():
 
 
 def test_a_short_job_that_unlocks_a_long_one_starts_before_a_lone_long_one():
-    from minirlhf.course.build import critical_seconds
+    from minirlhf.course.build import SECONDS, critical_seconds
 
     jobs = plan("default", seeds=2)
     chain = critical_seconds(jobs)
-    assert chain["route"] > chain["ppo-details:seed0"]  # route + critic-free beat 770 s
+    assert chain["route"] > chain["length-bias:seed0"]  # route + critic-free beat a lone job
+    # ppo-details unlocks the frontier, which shares its runs
+    assert chain["ppo-details:seed0"] == SECONDS["ppo-details"] + chain["frontier"]
     assert chain["critic-free:seed1"] == chain["route:seed1"] - 160
     assert chain["pipeline"] > chain["frontier"]  # every experiment waits for it

@@ -1,6 +1,7 @@
 """The experiments: Gao et al.'s fits, the RLAIF labelers, and each experiment's quick run."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -259,8 +260,9 @@ def test_a_frontier_point_at_the_base_runs_settings_is_that_run(tiny_run, monkey
     import shutil
 
     from minirlhf.experiments import frontier
-    from minirlhf.experiments.common import Context
+    from minirlhf.experiments.common import Context, find_run
     from minirlhf.machine import blas_threads
+    from minirlhf.registry import COMMANDS
 
     runs, _ = tiny_run
     monkeypatch.setitem(frontier.QUICK, "ppo", {})
@@ -272,18 +274,53 @@ def test_a_frontier_point_at_the_base_runs_settings_is_that_run(tiny_run, monkey
         record = json.loads((ctx.base / "pipeline" / "ppo.json").read_text())
         assert row["seconds"] == record["seconds"]
         assert not (ctx.out / "PPO_b0.05" / "model.npz").exists()  # nothing trained
-        other = frontier.point_settings(ctx, "ppo", {"beta": 0.2}, ctx.out / "b")
-        assert frontier.base_stage_run(ctx, "ppo", other, blas_threads()) is None
-        assert frontier.base_stage_run(ctx, "ppo", row["settings"], blas_threads() + 1) is None
+        def found(settings, threads=blas_threads()):
+            return find_run(ctx.base, "ppo", COMMANDS["ppo"].config(**settings), threads)
+
+        assert found(frontier.point_settings(ctx, "ppo", {"beta": 0.2}, ctx.out / "b")) is None
+        assert found(row["settings"], blas_threads() + 1) is None
         shown = {**row["settings"], "table_every": 1}  # what the log shows changes no figure
-        assert frontier.base_stage_run(ctx, "ppo", shown, blas_threads()) is not None
-        monkeypatch.setattr(frontier, "base_stage_run", lambda *args: None)
+        assert found(shown) is not None
+        monkeypatch.setattr(frontier, "find_run", lambda *args: None)
         trained = frontier.run_point(ctx, "PPO b=0.05 trained", "ppo",
                                      {"beta": 0.05, "table_every": 1})
         assert "shared_with" not in trained
         assert {k: trained[k] for k in frontier.JUDGED} == {k: row[k] for k in frontier.JUDGED}
     finally:
         shutil.rmtree(ctx.out)
+
+
+def test_a_stage_run_with_another_experiments_settings_is_that_run(tiny_run, monkeypatch):
+    """``Context.stage_run``: a run one experiment trained is what another experiment gets
+    when it asks for the same settings on the same thread count (read back, nothing trained),
+    and trained anyway it gives the very same figures and metrics, bit for bit. Other settings
+    are not shared; a frontier point at those settings reads the run too."""
+    import shutil
+
+    from minirlhf.experiments import common, frontier
+    from minirlhf.experiments.common import Context
+
+    runs, _ = tiny_run
+    config = ExperimentConfig(name="sharing-test", base="tiny", runs_dir=str(runs), quick=True)
+    a = Context(replace(config, subdir="a"), needs=("sft", "reward"))
+    b = Context(replace(config, subdir="b"), needs=("sft", "reward"))
+    settings = {**a.ppo_settings(), "iterations": 2, "ppo_epochs": 1, "beta": 0.1}
+    try:
+        first = a.stage_run("ppo_x", "ppo", **settings)
+        assert first.folder == a.out / "ppo_x" and (first.folder / "model.npz").exists()
+        again = b.stage_run("ppo_y", "ppo", **{**settings, "table_every": 1})
+        assert again.folder == first.folder and not (b.out / "ppo_y").exists()
+        assert (again.figures, again.metrics) == (first.figures, first.metrics)
+        point = frontier.run_point(b, "PPO b=0.1", "ppo", settings)
+        assert point["shared_with"] == str(first.folder)
+        other = b.stage_run("ppo_z", "ppo", **{**settings, "beta": 0.3})
+        assert other.folder == b.out / "ppo_z"  # another beta: trained
+        monkeypatch.setattr(common, "find_run", lambda *args: None)
+        trained = b.stage_run("ppo_y", "ppo", **settings)
+        assert trained.folder == b.out / "ppo_y"
+        assert (trained.figures, trained.metrics) == (first.figures, first.metrics)
+    finally:
+        shutil.rmtree(runs / "tiny" / "experiments" / "sharing-test")
 
 
 def test_ppo_details_pairs_every_run_with_the_baseline(quick_experiment):

@@ -5,8 +5,9 @@ The course is a list of jobs, each a plain function call with picklable argument
 run of each seed, the scratchpad world's route (its pretraining and SFT) of each seed, every
 experiment once per seed on the pipeline's seed-0 run (``experiments/<name>/seed<k>/``, as
 ``experiment NAME --seeds N`` lays them out) with its summary over seeds, critic-free's seed k on
-route k, and the frontier of each seed. A job starts when the jobs it reads are done. The
-claims (``minirlhf.course.claims``) read these runs.
+route k, and the frontier of each seed. A job starts when the jobs it reads are done (the
+frontier's seed k after ppo-details' and dpo-details', whose runs it shares). The claims
+(``minirlhf.course.claims``) read these runs.
 
 Jobs run in ``workers`` processes of one engine thread and one BLAS thread each (two such
 processes use both cores fully, where Python threads inside one process do not), through the
@@ -116,10 +117,12 @@ def plan(preset: str = "default", seeds: int = 3, runs_dir: str = "runs") -> lis
                  (("name", "critic-free"), ("base", run_name(scratch, k)), ("quick", quick),
                   ("runs_dir", runs), ("seed", k)), (seeded("route", k),))
              for k in range(seeds)]
-    # the frontier: seed k on the pipeline's seed-0 run, in its folder (seed 0) or seed<k>/
+    # the frontier: seed k on the pipeline's seed-0 run, in its folder (seed 0) or seed<k>/,
+    # after ppo-details' and dpo-details' seed k, whose runs it shares (the same settings)
     jobs += [Job(seeded("frontier", k), f"{here}:experiment_run",
                  (("name", "frontier"), ("base", preset), ("quick", quick), ("runs_dir", runs),
-                  ("seed", k)), ("pipeline",)) for k in range(seeds)]
+                  ("seed", k)), ("pipeline", f"ppo-details:seed{k}", f"dpo-details:seed{k}"))
+             for k in range(seeds)]
     return jobs
 
 

@@ -226,6 +226,14 @@ def gap(r: dict, cond: str) -> float:
     return d["gold_on_other_prompts"] - d["gold_on_not_prompts"]
 
 
+def matched_kl_difference(r: dict) -> float:
+    """dpo-details' online gold minus the offline sweep's at online's KL, when it brackets it."""
+    m = get(r, "online_at_matched_kl")
+    if "gold_difference" not in m:
+        raise KeyError("online DPO's KL lies outside the offline β sweep's: no gold at its KL")
+    return m["gold_difference"]
+
+
 N5, N6, N7 = ("notebooks/05_ppo.ipynb", "notebooks/06_dpo.ipynb", "notebooks/07_rlaif.ipynb")
 PD, DD, RL = "experiment ppo-details", "experiment dpo-details", "experiment rlaif"
 B0, B5, B2 = "beta_sweep.beta=0", "beta_sweep.beta=0.05", "beta_sweep.beta=0.2"
@@ -322,7 +330,7 @@ claim("dpo-online-less-kl", N6, "## 6. Offline or online?",
       "KL, online − offline", at(f"{ON}.kl_to_ref_minus_main"), "< 0")
 claim("dpo-online-wins-at-matched-kl", N6, "## 6. Offline or online?",
       "At matched KL, online DPO has more gold than the offline β sweep", DD,
-      "gold, online − offline at online's KL", at("online_at_matched_kl.gold_difference"),
+      "gold, online − offline at online's KL", lambda r: matched_kl_difference(r),
       "> 0")
 claim("dpo-online-gold-per-nat", N6, "## 6. Offline or online?",
       "Labels on the policy's own answers buy more gold per nat of KL", DD,

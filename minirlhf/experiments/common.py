@@ -1,10 +1,14 @@
 """What the experiments share: their config and result, the context that gives each stage its
-paths and budgets (full or quick), gold at matched KL along a sweep, and a bar chart."""
+paths and budgets (full or quick), stage runs shared by settings, gold at matched KL along a
+sweep, and a bar chart."""
 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,10 +17,19 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from minirlhf.config import minirlhf_command, missing_input, setting
+from minirlhf.config import (
+    ConfigError,
+    minirlhf_command,
+    missing_input,
+    setting,
+    unchanged_by_default,
+)
+from minirlhf.files import read_json
 from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.lm.reward_model import RewardModel
-from minirlhf.registry import output_path
+from minirlhf.machine import blas_threads
+from minirlhf.records import read_record, record_holds, record_path
+from minirlhf.registry import COMMANDS, output_path
 from minirlhf.stages.dpo import DPOConfig, train_dpo
 from minirlhf.stages.ppo import PPOConfig, train_ppo
 from minirlhf.stages.preferences import PreferenceConfig, build_preference_data
@@ -139,19 +152,131 @@ class Context:
                         **self.common())
         return train_dpo(replace(cfg, **kw))
 
+    def ppo_settings(self) -> dict[str, Any]:
+        """What every PPO run of the experiments sets: no table in the log, how the policy is
+        judged, and the quick budgets when quick."""
+        out: dict[str, Any] = dict(table_every=0, eval_samples_per_prompt=self.n(4, 1),
+                                   max_new_tokens=self.n(80, 60))
+        if self.config.quick:
+            out.update(iterations=3, rollout_size=16, minibatch_size=8)
+        return out
+
     def ppo(self, name: str, reward_model: str, **kw) -> Any:
         cfg = PPOConfig(init=self.sft, reward_model=reward_model,
-                        out_dir=str(self.out / f"ppo_{name}"), table_every=0,
-                        eval_samples_per_prompt=self.n(4, 1), max_new_tokens=self.n(80, 60),
-                        **self.common())
-        if self.config.quick:
-            cfg = replace(cfg, iterations=3, rollout_size=16, minibatch_size=8)
-        return train_ppo(replace(cfg, **kw))
+                        out_dir=str(self.out / f"ppo_{name}"), **self.common())
+        return train_ppo(replace(cfg, **{**self.ppo_settings(), **kw}))
+
+    def stage_run(self, folder: str, stage: str, **settings: Any) -> StageRun:
+        """The run of ``stage`` on the base run's files (the inputs it declares: the SFT
+        policy, the preference pairs, the reward model) with the experiment's seed and
+        ``settings``. A finished run of the base with these very settings on this thread count
+        (``find_run``: the pipeline's own stage, a frontier point, another experiment's run, or
+        this folder's from before) is read back; else the stage trains in ``folder`` of the
+        experiment's. Trained or read back, the run is what its files hold."""
+        paths = {"sft": self.sft, "preferences": self.preferences, "reward": self.reward_path}
+        full = {field: str(paths[made_by]) for field, made_by in COMMANDS[stage].inputs.items()}
+        full.update(out_dir=str(self.out / folder), **self.common(), **settings)
+        config = COMMANDS[stage].config(**full)
+        threads = blas_threads()
+        found = find_run(self.base, stage, config, threads)
+        if found is not None:
+            return found
+        out = Path(config.out_dir)
+        (out / RUN_FILE).unlink(missing_ok=True)  # it would describe another run's files
+        t0 = time.time()
+        COMMANDS[stage].run(config)
+        seconds = round(time.time() - t0, 1)
+        row = {"stage": stage, "settings": dataclasses.asdict(config), "threads": threads,
+               "seconds": seconds}
+        data = (json.dumps(row, indent=1) + "\n").encode()
+        atomic_write(out / RUN_FILE, lambda f: f.write(data))
+        return read_run(out, seconds)
 
     def save(self, numbers: dict[str, Any]) -> None:
         """results.json, written whole or not at all (a kill leaves the old file or none)."""
         data = (json.dumps(numbers, indent=2, sort_keys=True) + "\n").encode()
         atomic_write(self.out / "results.json", lambda f: f.write(data))
+
+
+# ------------------------------------------------------------ stage runs shared by settings
+RUN_FILE = "run.json"  # beside a run ``Context.stage_run`` trained: its settings and threads
+POINT_FILE = "point.json"  # beside a frontier point: the same, and its figures
+DISPLAY = ("out_dir", "progress", "table_every")  # where a run writes, what it shows: no figure
+
+
+@dataclass
+class StageRun:
+    """A finished stage run as its files hold it: what an experiment reads of it."""
+
+    folder: Path
+    figures: dict[str, Any]  # summary.json: the judged figures (PolicyReport.to_dict's names)
+    metrics: list[dict[str, Any]]  # metrics.jsonl: one row per step or iteration
+    seconds: float  # training and judging it took, by the clock of the process that ran it
+
+
+def read_run(folder: Path, seconds: float) -> StageRun:
+    """The run in ``folder``: its summary.json and its metrics.jsonl (none: no rows)."""
+    rows = folder / "metrics.jsonl"
+    metrics = ([json.loads(line) for line in rows.read_text().splitlines() if line]
+               if rows.exists() else [])
+    return StageRun(folder, read_json(folder / "summary.json"), metrics, seconds)
+
+
+def run_settings(stage: str, config: Any) -> dict[str, Any]:
+    """What makes a run of ``stage`` the run it is: every setting of ``config`` but where it
+    writes and what it shows (``DISPLAY``) and the settings added later at their default, its
+    input files by resolved path."""
+    files = set(COMMANDS[stage].inputs)
+    skip = set(DISPLAY) | unchanged_by_default(config)
+    return {k: str(Path(v).resolve()) if k in files and isinstance(v, str) else v
+            for k, v in dataclasses.asdict(config).items() if k not in skip}
+
+
+def _described_runs(base: Path, stage: str) -> list[tuple[Path, dict[str, Any], int, float]]:
+    """The finished runs of ``stage`` the base run holds, each as (folder, settings, threads,
+    seconds): the pipeline's own stage when its record holds (the files it names are the files
+    it wrote and read), then every folder under ``experiments/`` a ``RUN_FILE`` or a frontier
+    point (one that trained, not one that read another run) describes."""
+    out = []
+    record = read_record(record_path(base, stage))
+    if record is not None and isinstance(record.get("config"), dict) \
+            and record_holds(base, record, list(record.get("inputs") or {})) is None:
+        out.append((base / stage, record["config"], record.get("blas_threads"),
+                    record.get("seconds", 0.0)))
+    for name in (RUN_FILE, POINT_FILE):
+        for path in sorted((base / "experiments").rglob(name)):
+            try:
+                row = read_json(path)
+            except (OSError, ValueError):
+                continue  # a run a kill cut off: not a run to read
+            if row.get("stage") == stage and "shared_with" not in row \
+                    and isinstance(row.get("settings"), dict):
+                out.append((path.parent, row["settings"], row.get("threads"),
+                            row.get("seconds", 0.0)))
+    return out
+
+
+def find_run(base: Path, stage: str, config: Any, threads: int) -> StageRun | None:
+    """A finished run of ``stage`` in the base run with ``config``'s settings (``run_settings``)
+    on ``threads`` threads (another count trains another model), read back; None when there
+    is none. The same settings give the same run, so a run is never trained twice."""
+    wanted = run_settings(stage, config)
+    for folder, settings, their_threads, seconds in _described_runs(base, stage):
+        if their_threads != threads or not (folder / "summary.json").exists():
+            continue
+        try:
+            theirs = run_settings(stage, COMMANDS[stage].config(**settings))
+        except (TypeError, ConfigError):  # settings of another version of the stage
+            continue
+        if theirs == wanted:
+            return read_run(folder, seconds)
+    return None
+
+
+def relative_folder(run: StageRun, ctx: Context) -> str:
+    """Where ``run`` lives, relative to the experiment's folder (another experiment's run, or
+    the pipeline's own stage, when the run was shared)."""
+    return os.path.relpath(run.folder, ctx.out)
 
 
 def gold_at_kl(kl: list[float], gold: list[float], target: float) -> float | None:

@@ -7,19 +7,27 @@ pairs.
 With a per-token mean, h shrinks by about the response length L (tokens, EOS included), so
 beta h, the only place beta enters the loss, is about L times smaller at the same beta: the
 implicit KL price is L times lower. ``beta * L`` restores the strength, which is the comparison
-that says what averaging itself does. Every run of one seed uses the same random stream
-(``ctx.seed_for("dpo")``: batches and evaluation samples); ``--seeds N`` gives each figure and
-each difference from the main run (beta 0.5, summed) a 95% interval over seeds."""
+that says what averaging itself does. Every run of one seed uses the experiment's seed (the
+stream of the pipeline's DPO at seed 0: batches and evaluation samples); ``--seeds N`` gives
+each figure and each difference from the main run (beta 0.5, summed) a 95% interval over
+seeds. The main run and the online run have the settings of the frontier's ``DPO b=0.5`` and
+``online DPO b=0.5`` points (and at seed 0 the main run is the pipeline's DPO), so they are
+those runs, trained once (``Context.stage_run``)."""
 
 
 from __future__ import annotations
 
 from typing import Any
 
-from minirlhf.experiments.common import Context, gold_at_kl
+from minirlhf.experiments.common import Context, gold_at_kl, relative_folder
 from minirlhf.lm.checkpoint import load_model
 from minirlhf.stages.dpo import chosen_logp_warning
-from minirlhf.world.preference_data import PreferencePair, encode_chosen_rejected, load_jsonl
+from minirlhf.world.preference_data import (
+    PreferencePair,
+    encode_chosen_rejected,
+    load_jsonl,
+    save_jsonl,
+)
 
 NEEDS = ("sft", "preferences")  # the pipeline's SFT policy and preference pairs
 
@@ -54,20 +62,25 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
     n = ctx.n(len(pairs), 128)
     _, tokenizer, _ = load_model(ctx.sft)
     mean_len = mean_response_tokens(pairs[:n], tokenizer)
-    seed = ctx.seed_for("dpo")  # one stream for every run: paired comparisons
+    # all the pairs: the base run's own file, as the pipeline's DPO and the frontier read it
+    data = str(ctx.preferences) if n == len(pairs) else str(ctx.out / f"pairs_{n}.jsonl")
+    if n < len(pairs):
+        save_jsonl(data, pairs[:n])
+    settings = dict(preferences=data, batch_size=min(32, n), online_pairs=n,
+                    eval_samples_per_prompt=ctx.n(4, 1), max_new_tokens=ctx.n(80, 60))
     numbers: dict[str, Any] = {"pairs": n, "mean_response_tokens": mean_len, "runs": {}}
     reports = {}
     for name, change in runs(mean_len).items():
         folder = name.split(",")[0].replace(" ", "_").replace("=", "_")
         if "L=" in name:
             folder += "_rescaled"
-        r = ctx.dpo(folder, pairs[:n], seed=seed, online_pairs=n, **change)
-        rep = r.report.to_dict()
+        r = ctx.stage_run(f"dpo_{folder}", "dpo", **{**settings, **change})
+        rep = dict(r.figures)
         rep["gold_gained_per_nat"] = ((rep["gold_reward"] - rep["sft_gold_reward"])
                                       / max(rep["kl_to_ref"], 1e-9))
         rep["chosen_logps_fell"] = float(bool(chosen_logp_warning(r.metrics)))  # the stage's test
         reports[name] = rep
-        numbers["runs"][name] = {**rep, "beta": change["beta"], "folder": folder}
+        numbers["runs"][name] = {**rep, "beta": change["beta"], "folder": relative_folder(r, ctx)}
     for name, rep in reports.items():
         if name != MAIN:
             numbers["runs"][name].update({f"{k}_minus_main": rep[k] - reports[MAIN][k]

@@ -13,14 +13,15 @@ analytic KL and RL's ``d (alpha - beta log d)`` on PPO's points (d = sqrt(KL)).
 Every point is one stage run through the registry (``COMMANDS[stage].run`` with the point's
 settings), kept in its own folder with the settings it ran with (``point.json``): run the
 command again and finished points are read back instead of trained (delete a folder to redo
-it). A point whose settings are those of the base run's own stage (on seed 0, PPO b=0.05 and
-DPO b=0.5 are the pipeline's PPO and DPO) is that stage's run, read from its record, never
-trained twice. ``--quick`` runs one strength per method on the tiny run, with small budgets.
+it). A point whose settings are those of a finished run of the base (the pipeline's own stage:
+on seed 0, PPO b=0.05 and DPO b=0.5 are the pipeline's PPO and DPO; ppo-details' and
+dpo-details' runs: PPO b=0.05 and b=0.2, DPO b=0.5 and online DPO b=0.5 of every seed) is that
+run, read back, never trained twice (``common.find_run``). ``--quick`` runs one strength per
+method on the tiny run, with small budgets.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -30,14 +31,12 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from minirlhf.config import unchanged_by_default
 from minirlhf.evaluation import policy_report, with_interval
-from minirlhf.experiments.common import Context
+from minirlhf.experiments.common import POINT_FILE, Context, find_run
 from minirlhf.experiments.overoptimization import fit_gao, gao_curve
 from minirlhf.files import read_cache, read_json
 from minirlhf.lm.checkpoint import atomic_write, load_model
 from minirlhf.machine import blas_threads
-from minirlhf.records import read_record, record_holds, record_path
 from minirlhf.registry import COMMANDS
 from minirlhf.world import get_task
 
@@ -88,7 +87,6 @@ QUICK = {"ppo": dict(iterations=3, rollout_size=16, minibatch_size=8),
          "rft": dict(rounds=2, prompts_per_round=16, n=4, batch_size=8, epochs=1),
          "grpo": dict(iterations=3, prompts_per_iteration=4, num_generations=4,
                       minibatch_size=16, max_new_tokens=60, eval_samples_per_prompt=1)}
-DISPLAY = ("out_dir", "progress", "table_every")  # where a run writes, what it shows: no figure
 JUDGED = ("gold_reward", "sft_gold_reward", "kl_to_ref", "win_rate_vs_sft", "valid_rate",
           "mean_length", "ci95")  # a point's figures
 # what the full run sets beyond a stage's defaults: GRPO judged like the reviews world's others
@@ -116,7 +114,7 @@ def run_point(ctx: Context, label: str, stage: str, settings: dict[str, Any]) ->
     """Train one point (or read it back when its folder holds the same settings)."""
     folder = ctx.out / label.replace(" ", "_").replace("=", "")
     full = point_settings(ctx, stage, settings, folder)
-    saved = folder / "point.json"
+    saved = folder / POINT_FILE
     threads = blas_threads()  # another count trains another model
     kept = read_cache(saved, log, "training the point again")
     if kept is not None:  # the same settings (progress bars aside, they change no result)
@@ -126,9 +124,11 @@ def run_point(ctx: Context, label: str, stage: str, settings: dict[str, Any]) ->
                 kept = rejudge(kept, stage, full, folder)
                 _write(saved, kept)
             return kept
-    shared = base_stage_run(ctx, stage, full, threads)
-    if shared is not None:
-        row = {"label": label, "stage": stage, "settings": full, "threads": threads, **shared}
+    shared = find_run(ctx.base, stage, COMMANDS[stage].config(**full), threads)
+    if shared is not None:  # the same settings: the very run, trained once
+        row = {"label": label, "stage": stage, "settings": full, "threads": threads,
+               **{k: shared.figures[k] for k in JUDGED}, "seconds": shared.seconds,
+               "shared_with": str(shared.folder)}
         _write(saved, row)
         return row
     t0 = time.time()
@@ -143,38 +143,6 @@ def run_point(ctx: Context, label: str, stage: str, settings: dict[str, Any]) ->
                          for r in result.rounds]
     _write(saved, row)
     return row
-
-
-def base_stage_run(ctx: Context, stage: str, full: dict[str, Any], threads: int
-                   ) -> dict[str, Any] | None:
-    """The base run's own ``stage`` when it ran with this point's very settings (its inputs the
-    same files; where it writes and what it shows aside: ``DISPLAY``) on this thread count: its
-    figures and seconds from its record, and ``shared_with`` its folder; None when there is no
-    such run. The record must be whole and its files the very files it wrote and read."""
-    record = read_record(record_path(ctx.base, stage))
-    if record is None or record.get("blas_threads") != threads \
-            or not isinstance(record.get("config"), dict) \
-            or record_holds(ctx.base, record, list(record.get("inputs") or {})) is not None:
-        return None
-    cfg = COMMANDS[stage].config(**full)
-    mine = {k: v for k, v in dataclasses.asdict(cfg).items()
-            if k not in DISPLAY and k not in unchanged_by_default(cfg)}
-    theirs = {k: v for k, v in record["config"].items() if k not in DISPLAY}
-    files = set(COMMANDS[stage].inputs)
-
-    def same(key: str) -> bool:
-        a, b = mine[key], theirs.get(key)
-        if key in files and isinstance(b, str):
-            return Path(a).resolve() == Path(b).resolve()
-        return a == b
-
-    if set(theirs) - set(mine) - set(unchanged_by_default(cfg)) or not all(map(same, mine)):
-        return None
-    numbers = record.get("numbers") or {}
-    if not all(k in numbers for k in JUDGED):
-        return None
-    return {**{k: numbers[k] for k in JUDGED}, "seconds": record.get("seconds", 0.0),
-            "shared_with": str(ctx.base / stage)}
 
 
 def _write(path: Path, row: dict[str, Any]) -> None:

@@ -3,24 +3,26 @@ implementation details switched off one at a time (advantage whitening, value cl
 missing-EOS penalty, the critic on the reward model's trunk), on the pipeline's SFT policy and
 reward model.
 
-Every run of one seed starts from the same random stream (``ctx.seed_for("ppo")``), so each
-pair of runs sees the same first rollout and differs only by the switch: differences are paired
-within a seed, and ``--seeds N`` turns each into a mean with a 95% interval over seeds. The
-sweep runs ``iterations`` (the stage's default, 120) and is judged by the stage's final
-evaluation; the ablations run ``ablation_iterations`` (60) and are compared with the baseline's
-own first 60 iterations (the learning rate is constant, so a 60-iteration baseline would be the
-same run), on the rollouts of their last ``tail`` iterations (640 responses at tail = 10)."""
+Every run of one seed starts from the experiment's seed (the stream of the pipeline's PPO at
+seed 0), so each pair of runs sees the same first rollout and differs only by the switch:
+differences are paired within a seed, and ``--seeds N`` turns each into a mean with a 95%
+interval over seeds. The sweep runs ``iterations`` (the stage's default, 120) and is judged by
+the stage's final evaluation: its beta = 0.05 and 0.2 runs have the settings of the frontier's
+PPO points (and at seed 0 beta = 0.05 is the pipeline's PPO), so they are those runs, trained
+once (``Context.stage_run``). The ablations run ``ablation_iterations`` (60) and are compared
+with the baseline's own first 60 iterations (the learning rate is constant, so a 60-iteration
+baseline would be the same run), on the rollouts of their last ``tail`` iterations (640
+responses at tail = 10)."""
 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from minirlhf.experiments.common import Context
+from minirlhf.experiments.common import Context, relative_folder
 
 NEEDS = ("sft", "reward")  # the pipeline's SFT policy and reward model
 
@@ -48,32 +50,33 @@ def tail_means(metrics: list[dict[str, float]], tail: int) -> dict[str, float]:
 
 def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
     iterations, ablation_iterations, tail = ctx.n(120, 4), ctx.n(60, 2), ctx.n(10, 1)
-    seed = ctx.seed_for("ppo")  # one stream for every run: paired comparisons
     numbers: dict[str, Any] = {"iterations": iterations, "ablation_iterations":
                                ablation_iterations, "tail": tail, "beta_sweep": {},
                                "ablations": {}, "runs": {}}  # runs: name -> its folder
     curves = {}
+    ppo = ctx.ppo_settings()
     for beta in BETAS:
         name = f"beta={beta:g}"
-        r = ctx.ppo(f"beta_{beta:g}", str(ctx.reward_path), beta=beta, iterations=iterations,
-                    seed=seed)
+        r = ctx.stage_run(f"ppo_beta_{beta:g}", "ppo", **{**ppo, "beta": beta,
+                                                          "iterations": iterations})
         m = r.metrics
         numbers["beta_sweep"][name] = {
-            **r.report.to_dict(), "proxy_first": m[0]["objective/scores"],
+            **r.figures, "proxy_first": m[0]["objective/scores"],
             "proxy_last": m[-1]["objective/scores"], "kl_last": m[-1]["objective/kl"]}
-        numbers["runs"][name] = Path(r.config.out_dir).name  # in the experiment's folder
+        numbers["runs"][name] = relative_folder(r, ctx)  # from the experiment's folder
         curves[name] = m
         if beta == 0.05:
             baseline = m[:ablation_iterations]
     base_tail = tail_means(baseline, tail)
     numbers["ablations"]["baseline"] = base_tail
     for name, change in ABLATIONS.items():
-        r = ctx.ppo(name.split()[0].replace("'", ""), str(ctx.reward_path), seed=seed,
-                    iterations=ablation_iterations, eval_samples_per_prompt=1, **change)
+        r = ctx.stage_run("ppo_" + name.split()[0].replace("'", ""), "ppo",
+                          **{**ppo, "iterations": ablation_iterations,
+                             "eval_samples_per_prompt": 1, **change})
         t = tail_means(r.metrics, tail)
         numbers["ablations"][name] = {**t, **{f"{k}_minus_baseline": t[k] - base_tail[k]
                                              for k in TAIL_KEYS}}
-        numbers["runs"][name] = Path(r.config.out_dir).name  # in the experiment's folder
+        numbers["runs"][name] = relative_folder(r, ctx)
         curves[name] = r.metrics
     return numbers, [_plot(ctx, curves, baseline)]
 
