@@ -54,6 +54,22 @@ def test_a_path_finds_keys_that_hold_dots_and_list_items():
         C.get(r, "ppo.beta 0.5.x")
 
 
+def test_a_figure_that_cannot_be_shown_counts_as_not_holding_and_shows_as_n_a(tmp_path):
+    """dpo-details' gold at matched KL exists only where the offline sweep's KLs bracket
+    online's: elsewhere the rule gives NaN, the seed does not hold, the table says n/a, and
+    claims.json keeps null (valid JSON) under a verdict that is not "not run"."""
+    claim = next(c for c in C.CLAIMS if c.id == "dpo-online-wins-at-matched-kl")
+    inside = {"online_at_matched_kl": {"in_range": True, "gold_difference": 0.4}}
+    outside = {"online_at_matched_kl": {"in_range": False, "kl": 0.5}}
+    assert C.matched_kl_difference(inside) == 0.4
+    v = C.Verdict(claim, {0: C.matched_kl_difference(inside),
+                          1: C.matched_kl_difference(outside)}, {})
+    assert v.held == [0] and v.verdict == "holds in some seeds"
+    assert "| 0.400 | n/a | 1 of 2 | holds in some seeds |" in C.table([v])
+    json_path, _ = C.write([v], tmp_path, {"seeds": [0, 1], "threads": 1})
+    assert json.loads(json_path.read_text())["claims"][0]["figures"] == {"0": 0.4, "1": None}
+
+
 def test_select_names_the_chapters_when_nothing_matches():
     assert {c.chapter for c in C.select(chapter="5")} == {"05"}
     assert [c.id for c in C.select(only="ppo-raises-gold")] == ["ppo-raises-gold"]
@@ -63,9 +79,8 @@ def test_select_names_the_chapters_when_nothing_matches():
 
 def test_every_rule_runs_on_the_tiny_preset_s_results(tiny_run, quick_experiment, tmp_path):
     """Every claim reads its figure from the tiny run's files, laid out as the course lays
-    them out, seed 0. The only figures allowed to be missing: a frontier point that the quick
-    frontier does not train (it trains 7 of the 24), and dpo-details' gold at matched KL when
-    the quick β sweep's KLs do not bracket online's (its message says so)."""
+    them out, seed 0. The only figure allowed to be missing: a frontier point that the quick
+    frontier does not train (it trains 7 of the 24)."""
     from minirlhf.experiments.frontier import QUICK_POINTS
 
     runs, _ = tiny_run
@@ -76,9 +91,6 @@ def test_every_rule_runs_on_the_tiny_preset_s_results(tiny_run, quick_experiment
     for v in verdicts:
         assert v.figures[0] is not None or v.errors, f"{v.claim.id}: its results are missing"
         for message in v.errors.values():
-            if v.claim.id == "dpo-online-wins-at-matched-kl":
-                assert "outside the offline β sweep's" in message, message
-                continue
             assert "the frontier has no point" in message and not any(
                 f"'{label}'" in message for label in quick), f"{v.claim.id}: {message}"
     ran = sum(v.figures[0] is not None for v in verdicts)

@@ -227,11 +227,10 @@ def gap(r: dict, cond: str) -> float:
 
 
 def matched_kl_difference(r: dict) -> float:
-    """dpo-details' online gold minus the offline sweep's at online's KL, when it brackets it."""
+    """dpo-details' online gold minus the offline sweep's at online's KL; NaN (the claim does
+    not hold in that seed: it cannot be shown there) when the sweep's KLs do not bracket it."""
     m = get(r, "online_at_matched_kl")
-    if "gold_difference" not in m:
-        raise KeyError("online DPO's KL lies outside the offline β sweep's: no gold at its KL")
-    return m["gold_difference"]
+    return m["gold_difference"] if m["in_range"] else float("nan")
 
 
 N5, N6, N7 = ("notebooks/05_ppo.ipynb", "notebooks/06_dpo.ipynb", "notebooks/07_rlaif.ipynb")
@@ -330,7 +329,8 @@ claim("dpo-online-less-kl", N6, "## 6. Offline or online?",
       "KL, online − offline", at(f"{ON}.kl_to_ref_minus_main"), "< 0")
 claim("dpo-online-wins-at-matched-kl", N6, "## 6. Offline or online?",
       "At matched KL, online DPO has more gold than the offline β sweep", DD,
-      "gold, online − offline at online's KL", lambda r: matched_kl_difference(r),
+      "gold, online − offline at online's KL (n/a: the sweep's KLs do not bracket online's)",
+      matched_kl_difference,
       "> 0")
 claim("dpo-online-gold-per-nat", N6, "## 6. Offline or online?",
       "Labels on the policy's own answers buy more gold per nat of KL", DD,
@@ -695,11 +695,19 @@ def table(verdicts: list[Verdict]) -> str:
                       "| claim | statement | figure (rule) | "
                       + " | ".join(f"seed {s}" for s in seeds) + " | holds in | verdict |",
                       "|---|---|---|" + "---:|" * len(seeds) + "---|---|"]
-        cells = [("—" if v.figures[s] is None else format(v.figures[s], c.fmt)) for s in seeds]
+        cells = [shown(v.figures[s], c.fmt) for s in seeds]
         lines.append(f"| `{c.id}` | {c.statement} | {c.figure} ({c.rule}) | "
                      + " | ".join(cells) + f" | {len(v.held)} of {len(seeds)} | "
                      f"{v.verdict} |")
     return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def shown(figure: float | None, fmt: str) -> str:
+    """A seed's figure in a table: "—" when its results are missing, "n/a" when its rule
+    found no figure to judge (NaN: the claim does not hold in that seed)."""
+    if figure is None:
+        return "—"
+    return "n/a" if figure != figure else format(figure, fmt)
 
 
 def counts(verdicts: list[Verdict]) -> dict[str, int]:
@@ -715,7 +723,8 @@ def write(verdicts: list[Verdict], out_dir: str | Path, header: dict[str, Any]) 
     data = {**header, "counts": counts(verdicts), "claims": [
         {"id": v.claim.id, "where": v.claim.where, "section": v.claim.section,
          "statement": v.claim.statement, "reads": v.claim.reads, "figure": v.claim.figure,
-         "rule": v.claim.rule, "figures": {str(s): f for s, f in v.figures.items()},
+         "rule": v.claim.rule, "figures": {str(s): None if f is not None and f != f else f
+                                           for s, f in v.figures.items()},  # NaN: null
          "errors": {str(s): e for s, e in v.errors.items()}, "held_in": v.held,
          "verdict": v.verdict} for v in verdicts]}
     text = (json.dumps(data, indent=1) + "\n").encode()
@@ -796,7 +805,8 @@ def measured(chapter: str, runs_dir: str | Path = "runs", preset: str = "default
     lines = [f"Judged on {whose} ({shown}): seeds {', '.join(map(str, seeds))}, "
              f"{data['threads']} engine thread(s) each; a figure is one seed's.", ""]
     for c in rows:
-        figures = ", ".join("—" if c["figures"].get(str(s)) is None
+        missing = "—" if c["verdict"] == "not run" else "n/a"  # null in a judged claim: NaN
+        figures = ", ".join(missing if c["figures"].get(str(s)) is None
                             else f"{c['figures'][str(s)]:.3g}" for s in seeds)
         lines.append(f"- {c['statement']}: {c['verdict']} ({len(c['held_in'])} of "
                      f"{len(seeds)}; {c['figure']} {c['rule']}: {figures})")
