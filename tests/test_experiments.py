@@ -274,8 +274,10 @@ def test_a_frontier_point_at_the_base_runs_settings_is_that_run(tiny_run, monkey
         record = json.loads((ctx.base / "pipeline" / "ppo.json").read_text())
         assert row["seconds"] == record["seconds"]
         assert not (ctx.out / "PPO_b0.05" / "model.npz").exists()  # nothing trained
-        def found(settings, threads=blas_threads()):
-            return find_run(ctx.base, "ppo", COMMANDS["ppo"].config(**settings), threads)
+
+        def found(settings, threads=None):
+            return find_run(ctx.base, "ppo", COMMANDS["ppo"].config(**settings),
+                            blas_threads() if threads is None else threads)
 
         assert found(frontier.point_settings(ctx, "ppo", {"beta": 0.2}, ctx.out / "b")) is None
         assert found(row["settings"], blas_threads() + 1) is None
