@@ -295,12 +295,15 @@ def test_a_frontier_point_at_the_base_runs_settings_is_that_run(tiny_run, monkey
 def test_a_stage_run_with_another_experiments_settings_is_that_run(tiny_run, monkeypatch):
     """``Context.stage_run``: a run one experiment trained is what another experiment gets
     when it asks for the same settings on the same thread count (read back, nothing trained),
-    and trained anyway it gives the very same figures and metrics, bit for bit. Other settings
-    are not shared; a frontier point at those settings reads the run too."""
+    and trained anyway it gives the very same figures and metrics, bit for bit. Inputs count by
+    content; other settings or other inputs are not shared; a frontier point at those settings
+    reads the run too."""
     import shutil
 
     from minirlhf.experiments import common, frontier
     from minirlhf.experiments.common import Context
+    from minirlhf.machine import blas_threads
+    from minirlhf.registry import COMMANDS
 
     runs, _ = tiny_run
     config = ExperimentConfig(name="sharing-test", base="tiny", runs_dir=str(runs), quick=True)
@@ -315,6 +318,15 @@ def test_a_stage_run_with_another_experiments_settings_is_that_run(tiny_run, mon
         assert (again.figures, again.metrics) == (first.figures, first.metrics)
         point = frontier.run_point(b, "PPO b=0.1", "ppo", settings)
         assert point["shared_with"] == str(first.folder)
+        # inputs count by content: a copy of the SFT policy is the same input, another
+        # model (the pretrained one, of the same shape) is not
+        copy = b.out / "sft_copy.npz"
+        shutil.copy(a.sft, copy)
+        assert b.stage_run("ppo_c", "ppo", **settings, init=str(copy)).folder == first.folder
+        assert (b.base / "pretrain" / "model.npz").is_file()
+        other_init = COMMANDS["ppo"].config(**{**b.base_inputs("ppo"), **b.common(), **settings,
+                                               "init": str(b.base / "pretrain" / "model.npz")})
+        assert common.find_run(b.base, "ppo", other_init, blas_threads()) is None
         other = b.stage_run("ppo_z", "ppo", **{**settings, "beta": 0.3})
         assert other.folder == b.out / "ppo_z"  # another beta: trained
         monkeypatch.setattr(common, "find_run", lambda *args: None)

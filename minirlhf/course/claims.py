@@ -38,6 +38,7 @@ import numpy as np
 from minirlhf.config import ConfigError
 from minirlhf.files import read_cache
 from minirlhf.lm.checkpoint import atomic_write
+from minirlhf.records import nan_to_null
 
 log = logging.getLogger("minirlhf.course.claims")
 
@@ -329,7 +330,7 @@ claim("dpo-online-less-kl", N6, "## 6. Offline or online?",
       "KL, online − offline", at(f"{ON}.kl_to_ref_minus_main"), "< 0")
 claim("dpo-online-wins-at-matched-kl", N6, "## 6. Offline or online?",
       "At matched KL, online DPO has more gold than the offline β sweep", DD,
-      "gold, online − offline at online's KL (n/a: the sweep's KLs do not bracket online's)",
+      "gold, online − offline at online's KL (n/a: not bracketed by the sweep)",
       matched_kl_difference,
       "> 0")
 claim("dpo-online-gold-per-nat", N6, "## 6. Offline or online?",
@@ -695,14 +696,14 @@ def table(verdicts: list[Verdict]) -> str:
                       "| claim | statement | figure (rule) | "
                       + " | ".join(f"seed {s}" for s in seeds) + " | holds in | verdict |",
                       "|---|---|---|" + "---:|" * len(seeds) + "---|---|"]
-        cells = [shown(v.figures[s], c.fmt) for s in seeds]
+        cells = [cell(v.figures[s], c.fmt) for s in seeds]
         lines.append(f"| `{c.id}` | {c.statement} | {c.figure} ({c.rule}) | "
                      + " | ".join(cells) + f" | {len(v.held)} of {len(seeds)} | "
                      f"{v.verdict} |")
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
-def shown(figure: float | None, fmt: str) -> str:
+def cell(figure: float | None, fmt: str) -> str:
     """A seed's figure in a table: "—" when its results are missing, "n/a" when its rule
     found no figure to judge (NaN: the claim does not hold in that seed)."""
     if figure is None:
@@ -723,8 +724,8 @@ def write(verdicts: list[Verdict], out_dir: str | Path, header: dict[str, Any]) 
     data = {**header, "counts": counts(verdicts), "claims": [
         {"id": v.claim.id, "where": v.claim.where, "section": v.claim.section,
          "statement": v.claim.statement, "reads": v.claim.reads, "figure": v.claim.figure,
-         "rule": v.claim.rule, "figures": {str(s): None if f is not None and f != f else f
-                                           for s, f in v.figures.items()},  # NaN: null
+         "rule": v.claim.rule,
+         "figures": nan_to_null({str(s): f for s, f in v.figures.items()}),  # NaN: null
          "errors": {str(s): e for s, e in v.errors.items()}, "held_in": v.held,
          "verdict": v.verdict} for v in verdicts]}
     text = (json.dumps(data, indent=1) + "\n").encode()

@@ -25,7 +25,7 @@ from minirlhf.config import (
     unchanged_by_default,
 )
 from minirlhf.files import read_json
-from minirlhf.lm.checkpoint import atomic_write
+from minirlhf.lm.checkpoint import atomic_write, file_digest
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.machine import blas_threads
 from minirlhf.records import read_record, record_holds, record_path
@@ -141,15 +141,19 @@ class Context:
                       batch_size=min(batch_size, int(len(pairs) * 0.95)), **kw)
         return RewardModel.load(train_reward(cfg).checkpoint)
 
+    def dpo_settings(self, n_pairs: int, task: str = "reviews") -> dict[str, Any]:
+        """What every DPO run of the experiments sets: batches of 32 pairs (fewer when there are
+        fewer) and how the policy is judged."""
+        return dict(batch_size=min(32, n_pairs), eval_samples_per_prompt=self.n(4, 1),
+                    max_new_tokens=self.n(80, 60) if task == "reviews" else ARITHMETIC_TOKENS)
+
     def dpo(self, name: str, pairs: list[PreferencePair], init: str | None = None,
             task: str = "reviews", **kw) -> Any:
         path = self.out / f"{name}.jsonl"
         save_jsonl(path, pairs)
         cfg = DPOConfig(task=task, preferences=str(path), init=init or self.sft,
-                        out_dir=str(self.out / f"dpo_{name}"), batch_size=min(32, len(pairs)),
-                        eval_samples_per_prompt=self.n(4, 1),
-                        max_new_tokens=self.n(80, 60) if task == "reviews" else ARITHMETIC_TOKENS,
-                        **self.common())
+                        out_dir=str(self.out / f"dpo_{name}"), **self.common(),
+                        **self.dpo_settings(len(pairs), task))
         return train_dpo(replace(cfg, **kw))
 
     def ppo_settings(self) -> dict[str, Any]:
@@ -166,17 +170,20 @@ class Context:
                         out_dir=str(self.out / f"ppo_{name}"), **self.common())
         return train_ppo(replace(cfg, **{**self.ppo_settings(), **kw}))
 
-    def stage_run(self, folder: str, stage: str, **settings: Any) -> StageRun:
-        """The run of ``stage`` on the base run's files (the inputs it declares: the SFT
-        policy, the preference pairs, the reward model) with the experiment's seed and
-        ``settings``. A finished run of the base with these very settings on this thread count
-        (``find_run``: the pipeline's own stage, a frontier point, another experiment's run, or
-        this folder's from before) is read back; else the stage trains in ``folder`` of the
-        experiment's. Trained or read back, the run is what its files hold."""
+    def base_inputs(self, stage: str) -> dict[str, str]:
+        """The base run's files for the inputs ``stage`` declares (its SFT policy, preference
+        pairs, reward model), by setting."""
         paths = {"sft": self.sft, "preferences": self.preferences, "reward": self.reward_path}
-        full = {field: str(paths[made_by]) for field, made_by in COMMANDS[stage].inputs.items()}
-        full.update(out_dir=str(self.out / folder), **self.common(), **settings)
-        config = COMMANDS[stage].config(**full)
+        return {field: str(paths[made_by]) for field, made_by in COMMANDS[stage].inputs.items()}
+
+    def stage_run(self, folder: str, stage: str, **settings: Any) -> StageRun:
+        """The run of ``stage`` on the base run's files with the experiment's seed and
+        ``settings``. A finished run of the base with these very settings, inputs and thread
+        count (``find_run``: the pipeline's own stage, a frontier point, another experiment's
+        run, or this folder's from before) is read back; else the stage trains in ``folder`` of
+        the experiment's. Trained or read back, the run is what its files hold."""
+        config = COMMANDS[stage].config(**{**self.base_inputs(stage), **self.common(),
+                                           "out_dir": str(self.out / folder), **settings})
         threads = blas_threads()
         found = find_run(self.base, stage, config, threads)
         if found is not None:
@@ -185,12 +192,10 @@ class Context:
         (out / RUN_FILE).unlink(missing_ok=True)  # it would describe another run's files
         t0 = time.time()
         COMMANDS[stage].run(config)
-        seconds = round(time.time() - t0, 1)
-        row = {"stage": stage, "settings": dataclasses.asdict(config), "threads": threads,
-               "seconds": seconds}
+        row = described(stage, config, threads, round(time.time() - t0, 1))
         data = (json.dumps(row, indent=1) + "\n").encode()
         atomic_write(out / RUN_FILE, lambda f: f.write(data))
-        return read_run(out, seconds)
+        return read_run(out, row["seconds"])
 
     def save(self, numbers: dict[str, Any]) -> None:
         """results.json, written whole or not at all (a kill leaves the old file or none)."""
@@ -199,8 +204,8 @@ class Context:
 
 
 # ------------------------------------------------------------ stage runs shared by settings
-RUN_FILE = "run.json"  # beside a run ``Context.stage_run`` trained: its settings and threads
-POINT_FILE = "point.json"  # beside a frontier point: the same, and its figures
+RUN_FILE = "run.json"  # beside a run ``Context.stage_run`` trained: ``described``
+POINT_FILE = "point.json"  # beside a frontier point: its figures, and ``described`` if trained
 DISPLAY = ("out_dir", "progress", "table_every")  # where a run writes, what it shows: no figure
 
 
@@ -223,53 +228,73 @@ def read_run(folder: Path, seconds: float) -> StageRun:
 
 
 def run_settings(stage: str, config: Any) -> dict[str, Any]:
-    """What makes a run of ``stage`` the run it is: every setting of ``config`` but where it
-    writes and what it shows (``DISPLAY``) and the settings added later at their default, its
-    input files by resolved path."""
-    files = set(COMMANDS[stage].inputs)
-    skip = set(DISPLAY) | unchanged_by_default(config)
-    return {k: str(Path(v).resolve()) if k in files and isinstance(v, str) else v
-            for k, v in dataclasses.asdict(config).items() if k not in skip}
+    """What makes a run of ``stage`` the run it is, its input files aside (``input_digests``):
+    every setting of ``config`` but where it writes and what it shows (``DISPLAY``) and the
+    settings added later at their default."""
+    skip = set(DISPLAY) | set(COMMANDS[stage].inputs) | unchanged_by_default(config)
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in skip}
 
 
-def _described_runs(base: Path, stage: str) -> list[tuple[Path, dict[str, Any], int, float]]:
-    """The finished runs of ``stage`` the base run holds, each as (folder, settings, threads,
-    seconds): the pipeline's own stage when its record holds (the files it names are the files
-    it wrote and read), then every folder under ``experiments/`` a ``RUN_FILE`` or a frontier
-    point (one that trained, not one that read another run) describes."""
+def input_digests(stage: str, config: Any) -> dict[str, str]:
+    """The SHA-256 of each input file of ``config`` (the fields ``stage`` declares), by
+    setting: the same content is the same input wherever it lies."""
+    return {field: file_digest(path) if Path(path := getattr(config, field)).is_file()
+            else "missing" for field in COMMANDS[stage].inputs}
+
+
+def described(stage: str, config: Any, threads: int, seconds: float) -> dict[str, Any]:
+    """What a ``RUN_FILE`` (or a trained frontier point) says of its run: its stage, its
+    settings, its inputs' digests, the thread count and the seconds it took."""
+    return {"stage": stage, "config": dataclasses.asdict(config),
+            "inputs": input_digests(stage, config), "threads": threads, "seconds": seconds}
+
+
+def _described_runs(base: Path, stage: str) -> list[tuple[Path, dict[str, Any]]]:
+    """The finished runs of ``stage`` the base run holds, each as (folder, ``described``
+    row): the pipeline's own stage when its record holds (the files it names are the files
+    it wrote and read), then every folder under ``experiments/`` that a ``RUN_FILE`` or a
+    trained frontier point describes."""
     out = []
     record = read_record(record_path(base, stage))
     if record is not None and isinstance(record.get("config"), dict) \
             and record_holds(base, record, list(record.get("inputs") or {})) is None:
-        out.append((base / stage, record["config"], record.get("blas_threads"),
-                    record.get("seconds", 0.0)))
+        read = record["inputs"]  # by file name in the run: the stage's inputs are its files
+        names = {field: os.path.relpath(output_path(made_by, base), base)
+                 for field, made_by in COMMANDS[stage].inputs.items()}
+        out.append((base / stage, {
+            "config": record["config"], "threads": record.get("blas_threads"),
+            "seconds": record.get("seconds", 0.0),
+            "inputs": {field: read.get(name) for field, name in names.items()}}))
     for name in (RUN_FILE, POINT_FILE):
         for path in sorted((base / "experiments").rglob(name)):
             try:
                 row = read_json(path)
             except (OSError, ValueError):
                 continue  # a run a kill cut off: not a run to read
-            if row.get("stage") == stage and "shared_with" not in row \
-                    and isinstance(row.get("settings"), dict):
-                out.append((path.parent, row["settings"], row.get("threads"),
-                            row.get("seconds", 0.0)))
+            if row.get("stage") == stage and isinstance(row.get("config"), dict) \
+                    and isinstance(row.get("inputs"), dict):
+                out.append((path.parent, row))
     return out
 
 
 def find_run(base: Path, stage: str, config: Any, threads: int) -> StageRun | None:
-    """A finished run of ``stage`` in the base run with ``config``'s settings (``run_settings``)
-    on ``threads`` threads (another count trains another model), read back; None when there
-    is none. The same settings give the same run, so a run is never trained twice."""
-    wanted = run_settings(stage, config)
-    for folder, settings, their_threads, seconds in _described_runs(base, stage):
-        if their_threads != threads or not (folder / "summary.json").exists():
+    """A finished run of ``stage`` in the base run with ``config``'s settings
+    (``run_settings``), the same input files by content and ``threads`` threads (another count
+    trains another model), read back; None when there is none. The same settings give the
+    same run, so a run is never trained twice."""
+    wanted, inputs = run_settings(stage, config), input_digests(stage, config)
+    if "missing" in inputs.values():
+        return None
+    for folder, row in _described_runs(base, stage):
+        if row.get("threads") != threads or row["inputs"] != inputs \
+                or not (folder / "summary.json").exists():
             continue
         try:
-            theirs = run_settings(stage, COMMANDS[stage].config(**settings))
+            theirs = run_settings(stage, COMMANDS[stage].config(**row["config"]))
         except (TypeError, ConfigError):  # settings of another version of the stage
             continue
         if theirs == wanted:
-            return read_run(folder, seconds)
+            return read_run(folder, row.get("seconds", 0.0))
     return None
 
 

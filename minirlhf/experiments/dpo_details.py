@@ -12,7 +12,8 @@ stream of the pipeline's DPO at seed 0: batches and evaluation samples); ``--see
 each figure and each difference from the main run (beta 0.5, summed) a 95% interval over
 seeds. The main run and the online run have the settings of the frontier's ``DPO b=0.5`` and
 ``online DPO b=0.5`` points (and at seed 0 the main run is the pipeline's DPO), so they are
-those runs, trained once (``Context.stage_run``)."""
+those runs, trained once (``Context.stage_run``; ``runs.<name>.folder`` then names their
+folders there)."""
 
 
 from __future__ import annotations
@@ -66,8 +67,7 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
     data = str(ctx.preferences) if n == len(pairs) else str(ctx.out / f"pairs_{n}.jsonl")
     if n < len(pairs):
         save_jsonl(data, pairs[:n])
-    settings = dict(preferences=data, batch_size=min(32, n), online_pairs=n,
-                    eval_samples_per_prompt=ctx.n(4, 1), max_new_tokens=ctx.n(80, 60))
+    settings = dict(preferences=data, online_pairs=n, **ctx.dpo_settings(n))
     numbers: dict[str, Any] = {"pairs": n, "mean_response_tokens": mean_len, "runs": {}}
     reports = {}
     for name, change in runs(mean_len).items():

@@ -12,9 +12,10 @@ analytic KL and RL's ``d (alpha - beta log d)`` on PPO's points (d = sqrt(KL)).
 
 Every point is one stage run through the registry (``COMMANDS[stage].run`` with the point's
 settings), kept in its own folder with the settings it ran with (``point.json``): run the
-command again and finished points are read back instead of trained (delete a folder to redo
-it). A point whose settings are those of a finished run of the base (the pipeline's own stage:
-on seed 0, PPO b=0.05 and DPO b=0.5 are the pipeline's PPO and DPO; ppo-details' and
+command again and finished points are read back instead of trained (delete a folder to redo it;
+a point read from another run, ``shared_with``, is redone by deleting that run's folder too). A
+point whose settings and input files are those of a finished run of the base (the pipeline's
+own stage: on seed 0, PPO b=0.05 and DPO b=0.5 are the pipeline's PPO and DPO; ppo-details' and
 dpo-details' runs: PPO b=0.05 and b=0.2, DPO b=0.5 and online DPO b=0.5 of every seed) is that
 run, read back, never trained twice (``common.find_run``). ``--quick`` runs one strength per
 method on the tiny run, with small budgets.
@@ -31,8 +32,16 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from minirlhf.config import ConfigError
 from minirlhf.evaluation import policy_report, with_interval
-from minirlhf.experiments.common import POINT_FILE, Context, find_run
+from minirlhf.experiments.common import (
+    POINT_FILE,
+    Context,
+    described,
+    find_run,
+    input_digests,
+    run_settings,
+)
 from minirlhf.experiments.overoptimization import fit_gao, gao_curve
 from minirlhf.files import read_cache, read_json
 from minirlhf.lm.checkpoint import atomic_write, load_model
@@ -98,51 +107,66 @@ def point_settings(ctx: Context, stage: str, settings: dict[str, Any], folder: P
     """A point's full settings: the base run's files for the inputs the stage declares, the
     experiment's seed, the quick budgets when quick (else FULL's), and the point's own (where
     "<reward>" and "<sft>" stand for the base run's reward model and SFT policy)."""
-    paths = {"sft": ctx.sft, "preferences": ctx.preferences, "reward": ctx.reward_path}
-    out = {field: paths[made_by] for field, made_by in COMMANDS[stage].inputs.items()}
-    out.update(out_dir=str(folder), seed=ctx.config.seed, progress=ctx.config.progress)
+    out = {**ctx.base_inputs(stage), **ctx.common(), "out_dir": str(folder)}
     if ctx.config.quick:
         out.update(COMMANDS[stage].presets.get("tiny", {}), **QUICK[stage])
     else:
         out.update(FULL.get(stage, {}))
-    named = {"<reward>": paths["reward"], "<sft>": paths["sft"]}
+    named = {"<reward>": str(ctx.reward_path), "<sft>": str(ctx.sft)}
     out.update({k: named.get(v, v) if isinstance(v, str) else v for k, v in settings.items()})
     return out
 
 
 def run_point(ctx: Context, label: str, stage: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """Train one point (or read it back when its folder holds the same settings)."""
+    """Train one point, or read it back: from its folder when that holds this very run, or
+    from another finished run of the base with the same settings (``find_run``)."""
     folder = ctx.out / label.replace(" ", "_").replace("=", "")
     full = point_settings(ctx, stage, settings, folder)
+    config = COMMANDS[stage].config(**full)
     saved = folder / POINT_FILE
     threads = blas_threads()  # another count trains another model
     kept = read_cache(saved, log, "training the point again")
-    if kept is not None:  # the same settings (progress bars aside, they change no result)
-        if _results_settings(kept.get("settings", {})) == _results_settings(full) and \
-                kept.get("threads") == threads:
-            if "ci95" not in kept:  # judged before intervals were kept
-                kept = rejudge(kept, stage, full, folder)
-                _write(saved, kept)
-            return kept
-    shared = find_run(ctx.base, stage, COMMANDS[stage].config(**full), threads)
-    if shared is not None:  # the same settings: the very run, trained once
+    if kept is not None and same_point(stage, kept, config, threads):
+        if "ci95" not in kept:  # judged before intervals were kept
+            kept = rejudge(kept, stage, full, folder)
+            _write(saved, kept)
+        return kept
+    shared = find_run(ctx.base, stage, config, threads)
+    if shared is not None and all(k in shared.figures for k in JUDGED):  # the very run
         row = {"label": label, "stage": stage, "settings": full, "threads": threads,
                **{k: shared.figures[k] for k in JUDGED}, "seconds": shared.seconds,
                "shared_with": str(shared.folder)}
         _write(saved, row)
         return row
+    saved.unlink(missing_ok=True)  # it would describe another run's files
     t0 = time.time()
-    spec = COMMANDS[stage]
-    result = spec.run(spec.config(**full))
+    result = COMMANDS[stage].run(config)
     rep = result.report.to_dict()
-    row = {"label": label, "stage": stage, "settings": full, "seconds": time.time() - t0,
-           "threads": threads,
+    row = {"label": label, "settings": full, **described(stage, config, threads,
+                                                         time.time() - t0),
            **{k: rep[k] for k in JUDGED}}
     if stage == "rft":  # one point per round: the rounds are strengths too
         row["rounds"] = [{k: r[k] for k in ("round", "gold", "kl", "win_rate")}
                          for r in result.rounds]
     _write(saved, row)
     return row
+
+
+def same_point(stage: str, kept: dict[str, Any], config: Any, threads: int) -> bool:
+    """Whether a saved point is the run ``config`` asks for: the same settings
+    (``run_settings``), thread count and input files (by content; by path for a point saved
+    before points kept their inputs' digests)."""
+    try:
+        theirs = COMMANDS[stage].config(**kept.get("settings", {}))
+    except (TypeError, ConfigError):  # settings of another version of the stage
+        return False
+    if kept.get("threads") != threads \
+            or run_settings(stage, theirs) != run_settings(stage, config):
+        return False
+    if "inputs" in kept:
+        return kept["inputs"] == input_digests(stage, config)
+    return all(Path(getattr(theirs, f)).resolve() == Path(getattr(config, f)).resolve()
+               for f in COMMANDS[stage].inputs)
 
 
 def _write(path: Path, row: dict[str, Any]) -> None:
@@ -165,10 +189,6 @@ def rejudge(kept: dict[str, Any], stage: str, full: dict[str, Any], folder: Path
     same = all(rep[k] == kept[k] for k in ("gold_reward", "kl_to_ref", "win_rate_vs_sft"))
     return {**kept, **{k: rep[k] for k in JUDGED},
             "rejudged": "the same figures" if same else "figures changed on re-judging"}
-
-
-def _results_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in settings.items() if k != "progress"}
 
 
 def best_of_n_curve(ctx: Context) -> dict[str, list[float]]:

@@ -9,10 +9,10 @@ differences are paired within a seed, and ``--seeds N`` turns each into a mean w
 interval over seeds. The sweep runs ``iterations`` (the stage's default, 120) and is judged by
 the stage's final evaluation: its beta = 0.05 and 0.2 runs have the settings of the frontier's
 PPO points (and at seed 0 beta = 0.05 is the pipeline's PPO), so they are those runs, trained
-once (``Context.stage_run``). The ablations run ``ablation_iterations`` (60) and are compared
-with the baseline's own first 60 iterations (the learning rate is constant, so a 60-iteration
-baseline would be the same run), on the rollouts of their last ``tail`` iterations (640
-responses at tail = 10)."""
+once (``Context.stage_run``; ``results.json``'s ``runs`` then names their folders there). The
+ablations run ``ablation_iterations`` (60) and are compared with the baseline's own first 60
+iterations (the learning rate is constant, so a 60-iteration baseline would be the same run),
+on the rollouts of their last ``tail`` iterations (640 responses at tail = 10)."""
 
 
 from __future__ import annotations
