@@ -26,3 +26,8 @@ def wait_forever(pid_file: str) -> None:
     Path(pid_file).write_text(str(os.getpid()))
     while True:
         time.sleep(0.1)
+
+
+def write_seen(path: str, other: str) -> None:
+    """Writes whether ``other`` was there when this job started."""
+    Path(path).write_text("seen" if Path(other).exists() else "not there")

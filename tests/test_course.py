@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,29 @@ def test_a_failure_is_one_line_its_readers_wait_and_a_rerun_runs_only_what_is_le
     again = build(fixed, base="t", runs_dir=str(tmp_path), workers=2, progress=False)
     assert again.reused == ["a"] and sorted(again.done) == ["b", "c", "d"]
     assert not again.failed and not again.not_started
+
+
+def test_a_job_waits_for_the_planned_jobs_whose_runs_it_shares_and_runs_without_them(tmp_path):
+    """``after``: with two free workers, a job still waits for a planned job it shares runs
+    with; without that job in the plan it runs at once. Neither changes its fingerprint, and
+    the claims of the frontier alone do not ask for ppo-details or dpo-details."""
+    from minirlhf.course import claims as C
+
+    out = tmp_path / "out"
+    out.mkdir()
+    first = _test_job("a", "write", path=str(out / "a"))
+    sharing = Job("b", "course_jobs:write_seen", (("path", str(out / "b")),
+                                                  ("other", str(out / "a"))), (), ("a",))
+    r = build([first, sharing], base="t", runs_dir=str(tmp_path), workers=2, progress=False)
+    assert sorted(r.done) == ["a", "b"] and (out / "b").read_text() == "seen"
+    alone = build([replace(sharing, kwargs=(("path", str(out / "c")),
+                                            ("other", str(out / "z"))))],
+                  base="u", runs_dir=str(tmp_path), workers=2, progress=False)
+    assert alone.done == ["b"] and (out / "c").read_text() == "not there"
+    assert fingerprints([sharing])["b"] == fingerprints([replace(sharing, after=())])["b"]
+    frontier = [c for c in C.CLAIMS if c.reads == "frontier"]
+    names = {j.name for j in C.needed_jobs(frontier, "default", 3, str(tmp_path))}
+    assert names == {"pipeline", "frontier", "frontier:seed1", "frontier:seed2"}
 
 
 def test_a_fingerprint_holds_the_thread_count_and_what_the_job_read():

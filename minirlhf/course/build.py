@@ -5,9 +5,9 @@ The course is a list of jobs, each a plain function call with picklable argument
 run of each seed, the scratchpad world's route (its pretraining and SFT) of each seed, every
 experiment once per seed on the pipeline's seed-0 run (``experiments/<name>/seed<k>/``, as
 ``experiment NAME --seeds N`` lays them out) with its summary over seeds, critic-free's seed k on
-route k, and the frontier of each seed. A job starts when the jobs it reads are done (the
-frontier's seed k after ppo-details' and dpo-details', whose runs it shares). The claims
-(``minirlhf.course.claims``) read these runs.
+route k, and the frontier of each seed. A job starts when the jobs it reads are done (and the
+frontier's seed k after ppo-details' and dpo-details' when they are planned: it shares their
+runs). The claims (``minirlhf.course.claims``) read these runs.
 
 Jobs run in ``workers`` processes of one engine thread and one BLAS thread each (two such
 processes use both cores fully, where Python threads inside one process do not), through the
@@ -68,12 +68,15 @@ SECONDS = {"pipeline": 580, "route": 160, "rlaif": 210, "sycophancy": 255, "leng
 @dataclass(frozen=True)
 class Job:
     """One unit of work: ``call`` ("module:function") called with ``kwargs`` in a worker, after
-    the jobs named in ``needs``, whose outputs it reads."""
+    the jobs named in ``needs``, whose outputs it reads, and after those named in ``after``
+    when they are in the plan and not done yet: their runs it shares when they are there (it
+    trains them itself when they are not), so waiting saves work but is not needed."""
 
     name: str
     call: str
     kwargs: tuple[tuple[str, Any], ...]
     needs: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
 
 
 @dataclass
@@ -119,10 +122,10 @@ def plan(preset: str = "default", seeds: int = 3, runs_dir: str = "runs") -> lis
                   ("runs_dir", runs), ("seed", k)), (seeded("route", k),))
              for k in range(seeds)]
     # the frontier: seed k on the pipeline's seed-0 run, in its folder (seed 0) or seed<k>/,
-    # after ppo-details' and dpo-details' seed k, whose runs it shares (the same settings)
+    # after ppo-details' and dpo-details' seed k when planned: it shares their runs
     jobs += [Job(seeded("frontier", k), f"{here}:experiment_run",
                  (("name", "frontier"), ("base", preset), ("quick", quick), ("runs_dir", runs),
-                  ("seed", k)), ("pipeline", f"ppo-details:seed{k}", f"dpo-details:seed{k}"))
+                  ("seed", k)), ("pipeline",), (f"ppo-details:seed{k}", f"dpo-details:seed{k}"))
              for k in range(seeds)]
     return jobs
 
@@ -157,7 +160,7 @@ def critical_seconds(jobs: list[Job]) -> dict[str, float]:
     a short job that unlocks long ones (a route, before its critic-free run) goes early."""
     after: dict[str, list[str]] = {j.name: [] for j in jobs}
     for j in jobs:
-        for n in j.needs:
+        for n in (*j.needs, *j.after):
             after.setdefault(n, []).append(j.name)
     by_name = {j.name: j for j in jobs}
     out: dict[str, float] = {}
@@ -356,7 +359,9 @@ def _run(pending: list[Job], done: set[str], result: CourseResult, prints: dict[
                 pending.remove(j)  # it reads what a failed job was to make
                 result.not_started[j.name] = "reads the output of a job that failed"
                 bar.update(1)
-            ready = sorted((j for j in pending if all(n in done for n in j.needs)),
+            waiting = {j.name for j in pending} | {j.name for j in running.values()}
+            ready = sorted((j for j in pending if all(n in done for n in j.needs)
+                            and not waiting.intersection(j.after)),
                            key=lambda j: chain[j.name], reverse=True)  # the longest chain first
             for j in ready[: max(0, workers - len(running))]:  # free workers only
                 pending.remove(j)
