@@ -238,8 +238,11 @@ def run_settings(stage: str, config: Any) -> dict[str, Any]:
 def input_digests(stage: str, config: Any) -> dict[str, str]:
     """The SHA-256 of each input file of ``config`` (the fields ``stage`` declares), by
     setting: the same content is the same input wherever it lies."""
-    return {field: file_digest(path) if Path(path := getattr(config, field)).is_file()
-            else "missing" for field in COMMANDS[stage].inputs}
+    out = {}
+    for field in COMMANDS[stage].inputs:
+        path = Path(getattr(config, field))
+        out[field] = file_digest(path) if path.is_file() else "missing"
+    return out
 
 
 def described(stage: str, config: Any, threads: int, seconds: float) -> dict[str, Any]:
