@@ -708,7 +708,8 @@ def cmd_course(args: argparse.Namespace) -> int:
               f"{estimate_minutes(to_run, workers, args.preset == 'tiny'):.0f} min")
         for j in jobs:
             print(f"  {j.name:<28}{'done' if j in finished else 'to run':<8}"
-                  + (f"after {', '.join((*j.needs, *j.after))}" if j.needs else ""))
+                  + (f"after {', '.join((*j.needs, *j.after))}" if j.needs or j.after
+                     else ""))
 
     if args.plan:
         prints = fingerprints(jobs)

@@ -31,3 +31,9 @@ def wait_forever(pid_file: str) -> None:
 def write_seen(path: str, other: str) -> None:
     """Writes whether ``other`` was there when this job started."""
     Path(path).write_text("seen" if Path(other).exists() else "not there")
+
+
+def write_later(path: str, seconds: float) -> None:
+    """Writes ``path`` after ``seconds``: a job still running when others are ready."""
+    time.sleep(seconds)
+    Path(path).write_text("done")

@@ -101,7 +101,7 @@ def test_a_job_waits_for_the_planned_jobs_whose_runs_it_shares_and_runs_without_
 
     out = tmp_path / "out"
     out.mkdir()
-    first = _test_job("a", "write", path=str(out / "a"))
+    first = _test_job("a", "write_later", path=str(out / "a"), seconds=1.0)  # b is ready now
     sharing = Job("b", "course_jobs:write_seen", (("path", str(out / "b")),
                                                   ("other", str(out / "a"))), (), ("a",))
     r = build([first, sharing], base="t", runs_dir=str(tmp_path), workers=2, progress=False)
@@ -110,6 +110,11 @@ def test_a_job_waits_for_the_planned_jobs_whose_runs_it_shares_and_runs_without_
                                             ("other", str(out / "z"))))],
                   base="u", runs_dir=str(tmp_path), workers=2, progress=False)
     assert alone.done == ["b"] and (out / "c").read_text() == "not there"
+    without = build([replace(first, kwargs=(("path", str(out / "d")), ("seconds", 1.0))),
+                     replace(sharing, after=(), kwargs=(("path", str(out / "e")),
+                                                       ("other", str(out / "d"))))],
+                    base="v", runs_dir=str(tmp_path), workers=2, progress=False)
+    assert sorted(without.done) == ["a", "b"] and (out / "e").read_text() == "not there"
     assert fingerprints([sharing])["b"] == fingerprints([replace(sharing, after=())])["b"]
     frontier = [c for c in C.CLAIMS if c.reads == "frontier"]
     names = {j.name for j in C.needed_jobs(frontier, "default", 3, str(tmp_path))}
