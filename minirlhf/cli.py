@@ -691,8 +691,10 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_course(args: argparse.Namespace) -> int:
     """Everything the chapters read, built in worker processes of one thread each: the
     pipeline's run, the scratchpad world's route, every experiment once per seed with its
-    summary over seeds, and the frontier. It prints its plan first; finished jobs are kept, so
-    a rerun (after a failure, Ctrl-C or a kill) runs only what is left."""
+    summary over seeds, and the frontier; then every claim judged on those seeds, as
+    ``claims --no-run`` judges them. It prints its plan first; finished jobs are kept, so a
+    rerun (after a failure, Ctrl-C or a kill) runs only what is left."""
+    import time
     from pathlib import Path
 
     from minirlhf.config import check_range
@@ -718,6 +720,7 @@ def cmd_course(args: argparse.Namespace) -> int:
         return 0
     _logging(args)
     client, executor, workers = _executor(args.executor, args.workers)
+    t0 = time.time()
     try:
         r = build(jobs, base=args.preset, runs_dir=args.runs_dir, workers=workers,
                   executor=executor, progress=not args.quiet,
@@ -733,7 +736,19 @@ def cmd_course(args: argparse.Namespace) -> int:
         print(f"  failed: {name}: {message}")
     for name, why in r.not_started.items():
         print(f"  not started: {name}: {why}")
-    return 1 if r.failed or r.not_started else 0
+    if r.failed or r.not_started:
+        print("claims: judged once every job is done (run the course again when fixed)")
+        return 1
+    if args.preset == "tiny":
+        print("claims: not judged: the tiny preset's runs are too small for the course's "
+              "conclusions")
+        return 0
+    from minirlhf.course import claims as C
+
+    _, line = _judge_claims(C.CLAIMS, args.runs_dir, args.preset, args.seeds, 1, t0,
+                            f"python -m minirlhf course --seeds {args.seeds}")
+    print(line)
+    return 0
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
@@ -747,7 +762,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
     from minirlhf.config import check_range
     from minirlhf.course import claims as C
-    from minirlhf.machine import cores, environment
+    from minirlhf.machine import cores
 
     check_range("claims", "--seeds", args.seeds, "[1, 10]")
     check_range("claims", "--threads", args.threads, f"[1, {cores()}]")  # this machine's cores
@@ -769,17 +784,32 @@ def cmd_claims(args: argparse.Namespace) -> int:
                       f"on {workers} worker(s) of {args.threads} thread(s)"))
         for name, message in r.failed.items():
             print(f"  failed: {name}: {message}")
-    seeds = list(range(args.seeds))
-    verdicts = C.evaluate(chosen, runs_dir, args.preset, seeds, args.threads)
-    header = {"seeds": seeds, "threads": args.threads, "preset": args.preset,
+    verdicts, line = _judge_claims(chosen, runs_dir, args.preset, args.seeds, args.threads, t0)
+    print(C.table(verdicts))
+    print(line)
+    return 0 if all(v.verdict == "holds" for v in verdicts) else 1
+
+
+def _judge_claims(chosen: list, runs_dir: str, preset: str, seeds: int, threads: int,
+                  t0: float, command: str = "") -> tuple[list, str]:
+    """``chosen`` claims judged on seeds 0 .. seeds-1 of what exists, written to claims.json
+    and claims.md beside the runs: (the verdicts, the line that counts them and names the
+    files). ``t0``: when the command started (the header's seconds); ``command``: the one that
+    made the table, when not ``claims`` itself."""
+    import time
+
+    from minirlhf.course import claims as C
+    from minirlhf.machine import environment
+
+    verdicts = C.evaluate(chosen, runs_dir, preset, list(range(seeds)), threads)
+    header = {"seeds": list(range(seeds)), "threads": threads, "preset": preset,
               "environment": environment(), "seconds": round(time.time() - t0, 1),
               "date": time.strftime("%Y-%m-%d"),
-              "job_seconds": round(C.job_seconds(runs_dir, args.preset), 1)}
-    json_path, md_path = C.write(verdicts, Path(runs_dir) / args.preset / "claims", header)
-    print(C.table(verdicts))
+              "job_seconds": round(C.job_seconds(runs_dir, preset), 1),
+              **({"command": command} if command else {})}
+    json_path, md_path = C.write(verdicts, Path(runs_dir) / preset / "claims", header)
     counts = ", ".join(f"{n} {k}" for k, n in C.counts(verdicts).items() if n)
-    print(f"claims: {counts}; {md_path}, {json_path}")
-    return 0 if all(v.verdict == "holds" for v in verdicts) else 1
+    return verdicts, f"claims: {counts}; {md_path}, {json_path}"
 
 
 def _executor(spec: str, workers: int) -> tuple[Any, Any, int]:

@@ -262,3 +262,37 @@ def test_a_short_job_that_unlocks_a_long_one_starts_before_a_lone_long_one():
     assert chain["ppo-details:seed0"] == SECONDS["ppo-details"] + chain["frontier"]
     assert chain["critic-free:seed1"] == chain["route:seed1"] - 160
     assert chain["pipeline"] > chain["frontier"]  # every experiment waits for it
+
+
+@pytest.mark.parametrize("preset, result, judged", [
+    ("default", dict(done=["pipeline"]), True),
+    ("default", dict(failed={"pipeline": "boom"}), False),
+    ("tiny", dict(done=["pipeline"]), False),
+])
+def test_the_course_ends_with_the_claims_judged_on_its_seeds(tmp_path, capsys, monkeypatch,
+                                                             preset, result, judged):
+    """Once every job is done, the course judges every claim on the seeds it built (as
+    ``claims --no-run``), whatever they find; after a failure, or on the tiny preset, it
+    writes no claims table and says why."""
+    import minirlhf.course.build as B
+    from minirlhf.cli import main
+    from minirlhf.course import claims as C
+    from minirlhf.course.build import CourseResult
+
+    monkeypatch.setattr(B, "build", lambda *a, **k: CourseResult(**result))
+    code = main(["course", "--preset", preset, "--seeds", "2", "--runs-dir", str(tmp_path),
+                 "-q"])
+    out = capsys.readouterr().out.strip().splitlines()
+    table = tmp_path / preset / "claims" / "claims.json"
+    assert table.exists() == judged
+    if judged:
+        data = json.loads(table.read_text())
+        assert code == 0 and data["seeds"] == [0, 1] and data["threads"] == 1
+        assert len(data["claims"]) == len(C.CLAIMS)
+        assert "Made by `python -m minirlhf course --seeds 2`" in table.with_suffix(
+            ".md").read_text()
+        assert out[-1] == f"claims: {len(C.CLAIMS)} not run; {table.with_suffix('.md')}, {table}"
+    elif "failed" in result:
+        assert code == 1 and out[-1].startswith("claims: judged once every job is done")
+    else:
+        assert code == 0 and out[-1].startswith("claims: not judged: the tiny preset")

@@ -741,10 +741,16 @@ def write(verdicts: list[Verdict], out_dir: str | Path, header: dict[str, Any]) 
     md = (f"# Claims\n\nEvery conclusion the course states, checked on each seed "
           f"({', '.join(map(str, header['seeds']))}) with {header['threads']} engine "
           f"thread(s): {summary}. A figure is one seed's; the rule decides each seed on its "
-          f"own. Made by `python -m minirlhf claims --seeds {len(header['seeds'])} --threads "
-          f"{header['threads']}`{made}.\n\n" + table(verdicts)).encode()
+          f"own. Made by `{header.get('command') or made_by(header)}`{made}.\n\n"
+          + table(verdicts)).encode()
     atomic_write(out / "claims.md", lambda f: f.write(md))
     return out / "claims.json", out / "claims.md"
+
+
+def made_by(header: dict[str, Any]) -> str:
+    """The claims command that judges as ``header`` says: its seeds and thread count."""
+    return (f"python -m minirlhf claims --seeds {len(header['seeds'])} --threads "
+            f"{header['threads']}")
 
 
 def job_seconds(runs_dir: str | Path, preset: str) -> float:
