@@ -737,15 +737,17 @@ def cmd_course(args: argparse.Namespace) -> int:
     for name, why in r.not_started.items():
         print(f"  not started: {name}: {why}")
     if r.failed or r.not_started:
-        print("claims: judged once every job is done (run the course again when fixed)")
+        print("claims: not judged: a job failed or did not start; the same command again runs "
+              "what is left, then judges them")
         return 1
     if args.preset == "tiny":
         print("claims: not judged: the tiny preset's runs are too small for the course's "
               "conclusions")
         return 0
     from minirlhf.course import claims as C
+    from minirlhf.course.build import THREADS
 
-    _, line = _judge_claims(C.CLAIMS, args.runs_dir, args.preset, args.seeds, 1, t0,
+    _, line = _judge_claims(C.CLAIMS, args.runs_dir, args.preset, args.seeds, THREADS, t0,
                             f"python -m minirlhf course --seeds {args.seeds}")
     print(line)
     return 0

@@ -127,7 +127,8 @@ def test_the_command_judges_what_exists_and_refuses_bad_settings(tmp_path, capsy
                  "--preset", "tiny"]) == 1  # nothing made: every claim "not run"
     out = capsys.readouterr().out
     assert "| `ppo-raises-gold` |" in out and "not run" in out
-    assert (tmp_path / "tiny" / "claims" / "claims.md").exists()
+    assert "Made by `python -m minirlhf claims --seeds 3 --threads 1`" in (
+        tmp_path / "tiny" / "claims" / "claims.md").read_text()
 
 
 # (docs/claims*.md are the claims tables the command writes.)

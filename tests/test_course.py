@@ -267,6 +267,7 @@ def test_a_short_job_that_unlocks_a_long_one_starts_before_a_lone_long_one():
 @pytest.mark.parametrize("preset, result, judged", [
     ("default", dict(done=["pipeline"]), True),
     ("default", dict(failed={"pipeline": "boom"}), False),
+    ("default", dict(not_started={"frontier": "stopped"}), False),
     ("tiny", dict(done=["pipeline"]), False),
 ])
 def test_the_course_ends_with_the_claims_judged_on_its_seeds(tmp_path, capsys, monkeypatch,
@@ -292,7 +293,7 @@ def test_the_course_ends_with_the_claims_judged_on_its_seeds(tmp_path, capsys, m
         assert "Made by `python -m minirlhf course --seeds 2`" in table.with_suffix(
             ".md").read_text()
         assert out[-1] == f"claims: {len(C.CLAIMS)} not run; {table.with_suffix('.md')}, {table}"
-    elif "failed" in result:
-        assert code == 1 and out[-1].startswith("claims: judged once every job is done")
+    elif "failed" in result or "not_started" in result:
+        assert code == 1 and out[-1].startswith("claims: not judged: a job failed or did not")
     else:
         assert code == 0 and out[-1].startswith("claims: not judged: the tiny preset")

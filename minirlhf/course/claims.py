@@ -786,10 +786,10 @@ def needed_jobs(claims: list[Claim], preset: str, seeds: int, runs_dir: str) -> 
 
 
 def measured(chapter: str, runs_dir: str | Path = "runs", preset: str = "default") -> str:
-    """A chapter's "Measured" table: its claims as the last ``claims`` run judged them, from
-    ``runs_dir/<preset>/claims/claims.json`` (beside the repository's root or one folder up, as
-    a chapter runs in notebooks/) when the reader has made one, else the table committed with
-    the course (docs/claims.json). Returns the text (a chapter prints it)."""
+    """A chapter's "Measured" table: its claims as the last ``claims`` or ``course`` run judged
+    them, from ``runs_dir/<preset>/claims/claims.json`` (beside the repository's root or one
+    folder up, as a chapter runs in notebooks/) when the reader has made one, else the table
+    committed with the course (docs/claims.json). Returns the text (a chapter prints it)."""
     chapter = chapter if chapter == "README" else chapter.zfill(2)
     local = [Path(d) / preset / "claims" / "claims.json"  # from the repository or notebooks/
              for d in (runs_dir, Path("..") / runs_dir)]
@@ -805,8 +805,8 @@ def measured(chapter: str, runs_dir: str | Path = "runs", preset: str = "default
             whose = source
             break
     else:
-        return ("No claims table yet: `python -m minirlhf claims` judges every conclusion on "
-                "seeds 0-2 and writes it.")
+        return ("No claims table yet: `python -m minirlhf course` (or `claims`) judges every "
+                "conclusion on seeds 0-2 and writes it.")
     seeds = data["seeds"]
     shown = "docs/claims.json" if path == committed else path
     lines = [f"Judged on {whose} ({shown}): seeds {', '.join(map(str, seeds))}, "
