@@ -11,6 +11,12 @@ folders and its records are copied, its experiments are not):
 2. ``threads``: one process of two engine threads and two BLAS threads running the jobs one
    after another (the same runner with ``workers=1, threads=2``).
 
+``--course-seed K`` runs instead every experiment job the course runs at seed K, as its plan
+orders them (critic-free on the scratchpad route of seed K, copied from beside ``--base``; the
+frontier after ppo-details and dpo-details, whose runs it shares). Take K >= 1: at seed 0 the
+one-thread way reads two frontier points from the pipeline's own (one-thread) records, which
+the two-thread way would have to train.
+
 It prints and writes ``throughput.json``: each way's wall time and the jobs' own clocks, the
 ratio of the wall times (the throughput of 1 over that of 2), and each way's peak memory, the
 resident set summed over the benchmark's process and its children, sampled every second. Run
@@ -25,9 +31,10 @@ import os
 import shutil
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from minirlhf.course.build import Job, build
+from minirlhf.course.build import Job, build, plan, run_name
 
 COPIED = ("pretrain", "sft", "preferences", "reward", "best_of_n", "pipeline")
 
@@ -84,14 +91,27 @@ def jobs(names: list[str], seeds: int, runs_dir: str) -> list[Job]:
                  ("seed", k))) for name in names for k in range(seeds)]
 
 
+def course_jobs(seed: int, runs_dir: str) -> list[Job]:
+    """Every experiment job of the course's plan at ``seed``, without the bases it needs
+    (they are copied), in the plan's order."""
+    return [replace(j, needs=()) for j in plan("default", seed + 1, runs_dir)
+            if j.call.endswith(":experiment_run") and dict(j.kwargs)["seed"] == seed]
+
+
 def one_way(label: str, base: Path, out: Path, names: list[str], seeds: int, workers: int,
-            threads: int) -> dict:
+            threads: int, course_seed: int | None = None) -> dict:
     runs = out / label
     if runs.exists():
         shutil.rmtree(runs)
     for folder in COPIED:
         shutil.copytree(base / folder, runs / "default" / folder)
-    todo = jobs(names, seeds, str(runs.absolute()))
+    if course_seed is None:
+        todo = jobs(names, seeds, str(runs.absolute()))
+    else:
+        route = run_name("scratchpad", course_seed)
+        for folder in ("pretrain", "sft"):
+            shutil.copytree(base.parent / route / folder, runs / route / folder)
+        todo = course_jobs(course_seed, str(runs.absolute()))
     with PeakMemory() as memory:
         t0 = time.time()
         result = build(todo, "default", str(runs), workers=workers, progress=False,
@@ -113,6 +133,8 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/throughput", help="where the copies run")
     parser.add_argument("--experiments", default="rlaif,sycophancy")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--course-seed", type=int, default=None,
+                        help="instead: every experiment job of the course at this seed")
     args = parser.parse_args()
     base, out = Path(args.base), Path(args.out)
     names = args.experiments.split(",")
@@ -120,8 +142,11 @@ def main() -> None:
         if not (base / folder).is_dir():
             raise SystemExit(f"--base {base}: no {folder}/ (run the default pipeline first)")
     out.mkdir(parents=True, exist_ok=True)
-    rows = {"workers": one_way("workers", base, out, names, args.seeds, 2, 1),
-            "threads": one_way("threads", base, out, names, args.seeds, 1, 2)}
+    if args.course_seed is not None and not (base.parent / run_name(
+            "scratchpad", args.course_seed) / "sft").is_dir():
+        raise SystemExit(f"--course-seed {args.course_seed}: no scratchpad route beside {base}")
+    rows = {"workers": one_way("workers", base, out, names, args.seeds, 2, 1, args.course_seed),
+            "threads": one_way("threads", base, out, names, args.seeds, 1, 2, args.course_seed)}
     ratio = rows["threads"]["wall_seconds"] / rows["workers"]["wall_seconds"]
     rows["throughput_ratio"] = round(ratio, 3)
     rows["cpus"] = os.cpu_count()
