@@ -4,6 +4,7 @@ are too small for the course's conclusions); the table and the files; the comman
 
 import json
 import re
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,15 @@ def test_every_takeaway_names_a_claim_that_holds_in_every_seed():
     assert len(cited) >= 20
     for where, claim_id in cited:
         assert verdict.get(claim_id) == "holds", f"{where}: {claim_id}: {verdict.get(claim_id)}"
+
+
+def test_no_claim_is_judged_on_one_draw_in_every_seed():
+    """A figure equal to the last digit in every seed of the committed table comes from results
+    that ignore the seed (the claim would be one draw judged three times), unless it is a count
+    or a share of a few thousand samples (a rate at 0 or 1, or 255 of 256 in each seed)."""
+    table = json.loads((ROOT / "docs" / "claims.json").read_text())
+    for c in table["claims"]:
+        values = [v for v in c["figures"].values() if v is not None]
+        if len(values) > 1 and len(set(values)) == 1:
+            v = values[0]
+            assert v == float(Fraction(v).limit_denominator(4096)), f"{c['id']}: {v} in every seed"

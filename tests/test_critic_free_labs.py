@@ -33,6 +33,12 @@ def test_grpo_length_normalisation_lengthens_wrong_answers_and_dr_grpo_does_not(
     assert grpo["p_right"][-1] > 0.85
 
 
+def test_length_lab_draws_from_its_seed():
+    """Another seed is another draw (the critic-free experiment passes its own seed)."""
+    assert length_lab("grpo", steps=3, seed=0) != length_lab("grpo", steps=3, seed=1)
+    assert length_lab("grpo", steps=3, seed=1) == length_lab("grpo", steps=3, seed=1)
+
+
 def test_length_lab_rejects_unknown_loss_type():
     with pytest.raises(ValueError, match="loss_type"):
         length_lab("mean")

@@ -1,7 +1,7 @@
 """Mutation test of the exercises: every check must catch plausible wrong solutions, not only
 pass the right one. Each mutant of ``tests/mutants.py`` rewrites one solution region in a scratch
 copy of the package; the exercise's check, run there in a fresh interpreter, must FAIL with a
-message that says what is wrong. Marked ``mutation`` (about 3 minutes): ``pytest -m mutation``,
+message that says what is wrong. Marked ``mutation`` (about a minute): ``pytest -m mutation``,
 which CI runs too."""
 
 from __future__ import annotations

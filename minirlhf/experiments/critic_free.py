@@ -191,8 +191,8 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
             numbers[table][name] = [_grpo(ctx, name, s, settings) for s in seeds]
     numbers["sft_weights"] = sft_std_weights(ctx.sft, ctx.n(256, 8), ctx.n(G, 4),
                                              ctx.seed_for("weights"))
-    numbers["length_lab"] = {lt: length_lab(lt, steps=ctx.n(300, 20)) for lt in
-                             ("grpo", "dr_grpo", "dapo")}
+    numbers["length_lab"] = {lt: length_lab(lt, steps=ctx.n(300, 20), seed=ctx.config.seed)
+                             for lt in ("grpo", "dr_grpo", "dapo")}
     return numbers, [comparison_plot(ctx.out / "comparison.png", numbers)]
 
 

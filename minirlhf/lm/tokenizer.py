@@ -1,8 +1,8 @@
 """Characters <-> token ids, with distinct PAD, BOS and EOS tokens.
 
-One fixed alphabet serves every task (movie reviews, arithmetic), so a model pretrained on one
-corpus can read the other's text without surprises. PAD is never EOS: padding is masked out,
-while EOS is a real token the model must learn to emit.
+One fixed alphabet serves every task (movie reviews, arithmetic, worked sums), so a model
+pretrained on one corpus can read another's text without surprises. PAD is never EOS: padding
+is masked out, while EOS is a real token the model must learn to emit.
 """
 
 from __future__ import annotations

@@ -49,8 +49,8 @@ class PretrainConfig(StageConfig):
     preset: str = setting("default", "model size, a key of lm.model.PRESETS", choices=PRESETS)
     task: str = setting("reviews", "the world whose grammar judges the samples",
                         choices=TASK_NAMES)
-    corpus: str = setting("reviews", "the corpus: a shipped one by name (reviews, arithmetic) "
-                          "or the path of a text file, one document per line")
+    corpus: str = setting("reviews", "the corpus: a shipped one by name (reviews, arithmetic, "
+                          "scratchpad) or the path of a text file, one document per line")
     out_dir: str = setting(run_path("pretrain"), "where the checkpoint and plots go")
     steps: int = setting(1500, "optimizer steps", "[1, 1_000_000]")
     batch_size: int = setting(16, "windows per batch, B", "[1, 4096]")
