@@ -34,7 +34,9 @@ def test_grpo_length_normalisation_lengthens_wrong_answers_and_dr_grpo_does_not(
 
 
 def test_length_lab_draws_from_its_seed():
-    """Another seed is another draw (the critic-free experiment passes its own seed)."""
+    """Another seed is another draw, and the same seed the same one. (That the critic-free
+    experiment passes its own seed shows in the committed claims table, which
+    test_claims.test_no_claim_is_judged_on_one_draw_in_every_seed reads.)"""
     assert length_lab("grpo", steps=3, seed=0) != length_lab("grpo", steps=3, seed=1)
     assert length_lab("grpo", steps=3, seed=1) == length_lab("grpo", steps=3, seed=1)
 
