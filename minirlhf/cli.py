@@ -235,7 +235,8 @@ def _intervals(numbers: dict, prefix: str = "") -> list[str]:
 
 
 def cmd_classroom(args: argparse.Namespace) -> int:
-    """Classroom tools: make a student copy with the solutions stripped, or check exercises."""
+    """Classroom tools: make a student copy with the solutions stripped, check exercises, or grade
+    a submission with this copy's checks."""
     from pathlib import Path
 
     if args.action == "make-student":
@@ -297,11 +298,18 @@ def cmd_classroom(args: argparse.Namespace) -> int:
     from minirlhf.course.grades import graded, render
 
     try:
-        results = run_checks(args.target, args.exercise)
-    except ValueError as e:
+        if args.action == "grade":
+            from minirlhf.course.autograder import grade
+
+            results = grade(args.target)
+            folder = str(Path(args.target).absolute())
+        else:
+            results = run_checks(args.target, args.exercise)
+            folder = str(Path(__file__).resolve().parent)
+    except ValueError as e:  # no such chapter or exercise; a submission without minirlhf/
         print(f"error: {e}", file=sys.stderr)
         return 2
-    report = render(results, args.format, str(Path(__file__).resolve().parent))
+    report = render(results, args.format, folder)
     if args.out:
         from minirlhf.lm.checkpoint import atomic_write
 
@@ -316,8 +324,8 @@ def cmd_classroom(args: argparse.Namespace) -> int:
 
 def _classroom_arguments(p: argparse.ArgumentParser) -> None:
     """``classroom make-student OUTDIR``, ``classroom check [CHAPTER] [EXERCISE]``, whose help
-    lists the chapters and their exercises (from the registry), ``classroom record-expected`` and
-    ``classroom nbgrader FOLDER``."""
+    lists the chapters and their exercises (from the registry), ``classroom grade SUBMISSION``,
+    ``classroom record-expected`` and ``classroom nbgrader FOLDER``."""
     import textwrap
 
     from minirlhf.course.exercises import CHAPTERS, EXERCISES
@@ -342,11 +350,21 @@ def _classroom_arguments(p: argparse.ArgumentParser) -> None:
                    help="a chapter (number or name: 5 or ppo) or one exercise (gae); all if "
                         "left out")
     c.add_argument("exercise", nargs="?", metavar="EXERCISE", help="one exercise of CHAPTER")
-    c.add_argument("--format", default="text", choices=("text", "json", "gradescope", "junit"),
-                   help="text (default): a table; json: each exercise's status and points, and "
-                        "the totals; gradescope: Gradescope's results.json; junit: JUnit XML")
-    c.add_argument("--out", metavar="FILE", help="write the report to FILE (atomically) instead "
-                                                "of printing it")
+    g = actions.add_parser("grade", help="grade a submission with this copy's checks and points",
+                           description="Grade the student copy's minirlhf/ folder in SUBMISSION "
+                           "with this copy's checks, recorded values and points (the teacher's: "
+                           "the submission's own are replaced), in a fresh Python process; the "
+                           "exit status is 0 only when every check passes.")
+    g.add_argument("target", metavar="SUBMISSION", help="a folder holding a student copy's "
+                                                        "minirlhf/ (the copy's root will do)")
+    for a in (c, g):
+        a.add_argument("--format", default="text", choices=("text", "json", "gradescope",
+                                                            "junit"),
+                       help="text (default): a table; json: each exercise's status and points, "
+                            "and the totals; gradescope: Gradescope's results.json; junit: "
+                            "JUnit XML")
+        a.add_argument("--out", metavar="FILE", help="write the report to FILE (atomically) "
+                                                    "instead of printing it")
     r = actions.add_parser("record-expected", help="record the checks' expected values from "
                            "the solutions (the teacher's copy)",
                            description="Run every check on this copy's solutions and record the "

@@ -54,6 +54,8 @@ MUTANTS: tuple[Mutant, ...] = (
            "    dx = dxhat.copy()\n", "the mean term forgotten", "gradient wrong"),
     Mutant("layer-norm-backward", F, "    dx *= rstd\n", "", "1/std forgotten",
            "gradient wrong"),
+    Mutant("layer-norm-backward", F, "dxhat = g * weight if weight is not None else g",
+           "dxhat = g * weight", "no weight (None) not handled", "without a weight (weight=None)"),
     Mutant("causal-mask", F, "future = np.arange(Tk)[None, :] > (pos + np.arange(T))[:, None]",
            "future = np.arange(Tk)[None, :] >= (pos + np.arange(T))[:, None]",
            "a token may not see itself"),

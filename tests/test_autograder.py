@@ -1,5 +1,6 @@
-"""One real autograder end to end: nbgrader grades a solved copy, an unsolved one and one with a
-single file solved, from the course ``python -m minirlhf classroom nbgrader`` writes. nbgrader is
+"""One real autograder end to end: nbgrader grades a solved copy, an unsolved one, one with a
+single file solved, one without its minirlhf/ folder and an unsolved one whose own checks pass
+everything, from the course ``python -m minirlhf classroom nbgrader`` writes. nbgrader is
 the teaching extra (``pip install -e ".[teaching]"``); without it the test is skipped, and it
 installs nothing. Marked ``notebooks`` (nbgrader runs the grading notebook in a Jupyter kernel,
 once per submission; about 30 s): ``pytest -m notebooks``."""
@@ -54,12 +55,28 @@ def test_nbgrader_grades_a_solved_an_unsolved_and_a_partly_solved_copy(tmp_path)
         shutil.copytree(package, folder / "minirlhf", ignore=ignore)
     shutil.copy(ROOT / "minirlhf" / SOLVED_FILE,
                 course / "submitted" / "partial" / ASSIGNMENT / "minirlhf" / SOLVED_FILE)
+    # a submission without its minirlhf/ (an installed copy, the teacher's here, must not be
+    # graded in its place), and an unsolved one whose checks pass everything: nbgrader puts the
+    # course's own grading files (its master versions) over the submission's
+    missing = course / "submitted" / "missing" / ASSIGNMENT
+    missing.mkdir(parents=True)
+    shutil.copy(released, missing / NOTEBOOK)
+    edited = course / "submitted" / "edited" / ASSIGNMENT
+    edited.mkdir(parents=True)
+    shutil.copy(released, edited / NOTEBOOK)
+    shutil.copytree(student / "minirlhf", edited / "minirlhf", ignore=ignore)
+    checks = edited / "minirlhf" / "course" / "exercises.py"
+    text = checks.read_text().replace('CheckResult(ex, "pass", ex.check())',
+                                      'CheckResult(ex, "pass", "edited")')
+    assert '"edited"' in text
+    checks.write_text(text)
     _nbgrader(course, "autograde", ASSIGNMENT, "--create")
 
     module = SOLVED_FILE.removesuffix(".py").replace("/", ".") + "."
     in_file = {e.name for e in EXERCISES if e.where.startswith(module)}
     assert in_file  # the exercises that file holds: the partial submission earns exactly those
-    expected = {"solved": set(POINTS), "unsolved": set(), "partial": in_file}
+    expected = {"solved": set(POINTS), "unsolved": set(), "partial": in_file, "missing": set(),
+                "edited": set()}
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         assert gb.find_assignment(ASSIGNMENT).max_score == sum(POINTS.values())
         for name, passing in expected.items():
@@ -74,3 +91,5 @@ def test_nbgrader_grades_a_solved_an_unsolved_and_a_partly_solved_copy(tmp_path)
     graded = (course / "autograded" / "unsolved" / ASSIGNMENT / NOTEBOOK).read_text()
     assert str(course / "autograded" / "unsolved" / ASSIGNMENT / "minirlhf") in graded
     assert "not implemented yet (raised at" in graded  # the check's own one line, as feedback
+    graded = (course / "autograded" / "missing" / ASSIGNMENT / NOTEBOOK).read_text()
+    assert "nothing to grade: no minirlhf/ folder beside grade.ipynb" in graded

@@ -179,3 +179,98 @@ def test_a_file_that_does_not_compile_fails_its_exercises_in_one_line(student, t
             by_id[name]["message"]
         assert "\n" not in by_id[name]["message"]
     assert by_id["softmax-backward"]["status"] == "not implemented"  # the others ran
+
+
+# ------------------------------------------------------------- grading a submission
+def _grade(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """``classroom grade FOLDER`` run from the teacher's copy."""
+    return subprocess.run([sys.executable, "-m", "minirlhf", "classroom", "grade", str(folder),
+                           *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def _submission(student: Path, tmp_path: Path, solved: str | None = None) -> Path:
+    """A submission: the student copy's minirlhf/ folder, with one file solved if asked."""
+    folder = tmp_path / "submitted"
+    shutil.copytree(student / "minirlhf", folder / "minirlhf",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    if solved:
+        shutil.copy(ROOT / "minirlhf" / solved, folder / "minirlhf" / solved)
+    return folder
+
+
+def test_grade_uses_the_teachers_checks_and_points_not_the_submissions(student, tmp_path):
+    """A submission whose own checks pass everything, whose recorded values are gone and whose
+    points are doubled is graded by the teacher's: the one file it solved earns exactly its
+    exercises' points."""
+    folder = _submission(student, tmp_path, solved="world/ai_labelers.py")
+    course = folder / "minirlhf" / "course"
+    exercises = course / "exercises.py"
+    text = exercises.read_text()
+    text = text.replace("results.append(CheckResult(ex, \"pass\", ex.check()))",
+                        "results.append(CheckResult(ex, \"pass\", \"edited\"))")
+    assert "\"edited\"" in text
+    exercises.write_text(text.replace(": 1,", ": 2,"))
+    (course / "expected.npz").unlink()
+    assert json.loads(_check(folder, "--format", "json").stdout)["points"] == 2 * TOTAL
+
+    run = _grade(folder, "--format", "json")
+    assert run.returncode == 1, run.stderr
+    report = json.loads(run.stdout)
+    _json_fields(report, len(EXERCISES))
+    passing = {e["id"] for e in report["exercises"] if e["status"] == "pass"}
+    assert passing == {e.name for e in EXERCISES if e.where.startswith("world.ai_labelers.")}
+    assert report["points"] == sum(POINTS[e] for e in passing)
+    assert (folder / "minirlhf" / "course" / "exercises.py").read_text() == \
+        exercises.read_text()  # the submission itself is left as it was
+
+
+def test_grade_gives_the_teachers_copy_every_point(tmp_path):
+    out = tmp_path / "results.json"
+    run = _grade(ROOT, "--format", "gradescope", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    results = json.loads(out.read_text())
+    _gradescope_fields(results, len(EXERCISES))
+    assert results["score"] == TOTAL
+
+
+def test_grade_refuses_a_folder_without_minirlhf_in_one_line(student, tmp_path):
+    """No package beside it: nothing is graded (an installed copy would be the teacher's), and
+    a package a level down is named."""
+    below = tmp_path / "alice"
+    shutil.copytree(student / "minirlhf", below / "minirlhf-student" / "minirlhf",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "empty").mkdir()
+    for folder, said in ((tmp_path / "nobody", "nobody: no such folder"),
+                         (tmp_path / "empty", "empty has no minirlhf/ folder (a submission is"),
+                         (below, f"a level down: grade {below / 'minirlhf-student'}")):
+        run = _grade(folder)
+        assert run.returncode == 2 and not run.stdout
+        assert run.stderr.count("\n") == 1 and run.stderr.startswith("error: "), run.stderr
+        assert said in run.stderr, run.stderr
+    hinted = _grade(below / "minirlhf-student", "--format", "json")  # the hint, followed
+    assert hinted.returncode == 1 and json.loads(hinted.stdout)["points"] == 0, hinted.stderr
+
+
+def test_a_submission_that_does_not_import_fails_every_exercise_in_one_line(student, tmp_path):
+    from minirlhf.course.autograder import grade
+
+    folder = _submission(student, tmp_path)
+    init = folder / "minirlhf" / "__init__.py"
+    init.write_text("raise RuntimeError('broken on purpose')\n" + init.read_text())
+    results = grade(folder)
+    assert [r.exercise.name for r in results] == [e.name for e in EXERCISES]
+    assert {r.status for r in results} == {"FAIL"}
+    assert results[0].message == ("the submission's minirlhf does not run (RuntimeError: broken "
+                                  "on purpose)")
+
+
+def test_a_submission_that_never_finishes_fails_every_exercise_in_one_line(student, tmp_path):
+    from minirlhf.course.autograder import grade
+
+    folder = _submission(student, tmp_path)
+    init = folder / "minirlhf" / "__init__.py"
+    init.write_text("import time\ntime.sleep(60)\n" + init.read_text())
+    results = grade(folder, timeout=2)
+    assert {r.status for r in results} == {"FAIL"}
+    assert results[-1].message == ("the checks did not finish within 2 s (a loop that never "
+                                   "ends?)")

@@ -1,31 +1,79 @@
-"""The exercises as an nbgrader assignment: one autograder test cell per exercise, worth its points.
+"""Grading submissions with the teacher's checks: a plain command, or an nbgrader assignment.
 
-nbgrader (https://nbgrader.readthedocs.io) marks solutions with the markers minirlhf uses (see
-``minirlhf.course.classroom``) and grades a notebook by running it: a test cell that runs without
-an error earns its points. Our exercises live in the library, not in a
-notebook, so the assignment is one notebook, ``grade.ipynb``, whose test cells each run one
-exercise's check (``check("gae")``) against the ``minirlhf`` package beside it, which is the
-student's: a submission is the student copy's ``minirlhf/`` folder with ``grade.ipynb``.
+A submission is a student copy's ``minirlhf/`` folder (with ``grade.ipynb`` beside it, for
+nbgrader). It is graded by the checks, recorded values and points of the **teacher's** copy, the
+``minirlhf/course/`` folder this file lives in (``GRADING``), never by those the submission holds:
+a student who edits a check, ``expected.npz`` or ``POINTS`` changes nothing, and points the
+teacher reweights after handing out count.
 
-``write_course(folder)`` writes an nbgrader course: ``nbgrader_config.py`` and
-``source/exercises/grade.ipynb`` (``python -m minirlhf classroom nbgrader FOLDER``); nbgrader
-itself (``pip install -e ".[teaching]"``) releases, collects and grades it (docs/teaching.md).
+- ``grade(folder)`` (``python -m minirlhf classroom grade FOLDER``): copies the submission's
+  ``minirlhf/`` aside, puts this copy's ``course/`` in place of its own, runs every check there in a
+  fresh Python process (which imports the submission's package), and renders the results with
+  this copy's points.
+- ``write_course(folder)`` (``python -m minirlhf classroom nbgrader FOLDER``) writes an nbgrader
+  course (https://nbgrader.readthedocs.io): ``nbgrader_config.py``,
+  ``source/exercises/grade.ipynb``, one read-only test cell per exercise that runs its check
+  (``check("gae")``) and earns its points, and ``source/exercises/minirlhf/course/``, this copy's
+  grading files, which nbgrader copies over each submission's before grading it (its "master
+  versions"). nbgrader itself (``pip install -e ".[teaching]"``) releases, collects and grades
+  (docs/teaching.md).
+
+Either way the student's code runs in the grading process, as in any autograder that imports it:
+these guard against a missing or misplaced folder and against edited grading files, not against
+a student who sets out to subvert the grader from the library's own code.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
-from minirlhf.course.exercises import CHAPTERS, EXERCISES, POINTS, run_checks
+from minirlhf.course.exercises import CHAPTERS, EXERCISES, POINTS, CheckResult, run_checks
+from minirlhf.course.grades import STATUS
 
 ASSIGNMENT = "exercises"  # the assignment's name in the course
 NOTEBOOK = "grade.ipynb"
+GRADING = Path(__file__).resolve().parent  # this copy's checks, recorded values and points
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
+TIMEOUT = 600  # seconds for every check of one submission (a check takes a few at most)
+
+
+class SubmissionError(ValueError):
+    """A submission that cannot be graded: the message names the folder and what is missing."""
+
+
+def graded_package(folder: str | Path) -> Path:
+    """The submission's package, ``folder/minirlhf``; one line naming the problem if there is none
+    (and where one is, if it sits a level down)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SubmissionError(f"{folder}: no such folder")
+    package = folder / "minirlhf"
+    if (package / "__init__.py").is_file():
+        return package
+    below = sorted(p.parent for p in folder.glob("*/minirlhf/__init__.py"))
+    hint = f"; {below[0]} is one, a level down: grade {below[0].parent}" if below else ""
+    raise SubmissionError(f"{folder} has no minirlhf/ folder (a submission is a student copy's "
+                          f"minirlhf/ folder){hint}")
 
 
 def check(name: str) -> str:
     """Run one exercise's check; raise AssertionError with its one-line message unless it
-    passes (an nbgrader test cell that raises earns 0 points)."""
+    passes (an nbgrader test cell that raises earns 0 points). The ``minirlhf`` graded must be
+    the folder beside the notebook: without one, Python would import an installed copy (the
+    teacher's, solutions and all) and grade that."""
+    import minirlhf
+
+    graded = Path(minirlhf.__file__ or ".").resolve().parent  # None: a folder without __init__
+    if graded != (Path.cwd() / "minirlhf").resolve():
+        raise AssertionError(f"{name}: not graded: there is no minirlhf/ folder beside "
+                             f"{NOTEBOOK} in {Path.cwd()} (Python found the one at {graded}); "
+                             "a submission is a student copy's minirlhf/ folder and "
+                             f"{NOTEBOOK}")
     (result,) = run_checks(name)
     if result.status != "pass":
         raise AssertionError(f"{name}: {result.status}: {result.message}")
@@ -55,7 +103,13 @@ def notebook() -> dict:
               "folder beside this notebook, and earns the exercise's points when it passes "
               f"({len(EXERCISES)} exercises, {total:g} points). Nothing here is yours to edit: "
               "the exercises are in the library.", "intro"),
-        _cell("code", "import minirlhf\n\nfrom minirlhf.course.autograder import check\n\n"
+        _cell("code", "from pathlib import Path\n\n"
+              "# the submission's own minirlhf/, beside this notebook, not an installed copy\n"
+              "assert (Path.cwd() / 'minirlhf' / '__init__.py').is_file(), (\n"
+              f"    'nothing to grade: no minirlhf/ folder beside {NOTEBOOK} (a submission is a '\n"
+              f"    \"student copy's minirlhf/ folder and {NOTEBOOK})\")\n"
+              "import minirlhf\n"
+              "from minirlhf.course.autograder import check\n\n"
               "print('graded:', minirlhf.__file__)", "setup"),
     ]
     for ex in EXERCISES:
@@ -70,15 +124,65 @@ def notebook() -> dict:
             "nbformat": 4, "nbformat_minor": 5}
 
 
+# run in the submission's copy by a fresh interpreter: its checks' results as JSON, in a file
+_RUN = """import json, sys
+from pathlib import Path
+import minirlhf
+if Path(minirlhf.__file__).resolve().parent != (Path.cwd() / "minirlhf").resolve():
+    sys.exit("graded " + minirlhf.__file__ + ", not the submission")
+from minirlhf.course.exercises import run_checks
+Path(sys.argv[1]).write_text(json.dumps([[r.exercise.name, r.status, r.message]
+                                          for r in run_checks()]))
+"""
+
+
+def grade(folder: str | Path, timeout: float = TIMEOUT) -> list[CheckResult]:
+    """Every exercise's check on the submission in ``folder`` (its ``minirlhf/``), with this
+    copy's checks and recorded values; one result per exercise of this copy's registry. A
+    submission whose package does not import, or that runs out of time, fails every exercise
+    with one line saying why."""
+    package = graded_package(folder)
+    with tempfile.TemporaryDirectory(prefix="minirlhf-grade-") as tmp:
+        work = Path(tmp)
+        shutil.copytree(package, work / "minirlhf", ignore=IGNORED)
+        shutil.rmtree(work / "minirlhf" / "course", ignore_errors=True)
+        shutil.copytree(GRADING, work / "minirlhf" / "course", ignore=IGNORED)
+        out = work / "results.json"
+        try:
+            run = subprocess.run([sys.executable, "-c", _RUN, str(out)], cwd=work,
+                                 capture_output=True, text=True, timeout=timeout)
+            why = "" if out.exists() else (
+                f"the submission's minirlhf does not run ({_last_line(run.stderr)})")
+        except subprocess.TimeoutExpired:
+            why = f"the checks did not finish within {timeout:g} s (a loop that never ends?)"
+        reported = {} if why else {n: (s, m) for n, s, m in json.loads(out.read_text())}
+    results = []
+    for ex in EXERCISES:
+        status, message = reported.get(ex.name, ("FAIL", why or "not reported by the checks"))
+        if status not in STATUS:
+            status, message = "FAIL", f"an unknown status {status!r}"
+        results.append(CheckResult(ex, status, message))
+    return results
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no message"
+
+
 def write_course(folder: str | Path) -> list[Path]:
     """Write an nbgrader course in ``folder`` (made if needed): its ``nbgrader_config.py``
-    (unless one is there) and ``source/exercises/grade.ipynb`` (rewritten). Returns the files
-    written."""
+    (unless one is there), ``source/exercises/grade.ipynb`` and ``source/exercises/minirlhf/
+    course/``, this copy's grading files (both rewritten). Returns the files written."""
     folder = Path(folder)
     source = folder / "source" / ASSIGNMENT / NOTEBOOK
     source.parent.mkdir(parents=True, exist_ok=True)
     source.write_text(json.dumps(notebook(), indent=1, ensure_ascii=False) + "\n")
     written = [source]
+    master = source.parent / "minirlhf" / "course"  # nbgrader's master versions of these files
+    shutil.rmtree(master, ignore_errors=True)
+    shutil.copytree(GRADING, master, ignore=IGNORED)
+    written += sorted(p for p in master.iterdir() if p.is_file())
     config = folder / "nbgrader_config.py"
     if not config.exists():
         config.write_text(

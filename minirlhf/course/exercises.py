@@ -155,6 +155,13 @@ def _layer_norm_backward() -> str:
     w = rng.normal(size=(2, 3, 6))
     inputs = [_t(rng.normal(size=(2, 3, 6))), _t(rng.normal(1, 0.3, size=6)),
               _t(rng.normal(size=6))]
+    try:  # without a weight (None) too: dxhat is g itself
+        _grad(lambda x: F.layer_norm(x) * w, inputs[:1])
+    except CheckFailed as e:
+        raise CheckFailed(f"without a weight (weight=None): {e}") from None
+    except TypeError as e:
+        raise CheckFailed(f"without a weight (weight=None), it raised TypeError: {e} (the weight "
+                          "is (C,) or None)") from None
     return _grad(lambda x, g, b: F.layer_norm(x, g, b) * w, inputs)
 
 
@@ -241,8 +248,9 @@ def _sft_loss() -> str:
     tokens = rng.integers(0, 5, size=(2, 5))
     mask = np.array([[0, 0, 1, 1, 1], [0, 0, 0, 1, 1]], dtype=np.float64)
     model = _FixedLogits(logits)
-    _match("SFT loss (mean NLL over response tokens only)", sft_loss(model, tokens, mask),
-           "loss", tol=1e-10)
+    _match("SFT loss (the mean NLL over the batch's response tokens only: their sum over both "
+           "rows / their count, not a mean per row)", sft_loss(model, tokens, mask), "loss",
+           tol=1e-10)
     return "mean negative log-likelihood over response tokens only"
 
 
@@ -544,10 +552,14 @@ def _loss_aggregation() -> str:
     # junk so that counting it shows
     mask = np.array([[0, 1, 1, 0, 0, 0], [0, 1, 1, 1, 1, 0], [0, 0, 0, 0, 0, 0]], float)
     losses = np.where(mask > 0, np.arange(1.0, 19.0).reshape(3, 6), 100.0)
+    how = {"grpo": "each response's mean over its own tokens, then the mean over the responses "
+                   "that have a token (the empty third row does not count)",
+           "dr_grpo": "the sum over every token / (B * max_completion_length) = / (3 * 8)",
+           "dapo": "the sum over every token / the minibatch's 6 response tokens"}
     for loss_type in ("grpo", "dr_grpo", "dapo"):  # B = 3 rows, max_completion_length 8
         x = _t(losses)
         out = aggregate(x, mask, loss_type, 8)
-        _match(f"{loss_type} aggregate", out, loss_type, tol=1e-12)
+        _match(f"{loss_type} aggregate ({how[loss_type]})", out, loss_type, tol=1e-12)
         out.backward()  # each token's weight in the scalar: its gradient
         _match(f"{loss_type}: the weight of each token (the gradient of the scalar with respect "
                f"to the per-token losses; padding must get 0)", x.grad, f"{loss_type}-weights",
