@@ -58,7 +58,13 @@ def stage_command(stage):
         import logging
         from pathlib import Path
 
-        from minirlhf.config import SEEDS_RANGE, apply_overrides, check_range, describe
+        from minirlhf.config import (
+            SEEDS_RANGE,
+            apply_overrides,
+            check_range,
+            describe,
+            require_own_folder,
+        )
         from minirlhf.pipeline import announce, estimate_stage
         from minirlhf.registry import comparison_rows
 
@@ -66,6 +72,8 @@ def stage_command(stage):
         if args.quiet and hasattr(config, "progress"):
             config = dataclasses.replace(config, progress=False)
         config.check()  # every setting in its range (check_settings), before any work
+        if hasattr(config, "out_dir"):  # nothing written is lost
+            require_own_folder(config, stage.name, stage.output)
         check_range(stage.command, "--seeds", args.seeds, SEEDS_RANGE)
         _logging(args)
         seconds = estimate_stage(stage.name, config)  # the whole run: every seed
@@ -426,7 +434,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     reward_model= also take such a folder directly."""
     from minirlhf.lm.pretrained import import_folder
 
-    path, kind, model = import_folder(args.folder, args.out)
+    path, kind, model = import_folder(args.folder, args.out, args.force)
     print(f"{args.folder} -> {path}: {kind}, {model.num_parameters():,} parameters")
     return 0
 
@@ -683,7 +691,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", metavar="HF_FOLDER", help="a Hugging Face model folder (a policy "
                    "or a reward model)")
     p.add_argument("out", metavar="OUT", help="the checkpoint to write (a .npz, or a folder "
-                   "for OUT/model.npz)")
+                   "for OUT/model.npz); refused if it exists, unless --force")
+    p.add_argument("--force", action="store_true", help="replace an existing checkpoint at OUT")
     p.set_defaults(func=cmd_import)
 
     from minirlhf.evaluation import EvaluateConfig

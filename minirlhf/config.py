@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
 # InputError is re-exported: the stages import it from here
-from minirlhf.files import InputError, model_kind, read_meta  # noqa: F401
+from minirlhf.files import CheckpointError, InputError, model_kind, read_meta  # noqa: F401
 
 C = TypeVar("C")
 
@@ -340,6 +340,33 @@ def require_inputs(config: Any, inputs: dict[str, str]) -> None:
             raise missing_input(f"{key} file", path, output_hint(stage, path, **task))
 
 
+def require_own_folder(config: Any, stage: str, output: str, others: bool = True) -> None:
+    """The file the stage will write, ``out_dir/output``, is none of its inputs, and (with
+    ``others``: a folder the user named, not one the pipeline keeps by its records) not another
+    stage's model: ConfigError naming the setting and the file, before any work. A run replaces
+    its own stage's earlier output in its folder, as a rerun does."""
+    if not str(config.out_dir).strip():
+        raise ConfigError(f"{type(config).__name__}: out_dir is empty: give the folder the run "
+                          "writes to")
+    target = (Path(config.out_dir) / output).resolve()
+    for key in dataclasses.fields(config):
+        value = getattr(config, key.name)
+        if key.name != "out_dir" and isinstance(value, str) and value.strip() and \
+                Path(value).resolve() == target:
+            raise ConfigError(f"{type(config).__name__}: out_dir = {config.out_dir} would "
+                              f"overwrite {key.name} = {value}, which this run reads: give "
+                              "another out_dir")
+    if others and output == "model.npz" and target.is_file():
+        try:
+            made_by = read_meta(target).get("extra", {}).get("stage")
+        except (CheckpointError, ValueError, OSError):
+            return  # not a model this library wrote: the run replaces it, as before
+        if made_by and made_by != stage:
+            raise ConfigError(f"{type(config).__name__}: out_dir = {config.out_dir} holds the "
+                              f"{made_by} stage's model ({target}), which this {stage} run "
+                              "would replace: give another out_dir (or delete that model first)")
+
+
 # ------------------------------------------------------------------------------ stages
 @dataclass(frozen=True)
 class Stage:
@@ -376,6 +403,7 @@ class Stage:
         require_inputs(config, {k: v for k, v in self.inputs.items() if k not in unused})
         check_checkpoints(config, unused)
         if hasattr(config, "out_dir"):
+            require_own_folder(config, self.name, self.output, others=False)
             require_writable(config.out_dir)
 
     @property

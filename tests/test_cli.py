@@ -85,3 +85,33 @@ def test_the_hints_know_each_stage_s_output():
         assert output_hint(stage.name, path) == (f"make it with `python -m minirlhf "
                                                  f"{stage.command} --set out_dir=/runs/x/"
                                                  f"{stage.name}`")
+
+
+def test_a_stage_never_overwrites_its_input_or_another_stage_s_model(tiny_run, tmp_path, capsys):
+    """Nothing already written is lost: a run whose out_dir holds the model it starts from, or
+    another stage's model, is refused in one line before any work, the files untouched; an empty
+    out_dir (the current folder) is refused too."""
+    import shutil
+
+    runs, _ = tiny_run
+    sft, reward = tmp_path / "sft", tmp_path / "reward"
+    shutil.copytree(runs / "tiny" / "sft", sft)
+    shutil.copytree(runs / "tiny" / "reward", reward)
+    before = {p: p.read_bytes() for p in (sft / "model.npz", reward / "model.npz")}
+    prefs = runs / "tiny" / "preferences" / "preferences.jsonl"
+    for argv, needle in (
+        (["dpo", "--set", f"init={sft / 'model.npz'}", f"out_dir={sft}", f"preferences={prefs}"],
+         f"DPOConfig: out_dir = {sft} would overwrite init = {sft / 'model.npz'}, which this "
+         "run reads: give another out_dir"),
+        (["sft", "--set", f"out_dir={reward}"],
+         f"SFTConfig: out_dir = {reward} holds the reward stage's model ({reward / 'model.npz'}"
+         "), which this sft run would replace: give another out_dir (or delete that model "
+         "first)"),
+        (["sft", "--set", "out_dir="], "SFTConfig: out_dir is empty"),
+    ):
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert captured.err.strip() == f"error: {captured.err.strip()[7:]}", captured.err
+        assert needle in captured.err and len(captured.err.strip().splitlines()) == 1
+        assert "config:" not in captured.out  # refused before the run's settings are printed
+    assert all(p.read_bytes() == data for p, data in before.items())

@@ -6,6 +6,7 @@ judges any policy as the pipeline does."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -53,6 +54,30 @@ def test_a_policy_exported_then_imported_gives_the_same_logits(tmp_path, capsys)
     meta = read_meta(folder)
     assert model_kind(meta) == "policy" and meta["tokenizer"] == TOK.to_json()
     assert meta["extra"]["stage"] == "sft" and meta["config"]["n_embd"] == 32
+
+
+def test_import_refuses_to_replace_a_checkpoint_and_names_a_broken_file(tmp_path, capsys):
+    """Nothing already written is lost: an existing OUT is kept unless --force; a folder's
+    malformed config.json or tokenizer.json is one line naming the file and the line."""
+    save_model(tmp_path / "policy.npz", tiny_gpt(seed=7), TOK, {"stage": "sft"})
+    folder = _export(tmp_path, tmp_path / "policy.npz", "hf_policy")
+    kept = tmp_path / "kept.npz"
+    kept.write_bytes(b"an earlier checkpoint")
+    assert main(["import", str(folder), str(kept)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {kept} exists already: give another OUT, or --force to replace it\n"
+    assert kept.read_bytes() == b"an earlier checkpoint"
+    assert main(["import", str(folder), str(kept), "--force"]) == 0  # the hint, followed
+    assert load_model(kept)[0].scalar_heads == ()
+    for name in ("config.json", "tokenizer.json"):
+        broken = tmp_path / f"broken_{name}"
+        shutil.copytree(folder, broken)
+        (broken / name).write_text('{"vocab_size": 10,\n  oops}')
+        capsys.readouterr()
+        assert main(["import", str(broken), str(tmp_path / f"{name}.npz")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {broken / name}:2: malformed JSON"), err
+        assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
 def test_a_reward_model_exported_then_imported_scores_the_same(tmp_path, capsys):

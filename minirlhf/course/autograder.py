@@ -66,9 +66,7 @@ def check(name: str) -> str:
     passes (an nbgrader test cell that raises earns 0 points). The ``minirlhf`` graded must be
     the folder beside the notebook: without one, Python would import an installed copy (the
     teacher's, solutions and all) and grade that."""
-    import minirlhf
-
-    graded = Path(minirlhf.__file__ or ".").resolve().parent  # None: a folder without __init__
+    graded = Path(__file__).resolve().parents[1]  # the package this file was imported from
     if graded != (Path.cwd() / "minirlhf").resolve():
         raise AssertionError(f"{name}: not graded: there is no minirlhf/ folder beside "
                              f"{NOTEBOOK} in {Path.cwd()} (Python found the one at {graded}); "

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from minirlhf.files import folder_extra
+from minirlhf.files import folder_extra, read_json
 from minirlhf.lm.bpe import BPETokenizer
 from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.lm.model import GPT, GPTConfig
@@ -112,7 +112,7 @@ def _read_weights(folder: Path) -> dict[str, np.ndarray]:
     if single.exists():
         return load_file(single)
     if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        shards = sorted(set(read_json(index)["weight_map"].values()))
         out: dict[str, np.ndarray] = {}
         for shard in shards:
             out.update(load_file(folder / shard))
@@ -300,7 +300,7 @@ def load_tokenizer(folder: str | Path) -> CharTokenizer | BPETokenizer:
     folder = Path(folder)
     path = folder / "tokenizer.json"
     if path.exists():
-        spec = json.loads(path.read_text(encoding="utf-8"))
+        spec = read_json(path)
         kind = spec.get("model", {}).get("type")
         if kind in ("Unigram", "WordLevel"):
             return char_tokenizer_from_json(spec, str(path))
@@ -435,7 +435,7 @@ def _load(folder: Path) -> tuple[GPT, dict[str, np.ndarray], dict[str, Any]]:
     path = folder / "config.json"
     if not path.exists():
         raise PretrainedError(f"{folder}: no config.json (is it a Hugging Face model folder?)")
-    cfg = json.loads(path.read_text(encoding="utf-8"))
+    cfg = read_json(path)
     config = config_from_hf(cfg, str(path))
     state, other = state_from_hf(_read_weights(folder), config, str(folder))
     model = GPT(config)
@@ -543,7 +543,7 @@ def load_folder(folder: str | Path) -> tuple[GPT, CharTokenizer | BPETokenizer, 
     path = folder / "config.json"
     if not path.exists():
         raise PretrainedError(f"{folder}: no config.json (is it a Hugging Face model folder?)")
-    cfg = json.loads(path.read_text(encoding="utf-8"))
+    cfg = read_json(path)
     extra = folder_extra(cfg, folder)
     if "GPT2ForSequenceClassification" in (cfg.get("architectures") or []):
         rm = reward_model_from_pretrained(folder)
@@ -554,20 +554,30 @@ def load_folder(folder: str | Path) -> tuple[GPT, CharTokenizer | BPETokenizer, 
     return model, tokenizer, extra
 
 
-def import_folder(folder: str | Path, out: str | Path) -> tuple[Path, str, GPT]:
+def import_folder(folder: str | Path, out: str | Path, force: bool = False
+                  ) -> tuple[Path, str, GPT]:
     """A Hugging Face folder saved as a minirlhf checkpoint: ``out`` itself when it ends in .npz,
-    else ``out``/model.npz (a stage's folder). Returns (the checkpoint's path, what it holds,
-    the model). Only a folder with our character tokenizer imports: a checkpoint keeps a
-    character tokenizer (a BPE folder is read with ``from_pretrained`` in Python)."""
+    else ``out``/model.npz (a stage's folder), which must not exist yet unless ``force``.
+    Returns (the checkpoint's path, what it holds, the model). Only a folder with our character
+    tokenizer imports: a checkpoint keeps a character tokenizer (a BPE folder is read with
+    ``from_pretrained`` in Python)."""
     from minirlhf.lm.checkpoint import save_model
 
+    out = Path(out)
+    path = out if out.suffix == ".npz" else out / "model.npz"
+    if not Path(folder).is_dir():
+        raise PretrainedError(f"{folder}: no such folder")
+    if path.is_dir():
+        raise PretrainedError(f"{path} is a folder: give a .npz file, or a folder for "
+                              "FOLDER/model.npz")
+    if path.exists() and not force:
+        raise PretrainedError(f"{path} exists already: give another OUT, or --force to replace "
+                              "it")
     model, tokenizer, extra = load_folder(folder)
     if not isinstance(tokenizer, CharTokenizer):
         raise PretrainedError(f"{folder}: its tokenizer is GPT-2's BPE; a minirlhf checkpoint "
                               "keeps a character tokenizer (read this folder in Python with "
                               "minirlhf.lm.pretrained.from_pretrained)")
-    out = Path(out)
-    path = out if out.suffix == ".npz" else out / "model.npz"
     save_model(path, model, tokenizer, extra)
     kind = "a reward model" if "reward_head" in model.scalar_heads else "a policy"
     return path, kind, model
