@@ -202,6 +202,33 @@ def test_an_experiment_without_its_pipeline_run_names_the_command(tmp_path):
         run_experiment(ExperimentConfig(name="nope", runs_dir=str(tmp_path)))
 
 
+def test_a_base_run_of_the_other_world_is_named_and_no_hint_would_overwrite_it(
+        tiny_run, tiny_scratchpad_sft, tmp_path):
+    """A reviews-world experiment on the scratchpad route's run (or critic-free on a pipeline
+    run) is one line naming the base's world and the base it reads, before any work: no command
+    is offered that would write a pipeline over the route's models."""
+    import shutil
+
+    from minirlhf.config import ConfigError
+    from minirlhf.experiments import check_experiment
+
+    runs, _ = tiny_run
+    (tmp_path / "sp" / "sft").mkdir(parents=True)
+    shutil.copy(tiny_scratchpad_sft, tmp_path / "sp" / "sft" / "model.npz")
+    shutil.copytree(runs / "tiny" / "sft", tmp_path / "rv" / "sft")
+    for name, base, said in (
+        ("rlaif", "sp", "experiment rlaif: --base sp is a run of the scratchpad world ("
+         f"{tmp_path / 'sp' / 'sft' / 'model.npz'} was trained for it); rlaif reads a pipeline "
+         "run (--base default, or tiny with --quick)"),
+        ("critic-free", "rv", "experiment critic-free: --base rv is a run of the reviews world ("
+         f"{tmp_path / 'rv' / 'sft' / 'model.npz'} was trained for it); critic-free reads the "
+         "scratchpad route's run (--base scratchpad)")):
+        with pytest.raises(ConfigError) as caught:
+            check_experiment(ExperimentConfig(name=name, base=base, runs_dir=str(tmp_path),
+                                              quick=True))
+        assert str(caught.value) == said
+
+
 def test_critic_free_runs_quick_from_a_scratchpad_run(quick_experiment, tmp_path):
     """The critic-free experiment starts from a scratchpad run (runs/<base>/sft), not from the
     pipeline's, and names the route that makes one when it is missing."""

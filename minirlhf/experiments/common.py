@@ -24,7 +24,7 @@ from minirlhf.config import (
     setting,
     unchanged_by_default,
 )
-from minirlhf.files import read_json
+from minirlhf.files import CheckpointError, read_json, read_meta
 from minirlhf.lm.checkpoint import atomic_write, file_digest
 from minirlhf.lm.reward_model import RewardModel
 from minirlhf.machine import blas_threads
@@ -75,6 +75,20 @@ def check_base(config: ExperimentConfig, needs: tuple[str, ...],
     ``route(path)``, or the pipeline's run at ``runs_dir/base`` (the tiny preset for a quick
     experiment, else the default one)."""
     base = Path(config.runs_dir) / config.base
+    world = "scratchpad" if route is not None else "reviews"  # the route's world, or the pipeline's
+    for stage in ("pretrain", "sft"):  # a base of another world: say so, and hint nothing over it
+        path = base / stage / "model.npz"
+        if path.is_file():
+            try:
+                task = read_meta(path).get("extra", {}).get("config", {}).get("task")
+            except (CheckpointError, ValueError, OSError):
+                continue  # unreadable: the stage that reads it names the file
+            if task and task != world:
+                fits = ("the scratchpad route's run (--base scratchpad)" if world == "scratchpad"
+                        else "a pipeline run (--base default, or tiny with --quick)")
+                raise ConfigError(f"experiment {config.name}: --base {config.base} is a run of "
+                                  f"the {task} world ({path} was trained for it); "
+                                  f"{config.name} reads {fits}")
     for stage in needs:  # the experiments start from a finished run
         path = output_path(stage, base)
         if not Path(path).exists():
