@@ -18,12 +18,14 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     from minirlhf.config import ConfigError, check_range
 
     check_range("gradcheck", "--tol", args.tol, "(0, inf)")
+    check_range("gradcheck", "--seed", args.seed, "[0, inf)")
     cases = op_cases()
     if args.only:
-        unknown = sorted(set(args.only) - {c.name for c in cases})
+        names = list(dict.fromkeys(c.name for c in cases))  # an op may have several cases
+        unknown = sorted(set(args.only) - set(names))
         if unknown:
             raise ConfigError(f"gradcheck: no case named {', '.join(unknown)}; the cases: "
-                              f"{', '.join(c.name for c in cases)}")
+                              f"{', '.join(names)}")
         cases = [c for c in cases if c.name in args.only]
     print(f"{'op':<14} {'input shapes':<30} {'max rel. error':>14}  {'result':<6} note")
     failed = 0
@@ -283,7 +285,11 @@ def cmd_classroom(args: argparse.Namespace) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         out = Path(args.out) if args.out else EXPECTED
-        changed = write_expected(recorded, out)
+        try:
+            changed = write_expected(recorded, out)
+        except ValueError as e:  # OUT holds something else: kept, not overwritten
+            print(f"error: {e}; give another --out (it is kept as it is)", file=sys.stderr)
+            return 2
         print(f"{len(recorded)} expected values recorded from the solutions into {out}: "
               + (f"{len(changed)} new or changed ({', '.join(changed[:4])}"
                  f"{', ...' if len(changed) > 4 else ''})" if changed else "up to date, "
@@ -457,7 +463,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print("evaluate config:\n" + describe(config))
     rep = evaluate_checkpoint(config)
     print("\n" + rep.describe("the policy", config.samples_per_prompt))
-    print("\n" + policy_table({args.policy: rep.to_dict()}))
+    print("\n" + policy_table({config.policy: rep.to_dict()}))  # what was judged
     return 0
 
 
@@ -586,7 +592,7 @@ def _add_pipeline_and_course(sub: Any) -> None:
                         "count rounds differently: another draw of training)")
     p.add_argument("--only", default="", metavar="ID", help="one claim")
     p.add_argument("--chapter", default="", metavar="N",
-                   help="one chapter's claims (05, 11, README)")
+                   help="one chapter's claims (e.g. 05)")
     p.add_argument("--preset", default="default", choices=("default", "tiny"),
                    help="default, or tiny (rules run, verdicts mean nothing)")
     p.add_argument("--runs-dir", default="", metavar="DIR",
@@ -703,8 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("policy", metavar="POLICY", help="a policy's model.npz or Hugging Face folder")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
-                   help="override EvaluateConfig fields, e.g. --set task=arithmetic "
-                        "reference=runs/default/sft/model.npz seed=1 samples_per_prompt=4")
+                   help="override EvaluateConfig fields (after POLICY), e.g. --set "
+                        "task=arithmetic reference=runs/default/sft/model.npz seed=1 "
+                        "samples_per_prompt=4")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
 
@@ -727,8 +734,10 @@ def cmd_course(args: argparse.Namespace) -> int:
     from minirlhf.config import check_range
     from minirlhf.course.build import build, estimate_minutes, fingerprints, is_done, plan
 
-    jobs = plan(args.preset, args.seeds, args.runs_dir)
     check_range("course", "--workers", args.workers, "[1, 64]")  # --plan's estimate too
+    _check_executor(args.executor)
+    _require_runs_dir(args.runs_dir)
+    jobs = plan(args.preset, args.seeds, args.runs_dir)
 
     def show(to_run, finished, workers):
         print(f"course: {len(jobs)} jobs for --seeds {args.seeds} in "
@@ -798,6 +807,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
     check_range("claims", "--workers", args.workers, "[0, 64]")
     chosen = C.select(args.only, args.chapter)
     runs_dir = args.runs_dir or ("runs" if args.threads == 1 else f"runs/threads{args.threads}")
+    _require_runs_dir(runs_dir)
     workers = args.workers or max(1, cores() // args.threads)
     t0 = time.time()
     if not args.no_run:
@@ -813,18 +823,22 @@ def cmd_claims(args: argparse.Namespace) -> int:
                       f"on {workers} worker(s) of {args.threads} thread(s)"))
         for name, message in r.failed.items():
             print(f"  failed: {name}: {message}")
-    verdicts, line = _judge_claims(chosen, runs_dir, args.preset, args.seeds, args.threads, t0)
+    part = "" if len(chosen) == len(C.CLAIMS) else (  # a part never replaces the whole table
+        f"only-{args.only}" if args.only else f"chapter-{chosen[0].chapter}")
+    verdicts, line = _judge_claims(chosen, runs_dir, args.preset, args.seeds, args.threads, t0,
+                                   part=part)
     print(C.table(verdicts))
     print(line)
     return 0 if all(v.verdict == "holds" for v in verdicts) else 1
 
 
 def _judge_claims(chosen: list, runs_dir: str, preset: str, seeds: int, threads: int,
-                  t0: float, command: str = "") -> tuple[list, str]:
+                  t0: float, command: str = "", part: str = "") -> tuple[list, str]:
     """``chosen`` claims judged on seeds 0 .. seeds-1 of what exists, written to claims.json
-    and claims.md beside the runs: (the verdicts, the line that counts them and names the
-    files). ``t0``: when the command started (the header's seconds); ``command``: the one that
-    made the table, when not ``claims`` itself."""
+    and claims.md beside the runs (in ``claims/``, or ``claims/PART/`` for a part of them): (the
+    verdicts, the line that counts them and names the files). ``t0``: when the command started
+    (the header's seconds); ``command``: the one that made the table, when not ``claims``
+    itself."""
     import time
 
     from minirlhf.course import claims as C
@@ -836,9 +850,32 @@ def _judge_claims(chosen: list, runs_dir: str, preset: str, seeds: int, threads:
               "date": time.strftime("%Y-%m-%d"),
               "job_seconds": round(C.job_seconds(runs_dir, preset), 1),
               **({"command": command} if command else {})}
-    json_path, md_path = C.write(verdicts, Path(runs_dir) / preset / "claims", header)
+    json_path, md_path = C.write(verdicts, Path(runs_dir) / preset / "claims" / part, header)
     counts = ", ".join(f"{n} {k}" for k, n in C.counts(verdicts).items() if n)
     return verdicts, f"claims: {counts}; {md_path}, {json_path}"
+
+
+def _check_executor(spec: str) -> None:
+    """``--executor`` is empty or dask://HOST:PORT (PORT a number): ConfigError if not."""
+    import re
+
+    from minirlhf.config import ConfigError
+
+    if spec and not re.fullmatch(r"dask://[^\s:/]+:\d+", spec):
+        raise ConfigError(f"course: --executor must look like dask://HOST:PORT (e.g. "
+                          f"dask://127.0.0.1:8786), got {spec!r}")
+
+
+def _require_runs_dir(runs_dir: str | Path) -> None:
+    """``--runs-dir`` can hold folders: NotADirectoryError naming the file in the way, if a file
+    sits where it or one of its parents would be (nothing is made here)."""
+    path = Path(runs_dir).absolute()
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise NotADirectoryError(f"--runs-dir {runs_dir}: {folder} is a file, not a "
+                                         "folder")
+            return
 
 
 def _executor(spec: str, workers: int) -> tuple[Any, Any, int]:
@@ -849,8 +886,7 @@ def _executor(spec: str, workers: int) -> tuple[Any, Any, int]:
     check_range("course", "--workers", workers, "[1, 64]")
     if not spec:
         return None, None, workers
-    if not spec.startswith("dask://"):
-        raise ConfigError(f"course: --executor must look like dask://HOST:PORT, got {spec!r}")
+    _check_executor(spec)
     try:
         from distributed import Client
     except ImportError:

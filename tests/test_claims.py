@@ -124,12 +124,25 @@ def test_the_command_judges_what_exists_and_refuses_bad_settings(tmp_path, capsy
     assert main(["claims", "--seeds", "0", "--no-run", "--runs-dir", str(tmp_path)]) == 2
     assert "claims: --seeds = 0 is outside its allowed range [1, 10]" in capsys.readouterr().err
     assert main(["claims", "--chapter", "99", "--no-run", "--runs-dir", str(tmp_path)]) == 2
+    assert main(["claims", "--no-run", "--runs-dir", str(tmp_path), "--preset", "tiny"]) == 1
+    whole = (tmp_path / "tiny" / "claims" / "claims.md").read_text()
+    assert "Made by `python -m minirlhf claims --seeds 3 --threads 1`" in whole
     assert main(["claims", "--chapter", "05", "--no-run", "--runs-dir", str(tmp_path),
                  "--preset", "tiny"]) == 1  # nothing made: every claim "not run"
     out = capsys.readouterr().out
     assert "| `ppo-raises-gold` |" in out and "not run" in out
-    assert "Made by `python -m minirlhf claims --seeds 3 --threads 1`" in (
-        tmp_path / "tiny" / "claims" / "claims.md").read_text()
+    part = (tmp_path / "tiny" / "claims" / "chapter-05" / "claims.md").read_text()
+    assert "`ppo-raises-gold`" in part and "`dpo-" not in part
+    assert (tmp_path / "tiny" / "claims" / "claims.md").read_text() == whole  # never replaced
+    assert main(["claims", "--only", "ppo-raises-glod", "--no-run", "--runs-dir",
+                 str(tmp_path)]) == 2
+    assert ("no claim has the id 'ppo-raises-glod'; the nearest: ppo-raises-gold"
+            in capsys.readouterr().err)
+    (tmp_path / "a-file").write_text("")
+    assert main(["claims", "--no-run", "--runs-dir", str(tmp_path / "a-file" / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --runs-dir {tmp_path / 'a-file' / 'runs'}: {tmp_path / 'a-file'} is "
+                   "a file, not a folder\n")
 
 
 # (docs/claims*.md are the claims tables the command writes.)

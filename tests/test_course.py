@@ -43,14 +43,19 @@ def test_the_plan_holds_every_run_the_chapters_read_after_what_it_reads():
     (["--seeds", "0"], "course: --seeds = 0 is outside its allowed range [1, 10]"),
     (["--workers", "0"], "course: --workers = 0 is outside its allowed range [1, 64]"),
     (["--executor", "spark://x"], "course: --executor must look like dask://HOST:PORT"),
+    (["--executor", "dask://"], "course: --executor must look like dask://HOST:PORT"),
+    (["--executor", "dask://host:port", "--plan"], "got 'dask://host:port'"),
+    (["--runs-dir", "FILE/runs"], "FILE is a file, not a folder"),
 ])
 def test_bad_settings_are_one_line_before_any_work(tmp_path, args, needle):
+    (tmp_path / "FILE").write_text("")
+    args = [a.replace("FILE", str(tmp_path / "FILE")) for a in args]
     proc = subprocess.run([sys.executable, "-m", "minirlhf", "course", "--preset", "tiny",
                            "--runs-dir", str(tmp_path), *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=120)
     assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert not any(tmp_path.iterdir())  # nothing made
+    assert [p.name for p in tmp_path.iterdir()] == ["FILE"]  # nothing made
 
 
 def test_plan_mode_prints_the_jobs_and_runs_nothing(tmp_path):

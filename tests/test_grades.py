@@ -274,3 +274,30 @@ def test_a_submission_that_never_finishes_fails_every_exercise_in_one_line(stude
     assert {r.status for r in results} == {"FAIL"}
     assert results[-1].message == ("the checks did not finish within 2 s (a loop that never "
                                    "ends?)")
+
+
+def test_a_damaged_expected_file_is_named_not_blamed_on_the_student(tmp_path, monkeypatch,
+                                                                    capsys):
+    """expected.npz that is not an .npz: record-expected keeps it and says so in one line; a
+    check that needs it fails saying the file is damaged, not that the answer is wrong."""
+    from minirlhf.cli import main
+    from minirlhf.course import exercises
+
+    bad = tmp_path / "bad.npz"
+    bad.write_text("hello\n")
+    with pytest.raises(ValueError, match="cannot be read as the recorded values: it is not an "
+                                         ".npz of arrays"):
+        exercises.load_expected(bad)
+    assert main(["classroom", "record-expected", "--out", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {bad} cannot be read as the recorded values: it is not an .npz of "
+                   "arrays; give another --out (it is kept as it is)\n")
+    assert bad.read_text() == "hello\n"
+
+    load = exercises.load_expected
+    monkeypatch.setattr(exercises, "load_expected", lambda path=bad: load(bad))
+    monkeypatch.setitem(exercises._running, "recorded", None)
+    (result,) = run_checks("gae")
+    assert result.status == "FAIL" and result.message.endswith(
+        "put back the expected.npz of the copy you were given (nothing is wrong with your code "
+        "yet)")

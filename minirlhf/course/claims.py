@@ -684,12 +684,19 @@ def evaluate(claims: Iterable[Claim], runs_dir: str | Path, preset: str, seeds: 
 
 
 def select(only: str = "", chapter: str = "") -> list[Claim]:
-    """The claims asked for: one id, one chapter ("05", "README"), or all."""
+    """The claims asked for: one id, one chapter ("05" or "5"), or all."""
     chosen = [c for c in CLAIMS if (not only or c.id == only) and
               (not chapter or c.chapter == chapter.zfill(2) or c.chapter == chapter)]
+    if not chosen and only and not any(c.id == only for c in CLAIMS):
+        import difflib
+
+        near = difflib.get_close_matches(only, [c.id for c in CLAIMS], n=3, cutoff=0.5)
+        raise ConfigError(f"claims: no claim has the id {only!r}"
+                          + (f"; the nearest: {', '.join(near)}" if near else "")
+                          + " (docs/claims.md lists every id)")
     if not chosen:
-        what = f"id {only!r}" if only else f"chapter {chapter!r}"
-        raise ConfigError(f"claims: no claim has the {what}; chapters: "
+        raise ConfigError(f"claims: no claim {'with the id ' + repr(only) + ' ' if only else ''}"
+                          f"has the chapter {chapter!r}; chapters: "
                           f"{', '.join(sorted({c.chapter for c in CLAIMS}))}")
     return chosen
 

@@ -111,7 +111,11 @@ def _expect(key: str, got, tol: float = 0.0) -> np.ndarray:
         recording[full] = (value, tol)
         return value
     if _running["recorded"] is None:
-        _running["recorded"] = load_expected()
+        try:
+            _running["recorded"] = load_expected()
+        except ValueError as e:  # not the student's mistake: the shipped file is damaged
+            raise CheckFailed(f"{e}: put back the expected.npz of the copy you were given "
+                              "(nothing is wrong with your code yet)") from None
     if full not in _running["recorded"]:
         raise CheckFailed(f"no recorded value {full!r} in {EXPECTED.name}: the teacher records "
                           f"the expected values with '{RECORD}'")
@@ -124,11 +128,16 @@ def _match(name: str, got, key: str, tol: float = 1e-8) -> None:
 
 
 def load_expected(path: Path = EXPECTED) -> dict[str, np.ndarray]:
-    """The recorded values, {exercise:key: array}; {} if the file is missing."""
+    """The recorded values, {exercise:key: array}; {} if the file is missing; ValueError naming
+    the file if it is not an .npz of arrays."""
     if not path.exists():
         return {}
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError):  # not a zip of .npy arrays (numpy: "pickled")
+        raise ValueError(f"{path} cannot be read as the recorded values: it is not an .npz of "
+                         "arrays") from None
 
 
 # ------------------------------------------------------------------ chapter 1: autograd
