@@ -731,12 +731,12 @@ def cmd_course(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from minirlhf.config import check_range
+    from minirlhf.config import check_range, require_folder_path
     from minirlhf.course.build import build, estimate_minutes, fingerprints, is_done, plan
 
     check_range("course", "--workers", args.workers, "[1, 64]")  # --plan's estimate too
     _check_executor(args.executor)
-    _require_runs_dir(args.runs_dir)
+    require_folder_path(args.runs_dir, "--runs-dir")
     jobs = plan(args.preset, args.seeds, args.runs_dir)
 
     def show(to_run, finished, workers):
@@ -798,7 +798,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from minirlhf.config import check_range
+    from minirlhf.config import check_range, require_folder_path
     from minirlhf.course import claims as C
     from minirlhf.machine import cores
 
@@ -807,7 +807,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
     check_range("claims", "--workers", args.workers, "[0, 64]")
     chosen = C.select(args.only, args.chapter)
     runs_dir = args.runs_dir or ("runs" if args.threads == 1 else f"runs/threads{args.threads}")
-    _require_runs_dir(runs_dir)
+    require_folder_path(runs_dir, "--runs-dir")
     workers = args.workers or max(1, cores() // args.threads)
     t0 = time.time()
     if not args.no_run:
@@ -864,18 +864,6 @@ def _check_executor(spec: str) -> None:
     if spec and not re.fullmatch(r"dask://[^\s:/]+:\d+", spec):
         raise ConfigError(f"course: --executor must look like dask://HOST:PORT (e.g. "
                           f"dask://127.0.0.1:8786), got {spec!r}")
-
-
-def _require_runs_dir(runs_dir: str | Path) -> None:
-    """``--runs-dir`` can hold folders: NotADirectoryError naming the file in the way, if a file
-    sits where it or one of its parents would be (nothing is made here)."""
-    path = Path(runs_dir).absolute()
-    for folder in (path, *path.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise NotADirectoryError(f"--runs-dir {runs_dir}: {folder} is a file, not a "
-                                         "folder")
-            return
 
 
 def _executor(spec: str, workers: int) -> tuple[Any, Any, int]:

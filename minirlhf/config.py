@@ -274,6 +274,18 @@ def output_hint(stage: str, path: str | Path, **settings: Any) -> str:
     return f"make one with {command} (it writes {path.parent / name})"
 
 
+def require_folder_path(folder: str | Path, what: str) -> None:
+    """Nothing but folders where ``folder`` and its parents would be: NotADirectoryError naming
+    ``what`` and the file in the way, if a file sits there. Nothing is made (``require_writable``
+    makes the folder)."""
+    path = Path(folder).absolute()
+    for at in (path, *path.parents):
+        if at.exists():
+            if not at.is_dir():
+                raise NotADirectoryError(f"{what} {folder}: {at} is a file, not a folder")
+            return
+
+
 def require_writable(folder: str | Path) -> None:
     """Make ``folder`` (and its parents) if needed and check that a file can be written in it;
     PermissionError or NotADirectoryError naming the absolute path if not."""

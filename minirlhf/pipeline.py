@@ -36,9 +36,13 @@ from minirlhf.config import (
     SEEDS_RANGE,
     ConfigError,
     apply_overrides,
+    check_checkpoints,
     check_range,
     check_settings,
     command_hint,
+    require_folder_path,
+    require_inputs,
+    require_own_folder,
     run_path,
     setting,
     unchanged_by_default,
@@ -68,6 +72,7 @@ from minirlhf.records import (
 )
 from minirlhf.registry import STAGES, depends_on, output_path, policy_stages
 from minirlhf.world import get_task
+from minirlhf.world.preference_data import load_jsonl
 
 log = logging.getLogger("minirlhf.pipeline")
 
@@ -128,9 +133,29 @@ def stage_configs(config: PipelineConfig) -> dict[str, Any]:
         try:
             out[name] = apply_overrides(cfg, per_stage[name])
             out[name].check({key: out[dep] for key, dep in stage.inputs.items()})
+            _check_given_files(out[name], stage, root)
         except ConfigError as e:  # name the stage, as the override does: ppo.beta=...
             raise ConfigError(f"{name}: {e}") from None
     return out
+
+
+def _check_given_files(cfg: Any, stage: Any, root: Path) -> None:
+    """What a stage's settings name outside what the pipeline makes, checked now rather than
+    when the stage starts: its folder (no file in the way, not another stage's model, none of
+    its inputs), an input given instead of an earlier stage's output (there, and a preference
+    file read through), and each checkpoint given (kind, world, tokenizer)."""
+    require_folder_path(cfg.out_dir, f"{stage.name}.out_dir")
+    require_own_folder(cfg, stage.name, stage.output, others=False)
+    made = []  # made by the pipeline, before this stage runs (or rerun if its settings changed)
+    for key, dep in stage.inputs.items():
+        given = getattr(cfg, key)
+        if Path(given).absolute() == Path(output_path(dep, root)).absolute():
+            made.append(key)
+            continue
+        require_inputs(cfg, {key: dep})
+        if key == "preferences":
+            load_jsonl(given)  # file and line of the first bad record, before any work
+    check_checkpoints(cfg, made)
 
 
 def fingerprints(cfgs: dict[str, Any], root: Path, threads: int) -> dict[str, str]:

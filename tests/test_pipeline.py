@@ -355,3 +355,27 @@ def test_a_setting_added_later_leaves_the_fingerprint_at_its_default(tmp_path):
     changed = fingerprints(other, tmp_path, 1)
     assert changed["preferences"] != base["preferences"]
     assert changed["pretrain"] == base["pretrain"] and changed["sft"] == base["sft"]
+
+
+def test_a_bad_path_given_to_a_stage_stops_the_pipeline_before_any_work(tmp_path, capsys):
+    """A stage's folder with a file in the way, a preference file that is not there or breaks at
+    a line: one line naming it, before the first stage runs (nothing made in the runs folder)."""
+    from minirlhf.cli import main
+
+    (tmp_path / "a-file").write_text("")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\nnot json\n')
+    runs = tmp_path / "runs"
+    for override, said in (
+        (f"ppo.out_dir={tmp_path / 'a-file' / 'ppo'}",
+         f"error: ppo.out_dir {tmp_path / 'a-file' / 'ppo'}: {tmp_path / 'a-file'} is a file, "
+         "not a folder"),
+        (f"reward.preferences={bad}", f"error: {bad}:2: malformed JSON"),
+        (f"reward.preferences={tmp_path / 'none.jsonl'}",
+         f"error: preferences file {tmp_path / 'none.jsonl'} is missing"),
+    ):
+        assert main(["pipeline", "--preset", "tiny", "--runs-dir", str(runs), "-q", "--set",
+                     override]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(said) and len(err.splitlines()) == 1, err
+        assert not runs.exists()
