@@ -261,12 +261,17 @@ def missing_input(what: str, path: str | Path, make: str = "") -> FileNotFoundEr
 OUTPUT_NAMES = {"preferences": "preferences.jsonl", "best_of_n": "summary.json"}
 
 
+def output_path_name(stage: str) -> str:
+    """The name of the file ``stage`` leaves in its folder."""
+    return OUTPUT_NAMES.get(stage, "model.npz")
+
+
 def output_hint(stage: str, path: str | Path, **settings: Any) -> str:
     """How to make the file at ``path`` with ``stage`` (its command with ``--set out_dir=`` the
     folder of ``path``, and ``settings``, e.g. the task): "make it with `...`" when ``path`` is
     named as the stage names its output, else "make one with `...` (it writes DIR/NAME)"."""
     path = Path(path).absolute()
-    name = OUTPUT_NAMES.get(stage, "model.npz")
+    name = output_path_name(stage)
     command = minirlhf_command(stage.replace("_", "-"), "--set", f"out_dir={path.parent}",
                                *(f"{k}={v}" for k, v in settings.items()))
     if path.name == name:
@@ -346,10 +351,19 @@ def require_inputs(config: Any, inputs: dict[str, str]) -> None:
     whose file does not exist."""
     for key, stage in inputs.items():
         path = getattr(config, key)
+        if not str(path).strip():  # "" would be read as the current folder
+            raise ConfigError(f"{type(config).__name__}: {key} is empty: give the file "
+                              f"({output_path_name(stage)} as the {stage} stage writes it)")
         if not Path(path).exists():
-            task = {"task": config.task} if getattr(config, "task", "reviews") != "reviews" \
-                else {}
-            raise missing_input(f"{key} file", path, output_hint(stage, path, **task))
+            task = getattr(config, "task", "reviews")
+            settings = {"task": task} if task != "reviews" else {}
+            if stage == "pretrain" and task != "reviews":
+                settings["corpus"] = task  # the world's own text (a shipped corpus)
+            defaults = {f.name: f.default for f in dataclasses.fields(config)}
+            if stage == "preferences" and getattr(config, "init", "") not in ("", defaults.get(
+                    "init")):
+                settings["policy"] = config.init  # the SFT policy the user gave this run
+            raise missing_input(f"{key} file", path, output_hint(stage, path, **settings))
 
 
 def require_own_folder(config: Any, stage: str, output: str, others: bool = True) -> None:

@@ -187,6 +187,10 @@ def evaluate_checkpoint(config: EvaluateConfig) -> PolicyReport:
     from minirlhf.lm.checkpoint import load_model
 
     config.check()
+    for key in ("policy", "reference"):
+        if not str(getattr(config, key)).strip():  # "" would be read as the current folder
+            raise ConfigError(f"EvaluateConfig: {key} is empty: give a policy's model.npz or "
+                              "Hugging Face folder")
     if not Path(config.policy).exists():
         raise missing_input("policy", config.policy)
     if not Path(config.reference).exists():

@@ -58,6 +58,21 @@ def test_unknown_subcommand_is_an_error(capsys):
     (["dpo", "--set", "beta=0"], "DPOConfig: beta = 0.0 is outside its allowed range (0, inf)"),
     (["ppo", "--set", "minibatch_size=7"], "minibatch_size = 7 must divide rollout_size = 64"),
     (["best-of-n", "--set", "ns=1,3"], "ns = '1,3': each n must be >= 1 and divide"),
+    # a hint keeps what the command was given: the world's corpus, the policy it starts from
+    (["sft", "--set", "task=scratchpad", "init=/nonexistent/model.npz"],
+     "make it with `python -m minirlhf pretrain --set out_dir=/nonexistent task=scratchpad "
+     "corpus=scratchpad`"),
+    (["reward", "--set", f"init={__file__}", "preferences=/nonexistent/preferences.jsonl"],
+     "make it with `python -m minirlhf preferences --set out_dir=/nonexistent "
+     f"policy={__file__}`"),
+    (["sft", "--set", "init="], "SFTConfig: init is empty: give the file (model.npz as the "
+                                "pretrain stage writes it)"),
+    (["evaluate", ""], "EvaluateConfig: policy is empty"),
+    # settings that would be silently meaningless
+    (["reward", "--set", "corr_samples=1"], "corr_samples = 1 is outside its allowed range [2, "),
+    (["pretrain", "--set", "min_lr=0.1", "lr=0.001"], "min_lr = 0.1 is above lr = 0.001"),
+    (["dpo", "--set", "labeler=reward_model"], "DPOConfig: labeler = reward_model labels online "
+                                              "DPO's fresh pairs, and online_rounds = 0"),
 ])
 def test_a_user_error_is_one_line_and_exit_code_2(argv, needle, capsys):
     assert main(argv) == 2

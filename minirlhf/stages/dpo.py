@@ -109,7 +109,12 @@ class DPOConfig(PreferenceInputs, OfflineSettings, PolicySettings):
             self.check_data(prefs.n_pairs)
 
     def check_labeler(self) -> None:
-        """A reward model named when it labels."""
+        """A labeler only where pairs are labelled (online), and a reward model named when it
+        labels."""
+        if not self.online_rounds and self.labeler != "raters":
+            raise ConfigError(f"DPOConfig: labeler = {self.labeler} labels online DPO's fresh "
+                              "pairs, and online_rounds = 0 trains on the preference file: set "
+                              "online_rounds (e.g. 4)")
         if self.online_rounds and self.labeler == "reward_model" and not self.reward_model:
             raise ConfigError("DPOConfig: labeler = reward_model needs reward_model, the reward "
                               "model's model.npz (e.g. runs/default/reward/model.npz)")

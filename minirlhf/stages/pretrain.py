@@ -71,6 +71,9 @@ class PretrainConfig(StageConfig):
         """Every setting in its range, windows that fit the model, and a corpus that is there
         (it is an input no stage makes)."""
         super().check(upstream)
+        if self.min_lr > self.lr:
+            raise ConfigError(f"PretrainConfig: min_lr = {self.min_lr} is above lr = {self.lr}; "
+                              "the cosine decays from lr down to min_lr")
         if not corpus_path(self.corpus).exists():
             raise missing_corpus(self.corpus)
         block = PRESETS[self.preset]["block_size"]

@@ -170,7 +170,7 @@ class RewardConfig(PreferenceInputs, OfflineSettings):
         512, "SFT samples used to fit the normalization gain and bias (two at the least: "
         "a spread)", "[2, 100_000]")
     corr_samples: int = setting(
-        512, "fresh SFT samples for the RM-gold correlation", "[1, 100_000]")
+        512, "fresh SFT samples for the RM-gold correlation (two at the least)", "[2, 100_000]")
     max_new_tokens: int = setting(
         80, "response budget of those SFT samples (normalization and correlation)", "[1, 126]")
 
