@@ -409,6 +409,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         print(f"error: {out} is a file, not a folder; export writes a folder", file=sys.stderr)
         return 2
+    if not out.exists() and out.suffix in (".npz", ".json", ".safetensors", ".bin"):
+        print(f"error: {out} looks like a file; export writes a folder (e.g. {out.with_suffix('')}"
+              ")", file=sys.stderr)
+        return 2
     if out.is_dir() and any(out.iterdir()) and not args.force:
         print(f"error: {out} is not empty; pass --force to replace the model files in it "
               "(its other files are kept), or export into a new folder", file=sys.stderr)
@@ -920,8 +924,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print("interrupted: every finished stage is kept; run the same command again to resume",
-              file=sys.stderr)
+        resumes = args.command in ("pipeline", "experiment", "frontier", "course", "claims") or (
+            getattr(args, "seeds", 1) > 1)  # a stage's finished seeds are kept
+        print("interrupted: every finished stage is kept; run the same command again to resume"
+              if resumes else "interrupted: what this command was making is not kept; run the "
+              "same command again to start it over", file=sys.stderr)
         return 130
     except expected as e:
         # Mistakes in what the user asked for, or in their files: one line that names the

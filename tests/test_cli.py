@@ -130,3 +130,22 @@ def test_a_stage_never_overwrites_its_input_or_another_stage_s_model(tiny_run, t
         assert needle in captured.err and len(captured.err.strip().splitlines()) == 1
         assert "config:" not in captured.out  # refused before the run's settings are printed
     assert all(p.read_bytes() == data for p, data in before.items())
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["import", "a", "b"], "interrupted: what this command was making is not kept; run the same "
+                           "command again to start it over"),
+    (["pipeline"], "interrupted: every finished stage is kept; run the same command again to "
+                   "resume"),
+])
+def test_ctrl_c_says_what_a_rerun_does(argv, said, monkeypatch, capsys):
+    """Only a command that keeps its finished parts promises to resume (the pipeline's own
+    case runs in the catalogue)."""
+    import minirlhf.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, f"cmd_{argv[0]}", interrupted)
+    assert main(argv) == 130
+    assert capsys.readouterr().err == said + "\n"
