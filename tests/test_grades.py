@@ -301,3 +301,14 @@ def test_a_damaged_expected_file_is_named_not_blamed_on_the_student(tmp_path, mo
     assert result.status == "FAIL" and result.message.endswith(
         "put back the expected.npz of the copy you were given (nothing is wrong with your code "
         "yet)")
+
+
+def test_an_exercise_that_waits_for_another_names_it(student):
+    """attention-scores calls causal-mask's stub first: the line names the exercise to do first,
+    not only where the stub raised."""
+    run = _check(student, "2")
+    lines = {line.split()[1]: line for line in run.stdout.splitlines()[1:] if line.strip()[:3]
+             == "ch2"}
+    assert "not implemented yet (raised at functional.py" in lines["causal-mask"]
+    assert ("needs exercise 2.1 (causal-mask: minirlhf/autograd/functional.py, causal_bias) "
+            "first" in lines["attention-scores"]), run.stdout

@@ -843,6 +843,17 @@ def _raised_at(error: BaseException) -> str:
     return f"{Path(f.filename).name}:{f.lineno} in {f.name}"
 
 
+def _not_yet(exercise: Exercise, error: NotImplementedError) -> str:
+    """One line for a stub reached: this exercise's own, or another's that it needs first."""
+    from minirlhf.course.unsolved import stub_of
+
+    waits = stub_of(error) or ""  # "exercise 2.1 (causal-mask: minirlhf/..., causal_bias)"
+    names = waits.partition("(")[2].partition(":")[0].split(" / ")
+    if waits and exercise.name not in names:
+        return f"not implemented yet: needs {waits} first (raised at {_raised_at(error)})"
+    return f"not implemented yet (raised at {_raised_at(error)})"
+
+
 def _does_not_compile(error: SyntaxError) -> str:
     """One line for a student's file that does not compile: the file (from the project's root)
     and the line, no traceback. Python names neither for a file holding a null byte: the
@@ -927,8 +938,7 @@ def run_checks(chapter: int | str | None = None, exercise: str | None = None
         try:
             results.append(CheckResult(ex, "pass", ex.check()))
         except NotImplementedError as e:
-            results.append(CheckResult(ex, "not implemented",
-                                       f"not implemented yet (raised at {_raised_at(e)})"))
+            results.append(CheckResult(ex, "not implemented", _not_yet(ex, e)))
         except CheckFailed as e:
             results.append(CheckResult(ex, "FAIL", str(e)))
         except SyntaxError as e:  # IndentationError too: the student's file does not compile
