@@ -177,7 +177,7 @@ def test_check_accepts_a_chapter_number_or_name_or_an_exercise_and_says_what_it_
     from minirlhf.course.exercises import select
 
     assert [e.name for e in select("ppo")] == [e.name for e in select("5")] == \
-        ["kl-estimators", "gae", "clipped-objective"]
+        ["clipped-objective", "gae", "kl-estimators"]
     assert [e.name for e in select("gae")] == ["gae"]
     assert len(select(None)) == len(EXERCISES)
     for bad in ("xyz", "12", "0"):
