@@ -262,7 +262,7 @@ def cmd_classroom(args: argparse.Namespace) -> int:
             print(f"  {rel}: {n} region{'s' * (n > 1)} stripped")
         from minirlhf.config import command_hint
 
-        target = Path(args.target).absolute()
+        target = Path(args.target).resolve()
         check = command_hint(["cd", str(target)], ["python", "-m", "minirlhf", "classroom",
                                                     "check"])
         print(f"student copy written to {target} ({sum(stripped.values())} solution and "

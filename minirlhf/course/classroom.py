@@ -50,17 +50,19 @@ TEACHER_END = "### END TEACHER"
 STUDENT = "# student: "  # inside a teacher region: a line the student copy holds instead (as code)
 STUB = "raise NotImplementedError  # your code here"
 
-# What a student copy holds, relative to the project root. Runs, caches and git stay behind.
+# What a student copy holds, relative to the project root. Runs, caches, git and the teacher's CI
+# (.ci: it runs the mutation tests, which stay behind) stay behind.
 COPIED = ("minirlhf", "notebooks", "tests", "data", "benchmarks", "docs", "setup.cfg",
-          "pyproject.toml", "README.md", "ruff.toml", ".ci")
+          "pyproject.toml", "README.md", "ruff.toml", ".gitignore")
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "*.egg-info")
 # the teacher's only, left out of a student copy (a file, or a folder and all it holds): tests
 # that spell out solutions (the mutants quote the right code they replace; test_solutions holds
 # tests written like an exercise's answer; test_expected computes every recorded value of the
-# checks by an independent reference), and docs/teaching/, the teacher's folder, with the
+# checks by an independent reference; test_trl_parity writes out TRL's loss aggregations and
+# clipped surrogate, exercises 9.2 and 9.3), and docs/teaching/, the teacher's folder, with the
 # model answers to the written questions (docs/teaching/answers.md)
 TEACHER_ONLY = ("tests/mutants.py", "tests/test_mutation.py", "tests/test_solutions.py",
-                "tests/test_expected.py", "docs/teaching")
+                "tests/test_expected.py", "tests/test_trl_parity.py", "docs/teaching")
 ANSWERS = "docs/teaching/answers.md"  # the model answers: in TEACHER_ONLY's folder
 
 
