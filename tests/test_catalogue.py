@@ -243,7 +243,7 @@ PREFERENCE_FILES = [
      '{"prompt": "the plot was", "chosen": " good.", "rejected": "' + " bad" * 40 + '"}',
      ":3: prompt + 'rejected' is 174 tokens with BOS and EOS; the model's block_size is 128"),
     ("a ranking among pairs", '{"prompt": "the plot was", "ranked": [" good.", " bad."]}',
-     ": mixes pairs and rankings"),
+     ":3: a ranking, in a file of pairs from line 1: a file holds one kind of record"),
 ]
 
 

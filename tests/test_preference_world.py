@@ -303,7 +303,8 @@ def test_unpaired_examples_round_trip_and_bad_lines_are_named(tmp_path):
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text('{"prompt": "a", "chosen": " b.", "rejected": " c."}\n'
                      '{"prompt": "a", "completion": " b.", "label": false}\n')
-    with pytest.raises(PreferenceDataError, match="mixes pairs and unpaired examples"):
+    with pytest.raises(PreferenceDataError, match=":2: an unpaired example, in a file of pairs "
+                                                  "from line 1: a file holds one kind"):
         load_jsonl(mixed)
 
 

@@ -132,8 +132,13 @@ def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None,
         raise missing_input("preference file", path, output_hint("preferences", path))
     tokenizer = tokenizer or CharTokenizer()
     records: list = []
+    first: dict[type, int] = {}  # each kind of record: the line it first appears on
+    seen, at = 0, 0  # records counted so far; the last line that held one
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
+            if len(records) > seen:  # line ``at`` added a record
+                first.setdefault(type(records[-1]), at)
+                seen = len(records)
             where = f"{path}:{lineno}"
             try:
                 line = raw.decode("utf-8")
@@ -142,6 +147,7 @@ def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None,
                                           f"{e.start})") from None
             if not line.strip():
                 continue
+            at = lineno
             try:
                 obj = json.loads(line.strip())
             except json.JSONDecodeError as e:
@@ -195,11 +201,15 @@ def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None,
             records.append(PreferencePair(prompt, chosen, rejected, **extra))
     if not records:
         raise PreferenceDataError(f"{path}: no records")
+    first.setdefault(type(records[-1]), at)
     kinds = {type(r) for r in records}
     if len(kinds) > 1:
-        names = [n for k, n in ((PreferencePair, "pairs"), (Ranking, "rankings"),
-                                (UnpairedExample, "unpaired examples")) if k in kinds]
-        raise PreferenceDataError(f"{path}: mixes {' and '.join(names)}")
+        names = {PreferencePair: "a pair", Ranking: "a ranking", UnpairedExample: "an unpaired "
+                 "example"}
+        (a, a_line), (b, b_line) = sorted(first.items(), key=lambda kv: kv[1])[:2]
+        raise PreferenceDataError(f"{path}:{b_line}: {names[b]}, in a file of "
+                                  f"{names[a].split(' ', 1)[1]}s from line {a_line}: a file holds "
+                                  "one kind of record")
     return records
 
 
