@@ -74,8 +74,12 @@ def stage_command(stage):
         if args.quiet and hasattr(config, "progress"):
             config = dataclasses.replace(config, progress=False)
         config.check()  # every setting in its range (check_settings), before any work
-        if hasattr(config, "out_dir"):  # nothing written is lost
-            require_own_folder(config, stage.name, stage.output)
+        if hasattr(config, "out_dir"):  # nothing written is lost, in the folder of each seed
+            runs = [dataclasses.replace(config, out_dir=str(Path(config.out_dir) / f"seed{s}"))
+                    for s in range(config.seed, config.seed + args.seeds)
+                    ] if args.seeds > 1 and str(config.out_dir).strip() else [config]
+            for run in runs:
+                require_own_folder(run, stage.name, stage.output)
         check_range(stage.command, "--seeds", args.seeds, SEEDS_RANGE)
         _logging(args)
         seconds = estimate_stage(stage.name, config)  # the whole run: every seed
@@ -266,9 +270,9 @@ def cmd_classroom(args: argparse.Namespace) -> int:
         check = command_hint(["cd", str(target)], ["python", "-m", "minirlhf", "classroom",
                                                     "check"])
         print(f"student copy written to {target} ({sum(stripped.values())} solution and "
-              "teacher-only regions); "
-              f"students install it ({command_hint(['pip', 'install', '-e', str(target)])}) and "
-              f"check their work with {check}")
+              "teacher-only regions); each student installs it in a virtual environment of their "
+              "own (docs/teaching.md: not in this one, where it would replace this copy) and "
+              f"checks their work with {check}")
         return 0
 
     if args.action == "record-expected":
@@ -287,9 +291,13 @@ def cmd_classroom(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else EXPECTED
         try:
             changed = write_expected(recorded, out)
-        except ValueError as e:  # OUT holds something else: kept, not overwritten
-            print(f"error: {e}; give another --out (it is kept as it is)", file=sys.stderr)
-            return 2
+        except ValueError as e:
+            if args.out:  # a file of the teacher's that is something else: kept
+                print(f"error: {e}; give another --out (it is kept as it is)", file=sys.stderr)
+                return 2
+            out.unlink()  # the package's own file, damaged: recorded afresh
+            print(f"{e}: recording it afresh")
+            changed = write_expected(recorded, out)
         print(f"{len(recorded)} expected values recorded from the solutions into {out}: "
               + (f"{len(changed)} new or changed ({', '.join(changed[:4])}"
                  f"{', ...' if len(changed) > 4 else ''})" if changed else "up to date, "
@@ -313,10 +321,20 @@ def cmd_classroom(args: argparse.Namespace) -> int:
 
     try:
         if args.action == "grade":
-            from minirlhf.course.autograder import grade
+            from minirlhf.course.autograder import SubmissionError, grade, graded_package
 
-            results = grade(args.target)
-            folder = str(Path(args.target).absolute())
+            try:
+                package = graded_package(args.target)
+            except SubmissionError as e:
+                if args.out:  # an autograder still gets its report: 0 points, and why
+                    from minirlhf.course.exercises import EXERCISES, CheckResult
+                    from minirlhf.lm.checkpoint import atomic_write
+
+                    report = render([CheckResult(ex, "FAIL", str(e)) for ex in EXERCISES],
+                                    args.format, str(args.target))
+                    atomic_write(Path(args.out), lambda f: f.write(report.encode()))
+                raise
+            results, folder = grade(package.parent), str(package.absolute())
         else:
             results = run_checks(args.target, args.exercise)
             folder = str(Path(__file__).resolve().parent)
@@ -924,8 +942,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        resumes = args.command in ("pipeline", "experiment", "frontier", "course", "claims") or (
-            getattr(args, "seeds", 1) > 1)  # a stage's finished seeds are kept
+        resumes = args.command in ("pipeline", "experiment", "frontier", "course", "claims")
         print("interrupted: every finished stage is kept; run the same command again to resume"
               if resumes else "interrupted: what this command was making is not kept; run the "
               "same command again to start it over", file=sys.stderr)

@@ -382,15 +382,17 @@ def require_own_folder(config: Any, stage: str, output: str, others: bool = True
             raise ConfigError(f"{type(config).__name__}: out_dir = {config.out_dir} would "
                               f"overwrite {key.name} = {value}, which this run reads: give "
                               "another out_dir")
-    if others and output == "model.npz" and target.is_file():
+    model = Path(config.out_dir) / "model.npz"  # a folder holding a model is its stage's
+    if others and model.is_file():
         try:
-            made_by = read_meta(target).get("extra", {}).get("stage")
+            made_by = read_meta(model).get("extra", {}).get("stage")
         except (CheckpointError, ValueError, OSError):
             return  # not a model this library wrote: the run replaces it, as before
         if made_by and made_by != stage:
             raise ConfigError(f"{type(config).__name__}: out_dir = {config.out_dir} holds the "
-                              f"{made_by} stage's model ({target}), which this {stage} run "
-                              "would replace: give another out_dir (or delete that model first)")
+                              f"{made_by} stage's model ({model}), and this {stage} run would "
+                              f"write its {output} there: give another out_dir (or delete that "
+                              "folder first)")
 
 
 # ------------------------------------------------------------------------------ stages
@@ -418,13 +420,16 @@ class Stage:
     # the time the stage took with that preset's settings on the reference 2-core laptop.
     work: Callable[[Any, dict[str, Any]], float] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    # the inputs a config does not read (online DPO reads no preference file, say)
+    unused: Callable[[Any], Sequence[str]] = lambda config: ()
 
-    def begin(self, config: Any, unused: Sequence[str] = ()) -> None:
+    def begin(self, config: Any) -> None:
         """What the stage's entry point does first: check every setting, then that every input
         file is there (naming the command that makes a missing one) and that every checkpoint
         is of the kind, the task and the tokenizer it needs (``check_checkpoints``), except the
-        ``unused`` ones (online DPO reads no preference file, say), and that its output folder
-        can be written: a run that cannot save fails now, not after training."""
+        ones the config does not read (``unused``), and that its output folder can be written:
+        a run that cannot save fails now, not after training."""
+        unused = tuple(self.unused(config))
         config.check()
         require_inputs(config, {k: v for k, v in self.inputs.items() if k not in unused})
         check_checkpoints(config, unused)

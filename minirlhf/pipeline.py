@@ -136,26 +136,34 @@ def stage_configs(config: PipelineConfig) -> dict[str, Any]:
             _check_given_files(out[name], stage, root)
         except ConfigError as e:  # name the stage, as the override does: ppo.beta=...
             raise ConfigError(f"{name}: {e}") from None
+    folders: dict[Path, str] = {}
+    for name, cfg in out.items():  # each stage writes a folder of its own
+        other = folders.setdefault(Path(cfg.out_dir).resolve(), name)
+        if other != name:
+            raise ConfigError(f"{name}.out_dir = {cfg.out_dir} is {other}'s folder too: each "
+                              "stage writes a folder of its own")
     return out
 
 
 def _check_given_files(cfg: Any, stage: Any, root: Path) -> None:
     """What a stage's settings name outside what the pipeline makes, checked now rather than
-    when the stage starts: its folder (no file in the way, not another stage's model, none of
-    its inputs), an input given instead of an earlier stage's output (there, and a preference
-    file read through), and each checkpoint given (kind, world, tokenizer)."""
+    when the stage starts: its folder (no file in the way, none of its inputs), an input given
+    instead of an earlier stage's output and read by this config (there, and a preference file
+    read through), and each such checkpoint (kind, world, tokenizer). No two stages share a
+    folder (``stage_configs``)."""
     require_folder_path(cfg.out_dir, f"{stage.name}.out_dir")
     require_own_folder(cfg, stage.name, stage.output, others=False)
-    made = []  # made by the pipeline, before this stage runs (or rerun if its settings changed)
+    # not read by this config, or made by the pipeline before this stage runs (or rerun)
+    skip = list(stage.unused(cfg))
     for key, dep in stage.inputs.items():
         given = getattr(cfg, key)
-        if Path(given).absolute() == Path(output_path(dep, root)).absolute():
-            made.append(key)
+        if key in skip or Path(given).resolve() == Path(output_path(dep, root)).resolve():
+            skip.append(key)
             continue
         require_inputs(cfg, {key: dep})
         if key == "preferences":
             load_jsonl(given)  # file and line of the first bad record, before any work
-    check_checkpoints(cfg, made)
+    check_checkpoints(cfg, skip)
 
 
 def fingerprints(cfgs: dict[str, Any], root: Path, threads: int) -> dict[str, str]:

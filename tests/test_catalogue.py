@@ -838,15 +838,26 @@ def test_a_refused_checkpoint_leaves_every_output_of_the_stage_as_it_was(finishe
     assert "ran nothing" in again.stdout and same_summary(runs, finished)
 
 
+def _relabel(path: Path, stage: str) -> None:
+    """The checkpoint at ``path`` saved again as ``stage``'s: a stage command refuses to write
+    into another stage's folder."""
+    from minirlhf.lm.checkpoint import load_model, save_model
+
+    model, tokenizer, extra = load_model(path)
+    save_model(path, model, tokenizer, {**extra, "stage": stage})
+
+
 @pytest.mark.parametrize("command, settings", [
     ("kto", ["max_examples=64"]), ("orpo", ["max_pairs=32"]), ("simpo", ["max_pairs=32"])])
 def test_a_blown_up_offline_stage_leaves_its_folder_as_it_was(finished, work, command,
                                                              settings):
     """One step at a learning rate of 5e28: the checkpoint is refused, and the outputs a
-    previous run left in the folder (here DPO's, the same five names) are all kept."""
+    previous run left in the folder (DPO's five files, its model relabelled as this stage's, as
+    a previous run of it would have left them) are all kept."""
     runs, _ = finished
     out = work / command
     shutil.copytree(runs / "tiny" / "dpo", out)
+    _relabel(out / "model.npz", command)
     before = files(out)
     proc = run([command, "-q", "--set", "lr=1e30", f"out_dir={out}", *settings,
                 f"init={runs / 'tiny' / 'sft' / 'model.npz'}",
@@ -861,6 +872,7 @@ def test_an_output_name_taken_by_a_folder_fails_with_nothing_moved(finished, wor
     runs, _ = finished
     out = work / "orpo"
     shutil.copytree(runs / "tiny" / "dpo", out)
+    _relabel(out / "model.npz", "orpo")  # a previous ORPO run's folder
     (out / "metrics.png").unlink()
     (out / "metrics.png").mkdir()
     before = files(out)
@@ -1198,10 +1210,9 @@ def test_a_missing_preference_file_of_another_name_says_what_the_command_writes(
     proc = run(["dpo", "-q", "--set", f"preferences={mine}", f"init={sft}",
                 f"out_dir={work / 'dpo'}"], work)
     line = one_line_error(proc, f"preferences file {mine} is missing: make one with `python -m "
-                                f"minirlhf preferences --set out_dir={work}` (it writes "
-                                f"{work / 'preferences.jsonl'})")
-    made = follow(line, work, more={"preferences": [f"policy={sft}", "n_pairs=16",
-                                                    "max_new_tokens=60"]})
+                                f"minirlhf preferences --set out_dir={work} policy={sft}` (it "
+                                f"writes {work / 'preferences.jsonl'})")  # the policy it was given
+    made = follow(line, work, more={"preferences": ["n_pairs=16", "max_new_tokens=60"]})
     assert made.returncode == 0, made.stderr[-3000:]
     from minirlhf.world.preference_data import load_jsonl
 

@@ -120,8 +120,11 @@ def test_a_stage_never_overwrites_its_input_or_another_stage_s_model(tiny_run, t
          "run reads: give another out_dir"),
         (["sft", "--set", f"out_dir={reward}"],
          f"SFTConfig: out_dir = {reward} holds the reward stage's model ({reward / 'model.npz'}"
-         "), which this sft run would replace: give another out_dir (or delete that model "
-         "first)"),
+         "), and this sft run would write its model.npz there: give another out_dir (or delete "
+         "that folder first)"),
+        (["best-of-n", "--set", f"out_dir={sft}"],  # its summary.json over the policy's
+         f"holds the sft stage's model ({sft / 'model.npz'}), and this best_of_n run would "
+         "write its summary.json there"),
         (["sft", "--set", "out_dir="], "SFTConfig: out_dir is empty"),
     ):
         assert main(argv) == 2
@@ -130,6 +133,11 @@ def test_a_stage_never_overwrites_its_input_or_another_stage_s_model(tiny_run, t
         assert needle in captured.err and len(captured.err.strip().splitlines()) == 1
         assert "config:" not in captured.out  # refused before the run's settings are printed
     assert all(p.read_bytes() == data for p, data in before.items())
+    # a rerun of a stage into its own folder replaces its own model, as it always did
+    from minirlhf.config import require_own_folder
+    from minirlhf.stages.sft import SFTConfig
+
+    require_own_folder(SFTConfig(out_dir=str(sft)), "sft", "model.npz")
 
 
 @pytest.mark.parametrize("argv, said", [

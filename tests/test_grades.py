@@ -220,8 +220,8 @@ def test_grade_uses_the_teachers_checks_and_points_not_the_submissions(student, 
     passing = {e["id"] for e in report["exercises"] if e["status"] == "pass"}
     assert passing == {e.name for e in EXERCISES if e.where.startswith("world.ai_labelers.")}
     assert report["points"] == sum(POINTS[e] for e in passing)
-    assert (folder / "minirlhf" / "course" / "exercises.py").read_text() == \
-        exercises.read_text()  # the submission itself is left as it was
+    assert exercises.read_text() == text.replace(": 1,", ": 2,")  # the submission is left as
+    assert not (course / "expected.npz").exists()  # it was: its edits stay, nothing put back
 
 
 def test_grade_gives_the_teachers_copy_every_point(tmp_path):
@@ -234,21 +234,34 @@ def test_grade_gives_the_teachers_copy_every_point(tmp_path):
 
 
 def test_grade_refuses_a_folder_without_minirlhf_in_one_line(student, tmp_path):
-    """No package beside it: nothing is graded (an installed copy would be the teacher's), and
-    a package a level down is named."""
-    below = tmp_path / "alice"
-    shutil.copytree(student / "minirlhf", below / "minirlhf-student" / "minirlhf",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    """No package beside it: nothing is graded (an installed copy would be the teacher's); one
+    a level down (an unpacked upload) is graded; two a level down are named. With --out, an
+    autograder still gets its report: 0 points and the reason."""
+    ignore = shutil.ignore_patterns("__pycache__")
+    one, two = tmp_path / "one", tmp_path / "two"
+    shutil.copytree(student / "minirlhf", one / "minirlhf-student" / "minirlhf", ignore=ignore)
+    for name in ("a", "b"):
+        shutil.copytree(student / "minirlhf", two / name / "minirlhf", ignore=ignore)
     (tmp_path / "empty").mkdir()
-    for folder, said in ((tmp_path / "nobody", "nobody: no such folder"),
-                         (tmp_path / "empty", "empty has no minirlhf/ folder (a submission is"),
-                         (below, f"a level down: grade {below / 'minirlhf-student'}")):
+    for folder, said in (
+            (tmp_path / "nobody", "nobody: no such folder"),
+            (tmp_path / "empty", "empty has no minirlhf/ folder (a submission is a student "
+                                 "copy's minirlhf/ folder)\n"),
+            (two, f"; 2 a level down: grade one of {two / 'a'}, {two / 'b'}")):
         run = _grade(folder)
         assert run.returncode == 2 and not run.stdout
         assert run.stderr.count("\n") == 1 and run.stderr.startswith("error: "), run.stderr
         assert said in run.stderr, run.stderr
-    hinted = _grade(below / "minirlhf-student", "--format", "json")  # the hint, followed
+    graded = _grade(one)  # the one a level down
+    assert graded.returncode == 1, graded.stderr
+    assert graded.stdout.startswith(f"checking the exercises in {one / 'minirlhf-student'}")
+    hinted = _grade(two / "a", "--format", "json")  # the hint, followed
     assert hinted.returncode == 1 and json.loads(hinted.stdout)["points"] == 0, hinted.stderr
+    out = tmp_path / "results.json"
+    assert _grade(tmp_path / "empty", "--format", "gradescope", "--out", str(out)).returncode == 2
+    results = json.loads(out.read_text())
+    _gradescope_fields(results, len(EXERCISES))
+    assert results["score"] == 0 and "has no minirlhf/ folder" in results["tests"][0]["output"]
 
 
 def test_a_submission_that_does_not_import_fails_every_exercise_in_one_line(student, tmp_path):
@@ -272,8 +285,30 @@ def test_a_submission_that_never_finishes_fails_every_exercise_in_one_line(stude
     init.write_text("import time\ntime.sleep(60)\n" + init.read_text())
     results = grade(folder, timeout=2)
     assert {r.status for r in results} == {"FAIL"}
-    assert results[-1].message == ("the checks did not finish within 2 s (a loop that never "
-                                   "ends?)")
+    assert results[-1].message == ("the submission's minirlhf did not load within 2 s (a loop "
+                                   "that never ends?)")
+
+
+def test_a_check_that_hangs_or_exits_fails_alone(student, tmp_path):
+    """One exercise's endless loop, another's sys.exit: each fails with its own line, and the
+    exercises after them are still graded (a solved one passes)."""
+    from minirlhf.course.autograder import grade
+
+    folder = _submission(student, tmp_path, solved="world/ai_labelers.py")
+    labelers = folder / "minirlhf" / "world" / "ai_labelers.py"
+    text = labelers.read_text()
+    text = text.replace("def gold_agreement(", "def gold_agreement(*a, **k):\n    while True:\n"
+                        "        pass\n\n\ndef _solved_gold_agreement(", 1)
+    labelers.write_text(text)
+    ppo = folder / "minirlhf" / "objectives" / "ppo.py"
+    ppo.write_text(ppo.read_text().replace("def gae(", "def gae(*a, **k):\n    import sys\n"
+                                           "    sys.exit(3)\n\n\ndef _gae(", 1))
+    by_name = {r.exercise.name: r for r in grade(folder, timeout=3)}
+    assert by_name["gold-agreement"].message == ("the check did not finish within 3 s (a loop "
+                                                 "that never ends?)")
+    assert by_name["gae"].message.startswith("the process ended during this check")
+    assert by_name["constitution-score"].status == by_name["constitution-choice"].status == "pass"
+    assert by_name["kto"].status == "not implemented"  # after both: still graded
 
 
 def test_a_damaged_expected_file_is_named_not_blamed_on_the_student(tmp_path, monkeypatch,
@@ -285,14 +320,21 @@ def test_a_damaged_expected_file_is_named_not_blamed_on_the_student(tmp_path, mo
 
     bad = tmp_path / "bad.npz"
     bad.write_text("hello\n")
-    with pytest.raises(ValueError, match="cannot be read as the recorded values: it is not an "
-                                         ".npz of arrays"):
-        exercises.load_expected(bad)
+    cut = tmp_path / "cut.npz"  # a real one, cut off half way
+    cut.write_bytes(exercises.EXPECTED.read_bytes()[:2000])
+    for damaged in (bad, cut):
+        with pytest.raises(ValueError, match="cannot be read as the recorded values: it is not "
+                                             "an .npz of arrays"):
+            exercises.load_expected(damaged)
     assert main(["classroom", "record-expected", "--out", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err == (f"error: {bad} cannot be read as the recorded values: it is not an .npz of "
                    "arrays; give another --out (it is kept as it is)\n")
     assert bad.read_text() == "hello\n"
+    monkeypatch.setattr(exercises, "EXPECTED", cut)  # the package's own file, damaged
+    assert main(["classroom", "record-expected"]) == 0
+    assert "recording it afresh" in capsys.readouterr().out
+    assert exercises.load_expected(cut).keys() == exercises.load_expected().keys()
 
     load = exercises.load_expected
     monkeypatch.setattr(exercises, "load_expected", lambda path=bad: load(bad))

@@ -30,16 +30,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+from minirlhf.course.classroom import IGNORED
 from minirlhf.course.exercises import CHAPTERS, EXERCISES, POINTS, CheckResult, run_checks
 from minirlhf.course.grades import STATUS
 
 ASSIGNMENT = "exercises"  # the assignment's name in the course
 NOTEBOOK = "grade.ipynb"
 GRADING = Path(__file__).resolve().parent  # this copy's checks, recorded values and points
-IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
-TIMEOUT = 600  # seconds for every check of one submission (a check takes a few at most)
+TIMEOUT = 60  # seconds for one exercise's check (a check takes a few at most)
 
 
 class SubmissionError(ValueError):
@@ -47,8 +48,8 @@ class SubmissionError(ValueError):
 
 
 def graded_package(folder: str | Path) -> Path:
-    """The submission's package, ``folder/minirlhf``; one line naming the problem if there is none
-    (and where one is, if it sits a level down)."""
+    """The submission's package: ``folder/minirlhf``, or the one ``*/minirlhf`` a level down
+    when there is exactly one (an unpacked upload, say); one line naming the problem if not."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SubmissionError(f"{folder}: no such folder")
@@ -56,9 +57,12 @@ def graded_package(folder: str | Path) -> Path:
     if (package / "__init__.py").is_file():
         return package
     below = sorted(p.parent for p in folder.glob("*/minirlhf/__init__.py"))
-    hint = f"; {below[0]} is one, a level down: grade {below[0].parent}" if below else ""
+    if len(below) == 1:
+        return below[0]
     raise SubmissionError(f"{folder} has no minirlhf/ folder (a submission is a student copy's "
-                          f"minirlhf/ folder){hint}")
+                          "minirlhf/ folder)" + (f"; {len(below)} a level down: grade one of "
+                                                 f"{', '.join(str(b.parent) for b in below)}"
+                                                 if below else ""))
 
 
 def check(name: str) -> str:
@@ -122,45 +126,96 @@ def notebook() -> dict:
             "nbformat": 4, "nbformat_minor": 5}
 
 
-# run in the submission's copy by a fresh interpreter: its checks' results as JSON, in a file
+# run in the submission's copy by a fresh interpreter: for each exercise named, a line when its
+# check starts and one with its result, flushed as they come (a check that hangs or kills the
+# process is then known by name)
 _RUN = """import json, sys
 from pathlib import Path
 import minirlhf
 if Path(minirlhf.__file__).resolve().parent != (Path.cwd() / "minirlhf").resolve():
     sys.exit("graded " + minirlhf.__file__ + ", not the submission")
 from minirlhf.course.exercises import run_checks
-Path(sys.argv[1]).write_text(json.dumps([[r.exercise.name, r.status, r.message]
-                                          for r in run_checks()]))
+with open(sys.argv[1], "a") as out:
+    for name in sys.argv[2:]:
+        out.write(json.dumps([name]) + "\\n")
+        out.flush()
+        (r,) = run_checks(name)
+        out.write(json.dumps([name, r.status, r.message]) + "\\n")
+        out.flush()
 """
 
 
 def grade(folder: str | Path, timeout: float = TIMEOUT) -> list[CheckResult]:
     """Every exercise's check on the submission in ``folder`` (its ``minirlhf/``), with this
-    copy's checks and recorded values; one result per exercise of this copy's registry. A
-    submission whose package does not import, or that runs out of time, fails every exercise
-    with one line saying why."""
+    copy's checks and recorded values, in fresh Python processes; one result per exercise of this
+    copy's registry. A check that runs longer than ``timeout`` seconds, or ends the process,
+    fails that exercise with one line saying so, and the others run on in a new process; a
+    package that does not import fails every exercise, with its error."""
     package = graded_package(folder)
+    reported: dict[str, tuple[str, str]] = {}
     with tempfile.TemporaryDirectory(prefix="minirlhf-grade-") as tmp:
         work = Path(tmp)
         shutil.copytree(package, work / "minirlhf", ignore=IGNORED)
         shutil.rmtree(work / "minirlhf" / "course", ignore_errors=True)
         shutil.copytree(GRADING, work / "minirlhf" / "course", ignore=IGNORED)
-        out = work / "results.json"
-        try:
-            run = subprocess.run([sys.executable, "-c", _RUN, str(out)], cwd=work,
-                                 capture_output=True, text=True, timeout=timeout)
-            why = "" if out.exists() else (
-                f"the submission's minirlhf does not run ({_last_line(run.stderr)})")
-        except subprocess.TimeoutExpired:
-            why = f"the checks did not finish within {timeout:g} s (a loop that never ends?)"
-        reported = {} if why else {n: (s, m) for n, s, m in json.loads(out.read_text())}
+        todo = [ex.name for ex in EXERCISES]
+        while todo:
+            running, why = _run_checks(work, todo, timeout, reported)
+            if running is not None:  # this check hung, or ended the process: it fails alone
+                reported[running] = ("FAIL", why)
+            else:  # the package does not import, or the process ended between two checks
+                reported.update((n, ("FAIL", why or "not reported by the checks"))
+                                for n in todo if n not in reported)
+            todo = [n for n in todo if n not in reported]
     results = []
     for ex in EXERCISES:
-        status, message = reported.get(ex.name, ("FAIL", why or "not reported by the checks"))
+        status, message = reported.get(ex.name, ("FAIL", "not reported by the checks"))
         if status not in STATUS:
             status, message = "FAIL", f"an unknown status {status!r}"
         results.append(CheckResult(ex, status, message))
     return results
+
+
+def _run_checks(work: Path, names: list[str], timeout: float,
+                reported: dict[str, tuple[str, str]]) -> tuple[str | None, str]:
+    """One process running the checks ``names`` in ``work``, each result added to ``reported``
+    as it comes, stopped when a check runs past ``timeout`` seconds. Returns the exercise whose
+    check was running when the process ended (None if none was) and why it ended early ("" if
+    it ran every check)."""
+    out, err = work / "results.jsonl", work / "stderr.txt"
+    out.write_text("")
+    with open(err, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", _RUN, str(out), *names], cwd=work,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+        running, since, read = None, time.monotonic(), 0
+        while True:
+            ended = proc.poll() is not None
+            text = out.read_text()
+            for line in text[: text.rfind("\n") + 1].splitlines()[read:]:  # whole lines only
+                read += 1
+                row = json.loads(line)
+                if len(row) == 1:  # a check starts
+                    running = row[0]
+                else:
+                    reported[row[0]], running = (row[1], row[2]), None
+                since = time.monotonic()
+            if ended:
+                break
+            if time.monotonic() - since > timeout:
+                proc.kill()
+                proc.wait()
+                if running is None:  # the import, or between two checks
+                    return None, (f"the submission's minirlhf did not load within {timeout:g} s "
+                                  "(a loop that never ends?)")
+                return running, (f"the check did not finish within {timeout:g} s (a loop that "
+                                 "never ends?)")
+            time.sleep(0.02)
+    why = _last_line(err.read_text())
+    if running is not None:
+        return running, f"the process ended during this check ({why})"
+    if read == 0:
+        return None, f"the submission's minirlhf does not run ({why})"
+    return None, "" if all(n in reported for n in names) else f"the process ended ({why})"
 
 
 def _last_line(text: str) -> str:

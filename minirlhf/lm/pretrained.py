@@ -566,7 +566,8 @@ def import_folder(folder: str | Path, out: str | Path, force: bool = False
     out = Path(out)
     path = out if out.suffix == ".npz" else out / "model.npz"
     if not Path(folder).is_dir():
-        raise PretrainedError(f"{folder}: no such folder")
+        raise PretrainedError(f"{folder}: " + ("a file, not a Hugging Face model folder"
+                                               if Path(folder).exists() else "no such folder"))
     if path.is_dir():
         raise PretrainedError(f"{path} is a folder: give a .npz file, or a folder for "
                               "FOLDER/model.npz")

@@ -229,8 +229,7 @@ def train_dpo(config: DPOConfig) -> DPOResult:
     and trains on them: the same label budget, spent on the policy's own current answers.
     """
     rm_labels = config.online_rounds and config.labeler == "reward_model"
-    STAGE.begin(config, unused=(("preferences",) if config.online_rounds else ())
-                + (() if rm_labels else ("reward_model",)))
+    STAGE.begin(config)
     if rm_labels:
         require_inputs(config, {"reward_model": "reward"})
     t0 = time.time()
@@ -308,6 +307,9 @@ STAGE = Stage(
     name="dpo", title="DPO", help="direct preference optimisation (offline, or online)",
     config=DPOConfig, run=train_dpo, record=record, show=show, policy=True,
     inputs={"preferences": "preferences", "init": "sft"},
+    unused=lambda c: ((("preferences",) if c.online_rounds else ())
+                      + (() if c.online_rounds and c.labeler == "reward_model"
+                         else ("reward_model",))),
     presets={"tiny": dict(max_pairs=512, eval_samples_per_prompt=1, max_new_tokens=60)},
     work=lambda c, cfgs: c.epochs * (c.online_pairs * (1 + c.max_new_tokens / 10)
                                      if c.online_rounds else

@@ -378,7 +378,7 @@ def train_grpo(config: GRPOConfig) -> GRPOResult:
         raise missing_input("SFT policy", config.init, scratchpad_route(config.init)
                             if config.task == "scratchpad"
                             else output_hint("sft", config.init, task=config.task))
-    STAGE.begin(config, unused=("reward_model",) if config.reward == "verifier" else ())
+    STAGE.begin(config)
     t0 = time.time()
     actors = make_actors(config)
     rng = stream(config.seed, "train")
@@ -485,4 +485,5 @@ def show(r: GRPOResult, config: GRPOConfig) -> str:
 STAGE = Stage(
     name="grpo", title="GRPO", help="critic-free RL: GRPO, Dr. GRPO, RLOO, REINFORCE++, ReMax",
     config=GRPOConfig, run=train_grpo, record=record, show=show, policy=True,
+    unused=lambda c: ("reward_model",) if c.reward == "verifier" else (),
 )

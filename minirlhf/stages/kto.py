@@ -172,7 +172,7 @@ def batch_loss_of(policy: GPT, reference: GPT, tokenizer: CharTokenizer,
 @held_writes()
 def train_kto(config: KTOConfig) -> KTOResult:
     """KTO from the SFT policy (also the frozen reference) on thumbs-up / thumbs-down labels."""
-    STAGE.begin(config, unused=("preferences",) if config.thumbs else ())
+    STAGE.begin(config)
     t0 = time.time()
     rng = stream(config.seed, "train")
     policy, tokenizer, _ = load_model(config.init)
@@ -223,5 +223,6 @@ STAGE = Stage(
     name="kto", title="KTO", help="KTO: alignment from thumbs-up / thumbs-down labels",
     config=KTOConfig, run=train_kto, record=record, show=show, policy=True,
     inputs={"preferences": "preferences", "init": "sft"},
+    unused=lambda c: ("preferences",) if c.thumbs else (),
     presets={"tiny": dict(max_examples=1024, eval_samples_per_prompt=1, max_new_tokens=60)},
 )

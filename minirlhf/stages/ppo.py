@@ -303,7 +303,7 @@ def metrics(it: int, batch: Batch, stats: dict[str, float], actors: Actors, beta
 def train_ppo(config: PPOConfig) -> PPOResult:
     """RLHF with PPO: sample, score with the reward model minus a per-token KL penalty to the
     SFT reference, estimate advantages with GAE, and take clipped policy and value steps."""
-    STAGE.begin(config, unused=("reward_model",) if config.reward == "verifier" else ())
+    STAGE.begin(config)
     t0 = time.time()
     actors = make_actors(config)
     kl_ctl = (AdaptiveKLController(config.beta, config.adaptive_kl_target,
@@ -420,6 +420,7 @@ STAGE = Stage(
     name="ppo", title="PPO", help="PPO against the reward model with a KL penalty",
     config=PPOConfig, run=train_ppo, record=record, show=show, policy=True,
     inputs={"init": "sft", "reward_model": "reward"},
+    unused=lambda c: ("reward_model",) if c.reward == "verifier" else (),
     presets={"tiny": dict(iterations=10, rollout_size=32, minibatch_size=16, ppo_epochs=1,
                           max_new_tokens=60, eval_samples_per_prompt=1, table_every=0)},
     work=lambda c, _: c.iterations * c.rollout_size * c.max_new_tokens * (1 + c.ppo_epochs),

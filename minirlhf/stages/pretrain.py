@@ -73,7 +73,8 @@ class PretrainConfig(StageConfig):
         super().check(upstream)
         if self.min_lr > self.lr:
             raise ConfigError(f"PretrainConfig: min_lr = {self.min_lr} is above lr = {self.lr}; "
-                              "the cosine decays from lr down to min_lr")
+                              "the cosine decays from lr down to min_lr: set min_lr too (e.g. "
+                              f"min_lr={self.lr / 10:g})")
         if not corpus_path(self.corpus).exists():
             raise missing_corpus(self.corpus)
         block = PRESETS[self.preset]["block_size"]

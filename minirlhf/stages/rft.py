@@ -126,7 +126,7 @@ def fine_tune(trainer: Trainer, tokenizer: CharTokenizer, prompts: list[str], te
 def train_rft(config: RFTConfig) -> RFTResult:
     """Rejection-sampling fine-tuning from the SFT policy: ``rounds`` of sampling n per prompt,
     keeping the best by the reward model (or a random one: the control), and fine-tuning."""
-    STAGE.begin(config, unused=("reward_model",) if config.reward == "verifier" else ())
+    STAGE.begin(config)
     t0 = time.time()
     task = get_task(config.task)
     rng = stream(config.seed, "train")
@@ -198,6 +198,7 @@ STAGE = Stage(
     name="rft", title="RFT", help="rejection-sampling fine-tuning: keep the best of n, "
     "fine-tune, repeat", config=RFTConfig, run=train_rft, record=record, show=show, policy=True,
     inputs={"init": "sft", "reward_model": "reward"},
+    unused=lambda c: ("reward_model",) if c.reward == "verifier" else (),
     presets={"tiny": dict(rounds=2, prompts_per_round=32, n=4, eval_samples_per_prompt=1,
                           max_new_tokens=60)},
 )
