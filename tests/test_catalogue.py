@@ -1309,9 +1309,9 @@ def test_the_classroom_hints_work_when_followed(tmp_path, work):
     made = run(["classroom", "make-student", str(target)], work)
     assert made.returncode == 0, made.stderr[-3000:]
     last = made.stdout.strip().splitlines()[-1]
-    assert last.endswith(f"check their work with `cd {target} && python -m minirlhf classroom "
+    assert last.endswith(f"checks their work with `cd {target} && python -m minirlhf classroom "
                          "check`"), last
-    check = follow(last.split("check their work with ")[1], work)
+    check = follow(last.split("checks their work with ")[1], work)
     assert check.returncode == 1 and "Traceback" not in check.stderr, check.stderr[-3000:]
     assert check.stdout.strip().splitlines()[-1] == \
         f"0 pass, 0 fail, {len(EXERCISES)} not implemented"
