@@ -385,7 +385,7 @@ def _classroom_arguments(p: argparse.ArgumentParser) -> None:
     g = actions.add_parser("grade", help="grade a submission with this copy's checks and points",
                            description="Grade the student copy's minirlhf/ folder in SUBMISSION "
                            "with this copy's checks, recorded values and points (the teacher's: "
-                           "the submission's own are replaced), in a fresh Python process; the "
+                           "the submission's own are replaced), in fresh Python processes; the "
                            "exit status is 0 only when every check passes.")
     g.add_argument("target", metavar="SUBMISSION", help="a folder holding a student copy's "
                                                         "minirlhf/ (the copy's root will do)")

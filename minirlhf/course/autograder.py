@@ -7,9 +7,9 @@ a student who edits a check, ``expected.npz`` or ``POINTS`` changes nothing, and
 teacher reweights after handing out count.
 
 - ``grade(folder)`` (``python -m minirlhf classroom grade FOLDER``): copies the submission's
-  ``minirlhf/`` aside, puts this copy's ``course/`` in place of its own, runs every check there in a
-  fresh Python process (which imports the submission's package), and renders the results with
-  this copy's points.
+  ``minirlhf/`` aside, puts this copy's ``course/`` in place of its own, runs every check there in
+  fresh Python processes (which import the submission's package; a check that hangs or ends the
+  process fails alone), and renders the results with this copy's points.
 - ``write_course(folder)`` (``python -m minirlhf classroom nbgrader FOLDER``) writes an nbgrader
   course (https://nbgrader.readthedocs.io): ``nbgrader_config.py``,
   ``source/exercises/grade.ipynb``, one read-only test cell per exercise that runs its check
