@@ -845,10 +845,13 @@ def cmd_claims(args: argparse.Namespace) -> int:
                       f"on {workers} worker(s) of {args.threads} thread(s)"))
         for name, message in r.failed.items():
             print(f"  failed: {name}: {message}")
-    part = "" if len(chosen) == len(C.CLAIMS) else (  # a part never replaces the whole table
-        f"only-{args.only}" if args.only else f"chapter-{chosen[0].chapter}")
+    part, command = "", ""  # a part of the claims never replaces the whole table
+    if len(chosen) < len(C.CLAIMS):
+        part = f"only-{args.only}" if args.only else f"chapter-{chosen[0].chapter}"
+        command = (f"python -m minirlhf claims --seeds {args.seeds} --threads {args.threads} "
+                   + (f"--only {args.only}" if args.only else f"--chapter {chosen[0].chapter}"))
     verdicts, line = _judge_claims(chosen, runs_dir, args.preset, args.seeds, args.threads, t0,
-                                   part=part)
+                                   command, part)
     print(C.table(verdicts))
     print(line)
     return 0 if all(v.verdict == "holds" for v in verdicts) else 1
@@ -894,9 +897,8 @@ def _executor(spec: str, workers: int) -> tuple[Any, Any, int]:
     from minirlhf.config import ConfigError, check_range
 
     check_range("course", "--workers", workers, "[1, 64]")
-    if not spec:
+    if not spec:  # (its form was checked before any work: _check_executor)
         return None, None, workers
-    _check_executor(spec)
     try:
         from distributed import Client
     except ImportError:

@@ -133,6 +133,7 @@ def test_the_command_judges_what_exists_and_refuses_bad_settings(tmp_path, capsy
     assert "| `ppo-raises-gold` |" in out and "not run" in out
     part = (tmp_path / "tiny" / "claims" / "chapter-05" / "claims.md").read_text()
     assert "`ppo-raises-gold`" in part and "`dpo-" not in part
+    assert "Made by `python -m minirlhf claims --seeds 3 --threads 1 --chapter 05`" in part
     assert (tmp_path / "tiny" / "claims" / "claims.md").read_text() == whole  # never replaced
     assert main(["claims", "--only", "ppo-raises-glod", "--no-run", "--runs-dir",
                  str(tmp_path)]) == 2
