@@ -134,6 +134,27 @@ def _stage_seeds(stage, config, n: int) -> int:
     return 0
 
 
+def _refuse_other_threads(config, seeds: list[int] | None, force: bool) -> None:
+    """An experiment's files made with another thread count are not replaced unless
+    ``force``: one line, before any work, naming how to reuse them or replace them."""
+    from minirlhf.config import ConfigError
+    from minirlhf.experiments import made_with_other_threads
+    from minirlhf.machine import blas_threads, cores
+    from minirlhf.pipeline import threads_hint
+
+    threads = blas_threads()
+    found = made_with_other_threads(config, seeds, threads)
+    if found is None or force:
+        return
+    path, then = found
+    reuse = (f"to reuse it, {threads_hint(then)}" if then <= cores()
+             else f"it cannot be reused here ({threads_hint(then)})")
+    raise ConfigError(
+        f"{path}: made with {then} thread{'s' * (then != 1)}, this process has {threads}, and "
+        f"results depend on the count; {reuse}; or add --force to train again with {threads}, "
+        "replacing it")
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     """The whole course: pretrain, SFT, preferences, reward model, best-of-n, PPO, DPO and a
     report. Stages already done with the same config are skipped (--force redoes them)."""
@@ -211,6 +232,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     n = default_seeds(args.name, args.quick) if n is None else n
     check_range(f"experiment {args.name}", "--seeds", n, SEEDS_RANGE)
     check_experiment(config)  # its settings and the base run's files, before any work
+    _refuse_other_threads(config, None if n == 1 else list(range(args.seed, args.seed + n)),
+                          args.force)
     announce({args.name: experiment_seconds(args.name, args.quick) * n},
              f"{n} seed{'s' * (n > 1)}", logging.getLogger("minirlhf.experiments"),
              "every finished seed" + (" and point" if args.name == "frontier" else ""))
@@ -580,7 +603,9 @@ def _add_pipeline_and_course(sub: Any) -> None:
                    help="N independent runs (seeds SEED .. SEED+N-1), each in runs/NAME/seedK/, "
                         "then every figure's mean and 95%% interval over seeds in "
                         "runs/NAME/summary.json and report.md (default NAME: PRESET-Nseeds)")
-    p.add_argument("--force", action="store_true", help="redo stages that are already done")
+    p.add_argument("--force", action="store_true",
+                   help="redo stages that are already done (also a run made with another "
+                        "thread count, which is refused otherwise)")
     p.add_argument("--set", nargs="+", metavar="STAGE.KEY=VALUE",
                    help="override a stage's config, e.g. --set ppo.beta=0.1 sft.steps=100")
     p.add_argument("-q", "--quiet", action="store_true",
@@ -689,6 +714,9 @@ def build_parser() -> argparse.ArgumentParser:
                             if default_seeds(e, False) != 1)
                         + "; 1 for the others and with --quick. Three seeds where three run "
                         "in about 5 minutes on 2 cores, else one)")
+    p.add_argument("--force", action="store_true",
+                   help="train again, with this process's thread count, what another thread "
+                        "count made in the folders this command writes (refused otherwise)")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     p.set_defaults(func=cmd_experiment)
 
@@ -754,7 +782,14 @@ def cmd_course(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from minirlhf.config import check_range, require_folder_path
-    from minirlhf.course.build import build, estimate_minutes, fingerprints, is_done, plan
+    from minirlhf.course.build import (
+        build,
+        estimate_minutes,
+        fingerprints,
+        is_done,
+        plan,
+        set_aside,
+    )
 
     check_range("course", "--workers", args.workers, "[1, 64]")  # --plan's estimate too
     _check_executor(args.executor)
@@ -772,8 +807,17 @@ def cmd_course(args: argparse.Namespace) -> int:
                      else ""))
 
     if args.plan:
+        moved = set_aside(jobs, move=False)
+        for _, folder, kept, count in moved:
+            print(f"{folder} holds a pipeline run made with {count} thread"
+                  f"{'s' * (count != 1)}: it will be kept as {kept}; the course makes its own "
+                  "with one")
+        records = (Path(args.runs_dir) / args.preset).absolute()  # they go with it if it moves
+        gone = {name for name, *_ in moved} | {j.name for j in jobs if any(
+            folder == records for _, folder, _, _ in moved)}
         prints = fingerprints(jobs)
-        finished = [j for j in jobs if is_done(j, prints[j.name], args.runs_dir, args.preset)]
+        finished = [j for j in jobs if j.name not in gone
+                    and is_done(j, prints[j.name], args.runs_dir, args.preset)]
         show([j for j in jobs if j not in finished], finished, args.workers)
         return 0
     _logging(args)

@@ -320,13 +320,15 @@ def run_pipeline(config: PipelineConfig,
     with RunLock(root):
         log.info("run folder %s", root.absolute())
         remove_half_written(root)
+        seeds = sorted(root.glob("seed*/pipeline"))
+        if seeds:  # their summary.json and report.md over seeds would be replaced
+            raise PipelineError(f"{root} holds runs over seeds ({seeds[0].parent}, ...); give "
+                                "the run of one seed a --name of its own")
         found = {name: read_record(record_path(root, name)) for name in STAGES}
+        refuse_other_threads(root, threads, config.force, found)
         if estimate:
             announce(estimate_seconds(config, cfgs, to_run(config, cfgs, found, prints)))
-        other_threads = _first_run_with_other_threads(found, threads)
         for i, name in enumerate(STAGES):
-            if name == other_threads:
-                _warn_other_threads(name, found[name]["blas_threads"], threads)
             record = _reusable(root, name, found[name], prints[name], config.force, i)
             if record is not None:
                 records[name] = record
@@ -361,10 +363,34 @@ def _first_run_with_other_threads(found: dict[str, dict[str, Any] | None],
                  and record.get("blas_threads", threads) != threads), None)
 
 
-def _warn_other_threads(name: str, then: int, threads: int) -> None:
-    log.warning("%s: was run with %s BLAS threads, this process has %d; results depend on the "
-                "count, so it and every later stage run again (to resume instead, %s)", name,
-                then, threads, threads_hint(int(then)))
+def other_thread_count(root: Path, threads: int) -> int | None:
+    """The thread count of the first stage of the run in ``root`` made with another count than
+    ``threads``, if any."""
+    found = {name: read_record(record_path(root, name)) for name in STAGES}
+    name = _first_run_with_other_threads(found, threads)
+    return None if name is None else int(found[name]["blas_threads"])
+
+
+def refuse_other_threads(root: Path, threads: int, force: bool,
+                         found: dict[str, dict[str, Any] | None] | None = None) -> None:
+    """A run made with another BLAS thread count is not replaced unless ``force``: results
+    depend on the count, so this process would train every stage again. One line, before any
+    work, naming how to reuse the run (the same count) or replace it (``--force``)."""
+    found = found or {name: read_record(record_path(root, name)) for name in STAGES}
+    name = _first_run_with_other_threads(found, threads)
+    if name is None:
+        return
+    then = int(found[name]["blas_threads"])
+    if force:
+        log.warning("%s: was run with %d BLAS threads, this process has %d; --force: every "
+                    "stage runs again", name, then, threads)
+        return
+    reuse = (f"to reuse it, {threads_hint(then)}" if then <= cores()
+             else f"it cannot be reused here ({threads_hint(then)})")
+    raise PipelineError(
+        f"{root}: {name} was run with {then} BLAS thread{'s' * (then != 1)}, this process has "
+        f"{threads}, and results depend on the count; {reuse}; or add --force to train every "
+        f"stage again with {threads}, replacing the run")
 
 
 def threads_hint(count: int) -> str:
@@ -509,6 +535,11 @@ def run_seeds(config: PipelineConfig, n: int) -> SeedsResult:
     def seed_config(seed: int) -> PipelineConfig:
         return dataclasses.replace(config, seed=seed, name=f"seed{seed}", runs_dir=str(root))
 
+    if (root / "pipeline").is_dir():  # its summary.json and report.md would be replaced
+        raise PipelineError(f"{root} holds a run of one seed (its records, {root / 'pipeline'}"
+                            "); give the runs over seeds a --name of their own")
+    for seed in range(config.seed, config.seed + n):  # every seed's folder, before any work
+        refuse_other_threads(root / f"seed{seed}", blas_threads(), config.force)
     total: dict[str, float] = {}  # the whole run's estimate, before the first seed starts
     for seed in range(config.seed, config.seed + n):
         for stage, seconds in estimate_run(seed_config(seed)).items():

@@ -591,19 +591,75 @@ def _other_threads() -> tuple[int, int, dict[str, str]]:
                             MKL_NUM_THREADS=str(other))
 
 
-def test_a_changed_thread_count_is_said_and_reruns_everything(finished, tmp_path, work):
+def test_a_run_of_another_thread_count_is_refused_unless_forced(finished, tmp_path, work):
+    """A finished run made with another thread count is not replaced: one line before any
+    work, naming the count that reuses it and --force; --force trains every stage again, and
+    with the same count again nothing runs."""
+    runs = copy_run(finished, tmp_path)
+    before = files(runs)
+    now, other, env = _other_threads()
+    proc = run(pipeline(runs), work, env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: {runs / 'tiny'}: pretrain was run with {now} BLAS thread")
+    assert line.endswith(f"or add --force to train every stage again with {other}, replacing "
+                         "the run"), line
+    assert files(runs) == before and proc.stdout == ""  # nothing done, not even the estimate
+    seeds = run(pipeline(runs, "--name", "tiny-2", "--seeds", "2"), work)
+    assert seeds.returncode == 0, seeds.stderr[-3000:]
+    before = files(runs)
+    refused = run(pipeline(runs, "--name", "tiny-2", "--seeds", "2"), work, env=env)
+    assert refused.returncode == 2 and "tiny-2/seed0: pretrain was run with" in refused.stderr
+    assert files(runs) == before
+    forced = run(pipeline(runs, "--force"), work, env=env)
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert "ran pretrain, sft, preferences, reward, best_of_n, ppo, dpo;" in forced.stdout
+    again = run(pipeline(runs), work, env=env)
+    assert "ran nothing" in again.stdout  # with the same count, it is resumed as usual
+
+
+def test_an_experiment_of_another_thread_count_is_refused_unless_forced(finished, tmp_path,
+                                                                         work):
+    """`experiment` would replace a course's one-thread results with another count's: refused
+    in one line before any work; the hint's count reruns it, reusing every run; --force
+    trains it again with this count."""
     runs = copy_run(finished, tmp_path)
     now, other, env = _other_threads()
-    proc = subprocess.run([sys.executable, "-m", "minirlhf", *pipeline(runs)], cwd=work,
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (f"pretrain: was run with {now} BLAS threads, this process has {other}; results "
-            "depend on the count, so it and every later stage run again") in proc.stderr
-    assert proc.stderr.count("BLAS threads") == 1  # said once
-    assert "ran pretrain, sft, preferences, reward, best_of_n, ppo, dpo;" in proc.stdout
-    again = subprocess.run([sys.executable, "-m", "minirlhf", *pipeline(runs)], cwd=work,
-                           env=env, capture_output=True, text=True, timeout=600)
-    assert "ran nothing" in again.stdout  # with the same count, it is resumed as usual
+    command = ["experiment", "sycophancy", "--quick", "--base", "tiny", "--runs-dir", str(runs),
+               "-q"]
+    made = run(command, work)
+    assert made.returncode == 0, made.stderr[-3000:]
+    results = runs / "tiny" / "experiments" / "sycophancy" / "results.json"
+    before = files(runs)
+    refused = run(command, work, env=env)
+    assert refused.returncode == 2 and refused.stdout == "", refused.stderr[-3000:]
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith(f"error: {results}: made with {now} thread")
+    assert line.endswith(f"or add --force to train again with {other}, replacing it"), line
+    assert files(runs) == before
+    followed = follow(line, work, same=command, env=env)
+    assert followed.returncode == 0, followed.stderr[-3000:]
+    assert json.loads(results.read_text())["threads"] == now
+    forced = run([*command, "--force"], work, env=env)
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert json.loads(results.read_text())["threads"] == other
+
+
+def test_runs_over_seeds_and_a_run_of_one_seed_never_share_a_name(finished, tmp_path, work):
+    """`pipeline --seeds N --name X` once wrote its summary over seeds over the one-seed run X's
+    summary.json and report.md (and the one-seed run back over them): refused both ways."""
+    runs = copy_run(finished, tmp_path)
+    before = files(runs)
+    proc = run(pipeline(runs, "--name", "tiny", "--seeds", "2"), work)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: {runs / 'tiny'} holds a run of one seed (its records, "
+        f"{runs / 'tiny' / 'pipeline'}); give the runs over seeds a --name of their own")
+    (runs / "over" / "seed0" / "pipeline").mkdir(parents=True)
+    proc = run(pipeline(runs, "--name", "over"), work)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: {runs / 'over'} holds runs over seeds ({runs / 'over' / 'seed0'}, ...); give "
+        "the run of one seed a --name of its own")
+    assert files(runs) == before
 
 
 def test_a_run_of_days_is_announced_before_it_starts(work):
@@ -1166,19 +1222,16 @@ def test_a_lock_of_another_host_is_refused_with_the_command_that_frees_it(finish
 def test_the_thread_count_hint_resumes_when_followed(finished, tmp_path, work):
     """With OPENBLAS_NUM_THREADS set in the shell, the hint once said 'set OMP_NUM_THREADS',
     which OPENBLAS_NUM_THREADS overrides: every stage ran again. The hint names the variable
-    that wins; followed (after the other count's run was killed in its first stage), nothing
-    runs again."""
+    that wins; followed in that same shell, nothing runs again."""
     runs = copy_run(finished, tmp_path)
     now, other, env = _other_threads()
-    killed = run(pipeline(runs), work, fault="kill-inside:pretrain", env=env)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    (warning,) = [line for line in killed.stderr.splitlines() if "BLAS threads" in line]
-    assert warning.endswith(
-        f"pretrain: was run with {now} BLAS threads, this process has {other}; results depend "
-        "on the count, so it and every later stage run again (to resume instead, run the same "
-        f"command with `MINIRLHF_THREADS={now}` before it (MINIRLHF_THREADS wins over "
-        "OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, OMP_NUM_THREADS))"), warning
-    followed = follow(warning, work, same=pipeline(runs), env=env)
+    refused = run(pipeline(runs), work, env=env)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    (line,) = refused.stderr.strip().splitlines()
+    assert (f"to reuse it, run the same command with `MINIRLHF_THREADS={now}` before it "
+            "(MINIRLHF_THREADS wins over OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, "
+            "OMP_NUM_THREADS)") in line, line
+    followed = follow(line, work, same=pipeline(runs), env=env)
     assert followed.returncode == 0, followed.stderr[-3000:]
     assert "ran nothing" in followed.stdout and same_summary(runs, finished)
 

@@ -302,3 +302,47 @@ def test_the_course_ends_with_the_claims_judged_on_its_seeds(tmp_path, capsys, m
         assert code == 1 and out[-1].startswith("claims: not judged: a job failed or did not")
     else:
         assert code == 0 and out[-1].startswith("claims: not judged: the tiny preset")
+
+
+def _made_with(run: Path, threads: int) -> None:
+    """Say in each stage's record of ``run`` that it was made with ``threads`` threads."""
+    from minirlhf.records import write_record
+
+    for record in (run / "pipeline").glob("*.json"):
+        data = json.loads(record.read_text())
+        write_record(record, {k: v for k, v in data.items() if k != "checksum"}
+                     | {"blas_threads": threads})
+
+
+def test_a_pipeline_run_of_another_thread_count_is_kept_aside_not_replaced(tiny_run, tmp_path):
+    """The README's `pipeline` run in a shell of two threads, then `course` (one thread): the
+    course says before any work that the run is kept as tiny-threads<N>, and moves it there
+    whole instead of training over it."""
+    from minirlhf.course.build import set_aside
+
+    runs = tmp_path / "runs"
+    shutil.copytree(Path(tiny_run[0]) / "tiny", runs / "tiny")
+    _made_with(runs / "tiny", 7)
+    before = {p.relative_to(runs / "tiny"): p.read_bytes() for p in (runs / "tiny").rglob("*")
+              if p.is_file()}
+    proc = subprocess.run([sys.executable, "-m", "minirlhf", "course", "--preset", "tiny",
+                           "--seeds", "1", "--runs-dir", str(runs), "--plan"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == (
+        f"{(runs / 'tiny').absolute()} holds a pipeline run made with 7 threads: it will be "
+        f"kept as {(runs / 'tiny-threads7').absolute()}; the course makes its own with one")
+    assert "pipeline                    to run" in proc.stdout
+    assert sorted(p.name for p in runs.iterdir()) == ["tiny"]  # --plan moves nothing
+    jobs = plan("tiny", seeds=1, runs_dir=str(runs))
+    (moved,) = set_aside(jobs)
+    assert moved[0] == "pipeline" and moved[2:] == ((runs / "tiny-threads7").absolute(), 7)
+    kept = runs / "tiny-threads7"
+    assert {p.relative_to(kept): p.read_bytes() for p in kept.rglob("*") if p.is_file()} \
+        == before and not (runs / "tiny").exists()
+    assert set_aside(jobs) == []  # nothing left of another count
+    shutil.copytree(kept, runs / "tiny")  # a second one is kept beside the first
+    assert [m[2].name for m in set_aside(jobs)] == ["tiny-threads7-2"]
+    _made_with(runs / "tiny-threads7", 1)  # one thread: the course's own count, not moved
+    shutil.copytree(runs / "tiny-threads7", runs / "tiny")
+    assert set_aside(jobs) == [] and (runs / "tiny").exists()

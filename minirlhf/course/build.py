@@ -316,9 +316,14 @@ def build(jobs: list[Job], base: str, runs_dir: str = "runs", workers: int = 2,
     plan)."""
     if not 1 <= workers <= 64:
         raise ConfigError(f"course: --workers must be in [1, 64], got {workers}")
+    moved = set_aside(jobs, threads)
+    for _, folder, kept, count in moved:
+        log.warning("%s holds a pipeline run made with %d thread%s: kept as %s; the course "
+                    "makes its own with %d", folder, count, "s" * (count != 1), kept, threads)
     prints = fingerprints(jobs, threads)
     result = CourseResult()
-    done = {j.name for j in jobs if is_done(j, prints[j.name], runs_dir, base)}
+    done = {j.name for j in jobs if is_done(j, prints[j.name], runs_dir, base)} - {
+        name for name, *_ in moved}
     result.reused = [j.name for j in jobs if j.name in done]
     pending = [j for j in jobs if j.name not in done]
     if on_start is not None:
@@ -329,6 +334,34 @@ def build(jobs: list[Job], base: str, runs_dir: str = "runs", workers: int = 2,
         _run(pending, done, result, prints, runs_dir, base, workers, executor, own, progress,
              threads)
     return result
+
+
+def set_aside(jobs: list[Job], threads: int = THREADS, move: bool = True
+              ) -> list[tuple[str, Path, Path, int]]:
+    """The plan's pipeline runs that hold stages made with another thread count (the README's
+    ``pipeline``, run in a shell of two threads before the course, say): each is kept, moved
+    to ``<folder>-threads<N>`` (``-2``, ``-3`` .. after it if that is taken), before any job
+    looks for its records, and the course makes its own. Returns (the job, its folder, where
+    it is kept, its count); ``move`` False only says where each would go (``--plan``)."""
+    from minirlhf.pipeline import other_thread_count
+
+    out = []
+    for job in jobs:
+        if not job.call.endswith(":pipeline_run"):
+            continue
+        args = dict(job.kwargs)
+        folder = Path(args["runs_dir"]) / args["name"]
+        count = other_thread_count(folder, threads)
+        if count is None:
+            continue
+        kept, k = folder.with_name(f"{folder.name}-threads{count}"), 1
+        while kept.exists():
+            k += 1
+            kept = folder.with_name(f"{folder.name}-threads{count}-{k}")
+        if move:
+            folder.rename(kept)
+        out.append((job.name, folder, kept, count))
+    return out
 
 
 def _submit(executor: Executor | None, own: Callable[..., ProcessPoolExecutor], job: Job,

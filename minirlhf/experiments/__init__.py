@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from types import ModuleType
@@ -60,7 +61,14 @@ from minirlhf.experiments import (
     rlaif,
     sycophancy,
 )
-from minirlhf.experiments.common import Context, ExperimentConfig, ExperimentResult, check_base
+from minirlhf.experiments.common import (
+    POINT_FILE,
+    RUN_FILE,
+    Context,
+    ExperimentConfig,
+    ExperimentResult,
+    check_base,
+)
 from minirlhf.files import read_cache, read_json
 from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.machine import blas_threads
@@ -109,6 +117,31 @@ def check_experiment(config: ExperimentConfig) -> None:
     module = EXPERIMENTS[config.name]
     check_base(config, getattr(module, "NEEDS", ("sft", "preferences", "reward")),
                getattr(module, "ROUTE", None))
+
+
+def made_with_other_threads(config: ExperimentConfig, seeds: list[int] | None,
+                            threads: int) -> tuple[Path, int] | None:
+    """A file this experiment's command would replace (``results.json``, a run's ``run.json``,
+    a trained frontier point's ``point.json``) that says it was made with another thread count
+    than ``threads``, and that count; None when there is none. ``seeds``: the seeds of
+    ``--seeds`` (their ``seed<k>/`` folders), None for one run in the experiment's folder
+    itself (its ``seed<k>/`` folders left out)."""
+    folder = Path(config.runs_dir) / config.base / "experiments" / config.name
+    tops = [folder] if seeds is None else [folder / f"seed{k}" for k in seeds]
+    for top in tops:
+        paths = [top / "results.json", *sorted(top.rglob(RUN_FILE)),
+                 *sorted(top.rglob(POINT_FILE))]
+        for path in paths:
+            inside = path.relative_to(top).parts
+            if seeds is None and len(inside) > 1 and re.fullmatch(r"seed\d+", inside[0]):
+                continue  # another seed's folder, which one run leaves alone
+            try:
+                count = json.loads(path.read_text()).get("threads")
+            except (OSError, ValueError, AttributeError):
+                continue  # not there, or unreadable: its own reader says so when it is read
+            if isinstance(count, int) and count != threads:
+                return path, count
+    return None
 
 
 def run_experiment(config: ExperimentConfig) -> ExperimentResult:
