@@ -81,6 +81,7 @@ def stage_command(stage):
             for run in runs:
                 require_own_folder(run, stage.name, stage.output)
         check_range(stage.command, "--seeds", args.seeds, SEEDS_RANGE)
+        stage.check_inputs(config)  # its input files and checkpoints, before anything is shown
         _logging(args)
         seconds = estimate_stage(stage.name, config)  # the whole run: every seed
         if seconds is not None:
@@ -500,11 +501,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import dataclasses
 
     from minirlhf.config import apply_overrides, describe
-    from minirlhf.evaluation import EvaluateConfig, evaluate_checkpoint, policy_table
+    from minirlhf.evaluation import (
+        EvaluateConfig,
+        check_evaluation,
+        evaluate_checkpoint,
+        policy_table,
+    )
 
     config = apply_overrides(EvaluateConfig(policy=args.policy), args.set or [])
     if args.quiet:
         config = dataclasses.replace(config, progress=False)
+    check_evaluation(config)  # before anything is printed
     print("evaluate config:\n" + describe(config))
     rep = evaluate_checkpoint(config)
     print("\n" + rep.describe("the policy", config.samples_per_prompt))
@@ -722,13 +729,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("frontier", help="every method on one gold-vs-KL frontier (the "
                        "'frontier' experiment; resumes point by point)",
-                       description=cmd_experiment.__doc__)
+                       description="Every method on one gold-reward-vs-KL frontier: each "
+                       "trained from the base run's SFT policy on its preference data or "
+                       "reward model, at a few strengths, and judged like every policy (gold, "
+                       "KL to SFT, win-rate vs SFT, valid share, length, with 95% intervals "
+                       "over the evaluation prompts). A finished point is read back, not "
+                       "trained again. Writes results.json, its table and plot under "
+                       "runs/BASE/experiments/frontier/.")
     p.add_argument("--base", help="the run to start from (default: default, or tiny with "
                                   "--quick)")
     p.add_argument("--runs-dir", default="runs", help="where pipeline runs live")
     p.add_argument("--quick", action="store_true", help="one strength per method, small "
                                                         "budgets, on the tiny run")
     p.add_argument("--seed", type=int, default=0, help="seeds every stage")
+    p.add_argument("--force", action="store_true",
+                   help="train again, with this process's thread count, what another thread "
+                        "count made in the folder this command writes (refused otherwise)")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     p.set_defaults(func=cmd_experiment, name="frontier")
 
@@ -754,7 +770,8 @@ def build_parser() -> argparse.ArgumentParser:
     from minirlhf.evaluation import EvaluateConfig
 
     p = sub.add_parser("evaluate", help="judge a policy: gold, win-rate vs SFT, KL, valid, "
-                       "length, with intervals", description=cmd_evaluate.__doc__,
+                       "length, with intervals",
+                       description=inspect.cleandoc(cmd_evaluate.__doc__ or ""),
                        epilog=settings_help(EvaluateConfig),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("policy", metavar="POLICY", help="a policy's model.npz or Hugging Face folder")
@@ -978,6 +995,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from minirlhf.autograd.runtime import configure
 
     configure()
+    if not args.debug:  # a NaN or an overflow is said in one line where the run checks for it,
+        import warnings  # not first in NumPy's words from inside the engine (--debug shows them)
+
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"minirlhf\.")
     # settings, input files (corpus, preference data: file and line), checkpoints, a stage
     # that stopped, and the file system (missing, permission denied, not a directory, disk
     # full: OSError names the path)

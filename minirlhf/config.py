@@ -423,16 +423,20 @@ class Stage:
     # the inputs a config does not read (online DPO reads no preference file, say)
     unused: Callable[[Any], Sequence[str]] = lambda config: ()
 
-    def begin(self, config: Any) -> None:
-        """What the stage's entry point does first: check every setting, then that every input
-        file is there (naming the command that makes a missing one) and that every checkpoint
-        is of the kind, the task and the tokenizer it needs (``check_checkpoints``), except the
-        ones the config does not read (``unused``), and that its output folder can be written:
-        a run that cannot save fails now, not after training."""
+    def check_inputs(self, config: Any) -> None:
+        """Every setting in its range, then every input file there (naming the command that
+        makes a missing one) and every checkpoint of the kind, the task and the tokenizer it
+        needs (``check_checkpoints``), except the ones the config does not read (``unused``).
+        Nothing is written: the command line calls it before it prints anything."""
         unused = tuple(self.unused(config))
         config.check()
         require_inputs(config, {k: v for k, v in self.inputs.items() if k not in unused})
         check_checkpoints(config, unused)
+
+    def begin(self, config: Any) -> None:
+        """What the stage's entry point does first: ``check_inputs``, then that its output
+        folder can be written: a run that cannot save fails now, not after training."""
+        self.check_inputs(config)
         if hasattr(config, "out_dir"):
             require_own_folder(config, self.name, self.output, others=False)
             require_writable(config.out_dir)

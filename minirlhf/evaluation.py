@@ -186,6 +186,16 @@ def evaluate_checkpoint(config: EvaluateConfig) -> PolicyReport:
     kinds, task, one tokenizer)."""
     from minirlhf.lm.checkpoint import load_model
 
+    check_evaluation(config)
+    policy, tokenizer, _ = load_model(config.policy)
+    reference, _, _ = load_model(config.reference)
+    return policy_report(policy, reference, tokenizer, get_task(config.task), config.seed,
+                         config.samples_per_prompt, config.max_new_tokens)
+
+
+def check_evaluation(config: EvaluateConfig) -> None:
+    """What ``evaluate_checkpoint`` checks before any work: its settings, both files there, and
+    both checkpoints policies of the task, read with one tokenizer."""
     config.check()
     for key in ("policy", "reference"):
         if not str(getattr(config, key)).strip():  # "" would be read as the current folder
@@ -198,10 +208,6 @@ def evaluate_checkpoint(config: EvaluateConfig) -> PolicyReport:
         raise missing_input("reference", config.reference,
                             output_hint("sft", config.reference, **task))
     check_checkpoints(config)
-    policy, tokenizer, _ = load_model(config.policy)
-    reference, _, _ = load_model(config.reference)
-    return policy_report(policy, reference, tokenizer, get_task(config.task), config.seed,
-                         config.samples_per_prompt, config.max_new_tokens)
 
 
 def evaluation_prompts(task: Task, samples_per_prompt: int) -> list[str]:

@@ -107,9 +107,10 @@ class GRPOConfig(PolicySettings):
         "runs/scratchpad/sft/model.npz", "the SFT policy of the task's world: start point and "
         "frozen reference (see SCRATCHPAD_ROUTE for the scratchpad world's)")
     reward: str = setting(
-        "verifier", "what scores a response: the task's verifier (its gold reward, for a world "
-        "whose answers a program checks) or the reward model", choices=("verifier",
-                                                                        "reward_model"))
+        "verifier", "what scores a response: the task's verifier (its gold reward: for a "
+        "world whose answers a program checks, that check; in the reviews world, the hidden "
+        "gold itself, an oracle's upper bound) or the reward model",
+        choices=("verifier", "reward_model"))
     reward_model: str = setting(
         run_path("reward", "model.npz"), "the (normalized) reward model, when reward = "
         "reward_model")

@@ -49,7 +49,9 @@ class RFTConfig(PolicySettings):
     init: str = setting(run_path("sft", "model.npz"),
                         "the SFT policy: the first round's sampler, and the reference for KL")
     reward: str = setting("reward_model", "what scores the samples: the reward model, or the "
-                          "task's verifier (the scratchpad world)",
+                          "task's verifier, its gold reward (the scratchpad world's check of "
+                          "the answer; in the reviews world, the hidden gold itself: an "
+                          "oracle's upper bound)",
                           choices=("reward_model", "verifier"))
     reward_model: str = setting(run_path("reward", "model.npz"),
                                 "the (normalised) reward model, when reward = reward_model")
