@@ -800,6 +800,8 @@ def cmd_course(args: argparse.Namespace) -> int:
 
     from minirlhf.config import check_range, require_folder_path
     from minirlhf.course.build import (
+        THREADS,
+        aside_line,
         build,
         estimate_minutes,
         fingerprints,
@@ -824,14 +826,9 @@ def cmd_course(args: argparse.Namespace) -> int:
                      else ""))
 
     if args.plan:
-        moved = set_aside(jobs, move=False)
-        for _, folder, kept, count in moved:
-            print(f"{folder} holds a pipeline run made with {count} thread"
-                  f"{'s' * (count != 1)}: it will be kept as {kept}; the course makes its own "
-                  "with one")
-        records = (Path(args.runs_dir) / args.preset).absolute()  # they go with it if it moves
-        gone = {name for name, *_ in moved} | {j.name for j in jobs if any(
-            folder == records for _, folder, _, _ in moved)}
+        asides, gone = set_aside(jobs, args.runs_dir, args.preset, move=False)
+        for a in asides:
+            print(aside_line(a, THREADS, will=True))
         prints = fingerprints(jobs)
         finished = [j for j in jobs if j.name not in gone
                     and is_done(j, prints[j.name], args.runs_dir, args.preset)]

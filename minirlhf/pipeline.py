@@ -318,14 +318,14 @@ def run_pipeline(config: PipelineConfig,
     result = PipelineResult(config=config, report="", summary={})
     records: dict[str, dict[str, Any]] = {}
     with RunLock(root):
-        log.info("run folder %s", root.absolute())
-        remove_half_written(root)
         seeds = sorted(root.glob("seed*/pipeline"))
         if seeds:  # their summary.json and report.md over seeds would be replaced
             raise PipelineError(f"{root} holds runs over seeds ({seeds[0].parent}, ...); give "
                                 "the run of one seed a --name of its own")
         found = {name: read_record(record_path(root, name)) for name in STAGES}
         refuse_other_threads(root, threads, config.force, found)
+        log.info("run folder %s", root.absolute())
+        remove_half_written(root)
         if estimate:
             announce(estimate_seconds(config, cfgs, to_run(config, cfgs, found, prints)))
         for i, name in enumerate(STAGES):
@@ -539,7 +539,8 @@ def run_seeds(config: PipelineConfig, n: int) -> SeedsResult:
         raise PipelineError(f"{root} holds a run of one seed (its records, {root / 'pipeline'}"
                             "); give the runs over seeds a --name of their own")
     for seed in range(config.seed, config.seed + n):  # every seed's folder, before any work
-        refuse_other_threads(root / f"seed{seed}", blas_threads(), config.force)
+        if not config.force:  # (with --force, each seed's run says what it replaces)
+            refuse_other_threads(root / f"seed{seed}", blas_threads(), False)
     total: dict[str, float] = {}  # the whole run's estimate, before the first seed starts
     for seed in range(config.seed, config.seed + n):
         for stage, seconds in estimate_run(seed_config(seed)).items():

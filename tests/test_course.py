@@ -317,32 +317,91 @@ def _made_with(run: Path, threads: int) -> None:
 def test_a_pipeline_run_of_another_thread_count_is_kept_aside_not_replaced(tiny_run, tmp_path):
     """The README's `pipeline` run in a shell of two threads, then `course` (one thread): the
     course says before any work that the run is kept as tiny-threads<N>, and moves it there
-    whole instead of training over it."""
+    whole instead of training over it; the records of the jobs outside it come back."""
+    from minirlhf.course.build import record_path, set_aside
+    from minirlhf.machine import cores
+
+    runs = tmp_path / "runs"
+    shutil.copytree(Path(tiny_run[0]) / "tiny", runs / "tiny")
+    _made_with(runs / "tiny", 2)
+    jobs = plan("tiny", seeds=2, runs_dir=str(runs))
+    by_name = {j.name: j for j in jobs}
+    for name in ("route", "pipeline:seed1", "rlaif:seed0"):  # as if these had finished
+        record = record_path(str(runs), "tiny", by_name[name])
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"fingerprint": name}))
+    before = {p.relative_to(runs / "tiny"): p.read_bytes() for p in (runs / "tiny").rglob("*")
+              if p.is_file()}
+    proc = subprocess.run([sys.executable, "-m", "minirlhf", "course", "--preset", "tiny",
+                           "--seeds", "2", "--runs-dir", str(runs), "--plan"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == (
+        f"{(runs / 'tiny').absolute()} holds a pipeline run made with 2 threads: it will be "
+        f"kept as {(runs / 'tiny-threads2').absolute()}" + (
+            f" (`MINIRLHF_THREADS=2 python -m minirlhf pipeline --preset tiny --name "
+            f"tiny-threads2 --runs-dir {runs.absolute()}` reads it again)" if cores() > 1
+            else "") + "; the course makes its own with 1")
+    assert "pipeline                    to run" in proc.stdout
+    assert sorted(p.name for p in runs.iterdir()) == ["tiny"]  # --plan moves nothing
+    asides, gone = set_aside(jobs, str(runs), "tiny")
+    assert [(a.job, a.kept, a.count) for a in asides] == [
+        ("pipeline", (runs / "tiny-threads2").absolute(), 2)]
+    assert "rlaif:seed0" in gone and "rlaif:seeds" in gone and "frontier:seed1" in gone
+    assert "route" not in gone and "pipeline:seed1" not in gone and "critic-free:seed0" \
+        not in gone
+    kept = runs / "tiny-threads2"
+    assert {p.relative_to(kept): p.read_bytes() for p in kept.rglob("*") if p.is_file()} \
+        == before
+    assert sorted(p.name for p in (runs / "tiny" / "course").iterdir()) == [
+        "pipeline_seed1.json", "route.json"]  # the records of the jobs outside it, back
+    assert set_aside(jobs, str(runs), "tiny") == ([], set())  # nothing left of another count
+    shutil.rmtree(runs / "tiny")
+    shutil.copytree(kept, runs / "tiny")  # a second one is kept beside the first
+    assert [a.kept.name for a in set_aside(jobs, str(runs), "tiny")[0]] == ["tiny-threads2-2"]
+    _made_with(runs / "tiny-threads2", 1)  # one thread: the course's own count, not moved
+    shutil.rmtree(runs / "tiny")
+    shutil.copytree(runs / "tiny-threads2", runs / "tiny")
+    assert set_aside(jobs, str(runs), "tiny") == ([], set()) and (runs / "tiny").exists()
+
+
+def test_an_experiment_of_another_thread_count_is_kept_aside(tmp_path):
+    """A chapter's experiment made with two threads in the course's folders: its seed is kept
+    aside (seed 0 of the frontier: its own files, not the other seeds' folders), its summary
+    over seeds runs again, and `experiment` with the course's count is not refused by it."""
     from minirlhf.course.build import set_aside
+    from minirlhf.experiments import ExperimentConfig, made_with_other_threads
+
+    runs = tmp_path / "runs"
+    exps = runs / "tiny" / "experiments"
+    for folder, threads in [("rlaif/seed1", 2), ("rlaif/seed0", 1), ("frontier", 2),
+                            ("frontier/seed1", 1)]:
+        (exps / folder).mkdir(parents=True)
+        (exps / folder / "results.json").write_text(json.dumps({"threads": threads}))
+    (exps / "frontier" / "PPO_b=0.1").mkdir()
+    (exps / "frontier" / "PPO_b=0.1" / "point.json").write_text(json.dumps({"threads": 2}))
+    jobs = plan("tiny", seeds=2, runs_dir=str(runs))
+    asides, gone = set_aside(jobs, str(runs), "tiny", move=False)
+    assert sorted((a.job, a.kept.relative_to(exps.absolute()).as_posix()) for a in asides) == [
+        ("frontier", "frontier/threads2"), ("rlaif:seed1", "rlaif/seed1-threads2")]
+    assert gone == {"frontier", "rlaif:seed1", "rlaif:seeds"}
+    set_aside(jobs, str(runs), "tiny")
+    assert sorted(p.name for p in (exps / "frontier").iterdir()) == ["seed1", "threads2"]
+    assert sorted(p.name for p in (exps / "frontier" / "threads2").iterdir()) == [
+        "PPO_b=0.1", "results.json"]
+    assert sorted(p.name for p in (exps / "rlaif").iterdir()) == ["seed0", "seed1-threads2"]
+    assert made_with_other_threads(ExperimentConfig("frontier", base="tiny",
+                                                    runs_dir=str(runs)), None, 1) is None
+    assert set_aside(jobs, str(runs), "tiny") == ([], set())
+
+
+def test_a_run_a_live_process_holds_is_not_moved(tiny_run, tmp_path):
+    from minirlhf.course.build import set_aside
+    from minirlhf.records import PipelineError, RunLock
 
     runs = tmp_path / "runs"
     shutil.copytree(Path(tiny_run[0]) / "tiny", runs / "tiny")
     _made_with(runs / "tiny", 7)
-    before = {p.relative_to(runs / "tiny"): p.read_bytes() for p in (runs / "tiny").rglob("*")
-              if p.is_file()}
-    proc = subprocess.run([sys.executable, "-m", "minirlhf", "course", "--preset", "tiny",
-                           "--seeds", "1", "--runs-dir", str(runs), "--plan"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0] == (
-        f"{(runs / 'tiny').absolute()} holds a pipeline run made with 7 threads: it will be "
-        f"kept as {(runs / 'tiny-threads7').absolute()}; the course makes its own with one")
-    assert "pipeline                    to run" in proc.stdout
-    assert sorted(p.name for p in runs.iterdir()) == ["tiny"]  # --plan moves nothing
-    jobs = plan("tiny", seeds=1, runs_dir=str(runs))
-    (moved,) = set_aside(jobs)
-    assert moved[0] == "pipeline" and moved[2:] == ((runs / "tiny-threads7").absolute(), 7)
-    kept = runs / "tiny-threads7"
-    assert {p.relative_to(kept): p.read_bytes() for p in kept.rglob("*") if p.is_file()} \
-        == before and not (runs / "tiny").exists()
-    assert set_aside(jobs) == []  # nothing left of another count
-    shutil.copytree(kept, runs / "tiny")  # a second one is kept beside the first
-    assert [m[2].name for m in set_aside(jobs)] == ["tiny-threads7-2"]
-    _made_with(runs / "tiny-threads7", 1)  # one thread: the course's own count, not moved
-    shutil.copytree(runs / "tiny-threads7", runs / "tiny")
-    assert set_aside(jobs) == [] and (runs / "tiny").exists()
+    with RunLock(runs / "tiny"), pytest.raises(PipelineError, match="tiny/.lock"):
+        set_aside(plan("tiny", seeds=1, runs_dir=str(runs)), str(runs), "tiny")
+    assert (runs / "tiny" / "pipeline").is_dir()

@@ -30,9 +30,12 @@ import importlib
 import json
 import logging
 import os
+import re
+import shutil
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -44,10 +47,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from minirlhf.config import ConfigError, check_range
+from minirlhf.config import ConfigError, check_range, minirlhf_command
 from minirlhf.files import read_cache
 from minirlhf.lm.checkpoint import atomic_write
-from minirlhf.machine import THREAD_VARIABLES
+from minirlhf.machine import THREAD_VARIABLES, cores
 
 log = logging.getLogger("minirlhf.course.build")
 
@@ -248,7 +251,9 @@ def run_job(job: Job, record: str, fingerprint: str, threads: int = THREADS) -> 
     call = getattr(importlib.import_module(module), function)
     threads = set_threads(threads)
     t0 = time.time()
-    call(**dict(job.kwargs))
+    with warnings.catch_warnings():  # a NaN is the job's one-line error, not NumPy's words
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"minirlhf\.")
+        call(**dict(job.kwargs))
     seconds = round(time.time() - t0, 1)
     data = json.dumps({"job": job.name, "call": job.call, "kwargs": dict(job.kwargs),
                        "fingerprint": fingerprint, "threads": threads, "seconds": seconds},
@@ -316,14 +321,13 @@ def build(jobs: list[Job], base: str, runs_dir: str = "runs", workers: int = 2,
     plan)."""
     if not 1 <= workers <= 64:
         raise ConfigError(f"course: --workers must be in [1, 64], got {workers}")
-    moved = set_aside(jobs, threads)
-    for _, folder, kept, count in moved:
-        log.warning("%s holds a pipeline run made with %d thread%s: kept as %s; the course "
-                    "makes its own with %d", folder, count, "s" * (count != 1), kept, threads)
+    asides, gone = set_aside(jobs, runs_dir, base, threads)
+    for a in asides:
+        log.warning("%s", aside_line(a, threads))
     prints = fingerprints(jobs, threads)
     result = CourseResult()
-    done = {j.name for j in jobs if is_done(j, prints[j.name], runs_dir, base)} - {
-        name for name, *_ in moved}
+    done = {j.name for j in jobs if j.name not in gone
+            and is_done(j, prints[j.name], runs_dir, base)}
     result.reused = [j.name for j in jobs if j.name in done]
     pending = [j for j in jobs if j.name not in done]
     if on_start is not None:
@@ -336,32 +340,116 @@ def build(jobs: list[Job], base: str, runs_dir: str = "runs", workers: int = 2,
     return result
 
 
-def set_aside(jobs: list[Job], threads: int = THREADS, move: bool = True
-              ) -> list[tuple[str, Path, Path, int]]:
-    """The plan's pipeline runs that hold stages made with another thread count (the README's
-    ``pipeline``, run in a shell of two threads before the course, say): each is kept, moved
-    to ``<folder>-threads<N>`` (``-2``, ``-3`` .. after it if that is taken), before any job
-    looks for its records, and the course makes its own. Returns (the job, its folder, where
-    it is kept, its count); ``move`` False only says where each would go (``--plan``)."""
-    from minirlhf.pipeline import other_thread_count
+@dataclass(frozen=True)
+class Aside:
+    """A job's earlier output, made with another thread count, kept aside for the course."""
 
-    out = []
+    job: str
+    folder: Path  # a run folder, an experiment's seed<k>/, or (seed 0 of the frontier or
+    # critic-free) the experiment's folder, of which only the files of that seed move
+    kept: Path  # where it is kept
+    count: int  # the thread count it was made with
+    whole: bool  # the whole folder moved (else its seed<k>/ folders stay)
+    reuse: str = ""  # the command that reads a pipeline run kept aside again
+
+
+def aside_line(a: Aside, threads: int, will: bool = False) -> str:
+    """What the course says of a run it keeps aside."""
+    what = "a pipeline run" if a.job.startswith("pipeline") else f"{a.job}'s results"
+    return (f"{a.folder} holds {what} made with {a.count} thread{'s' * (a.count != 1)}: "
+            f"{'it will be kept' if will else 'kept'} as {a.kept}"
+            + (f" ({a.reuse} reads it again)" if a.reuse else "")
+            + f"; the course makes its own with {threads}")
+
+
+def job_folder(job: Job) -> Path | None:
+    """The folder a job of the plan writes in: a run (pipeline, route) or an experiment's
+    folder; None for a call the plan does not make."""
+    args = dict(job.kwargs)
+    if not job.call.startswith(f"{__name__}:") or "runs_dir" not in args:
+        return None
+    if "base" not in args:
+        return Path(args["runs_dir"]) / args["name"]
+    folder = Path(args["runs_dir"]) / args["base"] / "experiments" / args["name"]
+    return folder / subdir(args["name"], args["seed"]) if "seed" in args else folder
+
+
+def set_aside(jobs: list[Job], runs_dir: str, base: str, threads: int = THREADS,
+              move: bool = True) -> tuple[list[Aside], set[str]]:
+    """The plan's runs made with another thread count than the course's (the README's
+    ``pipeline``, or a chapter's experiment, run with two threads before the course, say):
+    each is kept, never replaced: a pipeline run moves to ``<folder>-threads<N>``, an
+    experiment's seed to ``seed<k>-threads<N>`` (seed 0 of the frontier and critic-free, whose
+    folder holds the other seeds, to ``threads<N>/`` inside it), before any job looks at its
+    records. Returns what is kept aside and the jobs that are therefore to run (those, the
+    jobs whose folders went with them, and the jobs that read theirs); ``move`` False only
+    says so (``--plan``). A run folder a live run holds is an error naming it, before any
+    move. The records of the jobs still done go back to the course's folder when it moves."""
+    from minirlhf.experiments import ExperimentConfig, made_with_other_threads
+    from minirlhf.pipeline import other_thread_count
+    from minirlhf.records import Owner
+
+    asides: list[Aside] = []
     for job in jobs:
-        if not job.call.endswith(":pipeline_run"):
+        folder, args = job_folder(job), dict(job.kwargs)
+        if folder is None or any(a.whole and folder.is_relative_to(a.folder) for a in asides):
+            continue  # not the plan's, or it goes with a run already kept aside
+        if job.call.endswith(":pipeline_run"):
+            count, whole = other_thread_count(folder, threads), True
+        elif job.call.endswith(":experiment_run"):
+            whole = bool(subdir(args["name"], args["seed"]))
+            found = made_with_other_threads(
+                ExperimentConfig(args["name"], base=args["base"], runs_dir=args["runs_dir"],
+                                 quick=args["quick"], seed=args["seed"]),
+                [args["seed"]] if whole else None, threads)
+            count = None if found is None else found[1]
+        else:
             continue
-        args = dict(job.kwargs)
-        folder = Path(args["runs_dir"]) / args["name"]
-        count = other_thread_count(folder, threads)
         if count is None:
             continue
-        kept, k = folder.with_name(f"{folder.name}-threads{count}"), 1
-        while kept.exists():
+        lock = folder / ".lock"
+        if lock.exists():  # a live run's folder is not moved: the error names its holder
+            Owner.read(lock).stale_because(lock)
+        name = f"{folder.name}-threads{count}" if whole else f"threads{count}"
+        kept, k = (folder.with_name(name) if whole else folder / name), 1
+        while kept.exists() or any(a.kept == kept for a in asides):
             k += 1
-            kept = folder.with_name(f"{folder.name}-threads{count}-{k}")
-        if move:
-            folder.rename(kept)
-        out.append((job.name, folder, kept, count))
-    return out
+            kept = kept.with_name(f"{name}-{k}")
+        reuse = minirlhf_command(  # a count this machine can run
+            "pipeline", "--preset", args["preset"], "--name", kept.name, "--runs-dir",
+            str(kept.parent), env={THREAD_VARIABLES[0]: str(count)}
+        ) if job.call.endswith(":pipeline_run") and count <= cores() else ""
+        asides.append(Aside(job.name, folder, kept, count, whole, reuse))
+    inside = {j.name: job_folder(j) for j in jobs}
+    gone = {a.job for a in asides} | {name for name, folder in inside.items() if any(
+        a.whole and folder is not None and folder.is_relative_to(a.folder) for a in asides)}
+    for j in jobs:  # in plan order: a job after the jobs it reads
+        if gone.intersection(j.needs):
+            gone.add(j.name)
+    if move:
+        records = Path(runs_dir).absolute() / base / "course"
+        for a in asides:
+            if a.whole:
+                a.folder.rename(a.kept)
+            else:
+                a.kept.mkdir()
+                for entry in sorted(a.folder.iterdir()):
+                    if entry != a.kept and not re.fullmatch(r"seed\d+|threads\d+(-\d+)?",
+                                                            entry.name):
+                        entry.rename(a.kept / entry.name)
+            if a.whole and records.is_relative_to(a.folder.absolute()):
+                _records_back(jobs, gone, a.kept.absolute() / records.relative_to(
+                    a.folder.absolute()), records)
+    return asides, gone
+
+
+def _records_back(jobs: list[Job], gone: set[str], moved: Path, records: Path) -> None:
+    """The records of the jobs still done (``gone``: not) from ``moved`` back to ``records``."""
+    for j in jobs:
+        name = f"{j.name.replace(':', '_')}.json"
+        if j.name not in gone and (moved / name).is_file():
+            records.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(moved / name, records / name)
 
 
 def _submit(executor: Executor | None, own: Callable[..., ProcessPoolExecutor], job: Job,

@@ -133,8 +133,9 @@ def made_with_other_threads(config: ExperimentConfig, seeds: list[int] | None,
                  *sorted(top.rglob(POINT_FILE))]
         for path in paths:
             inside = path.relative_to(top).parts
-            if seeds is None and len(inside) > 1 and re.fullmatch(r"seed\d+", inside[0]):
-                continue  # another seed's folder, which one run leaves alone
+            if seeds is None and len(inside) > 1 and re.fullmatch(r"seed\d+|threads\d+(-\d+)?",
+                                                                  inside[0]):
+                continue  # another seed's folder, or what the course kept aside: left alone
             try:
                 count = json.loads(path.read_text()).get("threads")
             except (OSError, ValueError, AttributeError):
