@@ -826,10 +826,11 @@ def cmd_course(args: argparse.Namespace) -> int:
                      else ""))
 
     if args.plan:
-        asides, gone = set_aside(jobs, args.runs_dir, args.preset, move=False)
+        prints = fingerprints(jobs)
+        asides, gone = set_aside(jobs, args.runs_dir, args.preset, move=False, done=lambda j:
+                                 is_done(j, prints[j.name], args.runs_dir, args.preset))
         for a in asides:
             print(aside_line(a, THREADS, will=True))
-        prints = fingerprints(jobs)
         finished = [j for j in jobs if j.name not in gone
                     and is_done(j, prints[j.name], args.runs_dir, args.preset)]
         show([j for j in jobs if j not in finished], finished, args.workers)

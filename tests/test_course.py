@@ -329,7 +329,9 @@ def test_a_pipeline_run_of_another_thread_count_is_kept_aside_not_replaced(tiny_
     for name in ("route", "pipeline:seed1", "rlaif:seed0"):  # as if these had finished
         record = record_path(str(runs), "tiny", by_name[name])
         record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"fingerprint": name}))
+        job = by_name[name]
+        record.write_text(json.dumps({"job": name, "call": job.call, "fingerprint": name,
+                                      "kwargs": dict(job.kwargs)}))
     before = {p.relative_to(runs / "tiny"): p.read_bytes() for p in (runs / "tiny").rglob("*")
               if p.is_file()}
     proc = subprocess.run([sys.executable, "-m", "minirlhf", "course", "--preset", "tiny",
@@ -369,7 +371,7 @@ def test_an_experiment_of_another_thread_count_is_kept_aside(tmp_path):
     """A chapter's experiment made with two threads in the course's folders: its seed is kept
     aside (seed 0 of the frontier: its own files, not the other seeds' folders), its summary
     over seeds runs again, and `experiment` with the course's count is not refused by it."""
-    from minirlhf.course.build import set_aside
+    from minirlhf.course.build import record_path, set_aside
     from minirlhf.experiments import ExperimentConfig, made_with_other_threads
 
     runs = tmp_path / "runs"
@@ -393,6 +395,17 @@ def test_an_experiment_of_another_thread_count_is_kept_aside(tmp_path):
     assert made_with_other_threads(ExperimentConfig("frontier", base="tiny",
                                                     runs_dir=str(runs)), None, 1) is None
     assert set_aside(jobs, str(runs), "tiny") == ([], set())
+    (exps / "frontier" / "seed1" / "results.json").write_text(json.dumps({"threads": 2}))
+    record = record_path(str(runs), "tiny", next(j for j in jobs if j.name == "frontier:seed1"))
+    record.parent.mkdir(parents=True)
+    record.write_text("{}")  # a record of the job, which would say it is done
+    assert [a.kept.name for a in set_aside(jobs, str(runs), "tiny")[0]] == ["seed1-threads2"]
+    assert not record.exists()  # the job runs again: its files are kept aside
+    assert sorted(p.name for p in (exps / "frontier").iterdir()) == [
+        "seed1-threads2", "threads2"]
+    assert made_with_other_threads(ExperimentConfig("frontier", base="tiny",
+                                                    runs_dir=str(runs)), None, 1) is None
+    assert set_aside(jobs, str(runs), "tiny") == ([], set())  # nothing moves twice
 
 
 def test_a_run_a_live_process_holds_is_not_moved(tiny_run, tmp_path):
@@ -405,3 +418,27 @@ def test_a_run_a_live_process_holds_is_not_moved(tiny_run, tmp_path):
     with RunLock(runs / "tiny"), pytest.raises(PipelineError, match="tiny/.lock"):
         set_aside(plan("tiny", seeds=1, runs_dir=str(runs)), str(runs), "tiny")
     assert (runs / "tiny" / "pipeline").is_dir()
+
+
+def test_a_seed_s_pipeline_run_and_a_route_the_course_did_not_make_are_kept_aside(tiny_run,
+                                                                                 tmp_path):
+    """Seed 1's pipeline run of another count: the command that reads it again names its
+    seed. A scratchpad route made outside the course (chapter 9, the stage commands), which
+    records no thread count, is kept aside when the course has no record of making it."""
+    from minirlhf.course.build import set_aside
+    from minirlhf.machine import cores
+
+    runs = tmp_path / "runs"
+    shutil.copytree(Path(tiny_run[0]) / "tiny", runs / "tiny-seed1")
+    _made_with(runs / "tiny-seed1", 2)
+    (runs / "scratchpad-tiny" / "sft").mkdir(parents=True)
+    (runs / "scratchpad-tiny" / "sft" / "model.npz").write_bytes(b"")
+    jobs = plan("tiny", seeds=2, runs_dir=str(runs))
+    asides, gone = set_aside(jobs, str(runs), "tiny", move=False, done=lambda j: False)
+    assert [(a.job, a.kept.name) for a in asides] == [
+        ("pipeline:seed1", "tiny-seed1-threads2"), ("route", "scratchpad-tiny-kept")]
+    if cores() > 1:
+        assert asides[0].reuse.endswith("--name tiny-seed1-threads2 --runs-dir "
+                                        f"{runs.absolute()} --seed 1`")
+    assert {"route", "critic-free:seed0", "pipeline:seed1"} <= gone
+    assert set_aside(jobs, str(runs), "tiny", move=False, done=lambda j: True)[0][1:] == []

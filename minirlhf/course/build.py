@@ -321,10 +321,9 @@ def build(jobs: list[Job], base: str, runs_dir: str = "runs", workers: int = 2,
     plan)."""
     if not 1 <= workers <= 64:
         raise ConfigError(f"course: --workers must be in [1, 64], got {workers}")
-    asides, gone = set_aside(jobs, runs_dir, base, threads)
-    for a in asides:
-        log.warning("%s", aside_line(a, threads))
     prints = fingerprints(jobs, threads)
+    asides, gone = set_aside(jobs, runs_dir, base, threads,
+                             done=lambda j: is_done(j, prints[j.name], runs_dir, base))
     result = CourseResult()
     done = {j.name for j in jobs if j.name not in gone
             and is_done(j, prints[j.name], runs_dir, base)}
@@ -355,9 +354,14 @@ class Aside:
 
 def aside_line(a: Aside, threads: int, will: bool = False) -> str:
     """What the course says of a run it keeps aside."""
+    kept = "it will be kept" if will else "kept"
+    if a.count == 0:
+        return (f"{a.folder} holds a scratchpad route the course's records do not know (made "
+                f"by chapter 9 or the stage commands, say): {kept} as {a.kept}; the course "
+                f"makes its own with {threads}")
     what = "a pipeline run" if a.job.startswith("pipeline") else f"{a.job}'s results"
     return (f"{a.folder} holds {what} made with {a.count} thread{'s' * (a.count != 1)}: "
-            f"{'it will be kept' if will else 'kept'} as {a.kept}"
+            f"{kept} as {a.kept}"
             + (f" ({a.reuse} reads it again)" if a.reuse else "")
             + f"; the course makes its own with {threads}")
 
@@ -375,17 +379,21 @@ def job_folder(job: Job) -> Path | None:
 
 
 def set_aside(jobs: list[Job], runs_dir: str, base: str, threads: int = THREADS,
-              move: bool = True) -> tuple[list[Aside], set[str]]:
+              move: bool = True, done: Callable[[Job], bool] | None = None
+              ) -> tuple[list[Aside], set[str]]:
     """The plan's runs made with another thread count than the course's (the README's
     ``pipeline``, or a chapter's experiment, run with two threads before the course, say):
     each is kept, never replaced: a pipeline run moves to ``<folder>-threads<N>``, an
     experiment's seed to ``seed<k>-threads<N>`` (seed 0 of the frontier and critic-free, whose
-    folder holds the other seeds, to ``threads<N>/`` inside it), before any job looks at its
-    records. Returns what is kept aside and the jobs that are therefore to run (those, the
-    jobs whose folders went with them, and the jobs that read theirs); ``move`` False only
-    says so (``--plan``). A run folder a live run holds is an error naming it, before any
-    move. The records of the jobs still done go back to the course's folder when it moves."""
-    from minirlhf.experiments import ExperimentConfig, made_with_other_threads
+    folder holds the other seeds, to ``threads<N>/`` inside it), and a scratchpad route the
+    course's records do not know (``done``: the job's record; a route records no thread count)
+    to ``<folder>-kept``, before any job looks at its records. Returns what is kept aside and
+    the jobs that are therefore to run (those, the jobs whose folders went with them, and the
+    jobs that read theirs); ``move`` False only says so (``--plan``). A run folder a live run
+    holds is an error naming it, before any move. When the course's own folder of records
+    moves, the records of the jobs outside what moved come back; the records of the jobs to
+    run are removed."""
+    from minirlhf.experiments import KEPT_APART, ExperimentConfig, made_with_other_threads
     from minirlhf.pipeline import other_thread_count
     from minirlhf.records import Owner
 
@@ -394,8 +402,13 @@ def set_aside(jobs: list[Job], runs_dir: str, base: str, threads: int = THREADS,
         folder, args = job_folder(job), dict(job.kwargs)
         if folder is None or any(a.whole and folder.is_relative_to(a.folder) for a in asides):
             continue  # not the plan's, or it goes with a run already kept aside
+        whole = True
         if job.call.endswith(":pipeline_run"):
-            count, whole = other_thread_count(folder, threads), True
+            count = other_thread_count(folder, threads)
+        elif job.call.endswith(":scratchpad_route"):
+            count = 0 if done is not None and not done(job) and any(
+                (folder / stage / "model.npz").exists() for stage in ("pretrain", "sft")) \
+                else None
         elif job.call.endswith(":experiment_run"):
             whole = bool(subdir(args["name"], args["seed"]))
             found = made_with_other_threads(
@@ -410,46 +423,64 @@ def set_aside(jobs: list[Job], runs_dir: str, base: str, threads: int = THREADS,
         lock = folder / ".lock"
         if lock.exists():  # a live run's folder is not moved: the error names its holder
             Owner.read(lock).stale_because(lock)
-        name = f"{folder.name}-threads{count}" if whole else f"threads{count}"
+        name = (f"{folder.name}-kept" if count == 0 else f"{folder.name}-threads{count}"
+                if whole else f"threads{count}")
         kept, k = (folder.with_name(name) if whole else folder / name), 1
         while kept.exists() or any(a.kept == kept for a in asides):
             k += 1
             kept = kept.with_name(f"{name}-{k}")
         reuse = minirlhf_command(  # a count this machine can run
             "pipeline", "--preset", args["preset"], "--name", kept.name, "--runs-dir",
-            str(kept.parent), env={THREAD_VARIABLES[0]: str(count)}
+            str(kept.parent), *(("--seed", str(args["seed"])) if args.get("seed") else ()),
+            env={THREAD_VARIABLES[0]: str(count)}
         ) if job.call.endswith(":pipeline_run") and count <= cores() else ""
         asides.append(Aside(job.name, folder, kept, count, whole, reuse))
-    inside = {j.name: job_folder(j) for j in jobs}
-    gone = {a.job for a in asides} | {name for name, folder in inside.items() if any(
-        a.whole and folder is not None and folder.is_relative_to(a.folder) for a in asides)}
+    gone = {a.job for a in asides} | {j.name for j in jobs if _inside(j, asides)}
     for j in jobs:  # in plan order: a job after the jobs it reads
         if gone.intersection(j.needs):
             gone.add(j.name)
-    if move:
-        records = Path(runs_dir).absolute() / base / "course"
-        for a in asides:
-            if a.whole:
-                a.folder.rename(a.kept)
-            else:
-                a.kept.mkdir()
-                for entry in sorted(a.folder.iterdir()):
-                    if entry != a.kept and not re.fullmatch(r"seed\d+|threads\d+(-\d+)?",
-                                                            entry.name):
-                        entry.rename(a.kept / entry.name)
-            if a.whole and records.is_relative_to(a.folder.absolute()):
-                _records_back(jobs, gone, a.kept.absolute() / records.relative_to(
-                    a.folder.absolute()), records)
+    if not move:
+        return asides, gone
+    records = Path(runs_dir).absolute() / base / "course"
+    for a in asides:
+        if a.whole:
+            a.folder.rename(a.kept)
+        else:
+            a.kept.mkdir()
+            for entry in sorted(a.folder.iterdir()):
+                if not re.fullmatch(KEPT_APART, entry.name):
+                    entry.rename(a.kept / entry.name)
+        log.warning("%s", aside_line(a, threads))
+        if a.whole and records.is_relative_to(a.folder.absolute()):
+            _records_back(a.kept.absolute() / records.relative_to(a.folder.absolute()),
+                          records, asides, gone)
+    for j in jobs:  # a record that outlived its job's files would say the job is done
+        if j.name in gone:
+            record_path(runs_dir, base, j).unlink(missing_ok=True)
     return asides, gone
 
 
-def _records_back(jobs: list[Job], gone: set[str], moved: Path, records: Path) -> None:
-    """The records of the jobs still done (``gone``: not) from ``moved`` back to ``records``."""
-    for j in jobs:
-        name = f"{j.name.replace(':', '_')}.json"
-        if j.name not in gone and (moved / name).is_file():
+def _inside(job: Job, asides: list[Aside]) -> bool:
+    """The job's folder went with a run kept aside whole."""
+    folder = job_folder(job)
+    return folder is not None and any(a.whole and folder.is_relative_to(a.folder)
+                                      for a in asides)
+
+
+def _records_back(moved: Path, records: Path, asides: list[Aside], gone: set[str]) -> None:
+    """Every record in ``moved`` (the course's folder of records, kept aside with its run) of
+    a job whose folder did not move with it and that is not to run again (``gone``), back in
+    ``records``: the routes and the seeds' pipeline runs stay done, also those of jobs outside
+    this plan (``claims --chapter``), read from the record's own call."""
+    for path in sorted(moved.glob("*.json")):
+        try:
+            row = json.loads(path.read_text())
+            job = Job(row["job"], row["call"], tuple(row["kwargs"].items()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # not a record the course wrote: it stays with the kept run
+        if job.name not in gone and not _inside(job, asides):
             records.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(moved / name, records / name)
+            shutil.copy2(path, records / path.name)
 
 
 def _submit(executor: Executor | None, own: Callable[..., ProcessPoolExecutor], job: Job,

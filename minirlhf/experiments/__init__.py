@@ -119,6 +119,11 @@ def check_experiment(config: ExperimentConfig) -> None:
                getattr(module, "ROUTE", None))
 
 
+# The folders inside an experiment's folder that are not its seed 0's: the other seeds'
+# (``seed<k>``) and what the course kept aside (``seed<k>-threads<N>``, ``threads<N>``).
+KEPT_APART = r"seed\d+(-threads\d+(-\d+)?)?|threads\d+(-\d+)?"
+
+
 def made_with_other_threads(config: ExperimentConfig, seeds: list[int] | None,
                             threads: int) -> tuple[Path, int] | None:
     """A file this experiment's command would replace (``results.json``, a run's ``run.json``,
@@ -133,8 +138,7 @@ def made_with_other_threads(config: ExperimentConfig, seeds: list[int] | None,
                  *sorted(top.rglob(POINT_FILE))]
         for path in paths:
             inside = path.relative_to(top).parts
-            if seeds is None and len(inside) > 1 and re.fullmatch(r"seed\d+|threads\d+(-\d+)?",
-                                                                  inside[0]):
+            if seeds is None and len(inside) > 1 and re.fullmatch(KEPT_APART, inside[0]):
                 continue  # another seed's folder, or what the course kept aside: left alone
             try:
                 count = json.loads(path.read_text()).get("threads")
