@@ -1245,6 +1245,26 @@ def test_the_thread_count_hint_resumes_when_followed(finished, tmp_path, work):
     assert "ran nothing" in followed.stdout and same_summary(runs, finished)
 
 
+def test_the_course_s_hint_reads_a_run_it_kept_aside(finished, tmp_path, work):
+    """A course of another thread count than a finished pipeline run keeps the run aside as
+    tiny-threadsN and names the command that reads it again: followed, nothing runs again."""
+    from minirlhf.course.build import aside_line, plan, set_aside
+
+    runs = copy_run(finished, tmp_path)
+    now, other, env = _other_threads()
+    asides, gone = set_aside(plan("tiny", seeds=1, runs_dir=str(runs)), str(runs), "tiny",
+                             threads=other)
+    assert [a.kept.name for a in asides] == [f"tiny-threads{now}"] and "pipeline" in gone
+    line = aside_line(asides[0], other)
+    followed = follow(line, work)
+    assert followed.returncode == 0, followed.stderr[-3000:]
+    assert "ran nothing" in followed.stdout
+    kept, made = (json.loads((folder / "summary.json").read_text()) for folder in (
+        runs / f"tiny-threads{now}", finished[0] / "tiny"))
+    assert kept.pop("name") == f"tiny-threads{now}" and made.pop("name") == "tiny"
+    assert kept == made  # every figure of the run it read
+
+
 TINY_PRETRAIN = ["preset=tiny", "steps=3", "eval_every=3", "eval_windows=2", "n_samples=2"]
 
 
