@@ -304,6 +304,11 @@ def test_the_course_ends_with_the_claims_judged_on_its_seeds(tmp_path, capsys, m
         assert code == 0 and out[-1].startswith("claims: not judged: the tiny preset")
 
 
+# What other tests add to the shared tiny run (their experiments, at their thread count): not
+# part of the pipeline run these tests copy.
+OTHER_TESTS = shutil.ignore_patterns("experiments", "course")
+
+
 def _made_with(run: Path, threads: int) -> None:
     """Say in each stage's record of ``run`` that it was made with ``threads`` threads."""
     from minirlhf.records import write_record
@@ -322,7 +327,7 @@ def test_a_pipeline_run_of_another_thread_count_is_kept_aside_not_replaced(tiny_
     from minirlhf.machine import cores
 
     runs = tmp_path / "runs"
-    shutil.copytree(Path(tiny_run[0]) / "tiny", runs / "tiny")
+    shutil.copytree(Path(tiny_run[0]) / "tiny", runs / "tiny", ignore=OTHER_TESTS)
     _made_with(runs / "tiny", 2)
     jobs = plan("tiny", seeds=2, runs_dir=str(runs))
     by_name = {j.name: j for j in jobs}
@@ -413,7 +418,7 @@ def test_a_run_a_live_process_holds_is_not_moved(tiny_run, tmp_path):
     from minirlhf.records import PipelineError, RunLock
 
     runs = tmp_path / "runs"
-    shutil.copytree(Path(tiny_run[0]) / "tiny", runs / "tiny")
+    shutil.copytree(Path(tiny_run[0]) / "tiny", runs / "tiny", ignore=OTHER_TESTS)
     _made_with(runs / "tiny", 7)
     with RunLock(runs / "tiny"), pytest.raises(PipelineError, match="tiny/.lock"):
         set_aside(plan("tiny", seeds=1, runs_dir=str(runs)), str(runs), "tiny")
@@ -429,7 +434,7 @@ def test_a_seed_s_pipeline_run_and_a_route_the_course_did_not_make_are_kept_asid
     from minirlhf.machine import cores
 
     runs = tmp_path / "runs"
-    shutil.copytree(Path(tiny_run[0]) / "tiny", runs / "tiny-seed1")
+    shutil.copytree(Path(tiny_run[0]) / "tiny", runs / "tiny-seed1", ignore=OTHER_TESTS)
     _made_with(runs / "tiny-seed1", 2)
     (runs / "scratchpad-tiny" / "sft").mkdir(parents=True)
     (runs / "scratchpad-tiny" / "sft" / "model.npz").write_bytes(b"")
