@@ -371,6 +371,16 @@ def other_thread_count(root: Path, threads: int) -> int | None:
     return None if name is None else int(found[name]["blas_threads"])
 
 
+def made_with(root: Path) -> int | None:
+    """The BLAS thread count the run in ``root`` was made with (its first stage's record that
+    says one), None when it has no record."""
+    for name in STAGES:
+        record = read_record(record_path(root, name))
+        if record is not None and "blas_threads" in record:
+            return int(record["blas_threads"])
+    return None
+
+
 def refuse_other_threads(root: Path, threads: int, force: bool,
                          found: dict[str, dict[str, Any] | None] | None = None) -> None:
     """A run made with another BLAS thread count is not replaced unless ``force``: results
@@ -538,7 +548,16 @@ def run_seeds(config: PipelineConfig, n: int) -> SeedsResult:
     if (root / "pipeline").is_dir():  # its summary.json and report.md would be replaced
         raise PipelineError(f"{root} holds a run of one seed (its records, {root / 'pipeline'}"
                             "); give the runs over seeds a --name of their own")
-    for seed in range(config.seed, config.seed + n):  # every seed's folder, before any work
+    seeds = range(config.seed, config.seed + n)
+    made = {s: c for s in seeds if (c := made_with(root / f"seed{s}")) is not None}
+    if len(set(made.values())) > 1 and not config.force:  # no one count reuses them all
+        raise PipelineError(
+            f"{root}: its seeds were made with different BLAS thread counts ("
+            + ", ".join(f"seed{s}: {c}" for s, c in made.items()) + f"), this process has "
+            f"{blas_threads()}, and results depend on the count; run each seed's folder as a "
+            "run of its own (--name), or add --force to train every seed again with "
+            f"{blas_threads()}, replacing them")
+    for seed in seeds:  # every seed's folder, before any work
         if not config.force:  # (with --force, each seed's run says what it replaces)
             refuse_other_threads(root / f"seed{seed}", blas_threads(), False)
     total: dict[str, float] = {}  # the whole run's estimate, before the first seed starts

@@ -611,6 +611,17 @@ def test_a_run_of_another_thread_count_is_refused_unless_forced(finished, tmp_pa
     refused = run(pipeline(runs, "--name", "tiny-2", "--seeds", "2"), work, env=env)
     assert refused.returncode == 2 and "tiny-2/seed0: pretrain was run with" in refused.stderr
     assert files(runs) == before
+    seed1 = run(pipeline(runs, "--name", "tiny-2/seed1", "--seed", "1", "--force"), work,
+                env=env)  # one seed made again with the other count
+    assert seed1.returncode == 0, seed1.stderr[-3000:]
+    before = files(runs)
+    mixed = run(pipeline(runs, "--name", "tiny-2", "--seeds", "2"), work)
+    assert mixed.returncode == 2 and mixed.stderr.strip() == (
+        f"error: {runs / 'tiny-2'}: its seeds were made with different BLAS thread counts "
+        f"(seed0: {now}, seed1: {other}), this process has {now}, and results depend on the "
+        "count; run each seed's folder as a run of its own (--name), or add --force to train "
+        f"every seed again with {now}, replacing them")
+    assert files(runs) == before
     forced = run(pipeline(runs, "--force"), work, env=env)
     assert forced.returncode == 0, forced.stderr[-3000:]
     assert "ran pretrain, sft, preferences, reward, best_of_n, ppo, dpo;" in forced.stdout
