@@ -148,8 +148,8 @@ def _refuse_other_threads(config, seeds: list[int] | None, force: bool) -> None:
     if found is None or force:
         return
     path, then = found
-    reuse = (f"to reuse it, {threads_hint(then)}" if then <= cores()
-             else f"it cannot be reused here ({threads_hint(then)})")
+    reuse = (f"to make it again to the same numbers, {threads_hint(then)}" if then <= cores()
+             else f"it cannot be made again here ({threads_hint(then)})")
     raise ConfigError(
         f"{path}: made with {then} thread{'s' * (then != 1)}, this process has {threads}, and "
         f"results depend on the count; {reuse}; or add --force to train again with {threads}, "
@@ -988,6 +988,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from minirlhf.records import PipelineError
 
     args = build_parser().parse_args(argv)
+    from minirlhf.machine import THREAD_VARIABLES, cores
+
+    given = os.environ.get(THREAD_VARIABLES[0], "").strip()  # ours; the BLAS's are its own
+    if given and not (given.isdigit() and int(given) > 0):
+        print(f"error: {THREAD_VARIABLES[0]} = {given!r} is not a thread count: give a whole "
+              f"number in [1, {cores()}], or unset it", file=sys.stderr)
+        return 2
+    if given and int(given) > cores():
+        print(f"warning: {THREAD_VARIABLES[0]} = {given} is more than the {cores()} core(s) "
+              f"this process may use: it runs with {cores()}", file=sys.stderr)
     # Both cores and the allocator setting (minirlhf/autograd/runtime.py); MINIRLHF_THREADS=1
     # keeps one thread.
     from minirlhf.autograd.runtime import configure

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -551,12 +552,17 @@ def run_seeds(config: PipelineConfig, n: int) -> SeedsResult:
     seeds = range(config.seed, config.seed + n)
     made = {s: c for s in seeds if (c := made_with(root / f"seed{s}")) is not None}
     if len(set(made.values())) > 1 and not config.force:  # no one count reuses them all
+        each = ("; each seed is read again with its own count: `" + " && ".join(
+            f"{THREAD_VARIABLES[0]}={c} " + " ".join(shlex.quote(w) for w in (
+                "python", "-m", "minirlhf", "pipeline", "--preset", config.preset, "--runs-dir",
+                str(root.absolute()), "--name", f"seed{s}", "--seed", str(s),
+                *(("--set", *config.overrides) if config.overrides else ())))
+            for s, c in made.items()) + "`") if max(made.values()) <= cores() else ""
         raise PipelineError(
             f"{root}: its seeds were made with different BLAS thread counts ("
             + ", ".join(f"seed{s}: {c}" for s, c in made.items()) + f"), this process has "
-            f"{blas_threads()}, and results depend on the count; run each seed's folder as a "
-            "run of its own (--name), or add --force to train every seed again with "
-            f"{blas_threads()}, replacing them")
+            f"{blas_threads()}, and results depend on the count{each}; or add --force to "
+            f"train every seed again with {blas_threads()}, replacing them")
     for seed in seeds:  # every seed's folder, before any work
         if not config.force:  # (with --force, each seed's run says what it replaces)
             refuse_other_threads(root / f"seed{seed}", blas_threads(), False)

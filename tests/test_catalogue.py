@@ -616,12 +616,15 @@ def test_a_run_of_another_thread_count_is_refused_unless_forced(finished, tmp_pa
     assert seed1.returncode == 0, seed1.stderr[-3000:]
     before = files(runs)
     mixed = run(pipeline(runs, "--name", "tiny-2", "--seeds", "2"), work)
-    assert mixed.returncode == 2 and mixed.stderr.strip() == (
+    (line,) = mixed.stderr.strip().splitlines()
+    assert mixed.returncode == 2 and line.startswith(
         f"error: {runs / 'tiny-2'}: its seeds were made with different BLAS thread counts "
         f"(seed0: {now}, seed1: {other}), this process has {now}, and results depend on the "
-        "count; run each seed's folder as a run of its own (--name), or add --force to train "
-        f"every seed again with {now}, replacing them")
-    assert files(runs) == before
+        "count; each seed is read again with its own count: `")
+    assert line.endswith(f"`; or add --force to train every seed again with {now}, replacing "
+                         "them") and files(runs) == before
+    followed = follow(line, work)  # each seed's run, with its own count: nothing trained
+    assert followed.returncode == 0 and "ran nothing" in followed.stdout, followed.stderr[-3000:]
     forced = run(pipeline(runs, "--force"), work, env=env)
     assert forced.returncode == 0, forced.stderr[-3000:]
     assert "ran pretrain, sft, preferences, reward, best_of_n, ppo, dpo;" in forced.stdout

@@ -157,3 +157,18 @@ def test_ctrl_c_says_what_a_rerun_does(argv, said, monkeypatch, capsys):
     monkeypatch.setattr(cli, f"cmd_{argv[0]}", interrupted)
     assert main(argv) == 130
     assert capsys.readouterr().err == said + "\n"
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "1.5"])
+def test_a_thread_count_that_is_none_is_one_line_before_any_work(tmp_path, value):
+    """MINIRLHF_THREADS=abc was passed over silently (the next variable, or every core,
+    decided), so a run took another count than the one asked for."""
+    import os
+
+    env = dict(os.environ, MINIRLHF_THREADS=value)
+    proc = subprocess.run([sys.executable, "-m", "minirlhf", "pipeline", "--preset", "tiny",
+                           "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        f"error: MINIRLHF_THREADS = {value!r} is not a thread count: give a whole number in [1, ")
+    assert len(proc.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
