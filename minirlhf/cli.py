@@ -140,20 +140,15 @@ def _refuse_other_threads(config, seeds: list[int] | None, force: bool) -> None:
     ``force``: one line, before any work, naming how to reuse them or replace them."""
     from minirlhf.config import ConfigError
     from minirlhf.experiments import made_with_other_threads
-    from minirlhf.machine import blas_threads, cores
-    from minirlhf.pipeline import threads_hint
+    from minirlhf.machine import blas_threads
+    from minirlhf.pipeline import other_count_error
 
     threads = blas_threads()
     found = made_with_other_threads(config, seeds, threads)
-    if found is None or force:
-        return
-    path, then = found
-    reuse = (f"to make it again to the same numbers, {threads_hint(then)}" if then <= cores()
-             else f"it cannot be made again here ({threads_hint(then)})")
-    raise ConfigError(
-        f"{path}: made with {then} thread{'s' * (then != 1)}, this process has {threads}, and "
-        f"results depend on the count; {reuse}; or add --force to train again with {threads}, "
-        "replacing it")
+    if found is not None and not force:
+        raise ConfigError(other_count_error(
+            str(found[0]), found[1], threads, "it is made again to the same numbers",
+            f"train again with {threads}, replacing it"))
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:

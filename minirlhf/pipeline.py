@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -41,6 +40,7 @@ from minirlhf.config import (
     check_range,
     check_settings,
     command_hint,
+    minirlhf_command,
     require_folder_path,
     require_inputs,
     require_own_folder,
@@ -323,7 +323,7 @@ def run_pipeline(config: PipelineConfig,
         if seeds:  # their summary.json and report.md over seeds would be replaced
             raise PipelineError(f"{root} holds runs over seeds ({seeds[0].parent}, ...); give "
                                 "the run of one seed a --name of its own")
-        found = {name: read_record(record_path(root, name)) for name in STAGES}
+        found = _records(root)
         refuse_other_threads(root, threads, config.force, found)
         log.info("run folder %s", root.absolute())
         remove_half_written(root)
@@ -364,10 +364,15 @@ def _first_run_with_other_threads(found: dict[str, dict[str, Any] | None],
                  and record.get("blas_threads", threads) != threads), None)
 
 
+def _records(root: Path) -> dict[str, dict[str, Any] | None]:
+    """Every stage's record in the run at ``root`` (None where there is none)."""
+    return {name: read_record(record_path(root, name)) for name in STAGES}
+
+
 def other_thread_count(root: Path, threads: int) -> int | None:
     """The thread count of the first stage of the run in ``root`` made with another count than
     ``threads``, if any."""
-    found = {name: read_record(record_path(root, name)) for name in STAGES}
+    found = _records(root)
     name = _first_run_with_other_threads(found, threads)
     return None if name is None else int(found[name]["blas_threads"])
 
@@ -375,11 +380,18 @@ def other_thread_count(root: Path, threads: int) -> int | None:
 def made_with(root: Path) -> int | None:
     """The BLAS thread count the run in ``root`` was made with (its first stage's record that
     says one), None when it has no record."""
-    for name in STAGES:
-        record = read_record(record_path(root, name))
-        if record is not None and "blas_threads" in record:
-            return int(record["blas_threads"])
-    return None
+    return next((int(r["blas_threads"]) for r in _records(root).values()
+                 if r is not None and "blas_threads" in r), None)
+
+
+def other_count_error(what: str, then: int, threads: int, same: str, again: str) -> str:
+    """The one line for ``what`` made with ``then`` threads where this process has ``threads``:
+    what that count does (``same``: it is reused, say) and how to run with it
+    (``threads_hint``), or ``--force``, which does ``again``."""
+    same = (f"with that count {same}: {threads_hint(then)}" if then <= cores()
+            else f"that count cannot run here ({threads_hint(then)})")
+    return (f"{what} was made with {then} thread{'s' * (then != 1)}, this process has {threads}, "
+            f"and results depend on the count; {same}; or add --force to {again}")
 
 
 def refuse_other_threads(root: Path, threads: int, force: bool,
@@ -387,7 +399,7 @@ def refuse_other_threads(root: Path, threads: int, force: bool,
     """A run made with another BLAS thread count is not replaced unless ``force``: results
     depend on the count, so this process would train every stage again. One line, before any
     work, naming how to reuse the run (the same count) or replace it (``--force``)."""
-    found = found or {name: read_record(record_path(root, name)) for name in STAGES}
+    found = found or _records(root)
     name = _first_run_with_other_threads(found, threads)
     if name is None:
         return
@@ -396,12 +408,9 @@ def refuse_other_threads(root: Path, threads: int, force: bool,
         log.warning("%s: was run with %d BLAS threads, this process has %d; --force: every "
                     "stage runs again", name, then, threads)
         return
-    reuse = (f"to reuse it, {threads_hint(then)}" if then <= cores()
-             else f"it cannot be reused here ({threads_hint(then)})")
-    raise PipelineError(
-        f"{root}: {name} was run with {then} BLAS thread{'s' * (then != 1)}, this process has "
-        f"{threads}, and results depend on the count; {reuse}; or add --force to train every "
-        f"stage again with {threads}, replacing the run")
+    raise PipelineError(other_count_error(
+        f"{root}: its {name} stage", then, threads, "the run is reused",
+        f"train every stage again with {threads}, replacing the run"))
 
 
 def threads_hint(count: int) -> str:
@@ -553,18 +562,19 @@ def run_seeds(config: PipelineConfig, n: int) -> SeedsResult:
     made = {s: c for s in seeds if (c := made_with(root / f"seed{s}")) is not None}
     if len(set(made.values())) > 1 and not config.force:  # no one count reuses them all
         each = ("; each seed is read again with its own count: `" + " && ".join(
-            f"{THREAD_VARIABLES[0]}={c} " + " ".join(shlex.quote(w) for w in (
-                "python", "-m", "minirlhf", "pipeline", "--preset", config.preset, "--runs-dir",
-                str(root.absolute()), "--name", f"seed{s}", "--seed", str(s),
-                *(("--set", *config.overrides) if config.overrides else ())))
+            minirlhf_command(  # one command each, its count before it
+                "pipeline", "--preset", config.preset, "--runs-dir", str(root.absolute()),
+                "--name", f"seed{s}", "--seed", str(s),
+                *(("--set", *config.overrides) if config.overrides else ()),
+                env={THREAD_VARIABLES[0]: str(c)}).strip("`")
             for s, c in made.items()) + "`") if max(made.values()) <= cores() else ""
         raise PipelineError(
             f"{root}: its seeds were made with different BLAS thread counts ("
             + ", ".join(f"seed{s}: {c}" for s, c in made.items()) + f"), this process has "
             f"{blas_threads()}, and results depend on the count{each}; or add --force to "
             f"train every seed again with {blas_threads()}, replacing them")
-    for seed in seeds:  # every seed's folder, before any work
-        if not config.force:  # (with --force, each seed's run says what it replaces)
+    if not config.force:  # every seed's folder, before any work (--force: each seed's run
+        for seed in seeds:  # says what it replaces)
             refuse_other_threads(root / f"seed{seed}", blas_threads(), False)
     total: dict[str, float] = {}  # the whole run's estimate, before the first seed starts
     for seed in range(config.seed, config.seed + n):

@@ -601,7 +601,8 @@ def test_a_run_of_another_thread_count_is_refused_unless_forced(finished, tmp_pa
     proc = run(pipeline(runs), work, env=env)
     assert proc.returncode == 2, proc.stderr[-3000:]
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith(f"error: {runs / 'tiny'}: pretrain was run with {now} BLAS thread")
+    assert line.startswith(f"error: {runs / 'tiny'}: its pretrain stage was made with {now} "
+                           "thread")
     assert line.endswith(f"or add --force to train every stage again with {other}, replacing "
                          "the run"), line
     assert files(runs) == before and proc.stdout == ""  # nothing done, not even the estimate
@@ -609,7 +610,7 @@ def test_a_run_of_another_thread_count_is_refused_unless_forced(finished, tmp_pa
     assert seeds.returncode == 0, seeds.stderr[-3000:]
     before = files(runs)
     refused = run(pipeline(runs, "--name", "tiny-2", "--seeds", "2"), work, env=env)
-    assert refused.returncode == 2 and "tiny-2/seed0: pretrain was run with" in refused.stderr
+    assert refused.returncode == 2 and "tiny-2/seed0: its pretrain stage was made" in refused.stderr
     assert files(runs) == before
     seed1 = run(pipeline(runs, "--name", "tiny-2/seed1", "--seed", "1", "--force"), work,
                 env=env)  # one seed made again with the other count
@@ -648,7 +649,7 @@ def test_an_experiment_of_another_thread_count_is_refused_unless_forced(finished
     refused = run(command, work, env=env)
     assert refused.returncode == 2 and refused.stdout == "", refused.stderr[-3000:]
     (line,) = refused.stderr.strip().splitlines()
-    assert line.startswith(f"error: {results}: made with {now} thread")
+    assert line.startswith(f"error: {results} was made with {now} thread")
     assert line.endswith(f"or add --force to train again with {other}, replacing it"), line
     assert files(runs) == before
     followed = follow(line, work, same=command, env=env)
@@ -1251,7 +1252,8 @@ def test_the_thread_count_hint_resumes_when_followed(finished, tmp_path, work):
     refused = run(pipeline(runs), work, env=env)
     assert refused.returncode == 2, refused.stderr[-3000:]
     (line,) = refused.stderr.strip().splitlines()
-    assert (f"to reuse it, run the same command with `MINIRLHF_THREADS={now}` before it "
+    assert (f"with that count the run is reused: run the same command with "
+            f"`MINIRLHF_THREADS={now}` before it "
             "(MINIRLHF_THREADS wins over OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, "
             "OMP_NUM_THREADS)") in line, line
     followed = follow(line, work, same=pipeline(runs), env=env)
