@@ -408,6 +408,9 @@ class Stage:
     run: Callable[[Any], Any]  # train_x(config) -> result
     record: Callable[[Any, Any], dict[str, Any]]  # (result, config) -> numbers the run keeps
     inputs: dict[str, str] = field(default_factory=dict)  # config field -> stage it reads from
+    # the settings that name files it reads beyond ``inputs``, where the world decides which
+    # stage made them (GRPO's init: the scratchpad route's SFT or the pipeline's)
+    files: tuple[str, ...] = ()
     output: str = "model.npz"  # the file it leaves in its folder for later stages
     policy: bool = False  # a policy, judged like every policy: table, frontier, samples
     summary: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # numbers -> summary.json

@@ -14,9 +14,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from minirlhf.config import minirlhf_command
 from minirlhf.evaluation import POLICY_TABLE_HEADER, policy_row, seed_interval, with_interval
 from minirlhf.files import read_cache
-from minirlhf.lm.checkpoint import atomic_write
+from minirlhf.lm.checkpoint import atomic_write, file_digest
 from minirlhf.plots import plot_points_with_intervals, plot_reward_vs_kl
 from minirlhf.registry import STAGES, policy_stages
 from minirlhf.world.preference_data import NO_GOLD
@@ -132,6 +133,16 @@ def _every_method(root: Path) -> list[str]:
                          "the report leaves the frontier out")
     if numbers is None:
         return []
+    earlier = _earlier_point(root, numbers)
+    if earlier is not None:  # the pipeline trained its SFT policy again since (--force, --set)
+        again = minirlhf_command("frontier", "--base", root.name, "--runs-dir",
+                                 str(root.parent.absolute()),
+                                 *(["--quick"] if numbers.get("quick") else []))
+        return ["## Every method on one frontier", "",
+                f"Left out: experiments/frontier/ was made from an earlier SFT policy of this "
+                f"folder (its point {earlier} was trained from another file than sft/model.npz)."
+                f" {again} makes it from this run; run the pipeline again afterwards to add it "
+                "here.", ""]
     return ["## Every method on one frontier", "",
             f"From `python -m minirlhf frontier` ({numbers.get('points_seconds', 0):.0f} s of "
             "training and evaluation over its points; each point is kept in its own folder with "
@@ -140,6 +151,18 @@ def _every_method(root: Path) -> list[str]:
             "the evaluation prompts (the noise of judging the point, not of training it again).",
             "",
             numbers["table"], "", "![every method](experiments/frontier/frontier.png)", ""]
+
+
+def _earlier_point(root: Path, numbers: dict[str, Any]) -> str | None:
+    """The label of a frontier point trained from another SFT policy than the run's (by
+    content), or None when every trained point started from this run's."""
+    sft = root / "sft" / "model.npz"
+    digest = file_digest(sft) if sft.is_file() else None
+    for point in numbers.get("points", []):
+        started = point.get("inputs", {}).get("init") if isinstance(point, dict) else None
+        if started is not None and started != digest:
+            return str(point.get("label"))
+    return None
 
 
 def _environment_line(env: dict[str, Any] | None) -> str:

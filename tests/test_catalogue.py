@@ -1533,6 +1533,30 @@ def test_a_damaged_frontier_result_is_left_out_of_the_report_with_a_warning(fini
     assert same_summary(runs, finished)
 
 
+def test_a_frontier_of_an_earlier_sft_policy_is_left_out_of_the_report(finished, tmp_path,
+                                                                       work):
+    """The pipeline trained again with other settings (its SFT policy another file): the
+    frontier made from the earlier one is not shown as this run's. The report says so and names
+    the command that makes it again; followed, and the pipeline run again, the report has it."""
+    runs = copy_run(finished, tmp_path)
+    made = run(["frontier", "--quick", "--runs-dir", str(runs), "-q"], work)
+    assert made.returncode == 0, made.stderr[-3000:]
+    report = runs / "tiny" / "report.md"
+    changed = pipeline(runs, "--set", "sft.steps=90")
+    proc = run(changed, work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = report.read_text()
+    assert "| PPO b=0.05 |" not in text
+    (line,) = [t for t in text.splitlines() if t.startswith("Left out: experiments/frontier/")]
+    assert "its point PPO b=0.05 was trained from another file than sft/model.npz" in line
+    followed = follow(line, work)
+    assert followed.returncode == 0, followed.stderr[-3000:]
+    proc = run(changed, work)
+    assert proc.returncode == 0 and "ran nothing" in proc.stdout, proc.stderr[-3000:]
+    text = report.read_text()
+    assert "| PPO b=0.05 |" in text and "Left out" not in text
+
+
 def test_a_damaged_summary_is_left_out_of_the_comparison_with_a_warning(finished, tmp_path,
                                                                        work):
     runs = copy_run(finished, tmp_path)

@@ -279,6 +279,36 @@ def test_the_frontier_puts_every_method_on_one_plot_and_resumes(tiny_run, quick_
     assert {k: v for k, v in row.items() if k != "rejudged"} == old
 
 
+def test_a_frontier_point_is_read_back_however_its_runs_folder_is_written(
+        tiny_run, quick_experiment, monkeypatch):
+    """The course gives the runs folder one way, the ``frontier`` command another (absolute,
+    relative): a finished point is the same run either way, read back, not trained again.
+    GRPO's too, whose input files (its init and reward model) no pipeline stage names."""
+    import dataclasses
+
+    from minirlhf.experiments import frontier
+    from minirlhf.experiments.common import Context
+    from minirlhf.registry import COMMANDS
+
+    runs, _ = tiny_run
+    made = quick_experiment("frontier")  # runs_dir absolute
+    monkeypatch.chdir(runs.parent)
+    ctx = Context(ExperimentConfig(name="frontier", base="tiny", runs_dir=runs.name, quick=True),
+                  needs=frontier.NEEDS)
+    assert not ctx.out.is_absolute()
+
+    def trained(config):
+        raise AssertionError(f"trained again: {config.out_dir}")
+
+    for label in ("GRPO b=0.04", "PPO b=0.05", "DPO b=0.5"):
+        stage, settings = next((s, kw) for name, s, kw in frontier.QUICK_POINTS
+                               if name == label)
+        monkeypatch.setitem(COMMANDS, stage, dataclasses.replace(COMMANDS[stage], run=trained))
+        row = frontier.run_point(ctx, label, stage, settings)
+        first = next(p for p in made.numbers["points"] if p["label"] == label)
+        assert {k: v for k, v in row.items() if k != "rejudged"} == first  # rejudged: above
+
+
 def test_a_frontier_point_at_the_base_runs_settings_is_that_run(tiny_run, monkeypatch):
     """The same settings give the same run: a point whose settings are the tiny pipeline's PPO
     (the quick budgets lifted) is read from the pipeline's record, not trained; trained anyway,

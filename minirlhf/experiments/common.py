@@ -245,15 +245,21 @@ def run_settings(stage: str, config: Any) -> dict[str, Any]:
     """What makes a run of ``stage`` the run it is, its input files aside (``input_digests``):
     every setting of ``config`` but where it writes and what it shows (``DISPLAY``) and the
     settings added later at their default."""
-    skip = set(DISPLAY) | set(COMMANDS[stage].inputs) | unchanged_by_default(config)
+    skip = set(DISPLAY) | set(input_fields(stage)) | unchanged_by_default(config)
     return {k: v for k, v in dataclasses.asdict(config).items() if k not in skip}
+
+
+def input_fields(stage: str) -> tuple[str, ...]:
+    """The settings of ``stage`` that name files it reads: its ``inputs`` and its ``files``."""
+    return (*COMMANDS[stage].inputs, *COMMANDS[stage].files)
 
 
 def input_digests(stage: str, config: Any) -> dict[str, str]:
     """The SHA-256 of each input file of ``config`` (the fields ``stage`` declares), by
-    setting: the same content is the same input wherever it lies."""
+    setting: the same content is the same input wherever it lies, and however its path is
+    written (relative or absolute)."""
     out = {}
-    for field in COMMANDS[stage].inputs:
+    for field in input_fields(stage):
         path = Path(getattr(config, field))
         out[field] = file_digest(path) if path.is_file() else "missing"
     return out

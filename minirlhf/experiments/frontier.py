@@ -163,10 +163,10 @@ def same_point(stage: str, kept: dict[str, Any], config: Any, threads: int) -> b
     if kept.get("threads") != threads \
             or run_settings(stage, theirs) != run_settings(stage, config):
         return False
-    if "inputs" in kept:
-        return kept["inputs"] == input_digests(stage, config)
-    return all(Path(getattr(theirs, f)).resolve() == Path(getattr(config, f)).resolve()
-               for f in COMMANDS[stage].inputs)
+    saved = kept.get("inputs", {})  # by content; by path for an input saved before its digest
+    return all(saved[f] == digest if f in saved else
+               Path(getattr(theirs, f)).resolve() == Path(getattr(config, f)).resolve()
+               for f, digest in input_digests(stage, config).items())
 
 
 def _write(path: Path, row: dict[str, Any]) -> None:

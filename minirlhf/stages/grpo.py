@@ -486,5 +486,6 @@ def show(r: GRPOResult, config: GRPOConfig) -> str:
 STAGE = Stage(
     name="grpo", title="GRPO", help="critic-free RL: GRPO, Dr. GRPO, RLOO, REINFORCE++, ReMax",
     config=GRPOConfig, run=train_grpo, record=record, show=show, policy=True,
+    files=("init", "reward_model"),
     unused=lambda c: ("reward_model",) if c.reward == "verifier" else (),
 )
