@@ -128,8 +128,9 @@ class RunLock:
     it; a holder on another host, which this machine cannot see, too, saying how to free the
     folder when that run is gone."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, instead: str = "choose another --name"):
         self.path = root / ".lock"
+        self.instead = instead  # what else than waiting the error offers ("": nothing)
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +138,7 @@ class RunLock:
         for _ in range(3):
             if _create(self.path, mine):
                 return self
-            why = Owner.read(self.path).stale_because(self.path)
+            why = Owner.read(self.path).stale_because(self.path, self.instead)
             log.warning("taking over %s: %s", self.path, why)
             self.path.unlink(missing_ok=True)
         raise PipelineError(f"could not take the lock {self.path}: other runs keep taking it")
@@ -206,9 +207,9 @@ class Owner:
         except (ValueError, TypeError, KeyError):
             return cls()
 
-    def stale_because(self, path: Path) -> str:
+    def stale_because(self, path: Path, instead: str = "choose another --name") -> str:
         """Why the lock at ``path`` may be taken over; PipelineError when its holder may be
-        running."""
+        running (saying to wait for it, or to do ``instead``)."""
         folder = path.parent
         if self.pid <= 0:
             return "it names no process (unreadable: cut off, or not a lock)"
@@ -216,7 +217,8 @@ class Owner:
             raise PipelineError(
                 f"the run folder {folder} is in use by process {self.pid} on host {self.host} "
                 f"(since {self.since}), which this machine cannot see; wait for that run to "
-                "finish, or choose another --name; if it is gone, free the folder with "
+                f"finish{', or ' + instead if instead else ''}; if it is gone, free the folder "
+                "with "
                 f"{command_hint(['rm', str(path.absolute())])}")
         if self.boot and _boot_id() and self.boot != _boot_id():
             return f"process {self.pid} held it before the machine restarted"
@@ -232,8 +234,8 @@ class Owner:
                     "program's, started after the lock was written")
         raise PipelineError(f"the run folder {folder} is in use by process {self.pid}"
                             + (f" since {self.since}" if self.since else "")
-                            + f" (its lock is {path}); wait for it to finish or choose another "
-                            "--name")
+                            + f" (its lock is {path}); wait for it to finish"
+                            + (f" or {instead}" if instead else ""))
 
 
 def _boot_id() -> str:

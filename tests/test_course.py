@@ -420,9 +420,15 @@ def test_a_run_a_live_process_holds_is_not_moved(tiny_run, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(Path(tiny_run[0]) / "tiny", runs / "tiny", ignore=OTHER_TESTS)
     _made_with(runs / "tiny", 7)
-    with RunLock(runs / "tiny"), pytest.raises(PipelineError, match="tiny/.lock"):
+    with RunLock(runs / "tiny"), pytest.raises(PipelineError, match="tiny/.lock") as caught:
         set_aside(plan("tiny", seeds=1, runs_dir=str(runs)), str(runs), "tiny")
     assert (runs / "tiny" / "pipeline").is_dir()
+    assert str(caught.value).endswith("wait for it to finish")  # the course has no --name
+    # nor while an experiment runs inside it (an experiment holds its folder's lock)
+    inside = runs / "tiny" / "experiments" / "rlaif" / "seed0"
+    with RunLock(inside), pytest.raises(PipelineError, match="rlaif/seed0/.lock"):
+        set_aside(plan("tiny", seeds=1, runs_dir=str(runs)), str(runs), "tiny")
+    assert (runs / "tiny" / "pipeline").is_dir() and not (runs / "tiny-threads7").exists()
 
 
 def test_a_seed_s_pipeline_run_and_a_route_the_course_did_not_make_are_kept_aside(tiny_run,

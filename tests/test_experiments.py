@@ -279,6 +279,27 @@ def test_the_frontier_puts_every_method_on_one_plot_and_resumes(tiny_run, quick_
     assert {k: v for k, v in row.items() if k != "rejudged"} == old
 
 
+def test_an_experiment_holds_its_folder_while_it_runs(tiny_run, tmp_path):
+    """One process at a time in an experiment's folder: a live holder is an error naming it,
+    before any work; the lock is gone when the experiment ends."""
+    import shutil
+
+    from minirlhf.records import PipelineError, RunLock
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run[0] / "tiny", runs / "tiny",
+                    ignore=shutil.ignore_patterns("experiments"))
+    config = ExperimentConfig(name="rlaif", base="tiny", runs_dir=str(runs), quick=True)
+    folder = runs / "tiny" / "experiments" / "rlaif"
+    with RunLock(folder), pytest.raises(PipelineError) as caught:
+        run_experiment(config)
+    assert str(caught.value).endswith(f"(its lock is {folder / '.lock'}); wait for it to finish")
+    assert sorted(p.name for p in folder.iterdir()) == []  # nothing written
+    r = run_experiment(config)
+    assert (folder / "results.json").is_file() and not (folder / ".lock").exists()
+    assert r.numbers["quick"] is True
+
+
 def test_a_frontier_point_is_read_back_however_its_runs_folder_is_written(
         tiny_run, quick_experiment, monkeypatch):
     """The course gives the runs folder one way, the ``frontier`` command another (absolute,

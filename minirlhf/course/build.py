@@ -420,9 +420,11 @@ def set_aside(jobs: list[Job], runs_dir: str, base: str, threads: int = THREADS,
             continue
         if count is None:
             continue
-        lock = folder / ".lock"
-        if lock.exists():  # a live run's folder is not moved: the error names its holder
-            Owner.read(lock).stale_because(lock)
+        # a live run's folder is not moved (nor one an experiment inside it is running in):
+        # the error names the holder
+        for lock in sorted(folder.rglob(".lock")) if whole else [folder / ".lock"]:
+            if lock.exists():
+                Owner.read(lock).stale_because(lock, instead="")
         name = (f"{folder.name}-kept" if count == 0 else f"{folder.name}-threads{count}"
                 if whole else f"threads{count}")
         kept, k = (folder.with_name(name) if whole else folder / name), 1

@@ -72,6 +72,7 @@ from minirlhf.experiments.common import (
 from minirlhf.files import read_cache, read_json
 from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.machine import blas_threads
+from minirlhf.records import RunLock
 
 # The registry: an experiment is one file with a ``run(ctx)`` and one line here. A module may
 # say which base run it starts from (BASE, default "default"), which of that run's stages it
@@ -158,16 +159,20 @@ def run_experiment(config: ExperimentConfig) -> ExperimentResult:
                   getattr(module, "ROUTE", None))
     saved = ctx.out / "results.json"
     threads = blas_threads()  # another count trains another model: not reused
-    numbers = read_cache(saved, log, "running the experiment again") if config.reuse else None
-    if numbers is not None:
-        if (numbers.get("quick"), numbers.get("seed")) == (config.quick, config.seed) and (
-                config.any_threads or numbers.get("threads") == threads):
-            plots = sorted(str(p) for p in ctx.out.glob("*.png"))
-            return ExperimentResult(config.name, numbers, plots, str(ctx.out), 0.0)
-    numbers, plots = module.run(ctx)
-    numbers["seconds"] = round(time.time() - t0, 1)
-    numbers["quick"], numbers["seed"], numbers["threads"] = config.quick, config.seed, threads
-    ctx.save(numbers)
+    # one process at a time in the folder (the course keeps aside no folder a live run holds)
+    with RunLock(ctx.out, instead=""):
+        numbers = read_cache(saved, log, "running the experiment again") if config.reuse \
+            else None
+        if numbers is not None:
+            if (numbers.get("quick"), numbers.get("seed")) == (config.quick, config.seed) and (
+                    config.any_threads or numbers.get("threads") == threads):
+                plots = sorted(str(p) for p in ctx.out.glob("*.png"))
+                return ExperimentResult(config.name, numbers, plots, str(ctx.out), 0.0)
+        numbers, plots = module.run(ctx)
+        numbers["seconds"] = round(time.time() - t0, 1)
+        numbers["quick"], numbers["seed"], numbers["threads"] = config.quick, config.seed, \
+            threads
+        ctx.save(numbers)
     return ExperimentResult(config.name, numbers, plots, str(ctx.out), time.time() - t0)
 
 
