@@ -803,6 +803,7 @@ def cmd_course(args: argparse.Namespace) -> int:
         is_done,
         plan,
         set_aside,
+        still_the_course_run,
     )
 
     check_range("course", "--workers", args.workers, "[1, 64]")  # --plan's estimate too
@@ -827,7 +828,8 @@ def cmd_course(args: argparse.Namespace) -> int:
         for a in asides:
             print(aside_line(a, THREADS, will=True))
         finished = [j for j in jobs if j.name not in gone
-                    and is_done(j, prints[j.name], args.runs_dir, args.preset)]
+                    and is_done(j, prints[j.name], args.runs_dir, args.preset)
+                    and still_the_course_run(j, THREADS, mark=False)]
         show([j for j in jobs if j not in finished], finished, args.workers)
         return 0
     _logging(args)

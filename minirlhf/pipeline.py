@@ -56,7 +56,7 @@ from minirlhf.evaluation import (
     run_over_seeds,
 )
 from minirlhf.files import CheckpointError, InputError, read_json, read_meta
-from minirlhf.lm.checkpoint import load_model
+from minirlhf.lm.checkpoint import atomic_write, load_model
 from minirlhf.lm.model import PRESETS as MODEL_PRESETS
 from minirlhf.machine import THREAD_VARIABLES, blas_threads, cores, environment, peak_rss_mb
 from minirlhf.records import (
@@ -325,6 +325,7 @@ def run_pipeline(config: PipelineConfig,
                                 "the run of one seed a --name of its own")
         found = _records(root)
         refuse_other_threads(root, threads, config.force, found)
+        keep_the_course_run(root, config, found, prints)
         log.info("run folder %s", root.absolute())
         remove_half_written(root)
         if estimate:
@@ -411,6 +412,52 @@ def refuse_other_threads(root: Path, threads: int, force: bool,
     raise PipelineError(other_count_error(
         f"{root}: its {name} stage", then, threads, "the run is reused",
         f"train every stage again with {threads}, replacing the run"))
+
+
+# In a run's pipeline/ folder: the course made this run, and the chapters and the claims read it
+COURSE_MARK = "course.json"
+
+
+def mark_as_course_run(root: Path) -> None:
+    """Say in the run at ``root`` that the course made it (``keep_the_course_run``)."""
+    data = b'{"made by": "python -m minirlhf course"}\n'
+    atomic_write(root / "pipeline" / COURSE_MARK, lambda f: f.write(data))
+
+
+def keep_the_course_run(root: Path, config: PipelineConfig,
+                        found: dict[str, dict[str, Any] | None], prints: dict[str, str]) -> None:
+    """Other settings do not train a stage again over the course's run (the chapters and the
+    claims read it): one line, before any work, naming the command that makes a run of its own.
+    With ``--force`` they do, and the run is the course's no more (``course`` trains its stages
+    back, ``stages_to_run``)."""
+    mark = root / "pipeline" / COURSE_MARK
+    changed = [s for s in STAGES if found[s] is not None and found[s].get("fingerprint")
+               != prints[s]]
+    if not changed or not mark.exists():
+        return
+    which = f"its {', '.join(changed)} stage{'s' * (len(changed) > 1)}"
+    if config.force:
+        log.warning("%s: the course made this run; --force: %s trained with these settings "
+                    "(python -m minirlhf course trains them back)", root, which)
+        mark.unlink()
+        return
+    own = minirlhf_command(
+        "pipeline", "--preset", config.preset, "--name", f"{config.name}-mine", "--runs-dir",
+        str(Path(config.runs_dir).absolute()), *(["--seed", str(config.seed)] if config.seed
+                                                else []),
+        *(["--set", *config.overrides] if config.overrides else []))
+    raise PipelineError(f"{root}: the course made this run, which the chapters and the claims "
+                        f"read, and these settings would train {which} again over it: give "
+                        f"this run a folder of its own, {own}, or add --force to replace it")
+
+
+def stages_to_run(config: PipelineConfig, threads: int) -> list[str]:
+    """The stages ``run_pipeline(config)`` would train in a process of ``threads`` threads:
+    those whose record is missing or was made with other settings (the records read as they
+    are, their files not hashed)."""
+    cfgs = stage_configs(config)
+    root = Path(config.runs_dir) / config.name
+    return to_run(config, cfgs, _records(root), fingerprints(cfgs, root, threads))
 
 
 def threads_hint(count: int) -> str:

@@ -633,6 +633,52 @@ def test_a_run_of_another_thread_count_is_refused_unless_forced(finished, tmp_pa
     assert "ran nothing" in again.stdout  # with the same count, it is resumed as usual
 
 
+def test_other_settings_do_not_train_over_the_course_s_run(tmp_path, work):
+    """The README's `pipeline --set ppo.beta=0.1` after `course` would train a stage again over
+    the run the chapters and the claims read: refused in one line before any work, naming a
+    run of its own (followed: a run beside it); --force replaces it, and the course then
+    trains the changed stage back, to the very figures it had."""
+    from minirlhf.course.build import build, plan
+
+    runs = tmp_path / "runs"
+    (job,) = [j for j in plan("tiny", seeds=1, runs_dir=str(runs)) if j.name == "pipeline"]
+    assert build([job], base="tiny", runs_dir=str(runs), workers=1, progress=False).done \
+        == ["pipeline"]
+    root = runs / "tiny"
+    summary = json.loads((root / "summary.json").read_text())
+    one = dict(ENV, MINIRLHF_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1")  # the course's count
+    plain = run(pipeline(runs), work, env=one)  # the course's own settings: read back
+    assert plain.returncode == 0 and "ran nothing" in plain.stdout, plain.stderr[-3000:]
+    before = files(runs)
+    changed = pipeline(runs, "--set", "dpo.beta=0.2")
+    proc = run(changed, work, env=one)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line == (
+        f"error: {root}: the course made this run, which the chapters and the claims read, and "
+        "these settings would train its dpo stage again over it: give this run a folder of its "
+        f"own, `python -m minirlhf pipeline --preset tiny --name tiny-mine --runs-dir "
+        f"{runs.absolute()} --set dpo.beta=0.2`, or add --force to replace it")
+    assert files(runs) == before and proc.stdout == ""  # nothing done, not even the estimate
+    followed = follow(line, work, env=one)
+    assert followed.returncode == 0, followed.stderr[-3000:]
+    mine = json.loads((runs / "tiny-mine" / "pipeline" / "dpo.json").read_text())
+    assert mine["config"]["beta"] == 0.2  # a run beside the course's, which is untouched
+    assert not (runs / "tiny-mine" / "pipeline" / "course.json").exists()
+    assert {k: v for k, v in files(runs).items() if k.startswith("tiny/")} == before
+    forced = run([*changed, "--force"], work, env=one)
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert "the course made this run; --force: its dpo stage trained with these settings" \
+        in forced.stderr
+    assert not (root / "pipeline" / "course.json").exists()
+    assert json.loads((root / "summary.json").read_text())["policies"]["dpo"] \
+        != summary["policies"]["dpo"]
+    back = build([job], base="tiny", runs_dir=str(runs), workers=1, progress=False)
+    assert back.done == ["pipeline"] and (root / "pipeline" / "course.json").is_file()
+    assert json.loads((root / "summary.json").read_text())["policies"] == summary["policies"]
+
+
 def test_an_experiment_of_another_thread_count_is_refused_unless_forced(finished, tmp_path,
                                                                          work):
     """`experiment` would replace a course's one-thread results with another count's: refused

@@ -186,11 +186,15 @@ def estimate_minutes(jobs: list[Job], workers: int, quick: bool) -> float:
 
 # ------------------------------------------------------------------ the jobs' functions
 def pipeline_run(name: str, preset: str, runs_dir: str, seed: int = 0) -> None:
-    """The pipeline's run ``runs/<name>`` with ``seed`` (it resumes stage by stage)."""
-    from minirlhf.pipeline import PipelineConfig, run_pipeline
+    """The pipeline's run ``runs/<name>`` with ``seed`` (it resumes stage by stage), marked as
+    the course's: ``pipeline`` with other settings does not train over it then."""
+    from minirlhf.pipeline import COURSE_MARK, PipelineConfig, mark_as_course_run, run_pipeline
 
+    root = Path(runs_dir) / name
+    (root / "pipeline" / COURSE_MARK).unlink(missing_ok=True)  # the course trains its own run
     run_pipeline(PipelineConfig(name=name, preset=preset, runs_dir=runs_dir, seed=seed,
                                 progress=False))
+    mark_as_course_run(root)
 
 
 def scratchpad_route(name: str, quick: bool, runs_dir: str, seed: int = 0) -> None:
@@ -273,6 +277,32 @@ def _watch_parent(parent: int) -> None:
 
 
 # ------------------------------------------------------------------------ the runner
+def still_the_course_run(job: Job, threads: int, mark: bool = True) -> bool:
+    """Whether a finished pipeline job's run still holds what the course made (true for every
+    other job): ``pipeline --force`` with other settings trains stages over it, and the
+    course trains them back (saying so), which gives the very files the course's other jobs
+    read. A run the course made before it marked its runs is marked now (``mark``; --plan
+    writes nothing)."""
+    if not job.call.endswith(":pipeline_run"):
+        return True
+    from minirlhf.pipeline import COURSE_MARK, PipelineConfig, mark_as_course_run, stages_to_run
+
+    args = dict(job.kwargs)
+    config = PipelineConfig(name=args["name"], preset=args["preset"], runs_dir=args["runs_dir"],
+                            seed=args.get("seed", 0), progress=False)
+    root = Path(config.runs_dir) / config.name
+    changed = stages_to_run(config, threads)
+    if changed:
+        log.warning("%s: its %s stage%s no longer hold%s the course's settings (pipeline "
+                    "--force with others); the course trains %s again", root,
+                    ", ".join(changed), "s" * (len(changed) > 1), "s" * (len(changed) == 1),
+                    "them" if len(changed) > 1 else "it")
+        return False
+    if mark and not (root / "pipeline" / COURSE_MARK).exists():
+        mark_as_course_run(root)
+    return True
+
+
 def record_path(runs_dir: str, base: str, job: Job) -> Path:
     return Path(runs_dir) / base / "course" / f"{job.name.replace(':', '_')}.json"
 
@@ -326,7 +356,7 @@ def build(jobs: list[Job], base: str, runs_dir: str = "runs", workers: int = 2,
                              done=lambda j: is_done(j, prints[j.name], runs_dir, base))
     result = CourseResult()
     done = {j.name for j in jobs if j.name not in gone
-            and is_done(j, prints[j.name], runs_dir, base)}
+            and is_done(j, prints[j.name], runs_dir, base) and still_the_course_run(j, threads)}
     result.reused = [j.name for j in jobs if j.name in done]
     pending = [j for j in jobs if j.name not in done]
     if on_start is not None:
