@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ from minirlhf.evaluation import (
     run_over_seeds,
 )
 from minirlhf.files import CheckpointError, InputError, read_json, read_meta
-from minirlhf.lm.checkpoint import atomic_write, load_model
+from minirlhf.lm.checkpoint import load_model
 from minirlhf.lm.model import PRESETS as MODEL_PRESETS
 from minirlhf.machine import THREAD_VARIABLES, blas_threads, cores, environment, peak_rss_mb
 from minirlhf.records import (
@@ -265,20 +265,25 @@ def to_run(config: PipelineConfig, cfgs: dict[str, Any], found: dict[str, Any],
             or found[s].get("fingerprint") != prints[s]]
 
 
-def estimate_run(config: PipelineConfig) -> dict[str, float]:
-    """The estimate of ``run_pipeline(config)``, before it runs: its stages still to run (their
-    records read as they are, without a word: the run says what it finds), each timed by
-    ``estimate_seconds``."""
+def stages_to_run(config: PipelineConfig, threads: int) -> list[str]:
+    """The stages ``run_pipeline(config)`` would train in a process of ``threads`` threads:
+    those whose record is missing or was made with other settings (the records read as they
+    are, without a word: the run says what it finds; their files are not hashed)."""
     cfgs = stage_configs(config)
     root = Path(config.runs_dir) / config.name
-    prints = fingerprints(cfgs, root, blas_threads())
     found = {}
     for name in STAGES:
         try:
             found[name] = read_json(record_path(root, name))
         except (OSError, InputError):
             found[name] = None
-    return estimate_seconds(config, cfgs, to_run(config, cfgs, found, prints))
+    return to_run(config, cfgs, found, fingerprints(cfgs, root, threads))
+
+
+def estimate_run(config: PipelineConfig) -> dict[str, float]:
+    """The estimate of ``run_pipeline(config)``, before it runs: its stages still to run
+    (``stages_to_run``), each timed by ``estimate_seconds``."""
+    return estimate_seconds(config, stage_configs(config), stages_to_run(config, blas_threads()))
 
 
 # ---------------------------------------------------------------------------- the stages
@@ -307,10 +312,11 @@ def _relative_plots(numbers: dict[str, Any], root: Path) -> None:
 
 def run_pipeline(config: PipelineConfig,
                  on_stage_done: Callable[[str], None] | None = None,
-                 estimate: bool = True) -> PipelineResult:
+                 estimate: bool = True, course: bool = False) -> PipelineResult:
     """Run every stage that is not already done, then write report.md and summary.json.
     ``on_stage_done(stage)`` is called after each stage's record is written; ``estimate``:
-    log the run's estimated time first (``run_seeds`` logs the estimate of all its seeds)."""
+    log the run's estimated time first (``run_seeds`` logs the estimate of all its seeds);
+    ``course``: the course's own run, marked as such (``keep_the_course_run``)."""
     t0 = time.time()
     cfgs = stage_configs(config)  # every config error surfaces here, before any work
     root = Path(config.runs_dir) / config.name
@@ -324,8 +330,9 @@ def run_pipeline(config: PipelineConfig,
             raise PipelineError(f"{root} holds runs over seeds ({seeds[0].parent}, ...); give "
                                 "the run of one seed a --name of its own")
         found = _records(root)
+        if not course:
+            keep_the_course_run(root, config, cfgs)
         refuse_other_threads(root, threads, config.force, found)
-        keep_the_course_run(root, config, found, prints)
         log.info("run folder %s", root.absolute())
         remove_half_written(root)
         if estimate:
@@ -341,6 +348,8 @@ def run_pipeline(config: PipelineConfig,
             if on_stage_done is not None:
                 on_stage_done(name)
         _write_summary_and_report(result, cfgs, records, root, t0)
+        if course:
+            mark_as_course_run(config, threads)
     rss = peak_rss_mb()
     log.info("pipeline finished in %.0f s; peak resident memory %s", result.seconds,
              "unknown" if rss is None else f"{rss:.0f} MB")
@@ -414,26 +423,46 @@ def refuse_other_threads(root: Path, threads: int, force: bool,
         f"train every stage again with {threads}, replacing the run"))
 
 
-# In a run's pipeline/ folder: the course made this run, and the chapters and the claims read it
+def pipeline_command(preset: str, name: str, runs_dir: str | Path, seed: int = 0,
+                     overrides: Sequence[str] = (), threads: int | None = None) -> str:
+    """The ``command_hint`` of the pipeline run ``runs_dir/name`` (``threads``: the count it
+    is run with, set before it)."""
+    return minirlhf_command(
+        "pipeline", "--preset", preset, "--name", name, "--runs-dir",
+        str(Path(runs_dir).absolute()), *(("--seed", str(seed)) if seed else ()),
+        *(("--set", *overrides) if overrides else ()),
+        env=None if threads is None else {THREAD_VARIABLES[0]: str(threads)})
+
+
+# In a run's pipeline/ folder: the course made this run (the chapters and the claims read it),
+# with these stages' fingerprints
 COURSE_MARK = "course.json"
 
 
-def mark_as_course_run(root: Path) -> None:
-    """Say in the run at ``root`` that the course made it (``keep_the_course_run``)."""
-    data = b'{"made by": "python -m minirlhf course"}\n'
-    atomic_write(root / "pipeline" / COURSE_MARK, lambda f: f.write(data))
+def mark_as_course_run(config: PipelineConfig, threads: int) -> None:
+    """Say in the run of ``config`` that the course made it, with its stages' fingerprints on
+    ``threads`` threads (``keep_the_course_run``)."""
+    root = Path(config.runs_dir) / config.name
+    write_json(root / "pipeline" / COURSE_MARK, {
+        "made by": "python -m minirlhf course", "threads": threads,
+        "fingerprints": fingerprints(stage_configs(config), root, threads)})
 
 
-def keep_the_course_run(root: Path, config: PipelineConfig,
-                        found: dict[str, dict[str, Any] | None], prints: dict[str, str]) -> None:
-    """Other settings do not train a stage again over the course's run (the chapters and the
-    claims read it): one line, before any work, naming the command that makes a run of its own.
-    With ``--force`` they do, and the run is the course's no more (``course`` trains its stages
-    back, ``stages_to_run``)."""
+def keep_the_course_run(root: Path, config: PipelineConfig, cfgs: dict[str, Any]) -> None:
+    """Other settings do not train a stage again over the run the course made (the chapters
+    and the claims read it): one line, before any work, naming the command that makes a run
+    of its own. With ``--force`` they do, and the run is the course's no more (``course``
+    trains its stages back: ``stages_to_run``). Another thread count alone is
+    ``refuse_other_threads``'s to say."""
     mark = root / "pipeline" / COURSE_MARK
-    changed = [s for s in STAGES if found[s] is not None and found[s].get("fingerprint")
-               != prints[s]]
-    if not changed or not mark.exists():
+    try:
+        made = json.loads(mark.read_text())
+        then, theirs = made["threads"], made["fingerprints"]
+        mine = fingerprints(cfgs, root, then)  # on the course's count
+    except (OSError, ValueError, TypeError, KeyError):  # no mark (or none it can read)
+        return
+    changed = [s for s in STAGES if mine[s] != theirs.get(s)]
+    if not changed:
         return
     which = f"its {', '.join(changed)} stage{'s' * (len(changed) > 1)}"
     if config.force:
@@ -441,23 +470,11 @@ def keep_the_course_run(root: Path, config: PipelineConfig,
                     "(python -m minirlhf course trains them back)", root, which)
         mark.unlink()
         return
-    own = minirlhf_command(
-        "pipeline", "--preset", config.preset, "--name", f"{config.name}-mine", "--runs-dir",
-        str(Path(config.runs_dir).absolute()), *(["--seed", str(config.seed)] if config.seed
-                                                else []),
-        *(["--set", *config.overrides] if config.overrides else []))
+    own = pipeline_command(config.preset, f"{config.name}-mine", config.runs_dir, config.seed,
+                           config.overrides)
     raise PipelineError(f"{root}: the course made this run, which the chapters and the claims "
                         f"read, and these settings would train {which} again over it: give "
                         f"this run a folder of its own, {own}, or add --force to replace it")
-
-
-def stages_to_run(config: PipelineConfig, threads: int) -> list[str]:
-    """The stages ``run_pipeline(config)`` would train in a process of ``threads`` threads:
-    those whose record is missing or was made with other settings (the records read as they
-    are, their files not hashed)."""
-    cfgs = stage_configs(config)
-    root = Path(config.runs_dir) / config.name
-    return to_run(config, cfgs, _records(root), fingerprints(cfgs, root, threads))
 
 
 def threads_hint(count: int) -> str:
@@ -609,11 +626,8 @@ def run_seeds(config: PipelineConfig, n: int) -> SeedsResult:
     made = {s: c for s in seeds if (c := made_with(root / f"seed{s}")) is not None}
     if len(set(made.values())) > 1 and not config.force:  # no one count reuses them all
         each = ("; each seed is read again with its own count: `" + " && ".join(
-            minirlhf_command(  # one command each, its count before it
-                "pipeline", "--preset", config.preset, "--runs-dir", str(root.absolute()),
-                "--name", f"seed{s}", "--seed", str(s),
-                *(("--set", *config.overrides) if config.overrides else ()),
-                env={THREAD_VARIABLES[0]: str(c)}).strip("`")
+            pipeline_command(config.preset, f"seed{s}", root, s, config.overrides,
+                             threads=c).strip("`")  # one command each, its count before it
             for s, c in made.items()) + "`") if max(made.values()) <= cores() else ""
         raise PipelineError(
             f"{root}: its seeds were made with different BLAS thread counts ("

@@ -18,8 +18,9 @@ from minirlhf.config import minirlhf_command
 from minirlhf.evaluation import POLICY_TABLE_HEADER, policy_row, seed_interval, with_interval
 from minirlhf.files import read_cache
 from minirlhf.lm.checkpoint import atomic_write, file_digest
+from minirlhf.machine import THREAD_VARIABLES, blas_threads
 from minirlhf.plots import plot_points_with_intervals, plot_reward_vs_kl
-from minirlhf.registry import STAGES, policy_stages
+from minirlhf.registry import STAGES, output_path, policy_stages
 from minirlhf.world.preference_data import NO_GOLD
 
 log = logging.getLogger("minirlhf.report")
@@ -134,15 +135,16 @@ def _every_method(root: Path) -> list[str]:
     if numbers is None:
         return []
     earlier = _earlier_point(root, numbers)
-    if earlier is not None:  # the pipeline trained its SFT policy again since (--force, --set)
-        again = minirlhf_command("frontier", "--base", root.name, "--runs-dir",
-                                 str(root.parent.absolute()),
-                                 *(["--quick"] if numbers.get("quick") else []))
+    if earlier is not None:  # the pipeline trained a stage again since (--force, --set)
+        again = minirlhf_command(
+            "frontier", "--base", root.name, "--runs-dir", str(root.parent.absolute()),
+            *(["--quick"] if numbers.get("quick") else []),
+            env={THREAD_VARIABLES[0]: str(numbers.get("threads", blas_threads()))})
         return ["## Every method on one frontier", "",
-                f"Left out: experiments/frontier/ was made from an earlier SFT policy of this "
-                f"folder (its point {earlier} was trained from another file than sft/model.npz)."
-                f" {again} makes it from this run; run the pipeline again afterwards to add it "
-                "here.", ""]
+                f"Left out: experiments/frontier/ was made from earlier files of this folder "
+                f"(its point {earlier} was trained from files this run no longer holds). "
+                f"{again} makes it again from this run's; then the same pipeline command adds "
+                "it here.", ""]
     return ["## Every method on one frontier", "",
             f"From `python -m minirlhf frontier` ({numbers.get('points_seconds', 0):.0f} s of "
             "training and evaluation over its points; each point is kept in its own folder with "
@@ -154,13 +156,14 @@ def _every_method(root: Path) -> list[str]:
 
 
 def _earlier_point(root: Path, numbers: dict[str, Any]) -> str | None:
-    """The label of a frontier point trained from another SFT policy than the run's (by
-    content), or None when every trained point started from this run's."""
-    sft = root / "sft" / "model.npz"
-    digest = file_digest(sft) if sft.is_file() else None
+    """The label of a frontier point trained from files the run no longer holds (its SFT
+    policy, preference data or reward model, by content), or None when every point's inputs
+    are this run's files."""
+    files = [Path(output_path(stage, root)) for stage in ("sft", "preferences", "reward")]
+    held = {file_digest(f) for f in files if f.is_file()}
     for point in numbers.get("points", []):
-        started = point.get("inputs", {}).get("init") if isinstance(point, dict) else None
-        if started is not None and started != digest:
+        inputs = point.get("inputs") if isinstance(point, dict) else None
+        if isinstance(inputs, dict) and not set(inputs.values()) <= held:
             return str(point.get("label"))
     return None
 

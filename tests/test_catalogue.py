@@ -661,6 +661,8 @@ def test_other_settings_do_not_train_over_the_course_s_run(tmp_path, work):
         f"own, `python -m minirlhf pipeline --preset tiny --name tiny-mine --runs-dir "
         f"{runs.absolute()} --set dpo.beta=0.2`, or add --force to replace it")
     assert files(runs) == before and proc.stdout == ""  # nothing done, not even the estimate
+    default = run(changed, work)  # in a shell of the default count: the same line (the
+    assert default.returncode == 2 and default.stderr.strip() == line  # settings come first)
     followed = follow(line, work, env=one)
     assert followed.returncode == 0, followed.stderr[-3000:]
     mine = json.loads((runs / "tiny-mine" / "pipeline" / "dpo.json").read_text())
@@ -1594,7 +1596,8 @@ def test_a_frontier_of_an_earlier_sft_policy_is_left_out_of_the_report(finished,
     text = report.read_text()
     assert "| PPO b=0.05 |" not in text
     (line,) = [t for t in text.splitlines() if t.startswith("Left out: experiments/frontier/")]
-    assert "its point PPO b=0.05 was trained from another file than sft/model.npz" in line
+    assert "was made from earlier files of this folder (its point PPO b=0.05 was trained " \
+           "from files this run no longer holds)" in line, line
     followed = follow(line, work)
     assert followed.returncode == 0, followed.stderr[-3000:]
     proc = run(changed, work)

@@ -423,6 +423,9 @@ def test_a_run_a_live_process_holds_is_not_moved(tiny_run, tmp_path):
     with RunLock(runs / "tiny"), pytest.raises(PipelineError, match="tiny/.lock") as caught:
         set_aside(plan("tiny", seeds=1, runs_dir=str(runs)), str(runs), "tiny")
     assert (runs / "tiny" / "pipeline").is_dir()
+    assert str(caught.value).startswith(
+        f"the course would keep {runs / 'tiny'} aside (made with 7 threads), but the run "
+        f"folder {runs / 'tiny'} is in use by process {os.getpid()}")
     assert str(caught.value).endswith("wait for it to finish")  # the course has no --name
     # nor while an experiment runs inside it (an experiment holds its folder's lock)
     inside = runs / "tiny" / "experiments" / "rlaif" / "seed0"

@@ -349,6 +349,11 @@ def test_a_frontier_point_at_the_base_runs_settings_is_that_run(tiny_run, monkey
     try:
         row = frontier.run_point(ctx, "PPO b=0.05", "ppo", {"beta": 0.05})
         assert row["shared_with"] == str(ctx.base / "ppo")
+        config = COMMANDS["ppo"].config(**row["settings"])
+        assert frontier.same_point("ppo", row, config, blas_threads())  # its inputs' digests
+        # a shared point saved before they were kept is read again, not taken on its paths
+        assert not frontier.same_point("ppo", {k: v for k, v in row.items() if k != "inputs"},
+                                       config, blas_threads())
         record = json.loads((ctx.base / "pipeline" / "ppo.json").read_text())
         assert row["seconds"] == record["seconds"]
         assert not (ctx.out / "PPO_b0.05" / "model.npz").exists()  # nothing trained

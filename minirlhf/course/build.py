@@ -47,7 +47,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from minirlhf.config import ConfigError, check_range, minirlhf_command
+from minirlhf.config import ConfigError, check_range
 from minirlhf.files import read_cache
 from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.machine import THREAD_VARIABLES, cores
@@ -188,13 +188,10 @@ def estimate_minutes(jobs: list[Job], workers: int, quick: bool) -> float:
 def pipeline_run(name: str, preset: str, runs_dir: str, seed: int = 0) -> None:
     """The pipeline's run ``runs/<name>`` with ``seed`` (it resumes stage by stage), marked as
     the course's: ``pipeline`` with other settings does not train over it then."""
-    from minirlhf.pipeline import COURSE_MARK, PipelineConfig, mark_as_course_run, run_pipeline
+    from minirlhf.pipeline import PipelineConfig, run_pipeline
 
-    root = Path(runs_dir) / name
-    (root / "pipeline" / COURSE_MARK).unlink(missing_ok=True)  # the course trains its own run
     run_pipeline(PipelineConfig(name=name, preset=preset, runs_dir=runs_dir, seed=seed,
-                                progress=False))
-    mark_as_course_run(root)
+                                progress=False), course=True)
 
 
 def scratchpad_route(name: str, quick: bool, runs_dir: str, seed: int = 0) -> None:
@@ -293,13 +290,13 @@ def still_the_course_run(job: Job, threads: int, mark: bool = True) -> bool:
     root = Path(config.runs_dir) / config.name
     changed = stages_to_run(config, threads)
     if changed:
-        log.warning("%s: its %s stage%s no longer hold%s the course's settings (pipeline "
-                    "--force with others); the course trains %s again", root,
-                    ", ".join(changed), "s" * (len(changed) > 1), "s" * (len(changed) == 1),
-                    "them" if len(changed) > 1 else "it")
+        many = len(changed) > 1
+        log.warning("%s: the record of its %s stage%s is missing or says other settings "
+                    "(pipeline --force with others, say); the course trains %s again", root,
+                    ", ".join(changed), "s" * many, "them" if many else "it")
         return False
     if mark and not (root / "pipeline" / COURSE_MARK).exists():
-        mark_as_course_run(root)
+        mark_as_course_run(config, threads)
     return True
 
 
@@ -424,8 +421,8 @@ def set_aside(jobs: list[Job], runs_dir: str, base: str, threads: int = THREADS,
     moves, the records of the jobs outside what moved come back; the records of the jobs to
     run are removed."""
     from minirlhf.experiments import KEPT_APART, ExperimentConfig, made_with_other_threads
-    from minirlhf.pipeline import other_thread_count
-    from minirlhf.records import Owner
+    from minirlhf.pipeline import other_thread_count, pipeline_command
+    from minirlhf.records import Owner, PipelineError
 
     asides: list[Aside] = []
     for job in jobs:
@@ -453,18 +450,21 @@ def set_aside(jobs: list[Job], runs_dir: str, base: str, threads: int = THREADS,
         # a live run's folder is not moved (nor one an experiment inside it is running in):
         # the error names the holder
         for lock in sorted(folder.rglob(".lock")) if whole else [folder / ".lock"]:
-            if lock.exists():
-                Owner.read(lock).stale_because(lock, instead="")
+            try:
+                if lock.exists():
+                    Owner.read(lock).stale_because(lock, instead="")
+            except PipelineError as e:
+                made = f"made with {count} threads" if count else "which the course did not make"
+                raise PipelineError(f"the course would keep {folder} aside ({made}), but {e}"
+                                    ) from None
         name = (f"{folder.name}-kept" if count == 0 else f"{folder.name}-threads{count}"
                 if whole else f"threads{count}")
         kept, k = (folder.with_name(name) if whole else folder / name), 1
         while kept.exists() or any(a.kept == kept for a in asides):
             k += 1
             kept = kept.with_name(f"{name}-{k}")
-        reuse = minirlhf_command(  # a count this machine can run
-            "pipeline", "--preset", args["preset"], "--name", kept.name, "--runs-dir",
-            str(kept.parent), *(("--seed", str(args["seed"])) if args.get("seed") else ()),
-            env={THREAD_VARIABLES[0]: str(count)}
+        reuse = pipeline_command(  # a count this machine can run
+            args["preset"], kept.name, kept.parent, args.get("seed", 0), threads=count
         ) if job.call.endswith(":pipeline_run") and count <= cores() else ""
         asides.append(Aside(job.name, folder, kept, count, whole, reuse))
     gone = {a.job for a in asides} | {j.name for j in jobs if _inside(j, asides)}

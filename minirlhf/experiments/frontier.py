@@ -134,6 +134,7 @@ def run_point(ctx: Context, label: str, stage: str, settings: dict[str, Any]) ->
     shared = find_run(ctx.base, stage, config, threads)
     if shared is not None and all(k in shared.figures for k in JUDGED):  # the very run
         row = {"label": label, "stage": stage, "settings": full, "threads": threads,
+               "inputs": input_digests(stage, config),
                **{k: shared.figures[k] for k in JUDGED}, "seconds": shared.seconds,
                "shared_with": str(shared.folder)}
         _write(saved, row)
@@ -163,6 +164,8 @@ def same_point(stage: str, kept: dict[str, Any], config: Any, threads: int) -> b
     if kept.get("threads") != threads \
             or run_settings(stage, theirs) != run_settings(stage, config):
         return False
+    if "shared_with" in kept and "inputs" not in kept:
+        return False  # read from a run before reads kept digests: read again (find_run)
     saved = kept.get("inputs", {})  # by content; by path for an input saved before its digest
     return all(saved[f] == digest if f in saved else
                Path(getattr(theirs, f)).resolve() == Path(getattr(config, f)).resolve()
