@@ -800,10 +800,10 @@ def cmd_course(args: argparse.Namespace) -> int:
         build,
         estimate_minutes,
         fingerprints,
+        finished,
         is_done,
         plan,
         set_aside,
-        still_the_course_run,
     )
 
     check_range("course", "--workers", args.workers, "[1, 64]")  # --plan's estimate too
@@ -827,10 +827,9 @@ def cmd_course(args: argparse.Namespace) -> int:
                                  is_done(j, prints[j.name], args.runs_dir, args.preset))
         for a in asides:
             print(aside_line(a, THREADS, will=True))
-        finished = [j for j in jobs if j.name not in gone
-                    and is_done(j, prints[j.name], args.runs_dir, args.preset)
-                    and still_the_course_run(j, THREADS, mark=False)]
-        show([j for j in jobs if j not in finished], finished, args.workers)
+        done = finished(jobs, prints, args.runs_dir, args.preset, THREADS, gone, mark=False)
+        finished_jobs = [j for j in jobs if j.name in done]
+        show([j for j in jobs if j not in finished_jobs], finished_jobs, args.workers)
         return 0
     _logging(args)
     client, executor, workers = _executor(args.executor, args.workers)

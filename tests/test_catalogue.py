@@ -641,10 +641,12 @@ def test_other_settings_do_not_train_over_the_course_s_run(tmp_path, work):
     from minirlhf.course.build import build, plan
 
     runs = tmp_path / "runs"
-    (job,) = [j for j in plan("tiny", seeds=1, runs_dir=str(runs)) if j.name == "pipeline"]
-    assert build([job], base="tiny", runs_dir=str(runs), workers=1, progress=False).done \
-        == ["pipeline"]
+    jobs = [j for j in plan("tiny", seeds=1, runs_dir=str(runs))
+            if j.name in ("pipeline", "rlaif:seed0")]  # a run, and an experiment that reads it
+    assert sorted(build(jobs, base="tiny", runs_dir=str(runs), workers=1,
+                        progress=False).done) == ["pipeline", "rlaif:seed0"]
     root = runs / "tiny"
+    rlaif = (root / "experiments" / "rlaif" / "seed0" / "results.json").read_bytes()
     summary = json.loads((root / "summary.json").read_text())
     one = dict(ENV, MINIRLHF_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
                MKL_NUM_THREADS="1")  # the course's count
@@ -676,9 +678,18 @@ def test_other_settings_do_not_train_over_the_course_s_run(tmp_path, work):
     assert not (root / "pipeline" / "course.json").exists()
     assert json.loads((root / "summary.json").read_text())["policies"]["dpo"] \
         != summary["policies"]["dpo"]
-    back = build([job], base="tiny", runs_dir=str(runs), workers=1, progress=False)
-    assert back.done == ["pipeline"] and (root / "pipeline" / "course.json").is_file()
+    plan_now = run(["course", "--preset", "tiny", "--runs-dir", str(runs), "--plan"], work,
+                   env=one)
+    assert "its dpo stage is missing or says other settings (pipeline --force with others, " \
+        "say); the course trains it again" in plan_now.stderr, plan_now.stderr[-3000:]
+    assert re.search(r"\n  pipeline +to run", plan_now.stdout), plan_now.stdout
+    back = build(jobs, base="tiny", runs_dir=str(runs), workers=1, progress=False)
+    # the run trained back, and the experiment that reads it run again: its results, made
+    # from the very files it reads (dpo's policy is not among them), read back as they were
+    assert sorted(back.done) == ["pipeline", "rlaif:seed0"]
+    assert (root / "pipeline" / "course.json").is_file()
     assert json.loads((root / "summary.json").read_text())["policies"] == summary["policies"]
+    assert (root / "experiments" / "rlaif" / "seed0" / "results.json").read_bytes() == rlaif
 
 
 def test_an_experiment_of_another_thread_count_is_refused_unless_forced(finished, tmp_path,

@@ -300,6 +300,34 @@ def test_an_experiment_holds_its_folder_while_it_runs(tiny_run, tmp_path):
     assert r.numbers["quick"] is True
 
 
+def test_saved_results_are_reused_only_on_the_base_files_they_read(tiny_run, tmp_path):
+    """``reuse``: an experiment's results.json is returned as it is while the base run's files
+    it read are the very files (by content); made from other files (the pipeline trained a
+    stage again since), the experiment runs again."""
+    import shutil
+
+    from minirlhf.experiments import base_digests
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run[0] / "tiny", runs / "tiny",
+                    ignore=shutil.ignore_patterns("experiments"))
+    config = ExperimentConfig(name="rlaif", base="tiny", runs_dir=str(runs), quick=True,
+                              reuse=True)
+    first = run_experiment(config)
+    saved = runs / "tiny" / "experiments" / "rlaif" / "results.json"
+    numbers = json.loads(saved.read_text())
+    assert numbers["base_files"] == base_digests(runs / "tiny", ("sft", "preferences",
+                                                                 "reward"))
+    assert run_experiment(config).seconds == 0.0  # read back
+    saved.write_text(json.dumps({**numbers, "base_files": {**numbers["base_files"],
+                                                           "sft": "an earlier policy"}}))
+    again = run_experiment(config)
+    assert again.seconds > 0 and json.loads(saved.read_text())["base_files"] == \
+        numbers["base_files"]
+    assert {k: v for k, v in again.numbers.items() if k != "seconds"} == \
+        {k: v for k, v in first.numbers.items() if k != "seconds"}  # the same base: same run
+
+
 def test_a_frontier_point_is_read_back_however_its_runs_folder_is_written(
         tiny_run, quick_experiment, monkeypatch):
     """The course gives the runs folder one way, the ``frontier`` command another (absolute,

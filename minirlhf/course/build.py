@@ -300,6 +300,23 @@ def still_the_course_run(job: Job, threads: int, mark: bool = True) -> bool:
     return True
 
 
+def finished(jobs: list[Job], prints: dict[str, str], runs_dir: str, base: str, threads: int,
+             gone: set[str], mark: bool = True) -> set[str]:
+    """The jobs done already: their records say so (``is_done``), their files were not kept
+    aside (``gone``), and a pipeline run still holds what the course made
+    (``still_the_course_run``; ``mark``: mark one the course made before it marked its runs).
+    The jobs that read a run the course trains back run again too: each finds its own results
+    still good, by their inputs' contents, or makes them again."""
+    done = {j.name for j in jobs if j.name not in gone
+            and is_done(j, prints[j.name], runs_dir, base)}
+    again = {j.name for j in jobs if j.name in done and not still_the_course_run(j, threads,
+                                                                                mark)}
+    for j in jobs:  # in plan order: a job after the jobs it reads
+        if again.intersection(j.needs):
+            again.add(j.name)
+    return done - again
+
+
 def record_path(runs_dir: str, base: str, job: Job) -> Path:
     return Path(runs_dir) / base / "course" / f"{job.name.replace(':', '_')}.json"
 
@@ -352,8 +369,7 @@ def build(jobs: list[Job], base: str, runs_dir: str = "runs", workers: int = 2,
     asides, gone = set_aside(jobs, runs_dir, base, threads,
                              done=lambda j: is_done(j, prints[j.name], runs_dir, base))
     result = CourseResult()
-    done = {j.name for j in jobs if j.name not in gone
-            and is_done(j, prints[j.name], runs_dir, base) and still_the_course_run(j, threads)}
+    done = finished(jobs, prints, runs_dir, base, threads, gone)
     result.reused = [j.name for j in jobs if j.name in done]
     pending = [j for j in jobs if j.name not in done]
     if on_start is not None:

@@ -70,9 +70,10 @@ from minirlhf.experiments.common import (
     check_base,
 )
 from minirlhf.files import read_cache, read_json
-from minirlhf.lm.checkpoint import atomic_write
+from minirlhf.lm.checkpoint import atomic_write, file_digest
 from minirlhf.machine import blas_threads
 from minirlhf.records import RunLock
+from minirlhf.registry import output_path
 
 # The registry: an experiment is one file with a ``run(ctx)`` and one line here. A module may
 # say which base run it starts from (BASE, default "default"), which of that run's stages it
@@ -155,25 +156,35 @@ def run_experiment(config: ExperimentConfig) -> ExperimentResult:
     check_experiment(config)
     t0 = time.time()
     module = EXPERIMENTS[config.name]
-    ctx = Context(config, getattr(module, "NEEDS", ("sft", "preferences", "reward")),
-                  getattr(module, "ROUTE", None))
+    needs = getattr(module, "NEEDS", ("sft", "preferences", "reward"))
+    ctx = Context(config, needs, getattr(module, "ROUTE", None))
     saved = ctx.out / "results.json"
     threads = blas_threads()  # another count trains another model: not reused
+    read = base_digests(ctx.base, needs)  # what it reads of the base run, by content
     # one process at a time in the folder (the course keeps aside no folder a live run holds)
     with RunLock(ctx.out, instead=""):
         numbers = read_cache(saved, log, "running the experiment again") if config.reuse \
             else None
         if numbers is not None:
             if (numbers.get("quick"), numbers.get("seed")) == (config.quick, config.seed) and (
-                    config.any_threads or numbers.get("threads") == threads):
+                    config.any_threads or numbers.get("threads") == threads) \
+                    and numbers.get("base_files", read) == read:  # none kept: before they were
                 plots = sorted(str(p) for p in ctx.out.glob("*.png"))
                 return ExperimentResult(config.name, numbers, plots, str(ctx.out), 0.0)
         numbers, plots = module.run(ctx)
         numbers["seconds"] = round(time.time() - t0, 1)
         numbers["quick"], numbers["seed"], numbers["threads"] = config.quick, config.seed, \
             threads
+        numbers["base_files"] = read
         ctx.save(numbers)
     return ExperimentResult(config.name, numbers, plots, str(ctx.out), time.time() - t0)
+
+
+def base_digests(base: Path, needs: tuple[str, ...]) -> dict[str, str]:
+    """The SHA-256 of each file the experiment reads of the base run (``needs``: the stages
+    whose outputs it reads), by stage: its results are reused only on these very files."""
+    return {stage: file_digest(path) for stage in needs
+            if (path := Path(output_path(stage, base))).is_file()}
 
 
 def run_experiment_seeds(config: ExperimentConfig, n: int) -> dict:
@@ -212,7 +223,8 @@ def summarize_seeds(config: ExperimentConfig, seeds: list[int],
                                  f"{r.get('threads')}; expected seed {s}, quick "
                                  f"{config.quick}, the other seeds' thread count")
     # "run_seeds": an experiment's results may have a figure of their own named "seeds"
-    numbers = {**nested_over_seeds(results), "run_seeds": seeds}
+    numbers = {**nested_over_seeds([{k: v for k, v in r.items() if k != "base_files"}
+                                    for r in results]), "run_seeds": seeds}
     data = (json.dumps(numbers, indent=2, sort_keys=True) + "\n").encode()
     atomic_write(folder / "seeds.json", lambda f: f.write(data))
     numbers["path"] = str(folder / "seeds.json")
