@@ -248,7 +248,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if "table" in r.numbers:  # the frontier: its table says it all
         print(r.numbers["table"])
     else:
-        shown = {k: v for k, v in r.numbers.items() if k not in ("best_of_n", "ppo")}
+        shown = {k: v for k, v in r.numbers.items()
+                 if k not in ("best_of_n", "ppo", "base_files")}
         print(json.dumps(shown, indent=2, sort_keys=True, default=str)[:6000])
     print(f"\n{r.name}: {r.seconds:.0f} s; results: {r.out_dir}/results.json; plots: "
           f"{', '.join(r.plots)}")
@@ -811,13 +812,18 @@ def cmd_course(args: argparse.Namespace) -> int:
     require_folder_path(args.runs_dir, "--runs-dir")
     jobs = plan(args.preset, args.seeds, args.runs_dir)
 
-    def show(to_run, finished, workers):
+    def show(to_run, finished, checked, workers):
+        # checked: jobs that run to read their results back (about no time) or make them again
+        trained = [j for j in to_run if j not in checked]
         print(f"course: {len(jobs)} jobs for --seeds {args.seeds} in "
               f"{Path(args.runs_dir) / args.preset}: {len(finished)} done, {len(to_run)} to "
-              f"run on {workers} worker(s) of one thread, about "
-              f"{estimate_minutes(to_run, workers, args.preset == 'tiny'):.0f} min")
+              f"run on {workers} worker(s) of one thread"
+              + (f" ({len(checked)} to check their results against a run trained back)"
+                 if checked else "")
+              + f", about {estimate_minutes(trained, workers, args.preset == 'tiny'):.0f} min")
         for j in jobs:
-            print(f"  {j.name:<28}{'done' if j in finished else 'to run':<8}"
+            state = "done" if j in finished else "to check" if j in checked else "to run"
+            print(f"  {j.name:<28}{state:<9}"
                   + (f"after {', '.join((*j.needs, *j.after))}" if j.needs or j.after
                      else ""))
 
@@ -827,9 +833,10 @@ def cmd_course(args: argparse.Namespace) -> int:
                                  is_done(j, prints[j.name], args.runs_dir, args.preset))
         for a in asides:
             print(aside_line(a, THREADS, will=True))
-        done = finished(jobs, prints, args.runs_dir, args.preset, THREADS, gone, mark=False)
-        finished_jobs = [j for j in jobs if j.name in done]
-        show([j for j in jobs if j not in finished_jobs], finished_jobs, args.workers)
+        done, again = finished(jobs, prints, args.runs_dir, args.preset, THREADS, gone,
+                               mark=False)
+        show([j for j in jobs if j.name not in done], [j for j in jobs if j.name in done],
+             [j for j in jobs if j.name in again], args.workers)
         return 0
     _logging(args)
     client, executor, workers = _executor(args.executor, args.workers)
@@ -837,7 +844,7 @@ def cmd_course(args: argparse.Namespace) -> int:
     try:
         r = build(jobs, base=args.preset, runs_dir=args.runs_dir, workers=workers,
                   executor=executor, progress=not args.quiet,
-                  on_start=lambda to_run, finished: show(to_run, finished, workers))
+                  on_start=lambda to_run, done, checked: show(to_run, done, checked, workers))
     finally:
         if client is not None:
             client.close()
@@ -894,7 +901,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
         jobs = C.needed_jobs(chosen, args.preset, args.seeds, runs_dir)
         r = build(jobs, base=args.preset, runs_dir=runs_dir, workers=workers,
                   progress=not args.quiet, threads=args.threads,
-                  on_start=lambda to_run, done: print(
+                  on_start=lambda to_run, done, _: print(
                       f"claims: {len(chosen)} claims read {len(jobs)} runs in "
                       f"{Path(runs_dir) / args.preset}: {len(done)} done, {len(to_run)} to run "
                       f"on {workers} worker(s) of {args.threads} thread(s)"))

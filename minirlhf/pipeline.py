@@ -331,10 +331,10 @@ def run_pipeline(config: PipelineConfig,
                                 "the run of one seed a --name of its own")
         found = _records(root)
         if not course:
-            keep_the_course_run(root, config, cfgs)
+            keep_the_course_run(root, config, cfgs, threads)
         refuse_other_threads(root, threads, config.force, found)
         log.info("run folder %s", root.absolute())
-        remove_half_written(root)
+        remove_half_written(root, [root / "pipeline", *(root / name for name in STAGES)])
         if estimate:
             announce(estimate_seconds(config, cfgs, to_run(config, cfgs, found, prints)))
         for i, name in enumerate(STAGES):
@@ -448,12 +448,14 @@ def mark_as_course_run(config: PipelineConfig, threads: int) -> None:
         "fingerprints": fingerprints(stage_configs(config), root, threads)})
 
 
-def keep_the_course_run(root: Path, config: PipelineConfig, cfgs: dict[str, Any]) -> None:
+def keep_the_course_run(root: Path, config: PipelineConfig, cfgs: dict[str, Any],
+                        threads: int) -> None:
     """Other settings do not train a stage again over the run the course made (the chapters
     and the claims read it): one line, before any work, naming the command that makes a run
     of its own. With ``--force`` they do, and the run is the course's no more (``course``
     trains its stages back: ``stages_to_run``). Another thread count alone is
-    ``refuse_other_threads``'s to say."""
+    ``refuse_other_threads``'s to say (forced, the run is the course's no more either: the
+    course keeps it aside)."""
     mark = root / "pipeline" / COURSE_MARK
     try:
         made = json.loads(mark.read_text())
@@ -462,6 +464,9 @@ def keep_the_course_run(root: Path, config: PipelineConfig, cfgs: dict[str, Any]
     except (OSError, ValueError, TypeError, KeyError):  # no mark (or none it can read)
         return
     changed = [s for s in STAGES if mine[s] != theirs.get(s)]
+    if config.force and not changed and threads != then:
+        mark.unlink()  # trained again with another count: another run than the course's
+        return
     if not changed:
         return
     which = f"its {', '.join(changed)} stage{'s' * (len(changed) > 1)}"

@@ -112,13 +112,11 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
-def remove_half_written(root: Path, skip: tuple[str, ...] = ("experiments", "course")) -> None:
-    """Delete the temporary files (``atomic_write``'s) a run killed while writing left, outside
-    the folders of ``skip``, which other processes write while this one runs (an experiment,
-    holding its own lock; the course's records of its jobs)."""
-    for tmp in root.rglob(".*.tmp"):
-        if tmp.relative_to(root).parts[0] in skip:
-            continue
+def remove_half_written(root: Path, folders: list[Path]) -> None:
+    """Delete the temporary files (``atomic_write``'s) a run killed while writing left in
+    ``root`` itself and in ``folders`` (its own: other processes write the run's other folders
+    while it runs, an experiment, the course's records, the claims)."""
+    for tmp in [*root.glob(".*.tmp"), *(t for f in folders for t in f.rglob(".*.tmp"))]:
         log.info("removing %s, left by a run that was killed while writing it", tmp)
         tmp.unlink()
 

@@ -18,7 +18,7 @@ from minirlhf.config import minirlhf_command
 from minirlhf.evaluation import POLICY_TABLE_HEADER, policy_row, seed_interval, with_interval
 from minirlhf.files import read_cache
 from minirlhf.lm.checkpoint import atomic_write, file_digest
-from minirlhf.machine import THREAD_VARIABLES, blas_threads
+from minirlhf.machine import THREAD_VARIABLES, blas_threads, cores
 from minirlhf.plots import plot_points_with_intervals, plot_reward_vs_kl
 from minirlhf.registry import STAGES, output_path, policy_stages
 from minirlhf.world.preference_data import NO_GOLD
@@ -136,15 +136,17 @@ def _every_method(root: Path) -> list[str]:
         return []
     earlier = _earlier_point(root, numbers)
     if earlier is not None:  # the pipeline trained a stage again since (--force, --set)
+        count = numbers.get("threads", blas_threads())  # its own count, where this machine
+        runs = count <= cores()  # can run it: otherwise --force, with this process's count
         again = minirlhf_command(
             "frontier", "--base", root.name, "--runs-dir", str(root.parent.absolute()),
-            *(["--quick"] if numbers.get("quick") else []),
-            env={THREAD_VARIABLES[0]: str(numbers.get("threads", blas_threads()))})
+            *(["--quick"] if numbers.get("quick") else []), *([] if runs else ["--force"]),
+            env={THREAD_VARIABLES[0]: str(count)} if runs else None)
         return ["## Every method on one frontier", "",
                 f"Left out: experiments/frontier/ was made from earlier files of this folder "
                 f"(its point {earlier} was trained from files this run no longer holds). "
-                f"{again} makes it again from this run's; then the same pipeline command adds "
-                "it here.", ""]
+                f"{again} makes it again from this run's; then the pipeline's command once "
+                "more (without --force) adds it here.", ""]
     return ["## Every method on one frontier", "",
             f"From `python -m minirlhf frontier` ({numbers.get('points_seconds', 0):.0f} s of "
             "training and evaluation over its points; each point is kept in its own folder with "

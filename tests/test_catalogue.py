@@ -639,6 +639,7 @@ def test_other_settings_do_not_train_over_the_course_s_run(tmp_path, work):
     run of its own (followed: a run beside it); --force replaces it, and the course then
     trains the changed stage back, to the very figures it had."""
     from minirlhf.course.build import build, plan
+    from minirlhf.machine import cores
 
     runs = tmp_path / "runs"
     jobs = [j for j in plan("tiny", seeds=1, runs_dir=str(runs))
@@ -663,8 +664,9 @@ def test_other_settings_do_not_train_over_the_course_s_run(tmp_path, work):
         f"own, `python -m minirlhf pipeline --preset tiny --name tiny-mine --runs-dir "
         f"{runs.absolute()} --set dpo.beta=0.2`, or add --force to replace it")
     assert files(runs) == before and proc.stdout == ""  # nothing done, not even the estimate
-    default = run(changed, work)  # in a shell of the default count: the same line (the
-    assert default.returncode == 2 and default.stderr.strip() == line  # settings come first)
+    if cores() > 1:  # in a shell of two threads, the pipeline's default: the same line (the
+        two = run(changed, work, env=dict(one, MINIRLHF_THREADS="2"))  # settings come first)
+        assert two.returncode == 2 and two.stderr.strip() == line, two.stderr
     followed = follow(line, work, env=one)
     assert followed.returncode == 0, followed.stderr[-3000:]
     mine = json.loads((runs / "tiny-mine" / "pipeline" / "dpo.json").read_text())
@@ -683,6 +685,7 @@ def test_other_settings_do_not_train_over_the_course_s_run(tmp_path, work):
     assert "its dpo stage is missing or says other settings (pipeline --force with others, " \
         "say); the course trains it again" in plan_now.stderr, plan_now.stderr[-3000:]
     assert re.search(r"\n  pipeline +to run", plan_now.stdout), plan_now.stdout
+    assert re.search(r"\n  rlaif:seed0 +to check", plan_now.stdout), plan_now.stdout
     back = build(jobs, base="tiny", runs_dir=str(runs), workers=1, progress=False)
     # the run trained back, and the experiment that reads it run again: its results, made
     # from the very files it reads (dpo's policy is not among them), read back as they were
@@ -690,6 +693,13 @@ def test_other_settings_do_not_train_over_the_course_s_run(tmp_path, work):
     assert (root / "pipeline" / "course.json").is_file()
     assert json.loads((root / "summary.json").read_text())["policies"] == summary["policies"]
     assert (root / "experiments" / "rlaif" / "seed0" / "results.json").read_bytes() == rlaif
+    mark = root / "pipeline" / "course.json"
+    mark.write_text('{"made by": "python -m minirlhf course"}\n')  # a mark of 1988f67's
+    assert build(jobs, base="tiny", runs_dir=str(runs), workers=1, progress=False).done == []
+    assert set(json.loads(mark.read_text())) == {"made by", "threads", "fingerprints"}
+    if cores() > 1:  # made again with another count: the course's run no more
+        forced = run([*pipeline(runs), "--force"], work, env=dict(one, MINIRLHF_THREADS="2"))
+        assert forced.returncode == 0 and not mark.exists(), forced.stderr[-3000:]
 
 
 def test_an_experiment_of_another_thread_count_is_refused_unless_forced(finished, tmp_path,

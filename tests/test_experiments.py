@@ -300,6 +300,28 @@ def test_an_experiment_holds_its_folder_while_it_runs(tiny_run, tmp_path):
     assert r.numbers["quick"] is True
 
 
+def test_a_run_s_input_files_are_those_its_settings_read(tiny_run):
+    """``input_digests``: the files a stage's settings read, by content: online DPO labelled by
+    a reward model reads that model (not the preference file); offline DPO reads the
+    preference file, not a reward model; GRPO on the verifier reads no reward model."""
+    from minirlhf.experiments.common import input_digests
+    from minirlhf.lm.checkpoint import file_digest
+    from minirlhf.registry import COMMANDS
+
+    run = tiny_run[0] / "tiny"
+    sft, prefs = run / "sft" / "model.npz", run / "preferences" / "preferences.jsonl"
+    reward = run / "reward" / "model.npz"
+    online = COMMANDS["dpo"].config(init=str(sft), preferences=str(prefs), online_rounds=2,
+                                    labeler="reward_model", reward_model=str(reward))
+    assert input_digests("dpo", online) == {"init": file_digest(sft),
+                                            "reward_model": file_digest(reward)}
+    offline = COMMANDS["dpo"].config(init=str(sft), preferences=str(prefs))
+    assert input_digests("dpo", offline) == {"preferences": file_digest(prefs),
+                                             "init": file_digest(sft)}
+    grpo = COMMANDS["grpo"].config(init=str(sft), reward="verifier")
+    assert input_digests("grpo", grpo) == {"init": file_digest(sft)}
+
+
 def test_saved_results_are_reused_only_on_the_base_files_they_read(tiny_run, tmp_path):
     """``reuse``: an experiment's results.json is returned as it is while the base run's files
     it read are the very files (by content); made from other files (the pipeline trained a

@@ -291,30 +291,34 @@ def still_the_course_run(job: Job, threads: int, mark: bool = True) -> bool:
     changed = stages_to_run(config, threads)
     if changed:
         many = len(changed) > 1
-        log.warning("%s: the record of its %s stage%s is missing or says other settings "
+        log.warning("%s: the record%s of its %s stage%s %s missing or say%s other settings "
                     "(pipeline --force with others, say); the course trains %s again", root,
-                    ", ".join(changed), "s" * many, "them" if many else "it")
+                    "s" * many, ", ".join(changed), "s" * many, "are" if many else "is",
+                    "" if many else "s", "them" if many else "it")
         return False
-    if mark and not (root / "pipeline" / COURSE_MARK).exists():
-        mark_as_course_run(config, threads)
+    held = read_cache(root / "pipeline" / COURSE_MARK, log, "marking the run again")
+    if mark and not (isinstance(held, dict) and "fingerprints" in held):
+        mark_as_course_run(config, threads)  # none yet, or one written before it held them
     return True
 
 
 def finished(jobs: list[Job], prints: dict[str, str], runs_dir: str, base: str, threads: int,
-             gone: set[str], mark: bool = True) -> set[str]:
+             gone: set[str], mark: bool = True) -> tuple[set[str], set[str]]:
     """The jobs done already: their records say so (``is_done``), their files were not kept
     aside (``gone``), and a pipeline run still holds what the course made
     (``still_the_course_run``; ``mark``: mark one the course made before it marked its runs).
     The jobs that read a run the course trains back run again too: each finds its own results
-    still good, by their inputs' contents, or makes them again."""
+    still good, by their inputs' contents, or makes them again. Returns (the jobs done, the
+    jobs run again to check their results)."""
     done = {j.name for j in jobs if j.name not in gone
             and is_done(j, prints[j.name], runs_dir, base)}
-    again = {j.name for j in jobs if j.name in done and not still_the_course_run(j, threads,
-                                                                                mark)}
+    changed = {j.name for j in jobs if j.name in done and not still_the_course_run(j, threads,
+                                                                                  mark)}
+    again = set(changed)
     for j in jobs:  # in plan order: a job after the jobs it reads
         if again.intersection(j.needs):
             again.add(j.name)
-    return done - again
+    return done - again, (again - changed) & done
 
 
 def record_path(runs_dir: str, base: str, job: Job) -> Path:
@@ -357,23 +361,24 @@ def _own_pool(workers: int, threads: int) -> Iterator[Callable[[], ProcessPoolEx
 
 def build(jobs: list[Job], base: str, runs_dir: str = "runs", workers: int = 2,
           executor: Executor | None = None, progress: bool = True,
-          on_start: Callable[[list[Job], list[Job]], None] | None = None,
+          on_start: Callable[[list[Job], list[Job], list[Job]], None] | None = None,
           threads: int = THREADS) -> CourseResult:
     """Run every job not yet done, each as soon as the jobs it needs are done, ``workers`` at
     a time in processes of ``threads`` threads each (or on ``executor``, e.g. a Dask
-    cluster's). ``on_start(to_run, done)`` is called before any work (the command prints the
-    plan)."""
+    cluster's). ``on_start(to_run, done, checked)`` is called before any work (the command
+    prints the plan; ``checked``: the jobs of ``to_run`` that run to check their results)."""
     if not 1 <= workers <= 64:
         raise ConfigError(f"course: --workers must be in [1, 64], got {workers}")
     prints = fingerprints(jobs, threads)
     asides, gone = set_aside(jobs, runs_dir, base, threads,
                              done=lambda j: is_done(j, prints[j.name], runs_dir, base))
     result = CourseResult()
-    done = finished(jobs, prints, runs_dir, base, threads, gone)
+    done, checked = finished(jobs, prints, runs_dir, base, threads, gone)
     result.reused = [j.name for j in jobs if j.name in done]
     pending = [j for j in jobs if j.name not in done]
     if on_start is not None:
-        on_start(pending, [j for j in jobs if j.name in done])
+        on_start(pending, [j for j in jobs if j.name in done],
+                 [j for j in jobs if j.name in checked])
     if not pending:
         return result
     with _own_pool(workers, threads) as own:

@@ -255,11 +255,12 @@ def input_fields(stage: str) -> tuple[str, ...]:
 
 
 def input_digests(stage: str, config: Any) -> dict[str, str]:
-    """The SHA-256 of each input file of ``config`` (the fields ``stage`` declares), by
-    setting: the same content is the same input wherever it lies, and however its path is
-    written (relative or absolute)."""
+    """The SHA-256 of each input file of ``config`` (the fields ``stage`` declares, but those
+    this config does not read, ``Stage.unused``), by setting: the same content is the same
+    input wherever it lies, and however its path is written (relative or absolute)."""
     out = {}
-    for field in input_fields(stage):
+    unused = set(COMMANDS[stage].unused(config))
+    for field in (f for f in input_fields(stage) if f not in unused):
         path = Path(getattr(config, field))
         out[field] = file_digest(path) if path.is_file() else "missing"
     return out
@@ -309,7 +310,8 @@ def find_run(base: Path, stage: str, config: Any, threads: int) -> StageRun | No
     if "missing" in inputs.values():
         return None
     for folder, row in _described_runs(base, stage):
-        if row.get("threads") != threads or row["inputs"] != inputs \
+        if row.get("threads") != threads \
+                or any(row["inputs"].get(f) != digest for f, digest in inputs.items()) \
                 or not (folder / "summary.json").exists():
             continue
         try:

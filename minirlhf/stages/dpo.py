@@ -307,6 +307,7 @@ STAGE = Stage(
     name="dpo", title="DPO", help="direct preference optimisation (offline, or online)",
     config=DPOConfig, run=train_dpo, record=record, show=show, policy=True,
     inputs={"preferences": "preferences", "init": "sft"},
+    files=("reward_model",),  # online rounds labelled by a reward model
     unused=lambda c: ((("preferences",) if c.online_rounds else ())
                       + (() if c.online_rounds and c.labeler == "reward_model"
                          else ("reward_model",))),
