@@ -135,9 +135,11 @@ def _stage_seeds(stage, config, n: int) -> int:
     return 0
 
 
-def _refuse_other_threads(config, seeds: list[int] | None, force: bool) -> None:
+def _refuse_other_threads(config, seeds: list[int] | None, force: bool,
+                          argv: Sequence[str] = ()) -> None:
     """An experiment's files made with another thread count are not replaced unless
-    ``force``: one line, before any work, naming how to reuse them or replace them."""
+    ``force``: one line, before any work, naming how to reuse them (``argv``: the command's
+    own words, run again with that count) or replace them."""
     from minirlhf.config import ConfigError
     from minirlhf.experiments import made_with_other_threads
     from minirlhf.machine import blas_threads
@@ -148,7 +150,8 @@ def _refuse_other_threads(config, seeds: list[int] | None, force: bool) -> None:
     if found is not None and not force:
         raise ConfigError(other_count_error(
             str(found[0]), found[1], threads, "it is made again to the same numbers",
-            f"train again with {threads}, replacing it"))
+            f"train again with {threads}, replacing it",
+            ["python", "-m", "minirlhf", *argv] if argv else ()))
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
@@ -228,8 +231,13 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     n = default_seeds(args.name, args.quick) if n is None else n
     check_range(f"experiment {args.name}", "--seeds", n, SEEDS_RANGE)
     check_experiment(config)  # its settings and the base run's files, before any work
+    same = [*(["frontier"] if args.command == "frontier" else ["experiment", args.name]),
+            "--base", base, "--runs-dir", str(Path(args.runs_dir).absolute()),
+            *(["--quick"] if args.quick else []), *(["--seed", str(args.seed)] if args.seed
+                                                    else []),
+            *(["--seeds", str(n)] if getattr(args, "seeds", None) is not None else [])]
     _refuse_other_threads(config, None if n == 1 else list(range(args.seed, args.seed + n)),
-                          args.force)
+                          args.force, same)
     announce({args.name: experiment_seconds(args.name, args.quick) * n},
              f"{n} seed{'s' * (n > 1)}", logging.getLogger("minirlhf.experiments"),
              "every finished seed" + (" and point" if args.name == "frontier" else ""))
@@ -609,7 +617,7 @@ def _add_pipeline_and_course(sub: Any) -> None:
     p.add_argument("--force", action="store_true",
                    help="redo stages that are already done (also a run made with another "
                         "thread count, which is refused otherwise)")
-    p.add_argument("--set", nargs="+", metavar="STAGE.KEY=VALUE",
+    p.add_argument("--set", nargs="+", action="extend", metavar="STAGE.KEY=VALUE",
                    help="override a stage's config, e.g. --set ppo.beta=0.1 sft.steps=100")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="log warnings only, no progress bars")
@@ -684,7 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
                            description=inspect.cleandoc(stage.run.__doc__ or ""),
                            epilog=settings_help(stage.config),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+        p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                        help=f"override {stage.config.__name__} fields, e.g. --set seed=1 "
                             "progress=false")
         p.add_argument("--seeds", type=int, default=1, metavar="N",
@@ -771,7 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=settings_help(EvaluateConfig),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("policy", metavar="POLICY", help="a policy's model.npz or Hugging Face folder")
-    p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+    p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="override EvaluateConfig fields (after POLICY), e.g. --set "
                         "task=arithmetic reference=runs/default/sft/model.npz seed=1 "
                         "samples_per_prompt=4")

@@ -40,7 +40,6 @@ from minirlhf.config import (
     check_range,
     check_settings,
     command_hint,
-    minirlhf_command,
     require_folder_path,
     require_inputs,
     require_own_folder,
@@ -332,7 +331,8 @@ def run_pipeline(config: PipelineConfig,
         found = _records(root)
         if not course:
             keep_the_course_run(root, config, cfgs, threads)
-        refuse_other_threads(root, threads, config.force, found)
+        refuse_other_threads(root, threads, config.force, found, pipeline_words(
+            config.preset, config.name, config.runs_dir, config.seed, config.overrides))
         log.info("run folder %s", root.absolute())
         remove_half_written(root, [root / "pipeline", *(root / name for name in STAGES)])
         if estimate:
@@ -394,21 +394,25 @@ def made_with(root: Path) -> int | None:
                  if r is not None and "blas_threads" in r), None)
 
 
-def other_count_error(what: str, then: int, threads: int, same: str, again: str) -> str:
+def other_count_error(what: str, then: int, threads: int, same: str, again: str,
+                      command: Sequence[str] = ()) -> str:
     """The one line for ``what`` made with ``then`` threads where this process has ``threads``:
     what that count does (``same``: it is reused, say) and how to run with it
-    (``threads_hint``), or ``--force``, which does ``again``."""
-    same = (f"with that count {same}: {threads_hint(then)}" if then <= cores()
+    (``threads_hint``: ``command``, the words of the command that met it, with that count),
+    or ``--force``, which does ``again``."""
+    same = (f"with that count {same}: {threads_hint(then, command)}" if then <= cores()
             else f"that count cannot run here ({threads_hint(then)})")
     return (f"{what} was made with {then} thread{'s' * (then != 1)}, this process has {threads}, "
             f"and results depend on the count; {same}; or add --force to {again}")
 
 
 def refuse_other_threads(root: Path, threads: int, force: bool,
-                         found: dict[str, dict[str, Any] | None] | None = None) -> None:
+                         found: dict[str, dict[str, Any] | None] | None = None,
+                         command: Sequence[str] = ()) -> None:
     """A run made with another BLAS thread count is not replaced unless ``force``: results
     depend on the count, so this process would train every stage again. One line, before any
-    work, naming how to reuse the run (the same count) or replace it (``--force``)."""
+    work, naming how to reuse the run (``command``, the one that met it, with that count) or
+    replace it (``--force``)."""
     found = found or _records(root)
     name = _first_run_with_other_threads(found, threads)
     if name is None:
@@ -420,18 +424,26 @@ def refuse_other_threads(root: Path, threads: int, force: bool,
         return
     raise PipelineError(other_count_error(
         f"{root}: its {name} stage", then, threads, "the run is reused",
-        f"train every stage again with {threads}, replacing the run"))
+        f"train every stage again with {threads}, replacing the run", command))
+
+
+def pipeline_words(preset: str, name: str, runs_dir: str | Path, seed: int = 0,
+                   overrides: Sequence[str] = (), seeds: int = 1) -> list[str]:
+    """The words of the command that runs the pipeline run ``runs_dir/name`` (``seeds``:
+    runs over that many seeds from ``seed``)."""
+    return ["python", "-m", "minirlhf", "pipeline", "--preset", preset, "--name", name,
+            "--runs-dir", str(Path(runs_dir).absolute()),
+            *(("--seed", str(seed)) if seed else ()), *(("--seeds", str(seeds)) if seeds > 1
+                                                        else ()),
+            *(("--set", *overrides) if overrides else ())]
 
 
 def pipeline_command(preset: str, name: str, runs_dir: str | Path, seed: int = 0,
                      overrides: Sequence[str] = (), threads: int | None = None) -> str:
     """The ``command_hint`` of the pipeline run ``runs_dir/name`` (``threads``: the count it
     is run with, set before it)."""
-    return minirlhf_command(
-        "pipeline", "--preset", preset, "--name", name, "--runs-dir",
-        str(Path(runs_dir).absolute()), *(("--seed", str(seed)) if seed else ()),
-        *(("--set", *overrides) if overrides else ()),
-        env=None if threads is None else {THREAD_VARIABLES[0]: str(threads)})
+    return command_hint(pipeline_words(preset, name, runs_dir, seed, overrides),
+                        env=None if threads is None else {THREAD_VARIABLES[0]: str(threads)})
 
 
 # In a run's pipeline/ folder: the course made this run (the chapters and the claims read it),
@@ -479,17 +491,23 @@ def keep_the_course_run(root: Path, config: PipelineConfig, cfgs: dict[str, Any]
                            config.overrides)
     raise PipelineError(f"{root}: the course made this run, which the chapters and the claims "
                         f"read, and these settings would train {which} again over it: give "
-                        f"this run a folder of its own, {own}, or add --force to replace it")
+                        f"this run a folder of its own, {own}, or add --force to train every "
+                        "stage again with these settings, replacing it")
 
 
-def threads_hint(count: int) -> str:
+def threads_hint(count: int, command: Sequence[str] = ()) -> str:
     """How to run again with ``count`` threads (what a run or a result made with that count
-    needs to be reused): the variable that wins over the others (``THREAD_VARIABLES``' first,
-    whatever else is set), as a ``command_hint``; or why it cannot be done on this machine."""
+    needs to be reused): ``command`` (its words) with the variable that wins over the others
+    (``THREAD_VARIABLES``' first, whatever else is set) before it, as a ``command_hint``
+    (without ``command``: the variable, for the same command); or why it cannot be done on
+    this machine."""
     if count > cores():
         return (f"this machine lets this process use {cores()} core(s), so it cannot run with "
                 f"{count} threads")
-    return (f"run the same command with {command_hint([], env={THREAD_VARIABLES[0]: str(count)})}"
+    env = {THREAD_VARIABLES[0]: str(count)}
+    if command:
+        return f"run {command_hint(list(command), env=env)}"
+    return (f"run the same command with {command_hint([], env=env)}"
             f" before it ({THREAD_VARIABLES[0]} wins over {', '.join(THREAD_VARIABLES[1:])})")
 
 
@@ -641,7 +659,9 @@ def run_seeds(config: PipelineConfig, n: int) -> SeedsResult:
             f"train every seed again with {blas_threads()}, replacing them")
     if not config.force:  # every seed's folder, before any work (--force: each seed's run
         for seed in seeds:  # says what it replaces)
-            refuse_other_threads(root / f"seed{seed}", blas_threads(), False)
+            refuse_other_threads(root / f"seed{seed}", blas_threads(), False, command=(
+                pipeline_words(config.preset, config.name, config.runs_dir, config.seed,
+                               config.overrides, seeds=n)))
     total: dict[str, float] = {}  # the whole run's estimate, before the first seed starts
     for seed in range(config.seed, config.seed + n):
         for stage, seconds in estimate_run(seed_config(seed)).items():

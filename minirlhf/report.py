@@ -142,11 +142,12 @@ def _every_method(root: Path) -> list[str]:
             "frontier", "--base", root.name, "--runs-dir", str(root.parent.absolute()),
             *(["--quick"] if numbers.get("quick") else []), *([] if runs else ["--force"]),
             env={THREAD_VARIABLES[0]: str(count)} if runs else None)
-        return ["## Every method on one frontier", "",
-                f"Left out: experiments/frontier/ was made from earlier files of this folder "
-                f"(its point {earlier} was trained from files this run no longer holds). "
-                f"{again} makes it again from this run's; then the pipeline's command once "
-                "more (without --force) adds it here.", ""]
+        why = (f"experiments/frontier/ was made from earlier files of this folder (its point "
+               f"{earlier} was trained from files this run no longer holds). {again} makes it "
+               "again from this run's; then the pipeline's command once more (without --force) "
+               "adds it here.")
+        log.warning("%s: report.md leaves out the frontier: %s", root, why)
+        return ["## Every method on one frontier", "", f"Left out: {why}", ""]
     return ["## Every method on one frontier", "",
             f"From `python -m minirlhf frontier` ({numbers.get('points_seconds', 0):.0f} s of "
             "training and evaluation over its points; each point is kept in its own folder with "

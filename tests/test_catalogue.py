@@ -638,7 +638,7 @@ def test_other_settings_do_not_train_over_the_course_s_run(tmp_path, work):
     the run the chapters and the claims read: refused in one line before any work, naming a
     run of its own (followed: a run beside it); --force replaces it, and the course then
     trains the changed stage back, to the very figures it had."""
-    from minirlhf.course.build import build, plan
+    from minirlhf.course.build import aside_line, build, plan, set_aside
     from minirlhf.machine import cores
 
     runs = tmp_path / "runs"
@@ -662,7 +662,8 @@ def test_other_settings_do_not_train_over_the_course_s_run(tmp_path, work):
         f"error: {root}: the course made this run, which the chapters and the claims read, and "
         "these settings would train its dpo stage again over it: give this run a folder of its "
         f"own, `python -m minirlhf pipeline --preset tiny --name tiny-mine --runs-dir "
-        f"{runs.absolute()} --set dpo.beta=0.2`, or add --force to replace it")
+        f"{runs.absolute()} --set dpo.beta=0.2`, or add --force to train every stage again "
+        "with these settings, replacing it")
     assert files(runs) == before and proc.stdout == ""  # nothing done, not even the estimate
     if cores() > 1:  # in a shell of two threads, the pipeline's default: the same line (the
         two = run(changed, work, env=dict(one, MINIRLHF_THREADS="2"))  # settings come first)
@@ -698,8 +699,14 @@ def test_other_settings_do_not_train_over_the_course_s_run(tmp_path, work):
     assert build(jobs, base="tiny", runs_dir=str(runs), workers=1, progress=False).done == []
     assert set(json.loads(mark.read_text())) == {"made by", "threads", "fingerprints"}
     if cores() > 1:  # made again with another count: the course's run no more
-        forced = run([*pipeline(runs), "--force"], work, env=dict(one, MINIRLHF_THREADS="2"))
+        forced = run([*changed, "--force"], work, env=dict(one, MINIRLHF_THREADS="2"))
         assert forced.returncode == 0 and not mark.exists(), forced.stderr[-3000:]
+        (aside,) = set_aside(jobs, str(runs), "tiny", move=False)[0]
+        # kept aside, with no command that would "read it again" on the preset's settings
+        assert aside_line(aside, 1) == (
+            f"{root} holds a pipeline run made with 2 threads and other settings than the "
+            f"preset's (its records in pipeline/ hold them): kept as {runs / 'tiny-threads2'}; "
+            "the course makes its own with 1")
 
 
 def test_an_experiment_of_another_thread_count_is_refused_unless_forced(finished, tmp_path,
@@ -1314,18 +1321,16 @@ def test_a_lock_of_another_host_is_refused_with_the_command_that_frees_it(finish
 # ------------------------------------------------- every hint, followed (class 6)
 def test_the_thread_count_hint_resumes_when_followed(finished, tmp_path, work):
     """With OPENBLAS_NUM_THREADS set in the shell, the hint once said 'set OMP_NUM_THREADS',
-    which OPENBLAS_NUM_THREADS overrides: every stage ran again. The hint names the variable
-    that wins; followed in that same shell, nothing runs again."""
+    which OPENBLAS_NUM_THREADS overrides: every stage ran again. The hint is the whole command,
+    with the variable that wins before it; pasted in that same shell, nothing runs again."""
     runs = copy_run(finished, tmp_path)
     now, other, env = _other_threads()
     refused = run(pipeline(runs), work, env=env)
     assert refused.returncode == 2, refused.stderr[-3000:]
     (line,) = refused.stderr.strip().splitlines()
-    assert (f"with that count the run is reused: run the same command with "
-            f"`MINIRLHF_THREADS={now}` before it "
-            "(MINIRLHF_THREADS wins over OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, "
-            "OMP_NUM_THREADS)") in line, line
-    followed = follow(line, work, same=pipeline(runs), env=env)
+    assert (f"with that count the run is reused: run `MINIRLHF_THREADS={now} python -m minirlhf "
+            f"pipeline --preset tiny --name tiny --runs-dir {runs.absolute()}`;") in line, line
+    followed = follow(line, work, env=env)
     assert followed.returncode == 0, followed.stderr[-3000:]
     assert "ran nothing" in followed.stdout and same_summary(runs, finished)
 
@@ -1617,6 +1622,8 @@ def test_a_frontier_of_an_earlier_sft_policy_is_left_out_of_the_report(finished,
     text = report.read_text()
     assert "| PPO b=0.05 |" not in text
     (line,) = [t for t in text.splitlines() if t.startswith("Left out: experiments/frontier/")]
+    assert f"{runs / 'tiny'}: report.md leaves out the frontier: {line[len('Left out: '):]}" \
+        in proc.stderr  # said where the command runs too
     assert "was made from earlier files of this folder (its point PPO b=0.05 was trained " \
            "from files this run no longer holds)" in line, line
     followed = follow(line, work)

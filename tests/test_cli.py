@@ -172,3 +172,11 @@ def test_a_thread_count_that_is_none_is_one_line_before_any_work(tmp_path, value
     assert proc.returncode == 2 and proc.stderr.startswith(
         f"error: MINIRLHF_THREADS = {value!r} is not a thread count: give a whole number in [1, ")
     assert len(proc.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", [["pipeline"], ["ppo"], ["evaluate", "model.npz"]])
+def test_set_given_twice_keeps_every_setting(command):
+    """``--set a=1 --set b=2`` is ``--set a=1 b=2``: a repeated flag used to keep only its
+    last settings, silently."""
+    args = build_parser().parse_args([*command, "--set", "a=1", "--set", "b=2", "c=3"])
+    assert args.set == ["a=1", "b=2", "c=3"]

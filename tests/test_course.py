@@ -309,14 +309,20 @@ def test_the_course_ends_with_the_claims_judged_on_its_seeds(tmp_path, capsys, m
 OTHER_TESTS = shutil.ignore_patterns("experiments", "course")
 
 
-def _made_with(run: Path, threads: int) -> None:
-    """Say in each stage's record of ``run`` that it was made with ``threads`` threads."""
+def _made_with(run: Path, threads: int, seed: int = 0) -> None:
+    """Say in each stage's record of ``run`` (the tiny preset's, with ``seed``) that it was made
+    with ``threads`` threads, its fingerprint the one that count gives."""
+    from minirlhf.pipeline import PipelineConfig, fingerprints, stage_configs
     from minirlhf.records import write_record
 
+    config = PipelineConfig(name=run.name, preset="tiny", runs_dir=str(run.parent), seed=seed)
+    prints = fingerprints(stage_configs(config), run, threads)
     for record in (run / "pipeline").glob("*.json"):
+        if record.stem not in prints:  # the course's mark
+            continue
         data = json.loads(record.read_text())
         write_record(record, {k: v for k, v in data.items() if k != "checksum"}
-                     | {"blas_threads": threads})
+                     | {"blas_threads": threads, "fingerprint": prints[record.stem]})
 
 
 def test_a_pipeline_run_of_another_thread_count_is_kept_aside_not_replaced(tiny_run, tmp_path):
@@ -444,7 +450,7 @@ def test_a_seed_s_pipeline_run_and_a_route_the_course_did_not_make_are_kept_asid
 
     runs = tmp_path / "runs"
     shutil.copytree(Path(tiny_run[0]) / "tiny", runs / "tiny-seed1", ignore=OTHER_TESTS)
-    _made_with(runs / "tiny-seed1", 2)
+    _made_with(runs / "tiny-seed1", 2, seed=1)
     (runs / "scratchpad-tiny" / "sft").mkdir(parents=True)
     (runs / "scratchpad-tiny" / "sft" / "model.npz").write_bytes(b"")
     jobs = plan("tiny", seeds=2, runs_dir=str(runs))

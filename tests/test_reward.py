@@ -199,6 +199,11 @@ def test_reward_model_at_chance_is_reported_loudly(caplog):
     with caplog.at_level("WARNING"):
         assert warn_if_at_chance(0.60, 500) == ""
     assert caplog.text == ""
+    with caplog.at_level("INFO", logger="minirlhf.stages.reward"):
+        # 2 pairs: not even 100% can be told from a coin flip; said as such, not as CHANCE
+        assert warn_if_at_chance(1.0, 2) == ""
+    assert "2 held-out pairs cannot tell any accuracy from a coin flip (two standard errors: " \
+        "70.7 points)" in caplog.text and "CHANCE" not in caplog.text
 
 
 def test_analytic_kl():

@@ -398,6 +398,7 @@ class Aside:
     count: int  # the thread count it was made with
     whole: bool  # the whole folder moved (else its seed<k>/ folders stay)
     reuse: str = ""  # the command that reads a pipeline run kept aside again
+    other_settings: bool = False  # a pipeline run made with other settings than the preset's
 
 
 def aside_line(a: Aside, threads: int, will: bool = False) -> str:
@@ -408,8 +409,9 @@ def aside_line(a: Aside, threads: int, will: bool = False) -> str:
                 f"by chapter 9 or the stage commands, say): {kept} as {a.kept}; the course "
                 f"makes its own with {threads}")
     what = "a pipeline run" if a.job.startswith("pipeline") else f"{a.job}'s results"
-    return (f"{a.folder} holds {what} made with {a.count} thread{'s' * (a.count != 1)}: "
-            f"{kept} as {a.kept}"
+    return (f"{a.folder} holds {what} made with {a.count} thread{'s' * (a.count != 1)}"
+            + (" and other settings than the preset's (its records in pipeline/ hold them)"
+               if a.other_settings else "") + f": {kept} as {a.kept}"
             + (f" ({a.reuse} reads it again)" if a.reuse else "")
             + f"; the course makes its own with {threads}")
 
@@ -442,7 +444,12 @@ def set_aside(jobs: list[Job], runs_dir: str, base: str, threads: int = THREADS,
     moves, the records of the jobs outside what moved come back; the records of the jobs to
     run are removed."""
     from minirlhf.experiments import KEPT_APART, ExperimentConfig, made_with_other_threads
-    from minirlhf.pipeline import other_thread_count, pipeline_command
+    from minirlhf.pipeline import (
+        PipelineConfig,
+        other_thread_count,
+        pipeline_command,
+        stages_to_run,
+    )
     from minirlhf.records import Owner, PipelineError
 
     asides: list[Aside] = []
@@ -484,10 +491,13 @@ def set_aside(jobs: list[Job], runs_dir: str, base: str, threads: int = THREADS,
         while kept.exists() or any(a.kept == kept for a in asides):
             k += 1
             kept = kept.with_name(f"{name}-{k}")
-        reuse = pipeline_command(  # a count this machine can run
+        other = job.call.endswith(":pipeline_run") and bool(stages_to_run(PipelineConfig(
+            name=folder.name, preset=args["preset"], runs_dir=str(folder.parent),
+            seed=args.get("seed", 0), progress=False), count))  # the preset's, or others?
+        reuse = pipeline_command(  # a count this machine can run, on the preset's settings
             args["preset"], kept.name, kept.parent, args.get("seed", 0), threads=count
-        ) if job.call.endswith(":pipeline_run") and count <= cores() else ""
-        asides.append(Aside(job.name, folder, kept, count, whole, reuse))
+        ) if job.call.endswith(":pipeline_run") and count <= cores() and not other else ""
+        asides.append(Aside(job.name, folder, kept, count, whole, reuse, other))
     gone = {a.job for a in asides} | {j.name for j in jobs if _inside(j, asides)}
     for j in jobs:  # in plan order: a job after the jobs it reads
         if gone.intersection(j.needs):

@@ -261,8 +261,15 @@ def held_out_count(n_pairs: int, config: RewardConfig) -> int:
 
 def warn_if_at_chance(accuracy: float, n: int) -> str:
     """A loud warning, with the figures, when a held-out accuracy on ``n`` pairs is within two
-    standard errors of a coin flip (every stage downstream would optimise noise); else ''."""
+    standard errors of a coin flip (every stage downstream would optimise noise); else ''.
+    Pairs too few to tell even a perfect accuracy from a coin flip (two standard errors of 50
+    points or more: four pairs or fewer) say only that, in the log: nothing is known."""
     margin = 2.0 * np.sqrt(0.25 / n)
+    if margin >= 0.5:
+        log.info("reward model: %d held-out pair%s cannot tell any accuracy from a coin flip "
+                 "(two standard errors: %.1f points); hold out more pairs to check it "
+                 "(val_fraction, max_pairs)", n, "s" * (n != 1), 100 * margin)
+        return ""
     if accuracy - 0.5 >= margin:
         return ""
     message = (f"reward model at CHANCE: held-out accuracy {100 * accuracy:.1f}% on {n} pairs is "
