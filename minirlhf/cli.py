@@ -208,7 +208,9 @@ def _pipeline_seeds(config, n: int) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     """Where RLHF goes wrong, measured, and every method compared: rlaif, sycophancy,
     length-bias, overoptimization, critic-free, frontier, rankings, ppo-details or dpo-details.
-    Starts from a finished run; writes results.json and plots."""
+    Starts from a finished run; writes results.json and plots. It runs again each time (a run
+    it shares by settings with the pipeline or another experiment is read back; `course`
+    reads finished results back)."""
     import json
     import logging
 
@@ -222,6 +224,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         run_experiment,
     )
     from minirlhf.pipeline import announce
+    from minirlhf.records import Owner
 
     _logging(args)
     base = args.base or default_base(args.name, args.quick)
@@ -238,6 +241,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             *(["--seeds", str(n)] if getattr(args, "seeds", None) is not None else [])]
     _refuse_other_threads(config, None if n == 1 else list(range(args.seed, args.seed + n)),
                           args.force, same)
+    folder = Path(args.runs_dir) / base / "experiments" / args.name
+    for top in [folder] if n == 1 else [folder / f"seed{k}" for k in range(args.seed,
+                                                                          args.seed + n)]:
+        if (top / ".lock").exists():  # a live holder: its error now, before the estimate
+            Owner.read(top / ".lock").stale_because(top / ".lock", instead="")
     announce({args.name: experiment_seconds(args.name, args.quick) * n},
              f"{n} seed{'s' * (n > 1)}", logging.getLogger("minirlhf.experiments"),
              "every finished seed" + (" and point" if args.name == "frontier" else ""))

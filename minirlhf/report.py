@@ -153,7 +153,9 @@ def _every_method(root: Path) -> list[str]:
             "training and evaluation over its points; each point is kept in its own folder with "
             "its settings): every method trained from this run's SFT policy, at a few "
             "strengths. One seed per point; ± is the half-width of a 95% bootstrap interval over "
-            "the evaluation prompts (the noise of judging the point, not of training it again).",
+            "the evaluation prompts (the noise of judging the point, not of training it again). "
+            "Its SFT row is the SFT policy as every point meets it, the reference samples each "
+            "is compared with: another draw of the same policy than the table above's.",
             "",
             numbers["table"], "", "![every method](experiments/frontier/frontier.png)", ""]
 

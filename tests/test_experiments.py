@@ -281,8 +281,11 @@ def test_the_frontier_puts_every_method_on_one_plot_and_resumes(tiny_run, quick_
 
 def test_an_experiment_holds_its_folder_while_it_runs(tiny_run, tmp_path):
     """One process at a time in an experiment's folder: a live holder is an error naming it,
-    before any work; the lock is gone when the experiment ends."""
+    before any work (the command: one line, before its estimate); the lock is gone when the
+    experiment ends."""
     import shutil
+    import subprocess
+    import sys
 
     from minirlhf.records import PipelineError, RunLock
 
@@ -291,9 +294,16 @@ def test_an_experiment_holds_its_folder_while_it_runs(tiny_run, tmp_path):
                     ignore=shutil.ignore_patterns("experiments"))
     config = ExperimentConfig(name="rlaif", base="tiny", runs_dir=str(runs), quick=True)
     folder = runs / "tiny" / "experiments" / "rlaif"
-    with RunLock(folder), pytest.raises(PipelineError) as caught:
-        run_experiment(config)
-    assert str(caught.value).endswith(f"(its lock is {folder / '.lock'}); wait for it to finish")
+    with RunLock(folder):
+        with pytest.raises(PipelineError) as caught:
+            run_experiment(config)
+        assert str(caught.value).endswith(f"(its lock is {folder / '.lock'}); wait for it to "
+                                          "finish")
+        proc = subprocess.run([sys.executable, "-m", "minirlhf", "experiment", "rlaif",
+                               "--quick", "--runs-dir", str(runs)], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+        assert proc.stderr.strip().splitlines() == [f"error: {caught.value}"]
     assert sorted(p.name for p in folder.iterdir()) == []  # nothing written
     r = run_experiment(config)
     assert (folder / "results.json").is_file() and not (folder / ".lock").exists()
