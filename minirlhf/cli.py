@@ -246,7 +246,18 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                                                                           args.seed + n)]:
         if (top / ".lock").exists():  # a live holder: its error now, before the estimate
             Owner.read(top / ".lock").stale_because(top / ".lock", instead="")
-    announce({args.name: experiment_seconds(args.name, args.quick) * n},
+    share = 1.0  # of the experiment's time still to spend: the frontier's points left to train
+    if args.name == "frontier" and n == 1:
+        from minirlhf.experiments import frontier
+        from minirlhf.experiments.common import Context
+
+        ctx = Context(config, frontier.NEEDS)
+        points = frontier.QUICK_POINTS if args.quick else frontier.POINTS
+        share = len(frontier.points_to_train(ctx)) / len(points)
+        if share == 0:
+            logging.getLogger("minirlhf.experiments").info(
+                "every point is finished: each is read back, none trained")
+    announce({args.name: experiment_seconds(args.name, args.quick) * n * share} if share else {},
              f"{n} seed{'s' * (n > 1)}", logging.getLogger("minirlhf.experiments"),
              "every finished seed" + (" and point" if args.name == "frontier" else ""))
     if n != 1:

@@ -377,6 +377,7 @@ def test_a_frontier_point_is_read_back_however_its_runs_folder_is_written(
     ctx = Context(ExperimentConfig(name="frontier", base="tiny", runs_dir=runs.name, quick=True),
                   needs=frontier.NEEDS)
     assert not ctx.out.is_absolute()
+    assert frontier.points_to_train(ctx) == []  # the command's estimate: nothing left
 
     def trained(config):
         raise AssertionError(f"trained again: {config.out_dir}")
@@ -388,6 +389,9 @@ def test_a_frontier_point_is_read_back_however_its_runs_folder_is_written(
         row = frontier.run_point(ctx, label, stage, settings)
         first = next(p for p in made.numbers["points"] if p["label"] == label)
         assert {k: v for k, v in row.items() if k != "rejudged"} == first  # rejudged: above
+    monkeypatch.setattr(frontier, "same_point", lambda *args: False)  # none finished, none
+    monkeypatch.setattr(frontier, "find_run", lambda *args: None)  # shared: all to train
+    assert frontier.points_to_train(ctx) == [label for label, _, _ in frontier.QUICK_POINTS]
 
 
 def test_a_frontier_point_at_the_base_runs_settings_is_that_run(tiny_run, monkeypatch):

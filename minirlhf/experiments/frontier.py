@@ -153,6 +153,25 @@ def run_point(ctx: Context, label: str, stage: str, settings: dict[str, Any]) ->
     return row
 
 
+def points_to_train(ctx: Context) -> list[str]:
+    """The labels of the points ``run`` would train (neither finished in their folder nor
+    another finished run of the base), for the command's estimate; nothing is written."""
+    threads, left = blas_threads(), []
+    for label, stage, settings in QUICK_POINTS if ctx.config.quick else POINTS:
+        folder = ctx.out / label.replace(" ", "_").replace("=", "")
+        config = COMMANDS[stage].config(**point_settings(ctx, stage, settings, folder))
+        try:
+            kept = json.loads((folder / POINT_FILE).read_text())
+        except (OSError, ValueError):
+            kept = None
+        if isinstance(kept, dict) and same_point(stage, kept, config, threads):
+            continue
+        shared = find_run(ctx.base, stage, config, threads)
+        if shared is None or not all(k in shared.figures for k in JUDGED):
+            left.append(label)
+    return left
+
+
 def same_point(stage: str, kept: dict[str, Any], config: Any, threads: int) -> bool:
     """Whether a saved point is the run ``config`` asks for: the same settings
     (``run_settings``), thread count and input files (by content; by path for a point saved
