@@ -296,8 +296,10 @@ def still_the_course_run(job: Job, threads: int, mark: bool = True) -> bool:
                     "s" * many, ", ".join(changed), "s" * many, "are" if many else "is",
                     "" if many else "s", "them" if many else "it")
         return False
+    if not mark:  # --plan: nothing read for writing, nothing written
+        return True
     held = read_cache(root / "pipeline" / COURSE_MARK, log, "marking the run again")
-    if mark and not (isinstance(held, dict) and "fingerprints" in held):
+    if not (isinstance(held, dict) and "fingerprints" in held):
         mark_as_course_run(config, threads)  # none yet, or one written before it held them
     return True
 
