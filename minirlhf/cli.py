@@ -280,7 +280,24 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         print(json.dumps(shown, indent=2, sort_keys=True, default=str)[:6000])
     print(f"\n{r.name}: {r.seconds:.0f} s; results: {r.out_dir}/results.json; plots: "
           f"{', '.join(r.plots)}")
+    if args.name == "frontier":
+        print(_frontier_report_line(Path(args.runs_dir) / base))
     return 0
+
+
+def _frontier_report_line(root: Path) -> str:
+    """How the base run's report.md gains the frontier: the pipeline writes the report, so
+    its command, run again, reads every stage back and adds it."""
+    from minirlhf.pipeline import report_command
+
+    report = root / "report.md"
+    if not report.is_file():
+        return f"the pipeline's report of {root} will show it (the run has none yet)"
+    again = report_command(root)
+    if again is None:
+        return (f"{report} shows it once the pipeline command that made {root} runs again, "
+                "with its settings (its records under pipeline/ hold them); it trains nothing")
+    return f"{report} shows it once the pipeline runs again (it trains nothing): {again}"
 
 
 def _intervals(numbers: dict, prefix: str = "") -> list[str]:

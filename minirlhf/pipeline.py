@@ -446,6 +446,25 @@ def pipeline_command(preset: str, name: str, runs_dir: str | Path, seed: int = 0
                         env=None if threads is None else {THREAD_VARIABLES[0]: str(threads)})
 
 
+def report_command(root: Path) -> str | None:
+    """The command that writes report.md of the finished pipeline run in ``root`` again,
+    training nothing: the pipeline's, with the thread count the run was made with. None when
+    the run has no summary.json, or its stages were made with other settings than its preset's
+    (the command would train them again), or with more threads than this machine has."""
+    try:
+        summary = read_json(root / "summary.json")
+        config = PipelineConfig(name=root.name, preset=summary["preset"],
+                                runs_dir=str(root.parent), seed=int(summary["seed"]),
+                                progress=False)
+    except (OSError, InputError, ConfigError, KeyError, TypeError, ValueError):
+        return None
+    count = made_with(root)
+    if count is None or count > cores() or stages_to_run(config, count):
+        return None
+    return pipeline_command(config.preset, root.name, root.parent, config.seed,
+                            threads=None if count == cores() else count)
+
+
 # In a run's pipeline/ folder: the course made this run (the chapters and the claims read it),
 # with these stages' fingerprints
 COURSE_MARK = "course.json"

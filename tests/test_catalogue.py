@@ -1616,6 +1616,13 @@ def test_a_frontier_of_an_earlier_sft_policy_is_left_out_of_the_report(finished,
     made = run(["frontier", "--quick", "--runs-dir", str(runs), "-q"], work)
     assert made.returncode == 0, made.stderr[-3000:]
     report = runs / "tiny" / "report.md"
+    hint = made.stdout.splitlines()[-1]  # the pipeline writes the report: its command again
+    assert hint.startswith(f"{report} shows it once the pipeline runs again (it trains "
+                           "nothing): `"), hint
+    assert "Every method on one frontier" not in report.read_text()
+    followed = follow(hint, work)
+    assert followed.returncode == 0 and "ran nothing" in followed.stdout, followed.stderr[-3000:]
+    assert "| PPO b=0.05 |" in report.read_text()
     changed = pipeline(runs, "--set", "sft.steps=90")
     proc = run(changed, work)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -1628,6 +1635,9 @@ def test_a_frontier_of_an_earlier_sft_policy_is_left_out_of_the_report(finished,
            "from files this run no longer holds)" in line, line
     followed = follow(line, work)
     assert followed.returncode == 0, followed.stderr[-3000:]
+    assert followed.stdout.splitlines()[-1] == (  # other settings than the preset's: no
+        f"{report} shows it once the pipeline command that made {runs / 'tiny'} runs again, "
+        "with its settings (its records under pipeline/ hold them); it trains nothing")
     proc = run(changed, work)
     assert proc.returncode == 0 and "ran nothing" in proc.stdout, proc.stderr[-3000:]
     text = report.read_text()
