@@ -97,6 +97,9 @@ MUTANTS: tuple[Mutant, ...] = (
            "a flipped label only ever lowers the probability"),
     Mutant("token-logprobs", SEQ, "    if temperature != 1.0:\n"
            "        logits = logits * (1.0 / temperature)\n", "", "temperature ignored"),
+    Mutant("softmax-backward", F, "return (y * (g - np.sum(g * y, axis=axis, keepdims=True)),)",
+           "return y * (g - np.sum(g * y, axis=axis, keepdims=True))",
+           "the right gradient, not in a tuple", "must return a tuple of 1 gradient(s)"),
     Mutant("token-logprobs", SEQ, "nll = F.cross_entropy(logits, tokens[:, 1:], "
            "mask=response_mask[:, 1:], reduction=\"none\")",
            "nll = F.cross_entropy(logits, tokens[:, :-1], mask=response_mask[:, :-1], "
@@ -120,6 +123,10 @@ MUTANTS: tuple[Mutant, ...] = (
            "return -logp.sum() * (1.0 / max(float(response_mask.sum()), 1.0))",
            "return logp.sum() * (1.0 / max(float(response_mask.sum()), 1.0))",
            "sign flipped: the log-likelihood minimised"),
+    Mutant("sft-loss", "objectives/sft.py",
+           "return -logp.sum() * (1.0 / max(float(response_mask.sum()), 1.0))",
+           "return Tensor(-logp.data.sum() / max(float(response_mask.sum()), 1.0))",
+           "the right number, computed outside the graph", "carries no gradient"),
     # ------------------------------------------------------------------ chapter 4
     Mutant("bradley-terry", RM, "loss = -F.logsigmoid(r_chosen - r_rejected - margin).mean()",
            "loss = -F.logsigmoid(r_chosen - r_rejected + margin).mean()", "margin added"),
@@ -152,6 +159,12 @@ MUTANTS: tuple[Mutant, ...] = (
            "    return ops.expm1(ops.neg(log_r)) + log_r\n", "k3 of the wrong ratio", "k3"),
     Mutant("kl-estimators", PPO, "    return ops.expm1(log_r) - log_r\n",
            "    return ops.expm1(log_r)\n", "k3 without its -log r term", "k3"),
+    Mutant("kl-estimators", PPO, "        return ops.neg(log_r)\n",
+           "        return Tensor(-log_r.data)\n", "k1 on .data: no gradient",
+           "k1 of log-probs that need a gradient carries no gradient"),
+    Mutant("kl-estimators", PPO, "    return ops.expm1(log_r) - log_r\n",
+           "    return Tensor(np.expm1(log_r.data) - log_r.data)\n", "k3 with NumPy: no gradient",
+           "k3 of log-probs that need a gradient carries no gradient"),
     Mutant("gae", PPO, "        next_value = np.where(m, values[:, t], next_value)",
            "        next_value = values[:, t]", "bootstraps from the padding's values"),
     Mutant("gae", PPO, "        a = delta + gamma * lam * next_adv",
@@ -331,6 +344,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("kl-in-the-loss", PPO, "        return log_r * log_r * 0.5\n",
            "        return ops.neg(log_r) * log_r * 0.5\n", "k2 with the sign flipped",
            "k2 per token"),
+    Mutant("kl-in-the-loss", PPO, "        return log_r * log_r * 0.5\n",
+           "        return Tensor(log_r.data ** 2 / 2)\n", "k2 on .data: no gradient",
+           "k2 of log-probs that need a gradient carries no gradient"),
     # ------------------------------------------------------------------ chapter 10
     Mutant("bpe-merge", BPE,
            'best = min(pairs, key=lambda p: self.ranks.get(p, float("inf")))',

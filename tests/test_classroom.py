@@ -419,9 +419,9 @@ def test_the_teachers_table_names_each_exercise_where_it_lives():
 
 # what exercises.py may define besides the checks: the harness, none of it an expected value
 HARNESS = {"CheckFailed", "Exercise", "CheckResult", "RecordError", "_FixedLogits", "_t", "_grad",
-           "_close", "_expect", "_match", "load_expected", "_raised_at", "_not_yet",
-           "_does_not_compile", "_crashed", "select", "_select", "run_checks", "record_expected",
-           "write_expected",
+           "_carries_gradient", "_close", "_expect", "_match", "load_expected", "_raised_at",
+           "_not_yet", "_does_not_compile", "_crashed", "select", "_select", "run_checks",
+           "record_expected", "write_expected",
            "reward_export_model"}  # the last: a check's input, shared with its teacher reference
 
 

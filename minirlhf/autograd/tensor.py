@@ -74,6 +74,15 @@ def _to_array(data: Any, dtype: Any = None) -> np.ndarray:
     return np.asarray(data, dtype=np.float32)
 
 
+def _what(value: Any) -> str:
+    """A backward's return value in a few words, for its error."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} (write return (grad,) for one input)"
+    if isinstance(value, tuple):
+        return f"a tuple of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
 class Tensor:
     """An n-dimensional array with reverse-mode automatic differentiation.
 
@@ -216,6 +225,12 @@ class Tensor:
             if node._backward is None or node.grad is None:
                 continue
             parent_grads = node._backward(node.grad)
+            if not isinstance(parent_grads, tuple) or len(parent_grads) != len(node._parents):
+                raise RuntimeError(
+                    f"{node._op} backward must return a tuple of {len(node._parents)} "
+                    f"gradient(s), one per input (None for an input it does not reach), "
+                    f"got {_what(parent_grads)}"
+                )
             for parent, g in zip(node._parents, parent_grads, strict=True):
                 if g is None or not parent.requires_grad:
                     continue

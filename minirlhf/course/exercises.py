@@ -63,6 +63,14 @@ def _t(a, grad: bool = True) -> Tensor:
     return Tensor(np.asarray(a, dtype=np.float64), requires_grad=grad)
 
 
+def _carries_gradient(what: str, out) -> None:
+    """Raise CheckFailed when ``out``, computed from inputs that need a gradient, has none."""
+    if not (isinstance(out, Tensor) and out.requires_grad):
+        raise CheckFailed(f"{what} carries no gradient: it was computed outside the graph (on "
+                          ".data, or with NumPy), so backward never reaches its inputs; build "
+                          "it with Tensor operations")
+
+
 def _grad(fn: Callable[..., Tensor], inputs: list[Tensor], tol: float = 1e-6) -> str:
     """Gradient check in float64; raise CheckFailed with the worst element's numbers."""
     from minirlhf.autograd.gradcheck import gradcheck
@@ -249,8 +257,8 @@ def _token_logprobs() -> str:
 class _FixedLogits:
     """A stand-in model whose logits are fixed: checks sft_loss without a transformer."""
 
-    def __init__(self, logits: np.ndarray):
-        self.logits = _t(logits)
+    def __init__(self, logits: np.ndarray | Tensor):
+        self.logits = logits if isinstance(logits, Tensor) else _t(logits)
 
     def __call__(self, tokens: np.ndarray) -> Tensor:
         return self.logits[:, : tokens.shape[1]]
@@ -263,11 +271,12 @@ def _sft_loss() -> str:
     logits = rng.normal(size=(2, 4, 5))
     tokens = rng.integers(0, 5, size=(2, 5))
     mask = np.array([[0, 0, 1, 1, 1], [0, 0, 0, 1, 1]], dtype=np.float64)
-    model = _FixedLogits(logits)
+    loss = sft_loss(_FixedLogits(logits), tokens, mask)
     _match("SFT loss (the mean NLL over the batch's response tokens only: their sum over both "
-           "rows / their count, not a mean per row)", sft_loss(model, tokens, mask), "loss",
-           tol=1e-10)
-    return "mean negative log-likelihood over response tokens only"
+           "rows / their count, not a mean per row)", loss, "loss", tol=1e-10)
+    _carries_gradient("the SFT loss", loss)
+    _grad(lambda z: sft_loss(_FixedLogits(z), tokens, mask), [_t(logits)])
+    return "mean negative log-likelihood over response tokens only, and its gradient"
 
 
 # --------------------------------------------------------------- chapter 4: reward model
@@ -308,9 +317,15 @@ def _kl_estimators() -> str:
 
     lp, ref = np.array([-1.0, -2.0, -0.5]), np.array([-1.5, -1.0, -0.5])
     _match("k1 = log pi - log pi_ref", kl_estimate(lp, ref, "k1").data, "k1", tol=1e-12)
-    _match("k3 = (rho - 1) - log rho, rho = pi_ref / pi", kl_estimate(lp, ref, "k3").data,
+    _match("k3 = (r - 1) - log r, r = pi_ref / pi", kl_estimate(lp, ref, "k3").data,
            "k3", tol=1e-12)
-    return "k1 and k3 right on every token"
+    for kind in ("k1", "k3"):  # of log-probs that need a gradient: a Tensor that carries it
+        _carries_gradient(f"{kind} of log-probs that need a gradient", kl_estimate(_t(lp), ref,
+                                                                                 kind))
+    away = lp + np.array([0.0, 0.0, 0.3])  # log r = 0 nowhere: k3's gradient is 0 there, and
+    _grad(lambda a: kl_estimate(a, ref, "k1") + kl_estimate(a, ref, "k3"),  # no relative error
+          [_t(away)])  # can judge finite differences at 0
+    return "k1 and k3 right on every token, and their gradients"
 
 
 def _gae() -> str:
@@ -631,6 +646,7 @@ def _kl_in_the_loss() -> str:
         zt = _t(z[None, :])
         lp = F.log_softmax(zt, axis=-1)  # (1, 4)
         est = kl_estimate(lp, np.log(q)[None, :], kind)  # (1, 4): the estimate at each token
+        _carries_gradient(f"{kind} of log-probs that need a gradient", est)
         (est * p[None, :]).sum().backward()  # the expectation, p held fixed (sampled tokens)
         grads[kind] = zt.grad[0]
     _close("E[grad k1] (its expected gradient is exactly 0)", grads["k1"], [0.0, 0.0, 0.0, 0.0],
