@@ -998,14 +998,26 @@ def record_expected() -> dict[str, tuple[np.ndarray, float]]:
     return recording
 
 
+def _same_value(old: np.ndarray, new: np.ndarray, tol: float) -> bool:
+    """``new`` is ``old`` for its check: the same shape and kind, and every element the same
+    (NaN where NaN) or, for floats, within the check's criterion |new - old| <= tol (1 + |old|)."""
+    if old.shape != new.shape or old.dtype != new.dtype:
+        return False
+    if new.dtype.kind != "f":
+        return bool(np.array_equal(old, new))
+    with np.errstate(invalid="ignore"):  # inf - inf: equal, said by ==
+        near = np.abs(new - old) <= tol * (1 + np.abs(old))
+    return bool(np.all(near | (old == new) | (np.isnan(old) & np.isnan(new))))
+
+
 def write_expected(recorded: dict[str, tuple[np.ndarray, float]], path: Path = EXPECTED
                    ) -> list[str]:
-    """Write the recorded values to ``path`` (an .npz) unless it already holds exactly them;
-    return the keys that are new or changed (or gone)."""
+    """Write the recorded values to ``path`` (an .npz) unless it already holds them, each
+    within its check's tolerance (another machine rounds the last bits differently: the file
+    stays as it is); return the keys that are new or changed (or gone)."""
     old = load_expected(path)
-    changed = sorted(k for k, (v, _) in recorded.items()
-                     if k not in old or old[k].shape != v.shape or old[k].dtype != v.dtype
-                     or not np.array_equal(old[k], v, equal_nan=v.dtype.kind == "f"))
+    changed = sorted(k for k, (v, tol) in recorded.items() if k not in old
+                     or not _same_value(old[k], v, tol))
     changed += sorted(set(old) - set(recorded))
     if changed:
         from minirlhf.files import atomic_write
