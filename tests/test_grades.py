@@ -103,6 +103,8 @@ def test_the_teachers_copy_gets_full_points_in_every_format(teacher):
     _gradescope_fields(results, n)
     assert results["score"] == TOTAL
     assert _junit_counts(render(teacher, "junit")) == (n, 0)
+    assert render(teacher, "text", "here").endswith(
+        f"\n\n{n} pass, 0 fail, 0 not implemented: {TOTAL:g} of {TOTAL:g} points\n")
 
 
 def test_classroom_check_gives_the_teachers_copy_every_point_and_a_student_copy_none(student):
@@ -128,6 +130,8 @@ def test_a_student_copy_gets_no_points_in_every_format(student):
     _gradescope_fields(results, n)
     assert results["score"] == 0 and {t["status"] for t in results["tests"]} == {"failed"}
     assert _junit_counts(_check(student, "--format", "junit").stdout) == (n, n)
+    assert _check(student).stdout.endswith(f"0 pass, 0 fail, {n} not implemented: 0 of "
+                                           f"{TOTAL:g} points\n")
 
 
 def test_out_writes_the_report_to_a_file(tmp_path):

@@ -40,7 +40,8 @@ def graded(results: list[CheckResult]) -> dict:
 
 def _counts(report: dict) -> str:
     c = report["counts"]
-    return f"{c['pass']} pass, {c['fail']} fail, {c['not implemented']} not implemented"
+    return (f"{c['pass']} pass, {c['fail']} fail, {c['not implemented']} not implemented: "
+            f"{report['points']:g} of {report['max_points']:g} points")
 
 
 def render(results: list[CheckResult], fmt: str = "text", folder: str = "") -> str:
