@@ -210,7 +210,7 @@ def _run_checks(work: Path, names: list[str], timeout: float,
                 return running, (f"the check did not finish within {timeout:g} s (a loop that "
                                  "never ends?)")
             time.sleep(0.02)
-    why = _last_line(err.read_text())
+    why = _why_it_ended(proc.returncode, err.read_text())
     if running is not None:
         return running, f"the process ended during this check ({why})"
     if read == 0:
@@ -218,9 +218,14 @@ def _run_checks(work: Path, names: list[str], timeout: float,
     return None, "" if all(n in reported for n in names) else f"the process ended ({why})"
 
 
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "no message"
+def _why_it_ended(code: int, stderr: str) -> str:
+    """The last line the process wrote to stderr, or, with none, its exit code or signal."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    if lines:
+        return lines[-1].strip()
+    if code < 0:
+        return f"no message; killed by signal {-code}"
+    return f"no message; exit code {code}: a sys.exit() or os._exit() in the submission?"
 
 
 def write_course(folder: str | Path) -> list[Path]:
