@@ -565,3 +565,19 @@ def test_the_student_copy_writes_out_no_exercise_formula(student):
             if cell["cell_type"] == "code":
                 found = idioms.findall("".join(cell["source"]))
                 assert not found, (path.name, i, found)
+
+
+def test_a_cell_after_an_unsolved_one_keeps_the_command_its_error_names(monkeypatch, capsys):
+    """The one line of a cell that needs what an unsolved cell did not make: a long error is
+    cut, but never inside a command between backticks (it would not run when pasted)."""
+    from minirlhf.course import unsolved
+
+    monkeypatch.setattr(unsolved, "_waiting", ["exercise 2.2 (attention-scores: ...)"])
+    hint = ("runs/default/sft/model.npz is missing: make it with `python -m minirlhf pipeline "
+            "--preset default --name default --runs-dir /home/student/minirlhf/runs`")
+    long = "the chapter reads the pipeline's run, and " * 3 + hint
+    assert unsolved.handle(FileNotFoundError(long))
+    line = capsys.readouterr().out.strip()
+    assert hint in line and line.endswith("solve it and re-run from there")
+    assert unsolved.handle(NameError("x" * 400))
+    assert "x" * 157 + "...)" in capsys.readouterr().out

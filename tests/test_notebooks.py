@@ -115,4 +115,5 @@ def test_a_fresh_student_copy_runs_every_chapter_without_an_error_cell(student_c
     assert needs, name
     assert all(line.endswith(("solve it and re-run", "solve it and re-run from there"))
                for line in needs), needs
+    assert all(line.count("`") % 2 == 0 for line in needs), needs  # no command cut in two
     assert "Traceback" not in printed

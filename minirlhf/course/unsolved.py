@@ -90,7 +90,8 @@ def handle(error: BaseException) -> bool:
         line = f"this cell needs {stub}: solve it and re-run"
     elif _waiting:  # after a cell stopped: what it did not make (a name, a file, a result)
         said = (str(error).splitlines() or [""])[0]
-        said = said if len(said) <= 160 else said[:157] + "..."
+        if len(said) > 160 and "`" not in said:  # a command between backticks stays whole
+            said = said[:157] + "..."
         line = (f"this cell needs what a cell above did not make ({type(error).__name__}: "
                 f"{said}); that cell needs {_waiting[-1]}: solve it and re-run from there")
     else:
