@@ -134,6 +134,10 @@ HF_ARCHITECTURES = {"GPT2LMHeadModel": [], "GPT2Model": [],
                     "GPT2ForSequenceClassification": ["reward_head"]}
 
 
+# GPT-2's tokenizer as two files: Hugging Face's names, then OpenAI's
+GPT2_TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe"))
+
+
 def folder_extra(cfg: dict[str, Any], folder: str | Path) -> dict[str, Any]:
     """A Hugging Face folder's ``extra``, as a checkpoint's metadata holds it: the folder it
     came from (``hugging_face``), and the stage and task our ``export`` kept in config.json
@@ -173,14 +177,16 @@ def folder_meta(folder: str | Path) -> dict[str, Any]:
               "block_size": cfg.get("n_positions", cfg.get("n_ctx")),
               "n_layer": cfg.get("n_layer"), "n_head": cfg.get("n_head"),
               "n_embd": cfg.get("n_embd")}
-    tokenizer, kind = None, "bpe"
+    tokenizer, kind = None, None
     spec_path = folder / "tokenizer.json"
     if spec_path.is_file():
         try:
             model = read_json(spec_path).get("model", {})
         except InputError as e:
             raise CheckpointError(f"checkpoint {folder}: {e}") from None
-        if model.get("type") in ("Unigram", "WordLevel"):  # ours (WordLevel: an older export)
+        if model.get("type") == "BPE":
+            kind = "bpe"
+        elif model.get("type") in ("Unigram", "WordLevel"):  # ours (WordLevel: an older export)
             vocab = model.get("vocab", {})
             if model.get("type") == "Unigram":  # [[piece, score], ...] in id order
                 vocab = {p[0]: i for i, p in enumerate(vocab) if isinstance(p, list) and p}
@@ -189,6 +195,15 @@ def folder_meta(folder: str | Path) -> dict[str, Any]:
             chars = "".join(s for s, _ in by_id[len(specials):])
             tokenizer = json.dumps({"type": "char", "chars": chars, "specials": specials})
             kind = "char"
+        else:
+            raise CheckpointError(f"checkpoint {spec_path}: a tokenizer of kind "
+                                  f"{model.get('type')!r}, neither ours (characters, as `export` "
+                                  "writes it) nor GPT-2's BPE")
+    elif any((folder / a).is_file() and (folder / b).is_file() for a, b in GPT2_TOKENIZER_FILES):
+        kind = "bpe"
+    else:
+        raise CheckpointError(f"checkpoint {folder}: no tokenizer: neither tokenizer.json (as "
+                              "`export` writes it) nor GPT-2's vocab.json + merges.txt")
     return {"kind": "gpt", "scalar_heads": HF_ARCHITECTURES[arch], "config": config,
             "tokenizer": tokenizer, "hf_tokenizer": kind, "extra": extra}
 

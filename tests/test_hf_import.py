@@ -208,3 +208,36 @@ def test_evaluate_prints_the_pipelines_row_for_a_checkpoint_or_a_folder(tiny_run
     assert main(["evaluate", str(folder), "--set",
                  f"reference={run / 'reward' / 'model.npz'}"]) == 2
     assert "reference" in capsys.readouterr().err
+
+
+def test_a_folder_without_a_tokenizer_or_of_another_head_is_named_by_import_and_evaluate(
+        tmp_path, capsys):
+    """A folder with no tokenizer file is said to have none (not to be GPT-2's BPE), and a GPT-2
+    of another head (token classification) is refused by `import` as by `evaluate`: one line
+    each, before any work."""
+    save_model(tmp_path / "policy.npz", tiny_gpt(seed=7), TOK, {"stage": "sft"})
+    folder = _export(tmp_path, tmp_path / "policy.npz", "hf_policy")
+    notok = tmp_path / "notok"
+    shutil.copytree(folder, notok)
+    (notok / "tokenizer.json").unlink()
+    other = tmp_path / "token_classification"
+    shutil.copytree(folder, other)
+    cfg = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps(
+        {**cfg, "architectures": ["GPT2ForTokenClassification"]}))
+    capsys.readouterr()
+    for command in (["import", str(notok), str(tmp_path / "a.npz")],
+                    ["evaluate", str(notok), "--set", f"reference={tmp_path / 'policy.npz'}"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.endswith(f"{notok}: no tokenizer: neither tokenizer.json (as `export` writes "
+                            "it) nor GPT-2's vocab.json + merges.txt\n"), err
+        assert len(err.splitlines()) == 1
+    assert main(["import", str(other), str(tmp_path / "b.npz")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {other}: a Hugging Face GPT2ForTokenClassification; minirlhf reads "
+        "GPT2LMHeadModel or GPT2Model (a policy) and GPT2ForSequenceClassification (a reward "
+        "model)\n")
+    assert not (tmp_path / "a.npz").exists() and not (tmp_path / "b.npz").exists()
+    assert main(["evaluate", str(other), "--set", f"reference={tmp_path / 'policy.npz'}"]) == 2
+    assert "GPT2ForTokenClassification" in capsys.readouterr().err

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from minirlhf.files import GPT2_TOKENIZER_FILES
+
 END_OF_TEXT = "<|endoftext|>"  # GPT-2's one special token: document separator, BOS and EOS
 
 # The Unicode White_Space property, which ``\s`` means in GPT-2's regex. Python's own ``\s``
@@ -125,8 +127,7 @@ class BPETokenizer:
         """Read ``vocab.json`` + ``merges.txt`` (Hugging Face's names) or ``encoder.json`` +
         ``vocab.bpe`` (OpenAI's) from ``folder``."""
         folder = Path(folder)
-        for vocab_name, merges_name in (("vocab.json", "merges.txt"),
-                                        ("encoder.json", "vocab.bpe")):
+        for vocab_name, merges_name in GPT2_TOKENIZER_FILES:
             if (folder / vocab_name).exists() and (folder / merges_name).exists():
                 break
         else:

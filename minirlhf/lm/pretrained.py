@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from minirlhf.files import folder_extra, read_json
+from minirlhf.files import GPT2_TOKENIZER_FILES, HF_ARCHITECTURES, folder_extra, read_json
 from minirlhf.lm.bpe import BPETokenizer
 from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.lm.model import GPT, GPTConfig
@@ -306,6 +306,12 @@ def load_tokenizer(folder: str | Path) -> CharTokenizer | BPETokenizer:
             return char_tokenizer_from_json(spec, str(path))
         if kind == "BPE":
             return bpe_from_json(spec, str(path))
+        raise ValueError(f"{path}: a tokenizer of kind {kind!r}, neither ours (characters, as "
+                         "`export` writes it) nor GPT-2's BPE")
+    if not any((folder / a).is_file() and (folder / b).is_file()
+               for a, b in GPT2_TOKENIZER_FILES):
+        raise FileNotFoundError(f"{folder}: no tokenizer: neither tokenizer.json (as `export` "
+                                "writes it) nor GPT-2's vocab.json + merges.txt")
     return BPETokenizer.from_folder(folder)
 
 
@@ -544,8 +550,13 @@ def load_folder(folder: str | Path) -> tuple[GPT, CharTokenizer | BPETokenizer, 
     if not path.exists():
         raise PretrainedError(f"{folder}: no config.json (is it a Hugging Face model folder?)")
     cfg = read_json(path)
+    arch = (cfg.get("architectures") or ["GPT2LMHeadModel"])[0]
+    if cfg.get("model_type", "gpt2") == "gpt2" and arch not in HF_ARCHITECTURES:
+        raise PretrainedError(f"{folder}: a Hugging Face {arch}; minirlhf reads "
+                              "GPT2LMHeadModel or GPT2Model (a policy) and "
+                              "GPT2ForSequenceClassification (a reward model)")
     extra = folder_extra(cfg, folder)
-    if "GPT2ForSequenceClassification" in (cfg.get("architectures") or []):
+    if arch == "GPT2ForSequenceClassification":
         rm = reward_model_from_pretrained(folder)
         extra.update(stage=extra.get("stage", "reward"), gain=rm.gain, bias=rm.bias,
                      readout=rm.readout)
