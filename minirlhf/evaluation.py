@@ -27,6 +27,7 @@ import numpy as np
 
 from minirlhf.autograd.tensor import no_grad
 from minirlhf.config import (
+    DEFAULT_RUN,
     SEEDS_RANGE,
     ConfigError,
     StageConfig,
@@ -204,9 +205,16 @@ def check_evaluation(config: EvaluateConfig) -> None:
     if not Path(config.policy).exists():
         raise missing_input("policy", config.policy)
     if not Path(config.reference).exists():
-        task = {"task": config.task} if config.task != "reviews" else {}
-        raise missing_input("reference", config.reference,
-                            output_hint("sft", config.reference, **task))
+        if config.task == "reviews" or config.reference != EvaluateConfig.reference:
+            task = {"task": config.task} if config.task != "reviews" else {}
+            raise missing_input("reference", config.reference,
+                                output_hint("sft", config.reference, **task))
+        # the default reference is the reviews world's: another world's goes in a run of its own
+        own = Path(run_path("sft", "model.npz", Path(DEFAULT_RUN).parent / config.task))
+        raise missing_input("reference", config.reference, (
+            f"give an SFT policy of the {config.task} world: "
+            f"{output_hint('sft', own, task=config.task)}, then give it as the reference "
+            f"(--set reference={own.absolute()})"))
     check_checkpoints(config)
 
 

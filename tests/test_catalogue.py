@@ -1725,3 +1725,26 @@ def test_a_grpo_loss_type_rloo_trainer_cannot_mean_is_one_line(settings, needle,
     proc = run(["grpo", "-q", "--set", *settings, f"out_dir={work / 'grpo'}"], work)
     one_line_error(proc, needle)
     assert not (work / "grpo").exists()
+
+
+def test_evaluate_in_another_world_makes_its_reference_in_a_run_of_its_own(finished, tmp_path,
+                                                                         work):
+    """`evaluate --set task=arithmetic` with no reference: the default one is the reviews
+    world's, so the hint makes the arithmetic world's SFT policy in runs/arithmetic (not where
+    the reviews world's belongs), and says to give it as the reference; followed, it is."""
+    runs, _ = finished
+    shutil.copytree(runs / "tiny" / "pretrain", work / "runs" / "default" / "pretrain")
+    policy = runs / "tiny" / "sft" / "model.npz"
+    evaluate = ["evaluate", str(policy), "--set", "task=arithmetic"]
+    line = one_line_error(run(evaluate, work),
+                          f"reference {work / 'runs/default/sft/model.npz'} is missing: give an "
+                          "SFT policy of the arithmetic world: make it with `python -m minirlhf "
+                          f"sft --set out_dir={work / 'runs/arithmetic/sft'} task=arithmetic`, "
+                          "then give it as the reference (--set "
+                          f"reference={work / 'runs/arithmetic/sft/model.npz'})")
+    made = follow(line, work, more={"sft": ["steps=3", "eval_samples_per_prompt=1"]})
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert not (work / "runs" / "default" / "sft").exists()
+    proc = run([*evaluate, f"reference={work / 'runs/arithmetic/sft/model.npz'}"], work)
+    one_line_error(proc, f"policy = {policy} was trained for the 'reviews' world, and task = "
+                   "'arithmetic'")  # the reference is of its world now: the policy is not
