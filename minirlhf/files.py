@@ -151,6 +151,15 @@ def folder_extra(cfg: dict[str, Any], folder: str | Path) -> dict[str, Any]:
     return extra
 
 
+def no_config_json(folder: Path) -> str:
+    """What a folder given as a model, without config.json, is: a stage's folder names its
+    model.npz."""
+    inside = folder / "model.npz"
+    return (f"checkpoint {folder.absolute()} is a folder without config.json: neither a "
+            "checkpoint file nor a Hugging Face model folder"
+            + (f"; the checkpoint in it is {inside.absolute()}" if inside.is_file() else ""))
+
+
 def folder_meta(folder: str | Path) -> dict[str, Any]:
     """A Hugging Face model folder's config.json (and tokenizer.json) read as a checkpoint's
     metadata, without loading its weights: kind "gpt" with a reward head for
@@ -163,8 +172,7 @@ def folder_meta(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     path = folder / "config.json"
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {folder.absolute()} is a folder without config.json: "
-                              "neither a checkpoint file nor a Hugging Face model folder")
+        raise CheckpointError(no_config_json(folder))
     try:
         cfg = read_json(path)
     except InputError as e:
@@ -265,6 +273,9 @@ def read_json(path: str | Path, kind: type | None = dict) -> Any:
         line = data.count(b"\n", 0, e.start) + 1
         raise InputError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})"
                          ) from None
+    if text.startswith("\ufeff"):
+        raise InputError(f"{path}:1: starts with a byte-order mark (U+FEFF); save it as UTF-8 "
+                         "without one")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:

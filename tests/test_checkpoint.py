@@ -187,6 +187,10 @@ def test_the_one_json_reader_names_file_and_line(tmp_path, caplog):
     with pytest.raises(InputError, match=rf"^{path}:1: holds a JSON list, not an object$"):
         read_json(path)
     assert read_json(path, kind=list) == [1, 2]
+    path.write_text('\ufeff{"label": "DPO"}', encoding="utf-8")  # saved by an editor
+    with pytest.raises(InputError, match=rf"^{path}:1: starts with a byte-order mark \(U\+FEFF\); "
+                       "save it as UTF-8 without one$"):
+        read_json(path)
     path.write_text("")
     with pytest.raises(InputError, match=rf"^{path}:1: empty$"):
         read_json(path)

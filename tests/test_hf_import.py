@@ -241,3 +241,18 @@ def test_a_folder_without_a_tokenizer_or_of_another_head_is_named_by_import_and_
     assert not (tmp_path / "a.npz").exists() and not (tmp_path / "b.npz").exists()
     assert main(["evaluate", str(other), "--set", f"reference={tmp_path / 'policy.npz'}"]) == 2
     assert "GPT2ForTokenClassification" in capsys.readouterr().err
+
+
+def test_a_stage_folder_given_as_a_model_names_its_checkpoint(tmp_path, capsys):
+    """`export runs/x/sft` (the folder, not its model.npz): the error names the checkpoint in it;
+    the model card counts one layer as one."""
+    stage = tmp_path / "sft"
+    save_model(stage / "model.npz", tiny_gpt(seed=7), TOK, {"stage": "sft"})
+    assert main(["export", str(stage), str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: checkpoint {stage} is a folder without config.json: neither a checkpoint file "
+        f"nor a Hugging Face model folder; the checkpoint in it is {stage / 'model.npz'}\n")
+    folder = _export(tmp_path, stage / "model.npz", "hf")  # the file it names
+    card = (folder / "README.md").read_text()
+    layers = tiny_gpt(seed=7).config.n_layer
+    assert f"{layers} layer{'s' * (layers != 1)}, " in card and f"`{TOK.chars}`" in card

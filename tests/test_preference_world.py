@@ -173,6 +173,13 @@ def test_jsonl_round_trip(tmp_path):
      ":2: field 'chosen' must be a string"),
     ('["the plot was", " good.", " bad."]', ":2: each line must be a JSON object"),
     ('{"prompt": "the plot was", "ranked": [" good."]}', ":2: field 'ranked' must list"),
+    # TRL's formats that are not ours
+    ('{"prompt": [{"role": "user", "content": "the plot was"}], "chosen": " good.", '
+     '"rejected": " bad."}', ":2: field 'prompt' must be a string, got list (TRL's "
+     "conversational format, a list of messages, is not read: give the text itself)"),
+    ('{"chosen": "the plot was good.", "rejected": "the plot was bad."}',
+     ":2: missing field 'prompt' (TRL's implicit-prompt format, the prompt inside chosen and "
+     "rejected, is not read: give the prompt in a field of its own)"),
     # well-formed but meaningless
     ('{"prompt": "the plot was", "ranked": [" good.", " bad.", " good."]}',
      ":2: field 'ranked' lists the same response twice"),
@@ -327,3 +334,22 @@ def test_thumbs_labels_follow_the_rater_model():
     assert np.mean([x.label for x in labels]) == pytest.approx(p, abs=4 * se)
     assert labels[0].gold == task.gold(prompt, response, True)
     assert {x.p_label for x in labels} == {p, 1 - p}
+
+
+@pytest.mark.parametrize("text,message", [
+    ('[{"prompt": "the plot was", "chosen": " good.", "rejected": " bad."}]\n',
+     ":1: each line must be a JSON object (the file holds a JSON array; write JSON Lines, one "
+     "object per line)"),
+    ('[\n{"prompt": "the plot was", "chosen": " good.", "rejected": " bad."}\n]\n',
+     ":1: a JSON array; the file must be JSON Lines, one object per line (datasets: "
+     "to_json(path, lines=True))"),
+    ('\ufeff{"prompt": "the plot was", "chosen": " good.", "rejected": " bad."}\n',
+     ":1: starts with a byte-order mark (U+FEFF); save it as UTF-8 without one"),
+])
+def test_a_json_array_or_a_byte_order_mark_is_named(tmp_path, text, message):
+    """A dataset saved as one JSON array, or with a byte-order mark: one line saying so."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(PreferenceDataError) as caught:
+        load_jsonl(path)
+    assert str(caught.value) == f"{path}{message}"

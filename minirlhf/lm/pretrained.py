@@ -37,7 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from minirlhf.files import GPT2_TOKENIZER_FILES, HF_ARCHITECTURES, folder_extra, read_json
+from minirlhf.files import (
+    GPT2_TOKENIZER_FILES,
+    HF_ARCHITECTURES,
+    folder_extra,
+    no_config_json,
+    read_json,
+)
 from minirlhf.lm.bpe import BPETokenizer
 from minirlhf.lm.checkpoint import atomic_write
 from minirlhf.lm.model import GPT, GPTConfig
@@ -401,6 +407,15 @@ def provenance(extra: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in made.items() if v}
 
 
+def _shape_words(c: GPTConfig, tokenizer: CharTokenizer) -> str:
+    """A model card's words for the model's shape and its tokens."""
+    return (f"{c.n_layer} layer{'s' * (c.n_layer != 1)}, {c.n_head} head"
+            f"{'s' * (c.n_head != 1)}, width {c.n_embd}, context {c.block_size} tokens, one "
+            f"token per character ({c.vocab_size} tokens: `<pad>` 0, `<bos>` 1, `<eos>` 2, then "
+            f"one for each of the {len(tokenizer.chars)} characters of `{tokenizer.chars}`; any "
+            "other character is unknown to it)")
+
+
 def save_pretrained(model: GPT, tokenizer: CharTokenizer, folder: str | Path,
                     about: dict[str, Any] | None = None, *,
                     extra: dict[str, Any] | None = None) -> Path:
@@ -418,10 +433,8 @@ def save_pretrained(model: GPT, tokenizer: CharTokenizer, folder: str | Path,
     c = model.config
     _write_text(folder / "README.md", model_card("A minirlhf policy", [
         f"A GPT-2-shaped language model trained with minirlhf (RLHF from scratch in NumPy), "
-        f"exported as `GPT2LMHeadModel`: {model.num_parameters():,} parameters, {c.n_layer} "
-        f"layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size} tokens, one token "
-        f"per character ({c.vocab_size} tokens: `<pad>` 0, `<bos>` 1, `<eos>` 2, then the "
-        "alphabet).",
+        f"exported as `GPT2LMHeadModel`: {model.num_parameters():,} parameters, "
+        f"{_shape_words(c, tokenizer)}.",
         "",
         "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
@@ -496,9 +509,7 @@ def save_reward_model(rm: RewardModel, folder: str | Path,
     _write_text(folder / "README.md", model_card("A minirlhf reward model", [
         f"A reward model trained with minirlhf (RLHF from scratch in NumPy), exported as "
         f"`GPT2ForSequenceClassification` with one label: {rm.model.num_parameters():,} "
-        f"parameters, {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context "
-        f"{c.block_size} tokens, one token per character ({c.vocab_size} tokens: `<pad>` 0, "
-        "`<bos>` 1, `<eos>` 2, then the alphabet).",
+        f"parameters, {_shape_words(c, rm.tokenizer)}.",
         "",
         "```python",
         "from transformers import pipeline",
@@ -548,7 +559,7 @@ def load_folder(folder: str | Path) -> tuple[GPT, CharTokenizer | BPETokenizer, 
     folder = Path(folder)
     path = folder / "config.json"
     if not path.exists():
-        raise PretrainedError(f"{folder}: no config.json (is it a Hugging Face model folder?)")
+        raise PretrainedError(no_config_json(folder))
     cfg = read_json(path)
     arch = (cfg.get("architectures") or ["GPT2LMHeadModel"])[0]
     if cfg.get("model_type", "gpt2") == "gpt2" and arch not in HF_ARCHITECTURES:

@@ -100,11 +100,18 @@ def save_jsonl(path: str | Path, records: list[PreferencePair] | list[Ranking]
 def _text_field(obj: dict, name: str, where: str, tokenizer: CharTokenizer,
                 allow_empty: bool = False) -> str:
     if name not in obj:
-        raise PreferenceDataError(f"{where}: missing field {name!r}")
+        implicit = name == "prompt" and {"chosen", "rejected"} <= set(obj)
+        raise PreferenceDataError(f"{where}: missing field {name!r}" + (
+            " (TRL's implicit-prompt format, the prompt inside chosen and rejected, is not "
+            "read: give the prompt in a field of its own)" if implicit else ""))
     value = obj[name]
     if not isinstance(value, str):
+        chat = isinstance(value, list) and all(isinstance(m, dict) and "content" in m
+                                               for m in value)
         raise PreferenceDataError(f"{where}: field {name!r} must be a string, got "
-                                  f"{type(value).__name__}")
+                                  f"{type(value).__name__}" + (
+                                      " (TRL's conversational format, a list of messages, is "
+                                      "not read: give the text itself)" if chat else ""))
     if not value and not allow_empty:
         raise PreferenceDataError(f"{where}: field {name!r} is empty")
     for pos, ch in enumerate(value):
@@ -148,13 +155,21 @@ def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None,
             if not line.strip():
                 continue
             at = lineno
+            if lineno == 1 and line.startswith("\ufeff"):
+                raise PreferenceDataError(f"{where}: starts with a byte-order mark "
+                                          "(U+FEFF); save it as UTF-8 without one")
             try:
                 obj = json.loads(line.strip())
             except json.JSONDecodeError as e:
-                raise PreferenceDataError(f"{where}: malformed JSON ({e.msg} at column "
-                                          f"{e.colno})") from None
+                array = lineno == 1 and line.lstrip().startswith("[")
+                raise PreferenceDataError(f"{where}: " + (
+                    "a JSON array; the file must be JSON Lines, one object per line "
+                    "(datasets: to_json(path, lines=True))" if array else
+                    f"malformed JSON ({e.msg} at column {e.colno})")) from None
             if not isinstance(obj, dict):
-                raise PreferenceDataError(f"{where}: each line must be a JSON object")
+                raise PreferenceDataError(f"{where}: each line must be a JSON object" + (
+                    " (the file holds a JSON array; write JSON Lines, one object per line)"
+                    if isinstance(obj, list) and lineno == 1 else ""))
             prompt = _text_field(obj, "prompt", where, tokenizer)
             if "completion" in obj or "label" in obj:  # unpaired, for KTO
                 records.append(_unpaired(obj, prompt, where, tokenizer, block_size))
