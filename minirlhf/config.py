@@ -328,8 +328,12 @@ def check_checkpoints(config: Any, unused: Sequence[str] = ()) -> None:
         extra = meta.get("extra", {})
         made_by = f" (made by the {extra['stage']} stage)" if extra.get("stage") else ""
         if model_kind(meta) != kind:
+            other = model_kind(meta).startswith("Hugging Face")  # not GPT-2, or another head
             raise ConfigError(f"{name}: {key} = {path} is a {model_kind(meta)}{made_by}, not a "
-                              f"{kind}: give a {kind}'s model.npz or Hugging Face folder")
+                              f"{kind}" + (" (minirlhf reads GPT-2 folders: GPT2LMHeadModel "
+                                           "for a policy, GPT2ForSequenceClassification for a "
+                                           "reward model)" if other else "")
+                              + f": give a {kind}'s model.npz or Hugging Face folder")
         if meta.get("hf_tokenizer", "char") != "char":
             raise ConfigError(f"{name}: {key} = {path} is a Hugging Face folder with GPT-2's "
                               "BPE tokenizer; the stages read the worlds' text as characters: "
