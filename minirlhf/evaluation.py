@@ -45,6 +45,7 @@ from minirlhf.lm.tokenizer import CharTokenizer
 from minirlhf.objectives.ppo import kl_estimate
 from minirlhf.streams import stream
 from minirlhf.world import TASK_NAMES, Task, get_task
+from minirlhf.world.scratchpad import scratchpad_route
 
 
 @dataclass
@@ -205,17 +206,28 @@ def check_evaluation(config: EvaluateConfig) -> None:
     if not Path(config.policy).exists():
         raise missing_input("policy", config.policy)
     if not Path(config.reference).exists():
-        if config.task == "reviews" or config.reference != EvaluateConfig.reference:
-            task = {"task": config.task} if config.task != "reviews" else {}
-            raise missing_input("reference", config.reference,
-                                output_hint("sft", config.reference, **task))
-        # the default reference is the reviews world's: another world's goes in a run of its own
-        own = Path(run_path("sft", "model.npz", Path(DEFAULT_RUN).parent / config.task))
-        raise missing_input("reference", config.reference, (
-            f"give an SFT policy of the {config.task} world: "
-            f"{output_hint('sft', own, task=config.task)}, then give it as the reference "
-            f"(--set reference={own.absolute()})"))
+        raise missing_input("reference", config.reference, _reference_hint(config))
     check_checkpoints(config)
+
+
+def _reference_hint(config: EvaluateConfig) -> str:
+    """How to make the missing reference: an SFT policy of the task's world. The default
+    reference is the reviews world's; another world's has a run of its own (``runs/TASK``, the
+    scratchpad route's for scratchpad), which is given as the reference once it is there."""
+    def made(path: Path) -> str:
+        if config.task == "scratchpad":
+            return scratchpad_route(path)
+        return output_hint("sft", path, **({"task": config.task}
+                                          if config.task != "reviews" else {}))
+
+    given = Path(config.reference)
+    if config.task == "reviews" or given.absolute() != Path(EvaluateConfig.reference).absolute():
+        return made(given)
+    own = Path(run_path("sft", "model.npz", Path(DEFAULT_RUN).parent / config.task)).absolute()
+    give = f"give it as the reference (--set reference={own})"
+    if own.is_file():
+        return f"the {config.task} world's SFT policy is {own}: {give}"
+    return f"give an SFT policy of the {config.task} world: {made(own)}, then {give}"
 
 
 def evaluation_prompts(task: Task, samples_per_prompt: int) -> list[str]:

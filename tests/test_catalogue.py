@@ -1745,6 +1745,11 @@ def test_evaluate_in_another_world_makes_its_reference_in_a_run_of_its_own(finis
     made = follow(line, work, more={"sft": ["steps=3", "eval_samples_per_prompt=1"]})
     assert made.returncode == 0, made.stderr[-3000:]
     assert not (work / "runs" / "default" / "sft").exists()
+    again = one_line_error(run(evaluate, work), "is missing: the arithmetic world's SFT policy "
+                           f"is {work / 'runs/arithmetic/sft/model.npz'}: give it as the "
+                           f"reference (--set reference={work / 'runs/arithmetic/sft/model.npz'}"
+                           ")")  # made: no command that would train it again
+    assert "`" not in again
     proc = run([*evaluate, f"reference={work / 'runs/arithmetic/sft/model.npz'}"], work)
     one_line_error(proc, f"policy = {policy} was trained for the 'reviews' world, and task = "
                    "'arithmetic'")  # the reference is of its world now: the policy is not

@@ -180,3 +180,25 @@ def test_set_given_twice_keeps_every_setting(command):
     last settings, silently."""
     args = build_parser().parse_args([*command, "--set", "a=1", "--set", "b=2", "c=3"])
     assert args.set == ["a=1", "b=2", "c=3"]
+
+
+def test_evaluate_in_the_scratchpad_world_names_its_route_for_the_reference(tmp_path,
+                                                                           monkeypatch, capsys):
+    """The default reference is the reviews world's, however it is written (relative or
+    absolute): for the scratchpad world the hint is the route's two commands, in
+    runs/scratchpad, not an SFT run of the reviews world's recipe."""
+    from minirlhf.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    policy = tmp_path / "policy.npz"
+    policy.write_bytes(b"")  # there: the reference is checked next
+    route = tmp_path / "runs" / "scratchpad"
+    for reference in ([], [f"reference={tmp_path / 'runs/default/sft/model.npz'}"]):
+        assert main(["evaluate", str(policy), "--set", "task=scratchpad", *reference]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: reference {tmp_path / 'runs/default/sft/model.npz'} is "
+                              "missing: give an SFT policy of the scratchpad world: make it with "
+                              "`python -m minirlhf pretrain --set task=scratchpad "
+                              f"corpus=scratchpad out_dir={route / 'pretrain'} && "), err
+        assert err.endswith(f"out_dir={route / 'sft'}`, then give it as the reference (--set "
+                            f"reference={route / 'sft' / 'model.npz'})\n"), err

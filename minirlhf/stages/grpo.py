@@ -38,7 +38,6 @@ from minirlhf.autograd.tensor import no_grad
 from minirlhf.config import (
     ConfigError,
     Stage,
-    command_hint,
     missing_input,
     output_hint,
     run_path,
@@ -74,29 +73,11 @@ from minirlhf.plots import plot_reward_vs_kl
 from minirlhf.streams import stream
 from minirlhf.training import Actors, PolicySettings, RolloutBatch
 from minirlhf.world import TASK_NAMES, get_task
+from minirlhf.world.scratchpad import scratchpad_route
 
 log = logging.getLogger("minirlhf.stages.grpo")
 
 ADVANTAGE_KINDS = ("grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "remax")
-# The two commands that make the scratchpad world's SFT policy (GRPO's default start point): a
-# base model pretrained on worked sums, a third with a slip, and SFT on right ones.
-def scratchpad_route(sft: str | Path, absolute: bool = True) -> str:
-    """The two commands (``command_hint``) that make the scratchpad world's SFT policy at
-    ``sft`` (``<run>/sft/model.npz``, its base model in ``<run>/pretrain/``), in a sentence:
-    "make it with `...`" (when ``sft`` is not named model.npz, "make one with `...` (it writes
-    <run>/sft/model.npz)")."""
-    sft = Path(sft).absolute() if absolute else Path(sft)
-    made = sft.parent / "model.npz"
-    pre = sft.parent.parent / "pretrain"
-    command = command_hint(
-        ["python", "-m", "minirlhf", "pretrain", "--set", "task=scratchpad",
-         "corpus=scratchpad", f"out_dir={pre}"],
-        ["python", "-m", "minirlhf", "sft", "--set", "task=scratchpad",
-         f"init={pre / 'model.npz'}", "steps=600", "n_demos=8000", f"out_dir={sft.parent}"])
-    return f"make it with {command}" if sft == made else \
-        f"make one with {command} (it writes {made})"
-
-
 SCRATCHPAD_ROUTE = scratchpad_route("runs/scratchpad/sft/model.npz", absolute=False)
 
 

@@ -26,8 +26,11 @@ avoids. That is the room RL with the verifier has: it can learn *when to show th
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
+
+from minirlhf.config import command_hint
 
 MIN_TERMS, MAX_TERMS = 2, 5  # the difficulty range
 MAX_OPERAND = 20  # terms are 1..MAX_OPERAND
@@ -206,3 +209,22 @@ def accuracy_by_difficulty(prompts: list[str], rewards: list[float]) -> dict[int
     for p, r in zip(prompts, rewards, strict=True):
         out.setdefault(difficulty(p), []).append(r)
     return {k: float(np.mean(v)) for k, v in sorted(out.items())}
+
+
+# The two commands that make the scratchpad world's SFT policy (GRPO's default start point): a
+# base model pretrained on worked sums, a third with a slip, and SFT on right ones.
+def scratchpad_route(sft: str | Path, absolute: bool = True) -> str:
+    """The two commands (``command_hint``) that make the scratchpad world's SFT policy at
+    ``sft`` (``<run>/sft/model.npz``, its base model in ``<run>/pretrain/``), in a sentence:
+    "make it with `...`" (when ``sft`` is not named model.npz, "make one with `...` (it writes
+    <run>/sft/model.npz)")."""
+    sft = Path(sft).absolute() if absolute else Path(sft)
+    made = sft.parent / "model.npz"
+    pre = sft.parent.parent / "pretrain"
+    command = command_hint(
+        ["python", "-m", "minirlhf", "pretrain", "--set", "task=scratchpad",
+         "corpus=scratchpad", f"out_dir={pre}"],
+        ["python", "-m", "minirlhf", "sft", "--set", "task=scratchpad",
+         f"init={pre / 'model.npz'}", "steps=600", "n_demos=8000", f"out_dir={sft.parent}"])
+    return f"make it with {command}" if sft == made else \
+        f"make one with {command} (it writes {made})"
