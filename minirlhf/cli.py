@@ -295,8 +295,8 @@ def _frontier_report_line(root: Path) -> str:
         return f"the pipeline's report of {root} will show it (the run has none yet)"
     again = report_command(root)
     if again is None:
-        return (f"{report} shows it once the pipeline command that made {root} runs again, "
-                "with its settings (its records under pipeline/ hold them); it trains nothing")
+        return (f"{report} shows it once the pipeline writes its report again: the command "
+                f"that made {root}, with its settings and thread count, trains nothing")
     return f"{report} shows it once the pipeline runs again (it trains nothing): {again}"
 
 

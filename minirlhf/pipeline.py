@@ -456,13 +456,13 @@ def report_command(root: Path) -> str | None:
         config = PipelineConfig(name=root.name, preset=summary["preset"],
                                 runs_dir=str(root.parent), seed=int(summary["seed"]),
                                 progress=False)
+        count = made_with(root)
+        if count is None or count > cores() or stages_to_run(config, count):
+            return None
     except (OSError, InputError, ConfigError, KeyError, TypeError, ValueError):
-        return None
-    count = made_with(root)
-    if count is None or count > cores() or stages_to_run(config, count):
-        return None
+        return None  # a hint, after the work is done: never an error of its own
     return pipeline_command(config.preset, root.name, root.parent, config.seed,
-                            threads=None if count == cores() else count)
+                            threads=count)  # set whatever the shell has set
 
 
 # In a run's pipeline/ folder: the course made this run (the chapters and the claims read it),

@@ -1636,8 +1636,8 @@ def test_a_frontier_of_an_earlier_sft_policy_is_left_out_of_the_report(finished,
     followed = follow(line, work)
     assert followed.returncode == 0, followed.stderr[-3000:]
     assert followed.stdout.splitlines()[-1] == (  # other settings than the preset's: no
-        f"{report} shows it once the pipeline command that made {runs / 'tiny'} runs again, "
-        "with its settings (its records under pipeline/ hold them); it trains nothing")
+        f"{report} shows it once the pipeline writes its report again: the command that made "
+        f"{runs / 'tiny'}, with its settings and thread count, trains nothing")
     proc = run(changed, work)
     assert proc.returncode == 0 and "ran nothing" in proc.stdout, proc.stderr[-3000:]
     text = report.read_text()

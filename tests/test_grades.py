@@ -384,3 +384,11 @@ def test_record_expected_keeps_the_file_when_values_move_within_their_tolerance(
     v = recorded[exact][0]
     changed = dict(moved, **{exact: (np.nextafter(v, np.inf), 0.0)})
     assert exercises.write_expected(changed, path) == [exact]
+    # an infinite value is matched exactly, whatever the tolerance (tol (1 + inf) is no bound)
+    inf = np.array([-np.inf, 1.0])
+    assert exercises._same_value(inf, inf + [0, 1e-12], 1e-8)
+    assert not exercises._same_value(inf, np.array([-1e30, 1.0]), 1e-8)
+    exercises._close("a mask", inf, inf, 1e-8)
+    with pytest.raises(exercises.CheckFailed,
+                       match=r"a mask at \(0,\): expected -inf, got -1e\+30"):
+        exercises._close("a mask", np.array([-1e30, 1.0]), inf, 1e-8)

@@ -254,6 +254,14 @@ def test_a_stage_folder_given_as_a_model_names_its_checkpoint(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"error: checkpoint {stage} is a folder without config.json: neither a checkpoint file "
         f"nor a Hugging Face model folder; the checkpoint in it is {stage / 'model.npz'}\n")
+    assert main(["import", str(stage), str(tmp_path / "back.npz")]) == 2  # no import needed
+    assert capsys.readouterr().err == (
+        f"error: {stage}: a folder of a minirlhf run, not a Hugging Face one: its checkpoint "
+        f"{stage / 'model.npz'} needs no import (the export command makes a Hugging Face folder "
+        "of it)\n")
+    assert main(["import", str(stage / "model.npz"), str(tmp_path / "back.npz")]) == 2
+    assert capsys.readouterr().err.endswith("a file, not a Hugging Face model folder (a "
+                                            "minirlhf checkpoint: it needs no import)\n")
     folder = _export(tmp_path, stage / "model.npz", "hf")  # the file it names
     card = (folder / "README.md").read_text()
     layers = tiny_gpt(seed=7).config.n_layer

@@ -97,8 +97,11 @@ def _close(name: str, got, expected, tol: float = 1e-8) -> None:
         where = f" at {tuple(int(k) for k in i)}" if got_a.ndim else ""
         raise CheckFailed(f"{name}{where}: expected {exp_a[i]:.6g}, got a value that is not a "
                           f"finite number (a division by zero, or an overflow?)")
-    diff = np.abs(got_a - exp_a)
-    bad = ~(diff <= tol * (1 + np.abs(exp_a)))
+    with np.errstate(invalid="ignore"):  # inf - inf
+        diff = np.abs(got_a - exp_a)
+    finite = np.isfinite(exp_a)  # an infinite expected value is matched exactly
+    bad = np.where(finite, ~(diff <= tol * (1 + np.abs(np.where(finite, exp_a, 0)))),
+                   got_a != exp_a)
     if bad.any():
         i = np.unravel_index(np.argmax(np.where(bad, diff, -1)), diff.shape) if diff.ndim else ()
         where = f" at {tuple(int(k) for k in i)}" if diff.ndim else ""
@@ -1005,8 +1008,9 @@ def _same_value(old: np.ndarray, new: np.ndarray, tol: float) -> bool:
         return False
     if new.dtype.kind != "f":
         return bool(np.array_equal(old, new))
-    with np.errstate(invalid="ignore"):  # inf - inf: equal, said by ==
-        near = np.abs(new - old) <= tol * (1 + np.abs(old))
+    finite = np.isfinite(old)  # an infinite value is the same only exactly
+    with np.errstate(invalid="ignore"):  # inf - inf
+        near = finite & (np.abs(new - old) <= tol * (1 + np.abs(np.where(finite, old, 0))))
     return bool(np.all(near | (old == new) | (np.isnan(old) & np.isnan(new))))
 
 

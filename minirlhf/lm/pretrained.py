@@ -587,9 +587,17 @@ def import_folder(folder: str | Path, out: str | Path, force: bool = False
 
     out = Path(out)
     path = out if out.suffix == ".npz" else out / "model.npz"
-    if not Path(folder).is_dir():
-        raise PretrainedError(f"{folder}: " + ("a file, not a Hugging Face model folder"
-                                               if Path(folder).exists() else "no such folder"))
+    folder = Path(folder)
+    ours = folder if folder.suffix == ".npz" else folder / "model.npz"
+    if not folder.is_dir():
+        raise PretrainedError(f"{folder}: " + (
+            "a file, not a Hugging Face model folder" + (
+                " (a minirlhf checkpoint: it needs no import)" if ours == folder else "")
+            if folder.exists() else "no such folder"))
+    if not (folder / "config.json").exists() and ours.is_file():
+        raise PretrainedError(f"{folder}: a folder of a minirlhf run, not a Hugging Face one: "
+                              f"its checkpoint {ours} needs no import (the export command "
+                              "makes a Hugging Face folder of it)")
     if path.is_dir():
         raise PretrainedError(f"{path} is a folder: give a .npz file, or a folder for "
                               "FOLDER/model.npz")
