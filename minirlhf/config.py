@@ -331,8 +331,9 @@ def check_checkpoints(config: Any, unused: Sequence[str] = ()) -> None:
             other = model_kind(meta).startswith("Hugging Face")  # not GPT-2, or another head
             raise ConfigError(f"{name}: {key} = {path} is a {model_kind(meta)}{made_by}, not a "
                               f"{kind}" + (" (minirlhf reads GPT-2 folders: GPT2LMHeadModel "
-                                           "for a policy, GPT2ForSequenceClassification for a "
-                                           "reward model)" if other else "")
+                                           "or GPT2Model for a policy, "
+                                           "GPT2ForSequenceClassification for a reward model)"
+                                           if other else "")
                               + f": give a {kind}'s model.npz or Hugging Face folder")
         if meta.get("hf_tokenizer", "char") != "char":
             raise ConfigError(f"{name}: {key} = {path} is a Hugging Face folder with GPT-2's "

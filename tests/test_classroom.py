@@ -581,3 +581,6 @@ def test_a_cell_after_an_unsolved_one_keeps_the_command_its_error_names(monkeypa
     assert hint in line and line.endswith("solve it and re-run from there")
     assert unsolved.handle(NameError("x" * 400))
     assert "x" * 157 + "...)" in capsys.readouterr().out
+    assert unsolved.handle(FileNotFoundError("y" * 300 + hint + "z" * 300))  # long either side
+    line = capsys.readouterr().out.strip()
+    assert hint.split(": ", 1)[1] in line and len(line) < 600 and "y" * 78 not in line

@@ -308,11 +308,18 @@ def test_a_check_that_hangs_or_exits_fails_alone(student, tmp_path):
     ppo = folder / "minirlhf" / "objectives" / "ppo.py"
     ppo.write_text(ppo.read_text().replace("def gae(", "def gae(*a, **k):\n    import sys\n"
                                            "    sys.exit(3)\n\n\ndef _gae(", 1))
+    reward = folder / "minirlhf" / "objectives" / "reward.py"
+    reward.write_text(reward.read_text().replace(
+        "def plackett_luce_loss(", "def plackett_luce_loss(*a, **k):\n    import sys\n"
+        "    print('a warning first', file=sys.stderr)\n    sys.exit(4)\n\n\n"
+        "def _plackett_luce_loss(", 1))
     by_name = {r.exercise.name: r for r in grade(folder, timeout=3)}
+    assert by_name["plackett-luce"].message == ("the process ended during this check (exit "
+                                                "code 4: a warning first)")
     assert by_name["gold-agreement"].message == ("the check did not finish within 3 s (a loop "
                                                  "that never ends?)")
-    assert by_name["gae"].message == ("the process ended during this check (no message; exit "
-                                      "code 3: a sys.exit() or os._exit() in the submission?)")
+    assert by_name["gae"].message == ("the process ended during this check (exit code 3, no "
+                                      "message: a sys.exit() or os._exit() in the submission?)")
     assert by_name["constitution-score"].status == by_name["constitution-choice"].status == "pass"
     assert by_name["kto"].status == "not implemented"  # after both: still graded
 

@@ -241,8 +241,8 @@ def test_a_folder_without_a_tokenizer_or_of_another_head_is_named_by_import_and_
     assert not (tmp_path / "a.npz").exists() and not (tmp_path / "b.npz").exists()
     assert main(["evaluate", str(other), "--set", f"reference={tmp_path / 'policy.npz'}"]) == 2
     assert "GPT2ForTokenClassification (model_type 'gpt2'), not a policy (minirlhf reads GPT-2 " \
-        "folders: GPT2LMHeadModel for a policy, GPT2ForSequenceClassification for a reward " \
-        "model)" in capsys.readouterr().err
+        "folders: GPT2LMHeadModel or GPT2Model for a policy, GPT2ForSequenceClassification for " \
+        "a reward model)" in capsys.readouterr().err
 
 
 def test_a_stage_folder_given_as_a_model_names_its_checkpoint(tmp_path, capsys):
@@ -265,4 +265,4 @@ def test_a_stage_folder_given_as_a_model_names_its_checkpoint(tmp_path, capsys):
     folder = _export(tmp_path, stage / "model.npz", "hf")  # the file it names
     card = (folder / "README.md").read_text()
     layers = tiny_gpt(seed=7).config.n_layer
-    assert f"{layers} layer{'s' * (layers != 1)}, " in card and f"`{TOK.chars}`" in card
+    assert f"{layers} layer{'s' * (layers != 1)}, " in card and f'`"{TOK.chars}"`' in card

@@ -228,7 +228,7 @@ def test_every_code_block_of_docs_trl_runs_and_the_round_trip_comes_back(tiny_ru
     assert re.search(r"gold[^\n]*-?\d+\.\d+", evaluate), evaluate[-800:]
     print(evaluate[evaluate.index("the policy"):])  # shown with pytest -s
     for folder, stage in (("export/sft", "sft"), ("export/reward", "reward"),
-                          ("export/trl_dpo", "sft")):  # TRL's save keeps our record
+                          ("export/trl_dpo", "dpo")):  # TRL's save keeps our record
         record = json.loads(Path(folder, "config.json").read_text())["minirlhf"]
         assert record["stage"] == stage and record["task"] == "reviews", (folder, record)
     ours, _, _ = load_model("runs/default/trl_dpo/model.npz")

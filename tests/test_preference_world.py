@@ -177,6 +177,8 @@ def test_jsonl_round_trip(tmp_path):
     ('{"prompt": [{"role": "user", "content": "the plot was"}], "chosen": " good.", '
      '"rejected": " bad."}', ":2: field 'prompt' must be a string, got list (TRL's "
      "conversational format, a list of messages, is not read: give the text itself)"),
+    ('{"prompt": [], "chosen": " good.", "rejected": " bad."}',
+     ":2: field 'prompt' must be a string, got list"),
     ('{"chosen": "the plot was good.", "rejected": "the plot was bad."}',
      ":2: missing field 'prompt' (TRL's implicit-prompt format, the prompt inside chosen and "
      "rejected, is not read: give the prompt in a field of its own)"),
@@ -343,6 +345,8 @@ def test_thumbs_labels_follow_the_rater_model():
     ('[\n{"prompt": "the plot was", "chosen": " good.", "rejected": " bad."}\n]\n',
      ":1: a JSON array; the file must be JSON Lines, one object per line (datasets: "
      "to_json(path, lines=True))"),
+    ('\n[\n{"prompt": "the plot was", "chosen": " good.", "rejected": " bad."}\n]\n',
+     ":2: a JSON array; the file must be JSON Lines"),  # after a blank line
     ('\ufeff{"prompt": "the plot was", "chosen": " good.", "rejected": " bad."}\n',
      ":1: starts with a byte-order mark (U+FEFF); save it as UTF-8 without one"),
 ])
@@ -352,4 +356,4 @@ def test_a_json_array_or_a_byte_order_mark_is_named(tmp_path, text, message):
     path.write_text(text, encoding="utf-8")
     with pytest.raises(PreferenceDataError) as caught:
         load_jsonl(path)
-    assert str(caught.value) == f"{path}{message}"
+    assert str(caught.value).startswith(f"{path}{message}")

@@ -219,13 +219,15 @@ def _run_checks(work: Path, names: list[str], timeout: float,
 
 
 def _why_it_ended(code: int, stderr: str) -> str:
-    """The last line the process wrote to stderr, or, with none, its exit code or signal."""
+    """The last line the process wrote to stderr (its uncaught exception, say), and how it
+    ended unless that was such an exception's exit code 1: another exit code, or the signal
+    that killed it."""
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
     if lines:
-        return lines[-1].strip()
-    if code < 0:
-        return f"no message; killed by signal {-code}"
-    return f"no message; exit code {code}: a sys.exit() or os._exit() in the submission?"
+        return lines[-1].strip() if code == 1 else f"{how}: {lines[-1].strip()}"
+    return how + ("" if code < 0 else ", no message: a sys.exit() or os._exit() in the "
+                  "submission?")
 
 
 def write_course(folder: str | Path) -> list[Path]:

@@ -90,8 +90,7 @@ def handle(error: BaseException) -> bool:
         line = f"this cell needs {stub}: solve it and re-run"
     elif _waiting:  # after a cell stopped: what it did not make (a name, a file, a result)
         said = (str(error).splitlines() or [""])[0]
-        if len(said) > 160 and "`" not in said:  # a command between backticks stays whole
-            said = said[:157] + "..."
+        said = _shorter(said)
         line = (f"this cell needs what a cell above did not make ({type(error).__name__}: "
                 f"{said}); that cell needs {_waiting[-1]}: solve it and re-run from there")
     else:
@@ -99,6 +98,20 @@ def handle(error: BaseException) -> bool:
     sys.last_type, sys.last_value, sys.last_traceback = type(error), error, error.__traceback__
     print(line)
     return True
+
+
+def _shorter(text: str, most: int = 160) -> str:
+    """``text`` cut to about ``most`` characters, a command between backticks kept whole (cut,
+    it would not run when pasted): the words before and after it cut instead."""
+    if len(text) <= most:
+        return text
+    start, end = text.find("`"), text.rfind("`")
+    if not 0 <= start < end:
+        return text[:most - 3] + "..."
+    head, command, tail = text[:start], text[start:end + 1], text[end + 1:]
+    side = most // 2
+    return ((head if len(head) <= side else "..." + head[-(side - 3):]) + command
+            + (tail if len(tail) <= side else tail[:side - 3] + "..."))
 
 
 def stub_of(error: BaseException) -> str | None:

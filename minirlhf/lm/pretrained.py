@@ -408,12 +408,15 @@ def provenance(extra: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _shape_words(c: GPTConfig, tokenizer: CharTokenizer) -> str:
-    """A model card's words for the model's shape and its tokens."""
+    """A model card's words for the model's shape and its tokens (its characters quoted, so a
+    space shows; in a code span that a backtick among them does not end)."""
+    chars = json.dumps(tokenizer.chars, ensure_ascii=False)
+    span = f"`` {chars} ``" if "`" in chars else f"`{chars}`"
     return (f"{c.n_layer} layer{'s' * (c.n_layer != 1)}, {c.n_head} head"
             f"{'s' * (c.n_head != 1)}, width {c.n_embd}, context {c.block_size} tokens, one "
             f"token per character ({c.vocab_size} tokens: `<pad>` 0, `<bos>` 1, `<eos>` 2, then "
-            f"one for each of the {len(tokenizer.chars)} characters of `{tokenizer.chars}`; any "
-            "other character is unknown to it)")
+            f"one for each of the {len(tokenizer.chars)} characters of {span}; any other "
+            "character is unknown to it)")
 
 
 def save_pretrained(model: GPT, tokenizer: CharTokenizer, folder: str | Path,
@@ -468,11 +471,12 @@ def from_pretrained(folder: str | Path, tokenizer: bool = True
     size) or one ``save_pretrained`` wrote. ``tokenizer=False`` skips the tokenizer (and
     returns None for it)."""
     folder = Path(folder)
+    tok = load_tokenizer(folder) if tokenizer else None  # before the weights: the quick check
     model, other, _ = _load(folder)
     if other:
         print(f"from_pretrained: {folder} also holds {sorted(other)[:4]}, not part of a "
               "language model (ignored)")
-    return model, (load_tokenizer(folder) if tokenizer else None)
+    return model, tok
 
 
 def save_reward_model(rm: RewardModel, folder: str | Path,
@@ -535,6 +539,10 @@ def reward_model_from_pretrained(folder: str | Path) -> RewardModel:
     weight is ``score``, its bias 0, gain 1, and the bias ``minirlhf_reward_offset`` (0 for a
     folder we did not write)."""
     folder = Path(folder)
+    tok = load_tokenizer(folder)  # before the weights: the quick check
+    if not isinstance(tok, CharTokenizer):
+        raise PretrainedError(f"{folder}: a minirlhf reward model reads characters; this "
+                              "folder's tokenizer is GPT-2's BPE")
     model, other, cfg = _load(folder)
     score = other.pop("score.weight", None)
     if score is None or score.shape != (1, model.config.n_embd):
@@ -543,10 +551,6 @@ def reward_model_from_pretrained(folder: str | Path) -> RewardModel:
                               f"{None if score is None else score.shape}")
     model.add_scalar_head("reward")
     model.reward_head.weight.data = score.T.astype(np.float32).copy()
-    tok = load_tokenizer(folder)
-    if not isinstance(tok, CharTokenizer):
-        raise PretrainedError(f"{folder}: a minirlhf reward model reads characters; this "
-                              "folder's tokenizer is GPT-2's BPE")
     return RewardModel(model, tok, gain=1.0, bias=float(cfg.get("minirlhf_reward_offset", 0.0)))
 
 

@@ -106,8 +106,8 @@ def _text_field(obj: dict, name: str, where: str, tokenizer: CharTokenizer,
             "read: give the prompt in a field of its own)" if implicit else ""))
     value = obj[name]
     if not isinstance(value, str):
-        chat = isinstance(value, list) and all(isinstance(m, dict) and "content" in m
-                                               for m in value)
+        chat = isinstance(value, list) and bool(value) and all(
+            isinstance(m, dict) and "content" in m for m in value)
         raise PreferenceDataError(f"{where}: field {name!r} must be a string, got "
                                   f"{type(value).__name__}" + (
                                       " (TRL's conversational format, a list of messages, is "
@@ -161,7 +161,7 @@ def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None,
             try:
                 obj = json.loads(line.strip())
             except json.JSONDecodeError as e:
-                array = lineno == 1 and line.lstrip().startswith("[")
+                array = not records and line.lstrip().startswith("[")  # the first line read
                 raise PreferenceDataError(f"{where}: " + (
                     "a JSON array; the file must be JSON Lines, one object per line "
                     "(datasets: to_json(path, lines=True))" if array else
@@ -169,7 +169,7 @@ def load_jsonl(path: str | Path, tokenizer: CharTokenizer | None = None,
             if not isinstance(obj, dict):
                 raise PreferenceDataError(f"{where}: each line must be a JSON object" + (
                     " (the file holds a JSON array; write JSON Lines, one object per line)"
-                    if isinstance(obj, list) and lineno == 1 else ""))
+                    if isinstance(obj, list) and not records else ""))
             prompt = _text_field(obj, "prompt", where, tokenizer)
             if "completion" in obj or "label" in obj:  # unpaired, for KTO
                 records.append(_unpaired(obj, prompt, where, tokenizer, block_size))
