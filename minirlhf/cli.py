@@ -700,8 +700,17 @@ def _add_pipeline_and_course(sub: Any) -> None:
     p.set_defaults(func=cmd_claims)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, and its subcommands', without prefixes of long options: ``--seed``
+    would otherwise be read as ``--seeds`` by the commands that have only the latter."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m minirlhf",
         description="minirlhf: RLHF from scratch in pure NumPy.",
     )
@@ -1019,8 +1028,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["classroom"]:
         # before the parser of every command, which imports the whole library: a student's file
         # that does not compile fails the exercises that import it, not the command
-        parser = argparse.ArgumentParser(prog="python -m minirlhf classroom",
-                                         description=cmd_classroom.__doc__)
+        parser = _Parser(prog="python -m minirlhf classroom",
+                         description=cmd_classroom.__doc__)
         _classroom_arguments(parser)
         try:
             return cmd_classroom(parser.parse_args(argv[1:]))

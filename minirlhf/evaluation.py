@@ -420,12 +420,16 @@ def nested_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The same at every level of nested results (an experiment's results.json, whose own
     dicts may already be named mean, ci95 or per_seed): at each level the numbers' means under
     their keys and, beside them, ``over_seeds`` holding their ``mean``, ``ci95`` and
-    ``per_seed``; each dict that every run has, the same way."""
-    means, cis, per_seed = _over_seeds(runs)
+    ``per_seed``; each dict that every run has, the same way. Left out: a run's ``seed`` and
+    ``threads`` (settings, not figures) and its own ``ci95`` intervals over prompts (each seed's
+    results.json keeps them; an interval's ends are no figure to average)."""
+    means, cis, per_seed = _over_seeds([{k: v for k, v in r.items()
+                                         if k not in ("seed", "threads")} for r in runs])
     out: dict[str, Any] = {**means, "over_seeds": {"mean": means, "ci95": cis,
                                                    "per_seed": per_seed}}
     for key, value in runs[0].items():
-        if isinstance(value, dict) and all(isinstance(r.get(key), dict) for r in runs):
+        if key != "ci95" and isinstance(value, dict) and all(isinstance(r.get(key), dict)
+                                                             for r in runs):
             out[key] = nested_over_seeds([r[key] for r in runs])
     return out
 

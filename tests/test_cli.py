@@ -202,3 +202,16 @@ def test_evaluate_in_the_scratchpad_world_names_its_route_for_the_reference(tmp_
                               f"corpus=scratchpad out_dir={route / 'pretrain'} && "), err
         assert err.endswith(f"out_dir={route / 'sft'}`, then give it as the reference (--set "
                             f"reference={route / 'sft' / 'model.npz'})\n"), err
+
+
+@pytest.mark.parametrize("argv", [["ppo", "--seed", "2"], ["course", "--seed", "1", "--plan"],
+                                  ["claims", "--seed", "1", "--no-run"]])
+def test_a_prefix_of_an_option_is_not_taken_for_it(argv, capsys):
+    """`--seed` on a command that has only `--seeds` is an error, not two runs of seeds 0 and 1
+    (argparse reads a prefix of a long option as the option unless told not to)."""
+    from minirlhf.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert "unrecognized arguments: --seed" in capsys.readouterr().err

@@ -110,6 +110,20 @@ def test_over_seeds_leaves_out_figures_that_are_not_finite_in_some_seed():
     assert "d_peak" not in out["fit"] and "d_peak" not in out["fit"]["over_seeds"]["per_seed"]
 
 
+def test_over_seeds_leaves_out_settings_and_each_seed_s_own_intervals():
+    """A run's seed and thread count are settings, not figures to average; a run's intervals
+    over prompts (its ``ci95``) are no figures either: each seed's results keep them."""
+    from minirlhf.evaluation import nested_over_seeds
+
+    runs = [{"seed": s, "threads": 1, "seconds": 10.0 + s, "gold": 1.0 + s,
+             "ci95": {"gold": [0.5 + s, 1.5 + s]}, "ppo": {"gold": 2.0 + s, "seed": s}}
+            for s in (0, 1)]
+    out = nested_over_seeds(runs)
+    assert out["gold"] == 1.5 and out["seconds"] == 10.5 and out["ppo"]["gold"] == 2.5
+    assert {"seed", "threads", "ci95"}.isdisjoint(out)
+    assert "seed" not in out["ppo"] and "seed" not in out["over_seeds"]["per_seed"]
+
+
 def test_environment_names_the_cpus_vector_extensions(tmp_path, monkeypatch):
     from minirlhf import machine
 
