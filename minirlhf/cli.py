@@ -709,6 +709,11 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+def _about(minutes: float) -> str:
+    """The course's estimate, as its plan's first line ends."""
+    return ", under a minute" if minutes < 1 else f", about {minutes:.0f} min"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m minirlhf",
@@ -873,7 +878,7 @@ def cmd_course(args: argparse.Namespace) -> int:
               f"run on {workers} worker(s) of one thread"
               + (f" ({len(checked)} to check their results against a run trained back)"
                  if checked else "")
-              + f", about {estimate_minutes(trained, workers, args.preset == 'tiny'):.0f} min")
+              + _about(estimate_minutes(trained, workers, args.preset == "tiny")))
         for j in jobs:
             state = "done" if j in finished else "to check" if j in checked else "to run"
             print(f"  {j.name:<28}{state:<9}"

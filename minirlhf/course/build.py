@@ -66,6 +66,8 @@ EXPERIMENTS = ("rlaif", "sycophancy", "length-bias", "overoptimization", "rankin
 SECONDS = {"pipeline": 580, "route": 160, "rlaif": 210, "sycophancy": 255, "length-bias": 430,
            "overoptimization": 320, "rankings": 345, "ppo-details": 710, "dpo-details": 335,
            "critic-free": 1090, "frontier": 1300, "seeds": 1}
+# The same, quick (the tiny preset's pipeline, each experiment's --quick): a few seconds each
+QUICK_SECONDS = {"pipeline": 15, "route": 5, "seeds": 1}
 
 
 @dataclass(frozen=True)
@@ -150,12 +152,13 @@ def fingerprints(jobs: list[Job], threads: int = THREADS) -> dict[str, str]:
     return out
 
 
-def seconds(job: Job) -> float:
-    """The job's rough one-thread time (``SECONDS``; a minute for a job it does not know)."""
+def seconds(job: Job, quick: bool = False) -> float:
+    """The job's rough one-thread time (``SECONDS``, or ``QUICK_SECONDS``; a minute, or 4 s,
+    for a job it does not know)."""
     kind = job.call.rsplit(":", 1)[1]
     key = dict(job.kwargs)["name"] if kind == "experiment_run" else \
         {"pipeline_run": "pipeline", "scratchpad_route": "route"}.get(kind, "seeds")
-    return SECONDS.get(key, 60)
+    return QUICK_SECONDS.get(key, 4) if quick else SECONDS.get(key, 60)
 
 
 def critical_seconds(jobs: list[Job]) -> dict[str, float]:
@@ -174,14 +177,14 @@ def critical_seconds(jobs: list[Job]) -> dict[str, float]:
 
 
 def experiment_seconds(name: str, quick: bool) -> float:
-    """The rough one-thread time of one seed of experiment ``name`` (``SECONDS``; its quick
-    run a twentieth of it, as ``estimate_minutes`` counts it)."""
-    return SECONDS.get(name, 60) * (0.05 if quick else 1.0)
+    """The rough one-thread time of one seed of experiment ``name`` (``SECONDS``, or
+    ``QUICK_SECONDS`` for its quick run, as ``estimate_minutes`` counts it)."""
+    return QUICK_SECONDS.get(name, 4) if quick else SECONDS.get(name, 60)
 
 
 def estimate_minutes(jobs: list[Job], workers: int, quick: bool) -> float:
     """A rough wall-clock estimate: the jobs' one-thread times shared among the workers."""
-    return sum(seconds(j) for j in jobs) * (0.05 if quick else 1.0) / max(workers, 1) / 60
+    return sum(seconds(j, quick) for j in jobs) / max(workers, 1) / 60
 
 
 # ------------------------------------------------------------------ the jobs' functions
