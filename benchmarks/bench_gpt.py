@@ -303,7 +303,7 @@ def torch_jobs(shapes, sample_shape, threads: int = 2):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--quick", action="store_true", help="3 repetitions instead of 5")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
     mode = parser.add_mutually_exclusive_group()

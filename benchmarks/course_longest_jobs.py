@@ -28,7 +28,7 @@ def job(name: str, base: str, seed: int, runs_dir: str) -> Job:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--source", default="runs", help="holds default/ and scratchpad/")
     parser.add_argument("--out", default="/tmp/bigjobs", help="where the copies run")
     args = parser.parse_args()

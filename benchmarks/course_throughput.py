@@ -128,7 +128,7 @@ def one_way(label: str, base: Path, out: Path, names: list[str], seeds: int, wor
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--base", default="runs/default", help="a finished default pipeline run")
     parser.add_argument("--out", default="/tmp/throughput", help="where the copies run")
     parser.add_argument("--experiments", default="rlaif,sycophancy")

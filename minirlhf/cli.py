@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 
 def cmd_gradcheck(args: argparse.Namespace) -> int:
@@ -707,6 +707,12 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments: --seed"):  # where only --seeds is
+            message += (" (this command has no --seed: --seeds N runs N seeds from 0; a stage "
+                        "command takes one seed as --set seed=N)")
+        super().error(message)
 
 
 def _about(minutes: float) -> str:

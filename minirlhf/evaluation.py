@@ -38,6 +38,7 @@ from minirlhf.config import (
     run_path,
     setting,
 )
+from minirlhf.files import CheckpointError, read_meta
 from minirlhf.lm.model import GPT
 from minirlhf.lm.sampling import generate_text, rollout
 from minirlhf.lm.sequences import token_logprobs
@@ -207,11 +208,27 @@ def check_evaluation(config: EvaluateConfig) -> None:
         raise missing_input("policy", config.policy)
     if not Path(config.reference).exists():
         raise missing_input("reference", config.reference, _reference_hint(config))
+    if _default_reference(config):  # the reviews world's, read with another world's task?
+        try:
+            made_for = read_meta(config.reference).get("extra", {}).get("config", {}).get("task")
+        except (CheckpointError, ValueError, OSError):
+            made_for = None  # check_checkpoints names an unreadable file
+        if made_for and made_for != config.task:
+            raise ConfigError(f"EvaluateConfig: reference = {config.reference}, the default, "
+                              f"was trained for the {made_for!r} world, and task = "
+                              f"{config.task!r}: {_reference_hint(config)}")
     check_checkpoints(config)
 
 
+def _default_reference(config: EvaluateConfig) -> bool:
+    """Whether the reference is the default one (however its path is written), in another
+    world than the reviews world it belongs to."""
+    return config.task != "reviews" and \
+        Path(config.reference).absolute() == Path(EvaluateConfig.reference).absolute()
+
+
 def _reference_hint(config: EvaluateConfig) -> str:
-    """How to make the missing reference: an SFT policy of the task's world. The default
+    """How to get a reference: an SFT policy of the task's world. The default
     reference is the reviews world's; another world's has a run of its own (``runs/TASK``, the
     scratchpad route's for scratchpad), which is given as the reference once it is there."""
     def made(path: Path) -> str:
@@ -221,7 +238,7 @@ def _reference_hint(config: EvaluateConfig) -> str:
                                           if config.task != "reviews" else {}))
 
     given = Path(config.reference)
-    if config.task == "reviews" or given.absolute() != Path(EvaluateConfig.reference).absolute():
+    if not _default_reference(config):
         return made(given)
     own = Path(run_path("sft", "model.npz", Path(DEFAULT_RUN).parent / config.task)).absolute()
     give = f"give it as the reference (--set reference={own})"

@@ -214,4 +214,29 @@ def test_a_prefix_of_an_option_is_not_taken_for_it(argv, capsys):
     with pytest.raises(SystemExit) as caught:
         main(argv)
     assert caught.value.code == 2
-    assert "unrecognized arguments: --seed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"unrecognized arguments: --seed {argv[2]} (this command has no --seed: --seeds N " \
+           "runs N seeds from 0; a stage command takes one seed as --set seed=N)" in err, err
+
+
+def test_evaluate_in_another_world_names_its_reference_when_the_default_is_the_reviews(
+        tmp_path, monkeypatch, capsys):
+    """After a pipeline run the default reference is there, an SFT policy of the reviews world:
+    evaluating in the scratchpad world names that world's own SFT policy when it is made,
+    before any work."""
+    from test_pretrained import TOK, tiny_gpt
+
+    from minirlhf.cli import main
+    from minirlhf.lm.checkpoint import save_model
+
+    monkeypatch.chdir(tmp_path)
+    for world in ("default", "scratchpad"):
+        save_model(tmp_path / "runs" / world / "sft" / "model.npz", tiny_gpt(), TOK,
+                   {"stage": "sft", "config": {"task": "reviews" if world == "default"
+                                               else "scratchpad"}})
+    policy = tmp_path / "runs" / "scratchpad" / "sft" / "model.npz"
+    assert main(["evaluate", str(policy), "--set", "task=scratchpad"]) == 2
+    assert capsys.readouterr().err == (
+        "error: EvaluateConfig: reference = runs/default/sft/model.npz, the default, was "
+        "trained for the 'reviews' world, and task = 'scratchpad': the scratchpad world's SFT "
+        f"policy is {policy}: give it as the reference (--set reference={policy})\n")

@@ -346,7 +346,8 @@ def test_thumbs_labels_follow_the_rater_model():
      ":1: a JSON array; the file must be JSON Lines, one object per line (datasets: "
      "to_json(path, lines=True))"),
     ('\n[\n{"prompt": "the plot was", "chosen": " good.", "rejected": " bad."}\n]\n',
-     ":2: a JSON array; the file must be JSON Lines"),  # after a blank line
+     ":2: a JSON array; the file must be JSON Lines, one object per line (datasets: "
+     "to_json(path, lines=True))"),  # after a blank line
     ('\ufeff{"prompt": "the plot was", "chosen": " good.", "rejected": " bad."}\n',
      ":1: starts with a byte-order mark (U+FEFF); save it as UTF-8 without one"),
 ])
@@ -356,4 +357,4 @@ def test_a_json_array_or_a_byte_order_mark_is_named(tmp_path, text, message):
     path.write_text(text, encoding="utf-8")
     with pytest.raises(PreferenceDataError) as caught:
         load_jsonl(path)
-    assert str(caught.value).startswith(f"{path}{message}")
+    assert str(caught.value) == f"{path}{message}"

@@ -101,17 +101,27 @@ def handle(error: BaseException) -> bool:
 
 
 def _shorter(text: str, most: int = 160) -> str:
-    """``text`` cut to about ``most`` characters, a command between backticks kept whole (cut,
-    it would not run when pasted): the words before and after it cut instead."""
+    """``text`` cut to about ``most`` characters, its first command between backticks kept
+    whole (cut, it would not run when pasted): the words before and after it are cut instead,
+    a side that needs less room leaving it to the other, and no later command is cut in two."""
     if len(text) <= most:
         return text
-    start, end = text.find("`"), text.rfind("`")
-    if not 0 <= start < end:
+    start = text.find("`")
+    end = text.find("`", start + 1) if start >= 0 else -1
+    if end < 0:
         return text[:most - 3] + "..."
     head, command, tail = text[:start], text[start:end + 1], text[end + 1:]
-    side = most // 2
-    return ((head if len(head) <= side else "..." + head[-(side - 3):]) + command
-            + (tail if len(tail) <= side else tail[:side - 3] + "..."))
+    room = max(most - len(command), 0)
+    keep_head = min(len(head), max(room // 2, room - len(tail)))
+    keep_tail = room - keep_head
+    if len(head) > keep_head:
+        head = "..." + head[len(head) - max(keep_head - 3, 0):]
+    if len(tail) > keep_tail:
+        tail = tail[:max(keep_tail - 3, 0)]
+        if tail.count("`") % 2:  # a later command cut in two: end before it
+            tail = tail[:tail.rfind("`")]
+        tail += "..."
+    return head + command + tail
 
 
 def stub_of(error: BaseException) -> str | None:

@@ -156,8 +156,8 @@ def clipped_token_losses(logp: Tensor, old_logp: np.ndarray, advantages: np.ndar
     logp: (B, T) Tensor, log pi of the sampled tokens; old_logp: (B, T) the same under the policy
     that sampled them; advantages: (B, T), or (B, 1) for one advantage per sequence; mask: (B, T).
     ratio = exp(logp - old_logp); loss_t = -min(ratio A, clip(ratio, 1 - epsilon,
-    1 + epsilon_high) A), epsilon_high = epsilon unless given (DAPO's clip-higher). On the first
-    pass over fresh samples the ratio is exactly 1 and the loss is -A per token.
+    1 + epsilon_high) A), epsilon_high = epsilon unless given (DAPO's clip-higher). Before the
+    first optimizer step on fresh samples the ratio is exactly 1 and the loss is -A per token.
 
     Also returns TRL's clipping metrics, shares of response tokens: ``clip_ratio/low_mean``
     (ratio below 1 - epsilon with A < 0), ``clip_ratio/high_mean`` (above 1 + epsilon_high with

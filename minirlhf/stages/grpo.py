@@ -18,10 +18,10 @@ The steps and their names are PPO's (``stages/ppo.py``); steps 3 to 5 differ in 
 hold: no critic, so the advantage comes from the group, and the loss is aggregated by
 ``loss_type``.
 
-The loss value is logged as ``loss`` but is not a measure of progress: on the first pass the
-ratio is 1 and the surrogate is minus the mean advantage, which is about 0 by construction
-(group-centred advantages sum to zero), whether the policy is getting better or not. Watch
-``reward`` and the gold accuracy instead.
+The loss value is logged as ``loss`` but is not a measure of progress: on an iteration's first
+minibatch the ratio is 1 (later ones move it little) and the surrogate is minus the mean
+advantage, which is about 0 by construction (group-centred advantages sum to zero), whether the
+policy is getting better or not. Watch ``reward`` and the gold accuracy instead.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def score(actors: Actors, prompts: list[str], roll: Rollout, config: GRPOConfig,
     """Step 2: the reward of each response (the verifier or the reward model, with no EOS
     scoring as the verifier's 0 or the reward model's score of the cut text), and the old
     policy's and the reference's log-probs, without gradient, in the update's minibatch shapes
-    (so that the first pass's ratio is exactly 1)."""
+    (so that the ratio is exactly 1 on the iteration's first minibatch)."""
     N, G = config.prompts_per_iteration, config.num_generations
     task, rm = actors.task, actors.reward_model
     tokens, mask = roll.generation.tokens, roll.generation.response_mask
