@@ -1475,7 +1475,7 @@ def test_a_missing_shipped_corpus_is_made_again_by_its_command(tmp_path, work):
 def test_the_classroom_hints_work_when_followed(tmp_path, work):
     """make-student's 'students run' and check's '--help' hint, each run as printed: the check
     runs the student copy's code (every exercise not implemented), the help lists chapters."""
-    from minirlhf.course.exercises import EXERCISES
+    from minirlhf.course.exercises import EXERCISES, POINTS
 
     target = tmp_path / "student"
     made = run(["classroom", "make-student", str(target)], work)
@@ -1486,7 +1486,7 @@ def test_the_classroom_hints_work_when_followed(tmp_path, work):
     check = follow(last.split("checks their work with ")[1], work)
     assert check.returncode == 1 and "Traceback" not in check.stderr, check.stderr[-3000:]
     assert check.stdout.strip().splitlines()[-1] == \
-        f"0 pass, 0 fail, {len(EXERCISES)} not implemented"
+        f"0 pass, 0 fail, {len(EXERCISES)} not implemented: 0 of {sum(POINTS.values()):g} points"
     line = one_line_error(run(["classroom", "check", "99"], work), "no chapter or exercise '99'")
     assert line.endswith("all are listed by `python -m minirlhf classroom check --help`)")
     helped = follow(line, work)
