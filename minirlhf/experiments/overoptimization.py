@@ -187,7 +187,7 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
         if name.startswith("RM on"):
             ax1.plot(d, curve["proxy"], "s--", color=line.get_color(), alpha=0.4, ms=3)
     ax1.set(xlabel="d = sqrt(KL) (best-of-n, analytic KL)", ylabel="reward",
-            title="best-of-n: gold (o, 95% band over prompts; d(α − βd) fitted); proxy (dashed)")
+            title="best-of-n: gold (o, 95% band over prompts; d(α − β_G d) fitted); proxy (dashed)")
     ax1.legend(fontsize=7)
     # PPO with little KL penalty against the small RM: every iteration is a checkpoint
     small_path = str(ctx.out / "rm_few_0" / "model.npz")
@@ -211,19 +211,19 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[str]]:
                                           "valid_rate_last": float(np.mean(
                                               valid["valid_rate"][-window:])),
                                           "final": run.report.to_dict()}
-        line, = ax2.plot(d, g, ".", ms=3, label=f"PPO β={beta}: gold (all text)")
+        line, = ax2.plot(d, g, ".", ms=3, label=f"PPO, KL coef {beta}: gold (all text)")
         gv = np.array([np.nan if v is None else v for v in valid["gold_valid"]])
         ax2.plot(d, gv, "o", ms=3, mfc="none", color=line.get_color(),
-                 label=f"PPO β={beta}: gold of the valid text")
+                 label=f"PPO, KL coef {beta}: gold of the valid text")
         ax2.plot(d, p, "x", ms=3, color=line.get_color(), alpha=0.5,
-                 label=f"PPO β={beta}: proxy")
+                 label=f"PPO, KL coef {beta}: proxy")
         fit = valid["fit"]
         if fit and np.isfinite(fit["alpha"]):
             dd = np.linspace(1e-3, d[np.isfinite(gv)].max(), 80)
             ax2.plot(dd, gv[0] + gao_curve("rl", fit["alpha"], fit["beta"])(dd), "-",
                      color=line.get_color(), lw=1)
     ax2.set(xlabel="d = sqrt(KL) (PPO, per iteration)", ylabel="reward",
-            title=f"PPO against the RM on {len(few)} pairs; d(α − β log d) fitted to the "
+            title=f"PPO against the RM on {len(few)} pairs; d(α − β_G log d) fitted to the "
                   "valid text's gold")
     ax2.legend(fontsize=7)
     fig.tight_layout()

@@ -38,7 +38,8 @@ log = logging.getLogger("minirlhf.stages.best_of_n")
 
 
 def analytic_kl(n: int) -> float:
-    """KL(best-of-n || base) = log n - (n - 1)/n, in nats."""
+    """log n - (n - 1)/n, in nats: an upper bound on KL(best-of-n || base), reached when no two
+    samples tie (Beirami et al. 2024), and the figure the literature plots best-of-n at."""
     return float(np.log(n) - (n - 1) / n)
 
 
