@@ -138,6 +138,23 @@ HF_ARCHITECTURES = {"GPT2LMHeadModel": [], "GPT2Model": [],
 GPT2_TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe"))
 
 
+def has_gpt2_tokenizer_files(folder: Path) -> bool:
+    """Whether ``folder`` holds GPT-2's tokenizer as two files (``GPT2_TOKENIZER_FILES``)."""
+    return any((folder / a).is_file() and (folder / b).is_file() for a, b in GPT2_TOKENIZER_FILES)
+
+
+def no_tokenizer(folder: Path) -> str:
+    """The error of a model folder with no tokenizer file."""
+    return (f"{folder}: no tokenizer: neither tokenizer.json (as `export` writes it) nor GPT-2's "
+            "vocab.json + merges.txt")
+
+
+def other_tokenizer(path: Path, kind: Any) -> str:
+    """The error of a tokenizer.json of a kind minirlhf does not read."""
+    return (f"{path}: a tokenizer of kind {kind!r}, neither ours (characters, as `export` writes "
+            "it) nor GPT-2's BPE")
+
+
 def folder_extra(cfg: dict[str, Any], folder: str | Path) -> dict[str, Any]:
     """A Hugging Face folder's ``extra``, as a checkpoint's metadata holds it: the folder it
     came from (``hugging_face``), and the stage and task our ``export`` kept in config.json
@@ -204,14 +221,11 @@ def folder_meta(folder: str | Path) -> dict[str, Any]:
             tokenizer = json.dumps({"type": "char", "chars": chars, "specials": specials})
             kind = "char"
         else:
-            raise CheckpointError(f"checkpoint {spec_path}: a tokenizer of kind "
-                                  f"{model.get('type')!r}, neither ours (characters, as `export` "
-                                  "writes it) nor GPT-2's BPE")
-    elif any((folder / a).is_file() and (folder / b).is_file() for a, b in GPT2_TOKENIZER_FILES):
+            raise CheckpointError("checkpoint " + other_tokenizer(spec_path, model.get("type")))
+    elif has_gpt2_tokenizer_files(folder):
         kind = "bpe"
     else:
-        raise CheckpointError(f"checkpoint {folder}: no tokenizer: neither tokenizer.json (as "
-                              "`export` writes it) nor GPT-2's vocab.json + merges.txt")
+        raise CheckpointError("checkpoint " + no_tokenizer(folder))
     return {"kind": "gpt", "scalar_heads": HF_ARCHITECTURES[arch], "config": config,
             "tokenizer": tokenizer, "hf_tokenizer": kind, "extra": extra}
 

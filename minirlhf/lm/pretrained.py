@@ -38,10 +38,12 @@ from typing import Any
 import numpy as np
 
 from minirlhf.files import (
-    GPT2_TOKENIZER_FILES,
     HF_ARCHITECTURES,
     folder_extra,
+    has_gpt2_tokenizer_files,
     no_config_json,
+    no_tokenizer,
+    other_tokenizer,
     read_json,
 )
 from minirlhf.lm.bpe import BPETokenizer
@@ -312,12 +314,9 @@ def load_tokenizer(folder: str | Path) -> CharTokenizer | BPETokenizer:
             return char_tokenizer_from_json(spec, str(path))
         if kind == "BPE":
             return bpe_from_json(spec, str(path))
-        raise ValueError(f"{path}: a tokenizer of kind {kind!r}, neither ours (characters, as "
-                         "`export` writes it) nor GPT-2's BPE")
-    if not any((folder / a).is_file() and (folder / b).is_file()
-               for a, b in GPT2_TOKENIZER_FILES):
-        raise FileNotFoundError(f"{folder}: no tokenizer: neither tokenizer.json (as `export` "
-                                "writes it) nor GPT-2's vocab.json + merges.txt")
+        raise ValueError(other_tokenizer(path, kind))
+    if not has_gpt2_tokenizer_files(folder):
+        raise FileNotFoundError(no_tokenizer(folder))
     return BPETokenizer.from_folder(folder)
 
 
